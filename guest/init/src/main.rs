@@ -1,0 +1,86 @@
+//! `dax-seal-init`: PID 1 of the test guest.
+//!
+//! Owns the guest's life from the kernel's hand-over to power-off: mounts the
+//! pseudo filesystems, finds the KTAP results port, reads the run
+//! configuration the host packed into the initramfs, turns every NVDIMM region
+//! into a mounted DAX XFS, runs the workloads and `--exec` commands, reports
+//! each as KTAP, and powers off. It never panics on purpose: every error is a
+//! `not ok` line with the reason, and even a bug ends in sync and power-off.
+
+mod nvdimm;
+mod report;
+mod sys;
+
+use std::fs;
+use std::process::ExitStatus;
+
+use dax_seal_protocol::{ktap::Outcome, RunConfig, RUN_CONFIG_PATH, SHELL_BANNER};
+
+use report::Report;
+
+fn main() {
+    sys::install_panic_hook();
+    std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    sys::mount_pseudo_filesystems();
+    let mut report = Report::open();
+    let config = read_run_config();
+    let workloads = config.as_ref().map_or(0, |c| c.workloads.len());
+    let exec = config.as_ref().is_ok_and(|c| !c.exec.is_empty());
+    report.start(1 + workloads + usize::from(exec));
+
+    let config = match config {
+        Ok(config) => config,
+        Err(reason) => {
+            report.single("setup", &Outcome::Fail(reason));
+            sys::power_off();
+        }
+    };
+    log(&format!("kernel variant {}, workloads {:?}", config.kernel, config.workloads));
+    let mounted = nvdimm::set_up_all(&mut report, config.fresh);
+
+    if config.shell {
+        run_shell();
+        sys::power_off();
+    }
+    for name in &config.workloads {
+        if mounted {
+            report.workload(name);
+        } else {
+            report.single(name, &Outcome::Fail("set-up failed: no DAX filesystem to run on".into()));
+        }
+    }
+    if exec {
+        report.exec_commands(&config.exec);
+    }
+    report.finish();
+    sys::power_off();
+}
+
+fn read_run_config() -> Result<RunConfig, String> {
+    let text = fs::read_to_string(RUN_CONFIG_PATH)
+        .map_err(|e| format!("cannot read the run configuration {RUN_CONFIG_PATH}: {e}"))?;
+    serde_json::from_str(&text).map_err(|e| format!("bad run configuration {RUN_CONFIG_PATH}: {e}"))
+}
+
+/// Interactive busybox shell on the console with job control.
+fn run_shell() {
+    eprintln!("{SHELL_BANNER}; NVDIMMs are mounted under /mnt. Exit the shell to power off.");
+    let status = std::process::Command::new("/bin/busybox").args(["setsid", "cttyhack", "/bin/sh", "-l"]).status();
+    if let Err(e) = status {
+        log(&format!("cannot start /bin/sh: {e}"));
+    }
+}
+
+pub fn log(message: &str) {
+    eprintln!("dax-seal-init: {message}");
+}
+
+/// "exited with status 3" / "killed by signal 9 (SIGKILL)".
+pub fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig} ({})", sys::signal_name(sig)),
+        _ => "ended in an unknown way".to_string(),
+    }
+}

@@ -1,0 +1,190 @@
+//! NVDIMM regions to mounted DAX filesystems, through sysfs alone (no ndctl).
+//!
+//! QEMU's NVDIMMs appear as libnvdimm regions. Without labels each region
+//! holds one raw namespace; with labels the namespace starts with size 0.
+//! Either way we claim it with the region's pfn seed (uuid, 2 MiB alignment,
+//! memmap on the device) and bind it to nd_pmem, which makes `/dev/pmemN`
+//! DAX-capable. The pfn info block lives on the NVDIMM, so on a later boot
+//! the kernel finds the namespace already in fsdax mode and we keep it, and
+//! the filesystem on it, unless the run asked for fresh ones.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dax_seal_protocol::{ktap::Outcome, MOUNT_PREFIX};
+
+use crate::report::Report;
+use crate::sys;
+
+const ND: &str = "/sys/bus/nd/devices";
+const ND_PMEM: &str = "/sys/bus/nd/drivers/nd_pmem";
+const ALIGN: &str = "2097152";
+
+fn read(path: impl AsRef<Path>) -> Result<String, String> {
+    let path = path.as_ref();
+    fs::read_to_string(path).map(|s| s.trim().to_string()).map_err(|e| format!("read {}: {e}", path.display()))
+}
+
+fn write(path: impl AsRef<Path>, value: &str) -> Result<(), String> {
+    let path = path.as_ref();
+    fs::write(path, value).map_err(|e| format!("write {value:?} to {}: {e}", path.display()))
+}
+
+/// Region directories, ordered by region number.
+fn regions() -> Vec<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = fs::read_dir(ND)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let n = name.strip_prefix("region")?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Sets up every region; true when every step of every region succeeded.
+pub fn set_up_all(report: &mut Report, fresh: bool) -> bool {
+    let regions = regions();
+    if regions.is_empty() {
+        let reason = format!("no NVDIMM region under {ND}: is QEMU given -machine nvdimm=on and the kernel ACPI_NFIT?");
+        report.single("setup", &Outcome::Fail(reason));
+        return false;
+    }
+    let mut sub = report.subtest("setup", regions.len() * 3);
+    let mut all_ok = true;
+    for (i, region) in regions.iter().enumerate() {
+        let mount_point = format!("{MOUNT_PREFIX}{i}");
+        let steps: [(String, &dyn Fn(&str) -> Result<(String, String), String>); 3] = [
+            (format!("pmem{i} fsdax namespace"), &|_| ensure_fsdax(region)),
+            (format!("pmem{i} xfs"), &|dev| ensure_xfs(dev, fresh).map(|how| (dev.to_string(), how))),
+            (format!("pmem{i} mount dax=always"), &|dev| {
+                sys::mount_fs(dev, &mount_point, "xfs", "dax=always")
+                    .map(|()| (dev.to_string(), format!("{dev} on {mount_point}")))
+            }),
+        ];
+        // Each step hands the block device to the next; after a failure the
+        // remaining steps are reported as failed, never silently dropped.
+        let mut dev: Result<String, String> = Ok(String::new());
+        for (name, f) in steps {
+            let outcome = match &dev {
+                Err(_) => Outcome::Fail("not attempted: an earlier step failed".into()),
+                Ok(d) => match f(d) {
+                    Ok((next, how)) => {
+                        sub.diag(&how);
+                        dev = Ok(next);
+                        Outcome::Pass
+                    }
+                    Err(reason) => {
+                        dev = Err(reason.clone());
+                        Outcome::Fail(reason)
+                    }
+                },
+            };
+            all_ok &= outcome == Outcome::Pass;
+            sub.case(&name, outcome);
+        }
+    }
+    sub.end();
+    all_ok
+}
+
+fn namespace_of(region: &Path) -> Result<String, String> {
+    let mut names: Vec<String> = fs::read_dir(region)
+        .map_err(|e| format!("{}: {e}", region.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("namespace"))
+        .collect();
+    names.sort();
+    names.into_iter().next().ok_or_else(|| format!("{} has no namespace", region.display()))
+}
+
+fn block_device_of(nd_dev: &str) -> Result<String, String> {
+    let dir = Path::new(ND).join(nd_dev).join("block");
+    let name = fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .next()
+        .ok_or_else(|| format!("{nd_dev} has no block device"))?;
+    let dax = read(format!("/sys/block/{name}/queue/dax"))?;
+    if dax != "1" {
+        return Err(format!("/dev/{name} is not DAX-capable (queue/dax = {dax})"));
+    }
+    Ok(name)
+}
+
+/// Returns the fsdax block device and how it came to be.
+fn ensure_fsdax(region: &Path) -> Result<(String, String), String> {
+    let ns = namespace_of(region)?;
+    let ns_dir = Path::new(ND).join(&ns);
+    let mode = read(ns_dir.join("mode"))?;
+    if mode == "fsdax" {
+        let holder = read(ns_dir.join("holder"))?;
+        let dev = block_device_of(&holder)?;
+        return Ok((format!("/dev/{dev}"), format!("kept fsdax namespace {ns} ({holder})")));
+    }
+    if mode != "raw" {
+        return Err(format!("{ns} is in {mode} mode, not raw or fsdax: start from blank NVDIMMs with --fresh"));
+    }
+    let mut how = String::new();
+    if read(ns_dir.join("size"))? == "0" {
+        // A labelled NVDIMM with no namespace yet: give the seed the whole region.
+        let available = read(region.join("available_size"))?;
+        write(ns_dir.join("uuid"), &new_uuid()?)?;
+        write(ns_dir.join("size"), &available)?;
+        how.push_str(&format!("labelled namespace {ns} of {available} bytes, "));
+    }
+    if ns_dir.join("driver").exists() {
+        write(Path::new(ND_PMEM).join("unbind"), &ns)?;
+    }
+    let pfn = read(region.join("pfn_seed"))?;
+    let pfn_dir = Path::new(ND).join(&pfn);
+    let supported = read(pfn_dir.join("supported_alignments")).unwrap_or_default();
+    let align = if supported.split_whitespace().any(|a| a == ALIGN) { ALIGN } else { "4096" };
+    write(pfn_dir.join("uuid"), &new_uuid()?)?;
+    write(pfn_dir.join("align"), align)?;
+    write(pfn_dir.join("mode"), "pmem")?;
+    write(pfn_dir.join("namespace"), &ns)?;
+    write(Path::new(ND_PMEM).join("bind"), &pfn)?;
+    let dev = block_device_of(&pfn)?;
+    how.push_str(&format!("converted {ns} to fsdax through {pfn} (align {align}, memmap on device)"));
+    Ok((format!("/dev/{dev}"), how))
+}
+
+fn new_uuid() -> Result<String, String> {
+    read("/proc/sys/kernel/random/uuid")
+}
+
+/// Keeps an existing XFS unless `fresh`; makes one on a blank device; refuses
+/// to overwrite anything else.
+fn ensure_xfs(dev: &str, fresh: bool) -> Result<String, String> {
+    let mut head = [0u8; 4096];
+    {
+        use std::io::Read;
+        let mut f = fs::File::open(dev).map_err(|e| format!("open {dev}: {e}"))?;
+        f.read_exact(&mut head).map_err(|e| format!("read {dev}: {e}"))?;
+    }
+    let is_xfs = &head[..4] == b"XFSB";
+    if is_xfs && !fresh {
+        return Ok(format!("kept the existing XFS on {dev}"));
+    }
+    if !is_xfs && !fresh && head.iter().any(|b| *b != 0) {
+        return Err(format!("{dev} holds data that is not XFS; refusing to format it (run with --fresh to start over)"));
+    }
+    // reflink for the seal's unshare path; 2 MiB stripe unit so extents suit PMD faults.
+    let out = Command::new("mkfs.xfs")
+        .args(["-f", "-q", "-m", "reflink=1", "-d", "su=2m,sw=1", dev])
+        .output()
+        .map_err(|e| format!("cannot run mkfs.xfs: {e}"))?;
+    if !out.status.success() {
+        let text = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("mkfs.xfs {dev} {}: {}", crate::describe_status(out.status), text.trim()));
+    }
+    Ok(format!("made a new XFS on {dev} (reflink=1, su=2m)"))
+}

@@ -1,0 +1,220 @@
+//! KTAP on the results port: the top-level plan (set-up, one test per
+//! workload, one for `--exec`), each workload's output forwarded as a subtest,
+//! and the verdict init draws from it. The host re-checks everything; init's
+//! verdict is only the first opinion.
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use dax_seal_protocol::ktap::{Outcome, Parser, Verdict, Writer};
+use dax_seal_protocol::{RESULTS_PORT, WORKLOADS_BIN};
+
+use crate::{describe_status, log};
+
+pub struct Report {
+    out: Writer<Box<dyn Write>>,
+    number: usize,
+}
+
+/// Finds `/dev/vportNpM` whose name is [`RESULTS_PORT`].
+fn open_port() -> Result<File, String> {
+    let dir = "/sys/class/virtio-ports";
+    let entries = fs::read_dir(dir).map_err(|e| format!("{dir}: {e} (no virtio-serial device?)"))?;
+    for entry in entries.flatten() {
+        let name = fs::read_to_string(entry.path().join("name")).unwrap_or_default();
+        if name.trim() == RESULTS_PORT {
+            let dev = format!("/dev/{}", entry.file_name().to_string_lossy());
+            return fs::OpenOptions::new().write(true).open(&dev).map_err(|e| format!("{dev}: {e}"));
+        }
+    }
+    Err(format!("no virtio-serial port named {RESULTS_PORT} under {dir}"))
+}
+
+impl Report {
+    /// Opens the results port, or falls back to the console so that a human
+    /// can still read what happened (the host will report no results).
+    pub fn open() -> Report {
+        let out: Box<dyn Write> = match open_port() {
+            Ok(f) => Box::new(f),
+            Err(e) => {
+                log(&format!("results port unavailable, writing KTAP to the console: {e}"));
+                Box::new(std::io::stdout())
+            }
+        };
+        Report { out: Writer::new(out), number: 0 }
+    }
+
+    /// Write errors on the port cannot be reported anywhere but the console.
+    fn check(result: std::io::Result<()>) {
+        if let Err(e) = result {
+            log(&format!("writing KTAP failed: {e}"));
+        }
+    }
+
+    pub fn start(&mut self, planned: usize) {
+        Self::check(self.out.header());
+        Self::check(self.out.plan(planned));
+    }
+
+    fn next(&mut self) -> usize {
+        self.number += 1;
+        self.number
+    }
+
+    /// A top-level test with no subtest.
+    pub fn single(&mut self, name: &str, outcome: &Outcome) {
+        let n = self.next();
+        Self::check(self.out.result(n, name, outcome));
+    }
+
+    /// Starts a subtest with a known number of cases.
+    pub fn subtest(&mut self, name: &str, planned: usize) -> Subtest<'_> {
+        let number = self.next();
+        let mut sub = Subtest { report: self, number, name: name.to_string(), case: 0, failed: 0 };
+        sub.line(&["KTAP version 1".to_string(), format!("# Subtest: {name}"), format!("1..{planned}")]);
+        sub
+    }
+
+    /// Runs one workload binary and forwards its KTAP as a subtest.
+    pub fn workload(&mut self, name: &str) {
+        log(&format!("running workload {name}"));
+        let number = self.next();
+        self.indented(&format!("KTAP version 1\n# Subtest: {name}"));
+        let child = Command::new(WORKLOADS_BIN).arg(name).stdin(Stdio::null()).stdout(Stdio::piped()).spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                let reason = format!("cannot start {WORKLOADS_BIN} {name}: {e}");
+                Self::check(self.out.result(number, name, &Outcome::Fail(reason)));
+                return;
+            }
+        };
+        let mut parser = Parser::new();
+        parser.feed("KTAP version 1", Duration::ZERO);
+        if let Some(stdout) = child.stdout.take() {
+            for line in BufReader::new(stdout).lines() {
+                let line = match line {
+                    Ok(l) => l,
+                    Err(e) => format!("# (unreadable output: {e})"),
+                };
+                // Anything that is not KTAP becomes a diagnostic, so stray
+                // prints can neither fake a result nor break the structure.
+                let mut probe = Parser::new();
+                probe.feed("KTAP version 1", Duration::ZERO);
+                probe.feed(&line, Duration::ZERO);
+                let line = if probe.ignored.is_empty() || line.trim().is_empty() { line } else { format!("# {line}") };
+                parser.feed(&line, Duration::ZERO);
+                self.indented(&line);
+            }
+        }
+        let outcome = match child.wait() {
+            Err(e) => Outcome::Fail(format!("waiting for the workload failed: {e}")),
+            Ok(status) => {
+                let (group, _) = parser.finish(Duration::ZERO);
+                judge(&group, (!status.success()).then(|| describe_status(status)))
+            }
+        };
+        Self::check(self.out.result(number, name, &outcome));
+    }
+
+    /// Each `--exec` command is one case: its output as diagnostics, its exit
+    /// status as the verdict.
+    pub fn exec_commands(&mut self, commands: &[String]) {
+        let mut sub = self.subtest("exec", commands.len());
+        for command in commands {
+            log(&format!("exec: {command}"));
+            let output = Command::new("/bin/sh").arg("-c").arg(format!("{command} 2>&1")).stdin(Stdio::null()).output();
+            let outcome = match output {
+                Err(e) => Outcome::Fail(format!("cannot start /bin/sh: {e}")),
+                Ok(out) => {
+                    sub.diag(&String::from_utf8_lossy(&out.stdout));
+                    if out.status.success() {
+                        Outcome::Pass
+                    } else {
+                        Outcome::Fail(describe_status(out.status))
+                    }
+                }
+            };
+            sub.case(command, outcome);
+        }
+        sub.end();
+    }
+
+    fn indented(&mut self, text: &str) {
+        let lines: Vec<String> = text.lines().map(|l| format!("    {l}").trim_end().to_string()).collect();
+        let out: &mut dyn Write = self.writer();
+        for l in lines {
+            if let Err(e) = writeln!(out, "{l}").and_then(|()| out.flush()) {
+                log(&format!("writing KTAP failed: {e}"));
+            }
+        }
+    }
+
+    fn writer(&mut self) -> &mut dyn Write {
+        // The Writer owns the port; borrow it back for raw forwarding.
+        self.out.inner_mut()
+    }
+
+    pub fn finish(&mut self) {
+        log("all tests reported");
+    }
+}
+
+/// Init's verdict on a finished workload.
+fn judge(group: &dax_seal_protocol::ktap::Group, abnormal_exit: Option<String>) -> Outcome {
+    if let Some(how) = abnormal_exit {
+        return Outcome::Fail(format!("workload {how}"));
+    }
+    if group.plan.is_none() && group.cases.is_empty() {
+        return Outcome::Fail("workload printed no result".into());
+    }
+    let failed = group.cases.iter().filter(|c| c.verdict == Verdict::Fail).count();
+    let missing = group.missing().len();
+    if failed + missing > 0 {
+        return Outcome::Fail(format!("{failed} failed, {missing} never reported"));
+    }
+    if !group.cases.is_empty() && group.cases.iter().all(|c| c.verdict == Verdict::Skip) {
+        return Outcome::Skip("every case skipped".into());
+    }
+    Outcome::Pass
+}
+
+/// A subtest being written case by case.
+pub struct Subtest<'a> {
+    report: &'a mut Report,
+    number: usize,
+    name: String,
+    case: usize,
+    failed: usize,
+}
+
+impl Subtest<'_> {
+    fn line(&mut self, lines: &[String]) {
+        self.report.indented(&lines.join("\n"));
+    }
+
+    pub fn diag(&mut self, text: &str) {
+        Report::check(Writer::nested(self.report.writer(), 1).diag(text));
+    }
+
+    pub fn case(&mut self, name: &str, outcome: Outcome) {
+        self.case += 1;
+        if matches!(outcome, Outcome::Fail(_)) {
+            self.failed += 1;
+        }
+        let case = self.case;
+        Report::check(Writer::nested(self.report.writer(), 1).result(case, name, &outcome));
+    }
+
+    /// Writes the subtest's own result line.
+    pub fn end(self) {
+        let outcome = if self.failed == 0 {
+            Outcome::Pass
+        } else {
+            Outcome::Fail(format!("{} of {} failed", self.failed, self.case))
+        };
+        Report::check(self.report.out.result(self.number, &self.name, &outcome));
+    }
+}

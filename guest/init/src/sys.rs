@@ -1,0 +1,94 @@
+//! The few system calls PID 1 makes itself: mounting, syncing, powering off,
+//! and the panic hook that turns a bug in this binary into a clean power-off.
+
+use std::ffi::CString;
+
+use crate::log;
+
+fn mount(source: &str, target: &str, fstype: &str, data: &str) -> Result<(), String> {
+    let _ = std::fs::create_dir_all(target);
+    let c = |s: &str| CString::new(s).map_err(|_| format!("NUL byte in {s:?}"));
+    let (src, tgt, fs, dat) = (c(source)?, c(target)?, c(fstype)?, c(data)?);
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
+    let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fs.as_ptr(), 0, dat.as_ptr().cast()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!("mount -t {fstype} {source} {target} -o '{data}': {}", std::io::Error::last_os_error()))
+    }
+}
+
+pub fn mount_fs(source: &str, target: &str, fstype: &str, data: &str) -> Result<(), String> {
+    mount(source, target, fstype, data)
+}
+
+/// proc, sysfs, devtmpfs and tmpfs. A failure is logged; what depends on it
+/// fails later with its own reason.
+pub fn mount_pseudo_filesystems() {
+    for (src, target, fstype, data) in [
+        ("proc", "/proc", "proc", ""),
+        ("sysfs", "/sys", "sysfs", ""),
+        ("devtmpfs", "/dev", "devtmpfs", ""),
+        ("tmpfs", "/tmp", "tmpfs", "mode=1777"),
+        ("tmpfs", "/run", "tmpfs", "mode=0755"),
+    ] {
+        match mount(src, target, fstype, data) {
+            Ok(()) => {}
+            // devtmpfs may already be mounted by CONFIG_DEVTMPFS_MOUNT.
+            Err(e) if e.contains("Device or resource busy") => {}
+            Err(e) => log(&e),
+        }
+    }
+}
+
+pub fn sync() {
+    // SAFETY: sync(2) has no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
+/// Unmounts the NVDIMM filesystems, syncs and powers off. Never returns.
+pub fn power_off() -> ! {
+    sync();
+    if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
+        for target in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|t| t.starts_with("/mnt/")) {
+            if let Ok(t) = CString::new(target) {
+                // SAFETY: valid NUL-terminated path.
+                if unsafe { libc::umount(t.as_ptr()) } != 0 {
+                    log(&format!("umount {target}: {}", std::io::Error::last_os_error()));
+                }
+            }
+        }
+    }
+    sync();
+    log("powering off");
+    // SAFETY: reboot(2) with a valid command; on success it does not return.
+    unsafe { libc::reboot(libc::RB_POWER_OFF) };
+    // Power-off failed (no ACPI?): with -no-reboot a restart ends QEMU too.
+    // SAFETY: as above.
+    unsafe { libc::reboot(libc::RB_AUTOBOOT) };
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
+/// A panic here would kill init and panic the kernel, hiding the cause.
+/// Report it on the console instead, then power off.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        log(&format!("internal error (bug in dax-seal-init): {info}"));
+        power_off();
+    }));
+}
+
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGILL => "SIGILL",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGTERM => "SIGTERM",
+        _ => "other",
+    }
+}

@@ -1,0 +1,68 @@
+//! The contract between the host (`xtask`) and the guest (`dax-seal-init` and the
+//! workloads): where the run configuration lives in the initramfs, what it says,
+//! which workloads exist, the name of the results channel, and the KTAP dialect
+//! spoken on it. Both sides depend on this crate so they cannot drift apart.
+
+pub mod ktap;
+
+use serde::{Deserialize, Serialize};
+
+/// Where the host puts the per-run configuration inside the initramfs.
+pub const RUN_CONFIG_PATH: &str = "/etc/dax-seal/run.json";
+/// Name of the virtio-serial port that carries KTAP from guest to host.
+pub const RESULTS_PORT: &str = "dax-seal.ktap";
+/// NVDIMM `i` is mounted at `{MOUNT_PREFIX}{i}`.
+pub const MOUNT_PREFIX: &str = "/mnt/pmem";
+/// Where the guest finds workload executables (one multi-call binary).
+pub const WORKLOADS_BIN: &str = "/usr/libexec/dax-seal/workloads";
+/// Printed on the console by the guest init once set-up is done and the
+/// interactive shell starts (`cargo xtask shell`).
+pub const SHELL_BANNER: &str = "dax-seal: set-up done, starting shell";
+
+/// What one boot of the guest is asked to do.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Kernel variant name, for messages only.
+    pub kernel: String,
+    /// Workloads to run, in order.
+    pub workloads: Vec<String>,
+    /// Shell commands (`/bin/sh -c`) to run after the workloads, each a case.
+    pub exec: Vec<String>,
+    /// Make new filesystems even where one exists.
+    pub fresh: bool,
+    /// After set-up, start an interactive shell on the console instead of
+    /// running anything.
+    pub shell: bool,
+}
+
+/// One workload the guest can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkloadInfo {
+    pub name: &'static str,
+    pub summary: &'static str,
+    /// Run when the user names no workload. Harness self-tests are not.
+    pub default: bool,
+}
+
+/// Every workload, in the order a default run executes them.
+pub const WORKLOADS: &[WorkloadInfo] = &[
+    WorkloadInfo {
+        name: "dax-smoke",
+        summary: "fsdax namespace, DAX mount, STATX_ATTR_DAX, MAP_SYNC mapping, store visible to read(2)",
+        default: true,
+    },
+    WorkloadInfo {
+        name: "selftest-silent",
+        summary: "harness self-test: exits without printing any result",
+        default: false,
+    },
+];
+
+pub fn workload(name: &str) -> Option<&'static WorkloadInfo> {
+    WORKLOADS.iter().find(|w| w.name == name)
+}
+
+pub fn default_workloads() -> impl Iterator<Item = &'static WorkloadInfo> {
+    WORKLOADS.iter().filter(|w| w.default)
+}

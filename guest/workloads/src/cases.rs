@@ -1,0 +1,61 @@
+//! Case bookkeeping for a workload: a fixed plan, numbered results, and the
+//! rule that a case which depends on a failed one fails too (never skips).
+
+use std::io::{self, Stdout};
+use std::process::ExitCode;
+
+use dax_seal_protocol::ktap::{Outcome, Writer};
+
+pub struct Cases {
+    out: Writer<Stdout>,
+    number: usize,
+    failed: usize,
+}
+
+impl Cases {
+    pub fn new(planned: usize) -> Cases {
+        let mut cases = Cases { out: Writer::new(io::stdout()), number: 0, failed: 0 };
+        cases.emit(|w| w.plan(planned));
+        cases
+    }
+
+    fn emit(&mut self, f: impl FnOnce(&mut Writer<Stdout>) -> io::Result<()>) {
+        if let Err(e) = f(&mut self.out) {
+            eprintln!("workloads: cannot write KTAP: {e}");
+        }
+    }
+
+    /// Reports one case; `Ok` text becomes a diagnostic line. Returns the
+    /// value so later cases can depend on it.
+    pub fn check<T>(&mut self, name: &str, result: Result<(T, String), String>) -> Option<T> {
+        self.number += 1;
+        let n = self.number;
+        match result {
+            Ok((value, note)) => {
+                if !note.is_empty() {
+                    self.emit(|w| w.diag(&note));
+                }
+                self.emit(|w| w.result(n, name, &Outcome::Pass));
+                Some(value)
+            }
+            Err(reason) => {
+                self.failed += 1;
+                self.emit(|w| w.result(n, name, &Outcome::Fail(reason)));
+                None
+            }
+        }
+    }
+
+    /// A case that could not run because what it needs failed.
+    pub fn blocked(&mut self, name: &str, on: &str) {
+        self.check::<()>(name, Err(format!("not attempted: {on} failed")));
+    }
+
+    pub fn exit(self) -> ExitCode {
+        if self.failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! `dax-smoke`: is this a working fsdax + DAX XFS set-up at all? Every later
+//! workload assumes what this one checks, on both kernel variants.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::ExitCode;
+
+use dax_seal_protocol::MOUNT_PREFIX;
+
+use crate::cases::Cases;
+use crate::sys::{errno_text, statx_attributes, Mapping, STATX_ATTR_DAX};
+
+const LEN: usize = 2 << 20;
+
+pub fn run() -> ExitCode {
+    let mount = format!("{MOUNT_PREFIX}0");
+    let path = Path::new(&mount).join(format!("dax-smoke.{}", std::process::id()));
+    let mut t = Cases::new(5);
+    t.check("namespace is fsdax", namespace_is_fsdax(&mount).map(|n| ((), n)));
+    t.check("mount is dax=always", mount_options(&mount).map(|o| ((), o)));
+    let file = t.check("new file reports STATX_ATTR_DAX", new_dax_file(&path));
+    match file {
+        None => {
+            t.blocked("mmap MAP_SHARED_VALIDATE|MAP_SYNC", "file creation");
+            t.blocked("store through the mapping is visible to read(2)", "file creation");
+        }
+        Some(file) => {
+            let map = t.check("mmap MAP_SHARED_VALIDATE|MAP_SYNC", map_sync(&file));
+            match map {
+                None => t.blocked("store through the mapping is visible to read(2)", "mmap"),
+                Some(mut map) => {
+                    t.check("store through the mapping is visible to read(2)", store_then_read(&file, &mut map));
+                }
+            }
+        }
+    }
+    let _ = fs::remove_file(&path);
+    t.exit()
+}
+
+/// The block device under `mount`, from /proc/mounts.
+fn mounted_device(mount: &str) -> Result<(String, String), String> {
+    let mounts = fs::read_to_string("/proc/mounts").map_err(|e| format!("/proc/mounts: {e}"))?;
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && f[1] == mount)
+        .map(|f| (f[0].to_string(), f[3].to_string()))
+        .ok_or_else(|| format!("nothing is mounted on {mount}"))
+}
+
+fn namespace_is_fsdax(mount: &str) -> Result<String, String> {
+    let (dev, _) = mounted_device(mount)?;
+    let name = dev.trim_start_matches("/dev/");
+    let sys = format!("/sys/block/{name}");
+    let dax = fs::read_to_string(format!("{sys}/queue/dax")).map_err(|e| format!("{sys}/queue/dax: {e}"))?;
+    if dax.trim() != "1" {
+        return Err(format!("{dev} is not DAX-capable (queue/dax = {})", dax.trim()));
+    }
+    // /sys/block/pmemN/device is the pfn device that claims the namespace.
+    let ns = fs::read_to_string(format!("{sys}/device/namespace")).map_err(|e| format!("{sys}/device/namespace: {e}"))?;
+    let ns = ns.trim();
+    let mode = fs::read_to_string(format!("/sys/bus/nd/devices/{ns}/mode")).map_err(|e| format!("mode of {ns}: {e}"))?;
+    if mode.trim() != "fsdax" {
+        return Err(format!("{ns} is in mode {}", mode.trim()));
+    }
+    Ok(format!("{dev}: namespace {ns} mode fsdax, queue/dax 1"))
+}
+
+fn mount_options(mount: &str) -> Result<String, String> {
+    let (dev, opts) = mounted_device(mount)?;
+    if opts.split(',').any(|o| o == "dax=always") {
+        Ok(format!("{dev} on {mount}: {opts}"))
+    } else {
+        Err(format!("{mount} is mounted without dax=always: {opts}"))
+    }
+}
+
+fn new_dax_file(path: &Path) -> Result<(File, String), String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| format!("create {}: {}", path.display(), errno_text(&e)))?;
+    let (attrs, mask) = statx_attributes(path)?;
+    if mask & STATX_ATTR_DAX == 0 {
+        return Err(format!("statx attributes_mask {mask:#x} does not advertise STATX_ATTR_DAX"));
+    }
+    if attrs & STATX_ATTR_DAX == 0 {
+        return Err(format!("stx_attributes {attrs:#x} lacks STATX_ATTR_DAX"));
+    }
+    Ok((file, format!("stx_attributes {attrs:#x}")))
+}
+
+fn map_sync(file: &File) -> Result<(Mapping, String), String> {
+    file.set_len(LEN as u64).map_err(|e| format!("ftruncate to {LEN}: {}", errno_text(&e)))?;
+    let map = Mapping::shared_sync(file, LEN).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    Ok((map, format!("{LEN} bytes mapped")))
+}
+
+fn store_then_read(file: &File, map: &mut Mapping) -> Result<((), String), String> {
+    let pattern: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let offsets = [0, 4096 * 7, LEN - 4096];
+    let bytes = map.as_mut_slice();
+    for &off in &offsets {
+        bytes[off..off + pattern.len()].copy_from_slice(&pattern);
+    }
+    let mut buf = vec![0u8; pattern.len()];
+    for &off in &offsets {
+        file.read_exact_at(&mut buf, off as u64).map_err(|e| format!("pread at {off}: {}", errno_text(&e)))?;
+        if buf != pattern {
+            let at = buf.iter().zip(&pattern).position(|(a, b)| a != b).unwrap_or(0);
+            return Err(format!("pread at {off} differs from the stored bytes at +{at}"));
+        }
+    }
+    Ok(((), format!("{} pages stored through the mapping read back", offsets.len())))
+}

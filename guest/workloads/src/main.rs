@@ -1,0 +1,46 @@
+//! `workloads NAME`: runs one guest workload and prints its cases as KTAP
+//! (plan, results, diagnostics) on stdout. `dax-seal-init` wraps that output
+//! into a subtest; this binary never needs to know about the results port.
+
+mod cases;
+mod dax_smoke;
+mod sys;
+
+use std::process::ExitCode;
+
+type Workload = fn() -> ExitCode;
+
+/// The implementation of every workload in the protocol's catalogue.
+fn lookup(name: &str) -> Option<Workload> {
+    match name {
+        "dax-smoke" => Some(dax_smoke::run),
+        // Harness self-test: a workload that dies before reporting anything.
+        "selftest-silent" => Some(|| ExitCode::SUCCESS),
+        _ => None,
+    }
+}
+
+fn main() -> ExitCode {
+    let Some(name) = std::env::args().nth(1) else {
+        eprintln!("usage: workloads NAME");
+        return ExitCode::from(2);
+    };
+    match lookup(&name) {
+        Some(run) => run(),
+        None => {
+            let known: Vec<_> = dax_seal_protocol::WORKLOADS.iter().map(|w| w.name).collect();
+            eprintln!("workloads: unknown workload {name:?}; known: {}", known.join(", "));
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_catalogued_workload_is_implemented() {
+        for w in dax_seal_protocol::WORKLOADS {
+            assert!(super::lookup(w.name).is_some(), "{} has no implementation", w.name);
+        }
+    }
+}

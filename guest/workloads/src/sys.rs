@@ -1,0 +1,69 @@
+//! Thin, checked wrappers over the system calls the workloads make.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+/// `STATX_ATTR_DAX` from include/uapi/linux/stat.h.
+pub const STATX_ATTR_DAX: u64 = 0x0020_0000;
+
+pub fn errno_text(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => format!("{e} (errno {code})"),
+        None => e.to_string(),
+    }
+}
+
+/// statx(2) of a path: (stx_attributes, stx_attributes_mask).
+pub fn statx_attributes(path: &Path) -> Result<(u64, u64), String> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| "NUL in path".to_string())?;
+    // SAFETY: an all-zero statx is a valid value of the plain C struct.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path pointer and a valid out pointer to a statx buffer.
+    let rc = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), 0, libc::STATX_BASIC_STATS, &mut stx) };
+    if rc != 0 {
+        return Err(format!("statx {}: {}", path.display(), errno_text(&io::Error::last_os_error())));
+    }
+    Ok((stx.stx_attributes, stx.stx_attributes_mask))
+}
+
+/// A shared writable mapping, unmapped on drop.
+pub struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Mapping {
+    /// mmap(MAP_SHARED_VALIDATE | MAP_SYNC): only DAX files accept it.
+    pub fn shared_sync(file: &File, len: usize) -> io::Result<Mapping> {
+        // SAFETY: fresh mapping of a valid fd; the kernel picks the address.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping { ptr: ptr.cast(), len })
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: ptr/len describe a live mapping owned by self.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the region we mapped.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}

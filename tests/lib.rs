@@ -1,0 +1,1 @@
+//! VM tests: see vm.rs.
