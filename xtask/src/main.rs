@@ -1,1 +1,51 @@
-fn main(){}
+//! `cargo xtask`: the project's only build and test driver. This file is the
+//! table of subcommands; each lives in its own module of the xtask library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use xtask::{bench, cli, deps, initramfs, kernel, run, test};
+
+/// Build Linux 6.12 with and without the block-map seal series, boot it on
+/// emulated NVDIMMs under QEMU and judge what the guest workloads report.
+#[derive(Parser)]
+#[command(name = "cargo xtask", arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Check the host programs and Debian packages; install missing ones (root on Debian).
+    Deps,
+    /// Build the kernel variants (cached by their inputs).
+    Kernel(cli::KernelArgs),
+    /// Build the guest initramfs (cached by its inputs).
+    Initramfs,
+    /// Build everything, boot each kernel variant, run the workloads, report verdicts.
+    Run(cli::RunArgs),
+    /// Boot to an interactive shell on the console with the NVDIMMs mounted.
+    Shell(cli::ShellArgs),
+    /// Run the whole test suite: unit tests, then VM tests on the real kernels.
+    Test(cli::TestArgs),
+    /// Measure build and boot figures; print medians.
+    Bench(cli::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Deps => deps::ensure(deps::Need::all()).map(|()| ExitCode::SUCCESS),
+        Task::Kernel(args) => kernel::cmd(&args).map(|()| ExitCode::SUCCESS),
+        Task::Initramfs => initramfs::cmd().map(|()| ExitCode::SUCCESS),
+        Task::Run(args) => run::cmd(&args),
+        Task::Shell(args) => run::shell(&args),
+        Task::Test(args) => test::cmd(&args),
+        Task::Bench(args) => bench::cmd(&args).map(|()| ExitCode::SUCCESS),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::from(2)
+    })
+}

@@ -24,9 +24,8 @@ fn main() {
     sys::mount_pseudo_filesystems();
     let mut report = Report::open();
     let config = read_run_config();
-    let workloads = config.as_ref().map_or(0, |c| c.workloads.len());
-    let exec = config.as_ref().is_ok_and(|c| !c.exec.is_empty());
-    report.start(1 + workloads + usize::from(exec));
+    // Without a configuration only the failed set-up can be reported.
+    report.start(config.as_ref().map_or(1, |c| c.expected_tests().len()));
 
     let config = match config {
         Ok(config) => config,
@@ -49,7 +48,7 @@ fn main() {
             report.single(name, &Outcome::Fail("set-up failed: no DAX filesystem to run on".into()));
         }
     }
-    if exec {
+    if !config.exec.is_empty() {
         report.exec_commands(&config.exec);
     }
     report.finish();

@@ -36,6 +36,19 @@ pub struct RunConfig {
     pub shell: bool,
 }
 
+impl RunConfig {
+    /// The top-level KTAP tests a boot with this configuration reports, in
+    /// order: set-up, each workload, then the `--exec` commands as one test.
+    pub fn expected_tests(&self) -> Vec<String> {
+        let mut tests = vec!["setup".to_string()];
+        tests.extend(self.workloads.iter().cloned());
+        if !self.exec.is_empty() {
+            tests.push("exec".to_string());
+        }
+        tests
+    }
+}
+
 /// One workload the guest can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkloadInfo {

@@ -1,0 +1,280 @@
+//! One supervised boot: QEMU is started with the console on a pipe and the
+//! KTAP port on a Unix socket, both streamed to log files and read as they
+//! arrive. The boot ends in exactly one [`End`]: the guest powered off, a
+//! kernel report was seen (QEMU is killed once its first lines are kept), the
+//! guest went silent, the wall-clock deadline passed, or QEMU failed. QEMU is
+//! killed when the [`Qemu`] guard drops, whatever path leaves this module.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use dax_seal_protocol::ktap::{Group, Parser};
+use serde::Serialize;
+
+use crate::console::{KernelReport, Scanner};
+use crate::qemu::{self, Vm};
+
+/// After a report's title, how long to wait for the rest of its lines.
+const REPORT_GRACE: Duration = Duration::from_secs(2);
+/// After QEMU exits, how long results may still be in flight.
+const DRAIN: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub struct BootSpec {
+    /// The VM; `results_socket` is filled in by [`boot`].
+    pub vm: Vm,
+    pub console_log: PathBuf,
+    pub ktap_log: PathBuf,
+    /// Wall-clock limit for the whole boot.
+    pub deadline: Duration,
+    /// No console or KTAP output for this long is a hang.
+    pub silence: Duration,
+}
+
+/// How a boot ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum End {
+    PoweredOff,
+    KernelReport { report: KernelReport },
+    Hang { silent_secs: u64 },
+    Deadline { secs: u64 },
+    QemuFailed { status: String, stderr: String },
+}
+
+impl End {
+    pub fn is_clean(&self) -> bool {
+        *self == End::PoweredOff
+    }
+
+    /// One line for summaries and failure details.
+    pub fn describe(&self) -> String {
+        match self {
+            End::PoweredOff => "guest powered off".into(),
+            End::KernelReport { report } => format!("{}: {}", report.kind.describe(), report.title),
+            End::Hang { silent_secs } => format!("hang: no console or result output for {silent_secs} s"),
+            End::Deadline { secs } => format!("deadline: still running after {secs} s"),
+            End::QemuFailed { status, stderr } => format!("QEMU failed ({status}): {}", stderr.trim()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub end: End,
+    pub ktap: Group,
+    /// Lines on the results channel that were not KTAP.
+    pub ignored: Vec<String>,
+    pub elapsed: Duration,
+    pub first_ktap_at: Option<Duration>,
+    pub console_log: PathBuf,
+    pub ktap_log: PathBuf,
+    pub command_line: String,
+    /// The last console lines, for failure messages.
+    pub console_tail: Vec<String>,
+}
+
+/// Kills QEMU when dropped.
+struct Qemu(Child);
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+enum Event {
+    Console(String),
+    ConsoleEof,
+    Ktap(String),
+    KtapEof,
+}
+
+/// A command line a user can paste into a shell.
+pub fn shell_quote(args: &[String]) -> String {
+    args.iter()
+        .map(|a| {
+            if !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=,:".contains(&b)) {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn boot(mut spec: BootSpec) -> Result<Outcome> {
+    qemu::check_installed()?;
+    let sock_dir = tempfile::Builder::new().prefix("dax-seal-").tempdir().context("creating a socket directory")?;
+    let socket = sock_dir.path().join("ktap.sock");
+    let listener = UnixListener::bind(&socket).with_context(|| format!("listening on {}", socket.display()))?;
+    listener.set_nonblocking(true)?;
+    spec.vm.results_socket = Some(socket);
+
+    let args = qemu::argv(&spec.vm);
+    let command_line = format!("{} {}", qemu::QEMU, shell_quote(&args));
+    let mut console_log = File::create(&spec.console_log).with_context(|| format!("creating {}", spec.console_log.display()))?;
+    let mut ktap_log = File::create(&spec.ktap_log).with_context(|| format!("creating {}", spec.ktap_log.display()))?;
+    writeln!(console_log, "# {command_line}")?;
+
+    let mut child = Command::new(qemu::QEMU)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", qemu::QEMU))?;
+    let stdout = child.stdout.take().context("QEMU stdout")?;
+    let mut stderr = child.stderr.take().context("QEMU stderr")?;
+    let mut qemu = Qemu(child);
+    let start = Instant::now();
+    let (tx, rx) = mpsc::channel();
+
+    let console_tx = tx.clone();
+    let console_thread = std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        // Lines are split on '\n' by hand: the console is not always UTF-8.
+        while reader.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+            let _ = console_log.write_all(&buf).and_then(|()| console_log.flush());
+            let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
+            buf.clear();
+            if console_tx.send(Event::Console(line)).is_err() {
+                break;
+            }
+        }
+        let _ = console_tx.send(Event::ConsoleEof);
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let ktap_stop = stop.clone();
+    let ktap_thread = std::thread::spawn(move || {
+        let stream = loop {
+            match listener.accept() {
+                Ok((s, _)) => break Some(s),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && !ktap_stop.load(Ordering::Relaxed) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(_) => break None,
+            }
+        };
+        if let Some(s) = stream {
+            let _ = s.set_nonblocking(false);
+            for line in BufReader::new(s).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(ktap_log, "{line}").and_then(|()| ktap_log.flush());
+                if tx.send(Event::Ktap(line)).is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = tx.send(Event::KtapEof);
+    });
+    let stderr_thread = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.by_ref().take(64 << 10).read_to_string(&mut text);
+        text
+    });
+
+    let mut scanner = Scanner::new();
+    let mut parser = Parser::new();
+    let mut first_ktap_at = None;
+    let mut tail: std::collections::VecDeque<String> = Default::default();
+    let mut last_activity = Instant::now();
+    let mut report_seen: Option<Instant> = None;
+    let mut console_eof: Option<Instant> = None;
+    let mut ktap_eof = false;
+    let end = loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(Event::Console(line)) => {
+                last_activity = Instant::now();
+                if scanner.feed(&line).is_some() && report_seen.is_none() {
+                    report_seen = Some(Instant::now());
+                }
+                if tail.len() == 40 {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+            Ok(Event::Ktap(line)) => {
+                last_activity = Instant::now();
+                first_ktap_at.get_or_insert(start.elapsed());
+                parser.feed(&line, start.elapsed());
+            }
+            Ok(Event::ConsoleEof) => console_eof = Some(Instant::now()),
+            Ok(Event::KtapEof) => ktap_eof = true,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                console_eof.get_or_insert_with(Instant::now);
+                ktap_eof = true;
+            }
+        }
+        let report = || End::KernelReport { report: scanner.first.clone().expect("report seen") };
+        if let Some(at) = console_eof {
+            // QEMU is gone (or going): collect its status once results drained.
+            if ktap_eof || at.elapsed() > DRAIN {
+                let status = qemu.0.wait().context("waiting for QEMU")?;
+                break if scanner.first.is_some() {
+                    report()
+                } else if status.success() {
+                    End::PoweredOff
+                } else {
+                    End::QemuFailed { status: status.to_string(), stderr: String::new() }
+                };
+            }
+            continue;
+        }
+        if let Some(at) = report_seen {
+            if scanner.report_complete() || at.elapsed() > REPORT_GRACE {
+                break report();
+            }
+        }
+        if last_activity.elapsed() > spec.silence {
+            break End::Hang { silent_secs: last_activity.elapsed().as_secs() };
+        }
+        if start.elapsed() > spec.deadline {
+            break End::Deadline { secs: start.elapsed().as_secs() };
+        }
+    };
+    let elapsed = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    drop(qemu);
+    let _ = console_thread.join();
+    let _ = ktap_thread.join();
+    let stderr_text = stderr_thread.join().unwrap_or_default();
+    let end = match end {
+        End::QemuFailed { status, .. } => End::QemuFailed { status, stderr: stderr_text },
+        other => other,
+    };
+    let (ktap, ignored) = parser.finish(elapsed);
+    Ok(Outcome {
+        end,
+        ktap,
+        ignored,
+        elapsed,
+        first_ktap_at,
+        console_log: spec.console_log,
+        ktap_log: spec.ktap_log,
+        command_line,
+        console_tail: tail.into_iter().collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        let args = ["-append".to_string(), "console=ttyS0 panic=-1".into(), "it's".into(), "a,b=c".into(), String::new()];
+        assert_eq!(shell_quote(&args), "-append 'console=ttyS0 panic=-1' 'it'\\''s' a,b=c ''");
+    }
+}

@@ -1,0 +1,220 @@
+//! Command-line arguments shared by the tasks (clap derive), and the small
+//! value parsers behind them (sizes, `--include` pairs).
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use crate::kernel::Variant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KernelChoice {
+    Patched,
+    Baseline,
+    Both,
+}
+
+impl KernelChoice {
+    pub fn variants(self) -> Vec<Variant> {
+        match self {
+            KernelChoice::Patched => vec![Variant::Patched],
+            KernelChoice::Baseline => vec![Variant::Baseline],
+            KernelChoice::Both => vec![Variant::Patched, Variant::Baseline],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccelChoice {
+    /// KVM if a probe boot prints within a deadline, else TCG.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// Kernel tree to build instead of /usr/src/linux-source-6.12.tar.xz.
+    #[arg(long, value_name = "DIR")]
+    pub kernel_src: Option<PathBuf>,
+    /// Rebuild the kernels even when the cache has them.
+    #[arg(long)]
+    pub rebuild: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KernelArgs {
+    /// Which kernel variants to build.
+    #[arg(long, value_enum, default_value = "both")]
+    pub kernel: KernelChoice,
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VmArgs {
+    /// Accelerator: auto probes KVM with a deadline and falls back to TCG.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelChoice,
+    /// Guest RAM in MiB.
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    pub memory: u64,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u32,
+    /// Number of emulated NVDIMMs.
+    #[arg(long, default_value_t = 1)]
+    pub nvdimms: u32,
+    /// Size of each NVDIMM (K, M, G suffixes), a multiple of 2M, at least 512M.
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    pub nvdimm_size: u64,
+    /// NVDIMM label area size (0 = label-less; else at least 128K).
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    pub label_size: u64,
+    /// Wall-clock limit for one boot, in seconds.
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    pub timeout: u64,
+    /// A boot with no console or result output for this long is a hang.
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub silence: u64,
+}
+
+impl VmArgs {
+    /// The defaults a user gets with no flags.
+    pub fn defaults() -> VmArgs {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            vm: VmArgs,
+        }
+        <Wrapper as clap::Parser>::parse_from(["vm"]).vm
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Workload to run (repeatable; default: every default workload).
+    #[arg(long = "workload", value_name = "NAME")]
+    pub workloads: Vec<String>,
+    /// Kernel variants to boot.
+    #[arg(long, value_enum, default_value = "both")]
+    pub kernel: KernelChoice,
+    /// Shell command to run in the guest after set-up, reported as a case (repeatable).
+    #[arg(long, value_name = "CMD")]
+    pub exec: Vec<String>,
+    /// Add a host file or directory to the initramfs (default guest path /root/NAME).
+    #[arg(long, value_name = "HOST_PATH[:GUEST_PATH]", value_parser = parse_include)]
+    pub include: Vec<Include>,
+    /// Start from blank NVDIMMs: recreate the images and make new filesystems.
+    #[arg(long)]
+    pub fresh: bool,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub vm: VmArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ShellArgs {
+    /// Kernel variant to boot.
+    #[arg(long, value_enum, default_value = "patched")]
+    pub kernel: Variant,
+    /// Add a host file or directory to the initramfs (default guest path /root/NAME).
+    #[arg(long, value_name = "HOST_PATH[:GUEST_PATH]", value_parser = parse_include)]
+    pub include: Vec<Include>,
+    /// Start from blank NVDIMMs.
+    #[arg(long)]
+    pub fresh: bool,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub vm: VmArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TestArgs {
+    /// Only run tests whose name contains this (unit and VM tests alike).
+    pub filter: Option<String>,
+    /// Run the unit tests only (no kernel build, no VM).
+    #[arg(long)]
+    pub unit: bool,
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Repetitions of each measurement (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Also measure a cold kernel build (empty ccache and build cache; ~10 minutes).
+    #[arg(long)]
+    pub cold: bool,
+}
+
+/// A file or directory to add to the initramfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Include {
+    pub host: PathBuf,
+    pub guest: String,
+}
+
+pub fn parse_include(text: &str) -> Result<Include, String> {
+    let (host, guest) = match text.split_once(':') {
+        Some((h, g)) => (h, g.to_string()),
+        None => {
+            let name = std::path::Path::new(text)
+                .file_name()
+                .ok_or_else(|| format!("{text:?} has no file name; give HOST_PATH:GUEST_PATH"))?;
+            (text, format!("/root/{}", name.to_string_lossy()))
+        }
+    };
+    if host.is_empty() {
+        return Err("empty host path".into());
+    }
+    if !guest.starts_with('/') || guest.split('/').any(|c| c == "..") {
+        return Err(format!("guest path {guest:?} must be absolute and without '..'"));
+    }
+    Ok(Include { host: PathBuf::from(host), guest })
+}
+
+/// "1G", "512M", "128K", "4096": bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 30),
+        Some((i, 'T' | 't')) => (&t[..i], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size (examples: 4096, 128K, 512M, 2G)"))?;
+    n.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        for (text, want) in [("0", Ok(0)), ("4096", Ok(4096)), ("128K", Ok(128 << 10)), ("1G", Ok(1 << 30)), ("3m", Ok(3 << 20))]
+        {
+            assert_eq!(parse_size(text), want, "{text}");
+        }
+        for bad in ["", "G", "1.5G", "-1", "12X", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn includes() {
+        let i = parse_include("/tmp/x.sh").unwrap();
+        assert_eq!((i.host, i.guest.as_str()), (PathBuf::from("/tmp/x.sh"), "/root/x.sh"));
+        let i = parse_include("a/b:/usr/bin/b").unwrap();
+        assert_eq!((i.host, i.guest.as_str()), (PathBuf::from("a/b"), "/usr/bin/b"));
+        assert!(parse_include("a:relative").is_err());
+        assert!(parse_include("a:/x/../etc").is_err());
+        assert!(parse_include(":/x").is_err());
+    }
+}

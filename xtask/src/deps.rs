@@ -1,0 +1,145 @@
+//! Host set-up: every program, file and Debian package the tasks need, and
+//! installing what is missing (as root on Debian) or saying exactly how.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use xshell::{cmd, Shell};
+
+/// How a requirement is recognised on the host.
+#[derive(Debug, Clone, Copy)]
+pub enum Probe {
+    /// A program on PATH (or in /usr/sbin, /sbin for non-root PATHs).
+    Program(&'static str),
+    /// A file that must exist.
+    File(&'static str),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Requirement {
+    pub probe: Probe,
+    pub package: &'static str,
+    pub why: &'static str,
+}
+
+const fn req(probe: Probe, package: &'static str, why: &'static str) -> Requirement {
+    Requirement { probe, package, why }
+}
+
+use Probe::{File, Program};
+
+/// What the kernel build needs.
+pub const KERNEL_BUILD: &[Requirement] = &[
+    req(Program("make"), "make", "kernel build"),
+    req(Program("gcc"), "gcc", "kernel build"),
+    req(Program("ld"), "binutils", "kernel build"),
+    req(Program("flex"), "flex", "kernel build (kconfig)"),
+    req(Program("bison"), "bison", "kernel build (kconfig)"),
+    req(Program("bc"), "bc", "kernel build"),
+    req(Program("perl"), "perl", "kernel build"),
+    req(Program("ccache"), "ccache", "compiler cache for kernel builds"),
+    req(Program("patch"), "patch", "applying patches/series"),
+    req(Program("xz"), "xz-utils", "extracting the kernel tarball"),
+    req(File("/usr/include/libelf.h"), "libelf-dev", "objtool"),
+    req(File("/usr/include/openssl/ssl.h"), "libssl-dev", "kernel build host tools"),
+];
+
+/// The default kernel source.
+pub const KERNEL_SOURCE: &[Requirement] =
+    &[req(File("/usr/src/linux-source-6.12.tar.xz"), "linux-source-6.12", "default kernel source")];
+
+/// What goes into the guest initramfs.
+pub const GUEST: &[Requirement] = &[
+    req(File("/bin/busybox"), "busybox-static", "guest shell and utilities"),
+    req(Program("mkfs.xfs"), "xfsprogs", "making XFS in the guest"),
+    req(Program("xfs_io"), "xfsprogs", "inspecting files in the guest"),
+    req(Program("ldd"), "libc-bin", "finding the libraries of guest programs"),
+];
+
+/// Booting guests.
+pub const VM: &[Requirement] = &[req(Program("qemu-system-x86_64"), "qemu-system-x86", "booting guests")];
+
+/// A set of requirement lists.
+pub struct Need(Vec<&'static [Requirement]>);
+
+impl Need {
+    pub fn all() -> Need {
+        Need(vec![KERNEL_BUILD, KERNEL_SOURCE, GUEST, VM])
+    }
+
+    /// Everything but the default kernel source (the user gave a tree).
+    pub fn without_kernel_source() -> Need {
+        Need(vec![KERNEL_BUILD, GUEST, VM])
+    }
+
+    pub fn for_source(user_tree: bool) -> Need {
+        if user_tree {
+            Need::without_kernel_source()
+        } else {
+            Need::all()
+        }
+    }
+}
+
+fn present(probe: Probe) -> bool {
+    match probe {
+        File(path) => Path::new(path).exists(),
+        Program(name) => {
+            which::which(name).is_ok()
+                || ["/usr/sbin", "/sbin"].iter().any(|d| Path::new(d).join(name).is_file())
+        }
+    }
+}
+
+/// The packages whose requirements are missing, deduplicated, in order.
+pub fn missing(need: &Need) -> Vec<&'static Requirement> {
+    let mut out: Vec<&'static Requirement> = Vec::new();
+    for r in need.0.iter().flat_map(|list| list.iter()) {
+        if !present(r.probe) && !out.iter().any(|o| o.package == r.package) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// The exact command that installs `packages`.
+pub fn install_command(packages: &[&str]) -> String {
+    format!("apt-get install -y --no-install-recommends {}", packages.join(" "))
+}
+
+/// Checks `need`; as root on Debian installs what is missing, elsewhere
+/// stops with the command to run.
+pub fn ensure(need: Need) -> Result<()> {
+    let missing = missing(&need);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let packages: Vec<&str> = missing.iter().map(|r| r.package).collect();
+    let list: Vec<String> = missing.iter().map(|r| format!("  {} (for {})", r.package, r.why)).collect();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let debian = Path::new("/etc/debian_version").exists() && which::which("apt-get").is_ok();
+    if !(root && debian) {
+        let sudo = if root { "" } else { "sudo " };
+        bail!(
+            "missing host packages:\n{}\ninstall them with:\n  {sudo}apt-get update && {sudo}{}\nthen run the command again",
+            list.join("\n"),
+            install_command(&packages)
+        );
+    }
+    eprintln!("[deps] missing:\n{}", list.join("\n"));
+    let sh = Shell::new()?;
+    let _env = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
+    eprintln!("[deps] running: {}", install_command(&packages));
+    let pkgs = &packages;
+    if cmd!(sh, "apt-get install -y --no-install-recommends {pkgs...}").run().is_err() {
+        eprintln!("[deps] install failed; refreshing the package lists: apt-get update");
+        cmd!(sh, "apt-get update").run()?;
+        cmd!(sh, "apt-get install -y --no-install-recommends {pkgs...}").run()?;
+    }
+    let still: Vec<&str> = crate::deps::missing(&need).iter().map(|r| r.package).collect();
+    if !still.is_empty() {
+        bail!("still missing after apt-get install: {}; install them by hand", still.join(", "));
+    }
+    Ok(())
+}

@@ -1,0 +1,651 @@
+//! The kernel variants: where their source comes from, the content-addressed
+//! key that decides whether a build is needed, applying patches/series,
+//! configuring from kernel-config/ fragments (and checking every requested
+//! option took), and the ccache-backed out-of-tree build.
+//!
+//! Cache layout under [`paths::cache_dir`]:
+//! - `src/<id>/`: the extracted default tarball (never modified);
+//! - `work/<variant>/src`: a hard-link farm of the source with the series
+//!   applied (`patch` replaces the files it changes, so the farm never writes
+//!   through to the pristine tree), and `work/<variant>/build` (`O=`), kept
+//!   between builds so make is incremental;
+//! - `kernels/<key>/`: the finished `bzImage`, `config` and `build.log`.
+//!
+//! Both variants use the same relative layout, so with `CCACHE_BASEDIR` set to
+//! the cache root the compiler cache is shared between them.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use xshell::{cmd, Shell};
+
+use crate::cli::KernelArgs;
+use crate::{deps, paths};
+
+pub const DEFAULT_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
+/// Bump when the build procedure changes in a way the inputs do not show.
+const RECIPE: &str = "dax-seal kernel recipe 1: allnoconfig + fragments, bzImage";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    /// With patches/series applied.
+    Patched,
+    /// The same source without the series.
+    Baseline,
+}
+
+impl Variant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Patched => "patched",
+            Variant::Baseline => "baseline",
+        }
+    }
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A kernel source ready to be copied into a work tree.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The unmodified tree.
+    pub tree: PathBuf,
+    /// Identity of its contents (tarball hash, or a digest of the tree's
+    /// file names, sizes and modification times).
+    pub id: String,
+    pub description: String,
+}
+
+/// A built kernel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Built {
+    pub variant: Variant,
+    pub key: String,
+    pub bzimage: PathBuf,
+    pub config: PathBuf,
+    /// False when it came from the cache.
+    pub built_now: bool,
+}
+
+pub fn cmd(args: &KernelArgs) -> Result<()> {
+    deps::ensure(deps::Need::for_source(args.source.kernel_src.is_some()))?;
+    let source = resolve_source(args.source.kernel_src.as_deref())?;
+    for variant in args.kernel.variants() {
+        let built = ensure(variant, &source, args.source.rebuild)?;
+        println!("{variant}: {} (key {})", built.bzimage.display(), built.key);
+    }
+    Ok(())
+}
+
+/// The default tarball, or a tree the user named.
+pub fn resolve_source(tree: Option<&Path>) -> Result<Source> {
+    match tree {
+        Some(dir) => {
+            validate_tree(dir)?;
+            let tree = dir.canonicalize().with_context(|| format!("cannot resolve {}", dir.display()))?;
+            let id = tree_identity(&tree)?;
+            Ok(Source { description: format!("tree {}", tree.display()), tree, id })
+        }
+        None => extract_tarball(Path::new(DEFAULT_TARBALL)),
+    }
+}
+
+/// Checks that `dir` looks like a clean Linux 6.x tree.
+pub fn validate_tree(dir: &Path) -> Result<()> {
+    let makefile = dir.join("Makefile");
+    let text = fs::read_to_string(&makefile).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.trim().strip_prefix('=')).map(|v| v.trim().to_string()))
+    };
+    let (Some(version), Some(patchlevel)) = (field("VERSION"), field("PATCHLEVEL")) else {
+        bail!(
+            "{} is not a kernel source tree: {} has no VERSION and PATCHLEVEL lines.\n\
+             Pass the top directory of a Linux 6.12 tree to --kernel-src, or leave it out to use {DEFAULT_TARBALL}.",
+            dir.display(),
+            makefile.display()
+        );
+    };
+    if !dir.join("arch/x86/Kconfig").is_file() {
+        bail!("{} is a kernel tree without arch/x86: an x86_64 tree is needed", dir.display());
+    }
+    if version != "6" {
+        bail!("{} is Linux {version}.{patchlevel}; the project targets 6.12 (any 6.x tree is accepted)", dir.display());
+    }
+    if patchlevel != "12" {
+        eprintln!("[kernel] note: {} is Linux 6.{patchlevel}; the series is written for 6.12", dir.display());
+    }
+    for leftover in [".config", "include/config"] {
+        if dir.join(leftover).exists() {
+            bail!(
+                "{} has in-tree build output ({leftover}); out-of-tree builds need a clean tree.\n\
+                 Run `make mrproper` in it (this deletes its .config), or pass a clean copy.",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A digest of every file's path, size and mtime (not contents: a full
+/// kernel tree is a gigabyte). Any edit changes the mtime and so the key.
+fn tree_identity(tree: &Path) -> Result<String> {
+    fn walk(dir: &Path, root: &Path, h: &mut Sha256) -> Result<()> {
+        let mut entries: Vec<_> = fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("reading {}", dir.display()))?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            if e.file_name() == ".git" {
+                continue;
+            }
+            let path = e.path();
+            let meta = fs::symlink_metadata(&path).with_context(|| format!("stat {}", path.display()))?;
+            use std::os::unix::fs::MetadataExt;
+            let rel = path.strip_prefix(root).unwrap_or(&path);
+            h.update(format!("{}\0{}\0{}.{}\n", rel.display(), meta.len(), meta.mtime(), meta.mtime_nsec()));
+            if meta.is_dir() {
+                walk(&path, root, h)?;
+            }
+        }
+        Ok(())
+    }
+    let mut h = Sha256::new();
+    walk(tree, tree, &mut h)?;
+    Ok(paths::short_hash(h))
+}
+
+/// Extracts the tarball once into the cache; its identity is the SHA-256 of
+/// its bytes, remembered per (path, size, mtime) so it is hashed only once.
+fn extract_tarball(tarball: &Path) -> Result<Source> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(tarball).with_context(|| {
+        format!("kernel source {} is missing: install linux-source-6.12 or pass --kernel-src DIR", tarball.display())
+    })?;
+    let cache = paths::cache_dir()?;
+    let stamp = format!("{}|{}|{}.{}", tarball.display(), meta.len(), meta.mtime(), meta.mtime_nsec());
+    let index_path = cache.join("src/index.json");
+    let mut index: std::collections::BTreeMap<String, String> =
+        fs::read(&index_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let id = match index.get(&stamp) {
+        Some(id) => id.clone(),
+        None => {
+            let mut h = Sha256::new();
+            let mut f = fs::File::open(tarball).with_context(|| format!("open {}", tarball.display()))?;
+            std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", tarball.display()))?;
+            let id = paths::short_hash(h);
+            index.insert(stamp, id.clone());
+            paths::write_atomic(&index_path, &serde_json::to_vec_pretty(&index)?)?;
+            id
+        }
+    };
+    let dest = cache.join("src").join(&id);
+    if !dest.is_dir() {
+        eprintln!("[kernel] extracting {} into {} (once)", tarball.display(), dest.display());
+        let tmp = cache.join("src").join(format!("{id}.partial-{}", std::process::id()));
+        paths::ensure_dir(&tmp)?;
+        let sh = Shell::new()?;
+        cmd!(sh, "tar -xJf {tarball} -C {tmp}").run().with_context(|| format!("extracting {}", tarball.display()))?;
+        fs::rename(&tmp, &dest).with_context(|| format!("moving {} into place", tmp.display()))?;
+    }
+    // The tarball holds one top-level directory (linux-source-6.12/).
+    let top = fs::read_dir(&dest)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("Makefile").is_file())
+        .with_context(|| format!("{} holds no kernel tree; delete it and retry", dest.display()))?;
+    validate_tree(&top)?;
+    Ok(Source { description: format!("{} ({id})", tarball.display()), tree: top, id })
+}
+
+/// patches/series: patch file names in order (comments and blanks skipped).
+pub fn read_series(patches: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let series = patches.join("series");
+    let text = fs::read_to_string(&series).with_context(|| format!("cannot read {}", series.display()))?;
+    let mut out = Vec::new();
+    for name in text.lines().map(|l| l.split('#').next().unwrap_or("").trim()).filter(|l| !l.is_empty()) {
+        let path = patches.join(name);
+        let bytes = fs::read(&path).with_context(|| {
+            format!("{} names {name}, but {} cannot be read", series.display(), path.display())
+        })?;
+        out.push((name.to_string(), bytes));
+    }
+    Ok(out)
+}
+
+/// The files a patch changes (its `+++ b/…` lines).
+pub fn files_touched(patch: &[u8]) -> BTreeSet<String> {
+    String::from_utf8_lossy(patch)
+        .lines()
+        .filter_map(|l| l.strip_prefix("+++ "))
+        .map(|p| p.split('\t').next().unwrap_or(p).trim())
+        .filter(|p| *p != "/dev/null")
+        .map(|p| p.split_once('/').map_or(p, |(_, rest)| rest).to_string())
+        .collect()
+}
+
+/// kernel-config/*.config, sorted by name.
+pub fn read_fragments(dir: &Path) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = e?.path();
+        if path.extension().is_some_and(|x| x == "config") {
+            let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            out.push((path.file_name().unwrap_or_default().to_string_lossy().into_owned(), text));
+        }
+    }
+    out.sort();
+    if out.is_empty() {
+        bail!("{} holds no *.config fragment", dir.display());
+    }
+    Ok(out)
+}
+
+/// One requested option: `Some(value)` for `CONFIG_X=value`, `None` for
+/// `# CONFIG_X is not set`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requested {
+    pub name: String,
+    pub value: Option<String>,
+    pub origin: String,
+}
+
+pub fn parse_fragment(file: &str, text: &str) -> Result<Vec<Requested>> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        let origin = format!("{file}:{}", i + 1);
+        if let Some(name) = l.strip_prefix("# ").and_then(|r| r.strip_suffix(" is not set")) {
+            out.push(Requested { name: name.to_string(), value: None, origin });
+        } else if l.is_empty() || l.starts_with('#') {
+            continue;
+        } else if let Some((name, value)) = l.split_once('=').filter(|(n, _)| n.starts_with("CONFIG_")) {
+            out.push(Requested { name: name.to_string(), value: Some(value.to_string()), origin });
+        } else {
+            bail!("{origin}: not a kconfig line: {l:?} (expected CONFIG_X=value or # CONFIG_X is not set)");
+        }
+    }
+    Ok(out)
+}
+
+/// Requested options the final .config does not have, one message each.
+pub fn verify_config(requested: &[Requested], dotconfig: &str) -> Vec<String> {
+    let actual = |name: &str| {
+        dotconfig.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix('='))).map(str::to_string)
+    };
+    let mut problems = Vec::new();
+    for r in requested {
+        let got = actual(&r.name);
+        let ok = match (&r.value, &got) {
+            (None, None) => true,
+            (None, Some(v)) => v == "n",
+            (Some(want), Some(v)) => want == v,
+            (Some(want), None) => want == "n",
+        };
+        if !ok {
+            let want = r.value.as_deref().unwrap_or("not set");
+            let got = got.as_deref().unwrap_or("not set");
+            problems.push(format!("{} ({}): requested {want}, got {got}", r.name, r.origin));
+        }
+    }
+    problems
+}
+
+/// The cache key of a build.
+pub fn build_key(source_id: &str, series: &[(String, Vec<u8>)], fragments: &[(String, String)], compiler: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(RECIPE);
+    h.update(format!("\0source {source_id}\0compiler {compiler}\0"));
+    for (name, bytes) in series {
+        h.update(format!("patch {name} {}\0", bytes.len()));
+        h.update(bytes);
+    }
+    for (name, text) in fragments {
+        h.update(format!("fragment {name} {}\0", text.len()));
+        h.update(text);
+    }
+    paths::short_hash(h)
+}
+
+fn compiler_identity() -> Result<String> {
+    let sh = Shell::new()?;
+    let gcc = cmd!(sh, "gcc --version").read().context("running gcc --version")?;
+    let ld = cmd!(sh, "ld --version").read().context("running ld --version")?;
+    Ok(format!("{} / {}", gcc.lines().next().unwrap_or(""), ld.lines().next().unwrap_or("")))
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+struct WorkState {
+    source_id: String,
+    series_key: String,
+    touched: BTreeSet<String>,
+}
+
+/// Holds an exclusive lock on a file for as long as it lives.
+struct Lock(#[allow(dead_code)] fs::File);
+
+fn lock(path: &Path) -> Result<Lock> {
+    use std::os::fd::AsRawFd;
+    paths::ensure_dir(path.parent().context("lock path has no parent")?)?;
+    let f = fs::File::create(path).with_context(|| format!("cannot create lock {}", path.display()))?;
+    // SAFETY: flock on a valid fd; blocks until the lock is ours.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        bail!("cannot lock {}: {}", path.display(), std::io::Error::last_os_error());
+    }
+    Ok(Lock(f))
+}
+
+/// Returns the kernel for `variant`, building it if its key is not cached.
+pub fn ensure(variant: Variant, source: &Source, rebuild: bool) -> Result<Built> {
+    let root = paths::project_root();
+    let series = match variant {
+        Variant::Patched => read_series(&root.join("patches"))?,
+        Variant::Baseline => Vec::new(),
+    };
+    let fragments = read_fragments(&root.join("kernel-config"))?;
+    let mut requested = Vec::new();
+    for (name, text) in &fragments {
+        requested.extend(parse_fragment(name, text)?);
+    }
+    let key = build_key(&source.id, &series, &fragments, &compiler_identity()?);
+    let cache = paths::cache_dir()?;
+    let out = cache.join("kernels").join(&key);
+    let built = |built_now| Built {
+        variant,
+        key: key.clone(),
+        bzimage: out.join("bzImage"),
+        config: out.join("config"),
+        built_now,
+    };
+    let work = cache.join("work").join(variant.name());
+    let _lock = lock(&cache.join("work").join(format!("{variant}.lock")))?;
+    if !rebuild && out.join("bzImage").is_file() {
+        return Ok(built(false));
+    }
+    eprintln!("[kernel {variant}] building key {key} from {}", source.description);
+    let src = prepare_work_tree(variant, source, &series, &work, rebuild)?;
+    let build = work.join("build");
+    paths::ensure_dir(&build)?;
+    configure(variant, &src, &build, &fragments, &requested)?;
+    let log = build.join("build.log");
+    make(variant, &src, &build, &cache, &log)?;
+
+    let tmp = cache.join("kernels").join(format!("{key}.partial-{}", std::process::id()));
+    paths::ensure_dir(&tmp)?;
+    for (from, to) in [("arch/x86/boot/bzImage", "bzImage"), (".config", "config"), ("build.log", "build.log")] {
+        fs::copy(build.join(from), tmp.join(to)).with_context(|| format!("copying {from} out of {}", build.display()))?;
+    }
+    if out.exists() {
+        fs::remove_dir_all(&out).with_context(|| format!("removing the old {}", out.display()))?;
+    }
+    fs::rename(&tmp, &out).with_context(|| format!("moving the kernel into {}", out.display()))?;
+    Ok(built(true))
+}
+
+/// Makes `work/src` the source plus the series. Reused when neither changed.
+fn prepare_work_tree(
+    variant: Variant,
+    source: &Source,
+    series: &[(String, Vec<u8>)],
+    work: &Path,
+    rebuild: bool,
+) -> Result<PathBuf> {
+    let src = work.join("src");
+    let build = work.join("build");
+    let state_path = work.join("state.json");
+    let mut h = Sha256::new();
+    for (name, bytes) in series {
+        h.update(name);
+        h.update(bytes);
+    }
+    let series_key = paths::short_hash(h);
+    let old: WorkState = fs::read(&state_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    if old.source_id != source.id || rebuild {
+        // Another source (or a forced rebuild): nothing in build/ is reusable.
+        if build.exists() {
+            fs::remove_dir_all(&build).with_context(|| format!("removing {}", build.display()))?;
+        }
+    } else if old.series_key == series_key && src.join("Makefile").is_file() {
+        return Ok(src);
+    }
+    let _ = fs::remove_file(&state_path);
+    if src.exists() {
+        fs::remove_dir_all(&src).with_context(|| format!("removing {}", src.display()))?;
+    }
+    paths::ensure_dir(work)?;
+    let sh = Shell::new()?;
+    let pristine = &source.tree;
+    if cmd!(sh, "cp -al {pristine} {src}").quiet().ignore_stderr().run().is_err() {
+        // Another filesystem: hard links are impossible, copy instead.
+        let _ = fs::remove_dir_all(&src);
+        cmd!(sh, "cp -a --reflink=auto {pristine} {src}").quiet().run().context("copying the kernel source")?;
+    }
+    let mut touched = BTreeSet::new();
+    for (name, bytes) in series {
+        apply_patch(&sh, &src, name, bytes)?;
+        touched.extend(files_touched(bytes));
+    }
+    // Files the previous series changed and this one does not are back to
+    // pristine links with old mtimes: give them fresh ones so make rebuilds
+    // what depends on them.
+    for file in old.touched.difference(&touched) {
+        let path = src.join(file);
+        if path.is_file() {
+            let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            fs::remove_file(&path)?;
+            fs::write(&path, bytes).with_context(|| format!("rewriting {}", path.display()))?;
+        }
+    }
+    let state = WorkState { source_id: source.id.clone(), series_key, touched };
+    paths::write_atomic(&state_path, &serde_json::to_vec_pretty(&state)?)?;
+    if !series.is_empty() {
+        eprintln!("[kernel {variant}] applied {} patches", series.len());
+    }
+    Ok(src)
+}
+
+fn apply_patch(sh: &Shell, src: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let patch = paths::project_root().join("patches").join(name);
+    let args = ["-d", &src.to_string_lossy(), "-p1", "--forward", "--batch", "--no-backup-if-mismatch", "-i"];
+    let dry = cmd!(sh, "patch --dry-run {args...} {patch}").quiet().ignore_status().output()?;
+    if !dry.status.success() {
+        let text = String::from_utf8_lossy(&dry.stdout).into_owned() + &String::from_utf8_lossy(&dry.stderr);
+        bail!(
+            "patches/{name} does not apply to the kernel source:\n{}\n\
+             Rebase the patch onto Linux 6.12 (or fix patches/series), then run again. \
+             The source tree was not changed.",
+            text.trim_end()
+        );
+    }
+    let _ = bytes;
+    cmd!(sh, "patch {args...} {patch}").quiet().run().with_context(|| format!("applying patches/{name}"))?;
+    Ok(())
+}
+
+fn configure(variant: Variant, src: &Path, build: &Path, fragments: &[(String, String)], requested: &[Requested]) -> Result<()> {
+    let merged: String = fragments.iter().map(|(n, t)| format!("# --- {n}\n{t}\n")).collect();
+    let frag_path = build.join("dax-seal-fragments.config");
+    fs::write(&frag_path, merged).with_context(|| format!("writing {}", frag_path.display()))?;
+    let sh = Shell::new()?;
+    let _dir = sh.push_dir(src);
+    let o = format!("O={}", build.display());
+    let allconfig = format!("KCONFIG_ALLCONFIG={}", frag_path.display());
+    cmd!(sh, "make -s {o} {allconfig} allnoconfig").quiet().run().context("make allnoconfig failed")?;
+    cmd!(sh, "make -s {o} olddefconfig").quiet().run().context("make olddefconfig failed")?;
+    let dotconfig = fs::read_to_string(build.join(".config")).context("reading the generated .config")?;
+    let problems = verify_config(requested, &dotconfig);
+    if !problems.is_empty() {
+        bail!(
+            "kernel config ({variant}): {} requested option(s) did not take after olddefconfig:\n  {}\n\
+             Usually a dependency is missing: add it to the fragment in kernel-config/ (see the option's \
+             `depends on` in its Kconfig file). Generated config: {}",
+            problems.len(),
+            problems.join("\n  "),
+            build.join(".config").display()
+        );
+    }
+    Ok(())
+}
+
+fn make(variant: Variant, src: &Path, build: &Path, cache: &Path, log: &Path) -> Result<()> {
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let log_file = Arc::new(Mutex::new(fs::File::create(log).with_context(|| format!("creating {}", log.display()))?));
+    let mut child = Command::new("make")
+        .current_dir(src)
+        .arg(format!("O={}", build.display()))
+        .arg(format!("-j{jobs}"))
+        .arg("CC=ccache gcc")
+        .arg("bzImage")
+        .env("CCACHE_DIR", cache.join("ccache"))
+        .env("CCACHE_BASEDIR", cache)
+        .env("CCACHE_NOHASHDIR", "1")
+        .env("CCACHE_MAXSIZE", "5G")
+        .env("KBUILD_BUILD_USER", "dax-seal")
+        .env("KBUILD_BUILD_HOST", "xtask")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start make")?;
+    let compiled = Arc::new(Mutex::new((0usize, String::new())));
+    let readers: Vec<_> = [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|s| Box::new(s) as _)]
+        .into_iter()
+        .flatten()
+        .map(|stream| {
+            let (log_file, compiled) = (log_file.clone(), compiled.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Ok(mut f) = log_file.lock() {
+                        let _ = writeln!(f, "{line}");
+                    }
+                    if let Some(obj) = line.trim_start().strip_prefix("CC ") {
+                        if let Ok(mut c) = compiled.lock() {
+                            c.0 += 1;
+                            c.1 = obj.trim().to_string();
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    let mut last_report = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().context("waiting for make")? {
+            break status;
+        }
+        if last_report.elapsed() >= Duration::from_secs(15) {
+            last_report = Instant::now();
+            if let Ok(c) = compiled.lock() {
+                eprintln!("[kernel {variant}] {:>4} files compiled, {:>4}s, now {}", c.0, start.elapsed().as_secs(), c.1);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for r in readers {
+        let _ = r.join();
+    }
+    let secs = start.elapsed().as_secs();
+    if !status.success() {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        bail!(
+            "kernel build ({variant}) failed after {secs}s ({status}). Last lines of {}:\n{tail}\n\
+             Fix the source or patch named above; the full log is at that path.",
+            log.display()
+        );
+    }
+    let n = compiled.lock().map(|c| c.0).unwrap_or(0);
+    eprintln!("[kernel {variant}] built in {secs}s ({n} files compiled)");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragments_parse() {
+        let text = "# comment\nCONFIG_A=y\n\n# CONFIG_B is not set\nCONFIG_C=\"str\"\nCONFIG_D=30\n";
+        let got = parse_fragment("f.config", text).unwrap();
+        let names: Vec<_> = got.iter().map(|r| (r.name.as_str(), r.value.as_deref())).collect();
+        assert_eq!(names, [("CONFIG_A", Some("y")), ("CONFIG_B", None), ("CONFIG_C", Some("\"str\"")), ("CONFIG_D", Some("30"))]);
+        assert_eq!(got[1].origin, "f.config:4");
+        assert!(parse_fragment("f", "XFS=y\n").is_err());
+    }
+
+    #[test]
+    fn config_verification_names_what_did_not_take() {
+        let requested = parse_fragment(
+            "x.config",
+            "CONFIG_A=y\nCONFIG_B=y\n# CONFIG_C is not set\n# CONFIG_D is not set\nCONFIG_E=30\nCONFIG_F=\"x\"\n",
+        )
+        .unwrap();
+        let dotconfig = "CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_D=y\nCONFIG_E=120\nCONFIG_F=\"x\"\n";
+        let problems = verify_config(&requested, dotconfig);
+        assert_eq!(
+            problems,
+            [
+                "CONFIG_B (x.config:2): requested y, got not set",
+                "CONFIG_D (x.config:4): requested not set, got y",
+                "CONFIG_E (x.config:5): requested 30, got 120",
+            ]
+        );
+        // Prefix names must not match longer ones.
+        let requested = parse_fragment("x", "CONFIG_XFS=y\n").unwrap();
+        assert_eq!(verify_config(&requested, "CONFIG_XFS_FS=y\n").len(), 1);
+    }
+
+    #[test]
+    fn key_changes_with_every_input() {
+        let series = vec![("0001-a.patch".to_string(), b"diff".to_vec())];
+        let frags = vec![("a.config".to_string(), "CONFIG_A=y\n".to_string())];
+        let base = build_key("src", &series, &frags, "gcc 12");
+        assert_eq!(base, build_key("src", &series, &frags, "gcc 12"));
+        assert_ne!(base, build_key("src2", &series, &frags, "gcc 12"));
+        assert_ne!(base, build_key("src", &[], &frags, "gcc 12"));
+        assert_ne!(base, build_key("src", &series, &[], "gcc 12"));
+        assert_ne!(base, build_key("src", &series, &frags, "gcc 13"));
+        let edited = vec![("0001-a.patch".to_string(), b"diff2".to_vec())];
+        assert_ne!(base, build_key("src", &edited, &frags, "gcc 12"));
+    }
+
+    #[test]
+    fn patch_headers_name_touched_files() {
+        let p = b"--- a/fs/xfs/xfs_file.c\n+++ b/fs/xfs/xfs_file.c\n@@\n--- /dev/null\n+++ b/docs/new.rst\t2024\n";
+        let got: Vec<_> = files_touched(p).into_iter().collect();
+        assert_eq!(got, ["docs/new.rst", "fs/xfs/xfs_file.c"]);
+    }
+
+    #[test]
+    fn tree_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = validate_tree(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is not a kernel source tree"), "{err}");
+        fs::write(dir.path().join("Makefile"), "VERSION = 6\nPATCHLEVEL = 12\n").unwrap();
+        assert!(validate_tree(dir.path()).unwrap_err().to_string().contains("arch/x86"));
+        fs::create_dir_all(dir.path().join("arch/x86")).unwrap();
+        fs::write(dir.path().join("arch/x86/Kconfig"), "").unwrap();
+        validate_tree(dir.path()).unwrap();
+        fs::write(dir.path().join(".config"), "").unwrap();
+        assert!(validate_tree(dir.path()).unwrap_err().to_string().contains("mrproper"));
+        fs::write(dir.path().join("Makefile"), "VERSION = 5\nPATCHLEVEL = 15\n").unwrap();
+        fs::remove_file(dir.path().join(".config")).unwrap();
+        assert!(validate_tree(dir.path()).unwrap_err().to_string().contains("Linux 5.15"));
+    }
+}

@@ -1,0 +1,200 @@
+//! Backing files of the emulated NVDIMMs. Each image has a sidecar
+//! `<image>.toml` recording what xtask created it with; an image without one
+//! is not ours and is never touched. Images persist across runs (the guest
+//! keeps its namespace and filesystem) until `--fresh` recreates them.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::paths;
+
+const MIB: u64 = 1 << 20;
+pub const MIN_SIZE: u64 = 512 * MIB;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Geometry {
+    pub size: u64,
+    pub label_size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub path: PathBuf,
+    pub geometry: Geometry,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Sidecar {
+    created_by: String,
+    size: u64,
+    label_size: u64,
+}
+
+const CREATED_BY: &str = "dax-seal xtask";
+
+fn human(bytes: u64) -> String {
+    if bytes % (1 << 30) == 0 {
+        format!("{}G", bytes >> 30)
+    } else if bytes % MIB == 0 {
+        format!("{}M", bytes >> 20)
+    } else {
+        format!("{}K", bytes >> 10)
+    }
+}
+
+/// Checks sizes QEMU and the guest's fsdax set-up can use.
+pub fn validate(g: Geometry) -> Result<()> {
+    if g.size < MIN_SIZE || g.size % (2 * MIB) != 0 {
+        bail!(
+            "--nvdimm-size {} is not usable: it must be a multiple of 2M and at least {} \
+             (XFS needs 300M, and the fsdax memmap lives on the device)",
+            human(g.size),
+            human(MIN_SIZE)
+        );
+    }
+    if g.label_size != 0 && (g.label_size < 128 << 10 || g.label_size % 4096 != 0 || g.label_size > g.size / 4) {
+        bail!("--label-size {} is not usable: use 0 (no labels) or a multiple of 4K from 128K up to a quarter of the NVDIMM", human(g.label_size));
+    }
+    Ok(())
+}
+
+/// Images `nvdimm-<set>-<i>.img` in `dir`: reused when they match, created
+/// when missing, recreated when `fresh`. Refuses foreign or damaged files.
+pub fn prepare(dir: &Path, set: &str, count: u32, g: Geometry, fresh: bool) -> Result<Vec<Image>> {
+    validate(g)?;
+    paths::ensure_dir(dir)?;
+    // Check every image before changing any, so a refusal changes nothing.
+    let mut plan = Vec::new();
+    for i in 0..count {
+        let path = dir.join(format!("nvdimm-{set}-{i}.img"));
+        let sidecar_path = sidecar_of(&path);
+        let create = match (path.exists(), read_sidecar(&sidecar_path)?) {
+            (false, _) => true,
+            (true, None) => bail!(
+                "{} exists but was not created by xtask (no {} beside it); it is left alone.\n\
+                 Move it out of the way or delete it, then run again.",
+                path.display(),
+                sidecar_path.display()
+            ),
+            (true, Some(_)) if fresh => true,
+            (true, Some(old)) => {
+                let len = fs::metadata(&path).with_context(|| format!("stat {}", path.display()))?.len();
+                if len != old.size {
+                    bail!(
+                        "{} is {len} bytes but was created with {} (truncated or damaged).\n\
+                         Run with --fresh to recreate it (its contents are lost).",
+                        path.display(),
+                        old.size
+                    );
+                }
+                if (old.size, old.label_size) != (g.size, g.label_size) {
+                    bail!(
+                        "{} was created with --nvdimm-size {} --label-size {}, not {} / {}.\n\
+                         Pass those sizes to keep its contents, or --fresh to recreate it.",
+                        path.display(),
+                        human(old.size),
+                        human(old.label_size),
+                        human(g.size),
+                        human(g.label_size)
+                    );
+                }
+                false
+            }
+        };
+        plan.push((path, create));
+    }
+    let mut images = Vec::new();
+    for (path, create) in plan {
+        if create {
+            let f = fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+            // Sparse: only what the guest writes takes disk space.
+            f.set_len(g.size).with_context(|| format!("sizing {}", path.display()))?;
+            let sidecar = Sidecar { created_by: CREATED_BY.into(), size: g.size, label_size: g.label_size };
+            paths::write_atomic(&sidecar_of(&path), toml::to_string(&sidecar)?.as_bytes())?;
+        }
+        images.push(Image { path, geometry: g });
+    }
+    Ok(images)
+}
+
+fn sidecar_of(image: &Path) -> PathBuf {
+    let mut s = image.as_os_str().to_owned();
+    s.push(".toml");
+    PathBuf::from(s)
+}
+
+fn read_sidecar(path: &Path) -> Result<Option<Sidecar>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let s: Sidecar = toml::from_str(&text)
+        .with_context(|| format!("{} is damaged; delete it and its image, or fix it by hand", path.display()))?;
+    if s.created_by != CREATED_BY {
+        bail!("{} was not written by xtask", path.display());
+    }
+    Ok(Some(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const G: Geometry = Geometry { size: 512 * MIB, label_size: 0 };
+
+    #[test]
+    fn sizes_are_checked() {
+        validate(G).unwrap();
+        validate(Geometry { size: 1 << 30, label_size: 128 << 10 }).unwrap();
+        assert!(validate(Geometry { size: 256 * MIB, label_size: 0 }).is_err());
+        assert!(validate(Geometry { size: 513 * MIB, label_size: 0 }).is_err());
+        assert!(validate(Geometry { size: 1 << 30, label_size: 4096 }).is_err());
+    }
+
+    #[test]
+    fn create_reuse_and_refuse() {
+        let dir = tempfile::tempdir().unwrap();
+        let imgs = prepare(dir.path(), "t", 2, G, false).unwrap();
+        assert_eq!(imgs.len(), 2);
+        assert_eq!(fs::metadata(&imgs[0].path).unwrap().len(), G.size);
+        // Contents survive a reuse.
+        fs::write(dir.path().join("marker"), "").unwrap();
+        use std::os::unix::fs::FileExt;
+        fs::OpenOptions::new().write(true).open(&imgs[1].path).unwrap().write_all_at(b"data", 4096).unwrap();
+        prepare(dir.path(), "t", 2, G, false).unwrap();
+        let mut buf = [0u8; 4];
+        fs::File::open(&imgs[1].path).unwrap().read_exact_at(&mut buf, 4096).unwrap();
+        assert_eq!(&buf, b"data");
+
+        // Other geometry: refused, nothing changed.
+        let err = prepare(dir.path(), "t", 2, Geometry { size: 1 << 30, label_size: 0 }, false).unwrap_err();
+        assert!(err.to_string().contains("--fresh"), "{err}");
+        assert_eq!(fs::metadata(&imgs[0].path).unwrap().len(), G.size);
+
+        // Truncated image: refused.
+        fs::OpenOptions::new().write(true).open(&imgs[0].path).unwrap().set_len(4096).unwrap();
+        let err = prepare(dir.path(), "t", 2, G, false).unwrap_err();
+        assert!(err.to_string().contains("truncated or damaged"), "{err}");
+
+        // --fresh recreates ours.
+        prepare(dir.path(), "t", 2, G, true).unwrap();
+        fs::File::open(&imgs[1].path).unwrap().read_exact_at(&mut buf, 4096).unwrap();
+        assert_eq!(buf, [0; 4]);
+    }
+
+    #[test]
+    fn foreign_file_is_never_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let foreign = dir.path().join("nvdimm-t-0.img");
+        fs::write(&foreign, "precious").unwrap();
+        for fresh in [false, true] {
+            let err = prepare(dir.path(), "t", 1, G, fresh).unwrap_err();
+            assert!(err.to_string().contains("not created by xtask"), "{err}");
+            assert_eq!(fs::read(&foreign).unwrap(), b"precious");
+        }
+    }
+}

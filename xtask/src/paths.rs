@@ -1,0 +1,50 @@
+//! Where things live: the project checkout, images/ (per-checkout outputs) and
+//! the build cache outside the checkout (shared by every clone and by CI).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// Root of the checkout (the workspace that holds xtask/).
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// images/ of the checkout, or `$DAX_SEAL_IMAGES` (the VM tests use their own).
+pub fn images_dir() -> PathBuf {
+    std::env::var_os("DAX_SEAL_IMAGES").map(PathBuf::from).unwrap_or_else(|| project_root().join("images"))
+}
+
+/// `$DAX_SEAL_CACHE`, else `$XDG_CACHE_HOME/dax-seal`, else `~/.cache/dax-seal`.
+pub fn cache_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("DAX_SEAL_CACHE") {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("dax-seal"));
+    }
+    let home = std::env::var_os("HOME").context("neither DAX_SEAL_CACHE, XDG_CACHE_HOME nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".cache/dax-seal"))
+}
+
+/// Creates `dir` and says which path failed if it cannot.
+pub fn ensure_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))
+}
+
+/// Writes a file atomically (temporary file in the same directory, then rename),
+/// so an interrupted run never leaves a half-written cache entry.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    let dir = path.parent().context("path has no parent")?;
+    ensure_dir(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("temporary file in {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, contents).with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path).with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
+/// Hex SHA-256 of some bytes, shortened for use in file names.
+pub fn short_hash(hasher: sha2::Sha256) -> String {
+    use sha2::Digest;
+    hasher.finalize().iter().take(10).map(|b| format!("{b:02x}")).collect()
+}

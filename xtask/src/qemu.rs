@@ -1,0 +1,343 @@
+//! The QEMU command line, one small function per concern, and the choice of
+//! accelerator: KVM only when a probe boot shows it actually runs a guest.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::AccelChoice;
+use crate::nvdimm::Image;
+use crate::paths;
+
+pub const QEMU: &str = "qemu-system-x86_64";
+/// How long a KVM probe boot may take to print the kernel banner.
+pub const KVM_PROBE_DEADLINE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// Where the guest console goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Console {
+    /// QEMU's stdout, read and scanned by the host.
+    Piped,
+    /// The user's terminal (`cargo xtask shell`).
+    Interactive,
+}
+
+#[derive(Debug, Clone)]
+pub struct Vm {
+    pub accel: Accel,
+    pub memory_mib: u64,
+    pub cpus: u32,
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    pub nvdimms: Vec<Image>,
+    /// Unix socket the host listens on for the KTAP results port.
+    pub results_socket: Option<PathBuf>,
+    pub console: Console,
+}
+
+/// The kernel command line for a test guest.
+pub fn kernel_cmdline() -> String {
+    [
+        "console=ttyS0",
+        // A panic reboots at once, and -no-reboot turns that into QEMU exiting.
+        "panic=-1",
+        "rdinit=/init",
+        // An Oops ends the guest at once instead of leaving it half alive; the
+        // host scanner has already recorded the report from the console.
+        "oops=panic",
+    ]
+    .join(" ")
+}
+
+/// The full argument list (without the program name).
+pub fn argv(vm: &Vm) -> Vec<String> {
+    [
+        accel_args(vm.accel),
+        machine_args(!vm.nvdimms.is_empty()),
+        memory_args(vm.memory_mib, vm.cpus, &vm.nvdimms),
+        vm.nvdimms.iter().enumerate().flat_map(|(i, img)| nvdimm_args(i, img)).collect(),
+        isolation_args(),
+        console_args(&vm.console),
+        vm.results_socket.as_deref().map(results_args).unwrap_or_default(),
+        boot_args(&vm.kernel, vm.initrd.as_deref(), &vm.cmdline),
+    ]
+    .concat()
+}
+
+fn s(items: &[&str]) -> Vec<String> {
+    items.iter().map(|x| x.to_string()).collect()
+}
+
+fn accel_args(accel: Accel) -> Vec<String> {
+    match accel {
+        // The host CPU as is: the fastest, and what a real machine offers.
+        Accel::Kvm => s(&["-accel", "kvm", "-cpu", "host"]),
+        // "max" emulates every feature TCG knows, clwb and clflushopt among them.
+        Accel::Tcg => s(&["-accel", "tcg", "-cpu", "max"]),
+    }
+}
+
+fn machine_args(nvdimm: bool) -> Vec<String> {
+    // nvdimm=on makes QEMU build the ACPI NFIT that describes the NVDIMMs.
+    let machine = if nvdimm { "pc,nvdimm=on" } else { "pc" };
+    s(&["-machine", machine])
+}
+
+fn memory_args(memory_mib: u64, cpus: u32, nvdimms: &[Image]) -> Vec<String> {
+    // NVDIMMs are hot-pluggable memory: they need slots and room above RAM.
+    let extra_mib: u64 = nvdimms.iter().map(|n| n.geometry.size >> 20).sum();
+    let memory = if nvdimms.is_empty() {
+        format!("{memory_mib}M")
+    } else {
+        format!("{memory_mib}M,slots={},maxmem={}M", nvdimms.len(), memory_mib + extra_mib)
+    };
+    vec!["-m".into(), memory, "-smp".into(), cpus.to_string()]
+}
+
+fn nvdimm_args(i: usize, img: &Image) -> Vec<String> {
+    // share=on: guest stores reach the file, so they survive the VM.
+    let backend =
+        format!("memory-backend-file,id=nvmem{i},share=on,mem-path={},size={}", img.path.display(), img.geometry.size);
+    let mut device = format!("nvdimm,id=nvdimm{i},memdev=nvmem{i}");
+    if img.geometry.label_size > 0 {
+        device.push_str(&format!(",label-size={}", img.geometry.label_size));
+    }
+    vec!["-object".into(), backend, "-device".into(), device]
+}
+
+fn isolation_args() -> Vec<String> {
+    s(&[
+        // No default VGA, NIC, floppy or CD: only what is asked for below.
+        "-nodefaults",
+        "-display",
+        "none",
+        // The guest never needs the network.
+        "-nic",
+        "none",
+        // A guest reboot (panic=-1, or power-off failing) ends QEMU.
+        "-no-reboot",
+    ])
+}
+
+fn console_args(console: &Console) -> Vec<String> {
+    match console {
+        Console::Piped => s(&["-serial", "stdio"]),
+        // mon:stdio keeps Ctrl-A X (quit) and Ctrl-A C (monitor) available.
+        Console::Interactive => s(&["-serial", "mon:stdio"]),
+    }
+}
+
+fn results_args(socket: &Path) -> Vec<String> {
+    // A virtio-serial port named for the guest to find; QEMU connects to the
+    // socket the host is already listening on.
+    vec![
+        "-device".into(),
+        "virtio-serial-pci,id=vser0".into(),
+        "-chardev".into(),
+        format!("socket,id=ktap,path={}", socket.display()),
+        "-device".into(),
+        format!("virtserialport,bus=vser0.0,chardev=ktap,name={}", dax_seal_protocol::RESULTS_PORT),
+    ]
+}
+
+fn boot_args(kernel: &Path, initrd: Option<&Path>, cmdline: &str) -> Vec<String> {
+    let mut a = vec!["-kernel".into(), kernel.display().to_string(), "-append".into(), cmdline.to_string()];
+    if let Some(initrd) = initrd {
+        a.extend(["-initrd".into(), initrd.display().to_string()]);
+    }
+    a
+}
+
+/// The accelerator to use and why.
+pub fn resolve_accel(choice: AccelChoice, probe_kernel: &Path) -> Result<(Accel, String)> {
+    match choice {
+        AccelChoice::Tcg => Ok((Accel::Tcg, "forced by --accel tcg".into())),
+        AccelChoice::Kvm => {
+            kvm_device().context("--accel kvm")?;
+            Ok((Accel::Kvm, "forced by --accel kvm".into()))
+        }
+        AccelChoice::Auto => {
+            if let Err(e) = kvm_device() {
+                return Ok((Accel::Tcg, format!("{e:#}")));
+            }
+            let (works, detail) = probe_cached(probe_kernel)?;
+            Ok(if works { (Accel::Kvm, detail) } else { (Accel::Tcg, detail) })
+        }
+    }
+}
+
+fn kvm_device() -> Result<()> {
+    std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map(drop).context("/dev/kvm is not usable")
+}
+
+#[derive(Serialize, Deserialize)]
+struct ProbeRecord {
+    boot_id: String,
+    works: bool,
+    detail: String,
+}
+
+/// Probe results are kept per host boot: KVM does not start or stop working
+/// without a reboot (or a module reload, after which delete the file).
+fn probe_cached(kernel: &Path) -> Result<(bool, String)> {
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim().to_string();
+    let record_path = paths::cache_dir()?.join("kvm-probe.json");
+    if let Some(r) = std::fs::read(&record_path).ok().and_then(|b| serde_json::from_slice::<ProbeRecord>(&b).ok()) {
+        if r.boot_id == boot_id && !boot_id.is_empty() {
+            return Ok((r.works, format!("{} (cached for this host boot in {})", r.detail, record_path.display())));
+        }
+    }
+    let (works, detail) = probe_kvm(kernel)?;
+    let record = ProbeRecord { boot_id, works, detail: detail.clone() };
+    paths::write_atomic(&record_path, &serde_json::to_vec_pretty(&record)?)?;
+    Ok((works, detail))
+}
+
+/// Boots `kernel` under KVM with early console output and waits for its
+/// banner. Some hosts have a /dev/kvm whose guests never run.
+fn probe_kvm(kernel: &Path) -> Result<(bool, String)> {
+    let vm = Vm {
+        accel: Accel::Kvm,
+        memory_mib: 256,
+        cpus: 1,
+        kernel: kernel.to_path_buf(),
+        initrd: None,
+        cmdline: "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1".into(),
+        nvdimms: Vec::new(),
+        results_socket: None,
+        console: Console::Piped,
+    };
+    let mut child = Command::new(QEMU)
+        .args(argv(&vm))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {QEMU} for the KVM probe"))?;
+    let mut stdout = child.stdout.take().context("probe stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&seen).contains("Linux version") {
+                let _ = tx.send(());
+                break;
+            }
+        }
+    });
+    let start = Instant::now();
+    let got = rx.recv_timeout(KVM_PROBE_DEADLINE).is_ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    let secs = start.elapsed().as_secs_f64();
+    Ok(if got {
+        (true, format!("KVM probe printed the kernel banner in {secs:.1} s"))
+    } else {
+        (false, format!("KVM probe printed nothing within {} s: KVM does not run guests here", KVM_PROBE_DEADLINE.as_secs()))
+    })
+}
+
+/// Fails with what to do when QEMU is missing.
+pub fn check_installed() -> Result<()> {
+    if which::which(QEMU).is_err() {
+        bail!("{QEMU} is not installed: run `cargo xtask deps` (as root on Debian it installs qemu-system-x86)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nvdimm::Geometry;
+
+    fn vm() -> Vm {
+        Vm {
+            accel: Accel::Tcg,
+            memory_mib: 1024,
+            cpus: 2,
+            kernel: "/k/bzImage".into(),
+            initrd: Some("/i/initrd".into()),
+            cmdline: kernel_cmdline(),
+            nvdimms: vec![
+                Image { path: "/img/a.img".into(), geometry: Geometry { size: 1 << 30, label_size: 0 } },
+                Image { path: "/img/b.img".into(), geometry: Geometry { size: 512 << 20, label_size: 128 << 10 } },
+            ],
+            results_socket: Some("/run/x.sock".into()),
+            console: Console::Piped,
+        }
+    }
+
+    fn after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+        args.windows(2).filter(|w| w[0] == flag).map(|w| w[1].as_str()).collect()
+    }
+
+    #[test]
+    fn argv_has_every_piece() {
+        let a = argv(&vm());
+        assert_eq!(after(&a, "-machine"), ["pc,nvdimm=on"]);
+        assert_eq!(after(&a, "-accel"), ["tcg"]);
+        assert_eq!(after(&a, "-m"), ["1024M,slots=2,maxmem=2560M"]);
+        assert_eq!(after(&a, "-smp"), ["2"]);
+        assert_eq!(
+            after(&a, "-object"),
+            [
+                "memory-backend-file,id=nvmem0,share=on,mem-path=/img/a.img,size=1073741824",
+                "memory-backend-file,id=nvmem1,share=on,mem-path=/img/b.img,size=536870912"
+            ]
+        );
+        let devices = after(&a, "-device");
+        assert!(devices.contains(&"nvdimm,id=nvdimm0,memdev=nvmem0"));
+        assert!(devices.contains(&"nvdimm,id=nvdimm1,memdev=nvmem1,label-size=131072"));
+        assert!(devices.iter().any(|d| d.starts_with("virtserialport,") && d.ends_with("name=dax-seal.ktap")));
+        assert_eq!(after(&a, "-chardev"), ["socket,id=ktap,path=/run/x.sock"]);
+        assert_eq!(after(&a, "-kernel"), ["/k/bzImage"]);
+        assert_eq!(after(&a, "-initrd"), ["/i/initrd"]);
+        assert!(after(&a, "-append")[0].contains("panic=-1"));
+        for flag in ["-no-reboot", "-nodefaults"] {
+            assert!(a.iter().any(|x| x == flag), "{flag}");
+        }
+        assert_eq!(after(&a, "-serial"), ["stdio"]);
+    }
+
+    #[test]
+    fn argv_variants() {
+        let mut v = vm();
+        v.nvdimms.clear();
+        v.results_socket = None;
+        v.initrd = None;
+        v.accel = Accel::Kvm;
+        v.console = Console::Interactive;
+        let a = argv(&v);
+        assert_eq!(after(&a, "-machine"), ["pc"]);
+        assert_eq!(after(&a, "-m"), ["1024M"]);
+        assert_eq!(after(&a, "-cpu"), ["host"]);
+        assert_eq!(after(&a, "-serial"), ["mon:stdio"]);
+        assert!(after(&a, "-initrd").is_empty() && after(&a, "-chardev").is_empty());
+    }
+}

@@ -1,0 +1,447 @@
+//! Turns boots into verdicts. The host trusts nothing it was not shown: a
+//! workload or case that never reported is a failure, a guest's "ok" over a
+//! failed case is a failure, and a boot that did not end with a clean
+//! power-off adds a failed `boot` entry naming why. Writes the summary,
+//! results.json, junit.xml and results.ktap of a run.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+use dax_seal_protocol::ktap::{Case, Outcome as KtapOutcome, Verdict, Writer};
+use serde::Serialize;
+
+use crate::boot::{End, Outcome};
+use crate::paths;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CaseResult {
+    pub name: String,
+    pub verdict: Verdict,
+    pub detail: String,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkloadRun {
+    pub kernel: String,
+    pub workload: String,
+    pub verdict: Verdict,
+    pub cases: Vec<CaseResult>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BootRecord {
+    pub kernel: String,
+    pub accel: String,
+    pub accel_reason: String,
+    pub end: End,
+    pub elapsed_ms: u64,
+    pub first_ktap_ms: Option<u64>,
+    pub console_log: PathBuf,
+    pub ktap_log: PathBuf,
+    pub command_line: String,
+    /// Lines on the results channel that were not KTAP.
+    pub ignored_result_lines: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub verdict: &'static str,
+    pub run_id: String,
+    pub runs: Vec<WorkloadRun>,
+    pub boots: Vec<BootRecord>,
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+fn case_result(c: &Case) -> CaseResult {
+    let mut detail = c.reason.clone().unwrap_or_default();
+    for d in &c.diagnostics {
+        if !detail.is_empty() {
+            detail.push('\n');
+        }
+        detail.push_str(d);
+    }
+    CaseResult { name: c.name.clone(), verdict: c.verdict, detail, duration_ms: ms(c.duration) }
+}
+
+fn fail(name: &str, detail: String) -> CaseResult {
+    CaseResult { name: name.to_string(), verdict: Verdict::Fail, detail, duration_ms: 0 }
+}
+
+fn overall(cases: &[CaseResult]) -> Verdict {
+    if cases.iter().any(|c| c.verdict == Verdict::Fail) {
+        Verdict::Fail
+    } else if !cases.is_empty() && cases.iter().all(|c| c.verdict == Verdict::Skip) {
+        Verdict::Skip
+    } else {
+        Verdict::Pass
+    }
+}
+
+/// The host's verdicts for one boot that was expected to report the
+/// top-level tests `expected` (in order).
+pub fn judge(kernel: &str, expected: &[String], outcome: &Outcome) -> Vec<WorkloadRun> {
+    let mut runs = Vec::new();
+    let run = |workload: &str, cases: Vec<CaseResult>| WorkloadRun {
+        kernel: kernel.to_string(),
+        workload: workload.to_string(),
+        verdict: overall(&cases),
+        cases,
+    };
+    let top = &outcome.ktap.cases;
+    for name in expected {
+        let Some(result) = top.iter().find(|c| &c.name == name) else {
+            let detail = format!("never reported (boot: {})", outcome.end.describe());
+            runs.push(run(name, vec![fail("(result)", detail)]));
+            continue;
+        };
+        let mut cases = Vec::new();
+        if let Some(sub) = &result.subtests {
+            cases.extend(sub.cases.iter().map(case_result));
+            for n in sub.missing() {
+                cases.push(fail(&format!("case {n}"), format!("planned but never reported (boot: {})", outcome.end.describe())));
+            }
+        }
+        let reason = result.reason.clone().unwrap_or_default();
+        if cases.is_empty() {
+            let detail = if result.verdict == Verdict::Fail || result.subtests.is_none() {
+                reason
+            } else {
+                format!("reported {:?} without any case (workload printed no result)", result.verdict)
+            };
+            let verdict = if result.subtests.is_some() { Verdict::Fail } else { result.verdict };
+            cases.push(CaseResult { name: name.clone(), verdict, detail, duration_ms: ms(result.duration) });
+        } else if result.verdict == Verdict::Fail && !cases.iter().any(|c| c.verdict == Verdict::Fail) {
+            // E.g. the workload crashed after its last case.
+            cases.push(fail("(workload)", reason));
+        }
+        runs.push(run(name, cases));
+    }
+    for extra in top.iter().filter(|c| !expected.contains(&c.name)) {
+        runs.push(run(&extra.name, vec![fail("(result)", "reported but not requested".into())]));
+    }
+    if !outcome.end.is_clean() {
+        let mut detail = outcome.end.describe();
+        if let End::KernelReport { report } = &outcome.end {
+            for l in report.lines.iter().take(12) {
+                detail.push('\n');
+                detail.push_str(l);
+            }
+        }
+        let what = match &outcome.end {
+            End::KernelReport { report } => report.kind.describe().to_string(),
+            End::Hang { .. } => "hang".into(),
+            End::Deadline { .. } => "deadline".into(),
+            End::QemuFailed { .. } => "qemu".into(),
+            End::PoweredOff => unreachable!("clean end"),
+        };
+        runs.push(run("boot", vec![fail(&what, detail)]));
+    }
+    runs
+}
+
+pub fn verdict_of(runs: &[WorkloadRun], boots: &[BootRecord]) -> &'static str {
+    let failed = runs.iter().any(|r| r.verdict == Verdict::Fail) || boots.iter().any(|b| !b.end.is_clean());
+    if failed || runs.is_empty() {
+        "fail"
+    } else {
+        "pass"
+    }
+}
+
+fn verdict_word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "pass",
+        Verdict::Fail => "FAIL",
+        Verdict::Skip => "skip",
+    }
+}
+
+/// The table printed at the end of a run.
+pub fn summary(results: &Results) -> String {
+    let mut out = String::new();
+    let rows: Vec<[String; 5]> = results
+        .runs
+        .iter()
+        .flat_map(|r| {
+            r.cases.iter().map(move |c| {
+                [
+                    r.kernel.clone(),
+                    r.workload.clone(),
+                    c.name.clone(),
+                    verdict_word(c.verdict).to_string(),
+                    format!("{:.2}s", c.duration_ms as f64 / 1000.0),
+                ]
+            })
+        })
+        .collect();
+    let header = ["kernel", "workload", "case", "verdict", "duration"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count()).min(60);
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+    for r in &results.runs {
+        for c in r.cases.iter().filter(|c| c.verdict != Verdict::Pass && !c.detail.is_empty()) {
+            let _ = writeln!(out, "\n{} {} / {}: {}", r.kernel, r.workload, c.name, c.detail.replace('\n', "\n    "));
+        }
+    }
+    let _ = writeln!(out);
+    for b in &results.boots {
+        let first = b.first_ktap_ms.map_or("never".to_string(), |t| format!("{:.1} s", t as f64 / 1000.0));
+        let _ = writeln!(
+            out,
+            "{}: {} in {:.1} s on {} (first result at {first}); console: {}",
+            b.kernel,
+            b.end.describe().lines().next().unwrap_or(""),
+            b.elapsed_ms as f64 / 1000.0,
+            b.accel,
+            b.console_log.display()
+        );
+    }
+    let count = |v: Verdict| results.runs.iter().flat_map(|r| &r.cases).filter(|c| c.verdict == v).count();
+    let _ = writeln!(
+        out,
+        "\n{}: {} passed, {} failed, {} skipped",
+        if results.verdict == "pass" { "PASS" } else { "FAIL" },
+        count(Verdict::Pass),
+        count(Verdict::Fail),
+        count(Verdict::Skip)
+    );
+    out
+}
+
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // XML 1.0 cannot carry most control characters at all.
+            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// JUnit XML: one testsuite per kernel and workload.
+pub fn junit(results: &Results) -> String {
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"dax-seal\">\n");
+    for r in &results.runs {
+        let n = |v: Verdict| r.cases.iter().filter(|c| c.verdict == v).count();
+        let secs: f64 = r.cases.iter().map(|c| c.duration_ms as f64 / 1000.0).sum();
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"{}/{}\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" time=\"{secs:.3}\">",
+            xml_escape(&r.kernel),
+            xml_escape(&r.workload),
+            r.cases.len(),
+            n(Verdict::Fail),
+            n(Verdict::Skip)
+        );
+        for c in &r.cases {
+            let _ = write!(
+                out,
+                "    <testcase classname=\"{}.{}\" name=\"{}\" time=\"{:.3}\"",
+                xml_escape(&r.kernel),
+                xml_escape(&r.workload),
+                xml_escape(&c.name),
+                c.duration_ms as f64 / 1000.0
+            );
+            let first = xml_escape(c.detail.lines().next().unwrap_or(""));
+            match c.verdict {
+                Verdict::Pass => out.push_str("/>\n"),
+                Verdict::Fail => {
+                    let _ = writeln!(out, ">\n      <failure message=\"{first}\">{}</failure>\n    </testcase>", xml_escape(&c.detail));
+                }
+                Verdict::Skip => {
+                    let _ = writeln!(out, ">\n      <skipped message=\"{first}\"/>\n    </testcase>");
+                }
+            }
+        }
+        out.push_str("  </testsuite>\n");
+    }
+    out.push_str("</testsuites>\n");
+    out
+}
+
+/// The host's verdicts as KTAP: one test per kernel and workload.
+pub fn ktap(results: &Results) -> String {
+    let mut w = Writer::new(Vec::new());
+    let outcome = |v: Verdict, detail: &str| match v {
+        Verdict::Pass => KtapOutcome::Pass,
+        Verdict::Fail => KtapOutcome::Fail(detail.lines().next().unwrap_or("failed").to_string()),
+        Verdict::Skip => KtapOutcome::Skip(detail.lines().next().unwrap_or("").to_string()),
+    };
+    let mut text = Vec::new();
+    let _ = w.header().and_then(|()| w.plan(results.runs.len()));
+    text.extend(w.into_inner());
+    for (i, r) in results.runs.iter().enumerate() {
+        let name = format!("{}:{}", r.kernel, r.workload);
+        let mut sub = Writer::nested(Vec::new(), 1);
+        let _ = sub.subtest_header(&name).and_then(|()| sub.plan(r.cases.len()));
+        for (j, c) in r.cases.iter().enumerate() {
+            let _ = sub.result(j + 1, &c.name, &outcome(c.verdict, &c.detail));
+        }
+        text.extend(sub.into_inner());
+        let mut top = Writer::new(Vec::new());
+        let failed = r.cases.iter().filter(|c| c.verdict == Verdict::Fail).count();
+        let _ = top.result(i + 1, &name, &outcome(r.verdict, &format!("{failed} case(s) failed")));
+        text.extend(top.into_inner());
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// Writes results.json, junit.xml, results.ktap and summary.txt into `dir`.
+pub fn write_all(dir: &Path, results: &Results) -> Result<String> {
+    let summary = summary(results);
+    paths::write_atomic(&dir.join("results.json"), &serde_json::to_vec_pretty(results)?)?;
+    paths::write_atomic(&dir.join("junit.xml"), junit(results).as_bytes())?;
+    paths::write_atomic(&dir.join("results.ktap"), ktap(results).as_bytes())?;
+    paths::write_atomic(&dir.join("summary.txt"), summary.as_bytes())?;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dax_seal_protocol::ktap::Parser;
+
+    fn outcome(stream: &str, end: End) -> Outcome {
+        let mut p = Parser::new();
+        for (i, l) in stream.lines().enumerate() {
+            p.feed(l, Duration::from_millis(100 * i as u64));
+        }
+        let (ktap, ignored) = p.finish(Duration::from_secs(9));
+        Outcome {
+            end,
+            ktap,
+            ignored,
+            elapsed: Duration::from_secs(9),
+            first_ktap_at: Some(Duration::from_secs(1)),
+            console_log: "c.log".into(),
+            ktap_log: "k.ktap".into(),
+            command_line: String::new(),
+            console_tail: Vec::new(),
+        }
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn verdicts(runs: &[WorkloadRun]) -> Vec<(&str, Verdict)> {
+        runs.iter().map(|r| (r.workload.as_str(), r.verdict)).collect()
+    }
+
+    const GOOD: &str = "KTAP version 1\n1..2\n    KTAP version 1\n    # Subtest: setup\n    1..1\n    ok 1 pmem0\nok 1 setup\n    KTAP version 1\n    # Subtest: w\n    1..2\n    ok 1 a\n    ok 2 b # SKIP no\nok 2 w\n";
+
+    #[test]
+    fn clean_run_passes() {
+        let runs = judge("patched", &names(&["setup", "w"]), &outcome(GOOD, End::PoweredOff));
+        assert_eq!(verdicts(&runs), [("setup", Verdict::Pass), ("w", Verdict::Pass)]);
+        assert_eq!(runs[1].cases[1].verdict, Verdict::Skip);
+        assert_eq!(verdict_of(&runs, &[]), "pass");
+    }
+
+    #[test]
+    fn unreported_workload_fails() {
+        let runs = judge("patched", &names(&["setup", "w", "x"]), &outcome(GOOD, End::PoweredOff));
+        assert_eq!(runs[2].verdict, Verdict::Fail);
+        assert!(runs[2].cases[0].detail.contains("never reported"));
+        assert_eq!(verdict_of(&runs, &[]), "fail");
+    }
+
+    #[test]
+    fn silent_workload_fails() {
+        let s = "KTAP version 1\n1..1\n    KTAP version 1\n    # Subtest: quiet\nnot ok 1 quiet # workload printed no result\n";
+        let runs = judge("b", &names(&["quiet"]), &outcome(s, End::PoweredOff));
+        assert_eq!(verdicts(&runs), [("quiet", Verdict::Fail)]);
+        // Even if the guest had claimed ok.
+        let s = "KTAP version 1\n1..1\n    KTAP version 1\n    # Subtest: quiet\nok 1 quiet\n";
+        let runs = judge("b", &names(&["quiet"]), &outcome(s, End::PoweredOff));
+        assert_eq!(verdicts(&runs), [("quiet", Verdict::Fail)]);
+    }
+
+    #[test]
+    fn guest_ok_over_failed_or_missing_case_fails() {
+        let s = "KTAP version 1\n1..1\n    KTAP version 1\n    1..3\n    ok 1 a\n    not ok 2 b # EINVAL\nok 1 w\n";
+        let runs = judge("p", &names(&["w"]), &outcome(s, End::PoweredOff));
+        let cases: Vec<_> = runs[0].cases.iter().map(|c| (c.name.as_str(), c.verdict)).collect();
+        assert_eq!(cases, [("a", Verdict::Pass), ("b", Verdict::Fail), ("case 3", Verdict::Fail)]);
+        assert_eq!(runs[0].verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn abnormal_end_fails_even_with_all_results() {
+        let report = crate::console::KernelReport {
+            kind: crate::console::ReportKind::Warning,
+            title: "WARNING: CPU: 0 PID: 1 at x.c:1 f".into(),
+            lines: vec!["Modules linked in:".into()],
+        };
+        let runs = judge("p", &names(&["setup", "w"]), &outcome(GOOD, End::KernelReport { report }));
+        assert_eq!(verdicts(&runs), [("setup", Verdict::Pass), ("w", Verdict::Pass), ("boot", Verdict::Fail)]);
+        assert_eq!(runs[2].cases[0].name, "kernel WARNING");
+        assert!(runs[2].cases[0].detail.contains("x.c:1"));
+        let runs = judge("p", &names(&["setup"]), &outcome(GOOD, End::Hang { silent_secs: 20 }));
+        assert_eq!(runs.last().unwrap().cases[0].name, "hang");
+    }
+
+    #[test]
+    fn workload_crash_after_last_case_fails() {
+        let s = "KTAP version 1\n1..1\n    KTAP version 1\n    1..1\n    ok 1 a\nnot ok 1 w # workload killed by signal 11 (SIGSEGV)\n";
+        let runs = judge("p", &names(&["w"]), &outcome(s, End::PoweredOff));
+        assert_eq!(runs[0].verdict, Verdict::Fail);
+        assert!(runs[0].cases[1].detail.contains("SIGSEGV"));
+    }
+
+    fn sample_results() -> Results {
+        let runs = judge("patched", &names(&["setup", "w", "gone"]), &outcome(GOOD, End::PoweredOff));
+        Results { verdict: verdict_of(&runs, &[]), run_id: "r1".into(), runs, boots: Vec::new() }
+    }
+
+    #[test]
+    fn junit_is_escaped_and_counted() {
+        let mut r = sample_results();
+        r.runs[0].cases[0].name = "a<b & \"c\"\u{1}".into();
+        let x = junit(&r);
+        assert!(x.contains("name=\"a&lt;b &amp; &quot;c&quot;\\x01\""), "{x}");
+        assert!(x.contains("<testsuite name=\"patched/gone\" tests=\"1\" failures=\"1\" skipped=\"0\""), "{x}");
+        assert!(x.contains("<skipped message=\"no\"/>"), "{x}");
+        assert_eq!(x.matches("<testsuite ").count(), 3);
+    }
+
+    #[test]
+    fn host_ktap_parses_back() {
+        let text = ktap(&sample_results());
+        let mut p = Parser::new();
+        for l in text.lines() {
+            p.feed(l, Duration::ZERO);
+        }
+        let (top, ignored) = p.finish(Duration::ZERO);
+        assert!(ignored.is_empty(), "{ignored:?}");
+        let got: Vec<_> = top.cases.iter().map(|c| (c.name.as_str(), c.verdict)).collect();
+        assert_eq!(got, [("patched:setup", Verdict::Pass), ("patched:w", Verdict::Pass), ("patched:gone", Verdict::Fail)]);
+    }
+
+    #[test]
+    fn summary_lists_every_case_and_totals() {
+        let s = summary(&sample_results());
+        assert!(s.contains("patched  setup     pmem0"), "{s}");
+        assert!(s.contains("FAIL: 2 passed, 1 failed, 1 skipped"), "{s}");
+    }
+}

@@ -1,0 +1,276 @@
+//! `cargo xtask run` and `cargo xtask shell`: check the request, build what
+//! is missing, boot each kernel variant on its own NVDIMM images, judge, and
+//! write the run's outputs under images/runs/<run-id>/.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use dax_seal_protocol::RunConfig;
+
+use crate::boot::{self, BootSpec, Outcome};
+use crate::cli::{Include, RunArgs, ShellArgs, SourceArgs, VmArgs};
+use crate::kernel::{self, Variant};
+use crate::nvdimm::{self, Geometry};
+use crate::qemu::{self, Accel, Console, Vm};
+use crate::results::{self, BootRecord, Results};
+use crate::{deps, initramfs, paths};
+
+/// Everything built that boots need.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Prepared {
+    pub kernels: Vec<kernel::Built>,
+    pub initramfs: initramfs::Built,
+    pub accel: Accel,
+    pub accel_reason: String,
+}
+
+impl Prepared {
+    pub fn kernel(&self, variant: Variant) -> Result<&kernel::Built> {
+        self.kernels.iter().find(|k| k.variant == variant).with_context(|| format!("the {variant} kernel was not built"))
+    }
+}
+
+/// Workload names as given, or the default set; unknown names are refused.
+pub fn select_workloads(names: &[String]) -> Result<Vec<String>> {
+    if names.is_empty() {
+        return Ok(dax_seal_protocol::default_workloads().map(|w| w.name.to_string()).collect());
+    }
+    let unknown: Vec<&String> = names.iter().filter(|n| dax_seal_protocol::workload(n).is_none()).collect();
+    if !unknown.is_empty() {
+        let known: Vec<String> = dax_seal_protocol::WORKLOADS.iter().map(|w| format!("  {:<18} {}", w.name, w.summary)).collect();
+        bail!(
+            "unknown workload {}. Known workloads:\n{}\nName one or more with --workload NAME, or leave --workload out to run the default set.",
+            unknown.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", "),
+            known.join("\n")
+        );
+    }
+    Ok(names.to_vec())
+}
+
+fn check_includes(includes: &[Include]) -> Result<()> {
+    for inc in includes {
+        if !inc.host.exists() {
+            bail!("--include {}: no such file or directory on the host", inc.host.display());
+        }
+    }
+    Ok(())
+}
+
+pub fn geometry(vm: &VmArgs) -> Result<Geometry> {
+    let g = Geometry { size: vm.nvdimm_size, label_size: vm.label_size };
+    nvdimm::validate(g)?;
+    if vm.nvdimms == 0 {
+        bail!("--nvdimms 0: the guest needs at least one NVDIMM");
+    }
+    Ok(g)
+}
+
+/// Host packages, kernels, initramfs and the accelerator.
+pub fn prepare(variants: &[Variant], source: &SourceArgs, vm: &VmArgs) -> Result<Prepared> {
+    deps::ensure(deps::Need::for_source(source.kernel_src.is_some()))?;
+    let src = kernel::resolve_source(source.kernel_src.as_deref())?;
+    let mut kernels = Vec::new();
+    for &v in variants {
+        kernels.push(kernel::ensure(v, &src, source.rebuild)?);
+    }
+    let initramfs = initramfs::build()?;
+    let probe_kernel = &kernels.first().context("no kernel variant selected")?.bzimage;
+    let (accel, accel_reason) = qemu::resolve_accel(vm.accel, probe_kernel)?;
+    Ok(Prepared { kernels, initramfs, accel, accel_reason })
+}
+
+/// One boot of `variant` with `config`, on the images in `images_dir`,
+/// logging into `out_dir`. The same path serves runs and VM tests.
+pub struct BootRequest<'a> {
+    pub prepared: &'a Prepared,
+    pub variant: Variant,
+    pub config: RunConfig,
+    pub includes: &'a [Include],
+    pub vm: &'a VmArgs,
+    pub images_dir: &'a Path,
+    pub out_dir: &'a Path,
+    pub fresh: bool,
+    /// Suffix for log names when one directory holds several boots.
+    pub tag: &'a str,
+}
+
+impl BootRequest<'_> {
+    fn file(&self, stem: &str, ext: &str) -> PathBuf {
+        self.out_dir.join(format!("{stem}-{}{}.{ext}", self.variant, self.tag))
+    }
+
+    fn vm(&self, console: Console) -> Result<Vm> {
+        let images = nvdimm::prepare(self.images_dir, self.variant.name(), self.vm.nvdimms, geometry(self.vm)?, self.fresh)?;
+        let archive = initramfs::run_archive(&self.config, self.includes)?;
+        let initrd = self.file("initrd", "img");
+        initramfs::write_initrd(&self.prepared.initramfs.path, &archive, &initrd)?;
+        Ok(Vm {
+            accel: self.prepared.accel,
+            memory_mib: self.vm.memory,
+            cpus: self.vm.cpus,
+            kernel: self.prepared.kernel(self.variant)?.bzimage.clone(),
+            initrd: Some(initrd),
+            cmdline: qemu::kernel_cmdline(),
+            nvdimms: images,
+            results_socket: None,
+            console,
+        })
+    }
+
+    pub fn boot(&self) -> Result<Outcome> {
+        paths::ensure_dir(self.out_dir)?;
+        let spec = BootSpec {
+            vm: self.vm(Console::Piped)?,
+            console_log: self.file("console", "log"),
+            ktap_log: self.file("results", "ktap"),
+            deadline: Duration::from_secs(self.vm.timeout),
+            silence: Duration::from_secs(self.vm.silence),
+        };
+        boot::boot(spec)
+    }
+
+    pub fn record(&self, outcome: &Outcome) -> BootRecord {
+        BootRecord {
+            kernel: self.variant.name().to_string(),
+            accel: self.prepared.accel.name().to_string(),
+            accel_reason: self.prepared.accel_reason.clone(),
+            end: outcome.end.clone(),
+            elapsed_ms: outcome.elapsed.as_millis() as u64,
+            first_ktap_ms: outcome.first_ktap_at.map(|d| d.as_millis() as u64),
+            console_log: outcome.console_log.clone(),
+            ktap_log: outcome.ktap_log.clone(),
+            command_line: outcome.command_line.clone(),
+            ignored_result_lines: outcome.ignored.clone(),
+        }
+    }
+}
+
+/// "20261121-195512" (UTC) from the system clock.
+pub fn timestamp() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// A new images/runs/<id>/ and the `latest` link to it.
+fn new_run_dir() -> Result<(String, PathBuf)> {
+    let runs = paths::images_dir().join("runs");
+    paths::ensure_dir(&runs)?;
+    let base = timestamp();
+    let (id, dir) = (1..)
+        .map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") })
+        .map(|id| (id.clone(), runs.join(&id)))
+        .find(|(_, d)| !d.exists())
+        .context("no free run directory name")?;
+    paths::ensure_dir(&dir)?;
+    let tmp = runs.join(format!(".latest-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&id, &tmp).context("creating images/runs/latest")?;
+    std::fs::rename(&tmp, runs.join("latest")).context("updating images/runs/latest")?;
+    Ok((id, dir))
+}
+
+pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
+    let workloads = select_workloads(&args.workloads)?;
+    check_includes(&args.include)?;
+    geometry(&args.vm)?;
+    let variants = args.kernel.variants();
+    let prepared = prepare(&variants, &args.source, &args.vm)?;
+    eprintln!("[run] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
+    let (run_id, run_dir) = new_run_dir()?;
+    let images_dir = paths::images_dir();
+    let mut runs = Vec::new();
+    let mut boots = Vec::new();
+    for &variant in &variants {
+        let config = RunConfig {
+            kernel: variant.name().to_string(),
+            workloads: workloads.clone(),
+            exec: args.exec.clone(),
+            fresh: args.fresh,
+            shell: false,
+        };
+        let request = BootRequest {
+            prepared: &prepared,
+            variant,
+            config: config.clone(),
+            includes: &args.include,
+            vm: &args.vm,
+            images_dir: &images_dir,
+            out_dir: &run_dir,
+            fresh: args.fresh,
+            tag: "",
+        };
+        eprintln!("[run] booting {variant}: workloads {}", workloads.join(", "));
+        let outcome = request.boot()?;
+        eprintln!("[run] {variant}: {} after {:.1} s", outcome.end.describe(), outcome.elapsed.as_secs_f64());
+        if !outcome.end.is_clean() {
+            eprintln!("[run] {variant}: QEMU command line: {}", outcome.command_line);
+        }
+        runs.extend(results::judge(variant.name(), &config.expected_tests(), &outcome));
+        boots.push(request.record(&outcome));
+    }
+    let results = Results { verdict: results::verdict_of(&runs, &boots), run_id, runs, boots };
+    let summary = results::write_all(&run_dir, &results)?;
+    println!("{summary}");
+    println!("outputs: {}", run_dir.display());
+    Ok(if results.verdict == "pass" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+pub fn shell(args: &ShellArgs) -> Result<ExitCode> {
+    check_includes(&args.include)?;
+    geometry(&args.vm)?;
+    let prepared = prepare(&[args.kernel], &args.source, &args.vm)?;
+    eprintln!("[shell] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
+    let out_dir = paths::images_dir().join("shell");
+    let images_dir = paths::images_dir();
+    let request = BootRequest {
+        prepared: &prepared,
+        variant: args.kernel,
+        config: RunConfig { kernel: args.kernel.name().into(), fresh: args.fresh, shell: true, ..Default::default() },
+        includes: &args.include,
+        vm: &args.vm,
+        images_dir: &images_dir,
+        out_dir: &out_dir,
+        fresh: args.fresh,
+        tag: "",
+    };
+    paths::ensure_dir(&out_dir)?;
+    let vm = request.vm(Console::Interactive)?;
+    let argv = qemu::argv(&vm);
+    eprintln!("[shell] {} {}", qemu::QEMU, boot::shell_quote(&argv));
+    eprintln!("[shell] exit the guest shell to power off; Ctrl-A X quits QEMU at once");
+    let status = std::process::Command::new(qemu::QEMU).args(&argv).status().with_context(|| format!("cannot start {}", qemu::QEMU))?;
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_selection() {
+        assert_eq!(select_workloads(&[]).unwrap(), ["dax-smoke"]);
+        assert_eq!(select_workloads(&["selftest-silent".into()]).unwrap(), ["selftest-silent"]);
+        let err = select_workloads(&["dax-smoke".into(), "nope".into()]).unwrap_err().to_string();
+        assert!(err.contains("unknown workload \"nope\"") && err.contains("dax-smoke"), "{err}");
+    }
+
+    #[test]
+    fn timestamps_look_right() {
+        let t = timestamp();
+        assert_eq!(t.len(), 15, "{t}");
+        assert!(t.starts_with("20") && t.as_bytes()[8] == b'-', "{t}");
+    }
+}

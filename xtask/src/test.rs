@@ -1,0 +1,43 @@
+//! `cargo xtask test`: the unit tests of the whole workspace, then the VM
+//! tests in tests/, which boot the real kernels. xtask builds both kernel
+//! variants and the initramfs first and hands them to the VM tests in a JSON
+//! file named by [`ARTIFACTS_ENV`].
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use xshell::{cmd, Shell};
+
+use crate::cli::{TestArgs, VmArgs};
+use crate::kernel::Variant;
+use crate::{paths, run};
+
+pub const ARTIFACTS_ENV: &str = "DAX_SEAL_ARTIFACTS";
+
+pub fn cmd(args: &TestArgs) -> Result<ExitCode> {
+    let root = paths::project_root();
+    let sh = Shell::new()?;
+    let _dir = sh.push_dir(&root);
+    let filter = &args.filter;
+    eprintln!("[test] unit tests");
+    if cmd!(sh, "cargo test --workspace --exclude vm-tests {filter...}").run().is_err() {
+        eprintln!("[test] unit tests failed");
+        return Ok(ExitCode::FAILURE);
+    }
+    if args.unit {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("[test] building what the VM tests boot");
+    let prepared = run::prepare(&[Variant::Patched, Variant::Baseline], &args.source, &VmArgs::defaults())?;
+    eprintln!("[test] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
+    let artifacts = root.join("target/dax-seal/artifacts.json");
+    paths::write_atomic(&artifacts, &serde_json::to_vec_pretty(&prepared)?)?;
+    let _env = sh.push_env(ARTIFACTS_ENV, &artifacts);
+    eprintln!("[test] VM tests");
+    // Two at a time: each TCG guest keeps one host core busy.
+    if cmd!(sh, "cargo test -p vm-tests {filter...} -- --test-threads=2").run().is_err() {
+        eprintln!("[test] VM tests failed");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
