@@ -1,1 +1,118 @@
-//! VM tests: see vm.rs.
+//! Helpers for the VM tests (vm.rs): boot a real kernel exactly the way
+//! `cargo xtask run` does ([`xtask::run::BootRequest`]), each test on its own
+//! NVDIMM images in a temporary directory, and explain a failure with the
+//! verdicts, the guest's KTAP and the end of the console log.
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use dax_seal_protocol::ktap::Verdict;
+use dax_seal_protocol::RunConfig;
+use xtask::boot::Outcome;
+use xtask::cli::VmArgs;
+use xtask::kernel::Variant;
+use xtask::results::{self, CaseResult, WorkloadRun};
+use xtask::run::{BootRequest, Prepared};
+
+pub use xtask::boot::End;
+pub use xtask::console::ReportKind;
+
+/// The kernels, initramfs and accelerator `cargo xtask test` prepared.
+pub fn prepared() -> &'static Prepared {
+    static PREPARED: OnceLock<Prepared> = OnceLock::new();
+    PREPARED.get_or_init(|| {
+        let path = std::env::var_os(xtask::test::ARTIFACTS_ENV)
+            .unwrap_or_else(|| panic!("{} is not set: run the VM tests with `cargo xtask test`", xtask::test::ARTIFACTS_ENV));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", PathBuf::from(&path).display()));
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("bad artifacts file: {e}"))
+    })
+}
+
+/// A guest with its own NVDIMM images; boots of one Guest share them.
+pub struct Guest {
+    pub variant: Variant,
+    pub vm: VmArgs,
+    dir: tempfile::TempDir,
+    boots: Cell<u32>,
+}
+
+/// What one boot did, judged as a run would judge it.
+pub struct Booted {
+    pub outcome: Outcome,
+    pub runs: Vec<WorkloadRun>,
+}
+
+impl Guest {
+    pub fn new(variant: Variant) -> Guest {
+        let dir = tempfile::Builder::new().prefix("dax-seal-vmtest-").tempdir().expect("temporary directory");
+        Guest { variant, vm: VmArgs::defaults(), dir, boots: Cell::new(0) }
+    }
+
+    pub fn images_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Boots with these workloads and `--exec` commands.
+    pub fn boot(&self, workloads: &[&str], exec: &[&str]) -> Booted {
+        let config = RunConfig {
+            kernel: self.variant.name().into(),
+            workloads: workloads.iter().map(|s| s.to_string()).collect(),
+            exec: exec.iter().map(|s| s.to_string()).collect(),
+            fresh: false,
+            shell: false,
+        };
+        let n = self.boots.get() + 1;
+        self.boots.set(n);
+        let tag = format!("-{n}");
+        let request = BootRequest {
+            prepared: prepared(),
+            variant: self.variant,
+            config: config.clone(),
+            includes: &[],
+            vm: &self.vm,
+            images_dir: self.dir.path(),
+            out_dir: self.dir.path(),
+            fresh: false,
+            tag: &tag,
+        };
+        let outcome = request.boot().unwrap_or_else(|e| panic!("boot failed to start: {e:#}"));
+        let runs = results::judge(self.variant.name(), &config.expected_tests(), &outcome);
+        Booted { outcome, runs }
+    }
+}
+
+impl Booted {
+    pub fn run(&self, workload: &str) -> &WorkloadRun {
+        self.runs.iter().find(|r| r.workload == workload).unwrap_or_else(|| panic!("no {workload} run\n{}", self.explain()))
+    }
+
+    pub fn case(&self, workload: &str, case: &str) -> &CaseResult {
+        let run = self.run(workload);
+        run.cases.iter().find(|c| c.name == case).unwrap_or_else(|| panic!("no case {workload}/{case}\n{}", self.explain()))
+    }
+
+    pub fn passed(&self) -> bool {
+        self.outcome.end.is_clean() && self.runs.iter().all(|r| r.verdict != Verdict::Fail)
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.outcome.elapsed
+    }
+
+    /// Everything a developer needs when an assertion fails.
+    pub fn explain(&self) -> String {
+        let results = results::Results { verdict: results::verdict_of(&self.runs, &[]), run_id: "test".into(), runs: self.runs.clone(), boots: Vec::new() };
+        let ktap = std::fs::read_to_string(&self.outcome.ktap_log).unwrap_or_default();
+        format!(
+            "boot ended: {} after {:.1} s\n{}\n--- guest KTAP ({}):\n{ktap}\n--- console tail ({}):\n{}\n",
+            self.outcome.end.describe(),
+            self.outcome.elapsed.as_secs_f64(),
+            results::summary(&results),
+            self.outcome.ktap_log.display(),
+            self.outcome.console_log.display(),
+            self.outcome.console_tail.join("\n")
+        )
+    }
+}

@@ -123,14 +123,16 @@ fn block_device_of(nd_dev: &str) -> Result<String, String> {
 fn ensure_fsdax(region: &Path) -> Result<(String, String), String> {
     let ns = namespace_of(region)?;
     let ns_dir = Path::new(ND).join(&ns);
+    // The kernel calls fsdax "memory" (ndctl's old name): a namespace
+    // claimed by a pfn device. The claim survives reboots in the info block.
     let mode = read(ns_dir.join("mode"))?;
-    if mode == "fsdax" {
-        let holder = read(ns_dir.join("holder"))?;
+    let holder = read(ns_dir.join("holder")).unwrap_or_default();
+    if mode == "memory" && holder.starts_with("pfn") {
         let dev = block_device_of(&holder)?;
         return Ok((format!("/dev/{dev}"), format!("kept fsdax namespace {ns} ({holder})")));
     }
     if mode != "raw" {
-        return Err(format!("{ns} is in {mode} mode, not raw or fsdax: start from blank NVDIMMs with --fresh"));
+        return Err(format!("{ns} is in {mode} mode (holder {holder:?}), not raw or fsdax: start from blank NVDIMMs with --fresh"));
     }
     let mut how = String::new();
     if read(ns_dir.join("size"))? == "0" {

@@ -58,14 +58,21 @@ fn namespace_is_fsdax(mount: &str) -> Result<String, String> {
     if dax.trim() != "1" {
         return Err(format!("{dev} is not DAX-capable (queue/dax = {})", dax.trim()));
     }
-    // /sys/block/pmemN/device is the pfn device that claims the namespace.
-    let ns = fs::read_to_string(format!("{sys}/device/namespace")).map_err(|e| format!("{sys}/device/namespace: {e}"))?;
-    let ns = ns.trim();
-    let mode = fs::read_to_string(format!("/sys/bus/nd/devices/{ns}/mode")).map_err(|e| format!("mode of {ns}: {e}"))?;
-    if mode.trim() != "fsdax" {
-        return Err(format!("{ns} is in mode {}", mode.trim()));
+    // fsdax: /sys/block/pmemN/device is a pfn device claiming the namespace,
+    // and the namespace names it as holder (its mode then reads "memory").
+    let read = |path: String| fs::read_to_string(&path).map(|s| s.trim().to_string()).map_err(|e| format!("{path}: {e}"));
+    let pfn_dir = fs::canonicalize(format!("{sys}/device")).map_err(|e| format!("{sys}/device: {e}"))?;
+    let pfn = pfn_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let devtype = read(format!("{sys}/device/devtype"))?;
+    if devtype != "nd_pfn" {
+        return Err(format!("{dev} sits on {pfn} ({devtype}), not on a pfn device: not fsdax"));
     }
-    Ok(format!("{dev}: namespace {ns} mode fsdax, queue/dax 1"))
+    let ns = read(format!("{sys}/device/namespace"))?;
+    let (mode, holder) = (read(format!("/sys/bus/nd/devices/{ns}/mode"))?, read(format!("/sys/bus/nd/devices/{ns}/holder"))?);
+    if mode != "memory" || holder != pfn {
+        return Err(format!("{ns} has mode {mode} and holder {holder:?}; fsdax needs mode memory held by {pfn}"));
+    }
+    Ok(format!("{dev}: {ns} claimed by {pfn} (mode memory = fsdax), queue/dax 1"))
 }
 
 fn mount_options(mount: &str) -> Result<String, String> {
