@@ -117,8 +117,15 @@ fn memory_args(memory_mib: u64, cpus: u32, nvdimms: &[Image]) -> Vec<String> {
 
 fn nvdimm_args(i: usize, img: &Image) -> Vec<String> {
     // share=on: guest stores reach the file, so they survive the VM.
-    let backend =
-        format!("memory-backend-file,id=nvmem{i},share=on,mem-path={},size={}", img.path.display(), img.geometry.size);
+    // align=2M: QEMU places each DIMM at its backend's alignment, and the
+    // kernel refuses fsdax on a namespace not starting on a 2 MiB boundary;
+    // with labels a region is 128 KiB short of the size, so without this the
+    // next DIMM would start misaligned.
+    let backend = format!(
+        "memory-backend-file,id=nvmem{i},share=on,align=2M,mem-path={},size={}",
+        img.path.display(),
+        img.geometry.size
+    );
     let mut device = format!("nvdimm,id=nvdimm{i},memdev=nvmem{i}");
     if img.geometry.label_size > 0 {
         device.push_str(&format!(",label-size={}", img.geometry.label_size));
@@ -307,8 +314,8 @@ mod tests {
         assert_eq!(
             after(&a, "-object"),
             [
-                "memory-backend-file,id=nvmem0,share=on,mem-path=/img/a.img,size=1073741824",
-                "memory-backend-file,id=nvmem1,share=on,mem-path=/img/b.img,size=536870912"
+                "memory-backend-file,id=nvmem0,share=on,align=2M,mem-path=/img/a.img,size=1073741824",
+                "memory-backend-file,id=nvmem1,share=on,align=2M,mem-path=/img/b.img,size=536870912"
             ]
         );
         let devices = after(&a, "-device");

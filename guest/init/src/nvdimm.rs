@@ -1,8 +1,7 @@
 //! NVDIMM regions to mounted DAX filesystems, through sysfs alone (no ndctl).
 //!
-//! QEMU's NVDIMMs appear as libnvdimm regions. Without labels each region
-//! holds one raw namespace; with labels the namespace starts with size 0.
-//! Either way we claim it with the region's pfn seed (uuid, 2 MiB alignment,
+//! QEMU's NVDIMMs appear as libnvdimm regions, each holding one raw
+//! namespace (also with a label area, which QEMU leaves blank). We claim it with the region's pfn seed (uuid, 2 MiB alignment,
 //! memmap on the device) and bind it to nd_pmem, which makes `/dev/pmemN`
 //! DAX-capable. The pfn info block lives on the NVDIMM, so on a later boot
 //! the kernel finds the namespace already in fsdax mode and we keep it, and
@@ -134,13 +133,11 @@ fn ensure_fsdax(region: &Path) -> Result<(String, String), String> {
     if mode != "raw" {
         return Err(format!("{ns} is in {mode} mode (holder {holder:?}), not raw or fsdax: start from blank NVDIMMs with --fresh"));
     }
-    let mut how = String::new();
+    // QEMU's label area starts blank, which the kernel treats as label-less:
+    // one raw namespace spans the region. Initialised labels (ndctl
+    // init-labels) would give a size-0 seed instead, which we do not set up.
     if read(ns_dir.join("size"))? == "0" {
-        // A labelled NVDIMM with no namespace yet: give the seed the whole region.
-        let available = read(region.join("available_size"))?;
-        write(ns_dir.join("uuid"), &new_uuid()?)?;
-        write(ns_dir.join("size"), &available)?;
-        how.push_str(&format!("labelled namespace {ns} of {available} bytes, "));
+        return Err(format!("{ns} has size 0 (initialised namespace labels?): start from blank NVDIMMs with --fresh"));
     }
     if ns_dir.join("driver").exists() {
         write(Path::new(ND_PMEM).join("unbind"), &ns)?;
@@ -155,8 +152,7 @@ fn ensure_fsdax(region: &Path) -> Result<(String, String), String> {
     write(pfn_dir.join("namespace"), &ns)?;
     write(Path::new(ND_PMEM).join("bind"), &pfn)?;
     let dev = block_device_of(&pfn)?;
-    how.push_str(&format!("converted {ns} to fsdax through {pfn} (align {align}, memmap on device)"));
-    Ok((format!("/dev/{dev}"), how))
+    Ok((format!("/dev/{dev}"), format!("converted {ns} to fsdax through {pfn} (align {align}, memmap on device)")))
 }
 
 fn new_uuid() -> Result<String, String> {
