@@ -23,8 +23,9 @@ pub use xtask::console::ReportKind;
 pub fn prepared() -> &'static Prepared {
     static PREPARED: OnceLock<Prepared> = OnceLock::new();
     PREPARED.get_or_init(|| {
-        let path = std::env::var_os(xtask::test::ARTIFACTS_ENV)
-            .unwrap_or_else(|| panic!("{} is not set: run the VM tests with `cargo xtask test`", xtask::test::ARTIFACTS_ENV));
+        let path = std::env::var_os(xtask::test::ARTIFACTS_ENV).unwrap_or_else(|| {
+            panic!("{} is not set: run the VM tests with `cargo xtask test`", xtask::test::ARTIFACTS_ENV)
+        });
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", PathBuf::from(&path).display()));
         serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("bad artifacts file: {e}"))
     })
@@ -85,12 +86,18 @@ impl Guest {
 
 impl Booted {
     pub fn run(&self, workload: &str) -> &WorkloadRun {
-        self.runs.iter().find(|r| r.workload == workload).unwrap_or_else(|| panic!("no {workload} run\n{}", self.explain()))
+        self.runs
+            .iter()
+            .find(|r| r.workload == workload)
+            .unwrap_or_else(|| panic!("no {workload} run\n{}", self.explain()))
     }
 
     pub fn case(&self, workload: &str, case: &str) -> &CaseResult {
         let run = self.run(workload);
-        run.cases.iter().find(|c| c.name == case).unwrap_or_else(|| panic!("no case {workload}/{case}\n{}", self.explain()))
+        run.cases
+            .iter()
+            .find(|c| c.name == case)
+            .unwrap_or_else(|| panic!("no case {workload}/{case}\n{}", self.explain()))
     }
 
     pub fn passed(&self) -> bool {
@@ -103,7 +110,12 @@ impl Booted {
 
     /// Everything a developer needs when an assertion fails.
     pub fn explain(&self) -> String {
-        let results = results::Results { verdict: results::verdict_of(&self.runs, &[]), run_id: "test".into(), runs: self.runs.clone(), boots: Vec::new() };
+        let results = results::Results {
+            verdict: results::verdict_of(&self.runs, &[]),
+            run_id: "test".into(),
+            runs: self.runs.clone(),
+            boots: Vec::new(),
+        };
         let ktap = std::fs::read_to_string(&self.outcome.ktap_log).unwrap_or_default();
         format!(
             "boot ended: {} after {:.1} s\n{}\n--- guest KTAP ({}):\n{ktap}\n--- console tail ({}):\n{}\n",

@@ -62,9 +62,9 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
             if let Some(ms) = boot.and_then(|b| b["first_ktap_ms"].as_f64()) {
                 first[slot].push(ms / 1000.0);
             }
-            let run = results["runs"].as_array().and_then(|r| {
-                r.iter().find(|r| r["kernel"] == variant.name() && r["workload"] == "dax-smoke")
-            });
+            let run = results["runs"]
+                .as_array()
+                .and_then(|r| r.iter().find(|r| r["kernel"] == variant.name() && r["workload"] == "dax-smoke"));
             if let Some(cases) = run.and_then(|r| r["cases"].as_array()) {
                 smoke[slot].push(cases.iter().filter_map(|c| c["duration_ms"].as_f64()).sum::<f64>() / 1000.0);
             }
@@ -122,7 +122,9 @@ fn run_once(exe: &Path, images: &Path) -> Result<serde_json::Value> {
 
 /// Builds the baseline kernel with a private, empty cache directory.
 fn cold_build() -> Result<f64> {
-    let cache = tempfile::Builder::new().prefix("dax-seal-cold-").tempdir_in(paths::cache_dir()?.parent().unwrap_or(Path::new("/tmp")))?;
+    let cache = tempfile::Builder::new()
+        .prefix("dax-seal-cold-")
+        .tempdir_in(paths::cache_dir()?.parent().unwrap_or(Path::new("/tmp")))?;
     std::env::set_var("DAX_SEAL_CACHE", cache.path());
     let start = Instant::now();
     let source = kernel::resolve_source(None)?;

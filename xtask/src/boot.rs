@@ -122,7 +122,8 @@ pub fn boot(mut spec: BootSpec) -> Result<Outcome> {
 
     let args = qemu::argv(&spec.vm);
     let command_line = format!("{} {}", qemu::QEMU, shell_quote(&args));
-    let mut console_log = File::create(&spec.console_log).with_context(|| format!("creating {}", spec.console_log.display()))?;
+    let mut console_log =
+        File::create(&spec.console_log).with_context(|| format!("creating {}", spec.console_log.display()))?;
     let mut ktap_log = File::create(&spec.ktap_log).with_context(|| format!("creating {}", spec.ktap_log.display()))?;
     writeln!(console_log, "# {command_line}")?;
 
@@ -274,7 +275,8 @@ mod tests {
 
     #[test]
     fn quoting() {
-        let args = ["-append".to_string(), "console=ttyS0 panic=-1".into(), "it's".into(), "a,b=c".into(), String::new()];
+        let args =
+            ["-append".to_string(), "console=ttyS0 panic=-1".into(), "it's".into(), "a,b=c".into(), String::new()];
         assert_eq!(shell_quote(&args), "-append 'console=ttyS0 panic=-1' 'it'\\''s' a,b=c ''");
     }
 }

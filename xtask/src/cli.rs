@@ -198,7 +198,8 @@ mod tests {
 
     #[test]
     fn sizes() {
-        for (text, want) in [("0", Ok(0)), ("4096", Ok(4096)), ("128K", Ok(128 << 10)), ("1G", Ok(1 << 30)), ("3m", Ok(3 << 20))]
+        for (text, want) in
+            [("0", Ok(0)), ("4096", Ok(4096)), ("128K", Ok(128 << 10)), ("1G", Ok(1 << 30)), ("3m", Ok(3 << 20))]
         {
             assert_eq!(parse_size(text), want, "{text}");
         }

@@ -65,7 +65,10 @@ pub fn kernel_text(line: &str) -> Option<&str> {
         if let Some(close) = after.find(']') {
             let stamp = after[..close].trim_start();
             let valid = stamp.split_once('.').is_some_and(|(a, b)| {
-                !a.is_empty() && !b.is_empty() && a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit())
+                !a.is_empty()
+                    && !b.is_empty()
+                    && a.bytes().all(|c| c.is_ascii_digit())
+                    && b.bytes().all(|c| c.is_ascii_digit())
             });
             if valid {
                 return Some(after[close + 1..].trim_start());
@@ -109,12 +112,17 @@ pub fn classify(text: &str) -> Option<ReportKind> {
         return Some(ReportKind::Oops);
     }
     if let Some(rest) = text.strip_prefix("WARNING: ") {
-        return Some(if LOCKDEP_HEADINGS.iter().any(|h| rest.contains(h)) { ReportKind::Lockdep } else { ReportKind::Warning });
+        return Some(if LOCKDEP_HEADINGS.iter().any(|h| rest.contains(h)) {
+            ReportKind::Lockdep
+        } else {
+            ReportKind::Warning
+        });
     }
     if text.starts_with("INFO: task ") && text.contains("blocked for more than") {
         return Some(ReportKind::HungTask);
     }
-    if text.contains("rcu: INFO:") && text.contains("stall") || text.starts_with("INFO: rcu_") && text.contains("stall") {
+    if text.contains("rcu: INFO:") && text.contains("stall") || text.starts_with("INFO: rcu_") && text.contains("stall")
+    {
         return Some(ReportKind::RcuStall);
     }
     None

@@ -89,7 +89,7 @@ impl Archive {
 }
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
@@ -117,7 +117,9 @@ mod tests {
         let mut at = 0;
         loop {
             assert_eq!(&bytes[at..at + 6], b"070701", "magic at {at}");
-            let field = |i: usize| u32::from_str_radix(std::str::from_utf8(&bytes[at + 6 + i * 8..at + 14 + i * 8]).unwrap(), 16).unwrap();
+            let field = |i: usize| {
+                u32::from_str_radix(std::str::from_utf8(&bytes[at + 6 + i * 8..at + 14 + i * 8]).unwrap(), 16).unwrap()
+            };
             let (mode, size, namesize) = (field(1), field(6) as usize, field(11) as usize);
             let name_start = at + 110;
             let name = String::from_utf8(bytes[name_start..name_start + namesize - 1].to_vec()).unwrap();
@@ -141,7 +143,10 @@ mod tests {
         a.add("/usr-lib/x", Entry::File { mode: 0o644, data: vec![] }).unwrap();
         let got = read(&a.to_bytes());
         let names: Vec<_> = got.iter().map(|e| e.0.as_str()).collect();
-        assert_eq!(names, ["bin", "bin/sh", "dev", "dev/console", "usr", "usr-lib", "usr-lib/x", "usr/bin", "usr/bin/tool"]);
+        assert_eq!(
+            names,
+            ["bin", "bin/sh", "dev", "dev/console", "usr", "usr-lib", "usr-lib/x", "usr/bin", "usr/bin/tool"]
+        );
         // What the kernel needs: every parent comes before its children.
         for (i, name) in names.iter().enumerate() {
             if let Some((parent, _)) = name.rsplit_once('/') {

@@ -85,8 +85,7 @@ fn present(probe: Probe) -> bool {
     match probe {
         File(path) => Path::new(path).exists(),
         Program(name) => {
-            which::which(name).is_ok()
-                || ["/usr/sbin", "/sbin"].iter().any(|d| Path::new(d).join(name).is_file())
+            which::which(name).is_ok() || ["/usr/sbin", "/sbin"].iter().any(|d| Path::new(d).join(name).is_file())
         }
     }
 }

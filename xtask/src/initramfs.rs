@@ -76,7 +76,8 @@ pub fn cmd() -> Result<()> {
 pub fn build() -> Result<Built> {
     let root = paths::project_root();
     let manifest_path = root.join("guest/initramfs.toml");
-    let text = fs::read_to_string(&manifest_path).with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    let text =
+        fs::read_to_string(&manifest_path).with_context(|| format!("cannot read {}", manifest_path.display()))?;
     let manifest = parse_manifest(&text, &manifest_path)?;
     let archive = assemble(&manifest, &build_guest_binaries(&manifest)?)?;
     let bytes = archive.to_bytes();
@@ -157,7 +158,8 @@ pub fn assemble(manifest: &Manifest, rust_binaries: &[PathBuf]) -> Result<Archiv
         let guest = h.guest.clone().unwrap_or_else(|| h.path.clone());
         if h.libs {
             let sh = Shell::new()?;
-            let out = cmd!(sh, "ldd {path}").ignore_status().read().with_context(|| format!("running ldd {}", h.path))?;
+            let out =
+                cmd!(sh, "ldd {path}").ignore_status().read().with_context(|| format!("running ldd {}", h.path))?;
             for lib in parse_ldd(&out).map_err(|e| anyhow::anyhow!("ldd {}: {e}", h.path))? {
                 let (data, mode) = read_file(Path::new(&lib))?;
                 add(&mut a, &lib, Entry::File { mode, data })?;

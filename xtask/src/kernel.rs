@@ -109,7 +109,8 @@ pub fn validate_tree(dir: &Path) -> Result<()> {
     let makefile = dir.join("Makefile");
     let text = fs::read_to_string(&makefile).unwrap_or_default();
     let field = |name: &str| {
-        text.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.trim().strip_prefix('=')).map(|v| v.trim().to_string()))
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.trim().strip_prefix('=')).map(|v| v.trim().to_string()))
     };
     let (Some(version), Some(patchlevel)) = (field("VERSION"), field("PATCHLEVEL")) else {
         bail!(
@@ -219,9 +220,8 @@ pub fn read_series(patches: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
     for name in text.lines().map(|l| l.split('#').next().unwrap_or("").trim()).filter(|l| !l.is_empty()) {
         let path = patches.join(name);
-        let bytes = fs::read(&path).with_context(|| {
-            format!("{} names {name}, but {} cannot be read", series.display(), path.display())
-        })?;
+        let bytes = fs::read(&path)
+            .with_context(|| format!("{} names {name}, but {} cannot be read", series.display(), path.display()))?;
         out.push((name.to_string(), bytes));
     }
     Ok(out)
@@ -306,7 +306,12 @@ pub fn verify_config(requested: &[Requested], dotconfig: &str) -> Vec<String> {
 }
 
 /// The cache key of a build.
-pub fn build_key(source_id: &str, series: &[(String, Vec<u8>)], fragments: &[(String, String)], compiler: &str) -> String {
+pub fn build_key(
+    source_id: &str,
+    series: &[(String, Vec<u8>)],
+    fragments: &[(String, String)],
+    compiler: &str,
+) -> String {
     let mut h = Sha256::new();
     h.update(RECIPE);
     h.update(format!("\0source {source_id}\0compiler {compiler}\0"));
@@ -387,7 +392,8 @@ pub fn ensure(variant: Variant, source: &Source, rebuild: bool) -> Result<Built>
     let tmp = cache.join("kernels").join(format!("{key}.partial-{}", std::process::id()));
     paths::ensure_dir(&tmp)?;
     for (from, to) in [("arch/x86/boot/bzImage", "bzImage"), (".config", "config"), ("build.log", "build.log")] {
-        fs::copy(build.join(from), tmp.join(to)).with_context(|| format!("copying {from} out of {}", build.display()))?;
+        fs::copy(build.join(from), tmp.join(to))
+            .with_context(|| format!("copying {from} out of {}", build.display()))?;
     }
     if out.exists() {
         fs::remove_dir_all(&out).with_context(|| format!("removing the old {}", out.display()))?;
@@ -435,8 +441,9 @@ fn prepare_work_tree(
         cmd!(sh, "cp -a --reflink=auto {pristine} {src}").quiet().run().context("copying the kernel source")?;
     }
     let mut touched = BTreeSet::new();
+    let patches = paths::project_root().join("patches");
     for (name, bytes) in series {
-        apply_patch(&sh, &src, name, bytes)?;
+        apply_patch(&sh, &src, &patches.join(name))?;
         touched.extend(files_touched(bytes));
     }
     // Files the previous series changed and this one does not are back to
@@ -458,8 +465,10 @@ fn prepare_work_tree(
     Ok(src)
 }
 
-fn apply_patch(sh: &Shell, src: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let patch = paths::project_root().join("patches").join(name);
+/// Applies one patch; a patch that does not apply changes nothing and the
+/// error names it and the rejected hunks.
+fn apply_patch(sh: &Shell, src: &Path, patch: &Path) -> Result<()> {
+    let name = patch.file_name().unwrap_or_default().to_string_lossy();
     let args = ["-d", &src.to_string_lossy(), "-p1", "--forward", "--batch", "--no-backup-if-mismatch", "-i"];
     let dry = cmd!(sh, "patch --dry-run {args...} {patch}").quiet().ignore_status().output()?;
     if !dry.status.success() {
@@ -471,12 +480,17 @@ fn apply_patch(sh: &Shell, src: &Path, name: &str, bytes: &[u8]) -> Result<()> {
             text.trim_end()
         );
     }
-    let _ = bytes;
     cmd!(sh, "patch {args...} {patch}").quiet().run().with_context(|| format!("applying patches/{name}"))?;
     Ok(())
 }
 
-fn configure(variant: Variant, src: &Path, build: &Path, fragments: &[(String, String)], requested: &[Requested]) -> Result<()> {
+fn configure(
+    variant: Variant,
+    src: &Path,
+    build: &Path,
+    fragments: &[(String, String)],
+    requested: &[Requested],
+) -> Result<()> {
     let merged: String = fragments.iter().map(|(n, t)| format!("# --- {n}\n{t}\n")).collect();
     let frag_path = build.join("dax-seal-fragments.config");
     fs::write(&frag_path, merged).with_context(|| format!("writing {}", frag_path.display()))?;
@@ -522,26 +536,29 @@ fn make(variant: Variant, src: &Path, build: &Path, cache: &Path, log: &Path) ->
         .spawn()
         .context("cannot start make")?;
     let compiled = Arc::new(Mutex::new((0usize, String::new())));
-    let readers: Vec<_> = [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|s| Box::new(s) as _)]
-        .into_iter()
-        .flatten()
-        .map(|stream| {
-            let (log_file, compiled) = (log_file.clone(), compiled.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if let Ok(mut f) = log_file.lock() {
-                        let _ = writeln!(f, "{line}");
-                    }
-                    if let Some(obj) = line.trim_start().strip_prefix("CC ") {
-                        if let Ok(mut c) = compiled.lock() {
-                            c.0 += 1;
-                            c.1 = obj.trim().to_string();
-                        }
+    let readers: Vec<_> = [
+        child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child.stderr.take().map(|s| Box::new(s) as _),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|stream| {
+        let (log_file, compiled) = (log_file.clone(), compiled.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if let Ok(mut f) = log_file.lock() {
+                    let _ = writeln!(f, "{line}");
+                }
+                if let Some(obj) = line.trim_start().strip_prefix("CC ") {
+                    if let Ok(mut c) = compiled.lock() {
+                        c.0 += 1;
+                        c.1 = obj.trim().to_string();
                     }
                 }
-            })
+            }
         })
-        .collect();
+    })
+    .collect();
     let start = Instant::now();
     let mut last_report = Instant::now();
     let status = loop {
@@ -551,7 +568,12 @@ fn make(variant: Variant, src: &Path, build: &Path, cache: &Path, log: &Path) ->
         if last_report.elapsed() >= Duration::from_secs(15) {
             last_report = Instant::now();
             if let Ok(c) = compiled.lock() {
-                eprintln!("[kernel {variant}] {:>4} files compiled, {:>4}s, now {}", c.0, start.elapsed().as_secs(), c.1);
+                eprintln!(
+                    "[kernel {variant}] {:>4} files compiled, {:>4}s, now {}",
+                    c.0,
+                    start.elapsed().as_secs(),
+                    c.1
+                );
             }
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -584,7 +606,10 @@ mod tests {
         let text = "# comment\nCONFIG_A=y\n\n# CONFIG_B is not set\nCONFIG_C=\"str\"\nCONFIG_D=30\n";
         let got = parse_fragment("f.config", text).unwrap();
         let names: Vec<_> = got.iter().map(|r| (r.name.as_str(), r.value.as_deref())).collect();
-        assert_eq!(names, [("CONFIG_A", Some("y")), ("CONFIG_B", None), ("CONFIG_C", Some("\"str\"")), ("CONFIG_D", Some("30"))]);
+        assert_eq!(
+            names,
+            [("CONFIG_A", Some("y")), ("CONFIG_B", None), ("CONFIG_C", Some("\"str\"")), ("CONFIG_D", Some("30"))]
+        );
         assert_eq!(got[1].origin, "f.config:4");
         assert!(parse_fragment("f", "XFS=y\n").is_err());
     }
@@ -630,6 +655,44 @@ mod tests {
         let p = b"--- a/fs/xfs/xfs_file.c\n+++ b/fs/xfs/xfs_file.c\n@@\n--- /dev/null\n+++ b/docs/new.rst\t2024\n";
         let got: Vec<_> = files_touched(p).into_iter().collect();
         assert_eq!(got, ["docs/new.rst", "fs/xfs/xfs_file.c"]);
+    }
+
+    #[test]
+    fn patch_that_does_not_apply_names_the_hunk_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("a.c"), "one\ntwo\nthree\n").unwrap();
+        fs::write(src.join("b.c"), "x\n").unwrap();
+        let patch = dir.path().join("0001-a-b.patch");
+        fs::write(
+            &patch,
+            "--- a/b.c\n+++ b/b.c\n@@ -1 +1 @@\n-x\n+y\n--- a/a.c\n+++ b/a.c\n@@ -1,3 +1,3 @@\n one\n-TWO\n+2\n three\n",
+        )
+        .unwrap();
+        let sh = Shell::new().unwrap();
+        let err = format!("{:#}", apply_patch(&sh, &src, &patch).unwrap_err());
+        assert!(err.contains("patches/0001-a-b.patch does not apply"), "{err}");
+        assert!(err.contains("Hunk #1 FAILED"), "{err}");
+        // The hunk that would have applied (b.c) was not applied either.
+        assert_eq!(fs::read_to_string(src.join("b.c")).unwrap(), "x\n");
+    }
+
+    #[test]
+    fn failed_build_shows_the_log_tail_and_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, build) = (dir.path().join("src"), dir.path().join("build"));
+        fs::create_dir_all(&src).unwrap();
+        fs::create_dir_all(&build).unwrap();
+        let lines: String = (1..=60).map(|i| format!("\t@echo step {i}\n")).collect();
+        fs::write(src.join("Makefile"), format!("bzImage:\n{lines}\t@echo 'fs/xfs/x.c:1: error: broken' >&2\n\t@false\n"))
+            .unwrap();
+        let log = build.join("build.log");
+        let err = format!("{:#}", make(Variant::Patched, &src, &build, dir.path(), &log).unwrap_err());
+        assert!(err.contains("kernel build (patched) failed"), "{err}");
+        assert!(err.contains("fs/xfs/x.c:1: error: broken"), "{err}");
+        assert!(err.contains("step 60") && !err.contains("step 5\n"), "only the tail: {err}");
+        assert!(err.contains(&log.display().to_string()), "{err}");
     }
 
     #[test]

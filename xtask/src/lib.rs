@@ -15,3 +15,4 @@ pub mod qemu;
 pub mod results;
 pub mod run;
 pub mod test;
+pub mod tidy;

@@ -37,9 +37,9 @@ struct Sidecar {
 const CREATED_BY: &str = "dax-seal xtask";
 
 fn human(bytes: u64) -> String {
-    if bytes % (1 << 30) == 0 {
+    if bytes.is_multiple_of(1 << 30) {
         format!("{}G", bytes >> 30)
-    } else if bytes % MIB == 0 {
+    } else if bytes.is_multiple_of(MIB) {
         format!("{}M", bytes >> 20)
     } else {
         format!("{}K", bytes >> 10)
@@ -48,7 +48,7 @@ fn human(bytes: u64) -> String {
 
 /// Checks sizes QEMU and the guest's fsdax set-up can use.
 pub fn validate(g: Geometry) -> Result<()> {
-    if g.size < MIN_SIZE || g.size % (2 * MIB) != 0 {
+    if g.size < MIN_SIZE || !g.size.is_multiple_of(2 * MIB) {
         bail!(
             "--nvdimm-size {} is not usable: it must be a multiple of 2M and at least {} \
              (XFS needs 300M, and the fsdax memmap lives on the device)",
@@ -56,7 +56,9 @@ pub fn validate(g: Geometry) -> Result<()> {
             human(MIN_SIZE)
         );
     }
-    if g.label_size != 0 && (g.label_size < 128 << 10 || g.label_size % 4096 != 0 || g.label_size > g.size / 4) {
+    if g.label_size != 0
+        && (g.label_size < 128 << 10 || !g.label_size.is_multiple_of(4096) || g.label_size > g.size / 4)
+    {
         bail!("--label-size {} is not usable: use 0 (no labels) or a multiple of 4K from 128K up to a quarter of the NVDIMM", human(g.label_size));
     }
     Ok(())

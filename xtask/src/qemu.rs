@@ -266,7 +266,13 @@ fn probe_kvm(kernel: &Path) -> Result<(bool, String)> {
     Ok(if got {
         (true, format!("KVM probe printed the kernel banner in {secs:.1} s"))
     } else {
-        (false, format!("KVM probe printed nothing within {} s: KVM does not run guests here", KVM_PROBE_DEADLINE.as_secs()))
+        (
+            false,
+            format!(
+                "KVM probe printed nothing within {} s: KVM does not run guests here",
+                KVM_PROBE_DEADLINE.as_secs()
+            ),
+        )
     })
 }
 

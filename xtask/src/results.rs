@@ -104,7 +104,10 @@ pub fn judge(kernel: &str, expected: &[String], outcome: &Outcome) -> Vec<Worklo
         if let Some(sub) = &result.subtests {
             cases.extend(sub.cases.iter().map(case_result));
             for n in sub.missing() {
-                cases.push(fail(&format!("case {n}"), format!("planned but never reported (boot: {})", outcome.end.describe())));
+                cases.push(fail(
+                    &format!("case {n}"),
+                    format!("planned but never reported (boot: {})", outcome.end.describe()),
+                ));
             }
         }
         let reason = result.reason.clone().unwrap_or_default();
@@ -266,7 +269,11 @@ pub fn junit(results: &Results) -> String {
             match c.verdict {
                 Verdict::Pass => out.push_str("/>\n"),
                 Verdict::Fail => {
-                    let _ = writeln!(out, ">\n      <failure message=\"{first}\">{}</failure>\n    </testcase>", xml_escape(&c.detail));
+                    let _ = writeln!(
+                        out,
+                        ">\n      <failure message=\"{first}\">{}</failure>\n    </testcase>",
+                        xml_escape(&c.detail)
+                    );
                 }
                 Verdict::Skip => {
                     let _ = writeln!(out, ">\n      <skipped message=\"{first}\"/>\n    </testcase>");
@@ -435,7 +442,10 @@ mod tests {
         let (top, ignored) = p.finish(Duration::ZERO);
         assert!(ignored.is_empty(), "{ignored:?}");
         let got: Vec<_> = top.cases.iter().map(|c| (c.name.as_str(), c.verdict)).collect();
-        assert_eq!(got, [("patched:setup", Verdict::Pass), ("patched:w", Verdict::Pass), ("patched:gone", Verdict::Fail)]);
+        assert_eq!(
+            got,
+            [("patched:setup", Verdict::Pass), ("patched:w", Verdict::Pass), ("patched:gone", Verdict::Fail)]
+        );
     }
 
     #[test]

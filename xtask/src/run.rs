@@ -28,7 +28,10 @@ pub struct Prepared {
 
 impl Prepared {
     pub fn kernel(&self, variant: Variant) -> Result<&kernel::Built> {
-        self.kernels.iter().find(|k| k.variant == variant).with_context(|| format!("the {variant} kernel was not built"))
+        self.kernels
+            .iter()
+            .find(|k| k.variant == variant)
+            .with_context(|| format!("the {variant} kernel was not built"))
     }
 }
 
@@ -39,7 +42,8 @@ pub fn select_workloads(names: &[String]) -> Result<Vec<String>> {
     }
     let unknown: Vec<&String> = names.iter().filter(|n| dax_seal_protocol::workload(n).is_none()).collect();
     if !unknown.is_empty() {
-        let known: Vec<String> = dax_seal_protocol::WORKLOADS.iter().map(|w| format!("  {:<18} {}", w.name, w.summary)).collect();
+        let known: Vec<String> =
+            dax_seal_protocol::WORKLOADS.iter().map(|w| format!("  {:<18} {}", w.name, w.summary)).collect();
         bail!(
             "unknown workload {}. Known workloads:\n{}\nName one or more with --workload NAME, or leave --workload out to run the default set.",
             unknown.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", "),
@@ -102,7 +106,8 @@ impl BootRequest<'_> {
     }
 
     fn vm(&self, console: Console) -> Result<Vm> {
-        let images = nvdimm::prepare(self.images_dir, self.variant.name(), self.vm.nvdimms, geometry(self.vm)?, self.fresh)?;
+        let images =
+            nvdimm::prepare(self.images_dir, self.variant.name(), self.vm.nvdimms, geometry(self.vm)?, self.fresh)?;
         let archive = initramfs::run_archive(&self.config, self.includes)?;
         let initrd = self.file("initrd", "img");
         initramfs::write_initrd(&self.prepared.initramfs.path, &archive, &initrd)?;
@@ -251,7 +256,10 @@ pub fn shell(args: &ShellArgs) -> Result<ExitCode> {
     let argv = qemu::argv(&vm);
     eprintln!("[shell] {} {}", qemu::QEMU, boot::shell_quote(&argv));
     eprintln!("[shell] exit the guest shell to power off; Ctrl-A X quits QEMU at once");
-    let status = std::process::Command::new(qemu::QEMU).args(&argv).status().with_context(|| format!("cannot start {}", qemu::QEMU))?;
+    let status = std::process::Command::new(qemu::QEMU)
+        .args(&argv)
+        .status()
+        .with_context(|| format!("cannot start {}", qemu::QEMU))?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 

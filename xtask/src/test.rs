@@ -9,8 +9,8 @@ use anyhow::Result;
 use xshell::{cmd, Shell};
 
 use crate::cli::{TestArgs, VmArgs};
-use crate::kernel::Variant;
-use crate::{paths, run};
+use crate::kernel::{self, Variant};
+use crate::{paths, run, tidy};
 
 pub const ARTIFACTS_ENV: &str = "DAX_SEAL_ARTIFACTS";
 
@@ -30,6 +30,9 @@ pub fn cmd(args: &TestArgs) -> Result<ExitCode> {
     eprintln!("[test] building what the VM tests boot");
     let prepared = run::prepare(&[Variant::Patched, Variant::Baseline], &args.source, &VmArgs::defaults())?;
     eprintln!("[test] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
+    let source = kernel::resolve_source(args.source.kernel_src.as_deref())?;
+    let checked = tidy::checkpatch(&root.join("patches"), &source.tree)?;
+    eprintln!("[test] checkpatch --strict: {checked} patch(es) clean");
     let artifacts = root.join("target/dax-seal/artifacts.json");
     paths::write_atomic(&artifacts, &serde_json::to_vec_pretty(&prepared)?)?;
     let _env = sh.push_env(ARTIFACTS_ENV, &artifacts);

@@ -46,6 +46,10 @@ fn regions() -> Vec<PathBuf> {
     found.into_iter().map(|(_, p)| p).collect()
 }
 
+/// One set-up step: takes the block device so far, returns the block
+/// device for the next step and a note saying what it did.
+type Step<'a> = &'a dyn Fn(&str) -> Result<(String, String), String>;
+
 /// Sets up every region; true when every step of every region succeeded.
 pub fn set_up_all(report: &mut Report, fresh: bool) -> bool {
     let regions = regions();
@@ -58,7 +62,7 @@ pub fn set_up_all(report: &mut Report, fresh: bool) -> bool {
     let mut all_ok = true;
     for (i, region) in regions.iter().enumerate() {
         let mount_point = format!("{MOUNT_PREFIX}{i}");
-        let steps: [(String, &dyn Fn(&str) -> Result<(String, String), String>); 3] = [
+        let steps: [(String, Step<'_>); 3] = [
             (format!("pmem{i} fsdax namespace"), &|_| ensure_fsdax(region)),
             (format!("pmem{i} xfs"), &|dev| ensure_xfs(dev, fresh).map(|how| (dev.to_string(), how))),
             (format!("pmem{i} mount dax=always"), &|dev| {
@@ -131,7 +135,9 @@ fn ensure_fsdax(region: &Path) -> Result<(String, String), String> {
         return Ok((format!("/dev/{dev}"), format!("kept fsdax namespace {ns} ({holder})")));
     }
     if mode != "raw" {
-        return Err(format!("{ns} is in {mode} mode (holder {holder:?}), not raw or fsdax: start from blank NVDIMMs with --fresh"));
+        return Err(format!(
+            "{ns} is in {mode} mode (holder {holder:?}), not raw or fsdax: start from blank NVDIMMs with --fresh"
+        ));
     }
     // QEMU's label area starts blank, which the kernel treats as label-less:
     // one raw namespace spans the region. Initialised labels (ndctl
@@ -173,7 +179,9 @@ fn ensure_xfs(dev: &str, fresh: bool) -> Result<String, String> {
         return Ok(format!("kept the existing XFS on {dev}"));
     }
     if !is_xfs && !fresh && head.iter().any(|b| *b != 0) {
-        return Err(format!("{dev} holds data that is not XFS; refusing to format it (run with --fresh to start over)"));
+        return Err(format!(
+            "{dev} holds data that is not XFS; refusing to format it (run with --fresh to start over)"
+        ));
     }
     // reflink for the seal's unshare path; 2 MiB stripe unit so extents suit PMD faults.
     let out = Command::new("mkfs.xfs")

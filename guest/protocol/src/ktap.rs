@@ -56,7 +56,7 @@ impl<W: Write> Writer<W> {
     /// Diagnostic lines; multi-line text becomes several `# ` lines.
     pub fn diag(&mut self, text: &str) -> io::Result<()> {
         for l in text.lines() {
-            self.line(&format!("# {l}").trim_end().to_string())?;
+            self.line(format!("# {l}").trim_end())?;
         }
         Ok(())
     }

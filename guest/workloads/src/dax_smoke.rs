@@ -60,7 +60,8 @@ fn namespace_is_fsdax(mount: &str) -> Result<String, String> {
     }
     // fsdax: /sys/block/pmemN/device is a pfn device claiming the namespace,
     // and the namespace names it as holder (its mode then reads "memory").
-    let read = |path: String| fs::read_to_string(&path).map(|s| s.trim().to_string()).map_err(|e| format!("{path}: {e}"));
+    let read =
+        |path: String| fs::read_to_string(&path).map(|s| s.trim().to_string()).map_err(|e| format!("{path}: {e}"));
     let pfn_dir = fs::canonicalize(format!("{sys}/device")).map_err(|e| format!("{sys}/device: {e}"))?;
     let pfn = pfn_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let devtype = read(format!("{sys}/device/devtype"))?;
@@ -68,7 +69,8 @@ fn namespace_is_fsdax(mount: &str) -> Result<String, String> {
         return Err(format!("{dev} sits on {pfn} ({devtype}), not on a pfn device: not fsdax"));
     }
     let ns = read(format!("{sys}/device/namespace"))?;
-    let (mode, holder) = (read(format!("/sys/bus/nd/devices/{ns}/mode"))?, read(format!("/sys/bus/nd/devices/{ns}/holder"))?);
+    let (mode, holder) =
+        (read(format!("/sys/bus/nd/devices/{ns}/mode"))?, read(format!("/sys/bus/nd/devices/{ns}/holder"))?);
     if mode != "memory" || holder != pfn {
         return Err(format!("{ns} has mode {mode} and holder {holder:?}; fsdax needs mode memory held by {pfn}"));
     }

@@ -1,0 +1,128 @@
+//! Conventions CI enforces: patches/series names exactly the patch files
+//! there, each patch is signed off with a kernel-style subject, checkpatch
+//! (from the kernel tree being built) passes `--strict`, and no tracked text
+//! file has trailing whitespace. The cheap checks are unit tests; checkpatch
+//! runs from `cargo xtask test` once the kernel source is at hand.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use xshell::{cmd, Shell};
+
+use crate::kernel;
+
+/// Problems with the series layout and each patch's header.
+pub fn series_problems(patches: &Path) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let series = kernel::read_series(patches)?;
+    let listed: Vec<&str> = series.iter().map(|(n, _)| n.as_str()).collect();
+    for e in std::fs::read_dir(patches).with_context(|| format!("reading {}", patches.display()))? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".patch") && !listed.contains(&name.as_str()) {
+            problems.push(format!("patches/{name} is not in patches/series"));
+        }
+    }
+    for (name, bytes) in &series {
+        problems.extend(patch_problems(name, &String::from_utf8_lossy(bytes)));
+    }
+    Ok(problems)
+}
+
+/// Header problems of one `git format-patch` file.
+pub fn patch_problems(name: &str, text: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let subject = text.lines().find_map(|l| l.strip_prefix("Subject: ")).map(|s| {
+        // "[PATCH 2/6] xfs: ..." -> "xfs: ..."
+        s.split_once("] ").filter(|_| s.starts_with('[')).map_or(s, |(_, rest)| rest).to_string()
+    });
+    match subject {
+        None => problems.push(format!("{name}: no Subject: line (make patches with git format-patch)")),
+        Some(s) => {
+            if s.chars().count() > 75 {
+                problems.push(format!("{name}: subject is {} characters, the limit is 75", s.chars().count()));
+            }
+            if !s.split_once(": ").is_some_and(|(subsys, rest)| !subsys.is_empty() && !rest.is_empty()) {
+                problems.push(format!("{name}: subject {s:?} is not 'subsys: summary'"));
+            }
+        }
+    }
+    if !text.lines().any(|l| l.starts_with("Signed-off-by: ") && l.contains('@')) {
+        problems.push(format!("{name}: no Signed-off-by: line"));
+    }
+    problems
+}
+
+/// Runs the tree's scripts/checkpatch.pl --strict on every patch.
+pub fn checkpatch(patches: &Path, tree: &Path) -> Result<usize> {
+    let series = kernel::read_series(patches)?;
+    let script = tree.join("scripts/checkpatch.pl");
+    let sh = Shell::new()?;
+    let mut failed = Vec::new();
+    for (name, _) in &series {
+        let patch = patches.join(name);
+        let out = cmd!(sh, "perl {script} --strict --no-tree --terse {patch}").ignore_status().output()?;
+        if !out.status.success() {
+            failed.push(format!("{name}:\n{}", String::from_utf8_lossy(&out.stdout).trim_end()));
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "checkpatch --strict found problems (fix them or justify each in the commit message):\n{}",
+            failed.join("\n")
+        );
+    }
+    Ok(series.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paths::project_root;
+
+    #[test]
+    fn series_matches_the_patch_files_and_headers_are_kernel_style() {
+        let problems = series_problems(&project_root().join("patches")).unwrap();
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn patch_header_rules() {
+        let good =
+            "From 1 Mon\nSubject: [PATCH 1/2] xfs: seal the block map\n\nbody\n\nSigned-off-by: A B <a@b.org>\n---\n";
+        assert!(patch_problems("p", good).is_empty());
+        let long = format!("Subject: [PATCH] xfs: {}\nSigned-off-by: A <a@b>\n", "x".repeat(80));
+        assert!(patch_problems("p", &long)[0].contains("limit is 75"));
+        let unsigned = "Subject: xfs: thing\n";
+        assert!(patch_problems("p", unsigned)[0].contains("Signed-off-by"));
+        let nosubsys = "Subject: [PATCH] fix the thing\nSigned-off-by: A <a@b>\n";
+        assert!(patch_problems("p", nosubsys)[0].contains("subsys: summary"));
+    }
+
+    #[test]
+    fn unlisted_patch_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("series"), "# none\n").unwrap();
+        std::fs::write(dir.path().join("0001-x.patch"), "").unwrap();
+        assert_eq!(series_problems(dir.path()).unwrap(), ["patches/0001-x.patch is not in patches/series"]);
+        std::fs::write(dir.path().join("series"), "0002-missing.patch\n").unwrap();
+        assert!(series_problems(dir.path()).is_err());
+    }
+
+    #[test]
+    fn no_trailing_whitespace_in_tracked_files() {
+        let root = project_root();
+        let sh = Shell::new().unwrap();
+        let _dir = sh.push_dir(&root);
+        let Ok(files) = cmd!(sh, "git ls-files").quiet().read() else { return };
+        let mut bad = Vec::new();
+        for f in files.lines().filter(|f| !f.ends_with(".patch")) {
+            let Ok(text) = std::fs::read_to_string(root.join(f)) else { continue };
+            for (i, line) in text.lines().enumerate() {
+                if line.ends_with([' ', '\t']) {
+                    bad.push(format!("{f}:{}", i + 1));
+                }
+            }
+        }
+        assert!(bad.is_empty(), "trailing whitespace at:\n{}", bad.join("\n"));
+    }
+}
