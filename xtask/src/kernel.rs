@@ -685,8 +685,11 @@ mod tests {
         fs::create_dir_all(&src).unwrap();
         fs::create_dir_all(&build).unwrap();
         let lines: String = (1..=60).map(|i| format!("\t@echo step {i}\n")).collect();
-        fs::write(src.join("Makefile"), format!("bzImage:\n{lines}\t@echo 'fs/xfs/x.c:1: error: broken' >&2\n\t@false\n"))
-            .unwrap();
+        fs::write(
+            src.join("Makefile"),
+            format!("bzImage:\n{lines}\t@echo 'fs/xfs/x.c:1: error: broken' >&2\n\t@false\n"),
+        )
+        .unwrap();
         let log = build.join("build.log");
         let err = format!("{:#}", make(Variant::Patched, &src, &build, dir.path(), &log).unwrap_err());
         assert!(err.contains("kernel build (patched) failed"), "{err}");
