@@ -10,7 +10,7 @@ use xshell::{cmd, Shell};
 
 use crate::cli::{TestArgs, VmArgs};
 use crate::kernel::{self, Variant};
-use crate::{paths, run, tidy};
+use crate::{deps, paths, run, tidy};
 
 pub const ARTIFACTS_ENV: &str = "DAX_SEAL_ARTIFACTS";
 
@@ -19,6 +19,8 @@ pub fn cmd(args: &TestArgs) -> Result<ExitCode> {
     let sh = Shell::new()?;
     let _dir = sh.push_dir(&root);
     let filter = &args.filter;
+    // Some unit tests drive patch and make: check the host before anything.
+    deps::ensure(deps::Need::for_source(args.source.kernel_src.is_some()))?;
     eprintln!("[test] unit tests");
     if cmd!(sh, "cargo test --workspace --exclude vm-tests {filter...}").run().is_err() {
         eprintln!("[test] unit tests failed");
