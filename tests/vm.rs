@@ -183,3 +183,54 @@ fn cli_rejects_bad_input_before_touching_anything() {
     }
     assert_eq!(std::fs::read_dir(images.path()).unwrap().count(), 0, "nothing may be created");
 }
+
+#[test]
+fn shell_gives_a_prompt_with_the_nvdimm_mounted() {
+    use std::io::{BufRead, Write};
+    use std::os::unix::process::CommandExt;
+    use std::sync::mpsc;
+    let images = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "--package", "xtask", "--", "shell", "--kernel", "baseline"])
+        .current_dir(xtask::paths::project_root())
+        .env("DAX_SEAL_IMAGES", images.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        // Its own process group, so a timeout can kill QEMU along with cargo.
+        .process_group(0)
+        .spawn()
+        .expect("cargo xtask shell");
+    let stdout = child.stdout.take().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let group = format!("-{}", child.id());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line.trim_end_matches('\r').to_string());
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = line.contains(needle);
+                    seen.push(line);
+                    if hit {
+                        return;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = Command::new("kill").args(["--", &group]).status();
+        panic!("no {needle:?} from the shell within 60 s:\n{}", seen.join("\n"));
+    };
+    wait_for(dax_seal_protocol::SHELL_BANNER);
+    stdin.write_all(b"echo mounts=$(grep -c 'pmem0 xfs .*dax=always' /proc/mounts)\nexit\n").unwrap();
+    wait_for("mounts=1");
+    wait_for("powering off");
+    assert!(child.wait().unwrap().success());
+}

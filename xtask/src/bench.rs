@@ -44,18 +44,17 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let exe = std::env::current_exe().context("locating the xtask binary")?;
     let images = tempfile::Builder::new().prefix("dax-seal-bench-").tempdir()?;
     // One untimed run builds whatever is missing and makes the filesystems.
     eprintln!("[bench] warm-up run (builds what is missing)");
-    run_once(&exe, images.path())?;
+    run_once(images.path())?;
 
     let mut wall = Vec::new();
     let mut first = [Vec::new(), Vec::new()];
     let mut smoke = [Vec::new(), Vec::new()];
     for i in 0..args.runs {
         let start = Instant::now();
-        let results = run_once(&exe, images.path())?;
+        let results = run_once(images.path())?;
         wall.push(start.elapsed().as_secs_f64());
         for (slot, variant) in [Variant::Patched, Variant::Baseline].iter().enumerate() {
             let boot = results["boots"].as_array().and_then(|b| b.iter().find(|b| b["kernel"] == variant.name()));
@@ -76,7 +75,7 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
     println!("benchmark (medians of {} runs, accelerator as `cargo xtask run` chooses it)", args.runs);
     let warm = median(&mut wall);
     println!(
-        "  warm `run --workload dax-smoke` (both kernels), nothing to rebuild: {warm:.1} s  [target <= {} s: {}]",
+        "  warm `cargo xtask run --workload dax-smoke` (both kernels), nothing to rebuild: {warm:.1} s  [target <= {} s: {}]",
         WARM_RUN_TARGET.as_secs(),
         verdict(warm <= WARM_RUN_TARGET.as_secs_f64())
     );
@@ -104,14 +103,18 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// One `xtask run --workload dax-smoke` on the given images; its results.json.
-fn run_once(exe: &Path, images: &Path) -> Result<serde_json::Value> {
-    let status = Command::new(exe)
-        .args(["run", "--workload", "dax-smoke"])
+/// One `cargo xtask run --workload dax-smoke` on the given images, through
+/// cargo as a user types it; returns its results.json.
+fn run_once(images: &Path) -> Result<serde_json::Value> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["run", "--quiet", "--package", "xtask", "--", "run", "--workload", "dax-smoke"])
+        .current_dir(paths::project_root())
         .env("DAX_SEAL_IMAGES", images)
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .status()
-        .context("running xtask run")?;
+        .context("running cargo xtask run")?;
     let results = images.join("runs/latest/results.json");
     if !status.success() {
         bail!("`xtask run --workload dax-smoke` failed ({status}); see {}", results.display());
