@@ -28,7 +28,9 @@ impl KernelChoice {
 pub enum AccelChoice {
     /// KVM if a probe boot prints within a deadline, else TCG.
     Auto,
+    /// KVM; refused when /dev/kvm cannot be opened.
     Kvm,
+    /// QEMU's software emulation: slower, works everywhere.
     Tcg,
 }
 
@@ -91,17 +93,9 @@ impl VmArgs {
     }
 }
 
+/// What a booted guest gets, for `run` and `shell` alike.
 #[derive(Debug, Clone, Args)]
-pub struct RunArgs {
-    /// Workload to run (repeatable; default: every default workload).
-    #[arg(long = "workload", value_name = "NAME")]
-    pub workloads: Vec<String>,
-    /// Kernel variants to boot.
-    #[arg(long, value_enum, default_value = "both")]
-    pub kernel: KernelChoice,
-    /// Shell command to run in the guest after set-up, reported as a case (repeatable).
-    #[arg(long, value_name = "CMD")]
-    pub exec: Vec<String>,
+pub struct GuestArgs {
     /// Add a host file or directory to the initramfs (default guest path /root/NAME).
     #[arg(long, value_name = "HOST_PATH[:GUEST_PATH]", value_parser = parse_include)]
     pub include: Vec<Include>,
@@ -115,20 +109,27 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Workload to run (repeatable; default: every default workload).
+    #[arg(long = "workload", value_name = "NAME")]
+    pub workloads: Vec<String>,
+    /// Kernel variants to boot.
+    #[arg(long, value_enum, default_value = "both")]
+    pub kernel: KernelChoice,
+    /// Shell command to run in the guest after set-up, reported as a case (repeatable).
+    #[arg(long, value_name = "CMD")]
+    pub exec: Vec<String>,
+    #[command(flatten)]
+    pub guest: GuestArgs,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct ShellArgs {
     /// Kernel variant to boot.
     #[arg(long, value_enum, default_value = "patched")]
     pub kernel: Variant,
-    /// Add a host file or directory to the initramfs (default guest path /root/NAME).
-    #[arg(long, value_name = "HOST_PATH[:GUEST_PATH]", value_parser = parse_include)]
-    pub include: Vec<Include>,
-    /// Start from blank NVDIMMs.
-    #[arg(long)]
-    pub fresh: bool,
     #[command(flatten)]
-    pub source: SourceArgs,
-    #[command(flatten)]
-    pub vm: VmArgs,
+    pub guest: GuestArgs,
 }
 
 #[derive(Debug, Clone, Args)]

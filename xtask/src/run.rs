@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use dax_seal_protocol::RunConfig;
 
 use crate::boot::{self, BootSpec, Outcome};
-use crate::cli::{Include, RunArgs, ShellArgs, SourceArgs, VmArgs};
+use crate::cli::{GuestArgs, Include, RunArgs, ShellArgs, SourceArgs, VmArgs};
 use crate::kernel::{self, Variant};
 use crate::nvdimm::{self, Geometry};
 use crate::qemu::{self, Accel, Console, Vm};
@@ -53,13 +53,14 @@ pub fn select_workloads(names: &[String]) -> Result<Vec<String>> {
     Ok(names.to_vec())
 }
 
-fn check_includes(includes: &[Include]) -> Result<()> {
-    for inc in includes {
+/// Refuses bad guest flags before anything is built or written.
+fn check_guest_args(guest: &GuestArgs) -> Result<()> {
+    for inc in &guest.include {
         if !inc.host.exists() {
             bail!("--include {}: no such file or directory on the host", inc.host.display());
         }
     }
-    Ok(())
+    geometry(&guest.vm).map(drop)
 }
 
 pub fn geometry(vm: &VmArgs) -> Result<Geometry> {
@@ -189,10 +190,10 @@ fn new_run_dir() -> Result<(String, PathBuf)> {
 
 pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
     let workloads = select_workloads(&args.workloads)?;
-    check_includes(&args.include)?;
-    geometry(&args.vm)?;
+    let guest = &args.guest;
+    check_guest_args(guest)?;
     let variants = args.kernel.variants();
-    let prepared = prepare(&variants, &args.source, &args.vm)?;
+    let prepared = prepare(&variants, &guest.source, &guest.vm)?;
     eprintln!("[run] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
     let (run_id, run_dir) = new_run_dir()?;
     let images_dir = paths::images_dir();
@@ -203,18 +204,18 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
             kernel: variant.name().to_string(),
             workloads: workloads.clone(),
             exec: args.exec.clone(),
-            fresh: args.fresh,
+            fresh: guest.fresh,
             shell: false,
         };
         let request = BootRequest {
             prepared: &prepared,
             variant,
             config: config.clone(),
-            includes: &args.include,
-            vm: &args.vm,
+            includes: &guest.include,
+            vm: &guest.vm,
             images_dir: &images_dir,
             out_dir: &run_dir,
-            fresh: args.fresh,
+            fresh: guest.fresh,
             tag: "",
         };
         eprintln!("[run] booting {variant}: workloads {}", workloads.join(", "));
@@ -234,21 +235,21 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
 }
 
 pub fn shell(args: &ShellArgs) -> Result<ExitCode> {
-    check_includes(&args.include)?;
-    geometry(&args.vm)?;
-    let prepared = prepare(&[args.kernel], &args.source, &args.vm)?;
+    let guest = &args.guest;
+    check_guest_args(guest)?;
+    let prepared = prepare(&[args.kernel], &guest.source, &guest.vm)?;
     eprintln!("[shell] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
     let out_dir = paths::images_dir().join("shell");
     let images_dir = paths::images_dir();
     let request = BootRequest {
         prepared: &prepared,
         variant: args.kernel,
-        config: RunConfig { kernel: args.kernel.name().into(), fresh: args.fresh, shell: true, ..Default::default() },
-        includes: &args.include,
-        vm: &args.vm,
+        config: RunConfig { kernel: args.kernel.name().into(), fresh: guest.fresh, shell: true, ..Default::default() },
+        includes: &guest.include,
+        vm: &guest.vm,
         images_dir: &images_dir,
         out_dir: &out_dir,
-        fresh: args.fresh,
+        fresh: guest.fresh,
         tag: "",
     };
     paths::ensure_dir(&out_dir)?;
