@@ -40,6 +40,9 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     let mut tmp =
         tempfile::NamedTempFile::new_in(dir).with_context(|| format!("temporary file in {}", dir.display()))?;
     std::io::Write::write_all(&mut tmp, contents).with_context(|| format!("writing {}", path.display()))?;
+    // tempfile creates 0600; outputs are meant to be read by others (CI artifacts).
+    use std::os::unix::fs::PermissionsExt;
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
     tmp.persist(path).with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use dax_seal_protocol::ktap::{Outcome, Parser, Verdict, Writer};
+use dax_seal_protocol::ktap::{is_ktap_line, Outcome, Parser, Verdict, Writer};
 use dax_seal_protocol::{RESULTS_PORT, WORKLOADS_BIN};
 
 use crate::{describe_status, log};
@@ -101,10 +101,7 @@ impl Report {
                 };
                 // Anything that is not KTAP becomes a diagnostic, so stray
                 // prints can neither fake a result nor break the structure.
-                let mut probe = Parser::new();
-                probe.feed("KTAP version 1", Duration::ZERO);
-                probe.feed(&line, Duration::ZERO);
-                let line = if probe.ignored.is_empty() || line.trim().is_empty() { line } else { format!("# {line}") };
+                let line = if is_ktap_line(&line) { line } else { format!("# {line}") };
                 parser.feed(&line, Duration::ZERO);
                 self.indented(&line);
             }

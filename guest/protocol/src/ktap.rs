@@ -199,6 +199,12 @@ fn classify(text: &str) -> Line<'_> {
     Line::Result { ok, number, name, directive }
 }
 
+/// True for a line KTAP gives meaning to (header, plan, result, diagnostic,
+/// subtest name), whatever its indentation; false for anything else.
+pub fn is_ktap_line(line: &str) -> bool {
+    !matches!(classify(line), Line::Other)
+}
+
 impl Parser {
     pub fn new() -> Self {
         Parser::default()
@@ -433,6 +439,16 @@ mod tests {
         let (top, _) = p.finish(Duration::from_secs(1));
         assert_eq!(top.cases[0].duration, Duration::from_millis(100));
         assert_eq!(top.cases[1].duration, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn ktap_line_recognition() {
+        for l in ["KTAP version 1", "    1..3", "ok 1 a", "not ok 2 b # x", "# diag", "  # Subtest: s", ""] {
+            assert!(is_ktap_line(l), "{l:?}");
+        }
+        for l in ["hello", "ok x", "1..y", "[ 1.0] Oops"] {
+            assert!(!is_ktap_line(l), "{l:?}");
+        }
     }
 
     #[test]
