@@ -54,6 +54,17 @@ impl End {
         *self == End::PoweredOff
     }
 
+    /// A short name: the case name of a failed `boot` entry.
+    pub fn name(&self) -> String {
+        match self {
+            End::PoweredOff => "powered off".into(),
+            End::KernelReport { report } => report.kind.describe().into(),
+            End::Hang { .. } => "hang".into(),
+            End::Deadline { .. } => "deadline".into(),
+            End::QemuFailed { .. } => "qemu".into(),
+        }
+    }
+
     /// One line for summaries and failure details.
     pub fn describe(&self) -> String {
         match self {
@@ -218,24 +229,21 @@ pub fn boot(mut spec: BootSpec) -> Result<Outcome> {
                 ktap_eof = true;
             }
         }
-        let report = || End::KernelReport { report: scanner.first.clone().expect("report seen") };
         if let Some(at) = console_eof {
             // QEMU is gone (or going): collect its status once results drained.
             if ktap_eof || at.elapsed() > DRAIN {
                 let status = qemu.0.wait().context("waiting for QEMU")?;
-                break if scanner.first.is_some() {
-                    report()
-                } else if status.success() {
-                    End::PoweredOff
-                } else {
-                    End::QemuFailed { status: status.to_string(), stderr: String::new() }
+                break match &scanner.first {
+                    Some(report) => End::KernelReport { report: report.clone() },
+                    None if status.success() => End::PoweredOff,
+                    None => End::QemuFailed { status: status.to_string(), stderr: String::new() },
                 };
             }
             continue;
         }
-        if let Some(at) = report_seen {
+        if let (Some(at), Some(report)) = (report_seen, &scanner.first) {
             if scanner.report_complete() || at.elapsed() > REPORT_GRACE {
-                break report();
+                break End::KernelReport { report: report.clone() };
             }
         }
         if last_activity.elapsed() > spec.silence {

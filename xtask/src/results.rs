@@ -136,14 +136,7 @@ pub fn judge(kernel: &str, expected: &[String], outcome: &Outcome) -> Vec<Worklo
                 detail.push_str(l);
             }
         }
-        let what = match &outcome.end {
-            End::KernelReport { report } => report.kind.describe().to_string(),
-            End::Hang { .. } => "hang".into(),
-            End::Deadline { .. } => "deadline".into(),
-            End::QemuFailed { .. } => "qemu".into(),
-            End::PoweredOff => unreachable!("clean end"),
-        };
-        runs.push(run("boot", vec![fail(&what, detail)]));
+        runs.push(run("boot", vec![fail(&outcome.end.name(), detail)]));
     }
     runs
 }

@@ -20,6 +20,8 @@ use crate::{deps, initramfs, paths};
 /// Everything built that boots need.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Prepared {
+    /// The unmodified kernel tree the kernels were built from.
+    pub source_tree: PathBuf,
     pub kernels: Vec<kernel::Built>,
     pub initramfs: initramfs::Built,
     pub accel: Accel,
@@ -83,7 +85,7 @@ pub fn prepare(variants: &[Variant], source: &SourceArgs, vm: &VmArgs) -> Result
     let initramfs = initramfs::build()?;
     let probe_kernel = &kernels.first().context("no kernel variant selected")?.bzimage;
     let (accel, accel_reason) = qemu::resolve_accel(vm.accel, probe_kernel)?;
-    Ok(Prepared { kernels, initramfs, accel, accel_reason })
+    Ok(Prepared { source_tree: src.tree, kernels, initramfs, accel, accel_reason })
 }
 
 /// One boot of `variant` with `config`, on the images in `images_dir`,

@@ -9,7 +9,7 @@ use anyhow::Result;
 use xshell::{cmd, Shell};
 
 use crate::cli::{TestArgs, VmArgs};
-use crate::kernel::{self, Variant};
+use crate::kernel::Variant;
 use crate::{deps, paths, run, tidy};
 
 pub const ARTIFACTS_ENV: &str = "DAX_SEAL_ARTIFACTS";
@@ -32,8 +32,7 @@ pub fn cmd(args: &TestArgs) -> Result<ExitCode> {
     eprintln!("[test] building what the VM tests boot");
     let prepared = run::prepare(&[Variant::Patched, Variant::Baseline], &args.source, &VmArgs::defaults())?;
     eprintln!("[test] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
-    let source = kernel::resolve_source(args.source.kernel_src.as_deref())?;
-    let checked = tidy::checkpatch(&root.join("patches"), &source.tree)?;
+    let checked = tidy::checkpatch(&root.join("patches"), &prepared.source_tree)?;
     eprintln!("[test] checkpatch --strict: {checked} patch(es) clean");
     let artifacts = root.join("target/dax-seal/artifacts.json");
     paths::write_atomic(&artifacts, &serde_json::to_vec_pretty(&prepared)?)?;

@@ -1,11 +1,12 @@
 //! NVDIMM regions to mounted DAX filesystems, through sysfs alone (no ndctl).
 //!
 //! QEMU's NVDIMMs appear as libnvdimm regions, each holding one raw
-//! namespace (also with a label area, which QEMU leaves blank). We claim it with the region's pfn seed (uuid, 2 MiB alignment,
-//! memmap on the device) and bind it to nd_pmem, which makes `/dev/pmemN`
-//! DAX-capable. The pfn info block lives on the NVDIMM, so on a later boot
-//! the kernel finds the namespace already in fsdax mode and we keep it, and
-//! the filesystem on it, unless the run asked for fresh ones.
+//! namespace (also with a label area, which QEMU leaves blank). We claim it
+//! with the region's pfn seed (uuid, 2 MiB alignment, memmap on the device)
+//! and bind it to nd_pmem, which makes `/dev/pmemN` DAX-capable. The pfn
+//! info block lives on the NVDIMM, so on a later boot the kernel finds the
+//! namespace already in fsdax mode and we keep it, and the filesystem on it,
+//! unless the run asked for fresh ones.
 
 use std::fs;
 use std::path::{Path, PathBuf};
