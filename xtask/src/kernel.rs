@@ -584,12 +584,12 @@ fn make(variant: Variant, src: &Path, build: &Path, cache: &Path, log: &Path) ->
     let secs = start.elapsed().as_secs();
     if !status.success() {
         let text = fs::read_to_string(log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
         bail!(
-            "kernel build ({variant}) failed after {secs}s ({status}). Last lines of {}:\n{tail}\n\
+            "kernel build ({variant}) failed after {secs}s ({status}).{}\nLast lines of {}:\n{}\n\
              Fix the source or patch named above; the full log is at that path.",
-            log.display()
+            compiler_errors(&text),
+            log.display(),
+            tail(&text, 40)
         );
     }
     let n = compiled.lock().map(|c| c.0).unwrap_or(0);
@@ -597,8 +597,43 @@ fn make(variant: Variant, src: &Path, build: &Path, cache: &Path, log: &Path) ->
     Ok(())
 }
 
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The compiler's `error:` lines with the two lines before each (the file
+/// and function), because with parallel jobs the failing object's messages
+/// are rarely among the last lines of the log.
+fn compiler_errors(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut shown = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if l.contains(": error: ") || l.contains(": fatal error: ") {
+            shown.extend(lines[i.saturating_sub(2)..=i].iter().copied());
+            if shown.len() >= 30 {
+                break;
+            }
+        }
+    }
+    if shown.is_empty() {
+        String::new()
+    } else {
+        format!(" Compiler errors:\n{}", shown.join("\n"))
+    }
+}
+
+#[cfg(test)]
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn compiler_errors_are_picked_out_of_a_parallel_log() {
+        let log = "  CC a.o\nIn file included from x.c:1:\nx.c: In function 'f':\nx.c:9:3: error: 'tp' undeclared\n  CC b.o\n";
+        let shown = super::compiler_errors(log);
+        assert!(shown.contains("x.c:9:3: error: 'tp' undeclared") && shown.contains("In function 'f'"), "{shown}");
+        assert_eq!(super::compiler_errors("  CC a.o\n"), "");
+    }
+
     use super::*;
 
     #[test]

@@ -52,26 +52,55 @@ pub fn patch_problems(name: &str, text: &str) -> Vec<String> {
     problems
 }
 
-/// Runs the tree's scripts/checkpatch.pl --strict on every patch.
+/// Runs the tree's scripts/checkpatch.pl --strict on every patch. A finding
+/// passes only when the patch's commit message justifies it: it names the
+/// finding's type (for example BIT_MACRO) in a sentence that says
+/// "checkpatch", as kernel commit messages do.
 pub fn checkpatch(patches: &Path, tree: &Path) -> Result<usize> {
     let series = kernel::read_series(patches)?;
     let script = tree.join("scripts/checkpatch.pl");
     let sh = Shell::new()?;
     let mut failed = Vec::new();
-    for (name, _) in &series {
+    for (name, bytes) in &series {
         let patch = patches.join(name);
-        let out = cmd!(sh, "perl {script} --strict --no-tree --terse {patch}").ignore_status().output()?;
-        if !out.status.success() {
-            failed.push(format!("{name}:\n{}", String::from_utf8_lossy(&out.stdout).trim_end()));
+        let out = cmd!(sh, "perl {script} --strict --no-tree --terse --show-types {patch}")
+            .ignore_status()
+            .output()
+            .with_context(|| format!("running {}", script.display()))?;
+        if out.status.success() {
+            continue;
+        }
+        let report = String::from_utf8_lossy(&out.stdout);
+        let unjustified = unjustified_findings(&String::from_utf8_lossy(bytes), &report);
+        if !unjustified.is_empty() || !report.lines().any(|l| finding_type(l).is_some()) {
+            let shown = if unjustified.is_empty() { report.trim_end().to_string() } else { unjustified.join("\n") };
+            failed.push(format!("{name}:\n{shown}"));
         }
     }
     if !failed.is_empty() {
         bail!(
-            "checkpatch --strict found problems (fix them or justify each in the commit message):\n{}",
+            "checkpatch --strict found problems (fix them, or justify each in the commit message: \
+             a sentence with \"checkpatch\" and the finding's type):\n{}",
             failed.join("\n")
         );
     }
     Ok(series.len())
+}
+
+/// The type of a `--terse --show-types` finding line:
+/// `file:12: CHECK:BIT_MACRO: Prefer using the BIT macro` -> `BIT_MACRO`.
+fn finding_type(line: &str) -> Option<&str> {
+    ["ERROR:", "WARNING:", "CHECK:"].iter().find_map(|level| {
+        let rest = &line[line.find(&format!(" {level}"))? + level.len() + 1..];
+        rest.split_once(':').map(|(ty, _)| ty).filter(|ty| !ty.is_empty() && !ty.contains(' '))
+    })
+}
+
+/// Findings of `report` that the patch's commit message does not justify.
+fn unjustified_findings<'a>(patch: &str, report: &'a str) -> Vec<&'a str> {
+    let message = patch.split("\n---\n").next().unwrap_or("");
+    let justified = |ty: &str| message.split("\n\n").any(|para| para.contains("checkpatch") && para.contains(ty));
+    report.lines().filter(|l| finding_type(l).is_some_and(|ty| !justified(ty))).collect()
 }
 
 #[cfg(test)]
@@ -96,6 +125,21 @@ mod tests {
         assert!(patch_problems("p", unsigned)[0].contains("Signed-off-by"));
         let nosubsys = "Subject: [PATCH] fix the thing\nSigned-off-by: A <a@b>\n";
         assert!(patch_problems("p", nosubsys)[0].contains("subsys: summary"));
+    }
+
+    #[test]
+    fn checkpatch_findings_need_a_justification_in_the_message() {
+        let report = "p:9: CHECK:BIT_MACRO: Prefer using the BIT macro\n\
+                      p:12: WARNING:MEMORY_BARRIER: memory barrier without comment\n\
+                      total: 0 errors, 1 warnings, 1 checks, 20 lines checked\n";
+        assert_eq!(finding_type("p:9: CHECK:BIT_MACRO: Prefer using the BIT macro"), Some("BIT_MACRO"));
+        assert_eq!(finding_type("total: 0 errors, 1 warnings"), None);
+        let silent = "Subject: [PATCH] vfs: x\n\nBody.\n---\n+BIT_MACRO in the diff does not count\n";
+        assert_eq!(unjustified_findings(silent, report).len(), 2);
+        let one = "Subject: [PATCH] vfs: x\n\ncheckpatch asks for BIT_MACRO; kept the (1 << n) form.\n---\n";
+        assert_eq!(unjustified_findings(one, report), ["p:12: WARNING:MEMORY_BARRIER: memory barrier without comment"]);
+        let other_para = "Subject: x\n\nBIT_MACRO is fine.\n\ncheckpatch is noisy.\n---\n";
+        assert_eq!(unjustified_findings(other_para, report).len(), 2);
     }
 
     #[test]

@@ -66,6 +66,11 @@ pub const WORKLOADS: &[WorkloadInfo] = &[
         default: true,
     },
     WorkloadInfo {
+        name: "seal-conformance",
+        summary: "every row of the seal contract on a sealed file and a control, plus the seal's own rules",
+        default: true,
+    },
+    WorkloadInfo {
         name: "selftest-silent",
         summary: "harness self-test: exits without printing any result",
         default: false,

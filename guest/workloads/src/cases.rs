@@ -46,6 +46,19 @@ impl Cases {
         }
     }
 
+    /// A diagnostic line between cases.
+    pub fn note(&mut self, text: &str) {
+        self.emit(|w| w.diag(text));
+    }
+
+    /// A case that does not apply to this kernel, with the reason. The host
+    /// counts it as a skip, never as a pass.
+    pub fn skip(&mut self, name: &str, reason: &str) {
+        self.number += 1;
+        let n = self.number;
+        self.emit(|w| w.result(n, name, &Outcome::Skip(reason.to_string())));
+    }
+
     /// A case that could not run because what it needs failed.
     pub fn blocked(&mut self, name: &str, on: &str) {
         self.check::<()>(name, Err(format!("not attempted: {on} failed")));

@@ -4,6 +4,8 @@
 
 mod cases;
 mod dax_smoke;
+mod seal;
+mod seal_conformance;
 mod sys;
 
 use std::process::ExitCode;
@@ -14,6 +16,7 @@ type Workload = fn() -> ExitCode;
 fn lookup(name: &str) -> Option<Workload> {
     match name {
         "dax-smoke" => Some(dax_smoke::run),
+        "seal-conformance" => Some(seal_conformance::run),
         // Harness self-test: a workload that dies before reporting anything.
         "selftest-silent" => Some(|| ExitCode::SUCCESS),
         _ => None,

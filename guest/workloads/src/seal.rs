@@ -1,0 +1,326 @@
+//! The block-map seal UAPI (see patches/ and docs/seal.md) and the ioctls
+//! that observe or change a file's block map, as checked `io::Result`
+//! wrappers. Values that glibc and the libc crate do not carry are spelled
+//! out here from the kernel's UAPI headers.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::mem::size_of;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+pub const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
+pub const FALLOC_FL_PUNCH_HOLE: i32 = 0x02;
+pub const FALLOC_FL_COLLAPSE_RANGE: i32 = 0x08;
+pub const FALLOC_FL_ZERO_RANGE: i32 = 0x10;
+pub const FALLOC_FL_INSERT_RANGE: i32 = 0x20;
+pub const FALLOC_FL_UNSHARE_RANGE: i32 = 0x40;
+/// Project-local values (include/uapi/linux/falloc.h of the series).
+pub const FALLOC_FL_SEAL_BLOCK_MAP: i32 = 0x100;
+pub const FALLOC_FL_UNSEAL_BLOCK_MAP: i32 = 0x200;
+pub const FS_XFLAG_DAX: u32 = 0x0000_8000;
+pub const FS_XFLAG_IOMAP_IMMUTABLE: u32 = 0x0080_0000;
+pub const STATX_ATTR_IOMAP_IMMUTABLE: u64 = 0x0080_0000;
+
+pub const FIEMAP_EXTENT_LAST: u32 = 0x0001;
+pub const FIEMAP_EXTENT_DELALLOC: u32 = 0x0004;
+pub const FIEMAP_EXTENT_UNWRITTEN: u32 = 0x0800;
+pub const FIEMAP_EXTENT_SHARED: u32 = 0x2000;
+
+/// `_IOC(dir, type, nr, size)` from include/uapi/asm-generic/ioctl.h.
+const fn ioc(dir: u64, ty: u8, nr: u8, size: usize) -> u64 {
+    (dir << 30) | ((size as u64) << 16) | ((ty as u64) << 8) | nr as u64
+}
+const IOC_WRITE: u64 = 1;
+const IOC_READ: u64 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct FsXattr {
+    pub xflags: u32,
+    pub extsize: u32,
+    pub nextents: u32,
+    pub projid: u32,
+    pub cowextsize: u32,
+    pad: [u8; 8],
+}
+
+#[repr(C)]
+struct FiemapHeader {
+    start: u64,
+    length: u64,
+    flags: u32,
+    mapped_extents: u32,
+    extent_count: u32,
+    reserved: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct FiemapExtentRaw {
+    logical: u64,
+    physical: u64,
+    length: u64,
+    reserved64: [u64; 2],
+    flags: u32,
+    reserved: [u32; 3],
+}
+
+#[repr(C)]
+struct CloneRange {
+    src_fd: i64,
+    src_offset: u64,
+    src_length: u64,
+    dest_offset: u64,
+}
+
+#[repr(C)]
+struct DedupeRange {
+    src_offset: u64,
+    src_length: u64,
+    dest_count: u16,
+    reserved1: u16,
+    reserved2: u32,
+    // One struct file_dedupe_range_info follows.
+    dest_fd: i64,
+    dest_offset: u64,
+    bytes_deduped: u64,
+    status: i32,
+    reserved: u32,
+}
+
+#[repr(C)]
+struct ExchangeRange {
+    file1_fd: i32,
+    pad: u32,
+    file1_offset: u64,
+    file2_offset: u64,
+    length: u64,
+    flags: u64,
+}
+
+const FS_IOC_FSGETXATTR: u64 = ioc(IOC_READ, b'X', 31, size_of::<FsXattr>());
+const FS_IOC_FSSETXATTR: u64 = ioc(IOC_WRITE, b'X', 32, size_of::<FsXattr>());
+const FS_IOC_FIEMAP: u64 = ioc(IOC_READ | IOC_WRITE, b'f', 11, size_of::<FiemapHeader>());
+const FICLONE: u64 = ioc(IOC_WRITE, 0x94, 9, size_of::<i32>());
+const FICLONERANGE: u64 = ioc(IOC_WRITE, 0x94, 13, size_of::<CloneRange>());
+const FIDEDUPERANGE: u64 = ioc(IOC_READ | IOC_WRITE, 0x94, 54, 24);
+const XFS_IOC_EXCHANGE_RANGE: u64 = ioc(IOC_WRITE, b'X', 129, size_of::<ExchangeRange>());
+const FS_IOC_GETFLAGS: u64 = ioc(IOC_READ, b'f', 1, size_of::<libc::c_long>());
+const FS_IOC_SETFLAGS: u64 = ioc(IOC_WRITE, b'f', 2, size_of::<libc::c_long>());
+const FS_IMMUTABLE_FL: i32 = 0x10;
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+pub fn fallocate(file: &File, mode: i32, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid fd.
+    check(unsafe { libc::fallocate(file.as_raw_fd(), mode, offset as i64, len as i64) })
+}
+
+/// FALLOC_FL_SEAL_BLOCK_MAP over the whole file (offset 0; len is only
+/// checked for being positive).
+pub fn seal(file: &File) -> io::Result<()> {
+    fallocate(file, FALLOC_FL_SEAL_BLOCK_MAP, 0, 1)
+}
+
+pub fn unseal(file: &File) -> io::Result<()> {
+    fallocate(file, FALLOC_FL_UNSEAL_BLOCK_MAP, 0, 1)
+}
+
+pub fn fsgetxattr(file: &File) -> io::Result<FsXattr> {
+    let mut fa = FsXattr::default();
+    // SAFETY: the kernel writes one struct fsxattr into fa.
+    check(unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FSGETXATTR as _, &mut fa) })?;
+    Ok(fa)
+}
+
+pub fn fssetxattr(file: &File, fa: &FsXattr) -> io::Result<()> {
+    // SAFETY: the kernel reads one struct fsxattr.
+    check(unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FSSETXATTR as _, fa) })
+}
+
+/// chattr +i / -i through FS_IOC_SETFLAGS.
+pub fn set_immutable(file: &File, on: bool) -> io::Result<()> {
+    let mut flags: libc::c_int = 0;
+    // SAFETY: GETFLAGS/SETFLAGS read and write one int.
+    check(unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_GETFLAGS as _, &mut flags) })?;
+    flags = if on { flags | FS_IMMUTABLE_FL } else { flags & !FS_IMMUTABLE_FL };
+    // SAFETY: as above.
+    check(unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_SETFLAGS as _, &flags) })
+}
+
+/// One FIEMAP extent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    pub logical: u64,
+    pub physical: u64,
+    pub length: u64,
+    pub flags: u32,
+}
+
+/// The whole file's extent list (FIEMAP_FLAG_SYNC first flushes delalloc).
+pub fn fiemap(file: &File) -> io::Result<Vec<Extent>> {
+    const BATCH: usize = 256;
+    let mut out = Vec::new();
+    let mut start = 0u64;
+    loop {
+        let mut buf = vec![0u64; (size_of::<FiemapHeader>() + BATCH * size_of::<FiemapExtentRaw>()) / 8];
+        let head = buf.as_mut_ptr().cast::<FiemapHeader>();
+        // SAFETY: buf is large enough for the header and BATCH extents, and
+        // u64-aligned as both structs require.
+        unsafe {
+            (*head).start = start;
+            (*head).length = u64::MAX - start;
+            (*head).flags = 1; // FIEMAP_FLAG_SYNC
+            (*head).extent_count = BATCH as u32;
+            check(libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP as _, head))?;
+        }
+        // SAFETY: the kernel filled mapped_extents (<= BATCH) entries.
+        let mapped = unsafe { (*head).mapped_extents } as usize;
+        let extents = unsafe { head.add(1).cast::<FiemapExtentRaw>() };
+        let mut last = false;
+        for i in 0..mapped.min(BATCH) {
+            // SAFETY: i < mapped <= BATCH entries lie inside buf.
+            let e = unsafe { *extents.add(i) };
+            out.push(Extent { logical: e.logical, physical: e.physical, length: e.length, flags: e.flags });
+            last |= e.flags & FIEMAP_EXTENT_LAST != 0;
+            start = e.logical + e.length;
+        }
+        if mapped < BATCH || last {
+            return Ok(out);
+        }
+    }
+}
+
+/// FICLONE: make `dest` share all of `src`.
+pub fn ficlone(dest: &File, src: &File) -> io::Result<()> {
+    // SAFETY: FICLONE takes the source fd as its argument.
+    check(unsafe { libc::ioctl(dest.as_raw_fd(), FICLONE as _, src.as_raw_fd() as libc::c_long) })
+}
+
+pub fn ficlonerange(dest: &File, dest_offset: u64, src: &File, src_offset: u64, len: u64) -> io::Result<()> {
+    let arg = CloneRange { src_fd: src.as_raw_fd() as i64, src_offset, src_length: len, dest_offset };
+    // SAFETY: the kernel reads one struct file_clone_range.
+    check(unsafe { libc::ioctl(dest.as_raw_fd(), FICLONERANGE as _, &arg) })
+}
+
+/// FIDEDUPERANGE of one range into one destination; the per-destination
+/// status is returned as the error, like the ioctl's own.
+pub fn dedupe(src: &File, dest: &File, offset: u64, len: u64) -> io::Result<u64> {
+    let mut arg = DedupeRange {
+        src_offset: offset,
+        src_length: len,
+        dest_count: 1,
+        reserved1: 0,
+        reserved2: 0,
+        dest_fd: dest.as_raw_fd() as i64,
+        dest_offset: offset,
+        bytes_deduped: 0,
+        status: 0,
+        reserved: 0,
+    };
+    // SAFETY: header plus one info record, as dest_count says.
+    check(unsafe { libc::ioctl(src.as_raw_fd(), FIDEDUPERANGE as _, &mut arg) })?;
+    match arg.status {
+        0 => Ok(arg.bytes_deduped),
+        s if s < 0 => Err(io::Error::from_raw_os_error(-s)),
+        _ => Err(io::Error::other("dedupe: contents differ")),
+    }
+}
+
+/// XFS_IOC_EXCHANGE_RANGE: swap `len` bytes at 0 between the two files.
+pub fn exchange_range(file2: &File, file1: &File, len: u64) -> io::Result<()> {
+    let arg =
+        ExchangeRange { file1_fd: file1.as_raw_fd(), pad: 0, file1_offset: 0, file2_offset: 0, length: len, flags: 0 };
+    // SAFETY: the kernel reads one struct xfs_exchange_range.
+    check(unsafe { libc::ioctl(file2.as_raw_fd(), XFS_IOC_EXCHANGE_RANGE as _, &arg) })
+}
+
+pub fn copy_file_range(src: &File, src_off: u64, dest: &File, dest_off: u64, len: usize) -> io::Result<usize> {
+    let (mut so, mut dof) = (src_off as i64, dest_off as i64);
+    // SAFETY: valid fds and offset pointers.
+    let n = unsafe { libc::copy_file_range(src.as_raw_fd(), &mut so, dest.as_raw_fd(), &mut dof, len, 0) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+pub fn seek(file: &File, offset: u64, whence: i32) -> io::Result<u64> {
+    // SAFETY: plain syscall on a valid fd.
+    let r = unsafe { libc::lseek(file.as_raw_fd(), offset as i64, whence) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as u64)
+    }
+}
+
+/// truncate(2) by path.
+pub fn truncate_path(path: &Path, len: u64) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::other("NUL in path"))?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::truncate(c.as_ptr(), len as i64) })
+}
+
+/// Drops CAP_LINUX_IMMUTABLE from the calling thread's effective, permitted
+/// and inheritable sets (capset(2), version 3).
+pub fn drop_cap_linux_immutable() -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_LINUX_IMMUTABLE: u32 = 9;
+    let mut head = Header { version: VERSION_3, pid: 0 };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget/capset with a v3 header and two data words.
+    unsafe {
+        if libc::syscall(libc::SYS_capget, &mut head, data.as_mut_ptr()) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for d in &mut data[..1] {
+            d.effective &= !(1 << CAP_LINUX_IMMUTABLE);
+            d.permitted &= !(1 << CAP_LINUX_IMMUTABLE);
+            d.inheritable &= !(1 << CAP_LINUX_IMMUTABLE);
+        }
+        if libc::syscall(libc::SYS_capset, &mut head, data.as_ptr()) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_numbers_match_the_kernel_headers() {
+        assert_eq!(FS_IOC_FSGETXATTR, 0x801c_581f);
+        assert_eq!(FS_IOC_FSSETXATTR, 0x401c_5820);
+        assert_eq!(FS_IOC_FIEMAP, 0xc020_660b);
+        assert_eq!(FICLONE, 0x4004_9409);
+        assert_eq!(FICLONERANGE, 0x4020_940d);
+        assert_eq!(FIDEDUPERANGE, 0xc018_9436);
+        assert_eq!(size_of::<FiemapExtentRaw>(), 56);
+        assert_eq!(size_of::<DedupeRange>(), 24 + 32);
+        assert_eq!(size_of::<ExchangeRange>(), 40);
+    }
+}

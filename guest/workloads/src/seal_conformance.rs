@@ -1,0 +1,1056 @@
+//! `seal-conformance`: the operation table of the block-map seal contract
+//! (docs/seal.md), row by row, on a sealed file and on an unsealed control,
+//! plus the seal's own rules (normalisation, idempotence, visibility,
+//! privilege, argument checks, busy files, space exhaustion, remount).
+//!
+//! Every refused operation must fail with the contract's errno and leave
+//! FIEMAP, i_size, st_blocks, the seal and every byte as they were; every
+//! permitted one must really happen (its data reads back) without moving a
+//! block of a sealed file. On a kernel without the series SEAL fails with
+//! EOPNOTSUPP: the sealed legs then report SKIP with that reason and the
+//! controls still run, so the host can check both kernels disagree exactly
+//! where the contract says.
+
+use std::alloc::{self, Layout};
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use dax_seal_protocol::MOUNT_PREFIX;
+
+use crate::cases::Cases;
+use crate::seal::{self, Extent};
+use crate::sys::{errno_text, statx_attributes, Mapping, STATX_ATTR_DAX};
+
+/// Size of every target file: 64 blocks of 4 KiB.
+const SIZE: u64 = 256 * 1024;
+const BLOCK: u64 = 4096;
+
+type Check = Result<String, String>;
+
+/// What a successful operation must have done to the target.
+enum Want {
+    /// Nothing: same size and bytes.
+    Same,
+    /// These bytes at this offset; the size grows to cover them.
+    Bytes(u64, Vec<u8>),
+    /// This size, with the bytes below the second value kept.
+    Size(u64, u64),
+    /// The target's name no longer refers to the original file.
+    Gone,
+}
+
+/// What the contract says an operation gives.
+#[derive(Clone, Copy)]
+enum Expect {
+    Ok,
+    Err(i32),
+}
+
+struct Row {
+    name: &'static str,
+    sealed: Expect,
+    control: Expect,
+    op: fn(&Target) -> io::Result<Want>,
+    /// Whether this filesystem can do the operation at all; if not, both
+    /// legs skip with the reason (the kernel cannot be judged on it here).
+    probe: Option<Probe>,
+}
+
+type Probe = fn(&Path) -> Result<(), String>;
+
+const TXT: Expect = Expect::Err(libc::ETXTBSY);
+const PERM: Expect = Expect::Err(libc::EPERM);
+const OK: Expect = Expect::Ok;
+
+/// The contract's operation table (docs/seal.md), one row per operation.
+const ROWS: &[Row] = &[
+    Row { name: "read", sealed: OK, control: OK, op: op_read, probe: None },
+    Row { name: "read-odirect", sealed: OK, control: OK, op: op_read_odirect, probe: None },
+    Row { name: "fiemap-seek-stable", sealed: OK, control: OK, op: op_fiemap_seek, probe: None },
+    Row { name: "overwrite-pwrite", sealed: OK, control: OK, op: op_overwrite_pwrite, probe: None },
+    Row { name: "overwrite-odirect", sealed: OK, control: OK, op: op_overwrite_odirect, probe: None },
+    Row { name: "overwrite-mmap-sync-store", sealed: OK, control: OK, op: op_overwrite_mmap, probe: None },
+    Row { name: "pwrite-extending", sealed: TXT, control: OK, op: op_write_extending, probe: None },
+    Row { name: "write-o-append", sealed: TXT, control: OK, op: op_write_append, probe: None },
+    Row { name: "copy-file-range-inside-eof", sealed: OK, control: OK, op: op_copy_inside, probe: None },
+    Row { name: "copy-file-range-extending", sealed: TXT, control: OK, op: op_copy_extending, probe: None },
+    Row { name: "ftruncate-shrink", sealed: TXT, control: OK, op: op_ftruncate_shrink, probe: None },
+    Row { name: "ftruncate-grow", sealed: TXT, control: OK, op: op_ftruncate_grow, probe: None },
+    Row { name: "ftruncate-same-size", sealed: TXT, control: OK, op: op_ftruncate_same, probe: None },
+    Row { name: "truncate-path", sealed: TXT, control: OK, op: op_truncate_path, probe: None },
+    Row { name: "open-o-trunc", sealed: TXT, control: OK, op: op_open_trunc, probe: None },
+    Row { name: "fallocate-allocate", sealed: TXT, control: OK, op: op_falloc_allocate, probe: None },
+    Row { name: "fallocate-keep-size", sealed: TXT, control: OK, op: op_falloc_keep_size, probe: None },
+    Row { name: "fallocate-punch-hole", sealed: TXT, control: OK, op: op_falloc_punch, probe: None },
+    Row { name: "fallocate-zero-range", sealed: TXT, control: OK, op: op_falloc_zero, probe: None },
+    Row { name: "fallocate-collapse-range", sealed: TXT, control: OK, op: op_falloc_collapse, probe: None },
+    Row { name: "fallocate-insert-range", sealed: TXT, control: OK, op: op_falloc_insert, probe: None },
+    Row { name: "fallocate-unshare-range", sealed: TXT, control: OK, op: op_falloc_unshare, probe: None },
+    Row { name: "ficlone-into", sealed: TXT, control: OK, op: op_ficlone_into, probe: None },
+    Row { name: "ficlone-from", sealed: TXT, control: OK, op: op_ficlone_from, probe: None },
+    Row { name: "ficlonerange-into", sealed: TXT, control: OK, op: op_ficlonerange_into, probe: None },
+    Row { name: "fideduperange-into", sealed: TXT, control: OK, op: op_dedupe_into, probe: None },
+    Row { name: "fideduperange-from", sealed: TXT, control: OK, op: op_dedupe_from, probe: None },
+    Row {
+        name: "xfs-exchange-range",
+        sealed: TXT,
+        control: OK,
+        op: op_exchange_range,
+        probe: Some(probe_exchange_range),
+    },
+    Row { name: "unlink", sealed: PERM, control: OK, op: op_unlink, probe: None },
+    Row { name: "rename-over", sealed: PERM, control: OK, op: op_rename_over, probe: None },
+    Row { name: "rename-itself", sealed: OK, control: OK, op: op_rename_itself, probe: None },
+    Row { name: "fssetxattr-dax-flag-round-trip", sealed: OK, control: OK, op: op_fssetxattr_dax, probe: None },
+];
+
+type Special = fn(&Env) -> Outcome;
+
+/// The cases after the table, each exactly one KTAP result.
+const SPECIAL: &[(&str, Special)] = &[
+    ("seal-normalises-hole-unwritten-shared", case_normalise),
+    ("seal-unseal-idempotent", case_idempotent),
+    ("visible-in-fsgetxattr-and-statx", case_visibility),
+    ("statx-mask-advertises-seal", case_statx_mask),
+    ("without-cap-linux-immutable-eperm", case_privilege),
+    ("bad-arguments", case_bad_arguments),
+    ("unseal-while-mapped-ebusy", case_unseal_mapped),
+    ("seal-sparse-file-enospc", case_enospc),
+    ("seal-survives-remount", case_remount),
+];
+
+/// The result of a case that depends on the kernel having the series.
+enum Outcome {
+    Done(Check),
+    Skip(String),
+}
+
+pub fn run() -> ExitCode {
+    let mount = PathBuf::from(format!("{MOUNT_PREFIX}0"));
+    let dir = mount.join(format!("seal-conformance.{}", std::process::id()));
+    let mut t = Cases::new(ROWS.len() * 2 + SPECIAL.len());
+    if let Err(e) = fs::create_dir_all(&dir) {
+        for row in ROWS {
+            t.blocked(&format!("{}-sealed", row.name), &format!("mkdir {}: {e}", dir.display()));
+            t.blocked(&format!("{}-control", row.name), "mkdir");
+        }
+        for (name, _) in SPECIAL {
+            t.blocked(name, "mkdir");
+        }
+        return t.exit();
+    }
+    let env = Env { mount, dir: dir.clone(), has_seal: probe(&dir) };
+    match &env.has_seal {
+        Ok(()) => t.note("SEAL works on this kernel: sealed legs run"),
+        Err(why) => t.note(&format!("sealed legs skip: {why}")),
+    }
+    for row in ROWS {
+        if let Some(Err(why)) = row.probe.map(|p| p(&env.dir)) {
+            t.skip(&format!("{}-sealed", row.name), &why);
+            t.skip(&format!("{}-control", row.name), &why);
+            continue;
+        }
+        match &env.has_seal {
+            Err(why) => t.skip(&format!("{}-sealed", row.name), why),
+            Ok(()) => {
+                t.check(&format!("{}-sealed", row.name), leg(&env, row, true).map(|n| ((), n)));
+            }
+        }
+        t.check(&format!("{}-control", row.name), leg(&env, row, false).map(|n| ((), n)));
+    }
+    for (name, case) in SPECIAL {
+        match case(&env) {
+            Outcome::Done(r) => {
+                t.check(name, r.map(|n| ((), n)));
+            }
+            Outcome::Skip(why) => t.skip(name, &why),
+        }
+    }
+    let _ = fs::remove_dir_all(&dir);
+    t.exit()
+}
+
+struct Env {
+    mount: PathBuf,
+    dir: PathBuf,
+    /// Ok when SEAL works; otherwise why the sealed legs skip.
+    has_seal: Result<(), String>,
+}
+
+impl Env {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Runs `f` only on a kernel with the series.
+    fn sealed(&self, f: impl FnOnce() -> Check) -> Outcome {
+        match &self.has_seal {
+            Ok(()) => Outcome::Done(f()),
+            Err(why) => Outcome::Skip(why.clone()),
+        }
+    }
+}
+
+/// SEAL on a scratch file: 0 means the series is there; EOPNOTSUPP means a
+/// kernel without it. Anything else is reported through the cases that need
+/// the seal (they fail, never skip).
+fn probe(dir: &Path) -> Result<(), String> {
+    let path = dir.join("probe");
+    let r = (|| {
+        let f = create(&path, 0x11, SIZE)?;
+        match seal::seal(&f) {
+            Ok(()) => {
+                seal::unseal(&f).map_err(|e| format!("UNSEAL of the probe: {}", errno_text(&e)))?;
+                Ok(Ok(()))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                Ok(Err("SEAL returns EOPNOTSUPP: this kernel lacks the block-map seal series".to_string()))
+            }
+            Err(e) => Err(format!("SEAL of a fresh file: {}", errno_text(&e))),
+        }
+    })();
+    let _ = fs::remove_file(&path);
+    match r {
+        Ok(verdict) => verdict,
+        // A kernel whose SEAL fails oddly must fail the sealed legs, so run
+        // them: they report the real errno.
+        Err(_) => Ok(()),
+    }
+}
+
+fn pattern(seed: u8, len: u64) -> Vec<u8> {
+    (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(seed as u32 % 31) as u8 ^ seed).collect()
+}
+
+fn create(path: &Path, seed: u8, len: u64) -> Result<File, String> {
+    let _ = fs::remove_file(path);
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| format!("create {}: {}", path.display(), errno_text(&e)))?;
+    f.write_all(&pattern(seed, len)).map_err(|e| format!("write {}: {}", path.display(), errno_text(&e)))?;
+    f.sync_all().map_err(|e| format!("fsync {}: {}", path.display(), errno_text(&e)))?;
+    Ok(f)
+}
+
+/// The file a row operates on, sealed or not, with a helper file beside it.
+struct Target {
+    path: PathBuf,
+    file: File,
+    helper: PathBuf,
+}
+
+impl Target {
+    fn new(env: &Env, name: &str, sealed: bool) -> Result<Target, String> {
+        let path = env.path(name);
+        let helper = env.path(&format!("{name}.helper"));
+        let file = create(&path, 0x5a, SIZE)?;
+        create(&helper, 0xa7, SIZE)?;
+        if sealed {
+            seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+        }
+        Ok(Target { path, file, helper })
+    }
+
+    fn open_helper(&self) -> io::Result<File> {
+        OpenOptions::new().read(true).write(true).open(&self.helper)
+    }
+
+    fn remove(self) {
+        let _ = seal::unseal(&self.file);
+        let _ = fs::remove_file(&self.path);
+        let _ = fs::remove_file(&self.helper);
+    }
+}
+
+/// Everything a refused operation must leave alone.
+#[derive(PartialEq, Eq)]
+struct Snapshot {
+    map: Vec<Extent>,
+    size: u64,
+    blocks: u64,
+    sealed: bool,
+    bytes: Vec<u8>,
+}
+
+fn snapshot(path: &Path) -> Result<Snapshot, String> {
+    let file = File::open(path).map_err(|e| format!("open {}: {}", path.display(), errno_text(&e)))?;
+    let meta = file.metadata().map_err(|e| format!("fstat: {}", errno_text(&e)))?;
+    let map = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
+    let (attrs, _) = statx_attributes(path)?;
+    let mut bytes = vec![0u8; meta.len() as usize];
+    file.read_exact_at(&mut bytes, 0).map_err(|e| format!("read: {}", errno_text(&e)))?;
+    Ok(Snapshot {
+        map,
+        size: meta.len(),
+        blocks: meta.blocks(),
+        sealed: attrs & seal::STATX_ATTR_IOMAP_IMMUTABLE != 0,
+        bytes,
+    })
+}
+
+/// What changed between two snapshots, for a failure message.
+fn differences(a: &Snapshot, b: &Snapshot) -> String {
+    let mut d = Vec::new();
+    if a.map != b.map {
+        d.push(format!("FIEMAP {} extents -> {} extents ({:?} -> {:?})", a.map.len(), b.map.len(), a.map, b.map));
+    }
+    if a.size != b.size {
+        d.push(format!("size {} -> {}", a.size, b.size));
+    }
+    if a.blocks != b.blocks {
+        d.push(format!("st_blocks {} -> {}", a.blocks, b.blocks));
+    }
+    if a.sealed != b.sealed {
+        d.push(format!("sealed {} -> {}", a.sealed, b.sealed));
+    }
+    if a.bytes != b.bytes {
+        let at = a.bytes.iter().zip(&b.bytes).position(|(x, y)| x != y).unwrap_or(a.bytes.len().min(b.bytes.len()));
+        d.push(format!("bytes differ from offset {at}"));
+    }
+    d.join("; ")
+}
+
+fn expected_bytes(before: &[u8], want: &Want) -> Option<Vec<u8>> {
+    match want {
+        Want::Same => Some(before.to_vec()),
+        Want::Bytes(off, data) => {
+            let mut b = before.to_vec();
+            let end = *off as usize + data.len();
+            if b.len() < end {
+                b.resize(end, 0);
+            }
+            b[*off as usize..end].copy_from_slice(data);
+            Some(b)
+        }
+        Want::Size(..) | Want::Gone => None,
+    }
+}
+
+/// One leg of a row: set up, snapshot, run, compare with the contract.
+fn leg(env: &Env, row: &Row, sealed: bool) -> Check {
+    let name = format!("{}.{}", row.name, if sealed { "sealed" } else { "control" });
+    let target = Target::new(env, &name, sealed)?;
+    let r = judge(row, sealed, &target);
+    target.remove();
+    r
+}
+
+fn judge(row: &Row, sealed: bool, target: &Target) -> Check {
+    let before = snapshot(&target.path)?;
+    if sealed && !before.sealed {
+        return Err("SEAL returned 0 but statx does not report STATX_ATTR_IOMAP_IMMUTABLE".into());
+    }
+    let expect = if sealed { row.sealed } else { row.control };
+    let result = (row.op)(target);
+    match (expect, result) {
+        (Expect::Err(want), Err(e)) if e.raw_os_error() == Some(want) => {
+            let after = snapshot(&target.path)?;
+            if after != before {
+                return Err(format!(
+                    "refused with {} but changed the file: {}",
+                    errno_text(&e),
+                    differences(&before, &after)
+                ));
+            }
+            Ok(format!("refused with {}; map, size, blocks and bytes unchanged", errno_text(&e)))
+        }
+        (Expect::Err(want), Err(e)) => Err(format!("expected errno {want}, got {}", errno_text(&e))),
+        (Expect::Err(want), Ok(_)) => {
+            let after = snapshot(&target.path).map(|a| differences(&before, &a)).unwrap_or_else(|e| e);
+            Err(format!("expected errno {want}, but the operation succeeded ({after})"))
+        }
+        (Expect::Ok, Err(e)) => Err(format!("expected success, got {}", errno_text(&e))),
+        (Expect::Ok, Ok(want)) => {
+            if let Want::Gone = want {
+                return Ok("done; the name now refers to another file".into());
+            }
+            let after = snapshot(&target.path)?;
+            if let Want::Size(n, keep) = want {
+                if after.size != n {
+                    return Err(format!("expected size {n}, found {}", after.size));
+                }
+                let keep = keep.min(n).min(before.size) as usize;
+                if sealed || after.bytes[..keep] != before.bytes[..keep] {
+                    // Only size-changing operations use Size, and those
+                    // are refused on sealed files.
+                    return Err("bytes below the new size changed".into());
+                }
+                return Ok(format!("size now {n}"));
+            }
+            if let Some(bytes) = expected_bytes(&before.bytes, &want) {
+                if after.bytes != bytes {
+                    return Err(format!("the data did not land: {}", differences(&before, &after)));
+                }
+            }
+            if sealed {
+                let expect_after = Snapshot { bytes: after.bytes.clone(), ..before };
+                if after != expect_after {
+                    return Err(format!(
+                        "a permitted operation changed the sealed file: {}",
+                        differences(&expect_after, &after)
+                    ));
+                }
+                return Ok("done; data reads back, map, size, blocks and seal unchanged".into());
+            }
+            Ok("done; data reads back".into())
+        }
+    }
+}
+
+// ---- the operations of the table ----
+
+fn op_read(t: &Target) -> io::Result<Want> {
+    let mut buf = vec![0u8; SIZE as usize];
+    t.file.read_exact_at(&mut buf, 0)?;
+    if buf != pattern(0x5a, SIZE) {
+        return Err(io::Error::other("read returned other bytes than were written"));
+    }
+    Ok(Want::Same)
+}
+
+/// A block-aligned buffer for O_DIRECT.
+struct Aligned {
+    ptr: *mut u8,
+    layout: Layout,
+}
+
+impl Aligned {
+    fn new(len: usize) -> Aligned {
+        let layout = Layout::from_size_align(len, BLOCK as usize).unwrap_or(Layout::new::<u8>());
+        // SAFETY: non-zero size layout.
+        let ptr = unsafe { alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            alloc::handle_alloc_error(layout);
+        }
+        Aligned { ptr, layout }
+    }
+    fn slice(&mut self) -> &mut [u8] {
+        // SAFETY: ptr/layout describe our allocation.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.layout.size()) }
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        // SAFETY: allocated with this layout in new().
+        unsafe { alloc::dealloc(self.ptr, self.layout) };
+    }
+}
+
+fn open_direct(path: &Path, write: bool) -> io::Result<File> {
+    OpenOptions::new().read(true).write(write).custom_flags(libc::O_DIRECT).open(path)
+}
+
+fn op_read_odirect(t: &Target) -> io::Result<Want> {
+    let f = open_direct(&t.path, false)?;
+    let mut buf = Aligned::new(4 * BLOCK as usize);
+    f.read_exact_at(buf.slice(), BLOCK)?;
+    if buf.slice()[..] != pattern(0x5a, SIZE)[BLOCK as usize..5 * BLOCK as usize] {
+        return Err(io::Error::other("O_DIRECT read returned other bytes than were written"));
+    }
+    Ok(Want::Same)
+}
+
+fn op_fiemap_seek(t: &Target) -> io::Result<Want> {
+    let a = seal::fiemap(&t.file)?;
+    let b = seal::fiemap(&t.file)?;
+    if a != b || a.is_empty() {
+        return Err(io::Error::other(format!("FIEMAP unstable or empty: {a:?} then {b:?}")));
+    }
+    let data = seal::seek(&t.file, 0, libc::SEEK_DATA)?;
+    let hole = seal::seek(&t.file, 0, libc::SEEK_HOLE)?;
+    if data != 0 || hole != SIZE {
+        return Err(io::Error::other(format!("SEEK_DATA {data}, SEEK_HOLE {hole}; expected 0 and {SIZE}")));
+    }
+    Ok(Want::Same)
+}
+
+fn op_overwrite_pwrite(t: &Target) -> io::Result<Want> {
+    let data = pattern(0x31, 2 * BLOCK);
+    t.file.write_all_at(&data, BLOCK + 100)?;
+    Ok(Want::Bytes(BLOCK + 100, data))
+}
+
+fn op_overwrite_odirect(t: &Target) -> io::Result<Want> {
+    let f = open_direct(&t.path, true)?;
+    let data = pattern(0x32, 2 * BLOCK);
+    let mut buf = Aligned::new(data.len());
+    buf.slice().copy_from_slice(&data);
+    f.write_all_at(buf.slice(), 4 * BLOCK)?;
+    Ok(Want::Bytes(4 * BLOCK, data))
+}
+
+fn op_overwrite_mmap(t: &Target) -> io::Result<Want> {
+    let data = pattern(0x33, BLOCK);
+    let mut map = Mapping::shared_sync(&t.file, SIZE as usize)?;
+    map.as_mut_slice()[(8 * BLOCK) as usize..(9 * BLOCK) as usize].copy_from_slice(&data);
+    drop(map);
+    Ok(Want::Bytes(8 * BLOCK, data))
+}
+
+fn op_write_extending(t: &Target) -> io::Result<Want> {
+    let data = pattern(0x34, 200);
+    let n = t.file.write_at(&data, SIZE - 100)?;
+    if n != data.len() {
+        return Err(io::Error::other(format!("short write of {n} bytes")));
+    }
+    Ok(Want::Bytes(SIZE - 100, data))
+}
+
+fn op_write_append(t: &Target) -> io::Result<Want> {
+    let mut f = OpenOptions::new().append(true).open(&t.path)?;
+    let data = pattern(0x35, 100);
+    f.write_all(&data)?;
+    Ok(Want::Bytes(SIZE, data))
+}
+
+fn op_copy_inside(t: &Target) -> io::Result<Want> {
+    let src = t.open_helper()?;
+    let n = seal::copy_file_range(&src, 0, &t.file, 4 * BLOCK, BLOCK as usize)?;
+    if n != BLOCK as usize {
+        return Err(io::Error::other(format!("copied {n} of {BLOCK} bytes")));
+    }
+    Ok(Want::Bytes(4 * BLOCK, pattern(0xa7, BLOCK)))
+}
+
+fn op_copy_extending(t: &Target) -> io::Result<Want> {
+    let src = t.open_helper()?;
+    let n = seal::copy_file_range(&src, 0, &t.file, SIZE - BLOCK / 2, BLOCK as usize)?;
+    if n != BLOCK as usize {
+        return Err(io::Error::other(format!("copied {n} of {BLOCK} bytes")));
+    }
+    Ok(Want::Bytes(SIZE - BLOCK / 2, pattern(0xa7, BLOCK)))
+}
+
+fn op_ftruncate_shrink(t: &Target) -> io::Result<Want> {
+    t.file.set_len(SIZE / 2).map(|()| Want::Size(SIZE / 2, SIZE))
+}
+
+fn op_ftruncate_grow(t: &Target) -> io::Result<Want> {
+    t.file.set_len(SIZE * 2).map(|()| Want::Size(SIZE * 2, SIZE))
+}
+
+fn op_ftruncate_same(t: &Target) -> io::Result<Want> {
+    t.file.set_len(SIZE).map(|()| Want::Size(SIZE, SIZE))
+}
+
+fn op_truncate_path(t: &Target) -> io::Result<Want> {
+    seal::truncate_path(&t.path, BLOCK).map(|()| Want::Size(BLOCK, SIZE))
+}
+
+fn op_open_trunc(t: &Target) -> io::Result<Want> {
+    OpenOptions::new().write(true).truncate(true).open(&t.path).map(|_| Want::Size(0, 0))
+}
+
+fn op_falloc_allocate(t: &Target) -> io::Result<Want> {
+    seal::fallocate(&t.file, 0, SIZE, 16 * BLOCK).map(|()| Want::Size(SIZE + 16 * BLOCK, SIZE))
+}
+
+fn op_falloc_keep_size(t: &Target) -> io::Result<Want> {
+    seal::fallocate(&t.file, seal::FALLOC_FL_KEEP_SIZE, SIZE, 16 * BLOCK).map(|()| Want::Same)
+}
+
+fn op_falloc_punch(t: &Target) -> io::Result<Want> {
+    seal::fallocate(&t.file, seal::FALLOC_FL_PUNCH_HOLE | seal::FALLOC_FL_KEEP_SIZE, BLOCK, BLOCK)
+        .map(|()| Want::Bytes(BLOCK, vec![0; BLOCK as usize]))
+}
+
+fn op_falloc_zero(t: &Target) -> io::Result<Want> {
+    seal::fallocate(&t.file, seal::FALLOC_FL_ZERO_RANGE, BLOCK, BLOCK)
+        .map(|()| Want::Bytes(BLOCK, vec![0; BLOCK as usize]))
+}
+
+fn op_falloc_collapse(t: &Target) -> io::Result<Want> {
+    seal::fallocate(&t.file, seal::FALLOC_FL_COLLAPSE_RANGE, 60 * BLOCK, BLOCK)
+        .map(|()| Want::Size(SIZE - BLOCK, 60 * BLOCK))
+}
+
+fn op_falloc_insert(t: &Target) -> io::Result<Want> {
+    seal::fallocate(&t.file, seal::FALLOC_FL_INSERT_RANGE, 60 * BLOCK, BLOCK)
+        .map(|()| Want::Size(SIZE + BLOCK, 60 * BLOCK))
+}
+
+fn op_falloc_unshare(t: &Target) -> io::Result<Want> {
+    seal::fallocate(&t.file, seal::FALLOC_FL_UNSHARE_RANGE, 0, SIZE).map(|()| Want::Same)
+}
+
+fn op_ficlone_into(t: &Target) -> io::Result<Want> {
+    let src = t.open_helper()?;
+    seal::ficlone(&t.file, &src).map(|()| Want::Bytes(0, pattern(0xa7, SIZE)))
+}
+
+fn op_ficlone_from(t: &Target) -> io::Result<Want> {
+    let dest = t.open_helper()?;
+    seal::ficlone(&dest, &t.file)?;
+    let mut buf = vec![0u8; SIZE as usize];
+    dest.read_exact_at(&mut buf, 0)?;
+    if buf != pattern(0x5a, SIZE) {
+        return Err(io::Error::other("the clone does not read as the source"));
+    }
+    Ok(Want::Same)
+}
+
+fn op_ficlonerange_into(t: &Target) -> io::Result<Want> {
+    let src = t.open_helper()?;
+    seal::ficlonerange(&t.file, 16 * BLOCK, &src, 0, 16 * BLOCK)
+        .map(|()| Want::Bytes(16 * BLOCK, pattern(0xa7, 16 * BLOCK)))
+}
+
+/// Makes the helper a byte-for-byte copy of the target, for dedupe.
+fn same_helper(t: &Target) -> io::Result<File> {
+    let h = t.open_helper()?;
+    h.write_all_at(&pattern(0x5a, SIZE), 0)?;
+    h.sync_all()?;
+    Ok(h)
+}
+
+fn op_dedupe_into(t: &Target) -> io::Result<Want> {
+    let h = same_helper(t)?;
+    seal::dedupe(&h, &t.file, 0, SIZE).map(|_| Want::Same)
+}
+
+fn op_dedupe_from(t: &Target) -> io::Result<Want> {
+    let h = same_helper(t)?;
+    seal::dedupe(&t.file, &h, 0, SIZE).map(|_| Want::Same)
+}
+
+fn op_exchange_range(t: &Target) -> io::Result<Want> {
+    let h = t.open_helper()?;
+    seal::exchange_range(&t.file, &h, SIZE).map(|()| Want::Bytes(0, pattern(0xa7, SIZE)))
+}
+
+/// XFS_IOC_EXCHANGE_RANGE needs the exchange-range feature, which
+/// mkfs.xfs sets from xfsprogs 6.10 on; Debian 12's 6.1 cannot.
+fn probe_exchange_range(dir: &Path) -> Result<(), String> {
+    let (a, b) = (dir.join("probe-xchg.1"), dir.join("probe-xchg.2"));
+    let r = create(&a, 1, BLOCK).and_then(|fa| {
+        let fb = create(&b, 2, BLOCK)?;
+        match seal::exchange_range(&fb, &fa, BLOCK) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOTTY)) => Err(format!(
+                "this filesystem has no exchange-range support ({}); mkfs.xfs 6.10 or later sets it",
+                errno_text(&e)
+            )),
+            _ => Ok(()),
+        }
+    });
+    let _ = fs::remove_file(&a);
+    let _ = fs::remove_file(&b);
+    r
+}
+
+fn op_unlink(t: &Target) -> io::Result<Want> {
+    fs::remove_file(&t.path).map(|()| Want::Gone)
+}
+
+fn op_rename_over(t: &Target) -> io::Result<Want> {
+    fs::rename(&t.helper, &t.path).map(|()| Want::Gone)
+}
+
+fn op_rename_itself(t: &Target) -> io::Result<Want> {
+    let away = t.path.with_extension("renamed");
+    fs::rename(&t.path, &away)?;
+    fs::rename(&away, &t.path)?;
+    Ok(Want::Same)
+}
+
+fn op_fssetxattr_dax(t: &Target) -> io::Result<Want> {
+    let before = seal::fsgetxattr(&t.file)?;
+    let mut fa = before;
+    fa.xflags ^= seal::FS_XFLAG_DAX;
+    seal::fssetxattr(&t.file, &fa)?;
+    let after = seal::fsgetxattr(&t.file)?;
+    if (after.xflags ^ before.xflags) != seal::FS_XFLAG_DAX {
+        return Err(io::Error::other(format!(
+            "xflags {:#x} -> {:#x}: expected only DAX to flip",
+            before.xflags, after.xflags
+        )));
+    }
+    // Put it back: a later inode reload must not switch the file off DAX.
+    seal::fssetxattr(&t.file, &before)?;
+    Ok(Want::Same)
+}
+
+// ---- the seal's own rules ----
+
+fn case_normalise(env: &Env) -> Outcome {
+    env.sealed(|| {
+        let path = env.path("normalise");
+        let other_path = env.path("normalise.other");
+        let file = create(&path, 0x41, SIZE)?;
+        let other = create(&other_path, 0x42, SIZE)?;
+        let e = |what: &str, err: io::Error| format!("{what}: {}", errno_text(&err));
+        // A hole, an unwritten range and a range shared with another file.
+        seal::fallocate(&file, seal::FALLOC_FL_PUNCH_HOLE | seal::FALLOC_FL_KEEP_SIZE, 4 * BLOCK, 4 * BLOCK)
+            .map_err(|x| e("punch", x))?;
+        seal::fallocate(&file, seal::FALLOC_FL_ZERO_RANGE, 16 * BLOCK, 4 * BLOCK).map_err(|x| e("zero", x))?;
+        seal::ficlonerange(&file, 32 * BLOCK, &other, 0, 8 * BLOCK).map_err(|x| e("FICLONERANGE", x))?;
+        let map = seal::fiemap(&file).map_err(|x| e("FIEMAP", x))?;
+        let kinds = describe(&map);
+        if !kinds.contains("hole") || !kinds.contains("unwritten") || !kinds.contains("shared") {
+            return Err(format!("could not build the test file: its map has {kinds}"));
+        }
+        let before = snapshot(&path)?;
+        let other_before = snapshot(&other_path)?;
+        seal::seal(&file).map_err(|x| e("SEAL", x))?;
+        let after = snapshot(&path)?;
+        let after_kinds = describe(&after.map);
+        let other_after = snapshot(&other_path)?;
+        let _ = seal::unseal(&file);
+        if after.bytes != before.bytes {
+            return Err(format!("SEAL changed the file's bytes: {}", differences(&before, &after)));
+        }
+        if after_kinds != "written" {
+            return Err(format!("after SEAL the map still has {after_kinds}: {:?}", after.map));
+        }
+        if other_after.bytes != other_before.bytes {
+            return Err("SEAL changed the bytes of the file it shared blocks with".into());
+        }
+        Ok(format!("before: {kinds}; after: one covered written range, {} extents, bytes unchanged", after.map.len()))
+    })
+}
+
+/// What a map contains: "hole", "unwritten", "shared", "delalloc", or
+/// "written" when it is none of those and covers [0, SIZE).
+fn describe(map: &[Extent]) -> String {
+    let mut kinds = Vec::new();
+    let mut next = 0;
+    let mut hole = false;
+    for e in map {
+        hole |= e.logical != next;
+        next = e.logical + e.length;
+    }
+    hole |= next < SIZE;
+    let flag = |f: u32| map.iter().any(|e| e.flags & f != 0);
+    for (present, name) in [
+        (hole, "hole"),
+        (flag(seal::FIEMAP_EXTENT_UNWRITTEN), "unwritten"),
+        (flag(seal::FIEMAP_EXTENT_SHARED), "shared"),
+        (flag(seal::FIEMAP_EXTENT_DELALLOC), "delalloc"),
+    ] {
+        if present {
+            kinds.push(name);
+        }
+    }
+    if kinds.is_empty() {
+        "written".into()
+    } else {
+        kinds.join(", ")
+    }
+}
+
+fn case_idempotent(env: &Env) -> Outcome {
+    env.sealed(|| {
+        let path = env.path("idempotent");
+        let file = create(&path, 0x43, SIZE)?;
+        let step = |what: &str, r: io::Result<()>| r.map_err(|e| format!("{what}: {}", errno_text(&e)));
+        step("first SEAL", seal::seal(&file))?;
+        step("second SEAL", seal::seal(&file))?;
+        step("first UNSEAL", seal::unseal(&file))?;
+        step("second UNSEAL", seal::unseal(&file))?;
+        step("ftruncate after UNSEAL", file.set_len(SIZE / 2))?;
+        step("punch after UNSEAL", seal::fallocate(&file, 3, 0, BLOCK))?;
+        step("unlink after UNSEAL", fs::remove_file(&path))?;
+        Ok("SEAL, SEAL, UNSEAL, UNSEAL all 0; truncate, punch and unlink work again".into())
+    })
+}
+
+fn case_visibility(env: &Env) -> Outcome {
+    env.sealed(|| {
+        let path = env.path("visible");
+        let file = create(&path, 0x44, SIZE)?;
+        let flags = |f: &File| seal::fsgetxattr(f).map_err(|e| format!("FSGETXATTR: {}", errno_text(&e)));
+        let attrs = || statx_attributes(&path).map(|(a, _)| a);
+        let unsealed = (flags(&file)?.xflags, attrs()?);
+        seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+        let sealed = (flags(&file)?.xflags, attrs()?);
+        seal::unseal(&file).map_err(|e| format!("UNSEAL: {}", errno_text(&e)))?;
+        let after = (flags(&file)?.xflags, attrs()?);
+        let _ = fs::remove_file(&path);
+        let shows =
+            |(x, a): (u32, u64)| (x & seal::FS_XFLAG_IOMAP_IMMUTABLE != 0, a & seal::STATX_ATTR_IOMAP_IMMUTABLE != 0);
+        match (shows(unsealed), shows(sealed), shows(after)) {
+            ((false, false), (true, true), (false, false)) => {
+                Ok(format!("sealed: xflags {:#x}, stx_attributes {:#x}", sealed.0, sealed.1))
+            }
+            (u, s, a) => Err(format!(
+                "(FS_XFLAG_IOMAP_IMMUTABLE, STATX_ATTR_IOMAP_IMMUTABLE) before {u:?}, sealed {s:?}, unsealed {a:?}; \
+                 expected false/true/false"
+            )),
+        }
+    })
+}
+
+/// Not a sealed leg: the mask is asserted on both kernels, in opposite ways.
+fn case_statx_mask(env: &Env) -> Outcome {
+    let path = env.path("mask");
+    let r = create(&path, 0x45, BLOCK).and_then(|_| statx_attributes(&path));
+    let _ = fs::remove_file(&path);
+    Outcome::Done(r.and_then(|(attrs, mask)| {
+        let advertised = mask & seal::STATX_ATTR_IOMAP_IMMUTABLE != 0;
+        if attrs & STATX_ATTR_DAX == 0 {
+            return Err(format!("stx_attributes {attrs:#x} lacks STATX_ATTR_DAX"));
+        }
+        match (env.has_seal.is_ok(), advertised) {
+            (true, true) => Ok(format!("stx_attributes_mask {mask:#x} advertises the seal")),
+            (false, false) => Ok(format!("stx_attributes_mask {mask:#x}: no seal, as on 6.12")),
+            (true, false) => Err(format!("SEAL works but stx_attributes_mask {mask:#x} does not advertise it")),
+            (false, true) => Err(format!("SEAL is unsupported but stx_attributes_mask {mask:#x} advertises it")),
+        }
+    }))
+}
+
+fn case_privilege(env: &Env) -> Outcome {
+    env.sealed(|| {
+        let unsealed_path = env.path("privilege.unsealed");
+        let sealed_path = env.path("privilege.sealed");
+        let unsealed = create(&unsealed_path, 0x46, SIZE)?;
+        let sealed = create(&sealed_path, 0x47, SIZE)?;
+        seal::seal(&sealed).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+        let seal_errno = in_child(|| {
+            seal::drop_cap_linux_immutable()?;
+            seal::seal(&unsealed)
+        });
+        let unseal_errno = in_child(|| {
+            seal::drop_cap_linux_immutable()?;
+            seal::unseal(&sealed)
+        });
+        let still = snapshot(&sealed_path)?.sealed;
+        let _ = seal::unseal(&sealed);
+        let _ = fs::remove_file(&sealed_path);
+        let _ = fs::remove_file(&unsealed_path);
+        match (seal_errno?, unseal_errno?, still) {
+            (libc::EPERM, libc::EPERM, true) => Ok("SEAL and UNSEAL without CAP_LINUX_IMMUTABLE: EPERM".into()),
+            (s, u, still) => Err(format!("without CAP_LINUX_IMMUTABLE: SEAL errno {s}, UNSEAL errno {u}, still sealed {still}; expected EPERM, EPERM, true")),
+        }
+    })
+}
+
+/// Runs `f` in a forked child; returns its errno (0 for success).
+fn in_child(f: impl FnOnce() -> io::Result<()>) -> Result<i32, String> {
+    // SAFETY: the workload is single-threaded here; the child only makes
+    // system calls and exits without running destructors.
+    match unsafe { libc::fork() } {
+        -1 => Err(format!("fork: {}", errno_text(&io::Error::last_os_error()))),
+        0 => {
+            let code = match f() {
+                Ok(()) => 0,
+                Err(e) => e.raw_os_error().unwrap_or(255),
+            };
+            // SAFETY: leaving the child at once.
+            unsafe { libc::_exit(code) }
+        }
+        pid => {
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            if unsafe { libc::waitpid(pid, &mut status, 0) } != pid || !libc::WIFEXITED(status) {
+                return Err(format!("child {pid} did not exit normally (status {status:#x})"));
+            }
+            Ok(libc::WEXITSTATUS(status))
+        }
+    }
+}
+
+/// Argument checks. On a kernel without the series every call gives
+/// EOPNOTSUPP (an unknown mode), which is asserted too.
+fn case_bad_arguments(env: &Env) -> Outcome {
+    let has = env.has_seal.is_ok();
+    let r = (|| -> Check {
+        let path = env.path("badargs");
+        let file = create(&path, 0x48, SIZE)?;
+        let ro = File::open(&path).map_err(|e| format!("open O_RDONLY: {e}"))?;
+        let dir = File::open(&env.dir).map_err(|e| format!("open dir: {e}"))?;
+        let tmpfs = TmpfsFile::new().map_err(|e| format!("tmpfs: {e}"))?;
+        let immutable_path = env.path("badargs.immutable");
+        let immutable = create(&immutable_path, 0x49, SIZE)?;
+        seal::set_immutable(&immutable, true).map_err(|e| format!("chattr +i: {}", errno_text(&e)))?;
+        let s = seal::FALLOC_FL_SEAL_BLOCK_MAP;
+        let u = seal::FALLOC_FL_UNSEAL_BLOCK_MAP;
+        let eop = libc::EOPNOTSUPP;
+        let calls: Vec<(&str, io::Result<()>, i32)> = vec![
+            ("SEAL at offset 4096", seal::fallocate(&file, s, BLOCK, BLOCK), libc::EINVAL),
+            ("UNSEAL at offset 4096", seal::fallocate(&file, u, BLOCK, BLOCK), libc::EINVAL),
+            ("SEAL with len 0", seal::fallocate(&file, s, 0, 0), libc::EINVAL),
+            ("SEAL|KEEP_SIZE", seal::fallocate(&file, s | seal::FALLOC_FL_KEEP_SIZE, 0, BLOCK), eop),
+            ("UNSEAL|KEEP_SIZE", seal::fallocate(&file, u | seal::FALLOC_FL_KEEP_SIZE, 0, BLOCK), eop),
+            ("SEAL|UNSEAL", seal::fallocate(&file, s | u, 0, BLOCK), eop),
+            ("SEAL|PUNCH_HOLE", seal::fallocate(&file, s | seal::FALLOC_FL_PUNCH_HOLE, 0, BLOCK), eop),
+            ("SEAL on an O_RDONLY fd", seal::seal(&ro), libc::EBADF),
+            ("SEAL on a directory fd", seal::seal(&dir), libc::EBADF),
+            ("SEAL on tmpfs", seal::seal(&tmpfs.file), eop),
+            ("SEAL of a chattr +i file", seal::seal(&immutable), libc::EPERM),
+        ];
+        let _ = seal::set_immutable(&immutable, false);
+        let _ = fs::remove_file(&immutable_path);
+        let _ = fs::remove_file(&path);
+        let mut wrong = Vec::new();
+        for (what, got, want) in &calls {
+            // len 0 is EINVAL on every kernel: fallocate checks it first.
+            let want = if has || *want == libc::EINVAL && what.contains("len 0") { *want } else { eop };
+            match got {
+                Err(e) if e.raw_os_error() == Some(want) => {}
+                Err(e) => wrong.push(format!("{what}: {} (expected errno {want})", errno_text(e))),
+                Ok(()) => wrong.push(format!("{what}: succeeded (expected errno {want})")),
+            }
+        }
+        if wrong.is_empty() {
+            let how = if has { "each with the contract's errno" } else { "each EOPNOTSUPP, as on 6.12" };
+            Ok(format!("{} bad calls refused, {how}", calls.len()))
+        } else {
+            Err(wrong.join("; "))
+        }
+    })();
+    Outcome::Done(r)
+}
+
+/// A file on a private tmpfs mount, unmounted on drop.
+struct TmpfsFile {
+    dir: PathBuf,
+    file: File,
+}
+
+impl TmpfsFile {
+    fn new() -> Result<TmpfsFile, String> {
+        let dir = PathBuf::from(format!("/run/seal-conformance-tmpfs.{}", std::process::id()));
+        fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        let c = CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| "NUL in path".to_string())?;
+        let fstype = c"tmpfs";
+        // SAFETY: valid C strings; no data argument.
+        if unsafe { libc::mount(fstype.as_ptr(), c.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) } != 0 {
+            return Err(format!("mount tmpfs on {}: {}", dir.display(), errno_text(&io::Error::last_os_error())));
+        }
+        let file = create(&dir.join("f"), 0x50, SIZE)?;
+        Ok(TmpfsFile { dir, file })
+    }
+}
+
+impl Drop for TmpfsFile {
+    fn drop(&mut self) {
+        if let Ok(c) = CString::new(self.dir.as_os_str().as_encoded_bytes()) {
+            // SAFETY: valid C string; a lazy detach cannot hurt the caller.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+fn case_unseal_mapped(env: &Env) -> Outcome {
+    env.sealed(|| {
+        let path = env.path("mapped");
+        let file = create(&path, 0x51, SIZE)?;
+        seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+        let map = Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+        let busy = seal::unseal(&file);
+        drop(map);
+        let after = seal::unseal(&file);
+        let _ = fs::remove_file(&path);
+        match (busy, after) {
+            (Err(e), Ok(())) if e.raw_os_error() == Some(libc::EBUSY) => {
+                Ok("UNSEAL while mapped: EBUSY; after munmap: 0".into())
+            }
+            (b, a) => Err(format!("UNSEAL while mapped: {b:?}, after munmap: {a:?}; expected EBUSY then 0")),
+        }
+    })
+}
+
+fn case_enospc(env: &Env) -> Outcome {
+    env.sealed(|| {
+        let free = |p: &Path| -> Result<u64, String> {
+            let c = CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| "NUL".to_string())?;
+            // SAFETY: zeroed statvfs is a valid out buffer.
+            let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+            // SAFETY: valid path and out pointer.
+            if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+                return Err(format!("statvfs: {}", errno_text(&io::Error::last_os_error())));
+            }
+            Ok(st.f_bavail * st.f_frsize)
+        };
+        let before = free(&env.dir)?;
+        let path = env.path("enospc");
+        let file = create(&path, 0x52, BLOCK)?;
+        // Twice the free space, all hole: the fill must run out.
+        file.set_len(before * 2).map_err(|e| format!("ftruncate: {}", errno_text(&e)))?;
+        let r = seal::seal(&file);
+        let sealed = snapshot_sealed(&path)?;
+        let trunc = file.set_len(BLOCK);
+        let _ = fs::remove_file(&path);
+        let after = free(&env.dir)?;
+        match r {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {}
+            other => return Err(format!("SEAL of a {} byte sparse file: {other:?}, expected ENOSPC", before * 2)),
+        }
+        if sealed {
+            return Err("SEAL failed with ENOSPC but left the file sealed".into());
+        }
+        trunc.map_err(|e| format!("ftruncate after ENOSPC: {}", errno_text(&e)))?;
+        // All the space the failed seal allocated comes back with the file.
+        if after + 4 * 1024 * 1024 < before {
+            return Err(format!("free space {before} before, {after} after removing the file"));
+        }
+        Ok(format!("ENOSPC, file left unsealed and removable; free {before} -> {after} bytes"))
+    })
+}
+
+fn snapshot_sealed(path: &Path) -> Result<bool, String> {
+    statx_attributes(path).map(|(a, _)| a & seal::STATX_ATTR_IOMAP_IMMUTABLE != 0)
+}
+
+fn case_remount(env: &Env) -> Outcome {
+    env.sealed(|| {
+        let path = env.path("remount");
+        let file = create(&path, 0x53, SIZE)?;
+        seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+        let before = snapshot(&path)?;
+        drop(file);
+        remount(&env.mount)?;
+        let after = snapshot(&path)?;
+        let file = OpenOptions::new().write(true).open(&path).map_err(|e| format!("reopen: {e}"))?;
+        let refused = file.set_len(0);
+        let _ = seal::unseal(&file);
+        let _ = fs::remove_file(&path);
+        if after != before {
+            return Err(format!("after umount and mount: {}", differences(&before, &after)));
+        }
+        match refused {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                Ok("sealed with the same map after umount/mount, and still enforced".into())
+            }
+            other => Err(format!("ftruncate after remount: {other:?}, expected ETXTBSY")),
+        }
+    })
+}
+
+/// umount and mount again with the same device and options.
+fn remount(mount: &Path) -> Result<(), String> {
+    let mounts = fs::read_to_string("/proc/mounts").map_err(|e| format!("/proc/mounts: {e}"))?;
+    let m = mount.to_string_lossy();
+    let (dev, opts) = mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && f[1] == m)
+        .map(|f| (f[0].to_string(), f[3].to_string()))
+        .ok_or_else(|| format!("{m} is not mounted"))?;
+    let data: Vec<&str> = opts.split(',').filter(|o| !matches!(*o, "rw" | "relatime" | "ro")).collect();
+    let c = |s: &str| CString::new(s).map_err(|_| "NUL".to_string());
+    let (cdev, cdir, cdata, xfs) = (c(&dev)?, c(&m)?, c(&data.join(","))?, c("xfs")?);
+    // SAFETY: valid C strings.
+    unsafe {
+        if libc::umount(cdir.as_ptr()) != 0 {
+            return Err(format!("umount {m}: {}", errno_text(&io::Error::last_os_error())));
+        }
+        if libc::mount(cdev.as_ptr(), cdir.as_ptr(), xfs.as_ptr(), 0, cdata.as_ptr().cast()) != 0 {
+            return Err(format!(
+                "mount {dev} on {m} ({}): {}",
+                data.join(","),
+                errno_text(&io::Error::last_os_error())
+            ));
+        }
+    }
+    Ok(())
+}
