@@ -57,6 +57,12 @@ impl Guest {
 
     /// Boots with these workloads and `--exec` commands.
     pub fn boot(&self, workloads: &[&str], exec: &[&str]) -> Booted {
+        self.boot_killed_at(workloads, exec, None)
+    }
+
+    /// Like [`Guest::boot`], but the host SIGKILLs QEMU as soon as a results
+    /// line contains `kill_at` (crash scenarios; the images survive).
+    pub fn boot_killed_at(&self, workloads: &[&str], exec: &[&str], kill_at: Option<&str>) -> Booted {
         let config = RunConfig {
             kernel: self.variant.name().into(),
             workloads: workloads.iter().map(|s| s.to_string()).collect(),
@@ -77,6 +83,7 @@ impl Guest {
             out_dir: self.dir.path(),
             fresh: false,
             tag: &tag,
+            kill_at,
         };
         let outcome = request.boot().unwrap_or_else(|e| panic!("boot failed to start: {e:#}"));
         let runs = results::judge(self.variant.name(), &config.expected_tests(), &outcome);

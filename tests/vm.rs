@@ -285,3 +285,50 @@ fn seal_conformance_patched_and_baseline_differ_exactly_where_the_contract_says(
     let skipped: Vec<_> = p.cases.iter().filter(|c| c.verdict == Verdict::Skip).map(|c| &c.name).collect();
     assert!(skipped.len() <= 2, "only the exchange-range row may skip on patched: {skipped:?}");
 }
+
+/// The `map ...` line a seal-crash workload printed for `case`.
+fn map_of(b: &Booted, workload: &str, case: &str) -> String {
+    let c = b.case(workload, case);
+    c.detail
+        .lines()
+        .map(|l| l.trim_start_matches("# ").trim())
+        .find(|l| l.starts_with("map "))
+        .unwrap_or_else(|| panic!("no map line in {workload}/{case}: {}\n{}", c.detail, b.explain()))
+        .to_string()
+}
+
+fn assert_verified_with_map(b: &Booted, map: &str) {
+    assert!(b.passed(), "{}", b.explain());
+    assert_eq!(map_of(b, "seal-crash-verify", "sealed with the same map"), map, "{}", b.explain());
+}
+
+#[test]
+fn seal_survives_a_reboot_with_the_same_map() {
+    let g = Guest::new(Variant::Patched);
+    let first = g.boot(&["seal-crash-prepare"], &[]);
+    assert!(first.passed(), "{}", first.explain());
+    let map = map_of(&first, "seal-crash-prepare", "seal");
+    assert_verified_with_map(&g.boot(&["seal-crash-verify"], &[]), &map);
+}
+
+/// Durability: QEMU is SIGKILLed the moment SEAL has returned (no sync, no
+/// shutdown); the next boot recovers the log and finds the seal, the same
+/// map and every byte.
+#[test]
+fn seal_survives_sigkill_right_after_seal_returns() {
+    let g = Guest::new(Variant::Patched);
+    let first = g.boot_killed_at(&["seal-crash-prepare"], &[], Some(dax_seal_protocol::SEAL_CRASH_POINT));
+    assert!(matches!(first.outcome.end, End::Killed { .. }), "{}", first.explain());
+    let map = map_of(&first, "seal-crash-prepare", "seal");
+    assert_verified_with_map(&g.boot(&["seal-crash-verify"], &[]), &map);
+}
+
+/// The same scenario on the baseline kernel cannot even start: SEAL is an
+/// unknown fallocate mode there.
+#[test]
+fn seal_crash_prepare_fails_on_baseline_with_eopnotsupp() {
+    let b = Guest::new(Variant::Baseline).boot(&["seal-crash-prepare"], &[]);
+    let seal = b.case("seal-crash-prepare", "seal");
+    assert_eq!(seal.verdict, Verdict::Fail, "{}", b.explain());
+    assert!(seal.detail.contains("errno 95"), "{}", seal.detail);
+}

@@ -36,6 +36,9 @@ pub struct BootSpec {
     pub deadline: Duration,
     /// No console or KTAP output for this long is a hang.
     pub silence: Duration,
+    /// Crash scenarios: SIGKILL QEMU (no sync, no shutdown) as soon as a
+    /// results line contains this text.
+    pub kill_at: Option<String>,
 }
 
 /// How a boot ended.
@@ -43,10 +46,23 @@ pub struct BootSpec {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum End {
     PoweredOff,
-    KernelReport { report: KernelReport },
-    Hang { silent_secs: u64 },
-    Deadline { secs: u64 },
-    QemuFailed { status: String, stderr: String },
+    KernelReport {
+        report: KernelReport,
+    },
+    Hang {
+        silent_secs: u64,
+    },
+    Deadline {
+        secs: u64,
+    },
+    QemuFailed {
+        status: String,
+        stderr: String,
+    },
+    /// The host killed QEMU on purpose, at `BootSpec::kill_at`.
+    Killed {
+        marker: String,
+    },
 }
 
 impl End {
@@ -62,6 +78,7 @@ impl End {
             End::Hang { .. } => "hang".into(),
             End::Deadline { .. } => "deadline".into(),
             End::QemuFailed { .. } => "qemu".into(),
+            End::Killed { .. } => "killed by the host".into(),
         }
     }
 
@@ -73,6 +90,7 @@ impl End {
             End::Hang { silent_secs } => format!("hang: no console or result output for {silent_secs} s"),
             End::Deadline { secs } => format!("deadline: still running after {secs} s"),
             End::QemuFailed { status, stderr } => format!("QEMU failed ({status}): {}", stderr.trim()),
+            End::Killed { marker } => format!("killed by the host with SIGKILL at {marker:?}"),
         }
     }
 }
@@ -220,6 +238,11 @@ pub fn boot(mut spec: BootSpec) -> Result<Outcome> {
                 last_activity = Instant::now();
                 first_ktap_at.get_or_insert(start.elapsed());
                 parser.feed(&line, start.elapsed());
+                if let Some(marker) = spec.kill_at.as_ref().filter(|m| line.contains(m.as_str())) {
+                    // Child::kill is SIGKILL: the guest gets no chance to sync.
+                    let _ = qemu.0.kill();
+                    break End::Killed { marker: marker.clone() };
+                }
             }
             Ok(Event::ConsoleEof) => console_eof = Some(Instant::now()),
             Ok(Event::KtapEof) => ktap_eof = true,

@@ -101,6 +101,8 @@ pub struct BootRequest<'a> {
     pub fresh: bool,
     /// Suffix for log names when one directory holds several boots.
     pub tag: &'a str,
+    /// SIGKILL QEMU when a results line contains this (crash scenarios).
+    pub kill_at: Option<&'a str>,
 }
 
 impl BootRequest<'_> {
@@ -135,6 +137,7 @@ impl BootRequest<'_> {
             ktap_log: self.file("results", "ktap"),
             deadline: Duration::from_secs(self.vm.timeout),
             silence: Duration::from_secs(self.vm.silence),
+            kill_at: self.kill_at.map(str::to_string),
         };
         boot::boot(spec)
     }
@@ -219,6 +222,7 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
             out_dir: &run_dir,
             fresh: guest.fresh,
             tag: "",
+            kill_at: None,
         };
         eprintln!("[run] booting {variant}: workloads {}", workloads.join(", "));
         let outcome = request.boot()?;
@@ -253,6 +257,7 @@ pub fn shell(args: &ShellArgs) -> Result<ExitCode> {
         out_dir: &out_dir,
         fresh: guest.fresh,
         tag: "",
+        kill_at: None,
     };
     paths::ensure_dir(&out_dir)?;
     let vm = request.vm(Console::Interactive)?;

@@ -15,6 +15,9 @@ pub const RESULTS_PORT: &str = "dax-seal.ktap";
 pub const MOUNT_PREFIX: &str = "/mnt/pmem";
 /// Where the guest finds workload executables (one multi-call binary).
 pub const WORKLOADS_BIN: &str = "/usr/libexec/dax-seal/workloads";
+/// Printed as a KTAP diagnostic by `seal-crash-prepare` the moment SEAL has
+/// returned: the host's crash scenario SIGKILLs QEMU when it sees it.
+pub const SEAL_CRASH_POINT: &str = "dax-seal crash point: SEAL returned";
 /// Printed on the console by the guest init once set-up is done and the
 /// interactive shell starts (`cargo xtask shell`).
 pub const SHELL_BANNER: &str = "dax-seal: set-up done, starting shell";
@@ -69,6 +72,17 @@ pub const WORKLOADS: &[WorkloadInfo] = &[
         name: "seal-conformance",
         summary: "every row of the seal contract on a sealed file and a control, plus the seal's own rules",
         default: true,
+    },
+    WorkloadInfo {
+        name: "seal-crash-prepare",
+        summary: "first boot of the seal persistence scenarios: seal a file with a hole and an unwritten range, \
+                  print its map and the crash point",
+        default: false,
+    },
+    WorkloadInfo {
+        name: "seal-crash-verify",
+        summary: "second boot: the file is still sealed, fully written, every byte there, still enforced",
+        default: false,
     },
     WorkloadInfo {
         name: "selftest-silent",

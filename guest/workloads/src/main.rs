@@ -6,6 +6,7 @@ mod cases;
 mod dax_smoke;
 mod seal;
 mod seal_conformance;
+mod seal_crash;
 mod sys;
 
 use std::process::ExitCode;
@@ -17,6 +18,8 @@ fn lookup(name: &str) -> Option<Workload> {
     match name {
         "dax-smoke" => Some(dax_smoke::run),
         "seal-conformance" => Some(seal_conformance::run),
+        "seal-crash-prepare" => Some(seal_crash::prepare),
+        "seal-crash-verify" => Some(seal_crash::verify),
         // Harness self-test: a workload that dies before reporting anything.
         "selftest-silent" => Some(|| ExitCode::SUCCESS),
         _ => None,

@@ -222,11 +222,11 @@ fn probe(dir: &Path) -> Result<(), String> {
     }
 }
 
-fn pattern(seed: u8, len: u64) -> Vec<u8> {
+pub fn pattern(seed: u8, len: u64) -> Vec<u8> {
     (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(seed as u32 % 31) as u8 ^ seed).collect()
 }
 
-fn create(path: &Path, seed: u8, len: u64) -> Result<File, String> {
+pub fn create(path: &Path, seed: u8, len: u64) -> Result<File, String> {
     let _ = fs::remove_file(path);
     let mut f = OpenOptions::new()
         .read(true)
@@ -692,7 +692,7 @@ fn case_normalise(env: &Env) -> Outcome {
         seal::fallocate(&file, seal::FALLOC_FL_ZERO_RANGE, 16 * BLOCK, 4 * BLOCK).map_err(|x| e("zero", x))?;
         seal::ficlonerange(&file, 32 * BLOCK, &other, 0, 8 * BLOCK).map_err(|x| e("FICLONERANGE", x))?;
         let map = seal::fiemap(&file).map_err(|x| e("FIEMAP", x))?;
-        let kinds = describe(&map);
+        let kinds = describe(&map, SIZE);
         if !kinds.contains("hole") || !kinds.contains("unwritten") || !kinds.contains("shared") {
             return Err(format!("could not build the test file: its map has {kinds}"));
         }
@@ -700,7 +700,7 @@ fn case_normalise(env: &Env) -> Outcome {
         let other_before = snapshot(&other_path)?;
         seal::seal(&file).map_err(|x| e("SEAL", x))?;
         let after = snapshot(&path)?;
-        let after_kinds = describe(&after.map);
+        let after_kinds = describe(&after.map, SIZE);
         let other_after = snapshot(&other_path)?;
         let _ = seal::unseal(&file);
         if after.bytes != before.bytes {
@@ -717,8 +717,8 @@ fn case_normalise(env: &Env) -> Outcome {
 }
 
 /// What a map contains: "hole", "unwritten", "shared", "delalloc", or
-/// "written" when it is none of those and covers [0, SIZE).
-fn describe(map: &[Extent]) -> String {
+/// "written" when it is none of those and covers [0, size).
+pub fn describe(map: &[Extent], size: u64) -> String {
     let mut kinds = Vec::new();
     let mut next = 0;
     let mut hole = false;
@@ -726,7 +726,7 @@ fn describe(map: &[Extent]) -> String {
         hole |= e.logical != next;
         next = e.logical + e.length;
     }
-    hole |= next < SIZE;
+    hole |= next < size;
     let flag = |f: u32| map.iter().any(|e| e.flags & f != 0);
     for (present, name) in [
         (hole, "hole"),
