@@ -237,8 +237,9 @@ fn shell_gives_a_prompt_with_the_nvdimm_mounted() {
 
 /// Special cases of seal-conformance that need the series: on a kernel
 /// without it they must skip, never pass.
-const SEAL_ONLY: [&str; 7] = [
+const SEAL_ONLY: [&str; 8] = [
     "seal-normalises-hole-unwritten-shared",
+    "io-uring-fixed-buffer-pin-sealed",
     "seal-unseal-idempotent",
     "visible-in-fsgetxattr-and-statx",
     "without-cap-linux-immutable-eperm",

@@ -307,6 +307,49 @@ pub fn drop_cap_linux_immutable() -> io::Result<()> {
     Ok(())
 }
 
+/// An io_uring instance used only for buffer registration (long-term
+/// pins through `pin_user_pages(FOLL_WRITE | FOLL_LONGTERM)`).
+pub struct Ring(std::os::fd::OwnedFd);
+
+impl Ring {
+    pub fn new() -> io::Result<Ring> {
+        // struct io_uring_params is 120 bytes; all zero asks for defaults.
+        let mut params = [0u8; 120];
+        // SAFETY: io_uring_setup writes into the params buffer we own.
+        let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr()) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        Ok(Ring(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) }))
+    }
+
+    /// IORING_REGISTER_BUFFERS of one buffer.
+    pub fn register(&self, ptr: *mut u8, len: usize) -> io::Result<()> {
+        let iov = libc::iovec { iov_base: ptr.cast(), iov_len: len };
+        // SAFETY: one iovec describing memory the caller keeps mapped.
+        let rc = unsafe { libc::syscall(libc::SYS_io_uring_register, self.0.as_raw_fd(), 0u32, &iov, 1u32) };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// IORING_UNREGISTER_BUFFERS: drops the pins.
+    pub fn unregister(&self) -> io::Result<()> {
+        // SAFETY: no argument.
+        let rc = unsafe {
+            libc::syscall(libc::SYS_io_uring_register, self.0.as_raw_fd(), 1u32, std::ptr::null::<u8>(), 0u32)
+        };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

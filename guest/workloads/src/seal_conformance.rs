@@ -119,6 +119,8 @@ const SPECIAL: &[(&str, Special)] = &[
     ("without-cap-linux-immutable-eperm", case_privilege),
     ("bad-arguments", case_bad_arguments),
     ("unseal-while-mapped-ebusy", case_unseal_mapped),
+    ("io-uring-fixed-buffer-pin-sealed", case_pin_sealed),
+    ("io-uring-fixed-buffer-pin-control-eopnotsupp", case_pin_control),
     ("seal-sparse-file-enospc", case_enospc),
     ("seal-survives-remount", case_remount),
 ];
@@ -957,6 +959,54 @@ fn case_unseal_mapped(env: &Env) -> Outcome {
             (b, a) => Err(format!("UNSEAL while mapped: {b:?}, after munmap: {a:?}; expected EBUSY then 0")),
         }
     })
+}
+
+/// A long-term pin (io_uring REGISTER_BUFFERS) of a sealed file's DAX
+/// mapping works; UNSEAL is refused while it holds and allowed after.
+fn case_pin_sealed(env: &Env) -> Outcome {
+    env.sealed(|| {
+        let path = env.path("pin");
+        let file = create(&path, 0x54, SIZE)?;
+        seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+        let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
+        let mut map = Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+        let registered = ring.register(map.as_mut_ptr(), SIZE as usize);
+        drop(map);
+        let busy = seal::unseal(&file);
+        let unregistered = ring.unregister();
+        let after = seal::unseal(&file);
+        let _ = fs::remove_file(&path);
+        registered.map_err(|e| format!("REGISTER_BUFFERS on the sealed DAX mapping: {}", errno_text(&e)))?;
+        match busy {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            other => return Err(format!("UNSEAL while pinned (after munmap): {other:?}, expected EBUSY")),
+        }
+        unregistered.map_err(|e| format!("UNREGISTER_BUFFERS: {}", errno_text(&e)))?;
+        after.map_err(|e| format!("UNSEAL after unregister: {}", errno_text(&e)))?;
+        Ok("REGISTER_BUFFERS 0; UNSEAL with the pin outliving munmap: EBUSY; after unregister: 0".into())
+    })
+}
+
+/// Unsealed fsdax files keep 6.12's refusal of long-term pins, on both
+/// kernels.
+fn case_pin_control(env: &Env) -> Outcome {
+    let r = (|| -> Check {
+        let path = env.path("pin-control");
+        let file = create(&path, 0x55, SIZE)?;
+        let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
+        let mut map = Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+        let registered = ring.register(map.as_mut_ptr(), SIZE as usize);
+        drop(map);
+        let _ = ring.unregister();
+        let _ = fs::remove_file(&path);
+        match registered {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                Ok("REGISTER_BUFFERS on an unsealed DAX mapping: EOPNOTSUPP".into())
+            }
+            other => Err(format!("REGISTER_BUFFERS on an unsealed DAX mapping: {other:?}, expected EOPNOTSUPP")),
+        }
+    })();
+    Outcome::Done(r)
 }
 
 fn case_enospc(env: &Env) -> Outcome {

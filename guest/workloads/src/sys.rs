@@ -55,6 +55,10 @@ impl Mapping {
         Ok(Mapping { ptr: ptr.cast(), len })
     }
 
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr
+    }
+
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: ptr/len describe a live mapping owned by self.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
