@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use dax_seal_protocol::MOUNT_PREFIX;
 
 use crate::cases::Cases;
-use crate::sys::{errno_text, statx_attributes, Mapping, STATX_ATTR_DAX};
+use crate::sys::{errno_text, mounted, statx_attributes, Mapping, STATX_ATTR_DAX};
 
 const LEN: usize = 2 << 20;
 
@@ -39,19 +39,8 @@ pub fn run() -> ExitCode {
     t.exit()
 }
 
-/// The block device under `mount`, from /proc/mounts.
-fn mounted_device(mount: &str) -> Result<(String, String), String> {
-    let mounts = fs::read_to_string("/proc/mounts").map_err(|e| format!("/proc/mounts: {e}"))?;
-    mounts
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.len() >= 4 && f[1] == mount)
-        .map(|f| (f[0].to_string(), f[3].to_string()))
-        .ok_or_else(|| format!("nothing is mounted on {mount}"))
-}
-
 fn namespace_is_fsdax(mount: &str) -> Result<String, String> {
-    let (dev, _) = mounted_device(mount)?;
+    let (dev, _) = mounted(Path::new(mount))?;
     let name = dev.trim_start_matches("/dev/");
     let sys = format!("/sys/block/{name}");
     let dax = fs::read_to_string(format!("{sys}/queue/dax")).map_err(|e| format!("{sys}/queue/dax: {e}"))?;
@@ -78,7 +67,7 @@ fn namespace_is_fsdax(mount: &str) -> Result<String, String> {
 }
 
 fn mount_options(mount: &str) -> Result<String, String> {
-    let (dev, opts) = mounted_device(mount)?;
+    let (dev, opts) = mounted(Path::new(mount))?;
     if opts.split(',').any(|o| o == "dax=always") {
         Ok(format!("{dev} on {mount}: {opts}"))
     } else {

@@ -3,12 +3,13 @@
 //! wrappers. Values that glibc and the libc crate do not carry are spelled
 //! out here from the kernel's UAPI headers.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::mem::size_of;
 use std::os::fd::AsRawFd;
 use std::path::Path;
+
+use crate::sys::cpath;
 
 pub const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
 pub const FALLOC_FL_PUNCH_HOLE: i32 = 0x02;
@@ -111,12 +112,17 @@ const FS_IOC_GETFLAGS: u64 = ioc(IOC_READ, b'f', 1, size_of::<libc::c_long>());
 const FS_IOC_SETFLAGS: u64 = ioc(IOC_WRITE, b'f', 2, size_of::<libc::c_long>());
 const FS_IMMUTABLE_FL: i32 = 0x10;
 
-fn check(rc: libc::c_int) -> io::Result<()> {
+/// A raw system call's return value: negative means errno is set.
+fn cvt(rc: i64) -> io::Result<i64> {
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
-        Ok(())
+        Ok(rc)
     }
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    cvt(rc.into()).map(drop)
 }
 
 pub fn fallocate(file: &File, mode: i32, offset: u64, len: u64) -> io::Result<()> {
@@ -247,26 +253,17 @@ pub fn copy_file_range(src: &File, src_off: u64, dest: &File, dest_off: u64, len
     let (mut so, mut dof) = (src_off as i64, dest_off as i64);
     // SAFETY: valid fds and offset pointers.
     let n = unsafe { libc::copy_file_range(src.as_raw_fd(), &mut so, dest.as_raw_fd(), &mut dof, len, 0) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    cvt(n as i64).map(|n| n as usize)
 }
 
 pub fn seek(file: &File, offset: u64, whence: i32) -> io::Result<u64> {
     // SAFETY: plain syscall on a valid fd.
-    let r = unsafe { libc::lseek(file.as_raw_fd(), offset as i64, whence) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r as u64)
-    }
+    cvt(unsafe { libc::lseek(file.as_raw_fd(), offset as i64, whence) }).map(|r| r as u64)
 }
 
 /// truncate(2) by path.
 pub fn truncate_path(path: &Path, len: u64) -> io::Result<()> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::other("NUL in path"))?;
+    let c = cpath(path)?;
     // SAFETY: valid C string.
     check(unsafe { libc::truncate(c.as_ptr(), len as i64) })
 }
@@ -291,20 +288,13 @@ pub fn drop_cap_linux_immutable() -> io::Result<()> {
     let mut head = Header { version: VERSION_3, pid: 0 };
     let mut data = [Data::default(); 2];
     // SAFETY: capget/capset with a v3 header and two data words.
-    unsafe {
-        if libc::syscall(libc::SYS_capget, &mut head, data.as_mut_ptr()) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        for d in &mut data[..1] {
-            d.effective &= !(1 << CAP_LINUX_IMMUTABLE);
-            d.permitted &= !(1 << CAP_LINUX_IMMUTABLE);
-            d.inheritable &= !(1 << CAP_LINUX_IMMUTABLE);
-        }
-        if libc::syscall(libc::SYS_capset, &mut head, data.as_ptr()) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
+    cvt(unsafe { libc::syscall(libc::SYS_capget, &mut head, data.as_mut_ptr()) })?;
+    let d = &mut data[0];
+    d.effective &= !(1 << CAP_LINUX_IMMUTABLE);
+    d.permitted &= !(1 << CAP_LINUX_IMMUTABLE);
+    d.inheritable &= !(1 << CAP_LINUX_IMMUTABLE);
+    // SAFETY: as above.
+    cvt(unsafe { libc::syscall(libc::SYS_capset, &mut head, data.as_ptr()) }).map(drop)
 }
 
 /// An io_uring instance used only for buffer registration (long-term
@@ -316,10 +306,7 @@ impl Ring {
         // struct io_uring_params is 120 bytes; all zero asks for defaults.
         let mut params = [0u8; 120];
         // SAFETY: io_uring_setup writes into the params buffer we own.
-        let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr()) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd = cvt(unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr()) })?;
         // SAFETY: a fresh fd that nothing else owns.
         Ok(Ring(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) }))
     }
@@ -328,25 +315,16 @@ impl Ring {
     pub fn register(&self, ptr: *mut u8, len: usize) -> io::Result<()> {
         let iov = libc::iovec { iov_base: ptr.cast(), iov_len: len };
         // SAFETY: one iovec describing memory the caller keeps mapped.
-        let rc = unsafe { libc::syscall(libc::SYS_io_uring_register, self.0.as_raw_fd(), 0u32, &iov, 1u32) };
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
+        cvt(unsafe { libc::syscall(libc::SYS_io_uring_register, self.0.as_raw_fd(), 0u32, &iov, 1u32) }).map(drop)
     }
 
     /// IORING_UNREGISTER_BUFFERS: drops the pins.
     pub fn unregister(&self) -> io::Result<()> {
         // SAFETY: no argument.
-        let rc = unsafe {
+        cvt(unsafe {
             libc::syscall(libc::SYS_io_uring_register, self.0.as_raw_fd(), 1u32, std::ptr::null::<u8>(), 0u32)
-        };
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
+        })
+        .map(drop)
     }
 }
 

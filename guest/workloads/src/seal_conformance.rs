@@ -23,7 +23,7 @@ use dax_seal_protocol::MOUNT_PREFIX;
 
 use crate::cases::Cases;
 use crate::seal::{self, Extent};
-use crate::sys::{errno_text, statx_attributes, Mapping, STATX_ATTR_DAX};
+use crate::sys::{cpath, errno_text, mounted, statx_attributes, Mapping, STATX_ATTR_DAX};
 
 /// Size of every target file: 64 blocks of 4 KiB.
 const SIZE: u64 = 256 * 1024;
@@ -285,16 +285,10 @@ fn snapshot(path: &Path) -> Result<Snapshot, String> {
     let file = File::open(path).map_err(|e| format!("open {}: {}", path.display(), errno_text(&e)))?;
     let meta = file.metadata().map_err(|e| format!("fstat: {}", errno_text(&e)))?;
     let map = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
-    let (attrs, _) = statx_attributes(path)?;
+    let sealed = is_sealed(path)?;
     let mut bytes = vec![0u8; meta.len() as usize];
     file.read_exact_at(&mut bytes, 0).map_err(|e| format!("read: {}", errno_text(&e)))?;
-    Ok(Snapshot {
-        map,
-        size: meta.len(),
-        blocks: meta.blocks(),
-        sealed: attrs & seal::STATX_ATTR_IOMAP_IMMUTABLE != 0,
-        bytes,
-    })
+    Ok(Snapshot { map, size: meta.len(), blocks: meta.blocks(), sealed, bytes })
 }
 
 /// What changed between two snapshots, for a failure message.
@@ -374,23 +368,27 @@ fn judge(row: &Row, sealed: bool, target: &Target) -> Check {
                 return Ok("done; the name now refers to another file".into());
             }
             let after = snapshot(&target.path)?;
-            if let Want::Size(n, keep) = want {
-                if after.size != n {
-                    return Err(format!("expected size {n}, found {}", after.size));
+            let note = match &want {
+                Want::Size(_, _) if sealed => {
+                    return Err("a table row permits a size change on a sealed file".into());
                 }
-                let keep = keep.min(n).min(before.size) as usize;
-                if sealed || after.bytes[..keep] != before.bytes[..keep] {
-                    // Only size-changing operations use Size, and those
-                    // are refused on sealed files.
-                    return Err("bytes below the new size changed".into());
+                Want::Size(n, keep) => {
+                    if after.size != *n {
+                        return Err(format!("expected size {n}, found {}", after.size));
+                    }
+                    let keep = (*keep).min(*n).min(before.size) as usize;
+                    if after.bytes[..keep] != before.bytes[..keep] {
+                        return Err("bytes below the new size changed".into());
+                    }
+                    format!("size now {n}")
                 }
-                return Ok(format!("size now {n}"));
-            }
-            if let Some(bytes) = expected_bytes(&before.bytes, &want) {
-                if after.bytes != bytes {
-                    return Err(format!("the data did not land: {}", differences(&before, &after)));
+                _ => {
+                    if expected_bytes(&before.bytes, &want).is_some_and(|b| after.bytes != b) {
+                        return Err(format!("the data did not land: {}", differences(&before, &after)));
+                    }
+                    "data reads back".to_string()
                 }
-            }
+            };
             if sealed {
                 let expect_after = Snapshot { bytes: after.bytes.clone(), ..before };
                 if after != expect_after {
@@ -399,9 +397,9 @@ fn judge(row: &Row, sealed: bool, target: &Target) -> Check {
                         differences(&expect_after, &after)
                     ));
                 }
-                return Ok("done; data reads back, map, size, blocks and seal unchanged".into());
+                return Ok(format!("done; {note}; map, size, blocks and seal unchanged"));
             }
-            Ok("done; data reads back".into())
+            Ok(format!("done; {note}"))
         }
     }
 }
@@ -921,7 +919,7 @@ impl TmpfsFile {
     fn new() -> Result<TmpfsFile, String> {
         let dir = PathBuf::from(format!("/run/seal-conformance-tmpfs.{}", std::process::id()));
         fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-        let c = CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| "NUL in path".to_string())?;
+        let c = cpath(&dir).map_err(|e| e.to_string())?;
         let fstype = c"tmpfs";
         // SAFETY: valid C strings; no data argument.
         if unsafe { libc::mount(fstype.as_ptr(), c.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) } != 0 {
@@ -934,7 +932,7 @@ impl TmpfsFile {
 
 impl Drop for TmpfsFile {
     fn drop(&mut self) {
-        if let Ok(c) = CString::new(self.dir.as_os_str().as_encoded_bytes()) {
+        if let Ok(c) = cpath(&self.dir) {
             // SAFETY: valid C string; a lazy detach cannot hurt the caller.
             unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
         }
@@ -961,6 +959,17 @@ fn case_unseal_mapped(env: &Env) -> Outcome {
     })
 }
 
+/// Maps the whole file with MAP_SYNC, registers the mapping as an io_uring
+/// fixed buffer (a FOLL_LONGTERM pin), and unmaps it: a registered pin
+/// outlives the mapping. Returns the ring and the registration's result.
+fn pin_then_unmap(file: &File) -> Result<(seal::Ring, io::Result<()>), String> {
+    let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
+    let mut map = Mapping::shared_sync(file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    let registered = ring.register(map.as_mut_ptr(), SIZE as usize);
+    drop(map);
+    Ok((ring, registered))
+}
+
 /// A long-term pin (io_uring REGISTER_BUFFERS) of a sealed file's DAX
 /// mapping works; UNSEAL is refused while it holds and allowed after.
 fn case_pin_sealed(env: &Env) -> Outcome {
@@ -968,10 +977,7 @@ fn case_pin_sealed(env: &Env) -> Outcome {
         let path = env.path("pin");
         let file = create(&path, 0x54, SIZE)?;
         seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
-        let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
-        let mut map = Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
-        let registered = ring.register(map.as_mut_ptr(), SIZE as usize);
-        drop(map);
+        let (ring, registered) = pin_then_unmap(&file)?;
         let busy = seal::unseal(&file);
         let unregistered = ring.unregister();
         let after = seal::unseal(&file);
@@ -993,10 +999,7 @@ fn case_pin_control(env: &Env) -> Outcome {
     let r = (|| -> Check {
         let path = env.path("pin-control");
         let file = create(&path, 0x55, SIZE)?;
-        let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
-        let mut map = Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
-        let registered = ring.register(map.as_mut_ptr(), SIZE as usize);
-        drop(map);
+        let (ring, registered) = pin_then_unmap(&file)?;
         let _ = ring.unregister();
         let _ = fs::remove_file(&path);
         match registered {
@@ -1012,7 +1015,7 @@ fn case_pin_control(env: &Env) -> Outcome {
 fn case_enospc(env: &Env) -> Outcome {
     env.sealed(|| {
         let free = |p: &Path| -> Result<u64, String> {
-            let c = CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| "NUL".to_string())?;
+            let c = cpath(p).map_err(|e| e.to_string())?;
             // SAFETY: zeroed statvfs is a valid out buffer.
             let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
             // SAFETY: valid path and out pointer.
@@ -1027,7 +1030,7 @@ fn case_enospc(env: &Env) -> Outcome {
         // Twice the free space, all hole: the fill must run out.
         file.set_len(before * 2).map_err(|e| format!("ftruncate: {}", errno_text(&e)))?;
         let r = seal::seal(&file);
-        let sealed = snapshot_sealed(&path)?;
+        let sealed = is_sealed(&path)?;
         let trunc = file.set_len(BLOCK);
         let _ = fs::remove_file(&path);
         let after = free(&env.dir)?;
@@ -1047,7 +1050,8 @@ fn case_enospc(env: &Env) -> Outcome {
     })
 }
 
-fn snapshot_sealed(path: &Path) -> Result<bool, String> {
+/// Whether statx reports the file sealed.
+pub fn is_sealed(path: &Path) -> Result<bool, String> {
     statx_attributes(path).map(|(a, _)| a & seal::STATX_ATTR_IOMAP_IMMUTABLE != 0)
 }
 
@@ -1078,16 +1082,10 @@ fn case_remount(env: &Env) -> Outcome {
 
 /// umount and mount again with the same device and options.
 fn remount(mount: &Path) -> Result<(), String> {
-    let mounts = fs::read_to_string("/proc/mounts").map_err(|e| format!("/proc/mounts: {e}"))?;
+    let (dev, opts) = mounted(mount)?;
     let m = mount.to_string_lossy();
-    let (dev, opts) = mounts
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.len() >= 4 && f[1] == m)
-        .map(|f| (f[0].to_string(), f[3].to_string()))
-        .ok_or_else(|| format!("{m} is not mounted"))?;
     let data: Vec<&str> = opts.split(',').filter(|o| !matches!(*o, "rw" | "relatime" | "ro")).collect();
-    let c = |s: &str| CString::new(s).map_err(|_| "NUL".to_string());
+    let c = |s: &str| CString::new(s).map_err(|_| format!("NUL in {s:?}"));
     let (cdev, cdir, cdata, xfs) = (c(&dev)?, c(&m)?, c(&data.join(","))?, c("xfs")?);
     // SAFETY: valid C strings.
     unsafe {

@@ -17,8 +17,8 @@ use dax_seal_protocol::{MOUNT_PREFIX, SEAL_CRASH_POINT};
 
 use crate::cases::Cases;
 use crate::seal::{self, Extent};
-use crate::seal_conformance::{create, describe, pattern};
-use crate::sys::{errno_text, statx_attributes};
+use crate::seal_conformance::{create, describe, is_sealed, pattern};
+use crate::sys::errno_text;
 
 const SIZE: u64 = 1 << 20;
 const HOLE: (u64, u64) = (64 << 10, 64 << 10);
@@ -93,11 +93,10 @@ pub fn verify() -> ExitCode {
         }
     };
     let state = (|| -> Result<((), String), String> {
-        let (attrs, _) = statx_attributes(&path)?;
         let map = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
         let kinds = describe(&map, SIZE);
-        if attrs & seal::STATX_ATTR_IOMAP_IMMUTABLE == 0 {
-            return Err(format!("not sealed after the reboot (stx_attributes {attrs:#x}); {}", map_line(&map)));
+        if !is_sealed(&path)? {
+            return Err(format!("not sealed after the reboot (no STATX_ATTR_IOMAP_IMMUTABLE); {}", map_line(&map)));
         }
         if kinds != "written" {
             return Err(format!("sealed, but the map has {kinds}: {}", map_line(&map)));

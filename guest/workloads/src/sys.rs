@@ -9,6 +9,24 @@ use std::path::Path;
 /// `STATX_ATTR_DAX` from include/uapi/linux/stat.h.
 pub const STATX_ATTR_DAX: u64 = 0x0020_0000;
 
+/// A path as a C string for the raw system calls.
+pub fn cpath(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("NUL in {}", path.display())))
+}
+
+/// The device and options of what is mounted on `mount`, from /proc/mounts.
+pub fn mounted(mount: &Path) -> Result<(String, String), String> {
+    let mounts = std::fs::read_to_string("/proc/mounts").map_err(|e| format!("/proc/mounts: {e}"))?;
+    let m = mount.to_string_lossy();
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && f[1] == m)
+        .map(|f| (f[0].to_string(), f[3].to_string()))
+        .ok_or_else(|| format!("nothing is mounted on {m}"))
+}
+
 pub fn errno_text(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(code) => format!("{e} (errno {code})"),
@@ -18,7 +36,7 @@ pub fn errno_text(e: &io::Error) -> String {
 
 /// statx(2) of a path: (stx_attributes, stx_attributes_mask).
 pub fn statx_attributes(path: &Path) -> Result<(u64, u64), String> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| "NUL in path".to_string())?;
+    let c = cpath(path).map_err(|e| e.to_string())?;
     // SAFETY: an all-zero statx is a valid value of the plain C struct.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: valid path pointer and a valid out pointer to a statx buffer.
