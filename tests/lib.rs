@@ -4,6 +4,7 @@
 //! verdicts, the guest's KTAP and the end of the console log.
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -35,6 +36,8 @@ pub fn prepared() -> &'static Prepared {
 pub struct Guest {
     pub variant: Variant,
     pub vm: VmArgs,
+    /// Workload parameters (`--param`), empty for the defaults.
+    pub params: BTreeMap<String, String>,
     dir: tempfile::TempDir,
     boots: Cell<u32>,
 }
@@ -48,7 +51,7 @@ pub struct Booted {
 impl Guest {
     pub fn new(variant: Variant) -> Guest {
         let dir = tempfile::Builder::new().prefix("dax-seal-vmtest-").tempdir().expect("temporary directory");
-        Guest { variant, vm: VmArgs::defaults(), dir, boots: Cell::new(0) }
+        Guest { variant, vm: VmArgs::defaults(), params: BTreeMap::new(), dir, boots: Cell::new(0) }
     }
 
     pub fn images_dir(&self) -> &Path {
@@ -69,6 +72,7 @@ impl Guest {
             exec: exec.iter().map(|s| s.to_string()).collect(),
             fresh: false,
             shell: false,
+            params: self.params.clone(),
         };
         let n = self.boots.get() + 1;
         self.boots.set(n);

@@ -11,7 +11,12 @@ use crate::kernel::Variant;
 pub enum KernelChoice {
     Patched,
     Baseline,
+    /// Patched and baseline.
     Both,
+    /// The patched series with lockdep, KASAN, DEBUG_VM and XFS_DEBUG.
+    Debug,
+    /// Patched, baseline and debug.
+    All,
 }
 
 impl KernelChoice {
@@ -20,6 +25,8 @@ impl KernelChoice {
             KernelChoice::Patched => vec![Variant::Patched],
             KernelChoice::Baseline => vec![Variant::Baseline],
             KernelChoice::Both => vec![Variant::Patched, Variant::Baseline],
+            KernelChoice::Debug => vec![Variant::Debug],
+            KernelChoice::All => vec![Variant::Patched, Variant::Baseline, Variant::Debug],
         }
     }
 }
@@ -61,8 +68,8 @@ pub struct VmArgs {
     /// Guest RAM in MiB.
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     pub memory: u64,
-    /// Guest CPUs.
-    #[arg(long, default_value_t = 1)]
+    /// Guest CPUs (two, so seal-race's threads really run in parallel).
+    #[arg(long, default_value_t = 2)]
     pub cpus: u32,
     /// Number of emulated NVDIMMs.
     #[arg(long, default_value_t = 1)]
@@ -119,6 +126,9 @@ pub struct RunArgs {
     /// Shell command to run in the guest after set-up, reported as a case (repeatable).
     #[arg(long, value_name = "CMD")]
     pub exec: Vec<String>,
+    /// Workload parameter, e.g. seal-race.seconds=60 (repeatable).
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
     #[command(flatten)]
     pub guest: GuestArgs,
 }
@@ -130,6 +140,13 @@ pub struct ShellArgs {
     pub kernel: Variant,
     #[command(flatten)]
     pub guest: GuestArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SeriesArgs {
+    /// Kernel tree to build instead of /usr/src/linux-source-6.12.tar.xz.
+    #[arg(long, value_name = "DIR")]
+    pub kernel_src: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -179,6 +196,24 @@ pub fn parse_include(text: &str) -> Result<Include, String> {
     Ok(Include { host: PathBuf::from(host), guest })
 }
 
+/// `NAME=VALUE` for a parameter the protocol knows, with a valid value.
+pub fn parse_param(text: &str) -> Result<(String, String), String> {
+    let known = || {
+        dax_seal_protocol::PARAMS
+            .iter()
+            .map(|p| format!("  {} (default {}, {}..={}): {}", p.name, p.default, p.min, p.max, p.summary))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let Some((name, value)) = text.split_once('=') else {
+        return Err(format!("{text:?} is not NAME=VALUE. Known parameters:\n{}", known()));
+    };
+    let info = dax_seal_protocol::param(name)
+        .ok_or_else(|| format!("unknown parameter {name:?}. Known parameters:\n{}", known()))?;
+    info.parse(value)?;
+    Ok((name.to_string(), value.trim().to_string()))
+}
+
 /// "1G", "512M", "128K", "4096": bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
@@ -207,6 +242,16 @@ mod tests {
         for bad in ["", "G", "1.5G", "-1", "12X", "99999999999T"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn params() {
+        assert_eq!(parse_param("seal-race.seconds=5"), Ok(("seal-race.seconds".into(), "5".into())));
+        let err = parse_param("seal-race.secs=5").unwrap_err();
+        assert!(err.contains("unknown parameter") && err.contains("seal-race.seconds"), "{err}");
+        assert!(parse_param("seal-race.seconds=0").unwrap_err().contains("out of range"));
+        assert!(parse_param("seal-race.seconds=ten").unwrap_err().contains("not a whole number"));
+        assert!(parse_param("seal-race.seconds").unwrap_err().contains("NAME=VALUE"));
     }
 
     #[test]

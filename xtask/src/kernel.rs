@@ -42,6 +42,9 @@ pub enum Variant {
     Patched,
     /// The same source without the series.
     Baseline,
+    /// The series plus kernel-config/debug/: lockdep, KASAN, DEBUG_VM,
+    /// XFS_DEBUG and online repair.
+    Debug,
 }
 
 impl Variant {
@@ -49,7 +52,24 @@ impl Variant {
         match self {
             Variant::Patched => "patched",
             Variant::Baseline => "baseline",
+            Variant::Debug => "debug",
         }
+    }
+
+    /// Whether the variant carries patches/series.
+    pub fn has_series(self) -> bool {
+        self != Variant::Baseline
+    }
+
+    /// Its config fragments: kernel-config/*.config, then (debug only)
+    /// kernel-config/debug/*.config, each named relative to kernel-config/.
+    pub fn fragments(self, dir: &Path) -> Result<Vec<(String, String)>> {
+        let mut fragments = read_fragments(dir)?;
+        if self == Variant::Debug {
+            let extra = read_fragments(&dir.join("debug"))?;
+            fragments.extend(extra.into_iter().map(|(name, text)| (format!("debug/{name}"), text)));
+        }
+        Ok(fragments)
     }
 }
 
@@ -341,9 +361,9 @@ struct WorkState {
 }
 
 /// Holds an exclusive lock on a file for as long as it lives.
-struct Lock(#[allow(dead_code)] fs::File);
+pub struct Lock(#[allow(dead_code)] fs::File);
 
-fn lock(path: &Path) -> Result<Lock> {
+pub fn lock(path: &Path) -> Result<Lock> {
     use std::os::fd::AsRawFd;
     paths::ensure_dir(path.parent().context("lock path has no parent")?)?;
     let f = fs::File::create(path).with_context(|| format!("cannot create lock {}", path.display()))?;
@@ -357,11 +377,8 @@ fn lock(path: &Path) -> Result<Lock> {
 /// Returns the kernel for `variant`, building it if its key is not cached.
 pub fn ensure(variant: Variant, source: &Source, rebuild: bool) -> Result<Built> {
     let root = paths::project_root();
-    let series = match variant {
-        Variant::Patched => read_series(&root.join("patches"))?,
-        Variant::Baseline => Vec::new(),
-    };
-    let fragments = read_fragments(&root.join("kernel-config"))?;
+    let series = if variant.has_series() { read_series(&root.join("patches"))? } else { Vec::new() };
+    let fragments = variant.fragments(&root.join("kernel-config"))?;
     let mut requested = Vec::new();
     for (name, text) in &fragments {
         requested.extend(parse_fragment(name, text)?);
@@ -385,9 +402,9 @@ pub fn ensure(variant: Variant, source: &Source, rebuild: bool) -> Result<Built>
     let src = prepare_work_tree(variant, source, &series, &work, rebuild)?;
     let build = work.join("build");
     paths::ensure_dir(&build)?;
-    configure(variant, &src, &build, &fragments, &requested)?;
+    configure(variant.name(), &src, &build, &fragments, &requested)?;
     let log = build.join("build.log");
-    make(variant, &src, &build, &cache, &log)?;
+    make(variant.name(), &src, &build, &cache, &log)?;
 
     let tmp = cache.join("kernels").join(format!("{key}.partial-{}", std::process::id()));
     paths::ensure_dir(&tmp)?;
@@ -434,12 +451,7 @@ fn prepare_work_tree(
     }
     paths::ensure_dir(work)?;
     let sh = Shell::new()?;
-    let pristine = &source.tree;
-    if cmd!(sh, "cp -al {pristine} {src}").quiet().ignore_stderr().run().is_err() {
-        // Another filesystem: hard links are impossible, copy instead.
-        let _ = fs::remove_dir_all(&src);
-        cmd!(sh, "cp -a --reflink=auto {pristine} {src}").quiet().run().context("copying the kernel source")?;
-    }
+    link_tree(&sh, &source.tree, &src)?;
     let mut touched = BTreeSet::new();
     let patches = paths::project_root().join("patches");
     for (name, bytes) in series {
@@ -452,9 +464,7 @@ fn prepare_work_tree(
     for file in old.touched.difference(&touched) {
         let path = src.join(file);
         if path.is_file() {
-            let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            fs::remove_file(&path)?;
-            fs::write(&path, bytes).with_context(|| format!("rewriting {}", path.display()))?;
+            refresh(&path)?;
         }
     }
     let state = WorkState { source_id: source.id.clone(), series_key, touched };
@@ -465,9 +475,28 @@ fn prepare_work_tree(
     Ok(src)
 }
 
+/// Makes `src` a hard-link farm of `pristine` (a copy across filesystems).
+/// `patch` replaces the files it changes, so the pristine tree stays intact.
+pub fn link_tree(sh: &Shell, pristine: &Path, src: &Path) -> Result<()> {
+    if cmd!(sh, "cp -al {pristine} {src}").quiet().ignore_stderr().run().is_err() {
+        // Another filesystem: hard links are impossible, copy instead.
+        let _ = fs::remove_dir_all(src);
+        cmd!(sh, "cp -a --reflink=auto {pristine} {src}").quiet().run().context("copying the kernel source")?;
+    }
+    Ok(())
+}
+
+/// Replaces `path` by a new file with the same bytes and a fresh mtime, so
+/// make rebuilds what depends on it.
+pub fn refresh(path: &Path) -> Result<()> {
+    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+    fs::write(path, bytes).with_context(|| format!("rewriting {}", path.display()))
+}
+
 /// Applies one patch; a patch that does not apply changes nothing and the
 /// error names it and the rejected hunks.
-fn apply_patch(sh: &Shell, src: &Path, patch: &Path) -> Result<()> {
+pub fn apply_patch(sh: &Shell, src: &Path, patch: &Path) -> Result<()> {
     let name = patch.file_name().unwrap_or_default().to_string_lossy();
     let args = ["-d", &src.to_string_lossy(), "-p1", "--forward", "--batch", "--no-backup-if-mismatch", "-i"];
     let dry = cmd!(sh, "patch --dry-run {args...} {patch}").quiet().ignore_status().output()?;
@@ -484,8 +513,8 @@ fn apply_patch(sh: &Shell, src: &Path, patch: &Path) -> Result<()> {
     Ok(())
 }
 
-fn configure(
-    variant: Variant,
+pub fn configure(
+    label: &str,
     src: &Path,
     build: &Path,
     fragments: &[(String, String)],
@@ -504,7 +533,7 @@ fn configure(
     let problems = verify_config(requested, &dotconfig);
     if !problems.is_empty() {
         bail!(
-            "kernel config ({variant}): {} requested option(s) did not take after olddefconfig:\n  {}\n\
+            "kernel config ({label}): {} requested option(s) did not take after olddefconfig:\n  {}\n\
              Usually a dependency is missing: add it to the fragment in kernel-config/ (see the option's \
              `depends on` in its Kconfig file). Generated config: {}",
             problems.len(),
@@ -515,7 +544,8 @@ fn configure(
     Ok(())
 }
 
-fn make(variant: Variant, src: &Path, build: &Path, cache: &Path, log: &Path) -> Result<()> {
+/// Runs make bzImage in `build`; returns how many files it compiled.
+pub fn make(label: &str, src: &Path, build: &Path, cache: &Path, log: &Path) -> Result<usize> {
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
     let log_file = Arc::new(Mutex::new(fs::File::create(log).with_context(|| format!("creating {}", log.display()))?));
     let mut child = Command::new("make")
@@ -569,7 +599,7 @@ fn make(variant: Variant, src: &Path, build: &Path, cache: &Path, log: &Path) ->
             last_report = Instant::now();
             if let Ok(c) = compiled.lock() {
                 eprintln!(
-                    "[kernel {variant}] {:>4} files compiled, {:>4}s, now {}",
+                    "[kernel {label}] {:>4} files compiled, {:>4}s, now {}",
                     c.0,
                     start.elapsed().as_secs(),
                     c.1
@@ -585,7 +615,7 @@ fn make(variant: Variant, src: &Path, build: &Path, cache: &Path, log: &Path) ->
     if !status.success() {
         let text = fs::read_to_string(log).unwrap_or_default();
         bail!(
-            "kernel build ({variant}) failed after {secs}s ({status}).{}\nLast lines of {}:\n{}\n\
+            "kernel build ({label}) failed after {secs}s ({status}).{}\nLast lines of {}:\n{}\n\
              Fix the source or patch named above; the full log is at that path.",
             compiler_errors(&text),
             log.display(),
@@ -593,11 +623,11 @@ fn make(variant: Variant, src: &Path, build: &Path, cache: &Path, log: &Path) ->
         );
     }
     let n = compiled.lock().map(|c| c.0).unwrap_or(0);
-    eprintln!("[kernel {variant}] built in {secs}s ({n} files compiled)");
-    Ok(())
+    eprintln!("[kernel {label}] built in {secs}s ({n} files compiled)");
+    Ok(n)
 }
 
-fn tail(text: &str, n: usize) -> String {
+pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
@@ -726,7 +756,7 @@ mod tests {
         )
         .unwrap();
         let log = build.join("build.log");
-        let err = format!("{:#}", make(Variant::Patched, &src, &build, dir.path(), &log).unwrap_err());
+        let err = format!("{:#}", make("patched", &src, &build, dir.path(), &log).unwrap_err());
         assert!(err.contains("kernel build (patched) failed"), "{err}");
         assert!(err.contains("fs/xfs/x.c:1: error: broken"), "{err}");
         assert!(err.contains("step 60") && !err.contains("step 5\n"), "only the tail: {err}");

@@ -14,5 +14,6 @@ pub mod paths;
 pub mod qemu;
 pub mod results;
 pub mod run;
+pub mod series;
 pub mod test;
 pub mod tidy;

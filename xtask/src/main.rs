@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use xtask::{bench, cli, deps, initramfs, kernel, run, test};
+use xtask::{bench, cli, deps, initramfs, kernel, run, series, test};
 
 /// Build Linux 6.12 with and without the block-map seal series, boot it on
 /// emulated NVDIMMs under QEMU and judge what the guest workloads report.
@@ -27,6 +27,8 @@ enum Task {
     Run(cli::RunArgs),
     /// Boot to an interactive shell on the console with the NVDIMMs mounted.
     Shell(cli::ShellArgs),
+    /// Check the series is bisectable: build every prefix of patches/series in turn.
+    Series(cli::SeriesArgs),
     /// Run the whole test suite: unit tests, then VM tests on the real kernels.
     Test(cli::TestArgs),
     /// Measure build and boot figures; print medians.
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Task::Initramfs => initramfs::cmd().map(|()| ExitCode::SUCCESS),
         Task::Run(args) => run::cmd(&args),
         Task::Shell(args) => run::shell(&args),
+        Task::Series(args) => series::cmd(&args),
         Task::Test(args) => test::cmd(&args),
         Task::Bench(args) => bench::cmd(&args).map(|()| ExitCode::SUCCESS),
     };

@@ -211,6 +211,7 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
             exec: args.exec.clone(),
             fresh: guest.fresh,
             shell: false,
+            params: args.params.iter().cloned().collect(),
         };
         let request = BootRequest {
             prepared: &prepared,
@@ -277,7 +278,7 @@ mod tests {
 
     #[test]
     fn workload_selection() {
-        assert_eq!(select_workloads(&[]).unwrap(), ["dax-smoke", "seal-conformance"]);
+        assert_eq!(select_workloads(&[]).unwrap(), ["dax-smoke", "seal-conformance", "seal-race"]);
         assert_eq!(select_workloads(&["selftest-silent".into()]).unwrap(), ["selftest-silent"]);
         let err = select_workloads(&["dax-smoke".into(), "nope".into()]).unwrap_err().to_string();
         assert!(err.contains("unknown workload \"nope\"") && err.contains("dax-smoke"), "{err}");

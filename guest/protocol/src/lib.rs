@@ -5,6 +5,8 @@
 
 pub mod ktap;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Where the host puts the per-run configuration inside the initramfs.
@@ -37,11 +39,23 @@ pub struct RunConfig {
     /// After set-up, start an interactive shell on the console instead of
     /// running anything.
     pub shell: bool,
+    /// Workload parameters (`--param NAME=VALUE`), each one of [`PARAMS`].
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
 }
 
 impl RunConfig {
     /// The top-level KTAP tests a boot with this configuration reports, in
     /// order: set-up, each workload, then the `--exec` commands as one test.
+    /// The value of a parameter: as given, else its default.
+    pub fn param(&self, name: &str) -> Result<u64, String> {
+        let info = param(name).ok_or_else(|| format!("no parameter {name:?}"))?;
+        match self.params.get(name) {
+            Some(value) => info.parse(value),
+            None => Ok(info.default),
+        }
+    }
+
     pub fn expected_tests(&self) -> Vec<String> {
         let mut tests = vec!["setup".to_string()];
         tests.extend(self.workloads.iter().cloned());
@@ -74,6 +88,12 @@ pub const WORKLOADS: &[WorkloadInfo] = &[
         default: true,
     },
     WorkloadInfo {
+        name: "seal-race",
+        summary: "threads punch, zero, truncate, fallocate, reflink, append, mmap-store and pin a file while one \
+                  seals and unseals it; the map never moves while sealed and the pins balance",
+        default: true,
+    },
+    WorkloadInfo {
         name: "seal-crash-prepare",
         summary: "first boot of the seal persistence scenarios: seal a file with a hole and an unwritten range, \
                   print its map and the crash point",
@@ -90,6 +110,43 @@ pub const WORKLOADS: &[WorkloadInfo] = &[
         default: false,
     },
 ];
+
+/// One workload parameter: a whole number within bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamInfo {
+    /// `WORKLOAD.NAME`.
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub default: u64,
+    pub min: u64,
+    pub max: u64,
+}
+
+impl ParamInfo {
+    pub fn parse(&self, value: &str) -> Result<u64, String> {
+        let v: u64 = value
+            .trim()
+            .parse()
+            .map_err(|_| format!("{}={value:?}: not a whole number ({})", self.name, self.summary))?;
+        if !(self.min..=self.max).contains(&v) {
+            return Err(format!("{}={v}: out of range, give {} to {}", self.name, self.min, self.max));
+        }
+        Ok(v)
+    }
+}
+
+/// Every workload parameter.
+pub const PARAMS: &[ParamInfo] = &[ParamInfo {
+    name: "seal-race.seconds",
+    summary: "how long seal-race's threads run, in seconds",
+    default: 30,
+    min: 1,
+    max: 3600,
+}];
+
+pub fn param(name: &str) -> Option<&'static ParamInfo> {
+    PARAMS.iter().find(|p| p.name == name)
+}
 
 pub fn workload(name: &str) -> Option<&'static WorkloadInfo> {
     WORKLOADS.iter().find(|w| w.name == name)

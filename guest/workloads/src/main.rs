@@ -7,6 +7,7 @@ mod dax_smoke;
 mod seal;
 mod seal_conformance;
 mod seal_crash;
+mod seal_race;
 mod sys;
 
 use std::process::ExitCode;
@@ -18,6 +19,7 @@ fn lookup(name: &str) -> Option<Workload> {
     match name {
         "dax-smoke" => Some(dax_smoke::run),
         "seal-conformance" => Some(seal_conformance::run),
+        "seal-race" => Some(seal_race::run),
         "seal-crash-prepare" => Some(seal_crash::prepare),
         "seal-crash-verify" => Some(seal_crash::verify),
         // Harness self-test: a workload that dies before reporting anything.

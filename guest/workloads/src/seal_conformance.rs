@@ -119,7 +119,7 @@ const SPECIAL: &[(&str, Special)] = &[
     ("without-cap-linux-immutable-eperm", case_privilege),
     ("bad-arguments", case_bad_arguments),
     ("unseal-while-mapped-ebusy", case_unseal_mapped),
-    ("io-uring-fixed-buffer-pin-sealed", case_pin_sealed),
+    ("io-uring-fixed-buffer-pin-and-io-sealed", case_pin_sealed),
     ("io-uring-fixed-buffer-pin-control-eopnotsupp", case_pin_control),
     ("seal-sparse-file-enospc", case_enospc),
     ("seal-survives-remount", case_remount),
@@ -200,7 +200,7 @@ impl Env {
 /// SEAL on a scratch file: 0 means the series is there; EOPNOTSUPP means a
 /// kernel without it. Anything else is reported through the cases that need
 /// the seal (they fail, never skip).
-fn probe(dir: &Path) -> Result<(), String> {
+pub fn probe(dir: &Path) -> Result<(), String> {
     let path = dir.join("probe");
     let r = (|| {
         let f = create(&path, 0x11, SIZE)?;
@@ -971,26 +971,75 @@ fn pin_then_unmap(file: &File) -> Result<(seal::Ring, io::Result<()>), String> {
 }
 
 /// A long-term pin (io_uring REGISTER_BUFFERS) of a sealed file's DAX
-/// mapping works; UNSEAL is refused while it holds and allowed after.
+/// mapping works, and data moves through it both ways: WRITE_FIXED copies
+/// the file's pmem pages out to another file, READ_FIXED lands another
+/// file's bytes in them, which the sealed file then reads back, without its
+/// map moving. UNSEAL is refused while the pin holds (even after munmap)
+/// and allowed after UNREGISTER.
 fn case_pin_sealed(env: &Env) -> Outcome {
     env.sealed(|| {
-        let path = env.path("pin");
-        let file = create(&path, 0x54, SIZE)?;
-        seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
-        let (ring, registered) = pin_then_unmap(&file)?;
-        let busy = seal::unseal(&file);
-        let unregistered = ring.unregister();
-        let after = seal::unseal(&file);
-        let _ = fs::remove_file(&path);
-        registered.map_err(|e| format!("REGISTER_BUFFERS on the sealed DAX mapping: {}", errno_text(&e)))?;
-        match busy {
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
-            other => return Err(format!("UNSEAL while pinned (after munmap): {other:?}, expected EBUSY")),
+        let (path, out, source) = (env.path("pin"), env.path("pin.out"), env.path("pin.source"));
+        let r = pin_round_trip(&path, &out, &source);
+        for p in [&path, &out, &source] {
+            let _ = fs::remove_file(p);
         }
-        unregistered.map_err(|e| format!("UNREGISTER_BUFFERS: {}", errno_text(&e)))?;
-        after.map_err(|e| format!("UNSEAL after unregister: {}", errno_text(&e)))?;
-        Ok("REGISTER_BUFFERS 0; UNSEAL with the pin outliving munmap: EBUSY; after unregister: 0".into())
+        r
     })
+}
+
+fn pin_round_trip(path: &Path, out: &Path, source: &Path) -> Check {
+    const HALF: u64 = SIZE / 2;
+    let file = create(path, 0x54, SIZE)?;
+    let out_file = create(out, 0x00, 0)?;
+    let source_file = create(source, 0x99, HALF)?;
+    seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+    let map_before = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
+    let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
+    let mut map = Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    let base = map.as_mut_ptr();
+    ring.register(base, SIZE as usize)
+        .map_err(|e| format!("REGISTER_BUFFERS on the sealed DAX mapping: {}", errno_text(&e)))?;
+    // Out of the pinned pmem pages: the file's first half into `out`.
+    let written = ring.write_fixed(&out_file, 0, base, HALF as u32);
+    // Into them: `source` over the file's second half.
+    // SAFETY: HALF is inside the SIZE-byte mapping.
+    let read = ring.read_fixed(&source_file, 0, unsafe { base.add(HALF as usize) }, HALF as u32);
+    drop(map);
+    let busy = seal::unseal(&file);
+    let unregistered = ring.unregister();
+    let after = seal::unseal(&file);
+    let want = HALF as u32;
+    match written {
+        Ok(n) if n == want => {}
+        other => return Err(format!("WRITE_FIXED from the pinned buffer: {other:?}, expected {want} bytes")),
+    }
+    match read {
+        Ok(n) if n == want => {}
+        other => return Err(format!("READ_FIXED into the pinned buffer: {other:?}, expected {want} bytes")),
+    }
+    let copied = fs::read(out).map_err(|e| format!("read {}: {e}", out.display()))?;
+    if copied != pattern(0x54, SIZE)[..HALF as usize] {
+        return Err("WRITE_FIXED wrote other bytes than the sealed file holds".into());
+    }
+    let mut landed = vec![0u8; HALF as usize];
+    file.read_exact_at(&mut landed, HALF).map_err(|e| format!("pread: {}", errno_text(&e)))?;
+    if landed != pattern(0x99, HALF) {
+        return Err("the bytes READ_FIXED put in the pinned pages do not read back through the file".into());
+    }
+    let map_after = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
+    if map_after != map_before {
+        return Err(format!("the map moved: {map_before:?} -> {map_after:?}"));
+    }
+    match busy {
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+        other => return Err(format!("UNSEAL while pinned (after munmap): {other:?}, expected EBUSY")),
+    }
+    unregistered.map_err(|e| format!("UNREGISTER_BUFFERS: {}", errno_text(&e)))?;
+    after.map_err(|e| format!("UNSEAL after unregister: {}", errno_text(&e)))?;
+    Ok(format!(
+        "REGISTER_BUFFERS 0; WRITE_FIXED {HALF} bytes out and READ_FIXED {HALF} bytes in, both verified, map \
+         unchanged; UNSEAL with the pin outliving munmap: EBUSY; after unregister: 0"
+    ))
 }
 
 /// Unsealed fsdax files keep 6.12's refusal of long-term pins, on both
