@@ -73,6 +73,7 @@ impl Guest {
             fresh: false,
             shell: false,
             params: self.params.clone(),
+            dax: Vec::new(),
         };
         let n = self.boots.get() + 1;
         self.boots.set(n);

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+use dax_seal_protocol::DaxMode;
 
 use crate::kernel::Variant;
 
@@ -71,8 +72,8 @@ pub struct VmArgs {
     /// Guest CPUs (two, so seal-race's threads really run in parallel).
     #[arg(long, default_value_t = 2)]
     pub cpus: u32,
-    /// Number of emulated NVDIMMs.
-    #[arg(long, default_value_t = 1)]
+    /// Number of emulated NVDIMMs (two: one mounted DAX, one not; see --dax).
+    #[arg(long, default_value_t = 2)]
     pub nvdimms: u32,
     /// Size of each NVDIMM (K, M, G suffixes), a multiple of 2M, at least 512M.
     #[arg(long, default_value = "1G", value_parser = parse_size)]
@@ -109,6 +110,10 @@ pub struct GuestArgs {
     /// Start from blank NVDIMMs: recreate the images and make new filesystems.
     #[arg(long)]
     pub fresh: bool,
+    /// XFS `dax=` mount mode of each NVDIMM, in order (always, never, inode);
+    /// the last one covers the rest.
+    #[arg(long, value_name = "MODE,...", default_value = "always,never", value_parser = parse_dax_modes)]
+    pub dax: DaxModes,
     #[command(flatten)]
     pub source: SourceArgs,
     #[command(flatten)]
@@ -196,6 +201,20 @@ pub fn parse_include(text: &str) -> Result<Include, String> {
     Ok(Include { host: PathBuf::from(host), guest })
 }
 
+/// The `--dax` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaxModes(pub Vec<DaxMode>);
+
+pub fn parse_dax_modes(text: &str) -> Result<DaxModes, String> {
+    let modes = text.split(',').map(DaxMode::parse).collect::<Result<Vec<_>, _>>()?;
+    if modes.first() != Some(&DaxMode::Always) {
+        return Err(format!(
+            "--dax {text}: NVDIMM 0 must be mounted dax=always: the seal workloads run on its DAX files"
+        ));
+    }
+    Ok(DaxModes(modes))
+}
+
 /// `NAME=VALUE` for a parameter the protocol knows, with a valid value.
 pub fn parse_param(text: &str) -> Result<(String, String), String> {
     let known = || {
@@ -242,6 +261,14 @@ mod tests {
         for bad in ["", "G", "1.5G", "-1", "12X", "99999999999T"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn dax_modes() {
+        assert_eq!(parse_dax_modes("always,never"), Ok(DaxModes(vec![DaxMode::Always, DaxMode::Never])));
+        assert_eq!(parse_dax_modes("always"), Ok(DaxModes(vec![DaxMode::Always])));
+        assert!(parse_dax_modes("never,always").unwrap_err().contains("NVDIMM 0"));
+        assert!(parse_dax_modes("always,sometimes").unwrap_err().contains("not a DAX mode"));
     }
 
     #[test]

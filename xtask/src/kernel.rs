@@ -598,12 +598,7 @@ pub fn make(label: &str, src: &Path, build: &Path, cache: &Path, log: &Path) -> 
         if last_report.elapsed() >= Duration::from_secs(15) {
             last_report = Instant::now();
             if let Ok(c) = compiled.lock() {
-                eprintln!(
-                    "[kernel {label}] {:>4} files compiled, {:>4}s, now {}",
-                    c.0,
-                    start.elapsed().as_secs(),
-                    c.1
-                );
+                eprintln!("[kernel {label}] {:>4} files compiled, {:>4}s, now {}", c.0, start.elapsed().as_secs(), c.1);
             }
         }
         std::thread::sleep(Duration::from_millis(200));

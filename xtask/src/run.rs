@@ -212,6 +212,7 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
             fresh: guest.fresh,
             shell: false,
             params: args.params.iter().cloned().collect(),
+            dax: guest.dax.0.clone(),
         };
         let request = BootRequest {
             prepared: &prepared,
@@ -251,7 +252,13 @@ pub fn shell(args: &ShellArgs) -> Result<ExitCode> {
     let request = BootRequest {
         prepared: &prepared,
         variant: args.kernel,
-        config: RunConfig { kernel: args.kernel.name().into(), fresh: guest.fresh, shell: true, ..Default::default() },
+        config: RunConfig {
+            kernel: args.kernel.name().into(),
+            fresh: guest.fresh,
+            shell: true,
+            dax: guest.dax.0.clone(),
+            ..Default::default()
+        },
         includes: &guest.include,
         vm: &guest.vm,
         images_dir: &images_dir,

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: the unit tests of the whole workspace, then the VM
-//! tests in tests/, which boot the real kernels. xtask builds both kernel
-//! variants and the initramfs first and hands them to the VM tests in a JSON
+//! tests in tests/, which boot the real kernels. xtask builds the three kernel
+//! variants (patched, baseline, debug) and the initramfs first and hands them to the VM tests in a JSON
 //! file named by [`ARTIFACTS_ENV`].
 
 use std::process::ExitCode;
@@ -30,7 +30,8 @@ pub fn cmd(args: &TestArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("[test] building what the VM tests boot");
-    let prepared = run::prepare(&[Variant::Patched, Variant::Baseline], &args.source, &VmArgs::defaults())?;
+    let prepared =
+        run::prepare(&[Variant::Patched, Variant::Baseline, Variant::Debug], &args.source, &VmArgs::defaults())?;
     eprintln!("[test] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
     let checked = tidy::checkpatch(&root.join("patches"), &prepared.source_tree)?;
     eprintln!("[test] checkpatch --strict: {checked} patch(es) clean");

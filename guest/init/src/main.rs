@@ -35,7 +35,7 @@ fn main() {
         }
     };
     log(&format!("kernel variant {}, workloads {:?}", config.kernel, config.workloads));
-    let mounted = nvdimm::set_up_all(&mut report, config.fresh);
+    let mounted = nvdimm::set_up_all(&mut report, config.fresh, |i| config.dax_mode(i));
 
     if config.shell {
         run_shell();

@@ -12,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dax_seal_protocol::{ktap::Outcome, MOUNT_PREFIX};
+use dax_seal_protocol::{ktap::Outcome, DaxMode, MOUNT_PREFIX};
 
 use crate::report::Report;
 use crate::sys;
@@ -52,7 +52,7 @@ fn regions() -> Vec<PathBuf> {
 type Step<'a> = &'a dyn Fn(&str) -> Result<(String, String), String>;
 
 /// Sets up every region; true when every step of every region succeeded.
-pub fn set_up_all(report: &mut Report, fresh: bool) -> bool {
+pub fn set_up_all(report: &mut Report, fresh: bool, dax: impl Fn(usize) -> DaxMode) -> bool {
     let regions = regions();
     if regions.is_empty() {
         let reason = format!("no NVDIMM region under {ND}: is QEMU given -machine nvdimm=on and the kernel ACPI_NFIT?");
@@ -63,11 +63,12 @@ pub fn set_up_all(report: &mut Report, fresh: bool) -> bool {
     let mut all_ok = true;
     for (i, region) in regions.iter().enumerate() {
         let mount_point = format!("{MOUNT_PREFIX}{i}");
+        let option = format!("dax={}", dax(i).name());
         let steps: [(String, Step<'_>); 3] = [
             (format!("pmem{i} fsdax namespace"), &|_| ensure_fsdax(region)),
             (format!("pmem{i} xfs"), &|dev| ensure_xfs(dev, fresh).map(|how| (dev.to_string(), how))),
-            (format!("pmem{i} mount dax=always"), &|dev| {
-                sys::mount_fs(dev, &mount_point, "xfs", "dax=always")
+            (format!("pmem{i} mount {option}"), &|dev| {
+                sys::mount_fs(dev, &mount_point, "xfs", &option)
                     .map(|()| (dev.to_string(), format!("{dev} on {mount_point}")))
             }),
         ];

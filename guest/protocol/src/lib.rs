@@ -42,11 +42,56 @@ pub struct RunConfig {
     /// Workload parameters (`--param NAME=VALUE`), each one of [`PARAMS`].
     #[serde(default)]
     pub params: BTreeMap<String, String>,
+    /// The `dax=` mount option of each NVDIMM's XFS, by index; empty means
+    /// [`DEFAULT_DAX`]. The last entry covers the NVDIMMs beyond the list.
+    #[serde(default)]
+    pub dax: Vec<DaxMode>,
 }
+
+/// XFS's `dax=` mount option.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DaxMode {
+    /// Every file is DAX: the seal's fsdax paths.
+    Always,
+    /// No file is DAX: the page cache, as swapfiles need.
+    Never,
+    /// Per file, by FS_XFLAG_DAX.
+    Inode,
+}
+
+impl DaxMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            DaxMode::Always => "always",
+            DaxMode::Never => "never",
+            DaxMode::Inode => "inode",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<DaxMode, String> {
+        match text.trim() {
+            "always" => Ok(DaxMode::Always),
+            "never" => Ok(DaxMode::Never),
+            "inode" => Ok(DaxMode::Inode),
+            other => Err(format!("{other:?} is not a DAX mode: give always, never or inode")),
+        }
+    }
+}
+
+/// NVDIMM 0 is mounted DAX; the others without, so that the page-cache
+/// rules (swapfiles, long-term pins of page-cache pages) can be tested.
+pub const DEFAULT_DAX: [DaxMode; 2] = [DaxMode::Always, DaxMode::Never];
 
 impl RunConfig {
     /// The top-level KTAP tests a boot with this configuration reports, in
     /// order: set-up, each workload, then the `--exec` commands as one test.
+    /// The `dax=` mode of NVDIMM `index`.
+    pub fn dax_mode(&self, index: usize) -> DaxMode {
+        let modes: &[DaxMode] = if self.dax.is_empty() { &DEFAULT_DAX } else { &self.dax };
+        modes[index.min(modes.len() - 1)]
+    }
+
     /// The value of a parameter: as given, else its default.
     pub fn param(&self, name: &str) -> Result<u64, String> {
         let info = param(name).ok_or_else(|| format!("no parameter {name:?}"))?;

@@ -4,6 +4,7 @@
 
 mod cases;
 mod dax_smoke;
+mod page_cache;
 mod seal;
 mod seal_conformance;
 mod seal_crash;

@@ -22,6 +22,7 @@ use std::process::ExitCode;
 use dax_seal_protocol::MOUNT_PREFIX;
 
 use crate::cases::Cases;
+use crate::page_cache;
 use crate::seal::{self, Extent};
 use crate::sys::{cpath, errno_text, mounted, statx_attributes, Mapping, STATX_ATTR_DAX};
 
@@ -122,6 +123,10 @@ const SPECIAL: &[(&str, Special)] = &[
     ("io-uring-fixed-buffer-pin-and-io-sealed", case_pin_sealed),
     ("io-uring-fixed-buffer-pin-control-eopnotsupp", case_pin_control),
     ("seal-sparse-file-enospc", case_enospc),
+    ("swapon-sealed-non-dax-file", case_swap_sealed),
+    ("swapfile-control-etxtbsy", case_swap_control),
+    ("io-uring-pin-page-cache-sealed-efault", case_page_cache_pin_sealed),
+    ("io-uring-pin-page-cache-control-efault", case_page_cache_pin_control),
     ("seal-survives-remount", case_remount),
 ];
 
@@ -145,7 +150,7 @@ pub fn run() -> ExitCode {
         }
         return t.exit();
     }
-    let env = Env { mount, dir: dir.clone(), has_seal: probe(&dir) };
+    let env = Env { mount, dir: dir.clone(), page_cache: page_cache::dir("seal-conformance"), has_seal: probe(&dir) };
     match &env.has_seal {
         Ok(()) => t.note("SEAL works on this kernel: sealed legs run"),
         Err(why) => t.note(&format!("sealed legs skip: {why}")),
@@ -173,12 +178,17 @@ pub fn run() -> ExitCode {
         }
     }
     let _ = fs::remove_dir_all(&dir);
+    if let Ok(pc) = &env.page_cache {
+        let _ = fs::remove_dir_all(pc);
+    }
     t.exit()
 }
 
 struct Env {
     mount: PathBuf,
     dir: PathBuf,
+    /// A directory on the dax=never NVDIMM, or why there is none.
+    page_cache: Result<PathBuf, String>,
     /// Ok when SEAL works; otherwise why the sealed legs skip.
     has_seal: Result<(), String>,
 }
@@ -1059,6 +1069,32 @@ fn case_pin_control(env: &Env) -> Outcome {
         }
     })();
     Outcome::Done(r)
+}
+
+/// A case on the page-cache (dax=never) NVDIMM; it skips, with the reason,
+/// when the guest has none. `seal_only` cases also skip without the series.
+fn on_page_cache(env: &Env, seal_only: bool, f: impl FnOnce(&Path) -> Check) -> Outcome {
+    match &env.page_cache {
+        Err(why) => Outcome::Skip(why.clone()),
+        Ok(dir) if seal_only => env.sealed(|| f(dir)),
+        Ok(dir) => Outcome::Done(f(dir)),
+    }
+}
+
+fn case_swap_sealed(env: &Env) -> Outcome {
+    on_page_cache(env, true, page_cache::sealed_swapfile)
+}
+
+fn case_swap_control(env: &Env) -> Outcome {
+    on_page_cache(env, false, page_cache::swapfile_control)
+}
+
+fn case_page_cache_pin_sealed(env: &Env) -> Outcome {
+    on_page_cache(env, true, |dir| page_cache::page_cache_pin(dir, true))
+}
+
+fn case_page_cache_pin_control(env: &Env) -> Outcome {
+    on_page_cache(env, false, |dir| page_cache::page_cache_pin(dir, false))
 }
 
 fn case_enospc(env: &Env) -> Outcome {

@@ -56,16 +56,18 @@ pub struct Mapping {
 impl Mapping {
     /// mmap(MAP_SHARED_VALIDATE | MAP_SYNC): only DAX files accept it.
     pub fn shared_sync(file: &File, len: usize) -> io::Result<Mapping> {
+        Mapping::new(file, len, libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC)
+    }
+
+    /// mmap(MAP_SHARED): any file, DAX or page cache.
+    pub fn shared(file: &File, len: usize) -> io::Result<Mapping> {
+        Mapping::new(file, len, libc::MAP_SHARED)
+    }
+
+    fn new(file: &File, len: usize, flags: i32) -> io::Result<Mapping> {
         // SAFETY: fresh mapping of a valid fd; the kernel picks the address.
         let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC,
-                file.as_raw_fd(),
-                0,
-            )
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, file.as_raw_fd(), 0)
         };
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
