@@ -107,6 +107,10 @@ const FS_IOC_FIEMAP: u64 = ioc(IOC_READ | IOC_WRITE, b'f', 11, size_of::<FiemapH
 const FICLONE: u64 = ioc(IOC_WRITE, 0x94, 9, size_of::<i32>());
 const FICLONERANGE: u64 = ioc(IOC_WRITE, 0x94, 13, size_of::<CloneRange>());
 const FIDEDUPERANGE: u64 = ioc(IOC_READ | IOC_WRITE, 0x94, 54, 24);
+/// struct xfs_swapext: five 64-bit fields, 16 bytes of padding, then a
+/// 136-byte struct xfs_bstat.
+const SWAPEXT_SIZE: usize = 192;
+const XFS_IOC_SWAPEXT: u64 = ioc(IOC_READ | IOC_WRITE, b'X', 109, SWAPEXT_SIZE);
 const XFS_IOC_EXCHANGE_RANGE: u64 = ioc(IOC_WRITE, b'X', 129, size_of::<ExchangeRange>());
 const FS_IOC_GETFLAGS: u64 = ioc(IOC_READ, b'f', 1, size_of::<libc::c_long>());
 const FS_IOC_SETFLAGS: u64 = ioc(IOC_WRITE, b'f', 2, size_of::<libc::c_long>());
@@ -247,6 +251,28 @@ pub fn exchange_range(file2: &File, file1: &File, len: u64) -> io::Result<()> {
         ExchangeRange { file1_fd: file1.as_raw_fd(), pad: 0, file1_offset: 0, file2_offset: 0, length: len, flags: 0 };
     // SAFETY: the kernel reads one struct xfs_exchange_range.
     check(unsafe { libc::ioctl(file2.as_raw_fd(), XFS_IOC_EXCHANGE_RANGE as _, &arg) })
+}
+
+/// XFS_IOC_SWAPEXT (the defragmenter's ioctl): swap the whole data forks
+/// of `target` and `tmp`, which must be the same size. The kernel refuses
+/// with EBUSY unless sx_stat carries the target's current mtime and ctime,
+/// so they are filled from fstat.
+pub fn swapext(target: &File, tmp: &File) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = target.metadata()?;
+    let mut sx = [0u8; SWAPEXT_SIZE];
+    let mut put = |at: usize, bytes: &[u8]| sx[at..at + bytes.len()].copy_from_slice(bytes);
+    // sx_version 0 at 0; sx_offset 0 at 24.
+    put(8, &i64::from(target.as_raw_fd()).to_ne_bytes());
+    put(16, &i64::from(tmp.as_raw_fd()).to_ne_bytes());
+    put(32, &(meta.len() as i64).to_ne_bytes());
+    // sx_stat at 56: bs_mtime at +56, bs_ctime at +72, each {i64 sec, i32 nsec}.
+    put(56 + 56, &meta.mtime().to_ne_bytes());
+    put(56 + 64, &(meta.mtime_nsec() as i32).to_ne_bytes());
+    put(56 + 72, &meta.ctime().to_ne_bytes());
+    put(56 + 80, &(meta.ctime_nsec() as i32).to_ne_bytes());
+    // SAFETY: the kernel reads (and may write) one struct xfs_swapext.
+    check(unsafe { libc::ioctl(target.as_raw_fd(), XFS_IOC_SWAPEXT as _, sx.as_mut_ptr()) })
 }
 
 pub fn copy_file_range(src: &File, src_off: u64, dest: &File, dest_off: u64, len: usize) -> io::Result<usize> {
@@ -487,6 +513,7 @@ mod tests {
         assert_eq!(FICLONE, 0x4004_9409);
         assert_eq!(FICLONERANGE, 0x4020_940d);
         assert_eq!(FIDEDUPERANGE, 0xc018_9436);
+        assert_eq!(XFS_IOC_SWAPEXT, 0xc0c0_586d);
         assert_eq!(size_of::<FiemapExtentRaw>(), 56);
         assert_eq!(size_of::<DedupeRange>(), 24 + 32);
         assert_eq!(size_of::<ExchangeRange>(), 40);

@@ -96,6 +96,8 @@ const ROWS: &[Row] = &[
     Row { name: "ficlonerange-into", sealed: TXT, control: OK, op: op_ficlonerange_into, probe: None },
     Row { name: "fideduperange-into", sealed: TXT, control: OK, op: op_dedupe_into, probe: None },
     Row { name: "fideduperange-from", sealed: TXT, control: OK, op: op_dedupe_from, probe: None },
+    Row { name: "xfs-ioc-swapext-target", sealed: TXT, control: OK, op: op_swapext_target, probe: None },
+    Row { name: "xfs-ioc-swapext-tmp", sealed: TXT, control: OK, op: op_swapext_tmp, probe: None },
     Row {
         name: "xfs-exchange-range",
         sealed: TXT,
@@ -629,6 +631,19 @@ fn op_dedupe_into(t: &Target) -> io::Result<Want> {
 fn op_dedupe_from(t: &Target) -> io::Result<Want> {
     let h = same_helper(t)?;
     seal::dedupe(&t.file, &h, 0, SIZE).map(|_| Want::Same)
+}
+
+/// The sealed (or control) file as the target: it gets the helper's blocks.
+fn op_swapext_target(t: &Target) -> io::Result<Want> {
+    let h = t.open_helper()?;
+    seal::swapext(&t.file, &h).map(|()| Want::Bytes(0, pattern(0xa7, SIZE)))
+}
+
+/// The sealed (or control) file as the temporary file: it gets the
+/// helper's blocks too, from the other side.
+fn op_swapext_tmp(t: &Target) -> io::Result<Want> {
+    let h = t.open_helper()?;
+    seal::swapext(&h, &t.file).map(|()| Want::Bytes(0, pattern(0xa7, SIZE)))
 }
 
 fn op_exchange_range(t: &Target) -> io::Result<Want> {
