@@ -379,7 +379,7 @@ fn pins_of(b: &Booted) -> u64 {
         .unwrap_or_else(|| panic!("no pin count in {}\n{}", c.detail, b.explain()))
 }
 
-/// seal-race on both kernels, on two vCPUs each, for 10 s. Patched: the
+/// seal-race on both kernels for 10 s. Patched: the
 /// toggler seals and unseals many times, every map change met ETXTBSY while
 /// sealed and succeeded while unsealed, pins were taken and all released.
 /// Baseline: the same workers run as a control in which everything
@@ -388,7 +388,6 @@ fn pins_of(b: &Booted) -> u64 {
 fn seal_race_patched_and_baseline_differ_exactly_where_the_contract_says() {
     let guest = |variant| {
         let mut g = Guest::new(variant);
-        g.vm.cpus = 2;
         g.params.insert("seal-race.seconds".into(), "10".into());
         g.boot(&["seal-race"], &[])
     };
