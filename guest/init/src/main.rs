@@ -11,10 +11,9 @@ mod nvdimm;
 mod report;
 mod sys;
 
-use std::fs;
 use std::process::ExitStatus;
 
-use dax_seal_protocol::{ktap::Outcome, RunConfig, RUN_CONFIG_PATH, SHELL_BANNER};
+use dax_seal_protocol::{ktap::Outcome, RunConfig, SHELL_BANNER};
 
 use report::Report;
 
@@ -23,7 +22,7 @@ fn main() {
     std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     sys::mount_pseudo_filesystems();
     let mut report = Report::open();
-    let config = read_run_config();
+    let config = RunConfig::read();
     // Without a configuration only the failed set-up can be reported.
     report.start(config.as_ref().map_or(1, |c| c.expected_tests().len()));
 
@@ -53,12 +52,6 @@ fn main() {
     }
     report.finish();
     sys::power_off();
-}
-
-fn read_run_config() -> Result<RunConfig, String> {
-    let text = fs::read_to_string(RUN_CONFIG_PATH)
-        .map_err(|e| format!("cannot read the run configuration {RUN_CONFIG_PATH}: {e}"))?;
-    serde_json::from_str(&text).map_err(|e| format!("bad run configuration {RUN_CONFIG_PATH}: {e}"))
 }
 
 /// Interactive busybox shell on the console with job control.

@@ -86,6 +86,13 @@ pub const DEFAULT_DAX: [DaxMode; 2] = [DaxMode::Always, DaxMode::Never];
 impl RunConfig {
     /// The top-level KTAP tests a boot with this configuration reports, in
     /// order: set-up, each workload, then the `--exec` commands as one test.
+    /// The configuration the host put at [`RUN_CONFIG_PATH`] (guest side).
+    pub fn read() -> Result<RunConfig, String> {
+        let text = std::fs::read_to_string(RUN_CONFIG_PATH)
+            .map_err(|e| format!("cannot read the run configuration {RUN_CONFIG_PATH}: {e}"))?;
+        serde_json::from_str(&text).map_err(|e| format!("bad run configuration {RUN_CONFIG_PATH}: {e}"))
+    }
+
     /// The `dax=` mode of NVDIMM `index`.
     pub fn dax_mode(&self, index: usize) -> DaxMode {
         let modes: &[DaxMode] = if self.dax.is_empty() { &DEFAULT_DAX } else { &self.dax };

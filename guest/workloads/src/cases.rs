@@ -6,6 +6,30 @@ use std::process::ExitCode;
 
 use dax_seal_protocol::ktap::{Outcome, Writer};
 
+/// What the contract says an operation gives: success or one errno.
+#[derive(Clone, Copy)]
+pub enum Expect {
+    Ok,
+    Err(i32),
+}
+
+impl Expect {
+    pub fn admits<T>(self, r: &io::Result<T>) -> bool {
+        match (self, r) {
+            (Expect::Ok, Ok(_)) => true,
+            (Expect::Err(want), Err(e)) => e.raw_os_error() == Some(want),
+            _ => false,
+        }
+    }
+
+    pub fn text(self) -> String {
+        match self {
+            Expect::Ok => "success".into(),
+            Expect::Err(e) => format!("errno {e} ({})", io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
 pub struct Cases {
     out: Writer<Stdout>,
     number: usize,

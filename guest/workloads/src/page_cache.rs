@@ -2,7 +2,7 @@
 //! a sealed swapfile, and long-term pins of page-cache pages (still EFAULT,
 //! as in 6.12). Part of `seal-conformance`.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use dax_seal_protocol::MOUNT_PREFIX;
 
 use crate::seal::{self, Extent};
+use crate::seal_conformance::create;
 use crate::sys::{cpath, errno_text, mounted, Mapping};
 
 const PAGE: u64 = 4096;
@@ -27,20 +28,6 @@ pub fn dir(name: &str) -> Result<PathBuf, String> {
     let dir = mount.join(format!("{name}.{}", std::process::id()));
     fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
     Ok(dir)
-}
-
-/// A file of `len` bytes written in full, so it has no holes.
-fn create_full(path: &Path, len: u64) -> Result<File, String> {
-    let _ = fs::remove_file(path);
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| format!("create {}: {}", path.display(), errno_text(&e)))?;
-    f.write_all_at(&vec![0u8; len as usize], 0).map_err(|e| format!("write: {}", errno_text(&e)))?;
-    f.sync_all().map_err(|e| format!("fsync: {}", errno_text(&e)))?;
-    Ok(f)
 }
 
 /// Writes a version-1 Linux swap header (what mkswap writes): `info` at
@@ -118,7 +105,7 @@ impl Drop for ActiveSwap<'_> {
 /// swapoff leave the map alone and the seal survives swapoff.
 pub fn sealed_swapfile(dir: &Path) -> Result<String, String> {
     let path = dir.join("swap-sealed");
-    let f = create_full(&path, SWAP_SIZE)?;
+    let f = create(&path, 0x5e, SWAP_SIZE)?;
     write_swap_header(&f, SWAP_SIZE).map_err(|e| format!("swap header: {}", errno_text(&e)))?;
     seal::seal(&f).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
     let sealed_map = map_of(&f)?;
@@ -150,7 +137,7 @@ pub fn sealed_swapfile(dir: &Path) -> Result<String, String> {
 /// every fallocate mode with ETXTBSY.
 pub fn swapfile_control(dir: &Path) -> Result<String, String> {
     let path = dir.join("swap-control");
-    let f = create_full(&path, SWAP_SIZE)?;
+    let f = create(&path, 0x5e, SWAP_SIZE)?;
     write_swap_header(&f, SWAP_SIZE).map_err(|e| format!("swap header: {}", errno_text(&e)))?;
     let active = ActiveSwap::on(&path).map_err(|e| format!("swapon: {}", errno_text(&e)))?;
     let punch = seal::fallocate(&f, seal::FALLOC_FL_PUNCH_HOLE | seal::FALLOC_FL_KEEP_SIZE, PAGE, PAGE);
@@ -165,7 +152,7 @@ pub fn swapfile_control(dir: &Path) -> Result<String, String> {
 /// or not: the seal is about the block map, not about writeback.
 pub fn page_cache_pin(dir: &Path, sealed: bool) -> Result<String, String> {
     let path = dir.join(if sealed { "pin-sealed" } else { "pin-control" });
-    let f = create_full(&path, 64 * 1024)?;
+    let f = create(&path, 0x5f, 64 * 1024)?;
     if sealed {
         seal::seal(&f).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
     }

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 
 use dax_seal_protocol::MOUNT_PREFIX;
 
-use crate::cases::Cases;
+use crate::cases::{Cases, Expect};
 use crate::page_cache;
 use crate::seal::{self, Extent};
 use crate::sys::{cpath, errno_text, mounted, statx_attributes, Mapping, STATX_ATTR_DAX};
@@ -42,13 +42,6 @@ enum Want {
     Size(u64, u64),
     /// The target's name no longer refers to the original file.
     Gone,
-}
-
-/// What the contract says an operation gives.
-#[derive(Clone, Copy)]
-enum Expect {
-    Ok,
-    Err(i32),
 }
 
 struct Row {

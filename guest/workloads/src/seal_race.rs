@@ -27,9 +27,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use dax_seal_protocol::{RunConfig, MOUNT_PREFIX, RUN_CONFIG_PATH};
+use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
 
-use crate::cases::Cases;
+use crate::cases::{Cases, Expect};
 use crate::seal::{self, Extent};
 use crate::seal_conformance::{create, describe, probe};
 use crate::sys::{errno_text, Mapping};
@@ -74,30 +74,6 @@ impl Phase {
 
     fn state(word: u64) -> State {
         [State::Unsealed, State::Sealing, State::Sealed, State::Unsealing][(word & 3) as usize]
-    }
-}
-
-/// What the contract says one operation gives in each steady phase.
-#[derive(Clone, Copy)]
-enum Expect {
-    Ok,
-    Err(i32),
-}
-
-impl Expect {
-    fn admits(self, r: &io::Result<()>) -> bool {
-        match (self, r) {
-            (Expect::Ok, Ok(())) => true,
-            (Expect::Err(want), Err(e)) => e.raw_os_error() == Some(want),
-            _ => false,
-        }
-    }
-
-    fn text(self) -> String {
-        match self {
-            Expect::Ok => "success".into(),
-            Expect::Err(e) => format!("errno {e} ({})", io::Error::from_raw_os_error(e)),
-        }
     }
 }
 
@@ -490,12 +466,6 @@ fn pin_counters() -> Result<(u64, u64), String> {
     Ok((field("nr_foll_pin_acquired")?, field("nr_foll_pin_released")?))
 }
 
-fn run_seconds() -> Result<u64, String> {
-    let text = fs::read_to_string(RUN_CONFIG_PATH).map_err(|e| format!("{RUN_CONFIG_PATH}: {e}"))?;
-    let config: RunConfig = serde_json::from_str(&text).map_err(|e| format!("{RUN_CONFIG_PATH}: {e}"))?;
-    config.param("seal-race.seconds")
-}
-
 /// A case's verdict: a note on pass, the reason on failure.
 type CaseResult = Result<((), String), String>;
 
@@ -611,7 +581,7 @@ fn verdict(tally: &Tally, note: String, enough: bool, not_enough: &str) -> CaseR
 type Ready = (Files, Result<(), String>, u64, u64);
 
 fn set_up(dir: &Path) -> Result<(Ready, String), String> {
-    let seconds = run_seconds()?;
+    let seconds = RunConfig::read()?.param("seal-race.seconds")?;
     let _ = fs::remove_dir_all(dir);
     fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
     let has_seal = probe(dir);
