@@ -237,13 +237,14 @@ fn shell_gives_a_prompt_with_the_nvdimm_mounted() {
 
 /// Special cases of seal-conformance that need the series: on a kernel
 /// without it they must skip, never pass.
-const SEAL_ONLY: [&str; 10] = [
+const SEAL_ONLY: [&str; 11] = [
     "seal-normalises-hole-unwritten-shared",
     "io-uring-fixed-buffer-pin-and-io-sealed",
     "seal-unseal-idempotent",
     "visible-in-fsgetxattr-and-statx",
     "without-cap-linux-immutable-eperm",
     "unseal-while-mapped-ebusy",
+    "pinned-and-mapped-answers-without-waiting",
     "seal-sparse-file-enospc",
     "seal-survives-remount",
     "swapon-sealed-non-dax-file",
@@ -336,29 +337,6 @@ fn seal_crash_prepare_fails_on_baseline_with_eopnotsupp() {
     assert!(seal.detail.contains("errno 95"), "{}", seal.detail);
 }
 
-/// Asserts a seal-race boot passed, with one exception that is a known,
-/// open defect of the series (issue 3's closing note): a REGISTER_BUFFERS
-/// that overlaps a failing UNSEAL's layout break can pin only part of the
-/// range, which io_uring reports as EFAULT. `cargo xtask run` reports it as
-/// the failure it is; here it is tolerated only with exactly that
-/// signature, so that the rest of the test keeps judging the kernel.
-fn assert_passed_but_for_the_known_pin_race(b: &Booted) {
-    assert!(b.outcome.end.is_clean(), "{}", b.explain());
-    for run in &b.runs {
-        for c in &run.cases {
-            if c.verdict != Verdict::Fail {
-                continue;
-            }
-            let known = c.name == "io-uring-register-buffers"
-                && c.detail.contains("while unsealing: got Bad address (os error 14)")
-                && !c.detail.contains("while sealed:")
-                && !c.detail.contains("while unsealed:");
-            assert!(known, "{} / {}: {}\n{}", run.workload, c.name, c.detail, b.explain());
-            eprintln!("KNOWN DEFECT (short pin racing UNSEAL, EFAULT): {}", c.detail);
-        }
-    }
-}
-
 /// The seal-only cases of seal-race: they skip on a kernel without SEAL.
 const RACE_SEAL_ONLY: [&str; 3] =
     ["seal-unseal-toggler", "map-size-blocks-stable-while-sealed", "every-seal-normalises"];
@@ -396,7 +374,7 @@ fn seal_race_patched_and_baseline_differ_exactly_where_the_contract_says() {
         let b = guest(Variant::Baseline);
         (p.join().expect("patched boot thread"), b)
     });
-    assert_passed_but_for_the_known_pin_race(&patched);
+    assert!(patched.passed(), "{}", patched.explain());
     assert!(baseline.passed(), "{}", baseline.explain());
     for name in RACE_SEAL_ONLY {
         assert_eq!(patched.case("seal-race", name).verdict, Verdict::Pass, "{}", patched.explain());
@@ -425,7 +403,7 @@ fn debug_kernel_runs_the_seal_workloads_without_a_kernel_report() {
     let mut g = Guest::new(Variant::Debug);
     g.params.insert("seal-race.seconds".into(), "10".into());
     let b = g.boot(&["seal-conformance", "seal-race"], &[]);
-    assert_passed_but_for_the_known_pin_race(&b);
+    assert!(b.passed(), "{}", b.explain());
     assert_eq!(b.case("seal-race", "seal-unseal-toggler").verdict, Verdict::Pass, "{}", b.explain());
     let skipped: Vec<_> =
         b.run("seal-conformance").cases.iter().filter(|c| c.verdict == Verdict::Skip).map(|c| &c.name).collect();

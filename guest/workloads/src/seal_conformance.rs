@@ -18,6 +18,9 @@ use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
 
 use dax_seal_protocol::MOUNT_PREFIX;
 
@@ -117,6 +120,7 @@ const SPECIAL: &[(&str, Special)] = &[
     ("unseal-while-mapped-ebusy", case_unseal_mapped),
     ("io-uring-fixed-buffer-pin-and-io-sealed", case_pin_sealed),
     ("io-uring-fixed-buffer-pin-control-eopnotsupp", case_pin_control),
+    ("pinned-and-mapped-answers-without-waiting", case_pinned_and_mapped),
     ("seal-sparse-file-enospc", case_enospc),
     ("swapon-sealed-non-dax-file", case_swap_sealed),
     ("swapfile-control-etxtbsy", case_swap_control),
@@ -1058,6 +1062,133 @@ fn pin_round_trip(path: &Path, out: &Path, source: &Path) -> Check {
         "REGISTER_BUFFERS 0; WRITE_FIXED {HALF} bytes out and READ_FIXED {HALF} bytes in, both verified, map \
          unchanged; UNSEAL with the pin outliving munmap: EBUSY; after unregister: 0"
     ))
+}
+
+/// How long a call on a sealed, mapped and pinned file may take before it
+/// counts as waiting for the pin: generous for the debug kernel under TCG,
+/// while a call that waits never returns until the pin goes.
+const WAITS_FOR_PIN_AFTER: Duration = Duration::from_secs(20);
+
+/// A long-term pin held through a live mapping must not hold up anything
+/// that asks the kernel to break the file's layouts. UNSEAL answers EBUSY,
+/// a second SEAL 0, and the refused map changes ETXTBSY, each at once; the
+/// pin still moves data afterwards, and the map has not moved.
+fn case_pinned_and_mapped(env: &Env) -> Outcome {
+    env.sealed(|| {
+        let (path, other) = (env.path("pinned-mapped"), env.path("pinned-mapped.other"));
+        let r = pinned_and_mapped(&path, &other);
+        for p in [&path, &other] {
+            let _ = fs::remove_file(p);
+        }
+        r
+    })
+}
+
+type Call<'a> = (&'static str, Expect, Box<dyn Fn() -> io::Result<()> + Sync + 'a>);
+
+fn pinned_and_mapped(path: &Path, other: &Path) -> Check {
+    let file = create(path, 0x5a, SIZE)?;
+    let other_file = create(other, 0x5b, SIZE)?;
+    seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+    let map_before = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
+    let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
+    let mut map = Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    let base = map.as_mut_ptr();
+    ring.register(base, SIZE as usize)
+        .map_err(|e| format!("REGISTER_BUFFERS on the sealed DAX mapping: {}", errno_text(&e)))?;
+    let (file, other_file) = (&file, &other_file);
+    let calls: Vec<Call> = vec![
+        ("UNSEAL", Expect::Err(libc::EBUSY), Box::new(move || seal::unseal(file))),
+        ("SEAL again", Expect::Ok, Box::new(move || seal::seal(file))),
+        ("ftruncate to the same size", TXT, Box::new(move || file.set_len(SIZE))),
+        (
+            "punch a hole",
+            TXT,
+            Box::new(move || {
+                seal::fallocate(file, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, 0, BLOCK)
+            }),
+        ),
+        ("FICLONE from it", TXT, Box::new(move || seal::ficlone(other_file, file))),
+        ("FICLONE into it", TXT, Box::new(move || seal::ficlone(file, other_file))),
+    ];
+    let (answers, waiting) = answer_each(&calls, &ring);
+    // Whatever happened, the pin goes before the verdict.
+    let written = ring.write_fixed(other_file, 0, base, BLOCK as u32);
+    let unregistered = ring.unregister();
+    drop(map);
+    let after = seal::unseal(file);
+    let told: Vec<String> = calls
+        .iter()
+        .zip(&answers)
+        .map(|((name, want, _), r)| {
+            let got = if want.admits(r) { want.text() } else { errno_or_success(r) };
+            format!("{name} = {got}")
+        })
+        .collect();
+    if let Some(name) = waiting {
+        return Err(format!(
+            "{name} was still waiting for the pin after {} s (answered before it: {})",
+            WAITS_FOR_PIN_AFTER.as_secs(),
+            told.join("; ")
+        ));
+    }
+    for ((name, want, _), r) in calls.iter().zip(&answers) {
+        if !want.admits(r) {
+            return Err(format!("{name}: got {}, expected {}", errno_or_success(r), want.text()));
+        }
+    }
+    let map_after = seal::fiemap(file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
+    if map_after != map_before {
+        return Err(format!("the map moved under the pin: {map_before:?} -> {map_after:?}"));
+    }
+    match written {
+        Ok(n) if n == BLOCK as u32 => {}
+        other => return Err(format!("WRITE_FIXED through the pin afterwards: {other:?}, expected {BLOCK} bytes")),
+    }
+    let mut copied = vec![0u8; BLOCK as usize];
+    other_file.read_exact_at(&mut copied, 0).map_err(|e| format!("pread: {}", errno_text(&e)))?;
+    if copied != pattern(0x5a, SIZE)[..BLOCK as usize] {
+        return Err("WRITE_FIXED through the pin wrote other bytes than the sealed file holds".into());
+    }
+    unregistered.map_err(|e| format!("UNREGISTER_BUFFERS: {}", errno_text(&e)))?;
+    after.map_err(|e| format!("UNSEAL after munmap and unregister: {}", errno_text(&e)))?;
+    Ok(format!("with the pin held through a live mapping: {}; the pin then moved data, map unchanged", told.join(", ")))
+}
+
+/// Runs each call in turn on another thread and returns their results in
+/// order. If one has not answered in WAITS_FOR_PIN_AFTER, the pin is
+/// dropped (which lets a waiting call finish), the calls after it are not
+/// made, and its name comes back as the second value.
+fn answer_each(calls: &[Call], ring: &seal::Ring) -> (Vec<io::Result<()>>, Option<&'static str>) {
+    let (tx, rx) = mpsc::channel();
+    thread::scope(|s| {
+        s.spawn(move || {
+            for (_, _, call) in calls {
+                if tx.send(call()).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut answers = Vec::new();
+        for (name, _, _) in calls {
+            match rx.recv_timeout(WAITS_FOR_PIN_AFTER) {
+                Ok(r) => answers.push(r),
+                Err(_) => {
+                    drop(rx);
+                    let _ = ring.unregister();
+                    return (answers, Some(*name));
+                }
+            }
+        }
+        (answers, None)
+    })
+}
+
+fn errno_or_success(r: &io::Result<()>) -> String {
+    match r {
+        Ok(()) => "success".into(),
+        Err(e) => errno_text(e),
+    }
 }
 
 /// Unsealed fsdax files keep 6.12's refusal of long-term pins, on both
