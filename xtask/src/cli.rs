@@ -82,7 +82,8 @@ pub struct VmArgs {
     /// NVDIMM label area size (0 = label-less; else at least 128K).
     #[arg(long, default_value = "0", value_parser = parse_size)]
     pub label_size: u64,
-    /// Wall-clock limit for one boot, in seconds.
+    /// Wall-clock limit for one boot, in seconds, on top of the time the
+    /// workloads are asked to run (e.g. seal-race.seconds).
     #[arg(long, default_value_t = 600, value_name = "SECS")]
     pub timeout: u64,
     /// A boot with no console or result output for this long is a hang.

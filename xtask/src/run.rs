@@ -135,7 +135,7 @@ impl BootRequest<'_> {
             vm: self.vm(Console::Piped)?,
             console_log: self.file("console", "log"),
             ktap_log: self.file("results", "ktap"),
-            deadline: Duration::from_secs(self.vm.timeout),
+            deadline: Duration::from_secs(self.vm.timeout + self.config.requested_run_time()),
             silence: Duration::from_secs(self.vm.silence),
             kill_at: self.kill_at.map(str::to_string),
         };

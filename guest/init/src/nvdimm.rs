@@ -185,14 +185,15 @@ fn ensure_xfs(dev: &str, fresh: bool) -> Result<String, String> {
             "{dev} holds data that is not XFS; refusing to format it (run with --fresh to start over)"
         ));
     }
-    // reflink for the seal's unshare path; 2 MiB stripe unit so extents suit PMD faults.
+    // reflink for the seal's unshare path; rmapbt so online repair can
+    // rebuild a data fork; 2 MiB stripe unit so extents suit PMD faults.
     let out = Command::new("mkfs.xfs")
-        .args(["-f", "-q", "-m", "reflink=1", "-d", "su=2m,sw=1", dev])
+        .args(["-f", "-q", "-m", "reflink=1,rmapbt=1", "-d", "su=2m,sw=1", dev])
         .output()
         .map_err(|e| format!("cannot run mkfs.xfs: {e}"))?;
     if !out.status.success() {
         let text = String::from_utf8_lossy(&out.stderr);
         return Err(format!("mkfs.xfs {dev} {}: {}", crate::describe_status(out.status), text.trim()));
     }
-    Ok(format!("made a new XFS on {dev} (reflink=1, su=2m)"))
+    Ok(format!("made a new XFS on {dev} (reflink=1, rmapbt=1, su=2m)"))
 }

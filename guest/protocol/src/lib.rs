@@ -108,6 +108,17 @@ impl RunConfig {
         }
     }
 
+    /// Seconds the selected workloads are asked to run for, by their
+    /// run-time parameters (given or default); invalid values count as 0,
+    /// since the host rejects them before any boot.
+    pub fn requested_run_time(&self) -> u64 {
+        PARAMS
+            .iter()
+            .filter(|p| p.run_time && self.workloads.iter().any(|w| p.name.strip_prefix(w.as_str()).is_some_and(|r| r.starts_with('.'))))
+            .map(|p| self.param(p.name).unwrap_or(0))
+            .sum()
+    }
+
     pub fn expected_tests(&self) -> Vec<String> {
         let mut tests = vec!["setup".to_string()];
         tests.extend(self.workloads.iter().cloned());
@@ -172,6 +183,9 @@ pub struct ParamInfo {
     pub default: u64,
     pub min: u64,
     pub max: u64,
+    /// The value is seconds the workload runs for: the host's boot deadline
+    /// grows by it when the workload is selected.
+    pub run_time: bool,
 }
 
 impl ParamInfo {
@@ -194,6 +208,7 @@ pub const PARAMS: &[ParamInfo] = &[ParamInfo {
     default: 30,
     min: 1,
     max: 3600,
+    run_time: true,
 }];
 
 pub fn param(name: &str) -> Option<&'static ParamInfo> {
@@ -206,4 +221,25 @@ pub fn workload(name: &str) -> Option<&'static WorkloadInfo> {
 
 pub fn default_workloads() -> impl Iterator<Item = &'static WorkloadInfo> {
     WORKLOADS.iter().filter(|w| w.default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(workloads: &[&str], params: &[(&str, &str)]) -> RunConfig {
+        RunConfig {
+            workloads: workloads.iter().map(|w| w.to_string()).collect(),
+            params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..RunConfig::default()
+        }
+    }
+
+    #[test]
+    fn run_time_counts_only_selected_workloads() {
+        assert_eq!(config(&["dax-smoke", "seal-conformance"], &[]).requested_run_time(), 0);
+        assert_eq!(config(&["seal-race"], &[]).requested_run_time(), 30);
+        assert_eq!(config(&["seal-race"], &[("seal-race.seconds", "600")]).requested_run_time(), 600);
+        assert_eq!(config(&["seal"], &[("seal-race.seconds", "600")]).requested_run_time(), 0);
+    }
 }

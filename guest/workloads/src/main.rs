@@ -5,11 +5,11 @@
 mod cases;
 mod dax_smoke;
 mod page_cache;
-mod seal;
 mod seal_conformance;
 mod seal_crash;
 mod seal_race;
-mod sys;
+
+use dax_seal_sys::{seal, sys};
 
 use std::process::ExitCode;
 

@@ -101,6 +101,13 @@ const ROWS: &[Row] = &[
         op: op_exchange_range,
         probe: Some(probe_exchange_range),
     },
+    Row {
+        name: "online-repair-rebuild-data-fork",
+        sealed: Expect::Err(libc::EBUSY),
+        control: OK,
+        op: op_rebuild_data_fork,
+        probe: Some(probe_online_repair),
+    },
     Row { name: "unlink", sealed: PERM, control: OK, op: op_unlink, probe: None },
     Row { name: "rename-over", sealed: PERM, control: OK, op: op_rename_over, probe: None },
     Row { name: "rename-itself", sealed: OK, control: OK, op: op_rename_itself, probe: None },
@@ -664,6 +671,29 @@ fn probe_exchange_range(dir: &Path) -> Result<(), String> {
     });
     let _ = fs::remove_file(&a);
     let _ = fs::remove_file(&b);
+    r
+}
+
+/// Online repair rebuilding the data fork from the reverse-mapping btree:
+/// the same mappings come back, so the file reads the same.
+fn op_rebuild_data_fork(t: &Target) -> io::Result<Want> {
+    seal::rebuild_data_fork(&t.file).map(|()| Want::Same)
+}
+
+/// A forced rebuild of a data fork needs CONFIG_XFS_ONLINE_REPAIR (every
+/// variant has it) and the reverse-mapping btree, which the guest's mkfs
+/// enables; filesystems made by older versions of the harness lack it.
+fn probe_online_repair(dir: &Path) -> Result<(), String> {
+    let path = dir.join("probe-repair");
+    let r = create(&path, 3, BLOCK).and_then(|f| match seal::rebuild_data_fork(&f) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOTTY)) => Err(format!(
+            "online repair cannot rebuild a data fork here ({}): it needs CONFIG_XFS_ONLINE_REPAIR and a \
+             filesystem made with rmapbt=1, as the harness makes them (run with --fresh to remake an older one)",
+            errno_text(&e)
+        )),
+        _ => Ok(()),
+    });
+    let _ = fs::remove_file(&path);
     r
 }
 

@@ -47,6 +47,49 @@ pub fn statx_attributes(path: &Path) -> Result<(u64, u64), String> {
     Ok((stx.stx_attributes, stx.stx_attributes_mask))
 }
 
+/// What statx(2) says about an open file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Statx {
+    pub size: u64,
+    /// 512-byte blocks allocated.
+    pub blocks: u64,
+    pub attributes: u64,
+    /// The attributes this kernel and filesystem can report at all.
+    pub attributes_mask: u64,
+    pub mode: u32,
+    pub ino: u64,
+    pub dev: (u32, u32),
+}
+
+impl Statx {
+    /// Whether `attr` is set; `None` when the kernel cannot report it.
+    pub fn attribute(&self, attr: u64) -> Option<bool> {
+        (self.attributes_mask & attr != 0).then_some(self.attributes & attr != 0)
+    }
+}
+
+/// statx(2) of an open file (AT_EMPTY_PATH).
+pub fn statx(file: &File) -> io::Result<Statx> {
+    // SAFETY: an all-zero statx is a valid value of the plain C struct.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd, empty C string, valid out pointer.
+    let rc = unsafe {
+        libc::statx(file.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_BASIC_STATS, &mut stx)
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Statx {
+        size: stx.stx_size,
+        blocks: stx.stx_blocks,
+        attributes: stx.stx_attributes,
+        attributes_mask: stx.stx_attributes_mask,
+        mode: u32::from(stx.stx_mode),
+        ino: stx.stx_ino,
+        dev: (stx.stx_dev_major, stx.stx_dev_minor),
+    })
+}
+
 /// A shared writable mapping, unmapped on drop.
 pub struct Mapping {
     ptr: *mut u8,

@@ -112,6 +112,23 @@ const FIDEDUPERANGE: u64 = ioc(IOC_READ | IOC_WRITE, 0x94, 54, 24);
 const SWAPEXT_SIZE: usize = 192;
 const XFS_IOC_SWAPEXT: u64 = ioc(IOC_READ | IOC_WRITE, b'X', 109, SWAPEXT_SIZE);
 const XFS_IOC_EXCHANGE_RANGE: u64 = ioc(IOC_WRITE, b'X', 129, size_of::<ExchangeRange>());
+const XFS_IOC_SCRUB_METADATA: u64 = ioc(IOC_READ | IOC_WRITE, b'X', 60, size_of::<ScrubMetadata>());
+
+/// struct xfs_scrub_metadata (linux/xfs_fs.h), 64 bytes.
+#[repr(C)]
+struct ScrubMetadata {
+    sm_type: u32,
+    sm_flags: u32,
+    sm_ino: u64,
+    sm_gen: u32,
+    sm_agno: u32,
+    sm_reserved: [u64; 5],
+}
+
+/// XFS_SCRUB_TYPE_BMBTD: the data fork's block mappings.
+const XFS_SCRUB_TYPE_BMBTD: u32 = 12;
+const XFS_SCRUB_IFLAG_REPAIR: u32 = 1 << 0;
+const XFS_SCRUB_IFLAG_FORCE_REBUILD: u32 = 1 << 8;
 const FS_IOC_GETFLAGS: u64 = ioc(IOC_READ, b'f', 1, size_of::<libc::c_long>());
 const FS_IOC_SETFLAGS: u64 = ioc(IOC_WRITE, b'f', 2, size_of::<libc::c_long>());
 const FS_IMMUTABLE_FL: i32 = 0x10;
@@ -251,6 +268,23 @@ pub fn exchange_range(file2: &File, file1: &File, len: u64) -> io::Result<()> {
         ExchangeRange { file1_fd: file1.as_raw_fd(), pad: 0, file1_offset: 0, file2_offset: 0, length: len, flags: 0 };
     // SAFETY: the kernel reads one struct xfs_exchange_range.
     check(unsafe { libc::ioctl(file2.as_raw_fd(), XFS_IOC_EXCHANGE_RANGE as _, &arg) })
+}
+
+/// Online repair of `file`'s data fork, forced to rebuild it from the
+/// reverse-mapping btree even when scrub finds nothing wrong
+/// (XFS_IOC_SCRUB_METADATA, BMBTD, REPAIR | FORCE_REBUILD). An inode
+/// number of 0 means the file the ioctl is called on.
+pub fn rebuild_data_fork(file: &File) -> io::Result<()> {
+    let mut sm = ScrubMetadata {
+        sm_type: XFS_SCRUB_TYPE_BMBTD,
+        sm_flags: XFS_SCRUB_IFLAG_REPAIR | XFS_SCRUB_IFLAG_FORCE_REBUILD,
+        sm_ino: 0,
+        sm_gen: 0,
+        sm_agno: 0,
+        sm_reserved: [0; 5],
+    };
+    // SAFETY: the kernel reads and writes one struct xfs_scrub_metadata.
+    check(unsafe { libc::ioctl(file.as_raw_fd(), XFS_IOC_SCRUB_METADATA as _, &mut sm) })
 }
 
 /// XFS_IOC_SWAPEXT (the defragmenter's ioctl): swap the whole data forks
@@ -514,6 +548,8 @@ mod tests {
         assert_eq!(FICLONERANGE, 0x4020_940d);
         assert_eq!(FIDEDUPERANGE, 0xc018_9436);
         assert_eq!(XFS_IOC_SWAPEXT, 0xc0c0_586d);
+        assert_eq!(size_of::<ScrubMetadata>(), 64);
+        assert_eq!(XFS_IOC_SCRUB_METADATA, 0xc040_583c);
         assert_eq!(size_of::<FiemapExtentRaw>(), 56);
         assert_eq!(size_of::<DedupeRange>(), 24 + 32);
         assert_eq!(size_of::<ExchangeRange>(), 40);

@@ -1,0 +1,10 @@
+//! The system calls of the block-map seal, shared by `daxctl-immutable` and
+//! the guest workloads, so that the workloads test the code users run.
+//!
+//! - [`seal`]: the UAPI (fallocate modes, FS_XFLAG and STATX_ATTR bits),
+//!   SEAL and UNSEAL, FIEMAP, FSGETXATTR/FSSETXATTR, the remap and XFS
+//!   ioctls, and a minimal io_uring for fixed-buffer pins;
+//! - [`sys`]: statx, shared mappings, errno text.
+
+pub mod seal;
+pub mod sys;
