@@ -409,3 +409,38 @@ fn debug_kernel_runs_the_seal_workloads_without_a_kernel_report() {
         b.run("seal-conformance").cases.iter().filter(|c| c.verdict == Verdict::Skip).map(|c| &c.name).collect();
     assert!(skipped.len() <= 2, "only the exchange-range row may skip on debug: {skipped:?}");
 }
+
+/// daxctl-immutable in the guest on both kernels: every case passes on
+/// each, and the two differ exactly where the series matters. With it,
+/// check and create --seal exit 0 and the refusals are explained (active
+/// swapfile, mapped file, missing CAP_LINUX_IMMUTABLE); without it they
+/// exit 1 saying sealing is not supported. tmpfs and bad input get the
+/// same answers on both.
+#[test]
+fn cli_workload_differs_between_kernels_exactly_where_the_series_matters() {
+    let (patched, baseline) = std::thread::scope(|s| {
+        let p = s.spawn(|| Guest::new(Variant::Patched).boot(&["cli"], &[]));
+        let b = Guest::new(Variant::Baseline).boot(&["cli"], &[]);
+        (p.join().expect("patched boot thread"), b)
+    });
+    assert!(patched.passed(), "{}", patched.explain());
+    assert!(baseline.passed(), "{}", baseline.explain());
+    let detail = |b: &Booted, case: &str| b.case("cli", case).detail.clone();
+    assert!(detail(&patched, "setup").contains("has the seal"), "{}", detail(&patched, "setup"));
+    assert!(detail(&baseline, "setup").contains("lacks the seal"), "{}", detail(&baseline, "setup"));
+    for (case, on_patched, on_baseline) in [
+        ("check", "exit 0", "exit 1"),
+        ("create-seal-status", "create --seal exit 0", "create --seal exit 1"),
+        ("seal-unseal-status", "seal exit 0", "seal exit 1"),
+        ("unseal-mapped-ebusy", "EBUSY explained", "EOPNOTSUPP"),
+        ("active-swapfile-etxtbsy", "swapoff first", "does not support"),
+        ("unprivileged-eperm", "needs CAP_LINUX_IMMUTABLE", "does not support"),
+    ] {
+        let (p, b) = (detail(&patched, case), detail(&baseline, case));
+        assert!(p.contains(on_patched), "patched {case}: {p}");
+        assert!(b.contains(on_baseline), "baseline {case}: {b}");
+    }
+    for case in ["check-tmpfs", "tmpfs-eopnotsupp", "bad-input", "map-and-verify"] {
+        assert_eq!(detail(&patched, case), detail(&baseline, case), "{case} must not depend on the series");
+    }
+}

@@ -157,6 +157,13 @@ pub struct SeriesArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct CliDocsArgs {
+    /// Where to write man1/ and completions/ (default images/daxctl-immutable).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct TestArgs {
     /// Only run tests whose name contains this (unit and VM tests alike).
     pub filter: Option<String>,

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod boot;
 pub mod cli;
+pub mod cli_docs;
 pub mod console;
 pub mod cpio;
 pub mod deps;

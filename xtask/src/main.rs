@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use xtask::{bench, cli, deps, initramfs, kernel, run, series, test};
+use xtask::{bench, cli, cli_docs, deps, initramfs, kernel, run, series, test};
 
 /// Build Linux 6.12 with and without the block-map seal series, boot it on
 /// emulated NVDIMMs under QEMU and judge what the guest workloads report.
@@ -29,6 +29,8 @@ enum Task {
     Shell(cli::ShellArgs),
     /// Check the series is bisectable: build every prefix of patches/series in turn.
     Series(cli::SeriesArgs),
+    /// Write daxctl-immutable's man pages and shell completions from its clap definition.
+    CliDocs(cli::CliDocsArgs),
     /// Run the whole test suite: unit tests, then VM tests on the real kernels.
     Test(cli::TestArgs),
     /// Measure build and boot figures; print medians.
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Task::Run(args) => run::cmd(&args),
         Task::Shell(args) => run::shell(&args),
         Task::Series(args) => series::cmd(&args),
+        Task::CliDocs(args) => cli_docs::cmd(&args).map(|()| ExitCode::SUCCESS),
         Task::Test(args) => test::cmd(&args),
         Task::Bench(args) => bench::cmd(&args).map(|()| ExitCode::SUCCESS),
     };

@@ -17,6 +17,8 @@ pub const RESULTS_PORT: &str = "dax-seal.ktap";
 pub const MOUNT_PREFIX: &str = "/mnt/pmem";
 /// Where the guest finds workload executables (one multi-call binary).
 pub const WORKLOADS_BIN: &str = "/usr/libexec/dax-seal/workloads";
+/// Where the guest finds the user-facing CLI (guest/initramfs.toml).
+pub const CLI_BIN: &str = "/usr/bin/daxctl-immutable";
 /// Printed as a KTAP diagnostic by `seal-crash-prepare` the moment SEAL has
 /// returned: the host's crash scenario SIGKILLs QEMU when it sees it.
 pub const SEAL_CRASH_POINT: &str = "dax-seal crash point: SEAL returned";
@@ -114,7 +116,13 @@ impl RunConfig {
     pub fn requested_run_time(&self) -> u64 {
         PARAMS
             .iter()
-            .filter(|p| p.run_time && self.workloads.iter().any(|w| p.name.strip_prefix(w.as_str()).is_some_and(|r| r.starts_with('.'))))
+            .filter(|p| {
+                p.run_time
+                    && self
+                        .workloads
+                        .iter()
+                        .any(|w| p.name.strip_prefix(w.as_str()).is_some_and(|r| r.starts_with('.')))
+            })
             .map(|p| self.param(p.name).unwrap_or(0))
             .sum()
     }
@@ -148,6 +156,12 @@ pub const WORKLOADS: &[WorkloadInfo] = &[
     WorkloadInfo {
         name: "seal-conformance",
         summary: "every row of the seal contract on a sealed file and a control, plus the seal's own rules",
+        default: true,
+    },
+    WorkloadInfo {
+        name: "cli",
+        summary: "daxctl-immutable in the guest: every subcommand, its exit codes, its JSON and its errno \
+                  explanations (active swapfile, mapped file, unprivileged user, tmpfs), and bad input",
         default: true,
     },
     WorkloadInfo {

@@ -73,9 +73,8 @@ pub fn statx(file: &File) -> io::Result<Statx> {
     // SAFETY: an all-zero statx is a valid value of the plain C struct.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: valid fd, empty C string, valid out pointer.
-    let rc = unsafe {
-        libc::statx(file.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_BASIC_STATS, &mut stx)
-    };
+    let rc =
+        unsafe { libc::statx(file.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_BASIC_STATS, &mut stx) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }

@@ -3,6 +3,7 @@
 //! into a subtest; this binary never needs to know about the results port.
 
 mod cases;
+mod cli;
 mod dax_smoke;
 mod page_cache;
 mod seal_conformance;
@@ -19,6 +20,7 @@ type Workload = fn() -> ExitCode;
 fn lookup(name: &str) -> Option<Workload> {
     match name {
         "dax-smoke" => Some(dax_smoke::run),
+        "cli" => Some(cli::run),
         "seal-conformance" => Some(seal_conformance::run),
         "seal-race" => Some(seal_race::run),
         "seal-crash-prepare" => Some(seal_crash::prepare),

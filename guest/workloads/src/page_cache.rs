@@ -32,7 +32,7 @@ pub fn dir(name: &str) -> Result<PathBuf, String> {
 
 /// Writes a version-1 Linux swap header (what mkswap writes): `info` at
 /// byte 1024, the SWAPSPACE2 magic in the last ten bytes of page 0.
-fn write_swap_header(f: &File, len: u64) -> io::Result<()> {
+pub fn write_swap_header(f: &File, len: u64) -> io::Result<()> {
     let mut page = vec![0u8; PAGE as usize];
     let last_page = (len / PAGE - 1) as u32;
     page[1024..1028].copy_from_slice(&1u32.to_ne_bytes()); // version
@@ -43,7 +43,7 @@ fn write_swap_header(f: &File, len: u64) -> io::Result<()> {
     f.sync_all()
 }
 
-fn swapon(path: &Path) -> io::Result<()> {
+pub fn swapon(path: &Path) -> io::Result<()> {
     let c = cpath(path)?;
     // SAFETY: a valid C path; no flags.
     if unsafe { libc::swapon(c.as_ptr(), 0) } != 0 {
@@ -52,7 +52,7 @@ fn swapon(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn swapoff(path: &Path) -> io::Result<()> {
+pub fn swapoff(path: &Path) -> io::Result<()> {
     let c = cpath(path)?;
     // SAFETY: a valid C path.
     if unsafe { libc::swapoff(c.as_ptr()) } != 0 {

@@ -962,13 +962,13 @@ fn case_bad_arguments(env: &Env) -> Outcome {
 }
 
 /// A file on a private tmpfs mount, unmounted on drop.
-struct TmpfsFile {
-    dir: PathBuf,
-    file: File,
+pub struct TmpfsFile {
+    pub dir: PathBuf,
+    pub file: File,
 }
 
 impl TmpfsFile {
-    fn new() -> Result<TmpfsFile, String> {
+    pub fn new() -> Result<TmpfsFile, String> {
         let dir = PathBuf::from(format!("/run/seal-conformance-tmpfs.{}", std::process::id()));
         fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
         let c = cpath(&dir).map_err(|e| e.to_string())?;
@@ -1134,9 +1134,7 @@ fn pinned_and_mapped(path: &Path, other: &Path) -> Check {
         (
             "punch a hole",
             TXT,
-            Box::new(move || {
-                seal::fallocate(file, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, 0, BLOCK)
-            }),
+            Box::new(move || seal::fallocate(file, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, 0, BLOCK)),
         ),
         ("FICLONE from it", TXT, Box::new(move || seal::ficlone(other_file, file))),
         ("FICLONE into it", TXT, Box::new(move || seal::ficlone(file, other_file))),

@@ -1,0 +1,334 @@
+//! `status` and `check`: what the kernel says about a file, and whether a
+//! directory's filesystem can seal at all.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use dax_seal_sys::seal::{self, Extent, FIEMAP_EXTENT_DELALLOC, FIEMAP_EXTENT_SHARED, FIEMAP_EXTENT_UNWRITTEN};
+use dax_seal_sys::sys::{statx, STATX_ATTR_DAX};
+
+/// What `status` reports for one file.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub file: String,
+    /// `null` when the kernel cannot report the seal (no series).
+    pub sealed: Option<bool>,
+    /// `null` when the kernel cannot report DAX.
+    pub dax: Option<bool>,
+    pub active_swapfile: bool,
+    pub size: u64,
+    pub allocated_bytes: u64,
+    pub extents: usize,
+    pub holes: bool,
+    pub unwritten: bool,
+    pub shared: bool,
+    pub delalloc: bool,
+}
+
+pub fn status(path: &Path, file: &File) -> io::Result<Status> {
+    let st = statx(file)?;
+    let extents = seal::fiemap(file)?;
+    let any = |flag| extents.iter().any(|e| e.flags & flag != 0);
+    Ok(Status {
+        file: path.display().to_string(),
+        sealed: st.attribute(seal::STATX_ATTR_IOMAP_IMMUTABLE),
+        dax: st.attribute(STATX_ATTR_DAX),
+        active_swapfile: is_active_swapfile(file)?,
+        size: st.size,
+        allocated_bytes: st.blocks * 512,
+        extents: extents.len(),
+        holes: has_holes(&extents, st.size),
+        unwritten: any(FIEMAP_EXTENT_UNWRITTEN),
+        shared: any(FIEMAP_EXTENT_SHARED),
+        delalloc: any(FIEMAP_EXTENT_DELALLOC),
+    })
+}
+
+impl Status {
+    /// Two lines: the seal and its neighbours, then the layout.
+    pub fn text(&self) -> String {
+        let yes_no = |v: Option<bool>, yes: &str, no: &str, unknown: &str| match v {
+            Some(true) => yes.to_string(),
+            Some(false) => no.to_string(),
+            None => unknown.to_string(),
+        };
+        let present = |v: bool, what: &str| if v { what.to_string() } else { format!("no {what}") };
+        format!(
+            "{}: {}, {}, {}\n  size {} ({} bytes), allocated {}, {} extent{}; {}, {}, {}{}\n",
+            self.file,
+            yes_no(self.sealed, "sealed", "not sealed", "seal unknown (this kernel cannot report it)"),
+            yes_no(self.dax, "DAX", "not DAX", "DAX unknown"),
+            if self.active_swapfile { "an active swapfile" } else { "not an active swapfile" },
+            crate::size::human(self.size),
+            self.size,
+            crate::size::human(self.allocated_bytes),
+            self.extents,
+            if self.extents == 1 { "" } else { "s" },
+            present(self.holes, "holes"),
+            present(self.unwritten, "unwritten extents"),
+            present(self.shared, "shared extents"),
+            if self.delalloc { ", delayed allocations" } else { "" },
+        )
+    }
+}
+
+/// Whether [0, size) has a range no extent covers.
+pub fn has_holes(extents: &[Extent], size: u64) -> bool {
+    let mut sorted: Vec<_> = extents.iter().collect();
+    sorted.sort_by_key(|e| e.logical);
+    let mut covered = 0u64;
+    for e in sorted {
+        if e.logical > covered && covered < size {
+            return true;
+        }
+        covered = covered.max(e.logical.saturating_add(e.length));
+    }
+    covered < size
+}
+
+/// Whether `file` is one of the swapfiles in /proc/swaps (by device and
+/// inode, so any path to it counts).
+fn is_active_swapfile(file: &File) -> io::Result<bool> {
+    let me = file.metadata()?;
+    let swaps = match fs::read_to_string("/proc/swaps") {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    Ok(swap_paths(&swaps)
+        .iter()
+        .filter_map(|p| fs::metadata(p).ok())
+        .any(|m| m.dev() == me.dev() && m.ino() == me.ino()))
+}
+
+/// The file entries of /proc/swaps (the kernel escapes blanks as \040).
+fn swap_paths(swaps: &str) -> Vec<PathBuf> {
+    swaps
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<_> = line.split_whitespace().collect();
+            (fields.len() >= 2 && fields[1] == "file").then(|| PathBuf::from(unescape(fields[0])))
+        })
+        .collect()
+}
+
+/// Undoes the octal escapes of /proc/swaps and mountinfo (`\040`).
+fn unescape(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The mount a directory is on: (mount point, filesystem type, options).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub point: PathBuf,
+    pub fstype: String,
+    pub options: String,
+}
+
+/// The mount of `dir` from /proc/self/mountinfo: the longest mount point
+/// that is a prefix of its canonical path (the last one wins on a tie, as
+/// later mounts hide earlier ones).
+pub fn mount_of(dir: &Path, mountinfo: &str) -> Option<Mount> {
+    let mut best: Option<Mount> = None;
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let l: Vec<_> = left.split_whitespace().collect();
+        let r: Vec<_> = right.split_whitespace().collect();
+        if l.len() < 6 || r.len() < 3 {
+            continue;
+        }
+        let point = PathBuf::from(unescape(l[4]));
+        if !dir.starts_with(&point) {
+            continue;
+        }
+        if best.as_ref().is_some_and(|b| b.point.as_os_str().len() > point.as_os_str().len()) {
+            continue;
+        }
+        best = Some(Mount { point, fstype: r[0].to_string(), options: format!("{},{}", l[5], r[2]) });
+    }
+    best
+}
+
+/// What `check` found.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub directory: String,
+    pub kernel: String,
+    pub filesystem: String,
+    pub mount_point: String,
+    /// Whether a probe file there is DAX; `null` when the kernel cannot
+    /// say or no probe file could be made.
+    pub dax: Option<bool>,
+    /// Whether statx can report the seal on this kernel and filesystem.
+    pub statx_reports_seal: bool,
+    pub supported: bool,
+    /// Why not, or how it was found out.
+    pub reason: String,
+}
+
+impl Check {
+    pub fn text(&self) -> String {
+        format!(
+            "directory:   {}\nkernel:      {}\nfilesystem:  {} (mounted on {})\ndax:         {}\nsealing:     {}\n",
+            self.directory,
+            self.kernel,
+            self.filesystem,
+            self.mount_point,
+            match self.dax {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "unknown",
+            },
+            if self.supported {
+                format!("supported ({})", self.reason)
+            } else {
+                format!("not supported: {}", self.reason)
+            },
+        )
+    }
+}
+
+pub fn kernel_release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+}
+
+/// Seals and unseals a scratch file in `dir` to find out, then removes it.
+pub fn check(dir: &Path) -> Check {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mount = mount_of(dir, &mountinfo);
+    let (filesystem, mount_point) = match &mount {
+        Some(m) => (m.fstype.clone(), m.point.display().to_string()),
+        None => ("unknown".to_string(), "unknown".to_string()),
+    };
+    let mut c = Check {
+        directory: dir.display().to_string(),
+        kernel: kernel_release(),
+        filesystem,
+        mount_point,
+        dax: None,
+        statx_reports_seal: false,
+        supported: false,
+        reason: String::new(),
+    };
+    let probe = dir.join(format!(".daxctl-immutable-check.{}", std::process::id()));
+    c.reason = match probe_seal(&probe, &mut c) {
+        Ok(()) => {
+            c.supported = true;
+            "a probe file sealed and unsealed".into()
+        }
+        Err(why) => why,
+    };
+    let _ = fs::remove_file(&probe);
+    c
+}
+
+fn probe_seal(probe: &Path, c: &mut Check) -> Result<(), String> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(probe)
+        .map_err(|e| format!("cannot make a probe file {}: {e}", probe.display()))?;
+    file.set_len(4096).map_err(|e| format!("cannot size the probe file: {e}"))?;
+    if let Ok(st) = statx(&file) {
+        c.dax = st.attribute(STATX_ATTR_DAX);
+        c.statx_reports_seal = st.attributes_mask & seal::STATX_ATTR_IOMAP_IMMUTABLE != 0;
+    }
+    match seal::seal(&file) {
+        Ok(()) => seal::unseal(&file).map_err(|e| format!("the probe file sealed but did not unseal: {e}")),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Err(if c.filesystem == "xfs" {
+            "this kernel does not have the block-map seal series (SEAL gives EOPNOTSUPP on XFS)".into()
+        } else {
+            format!("{} does not implement block-map sealing (only XFS does)", c.filesystem)
+        }),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            Err("cannot tell: sealing needs CAP_LINUX_IMMUTABLE, which this process lacks".into())
+        }
+        Err(e) => Err(format!("SEAL of a probe file failed: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(logical: u64, length: u64) -> Extent {
+        Extent { logical, physical: logical + (1 << 30), length, flags: 0 }
+    }
+
+    #[test]
+    fn holes_are_gaps_below_eof() {
+        assert!(!has_holes(&[], 0));
+        assert!(has_holes(&[], 4096));
+        assert!(!has_holes(&[e(0, 8192)], 8192));
+        assert!(!has_holes(&[e(0, 8192)], 5000), "the last block covers EOF");
+        assert!(has_holes(&[e(0, 4096), e(8192, 4096)], 12288));
+        assert!(has_holes(&[e(4096, 4096)], 8192));
+        assert!(has_holes(&[e(0, 4096)], 8192), "a hole at the end");
+        assert!(!has_holes(&[e(4096, 4096), e(0, 4096)], 8192), "order does not matter");
+        assert!(!has_holes(&[e(0, 4096), e(4096, 4096), e(16384, 4096)], 8192), "extents past EOF are not holes");
+    }
+
+    #[test]
+    fn swaps_lists_files_with_escaped_blanks() {
+        let swaps = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n\
+                     /mnt/pmem1/swap\\040file                     file\t\t65532\t\t0\t\t-2\n\
+                     /dev/sda2                               partition\t1000\t\t0\t\t-3\n";
+        assert_eq!(swap_paths(swaps), [PathBuf::from("/mnt/pmem1/swap file")]);
+    }
+
+    #[test]
+    fn the_deepest_mount_wins() {
+        let info = "22 1 0:21 / / rw,relatime - rootfs rootfs rw\n\
+                    30 22 259:0 / /mnt/pmem0 rw,relatime - xfs /dev/pmem0 rw,dax=always\n\
+                    31 22 0:40 / /mnt/pmem0/sub\\040dir rw - tmpfs tmpfs rw\n";
+        let m = mount_of(Path::new("/mnt/pmem0/a"), info).unwrap();
+        assert_eq!((m.point.as_path(), m.fstype.as_str()), (Path::new("/mnt/pmem0"), "xfs"));
+        assert!(m.options.contains("dax=always"));
+        assert_eq!(mount_of(Path::new("/mnt/pmem0/sub dir/x"), info).unwrap().fstype, "tmpfs");
+        assert_eq!(mount_of(Path::new("/tmp"), info).unwrap().fstype, "rootfs");
+        assert_eq!(mount_of(Path::new("/mnt/pmem01"), info).unwrap().fstype, "rootfs", "whole components only");
+    }
+
+    #[test]
+    fn status_text_says_everything_in_two_lines() {
+        let s = Status {
+            file: "/mnt/pmem0/f".into(),
+            sealed: Some(true),
+            dax: Some(true),
+            active_swapfile: false,
+            size: 1 << 20,
+            allocated_bytes: 1 << 20,
+            extents: 1,
+            holes: false,
+            unwritten: false,
+            shared: false,
+            delalloc: false,
+        };
+        assert_eq!(
+            s.text(),
+            "/mnt/pmem0/f: sealed, DAX, not an active swapfile\n  size 1 MiB (1048576 bytes), allocated 1 MiB, \
+             1 extent; no holes, no unwritten extents, no shared extents\n"
+        );
+        let unknown = Status { sealed: None, holes: true, ..s };
+        assert!(unknown.text().contains("seal unknown") && unknown.text().contains("; holes,"));
+    }
+}
