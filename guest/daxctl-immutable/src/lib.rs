@@ -11,7 +11,7 @@ pub mod map;
 pub mod size;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -229,12 +229,15 @@ fn seal_one(op: Op, path: &Path) -> Result<(), Failure> {
         Op::Seal => seal::seal(&file),
         Op::Unseal => seal::unseal(&file),
     };
-    r.map_err(|e| match e.raw_os_error() {
-        Some(errno) => {
-            Failure::refused(explain(op, &path.display().to_string(), errno, is_immutable(&file)), Some(errno))
-        }
+    r.map_err(|e| refusal(op, path, &e, is_immutable(&file)))
+}
+
+/// A refused SEAL or UNSEAL, explained for `path`.
+fn refusal(op: Op, path: &Path, e: &io::Error, immutable: bool) -> Failure {
+    match e.raw_os_error() {
+        Some(errno) => Failure::refused(explain(op, &path.display().to_string(), errno, immutable), Some(errno)),
         None => Failure::refused(format!("{} {}: {e}", op.name(), path.display()), None),
-    })
+    }
 }
 
 #[derive(Serialize)]
@@ -379,10 +382,7 @@ fn create(path: &Path, size: u64, fill: &Fill, seal_it: bool, force: bool) -> Re
         if !seal_it {
             return Ok(());
         }
-        seal::seal(&file).map_err(|e| match e.raw_os_error() {
-            Some(errno) => Failure::refused(explain(Op::Seal, &shown, errno, false), Some(errno)),
-            None => Failure::refused(format!("seal {shown}: {e}"), None),
-        })
+        seal::seal(&file).map_err(|e| refusal(Op::Seal, path, &e, false))
     });
     if r.is_err() {
         drop(file);
@@ -424,8 +424,7 @@ fn check(dir: &Path, json: bool) -> Exit {
     if json {
         print_json(&c);
     } else {
-        let mut out = io::stdout().lock();
-        let _ = out.write_all(c.text().as_bytes());
+        print!("{}", c.text());
     }
     if c.supported {
         Exit::Ok

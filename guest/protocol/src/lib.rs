@@ -116,13 +116,7 @@ impl RunConfig {
     pub fn requested_run_time(&self) -> u64 {
         PARAMS
             .iter()
-            .filter(|p| {
-                p.run_time
-                    && self
-                        .workloads
-                        .iter()
-                        .any(|w| p.name.strip_prefix(w.as_str()).is_some_and(|r| r.starts_with('.')))
-            })
+            .filter(|p| p.run_time && self.workloads.iter().any(|w| w == p.workload()))
             .map(|p| self.param(p.name).unwrap_or(0))
             .sum()
     }
@@ -203,6 +197,11 @@ pub struct ParamInfo {
 }
 
 impl ParamInfo {
+    /// The workload the parameter belongs to: its name up to the first dot.
+    pub fn workload(&self) -> &'static str {
+        self.name.split_once('.').map_or(self.name, |(w, _)| w)
+    }
+
     pub fn parse(&self, value: &str) -> Result<u64, String> {
         let v: u64 = value
             .trim()

@@ -37,14 +37,19 @@ pub fn errno_text(e: &io::Error) -> String {
 /// statx(2) of a path: (stx_attributes, stx_attributes_mask).
 pub fn statx_attributes(path: &Path) -> Result<(u64, u64), String> {
     let c = cpath(path).map_err(|e| e.to_string())?;
+    let stx = statx_at(libc::AT_FDCWD, &c, 0).map_err(|e| format!("statx {}: {}", path.display(), errno_text(&e)))?;
+    Ok((stx.stx_attributes, stx.stx_attributes_mask))
+}
+
+/// The raw statx(2) call both wrappers make.
+fn statx_at(dirfd: i32, path: &std::ffi::CStr, flags: i32) -> io::Result<libc::statx> {
     // SAFETY: an all-zero statx is a valid value of the plain C struct.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: valid path pointer and a valid out pointer to a statx buffer.
-    let rc = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), 0, libc::STATX_BASIC_STATS, &mut stx) };
-    if rc != 0 {
-        return Err(format!("statx {}: {}", path.display(), errno_text(&io::Error::last_os_error())));
+    // SAFETY: a valid C string and a valid out pointer to a statx buffer.
+    if unsafe { libc::statx(dirfd, path.as_ptr(), flags, libc::STATX_BASIC_STATS, &mut stx) } != 0 {
+        return Err(io::Error::last_os_error());
     }
-    Ok((stx.stx_attributes, stx.stx_attributes_mask))
+    Ok(stx)
 }
 
 /// What statx(2) says about an open file.
@@ -56,9 +61,6 @@ pub struct Statx {
     pub attributes: u64,
     /// The attributes this kernel and filesystem can report at all.
     pub attributes_mask: u64,
-    pub mode: u32,
-    pub ino: u64,
-    pub dev: (u32, u32),
 }
 
 impl Statx {
@@ -70,22 +72,12 @@ impl Statx {
 
 /// statx(2) of an open file (AT_EMPTY_PATH).
 pub fn statx(file: &File) -> io::Result<Statx> {
-    // SAFETY: an all-zero statx is a valid value of the plain C struct.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd, empty C string, valid out pointer.
-    let rc =
-        unsafe { libc::statx(file.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_BASIC_STATS, &mut stx) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let stx = statx_at(file.as_raw_fd(), c"", libc::AT_EMPTY_PATH)?;
     Ok(Statx {
         size: stx.stx_size,
         blocks: stx.stx_blocks,
         attributes: stx.stx_attributes,
         attributes_mask: stx.stx_attributes_mask,
-        mode: u32::from(stx.stx_mode),
-        ino: stx.stx_ino,
-        dev: (stx.stx_dev_major, stx.stx_dev_minor),
     })
 }
 

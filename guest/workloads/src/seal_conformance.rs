@@ -1039,18 +1039,26 @@ fn case_pin_sealed(env: &Env) -> Outcome {
     })
 }
 
+/// Seals `file`, maps all of it with MAP_SYNC and registers the mapping as
+/// an io_uring fixed buffer. Returns the map right after SEAL, the ring
+/// holding the pin, and the mapping (still live).
+fn seal_and_pin(file: &File) -> Result<(Vec<Extent>, seal::Ring, Mapping), String> {
+    seal::seal(file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+    let map_before = seal::fiemap(file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
+    let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
+    let mut map = Mapping::shared_sync(file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    ring.register(map.as_mut_ptr(), SIZE as usize)
+        .map_err(|e| format!("REGISTER_BUFFERS on the sealed DAX mapping: {}", errno_text(&e)))?;
+    Ok((map_before, ring, map))
+}
+
 fn pin_round_trip(path: &Path, out: &Path, source: &Path) -> Check {
     const HALF: u64 = SIZE / 2;
     let file = create(path, 0x54, SIZE)?;
     let out_file = create(out, 0x00, 0)?;
     let source_file = create(source, 0x99, HALF)?;
-    seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
-    let map_before = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
-    let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
-    let mut map = Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    let (map_before, ring, mut map) = seal_and_pin(&file)?;
     let base = map.as_mut_ptr();
-    ring.register(base, SIZE as usize)
-        .map_err(|e| format!("REGISTER_BUFFERS on the sealed DAX mapping: {}", errno_text(&e)))?;
     // Out of the pinned pmem pages: the file's first half into `out`.
     let written = ring.write_fixed(&out_file, 0, base, HALF as u32);
     // Into them: `source` over the file's second half.
@@ -1119,13 +1127,8 @@ type Call<'a> = (&'static str, Expect, Box<dyn Fn() -> io::Result<()> + Sync + '
 fn pinned_and_mapped(path: &Path, other: &Path) -> Check {
     let file = create(path, 0x5a, SIZE)?;
     let other_file = create(other, 0x5b, SIZE)?;
-    seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
-    let map_before = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
-    let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
-    let mut map = Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    let (map_before, ring, mut map) = seal_and_pin(&file)?;
     let base = map.as_mut_ptr();
-    ring.register(base, SIZE as usize)
-        .map_err(|e| format!("REGISTER_BUFFERS on the sealed DAX mapping: {}", errno_text(&e)))?;
     let (file, other_file) = (&file, &other_file);
     let calls: Vec<Call> = vec![
         ("UNSEAL", Expect::Err(libc::EBUSY), Box::new(move || seal::unseal(file))),
