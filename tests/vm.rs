@@ -290,6 +290,55 @@ fn seal_conformance_patched_and_baseline_differ_exactly_where_the_contract_says(
     assert!(skipped.len() <= 2, "only the exchange-range row may skip on patched: {skipped:?}");
 }
 
+/// The cases of seal-lifetime that need the series.
+const LIFETIME_SEALED: [&str; 7] = [
+    "pin-outlives-umount",
+    "pin-outlives-drop-caches",
+    "dax-flag-fixed-while-sealed-dax-inode",
+    "online-repair-keeps-pin-and-seal",
+    "unprivileged-reader-holds-seal",
+    "splice-copies-and-holds-nothing",
+    "seal-interrupted-by-sigkill",
+];
+
+/// seal-lifetime on both kernels. Patched: a sealed file's pin outlives
+/// munmap, close and the inode (umount, drop_caches, a refused DAX-flag
+/// change, online repair), with no kernel report on the way (the old
+/// series warned in dax_disassociate_entry on umount, and unsealed under
+/// the pin once mounted again). Baseline: the sealed cases skip with
+/// EOPNOTSUPP, and the control shows why there is nothing to outlive there.
+#[test]
+fn seal_lifetime_pins_outlive_the_inode_on_patched_only() {
+    let (patched, baseline) = std::thread::scope(|s| {
+        let p = s.spawn(|| Guest::new(Variant::Patched).boot(&["seal-lifetime"], &[]));
+        let b = Guest::new(Variant::Baseline).boot(&["seal-lifetime"], &[]);
+        (p.join().expect("patched boot thread"), b)
+    });
+    assert!(patched.passed(), "{}", patched.explain());
+    assert!(baseline.passed(), "{}", baseline.explain());
+    for b in [&patched, &baseline] {
+        let control = b.case("seal-lifetime", "unsealed-dax-pin-refused");
+        assert_eq!(control.verdict, Verdict::Pass, "{}", b.explain());
+        assert!(control.detail.contains("EOPNOTSUPP"), "{}", control.detail);
+    }
+    for name in LIFETIME_SEALED {
+        let p = patched.case("seal-lifetime", name);
+        assert_eq!(p.verdict, Verdict::Pass, "patched {name}: {}\n{}", p.detail, patched.explain());
+        let b = baseline.case("seal-lifetime", name);
+        assert_eq!(b.verdict, Verdict::Skip, "baseline {name}: {}", b.detail);
+        assert!(b.detail.contains("EOPNOTSUPP"), "baseline {name} skipped for another reason: {}", b.detail);
+    }
+    for name in &LIFETIME_SEALED[..4] {
+        let d = &patched.case("seal-lifetime", name).detail;
+        assert!(d.contains("UNSEAL EBUSY") && d.contains("landed in the file's blocks"), "{name}: {d}");
+        assert!(d.contains("pins acquired"), "{name} reports no pin counters: {d}");
+    }
+    let repair = &patched.case("seal-lifetime", "online-repair-keeps-pin-and-seal").detail;
+    assert!(repair.contains("data fork EBUSY") && repair.contains("COW fork EBUSY"), "{repair}");
+    let reader = &patched.case("seal-lifetime", "unprivileged-reader-holds-seal").detail;
+    assert!(reader.contains("/maps"), "{reader}");
+}
+
 /// The `map ...` line a seal-crash workload printed for `case`.
 fn map_of(b: &Booted, workload: &str, case: &str) -> String {
     let c = b.case(workload, case);
@@ -402,8 +451,11 @@ fn seal_race_patched_and_baseline_differ_exactly_where_the_contract_says() {
 fn debug_kernel_runs_the_seal_workloads_without_a_kernel_report() {
     let mut g = Guest::new(Variant::Debug);
     g.params.insert("seal-race.seconds".into(), "10".into());
-    let b = g.boot(&["seal-conformance", "seal-race"], &[]);
+    let b = g.boot(&["seal-conformance", "seal-lifetime", "seal-race"], &[]);
     assert!(b.passed(), "{}", b.explain());
+    for name in LIFETIME_SEALED {
+        assert_eq!(b.case("seal-lifetime", name).verdict, Verdict::Pass, "{name}\n{}", b.explain());
+    }
     assert_eq!(b.case("seal-race", "seal-unseal-toggler").verdict, Verdict::Pass, "{}", b.explain());
     let skipped: Vec<_> =
         b.run("seal-conformance").cases.iter().filter(|c| c.verdict == Verdict::Skip).map(|c| &c.name).collect();

@@ -285,7 +285,10 @@ mod tests {
 
     #[test]
     fn workload_selection() {
-        assert_eq!(select_workloads(&[]).unwrap(), ["dax-smoke", "seal-conformance", "cli", "seal-race"]);
+        assert_eq!(
+            select_workloads(&[]).unwrap(),
+            ["dax-smoke", "seal-conformance", "cli", "seal-lifetime", "seal-race"]
+        );
         assert_eq!(select_workloads(&["selftest-silent".into()]).unwrap(), ["selftest-silent"]);
         let err = select_workloads(&["dax-smoke".into(), "nope".into()]).unwrap_err().to_string();
         assert!(err.contains("unknown workload \"nope\"") && err.contains("dax-smoke"), "{err}");

@@ -159,6 +159,13 @@ pub const WORKLOADS: &[WorkloadInfo] = &[
         default: true,
     },
     WorkloadInfo {
+        name: "seal-lifetime",
+        summary: "a sealed file's long-term pin outlives munmap, close and its inode: after umount, drop_caches, \
+                  a refused DAX-flag change and online repair UNSEAL is still EBUSY and the pin still lands in the \
+                  file's blocks; unprivileged readers hold the seal",
+        default: true,
+    },
+    WorkloadInfo {
         name: "seal-race",
         summary: "threads punch, zero, truncate, fallocate, reflink, append, mmap-store and pin a file while one \
                   seals and unseals it; the map never moves while sealed and the pins balance",

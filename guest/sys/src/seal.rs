@@ -125,8 +125,12 @@ struct ScrubMetadata {
     sm_reserved: [u64; 5],
 }
 
+/// XFS_SCRUB_TYPE_INODE: the inode record.
+pub const XFS_SCRUB_TYPE_INODE: u32 = 11;
 /// XFS_SCRUB_TYPE_BMBTD: the data fork's block mappings.
-const XFS_SCRUB_TYPE_BMBTD: u32 = 12;
+pub const XFS_SCRUB_TYPE_BMBTD: u32 = 12;
+/// XFS_SCRUB_TYPE_BMBTC: the copy-on-write fork's block mappings.
+pub const XFS_SCRUB_TYPE_BMBTC: u32 = 14;
 const XFS_SCRUB_IFLAG_REPAIR: u32 = 1 << 0;
 const XFS_SCRUB_IFLAG_FORCE_REBUILD: u32 = 1 << 8;
 const FS_IOC_GETFLAGS: u64 = ioc(IOC_READ, b'f', 1, size_of::<libc::c_long>());
@@ -270,13 +274,32 @@ pub fn exchange_range(file2: &File, file1: &File, len: u64) -> io::Result<()> {
     check(unsafe { libc::ioctl(file2.as_raw_fd(), XFS_IOC_EXCHANGE_RANGE as _, &arg) })
 }
 
+/// What a scrub found: corruption (`CORRUPT`, cross-referencing
+/// `XCORRUPT`) or a check it could not finish (`INCOMPLETE`).
+pub const XFS_SCRUB_OFLAG_BAD: u32 = (1 << 1) | (1 << 4) | (1 << 5);
+
+/// Scrub (check only, no repair) one of `file`'s metadata; returns the
+/// output flags, to be tested against [`XFS_SCRUB_OFLAG_BAD`].
+pub fn scrub(file: &File, sm_type: u32) -> io::Result<u32> {
+    let mut sm = ScrubMetadata { sm_type, sm_flags: 0, sm_ino: 0, sm_gen: 0, sm_agno: 0, sm_reserved: [0; 5] };
+    // SAFETY: the kernel reads and writes one struct xfs_scrub_metadata.
+    check(unsafe { libc::ioctl(file.as_raw_fd(), XFS_IOC_SCRUB_METADATA as _, &mut sm) })?;
+    Ok(sm.sm_flags)
+}
+
 /// Online repair of `file`'s data fork, forced to rebuild it from the
-/// reverse-mapping btree even when scrub finds nothing wrong
-/// (XFS_IOC_SCRUB_METADATA, BMBTD, REPAIR | FORCE_REBUILD). An inode
-/// number of 0 means the file the ioctl is called on.
+/// reverse-mapping btree even when scrub finds nothing wrong.
 pub fn rebuild_data_fork(file: &File) -> io::Result<()> {
+    force_repair(file, XFS_SCRUB_TYPE_BMBTD)
+}
+
+/// Online repair of one of `file`'s metadata (`sm_type`, e.g.
+/// [`XFS_SCRUB_TYPE_BMBTD`]), forced to rebuild even when scrub finds
+/// nothing wrong (XFS_IOC_SCRUB_METADATA with REPAIR | FORCE_REBUILD). An
+/// inode number of 0 means the file the ioctl is called on.
+pub fn force_repair(file: &File, sm_type: u32) -> io::Result<()> {
     let mut sm = ScrubMetadata {
-        sm_type: XFS_SCRUB_TYPE_BMBTD,
+        sm_type,
         sm_flags: XFS_SCRUB_IFLAG_REPAIR | XFS_SCRUB_IFLAG_FORCE_REBUILD,
         sm_ino: 0,
         sm_gen: 0,

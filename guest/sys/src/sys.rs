@@ -34,6 +34,19 @@ pub fn errno_text(e: &io::Error) -> String {
     }
 }
 
+/// Bytes an unprivileged user may still allocate on the filesystem of
+/// `path` (statvfs f_bavail).
+pub fn free_bytes(path: &Path) -> Result<u64, String> {
+    let c = cpath(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // SAFETY: zeroed statvfs is a valid out buffer.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and out pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(format!("statvfs {}: {}", path.display(), errno_text(&io::Error::last_os_error())));
+    }
+    Ok(st.f_bavail * st.f_frsize)
+}
+
 /// statx(2) of a path: (stx_attributes, stx_attributes_mask).
 pub fn statx_attributes(path: &Path) -> Result<(u64, u64), String> {
     let c = cpath(path).map_err(|e| e.to_string())?;

@@ -4,7 +4,7 @@
 use std::io::{self, Stdout};
 use std::process::ExitCode;
 
-use dax_seal_protocol::ktap::{Outcome, Writer};
+use dax_seal_protocol::ktap::{Outcome as Ktap, Writer};
 
 /// What the contract says an operation gives: success or one errno.
 #[derive(Clone, Copy)]
@@ -27,6 +27,21 @@ impl Expect {
             Expect::Ok => "success".into(),
             Expect::Err(e) => format!("errno {e} ({})", io::Error::from_raw_os_error(e)),
         }
+    }
+}
+
+/// The result of a case that may depend on the kernel having the series.
+pub enum Outcome {
+    Done(Result<String, String>),
+    Skip(String),
+}
+
+/// Runs `f` only when SEAL works on this kernel (`has_seal` is the
+/// workload's probe); otherwise the case skips with the probe's reason.
+pub fn when_sealable(has_seal: &Result<(), String>, f: impl FnOnce() -> Result<String, String>) -> Outcome {
+    match has_seal {
+        Ok(()) => Outcome::Done(f()),
+        Err(why) => Outcome::Skip(why.clone()),
     }
 }
 
@@ -59,14 +74,24 @@ impl Cases {
                 if !note.is_empty() {
                     self.emit(|w| w.diag(&note));
                 }
-                self.emit(|w| w.result(n, name, &Outcome::Pass));
+                self.emit(|w| w.result(n, name, &Ktap::Pass));
                 Some(value)
             }
             Err(reason) => {
                 self.failed += 1;
-                self.emit(|w| w.result(n, name, &Outcome::Fail(reason)));
+                self.emit(|w| w.result(n, name, &Ktap::Fail(reason)));
                 None
             }
+        }
+    }
+
+    /// Reports a case that may have skipped.
+    pub fn outcome(&mut self, name: &str, outcome: Outcome) {
+        match outcome {
+            Outcome::Done(r) => {
+                self.check(name, r.map(|n| ((), n)));
+            }
+            Outcome::Skip(why) => self.skip(name, &why),
         }
     }
 
@@ -80,7 +105,7 @@ impl Cases {
     pub fn skip(&mut self, name: &str, reason: &str) {
         self.number += 1;
         let n = self.number;
-        self.emit(|w| w.result(n, name, &Outcome::Skip(reason.to_string())));
+        self.emit(|w| w.result(n, name, &Ktap::Skip(reason.to_string())));
     }
 
     /// A case that could not run because what it needs failed.

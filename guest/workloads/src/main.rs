@@ -8,6 +8,7 @@ mod dax_smoke;
 mod page_cache;
 mod seal_conformance;
 mod seal_crash;
+mod seal_lifetime;
 mod seal_race;
 
 use dax_seal_sys::{seal, sys};
@@ -23,6 +24,7 @@ fn lookup(name: &str) -> Option<Workload> {
         "cli" => Some(cli::run),
         "seal-conformance" => Some(seal_conformance::run),
         "seal-race" => Some(seal_race::run),
+        "seal-lifetime" => Some(seal_lifetime::run),
         "seal-crash-prepare" => Some(seal_crash::prepare),
         "seal-crash-verify" => Some(seal_crash::verify),
         // Harness self-test: a workload that dies before reporting anything.

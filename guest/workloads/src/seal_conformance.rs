@@ -24,10 +24,10 @@ use std::time::Duration;
 
 use dax_seal_protocol::MOUNT_PREFIX;
 
-use crate::cases::{Cases, Expect};
+use crate::cases::{when_sealable, Cases, Expect, Outcome};
 use crate::page_cache;
 use crate::seal::{self, Extent};
-use crate::sys::{cpath, errno_text, mounted, statx_attributes, Mapping, STATX_ATTR_DAX};
+use crate::sys::{cpath, errno_text, free_bytes, mounted, statx_attributes, Mapping, STATX_ATTR_DAX};
 
 /// Size of every target file: 64 blocks of 4 KiB.
 const SIZE: u64 = 256 * 1024;
@@ -111,7 +111,7 @@ const ROWS: &[Row] = &[
     Row { name: "unlink", sealed: PERM, control: OK, op: op_unlink, probe: None },
     Row { name: "rename-over", sealed: PERM, control: OK, op: op_rename_over, probe: None },
     Row { name: "rename-itself", sealed: OK, control: OK, op: op_rename_itself, probe: None },
-    Row { name: "fssetxattr-dax-flag-round-trip", sealed: OK, control: OK, op: op_fssetxattr_dax, probe: None },
+    Row { name: "fssetxattr-dax-flag-round-trip", sealed: TXT, control: OK, op: op_fssetxattr_dax, probe: None },
 ];
 
 type Special = fn(&Env) -> Outcome;
@@ -135,12 +135,6 @@ const SPECIAL: &[(&str, Special)] = &[
     ("io-uring-pin-page-cache-control-efault", case_page_cache_pin_control),
     ("seal-survives-remount", case_remount),
 ];
-
-/// The result of a case that depends on the kernel having the series.
-enum Outcome {
-    Done(Check),
-    Skip(String),
-}
 
 pub fn run() -> ExitCode {
     let mount = PathBuf::from(format!("{MOUNT_PREFIX}0"));
@@ -176,12 +170,7 @@ pub fn run() -> ExitCode {
         t.check(&format!("{}-control", row.name), leg(&env, row, false).map(|n| ((), n)));
     }
     for (name, case) in SPECIAL {
-        match case(&env) {
-            Outcome::Done(r) => {
-                t.check(name, r.map(|n| ((), n)));
-            }
-            Outcome::Skip(why) => t.skip(name, &why),
-        }
+        t.outcome(name, case(&env));
     }
     let _ = fs::remove_dir_all(&dir);
     if let Ok(pc) = &env.page_cache {
@@ -206,10 +195,7 @@ impl Env {
 
     /// Runs `f` only on a kernel with the series.
     fn sealed(&self, f: impl FnOnce() -> Check) -> Outcome {
-        match &self.has_seal {
-            Ok(()) => Outcome::Done(f()),
-            Err(why) => Outcome::Skip(why.clone()),
-        }
+        when_sealable(&self.has_seal, f)
     }
 }
 
@@ -683,7 +669,7 @@ fn op_rebuild_data_fork(t: &Target) -> io::Result<Want> {
 /// A forced rebuild of a data fork needs CONFIG_XFS_ONLINE_REPAIR (every
 /// variant has it) and the reverse-mapping btree, which the guest's mkfs
 /// enables; filesystems made by older versions of the harness lack it.
-fn probe_online_repair(dir: &Path) -> Result<(), String> {
+pub fn probe_online_repair(dir: &Path) -> Result<(), String> {
     let path = dir.join("probe-repair");
     let r = create(&path, 3, BLOCK).and_then(|f| match seal::rebuild_data_fork(&f) {
         Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOTTY)) => Err(format!(
@@ -1269,17 +1255,7 @@ fn case_page_cache_pin_control(env: &Env) -> Outcome {
 
 fn case_enospc(env: &Env) -> Outcome {
     env.sealed(|| {
-        let free = |p: &Path| -> Result<u64, String> {
-            let c = cpath(p).map_err(|e| e.to_string())?;
-            // SAFETY: zeroed statvfs is a valid out buffer.
-            let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-            // SAFETY: valid path and out pointer.
-            if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-                return Err(format!("statvfs: {}", errno_text(&io::Error::last_os_error())));
-            }
-            Ok(st.f_bavail * st.f_frsize)
-        };
-        let before = free(&env.dir)?;
+        let before = free_bytes(&env.dir)?;
         let path = env.path("enospc");
         let file = create(&path, 0x52, BLOCK)?;
         // Twice the free space, all hole: the fill must run out.
@@ -1288,7 +1264,7 @@ fn case_enospc(env: &Env) -> Outcome {
         let sealed = is_sealed(&path)?;
         let trunc = file.set_len(BLOCK);
         let _ = fs::remove_file(&path);
-        let after = free(&env.dir)?;
+        let after = free_bytes(&env.dir)?;
         match r {
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {}
             other => return Err(format!("SEAL of a {} byte sparse file: {other:?}, expected ENOSPC", before * 2)),
@@ -1336,24 +1312,29 @@ fn case_remount(env: &Env) -> Outcome {
 }
 
 /// umount and mount again with the same device and options.
-fn remount(mount: &Path) -> Result<(), String> {
+pub fn remount(mount: &Path) -> Result<(), String> {
+    remount_with(mount, |options| options.to_vec()).map(|_| ())
+}
+
+/// umount, and mount again on the same device with the options `change`
+/// makes of the current ones. Returns the current ones, for putting them
+/// back.
+pub fn remount_with(mount: &Path, change: impl FnOnce(&[String]) -> Vec<String>) -> Result<Vec<String>, String> {
     let (dev, opts) = mounted(mount)?;
     let m = mount.to_string_lossy();
-    let data: Vec<&str> = opts.split(',').filter(|o| !matches!(*o, "rw" | "relatime" | "ro")).collect();
+    let old: Vec<String> =
+        opts.split(',').filter(|o| !matches!(*o, "rw" | "relatime" | "ro")).map(str::to_string).collect();
+    let data = change(&old).join(",");
     let c = |s: &str| CString::new(s).map_err(|_| format!("NUL in {s:?}"));
-    let (cdev, cdir, cdata, xfs) = (c(&dev)?, c(&m)?, c(&data.join(","))?, c("xfs")?);
+    let (cdev, cdir, cdata, xfs) = (c(&dev)?, c(&m)?, c(&data)?, c("xfs")?);
     // SAFETY: valid C strings.
     unsafe {
         if libc::umount(cdir.as_ptr()) != 0 {
             return Err(format!("umount {m}: {}", errno_text(&io::Error::last_os_error())));
         }
         if libc::mount(cdev.as_ptr(), cdir.as_ptr(), xfs.as_ptr(), 0, cdata.as_ptr().cast()) != 0 {
-            return Err(format!(
-                "mount {dev} on {m} ({}): {}",
-                data.join(","),
-                errno_text(&io::Error::last_os_error())
-            ));
+            return Err(format!("mount {dev} on {m} ({data}): {}", errno_text(&io::Error::last_os_error())));
         }
     }
-    Ok(())
+    Ok(old)
 }

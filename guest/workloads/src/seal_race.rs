@@ -453,7 +453,7 @@ fn toggler(files: &Files, phase: &Phase, stop: &AtomicBool, seed: u64) -> Toggle
 
 /// nr_foll_pin_acquired and nr_foll_pin_released from /proc/vmstat, after
 /// folding the per-CPU deltas into the totals.
-fn pin_counters() -> Result<(u64, u64), String> {
+pub fn pin_counters() -> Result<(u64, u64), String> {
     // Best effort: without it the totals may lag by a per-CPU batch, which
     // the caller's retry loop absorbs.
     let _ = fs::write("/proc/sys/vm/stat_refresh", "1");

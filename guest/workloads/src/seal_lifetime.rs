@@ -1,0 +1,654 @@
+//! `seal-lifetime`: a long-term pin of a sealed file keeps the seal's promise
+//! for the whole life of the pin, not only for the life of the in-core inode
+//! it was taken through (docs/seal.md, "Pins outlive the inode").
+//!
+//! Each case seals a 2 MiB file on the DAX mount, registers its mapping as
+//! an io_uring fixed buffer (a FOLL_LONGTERM pin), unmaps and closes it, and
+//! then lets something drop the file's DAX entries: umount and mount,
+//! `drop_caches`, an attempt to flip its DAX flag under `dax=inode`, online
+//! repair. Afterwards the pin must still hold: the map is the same, the file
+//! is still sealed, UNSEAL gives EBUSY, and a READ_FIXED through the old
+//! registration lands in the sealed file's own blocks (read back with
+//! pread). Once the ring lets go, UNSEAL gives 0. Every case reports how many
+//! pins it took and released (`nr_foll_pin_*` in /proc/vmstat).
+//!
+//! Two more cases cover holders that are not root's: an unprivileged
+//! reader's read-only mapping, and a page it vmspliced into a pipe, keep
+//! UNSEAL at EBUSY (the documented price of the promise) and are found in
+//! /proc; a splice(2) from the file copies and holds nothing.
+//!
+//! On a kernel without the series SEAL gives EOPNOTSUPP and the sealed cases
+//! skip; the control (a long-term pin of an unsealed DAX file is refused
+//! with EOPNOTSUPP) runs on both.
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use dax_seal_protocol::MOUNT_PREFIX;
+
+use crate::cases::{when_sealable, Cases, Outcome};
+use crate::page_cache;
+use crate::seal::{self, Extent};
+use crate::seal_conformance::{create, is_sealed, pattern, probe, probe_online_repair, remount, remount_with};
+use crate::seal_race::pin_counters;
+use crate::sys::{cpath, errno_text, free_bytes, statx_attributes, Mapping, STATX_ATTR_DAX};
+
+/// The size of the reproduction in the report that found the eviction hole.
+const SIZE: u64 = 2 << 20;
+const PAGE: u64 = 4096;
+
+type Check = Result<String, String>;
+
+type Case = fn(&Env) -> Outcome;
+
+/// Every case, each exactly one KTAP result, in order.
+const CASES: &[(&str, Case)] = &[
+    ("unsealed-dax-pin-refused", case_control),
+    ("pin-outlives-umount", case_umount),
+    ("pin-outlives-drop-caches", case_drop_caches),
+    ("dax-flag-fixed-while-sealed-dax-inode", case_dax_inode),
+    ("online-repair-keeps-pin-and-seal", case_repair),
+    ("unprivileged-reader-holds-seal", case_unprivileged_reader),
+    ("splice-copies-and-holds-nothing", case_splice),
+    ("seal-interrupted-by-sigkill", case_sigkill),
+];
+
+struct Env {
+    mount: PathBuf,
+    dir: PathBuf,
+    /// Ok when SEAL works; otherwise why the sealed cases skip.
+    has_seal: Result<(), String>,
+}
+
+impl Env {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Runs `f` only on a kernel with the series.
+    fn sealed(&self, f: impl FnOnce() -> Check) -> Outcome {
+        when_sealable(&self.has_seal, f)
+    }
+}
+
+pub fn run() -> ExitCode {
+    let mount = PathBuf::from(format!("{MOUNT_PREFIX}0"));
+    let dir = mount.join(format!("seal-lifetime.{}", std::process::id()));
+    let mut t = Cases::new(CASES.len());
+    if let Err(e) = fs::create_dir_all(&dir) {
+        for (name, _) in CASES {
+            t.blocked(name, &format!("mkdir {}: {e}", dir.display()));
+        }
+        return t.exit();
+    }
+    let env = Env { has_seal: probe(&dir), mount, dir: dir.clone() };
+    match &env.has_seal {
+        Ok(()) => t.note("SEAL works on this kernel: the sealed cases run"),
+        Err(why) => t.note(&format!("sealed cases skip: {why}")),
+    }
+    for (name, case) in CASES {
+        t.outcome(name, case(&env));
+    }
+    let _ = fs::remove_dir_all(&dir);
+    t.exit()
+}
+
+/// A sealed file whose mapping is registered as an io_uring fixed buffer,
+/// after munmap: only the ring still refers to its pages.
+struct Pinned {
+    path: PathBuf,
+    ring: seal::Ring,
+    /// Where the registered buffer was mapped: READ_FIXED addresses it
+    /// after munmap too, since io_uring only checks the range.
+    addr: usize,
+    map: Vec<Extent>,
+    pins_before: u64,
+}
+
+/// Creates and seals `path`, maps it, pins the mapping, and unmaps it. The
+/// caller closes `file` when the case needs the inode to be let go.
+fn seal_pin_unmap(path: &Path) -> Result<(Pinned, File), String> {
+    let file = create(path, 0x61, SIZE)?;
+    seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+    let map = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
+    let (pins_before, _) = pin_counters()?;
+    let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
+    let mut mapping = Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    let addr = mapping.as_mut_ptr() as usize;
+    ring.register(mapping.as_mut_ptr(), SIZE as usize)
+        .map_err(|e| format!("REGISTER_BUFFERS on the sealed DAX mapping: {}", errno_text(&e)))?;
+    drop(mapping);
+    Ok((Pinned { path: path.to_path_buf(), ring, addr, map, pins_before }, file))
+}
+
+impl Pinned {
+    /// The pin still holds after `what`: same map, still sealed, UNSEAL
+    /// EBUSY, a READ_FIXED through the registration lands in the file's
+    /// blocks. Then the ring lets go and UNSEAL gives 0. Removes the file.
+    fn still_holds(self, what: &str) -> Check {
+        let r = self.check(what);
+        if r.is_err() {
+            // Leave nothing sealed behind on the image.
+            let _ = self.ring.unregister();
+            if let Ok(f) = OpenOptions::new().write(true).open(&self.path) {
+                let _ = seal::unseal(&f);
+            }
+        }
+        let _ = fs::remove_file(&self.path);
+        let _ = fs::remove_file(self.path.with_extension("source"));
+        r
+    }
+
+    fn check(&self, what: &str) -> Check {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| format!("reopen {} after {what}: {}", self.path.display(), errno_text(&e)))?;
+        let map = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
+        if map != self.map {
+            return Err(format!("after {what} the map moved: {:?} -> {map:?}", self.map));
+        }
+        if !is_sealed(&self.path)? {
+            return Err(format!("after {what} the file is no longer sealed"));
+        }
+        match seal::unseal(&file) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            other => {
+                return Err(format!(
+                    "UNSEAL after {what} while the ring still pins the pages: {other:?}, expected EBUSY \
+                     (the blocks could go to another file while a device writes to them)"
+                ))
+            }
+        }
+        let source_path = self.path.with_extension("source");
+        let source = create(&source_path, 0x7e, SIZE)?;
+        let got = self.ring.read_fixed(&source, 0, self.addr as *mut u8, SIZE as u32);
+        match got {
+            Ok(n) if u64::from(n) == SIZE => {}
+            other => return Err(format!("READ_FIXED into the pinned pages after {what}: {other:?}, expected {SIZE}")),
+        }
+        let mut landed = vec![0u8; SIZE as usize];
+        file.read_exact_at(&mut landed, 0).map_err(|e| format!("pread: {}", errno_text(&e)))?;
+        if landed != pattern(0x7e, SIZE) {
+            return Err(format!(
+                "after {what}, a READ_FIXED into the pinned pages did not land in the sealed file's blocks"
+            ));
+        }
+        self.ring.unregister().map_err(|e| format!("UNREGISTER_BUFFERS: {}", errno_text(&e)))?;
+        let (acquired, released) = pin_counters()?;
+        seal::unseal(&file).map_err(|e| format!("UNSEAL after unregister: {}", errno_text(&e)))?;
+        let pinned = acquired.saturating_sub(self.pins_before);
+        if pinned < SIZE / PAGE {
+            return Err(format!(
+                "nr_foll_pin_acquired moved by {pinned}, fewer than the {} pages registered: no pin was taken",
+                SIZE / PAGE
+            ));
+        }
+        Ok(format!(
+            "after {what}: map unchanged, still sealed, UNSEAL EBUSY, READ_FIXED {SIZE} bytes landed in the \
+             file's blocks; after unregister UNSEAL 0 ({pinned} pins acquired, nr_foll_pin_acquired {acquired} \
+             released {released})"
+        ))
+    }
+}
+
+fn case_control(env: &Env) -> Outcome {
+    let path = env.path("control");
+    let r = (|| {
+        let file = create(&path, 0x62, SIZE)?;
+        let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
+        let mut mapping =
+            Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+        match ring.register(mapping.as_mut_ptr(), SIZE as usize) {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                Ok("REGISTER_BUFFERS on an unsealed DAX mapping: EOPNOTSUPP, so nothing can outlive it".into())
+            }
+            other => Err(format!("REGISTER_BUFFERS on an unsealed DAX mapping: {other:?}, expected EOPNOTSUPP")),
+        }
+    })();
+    let _ = fs::remove_file(&path);
+    Outcome::Done(r)
+}
+
+/// umount evicts every inode and drops its DAX entries. The pin must not
+/// warn there, and must still hold once the filesystem is mounted again.
+fn case_umount(env: &Env) -> Outcome {
+    env.sealed(|| {
+        let (pinned, file) = seal_pin_unmap(&env.path("umount"))?;
+        drop(file);
+        remount(&env.mount).map_err(|e| format!("{e} (umount is allowed while a sealed file is pinned)"))?;
+        pinned.still_holds("munmap, close, umount and mount")
+    })
+}
+
+/// Memory pressure evicts unused inodes too; drop_caches asks for it.
+fn case_drop_caches(env: &Env) -> Outcome {
+    env.sealed(|| {
+        let (pinned, file) = seal_pin_unmap(&env.path("drop-caches"))?;
+        drop(file);
+        drop_caches()?;
+        pinned.still_holds("munmap, close and drop_caches")
+    })
+}
+
+fn drop_caches() -> Result<(), String> {
+    fs::write("/proc/sys/vm/drop_caches", "3").map_err(|e| format!("echo 3 > /proc/sys/vm/drop_caches: {e}"))
+}
+
+/// Under `dax=inode` the DAX flag decides the access mode, and a change
+/// evicts the inode at its last reference. A sealed file's flag cannot
+/// change (ETXTBSY); its pin holds through eviction; once unsealed the
+/// flag changes again.
+fn case_dax_inode(env: &Env) -> Outcome {
+    env.sealed(|| {
+        let old = remount_with(&env.mount, |opts| {
+            opts.iter().filter(|o| !o.starts_with("dax")).cloned().chain(["dax=inode".to_string()]).collect()
+        })?;
+        let dir = env.path("dax-inode");
+        let r = dax_inode(&dir);
+        let _ = fs::remove_dir_all(&dir);
+        let back = remount_with(&env.mount, |_| old.clone());
+        let r = r?;
+        back.map_err(|e| format!("putting the mount back: {e}"))?;
+        Ok(r)
+    })
+}
+
+fn dax_inode(dir: &Path) -> Check {
+    fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    let d = File::open(dir).map_err(|e| format!("open {}: {e}", dir.display()))?;
+    let mut fa = seal::fsgetxattr(&d).map_err(|e| format!("FSGETXATTR on the directory: {}", errno_text(&e)))?;
+    fa.xflags |= seal::FS_XFLAG_DAX;
+    seal::fssetxattr(&d, &fa).map_err(|e| format!("FSSETXATTR +DAX on the directory: {}", errno_text(&e)))?;
+    let path = dir.join("file");
+    let (pinned, file) = seal_pin_unmap(&path)?;
+    let dax = |p: &Path| statx_attributes(p).map(|(a, _)| a & STATX_ATTR_DAX != 0);
+    if !dax(&path)? {
+        return Err("a new file in a directory with FS_XFLAG_DAX is not DAX under dax=inode".into());
+    }
+    let before = seal::fsgetxattr(&file).map_err(|e| format!("FSGETXATTR: {}", errno_text(&e)))?;
+    let mut off = before;
+    off.xflags &= !seal::FS_XFLAG_DAX;
+    let refused = seal::fssetxattr(&file, &off);
+    drop(file);
+    drop_caches()?;
+    if !dax(&path)? {
+        return Err("after the refused flag change and drop_caches the file is no longer DAX".into());
+    }
+    match refused {
+        Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {}
+        other => return Err(format!("FSSETXATTR clearing FS_XFLAG_DAX on a sealed file: {other:?}, expected ETXTBSY")),
+    }
+    let held = pinned.check("a refused FS_XFLAG_DAX change, close and drop_caches")?;
+    // Unsealed, the flag is the user's again.
+    let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| format!("reopen: {e}"))?;
+    seal::fssetxattr(&file, &off).map_err(|e| format!("FSSETXATTR -DAX once unsealed: {}", errno_text(&e)))?;
+    Ok(format!("FSSETXATTR -DAX while sealed: ETXTBSY; {held}; once unsealed -DAX: 0"))
+}
+
+/// Online repair of the data and COW forks is refused before its set-up
+/// drops the file's DAX entries; inode repair runs. The pin and the seal
+/// hold through all three.
+fn case_repair(env: &Env) -> Outcome {
+    if let Err(why) = probe_online_repair(&env.dir) {
+        return Outcome::Skip(why);
+    }
+    env.sealed(|| {
+        let (pinned, file) = seal_pin_unmap(&env.path("repair"))?;
+        let mut answers = Vec::new();
+        for (name, sm_type, want) in [
+            ("data fork", seal::XFS_SCRUB_TYPE_BMBTD, Some((libc::EBUSY, "EBUSY"))),
+            ("COW fork", seal::XFS_SCRUB_TYPE_BMBTC, Some((libc::EBUSY, "EBUSY"))),
+            ("inode", seal::XFS_SCRUB_TYPE_INODE, None),
+        ] {
+            let got = seal::force_repair(&file, sm_type);
+            let errno = got.as_ref().err().and_then(io::Error::raw_os_error);
+            if errno != want.map(|(e, _)| e) {
+                let got = got.as_ref().map_or_else(errno_text, |()| "0".into());
+                let want = want.map_or("0", |(_, name)| name);
+                return Err(format!("forced repair of the {name} of a sealed, pinned file: {got}, expected {want}"));
+            }
+            answers.push(format!("{name} {}", want.map_or("0", |(_, name)| name)));
+        }
+        drop(file);
+        let held = pinned.still_holds("forced online repair")?;
+        Ok(format!("forced repair of a sealed, pinned file: {}; {held}", answers.join(", ")))
+    })
+}
+
+/// One end of a pair of pipes that a forked child and its parent step
+/// each other through, one byte at a time. Each side closes the ends it
+/// does not use, so a side that dies reads as end of file to the other.
+struct Steps {
+    send: i32,
+    recv: i32,
+}
+
+impl Steps {
+    /// Makes the pipes and forks. Returns the child's pid (0 in the child)
+    /// and this side's ends.
+    fn fork() -> Result<(libc::pid_t, Steps), String> {
+        let (mut down, mut up) = ([0; 2], [0; 2]);
+        // SAFETY: pipe() fills the two-element arrays.
+        if unsafe { libc::pipe(down.as_mut_ptr()) } != 0 || unsafe { libc::pipe(up.as_mut_ptr()) } != 0 {
+            return Err(format!("pipe: {}", errno_text(&io::Error::last_os_error())));
+        }
+        // SAFETY: the workload is single-threaded here; the child makes only
+        // system calls on memory prepared before the fork and leaves with
+        // _exit.
+        let pid = unsafe { libc::fork() };
+        let (send, recv, unused) = match pid {
+            -1 => return Err(format!("fork: {}", errno_text(&io::Error::last_os_error()))),
+            0 => (up[1], down[0], [up[0], down[1]]),
+            _ => (down[1], up[0], [down[0], up[1]]),
+        };
+        for fd in unused {
+            // SAFETY: closing a pipe end this side does not use.
+            unsafe { libc::close(fd) };
+        }
+        Ok((pid, Steps { send, recv }))
+    }
+
+    /// Sends one byte.
+    fn send(&self, byte: u8) -> bool {
+        // SAFETY: a one-byte write from a local.
+        unsafe { libc::write(self.send, (&byte as *const u8).cast(), 1) == 1 }
+    }
+
+    /// Waits for one byte; None when the other side is gone.
+    fn recv(&self) -> Option<u8> {
+        let mut got = 0u8;
+        // SAFETY: a one-byte read into a local.
+        (unsafe { libc::read(self.recv, (&mut got as *mut u8).cast(), 1) } == 1).then_some(got)
+    }
+}
+
+impl Drop for Steps {
+    fn drop(&mut self) {
+        // SAFETY: closing this side's own ends.
+        unsafe {
+            libc::close(self.send);
+            libc::close(self.recv);
+        }
+    }
+}
+
+/// The pids whose /proc/PID/maps name `path`: how a user finds who holds
+/// a sealed file mapped.
+fn mapped_by(path: &Path) -> Vec<String> {
+    let needle = path.to_string_lossy().to_string();
+    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().to_string();
+            pid.chars().all(|c| c.is_ascii_digit()).then_some(pid)
+        })
+        .filter(|pid| fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains(&needle)))
+        .collect()
+}
+
+/// An unprivileged reader (uid 65534) maps the sealed file read-only: root's
+/// UNSEAL gives EBUSY and unlink EPERM, and /proc/PID/maps names the
+/// holder. It then vmsplices a page of the mapping into a pipe and unmaps:
+/// the pipe still holds the device page, so UNSEAL still gives EBUSY. When
+/// the reader exits, UNSEAL gives 0.
+fn case_unprivileged_reader(env: &Env) -> Outcome {
+    env.sealed(|| {
+        let path = env.path("reader");
+        let r = unprivileged_reader(&path);
+        let _ = fs::remove_file(&path);
+        r
+    })
+}
+
+fn unprivileged_reader(path: &Path) -> Check {
+    let file = create(path, 0x63, SIZE)?;
+    seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+    let cpath = cpath(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (pid, child) = Steps::fork()?;
+    if pid == 0 {
+        reader_child(&cpath, &child);
+    }
+    let r = (|| {
+        if child.recv() != Some(b'm') {
+            return Err("the unprivileged reader could not map the sealed file read-only".to_string());
+        }
+        let holders = mapped_by(path);
+        let mapped = seal::unseal(&file);
+        let unlinked = fs::remove_file(path);
+        if !child.send(b'v') || child.recv() != Some(b'p') {
+            return Err("the unprivileged reader could not vmsplice the mapping into a pipe".to_string());
+        }
+        let spliced = seal::unseal(&file);
+        let ebusy = |r: &io::Result<()>| r.as_ref().err().and_then(io::Error::raw_os_error) == Some(libc::EBUSY);
+        if !ebusy(&mapped) || !ebusy(&spliced) {
+            return Err(format!(
+                "UNSEAL while uid 65534 maps the file read-only: {mapped:?}, while its pipe holds a page: \
+                 {spliced:?}; expected EBUSY for both"
+            ));
+        }
+        match unlinked {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            other => return Err(format!("unlink of the sealed file: {other:?}, expected EPERM")),
+        }
+        if holders.is_empty() {
+            return Err("no /proc/PID/maps names the sealed file while the reader maps it".into());
+        }
+        Ok(holders)
+    })();
+    // Let the child go whatever happened, and reap it.
+    child.send(b'x');
+    drop(child);
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let holders = r?;
+    seal::unseal(&file).map_err(|e| format!("UNSEAL after the reader exited: {}", errno_text(&e)))?;
+    Ok(format!(
+        "uid 65534 maps the sealed file read-only: UNSEAL EBUSY, unlink EPERM, holder found in /proc/{}/maps; \
+         after it vmspliced a page into a pipe and unmapped: UNSEAL EBUSY; after it exited: UNSEAL 0",
+        holders.join(",")
+    ))
+}
+
+/// The unprivileged reader, in the forked child: maps the file read-only
+/// ('m'), on 'v' vmsplices its first page into a pipe and unmaps ('p'),
+/// and exits when let go. Never returns.
+fn reader_child(path: &CString, parent: &Steps) -> ! {
+    let len = SIZE as usize;
+    // SAFETY: system calls on memory prepared before the fork; the child
+    // leaves with _exit and never unwinds or runs destructors.
+    unsafe {
+        if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+            libc::_exit(1);
+        }
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY);
+        if fd < 0 {
+            libc::_exit(2);
+        }
+        let addr = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, fd, 0);
+        if addr == libc::MAP_FAILED {
+            libc::_exit(3);
+        }
+        libc::close(fd);
+        if !parent.send(b'm') || parent.recv() != Some(b'v') {
+            libc::_exit(4);
+        }
+        let mut pipe = [0; 2];
+        if libc::pipe(pipe.as_mut_ptr()) != 0 {
+            libc::_exit(5);
+        }
+        let iov = libc::iovec { iov_base: addr, iov_len: PAGE as usize };
+        if libc::vmsplice(pipe[1], &iov, 1, 0) != PAGE as isize {
+            libc::_exit(6);
+        }
+        libc::munmap(addr, len);
+        parent.send(b'p');
+        parent.recv();
+        libc::_exit(0)
+    }
+}
+
+/// splice(2) from a DAX file copies into the pipe (6.12's vfs_splice_read
+/// does so for DAX): the pipe holds no page of the file, so UNSEAL gives 0
+/// while the data waits in the pipe, and the bytes read back are the file's.
+fn case_splice(env: &Env) -> Outcome {
+    env.sealed(|| {
+        let path = env.path("splice");
+        let r = (|| {
+            let file = create(&path, 0x64, SIZE)?;
+            seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+            let mut pipe = [0; 2];
+            // SAFETY: pipe() fills the array.
+            if unsafe { libc::pipe(pipe.as_mut_ptr()) } != 0 {
+                return Err(format!("pipe: {}", errno_text(&io::Error::last_os_error())));
+            }
+            let mut off: libc::loff_t = 0;
+            // SAFETY: valid descriptors and offset.
+            let n =
+                unsafe { libc::splice(file.as_raw_fd(), &mut off, pipe[1], std::ptr::null_mut(), PAGE as usize, 0) };
+            let unsealed = seal::unseal(&file);
+            let mut back = vec![0u8; PAGE as usize];
+            // SAFETY: reading into our own buffer.
+            let got = unsafe { libc::read(pipe[0], back.as_mut_ptr().cast(), back.len()) };
+            // SAFETY: closing our own pipe.
+            unsafe {
+                libc::close(pipe[0]);
+                libc::close(pipe[1]);
+            }
+            if n != PAGE as isize {
+                return Err(format!("splice of a page of the sealed file: {n}"));
+            }
+            unsealed.map_err(|e| format!("UNSEAL while a splice of the file waits in a pipe: {}", errno_text(&e)))?;
+            if got != PAGE as isize || back != pattern(0x64, SIZE)[..PAGE as usize] {
+                return Err("the pipe did not give back the file's bytes".into());
+            }
+            Ok("splice into a pipe copied the page: UNSEAL 0 while it waits there, bytes intact".into())
+        })();
+        let _ = fs::remove_file(&path);
+        r
+    })
+}
+
+/// The largest sparse file the SIGKILL case fills: big enough that zeroing
+/// it takes a while under TCG, small enough for the default 1 GiB NVDIMM.
+const KILL_FILE_MAX: u64 = 768 << 20;
+/// How far the fill must have got before the kill, so that it is killed in
+/// the middle and not before it started.
+const KILL_AFTER_FILLED: u64 = 64 << 20;
+
+/// SEAL of a large sparse file on the page-cache NVDIMM is killed with
+/// SIGKILL in the middle of filling its holes. It must stop between two
+/// steps of the fill (the latency from kill to reaped child is reported),
+/// and leave a consistent, unsealed file: the data it had, zeroes in what
+/// was filled, a data fork that scrub finds clean, and a SEAL that then
+/// completes.
+fn case_sigkill(env: &Env) -> Outcome {
+    let dir = match page_cache::dir("seal-lifetime") {
+        Ok(dir) => dir,
+        Err(why) => return Outcome::Done(Err(why)),
+    };
+    let r = env.sealed(|| {
+        let path = dir.join("sigkill");
+        let r = sigkill_during_fill(&path);
+        if let Ok(f) = OpenOptions::new().write(true).open(&path) {
+            let _ = seal::unseal(&f);
+        }
+        let _ = fs::remove_file(&path);
+        r
+    });
+    let _ = fs::remove_dir_all(&dir);
+    r
+}
+
+fn sigkill_during_fill(path: &Path) -> Check {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let size = (free_bytes(dir)? / 4 * 3).min(KILL_FILE_MAX) & !((1 << 20) - 1);
+    if size < 4 * KILL_AFTER_FILLED {
+        return Err(format!("only {size} bytes free for the sparse file on {}", dir.display()));
+    }
+    // Data at both ends, a hole of `size` in between.
+    let file = create(path, 0x65, PAGE)?;
+    file.write_all_at(&pattern(0x66, PAGE), size - PAGE).map_err(|e| format!("pwrite: {}", errno_text(&e)))?;
+    file.sync_all().map_err(|e| format!("fsync: {}", errno_text(&e)))?;
+    let blocks_before = file.metadata().map_err(|e| format!("fstat: {e}"))?.blocks() * 512;
+    let (pid, child) = Steps::fork()?;
+    if pid == 0 {
+        // SAFETY: the forked child makes one system call and leaves with _exit.
+        unsafe {
+            child.send(b's');
+            let ok = seal::seal(&file).is_ok();
+            libc::_exit(if ok { 0 } else { 1 })
+        }
+    }
+    let started = child.recv() == Some(b's');
+    // Kill once the fill is well under way; give up after a minute.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut filled = 0;
+    while started && Instant::now() < deadline {
+        filled = file.metadata().map_err(|e| format!("fstat: {e}"))?.blocks() * 512 - blocks_before;
+        if filled >= KILL_AFTER_FILLED {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let killed_at = Instant::now();
+    // SAFETY: signalling and reaping our own child.
+    let status = unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        status
+    };
+    let latency = killed_at.elapsed();
+    drop(child);
+    if !started {
+        return Err("the child that was to SEAL never started".into());
+    }
+    if filled < KILL_AFTER_FILLED {
+        return Err(format!("the fill never reached {KILL_AFTER_FILLED} bytes within 60 s (got {filled})"));
+    }
+    if !(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL) {
+        return Err(format!("SEAL finished before SIGKILL could stop it (child status {status:#x})"));
+    }
+    let after = file.metadata().map_err(|e| format!("fstat: {e}"))?.blocks() * 512 - blocks_before;
+    if is_sealed(path)? {
+        return Err(format!("SIGKILL {} ms into the fill, and the file came out sealed", latency.as_millis()));
+    }
+    if after >= size - 2 * PAGE {
+        return Err(format!("SIGKILL did not stop the fill: {after} of {size} bytes filled"));
+    }
+    let mut head = vec![0u8; PAGE as usize];
+    let mut tail = vec![0u8; PAGE as usize];
+    let mut middle = vec![0u8; (1 << 20) as usize];
+    file.read_exact_at(&mut head, 0).map_err(|e| format!("pread: {}", errno_text(&e)))?;
+    file.read_exact_at(&mut tail, size - PAGE).map_err(|e| format!("pread: {}", errno_text(&e)))?;
+    file.read_exact_at(&mut middle, size / 2).map_err(|e| format!("pread: {}", errno_text(&e)))?;
+    if head != pattern(0x65, PAGE) || tail != pattern(0x66, PAGE) || middle.iter().any(|&b| b != 0) {
+        return Err("after the interrupted SEAL the file does not read as before (data at both ends, zeroes)".into());
+    }
+    let flags = seal::scrub(&file, seal::XFS_SCRUB_TYPE_BMBTD).map_err(|e| format!("scrub: {}", errno_text(&e)))?;
+    if flags & seal::XFS_SCRUB_OFLAG_BAD != 0 {
+        return Err(format!("scrub of the data fork after the interrupted SEAL: flags {flags:#x}"));
+    }
+    let sealed_at = Instant::now();
+    seal::seal(&file).map_err(|e| format!("SEAL after the interrupted one: {}", errno_text(&e)))?;
+    Ok(format!(
+        "SIGKILL after {} of {} MiB filled: SEAL ended {} ms later, file unsealed with {} MiB filled, bytes \
+         intact, data fork clean; a second SEAL completed in {} ms",
+        filled >> 20,
+        size >> 20,
+        latency.as_millis(),
+        after >> 20,
+        sealed_at.elapsed().as_millis()
+    ))
+}
