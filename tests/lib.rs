@@ -3,19 +3,16 @@
 //! NVDIMM images in a temporary directory, and explain a failure with the
 //! verdicts, the guest's KTAP and the end of the console log.
 
-use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use dax_seal_protocol::ktap::Verdict;
-use dax_seal_protocol::RunConfig;
 use xtask::boot::Outcome;
-use xtask::cli::VmArgs;
 use xtask::kernel::Variant;
 use xtask::results::{self, CaseResult, WorkloadRun};
-use xtask::run::{BootRequest, Prepared};
+use xtask::run::Prepared;
+use xtask::scenario::{Scenario, Step};
 
 pub use xtask::boot::End;
 pub use xtask::console::ReportKind;
@@ -32,14 +29,26 @@ pub fn prepared() -> &'static Prepared {
     })
 }
 
-/// A guest with its own NVDIMM images; boots of one Guest share them.
+/// A guest with its own NVDIMM images; boots of one Guest share them. It is
+/// a [`Scenario`] on a temporary directory: `vm` and `params` are the
+/// scenario's, and [`Guest::boot_on`] hands the images to another kernel.
 pub struct Guest {
     pub variant: Variant,
-    pub vm: VmArgs,
-    /// Workload parameters (`--param`), empty for the defaults.
-    pub params: BTreeMap<String, String>,
-    dir: tempfile::TempDir,
-    boots: Cell<u32>,
+    scenario: Scenario<'static>,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Guest {
+    type Target = Scenario<'static>;
+    fn deref(&self) -> &Scenario<'static> {
+        &self.scenario
+    }
+}
+
+impl std::ops::DerefMut for Guest {
+    fn deref_mut(&mut self) -> &mut Scenario<'static> {
+        &mut self.scenario
+    }
 }
 
 /// What one boot did, judged as a run would judge it.
@@ -49,13 +58,15 @@ pub struct Booted {
 }
 
 impl Guest {
+    /// A guest on `variant`, with images named after it.
     pub fn new(variant: Variant) -> Guest {
         let dir = tempfile::Builder::new().prefix("dax-seal-vmtest-").tempdir().expect("temporary directory");
-        Guest { variant, vm: VmArgs::defaults(), params: BTreeMap::new(), dir, boots: Cell::new(0) }
+        let scenario = Scenario::new(prepared(), dir.path(), variant.name());
+        Guest { variant, scenario, _dir: dir }
     }
 
     pub fn images_dir(&self) -> &Path {
-        self.dir.path()
+        self.scenario.dir()
     }
 
     /// Boots with these workloads and `--exec` commands.
@@ -66,32 +77,17 @@ impl Guest {
     /// Like [`Guest::boot`], but the host SIGKILLs QEMU as soon as a results
     /// line contains `kill_at` (crash scenarios; the images survive).
     pub fn boot_killed_at(&self, workloads: &[&str], exec: &[&str], kill_at: Option<&str>) -> Booted {
-        let config = RunConfig {
-            kernel: self.variant.name().into(),
-            workloads: workloads.iter().map(|s| s.to_string()).collect(),
-            exec: exec.iter().map(|s| s.to_string()).collect(),
-            fresh: false,
-            shell: false,
-            params: self.params.clone(),
-            dax: Vec::new(),
-        };
-        let n = self.boots.get() + 1;
-        self.boots.set(n);
-        let tag = format!("-{n}");
-        let request = BootRequest {
-            prepared: prepared(),
-            variant: self.variant,
-            config: config.clone(),
-            includes: &[],
-            vm: &self.vm,
-            images_dir: self.dir.path(),
-            out_dir: self.dir.path(),
-            fresh: false,
-            tag: &tag,
-            kill_at,
-        };
-        let outcome = request.boot().unwrap_or_else(|e| panic!("boot failed to start: {e:#}"));
-        let runs = results::judge(self.variant.name(), &config.expected_tests(), &outcome);
+        self.step(&Step { variant: self.variant, workloads, exec, kill_at })
+    }
+
+    /// Boots another kernel variant on this guest's images.
+    pub fn boot_on(&self, variant: Variant, workloads: &[&str], exec: &[&str]) -> Booted {
+        self.step(&Step { variant, workloads, exec, kill_at: None })
+    }
+
+    fn step(&self, step: &Step) -> Booted {
+        let (config, outcome) = self.scenario.boot(step).unwrap_or_else(|e| panic!("boot failed to start: {e:#}"));
+        let runs = results::judge(step.variant.name(), &config.expected_tests(), &outcome);
         Booted { outcome, runs }
     }
 }

@@ -15,6 +15,7 @@ pub mod paths;
 pub mod qemu;
 pub mod results;
 pub mod run;
+pub mod scenario;
 pub mod series;
 pub mod test;
 pub mod tidy;

@@ -97,6 +97,9 @@ pub struct BootRequest<'a> {
     pub includes: &'a [Include],
     pub vm: &'a VmArgs,
     pub images_dir: &'a Path,
+    /// The NVDIMM image set, `nvdimm-<set>-N.img`: the variant's own name
+    /// unless a scenario hands one kernel's images to another.
+    pub image_set: Option<&'a str>,
     pub out_dir: &'a Path,
     pub fresh: bool,
     /// Suffix for log names when one directory holds several boots.
@@ -111,8 +114,8 @@ impl BootRequest<'_> {
     }
 
     fn vm(&self, console: Console) -> Result<Vm> {
-        let images =
-            nvdimm::prepare(self.images_dir, self.variant.name(), self.vm.nvdimms, geometry(self.vm)?, self.fresh)?;
+        let set = self.image_set.unwrap_or(self.variant.name());
+        let images = nvdimm::prepare(self.images_dir, set, self.vm.nvdimms, geometry(self.vm)?, self.fresh)?;
         let archive = initramfs::run_archive(&self.config, self.includes)?;
         let initrd = self.file("initrd", "img");
         initramfs::write_initrd(&self.prepared.initramfs.path, &archive, &initrd)?;
@@ -221,6 +224,7 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
             includes: &guest.include,
             vm: &guest.vm,
             images_dir: &images_dir,
+            image_set: None,
             out_dir: &run_dir,
             fresh: guest.fresh,
             tag: "",
@@ -262,6 +266,7 @@ pub fn shell(args: &ShellArgs) -> Result<ExitCode> {
         includes: &guest.include,
         vm: &guest.vm,
         images_dir: &images_dir,
+        image_set: None,
         out_dir: &out_dir,
         fresh: guest.fresh,
         tag: "",

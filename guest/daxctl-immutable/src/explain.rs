@@ -35,6 +35,10 @@ pub fn explain(op: Op, file: &str, errno: i32, immutable: bool) -> String {
         libc::EBADF => format!("{file} must be open for writing"),
         libc::EROFS => format!("{file} is on a read-only filesystem"),
         libc::EIO => format!("I/O error on {file}; it stays as it was"),
+        libc::EUCLEAN => format!(
+            "{file}'s seal is broken: a kernel without the seal changed its block map; unseal it, then seal it again"
+        ),
+        libc::EINTR => format!("sealing {file} was interrupted; it stays unsealed"),
         other => format!("{file}: {}", std::io::Error::from_raw_os_error(other)),
     }
 }
@@ -55,6 +59,8 @@ pub fn errno_name(errno: i32) -> String {
         libc::ENOSPC => "ENOSPC",
         libc::EROFS => "EROFS",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EUCLEAN => "EUCLEAN",
+        libc::EINTR => "EINTR",
         other => return format!("errno {other}"),
     };
     name.to_string()

@@ -17,6 +17,10 @@ pub struct Status {
     pub file: String,
     /// `null` when the kernel cannot report the seal (no series).
     pub sealed: Option<bool>,
+    /// The on-disk flag is set but the seal no longer holds: a kernel
+    /// without the series changed the file's block map (statx stops
+    /// reporting the seal, FSGETXATTR still reports the flag).
+    pub seal_broken: bool,
     /// `null` when the kernel cannot report DAX.
     pub dax: Option<bool>,
     pub active_swapfile: bool,
@@ -33,9 +37,12 @@ pub fn status(path: &Path, file: &File) -> io::Result<Status> {
     let st = statx(file)?;
     let extents = seal::fiemap(file)?;
     let any = |flag| extents.iter().any(|e| e.flags & flag != 0);
+    let sealed = st.attribute(seal::STATX_ATTR_IOMAP_IMMUTABLE);
+    let flag_on_disk = seal::fsgetxattr(file).is_ok_and(|fa| fa.xflags & seal::FS_XFLAG_IOMAP_IMMUTABLE != 0);
     Ok(Status {
         file: path.display().to_string(),
-        sealed: st.attribute(seal::STATX_ATTR_IOMAP_IMMUTABLE),
+        sealed,
+        seal_broken: flag_on_disk && sealed == Some(false),
         dax: st.attribute(STATX_ATTR_DAX),
         active_swapfile: is_active_swapfile(file)?,
         size: st.size,
@@ -60,7 +67,11 @@ impl Status {
         format!(
             "{}: {}, {}, {}\n  size {} ({} bytes), allocated {}, {} extent{}; {}, {}, {}{}\n",
             self.file,
-            yes_no(self.sealed, "sealed", "not sealed", "seal unknown (this kernel cannot report it)"),
+            if self.seal_broken {
+                "seal broken (a kernel without the seal changed its block map; unseal, then seal again)".to_string()
+            } else {
+                yes_no(self.sealed, "sealed", "not sealed", "seal unknown (this kernel cannot report it)")
+            },
             yes_no(self.dax, "DAX", "not DAX", "DAX unknown"),
             if self.active_swapfile { "an active swapfile" } else { "not an active swapfile" },
             crate::size::human(self.size),
@@ -313,6 +324,7 @@ mod tests {
         let s = Status {
             file: "/mnt/pmem0/f".into(),
             sealed: Some(true),
+            seal_broken: false,
             dax: Some(true),
             active_swapfile: false,
             size: 1 << 20,
@@ -328,7 +340,9 @@ mod tests {
             "/mnt/pmem0/f: sealed, DAX, not an active swapfile\n  size 1 MiB (1048576 bytes), allocated 1 MiB, \
              1 extent; no holes, no unwritten extents, no shared extents\n"
         );
-        let unknown = Status { sealed: None, holes: true, ..s };
+        let unknown = Status { sealed: None, holes: true, ..s.clone() };
         assert!(unknown.text().contains("seal unknown") && unknown.text().contains("; holes,"));
+        let broken = Status { sealed: Some(false), seal_broken: true, ..s };
+        assert!(broken.text().contains("seal broken") && broken.text().contains("unseal, then seal again"));
     }
 }

@@ -183,6 +183,23 @@ pub const WORKLOADS: &[WorkloadInfo] = &[
         default: false,
     },
     WorkloadInfo {
+        name: "seal-foreign-prepare",
+        summary: "mixed kernels, boot 1 (patched): seal five files",
+        default: false,
+    },
+    WorkloadInfo {
+        name: "seal-foreign-change",
+        summary: "mixed kernels, boot 2 (a kernel without the series): punch, clone, truncate up and down four of \
+                  the sealed files",
+        default: false,
+    },
+    WorkloadInfo {
+        name: "seal-foreign-verify",
+        summary: "mixed kernels, boot 3 (patched): the three broken seals are reported (statx, SEAL EUCLEAN, one \
+                  log line each, daxctl-immutable status), the whole ones kept, UNSEAL then SEAL recovers",
+        default: false,
+    },
+    WorkloadInfo {
         name: "selftest-silent",
         summary: "harness self-test: exits without printing any result",
         default: false,

@@ -8,6 +8,7 @@ mod dax_smoke;
 mod page_cache;
 mod seal_conformance;
 mod seal_crash;
+mod seal_foreign;
 mod seal_lifetime;
 mod seal_race;
 
@@ -27,6 +28,9 @@ fn lookup(name: &str) -> Option<Workload> {
         "seal-lifetime" => Some(seal_lifetime::run),
         "seal-crash-prepare" => Some(seal_crash::prepare),
         "seal-crash-verify" => Some(seal_crash::verify),
+        "seal-foreign-prepare" => Some(seal_foreign::prepare),
+        "seal-foreign-change" => Some(seal_foreign::change),
+        "seal-foreign-verify" => Some(seal_foreign::verify),
         // Harness self-test: a workload that dies before reporting anything.
         "selftest-silent" => Some(|| ExitCode::SUCCESS),
         _ => None,

@@ -1,0 +1,96 @@
+//! Scenarios: a sequence of boots on one set of NVDIMM images, each boot on
+//! the kernel variant of its choice, so that what one boot leaves on the
+//! images is the next one's input. The crash tests kill QEMU at a marker and
+//! boot again on what it left; the mixed-kernel test seals a file on the
+//! patched kernel, changes it under the baseline kernel, which ignores the
+//! seal, and checks it on the patched kernel again. Every boot goes through
+//! [`BootRequest`], as a run's do, and keeps its own console and KTAP logs
+//! (`-N` in their names, N counting the scenario's boots).
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use dax_seal_protocol::RunConfig;
+
+use crate::boot::Outcome;
+use crate::cli::VmArgs;
+use crate::kernel::Variant;
+use crate::run::{BootRequest, Prepared};
+
+/// One image set in one directory, and the boots made on it so far.
+pub struct Scenario<'a> {
+    pub prepared: &'a Prepared,
+    pub vm: VmArgs,
+    /// Workload parameters, the same for every boot.
+    pub params: BTreeMap<String, String>,
+    dir: PathBuf,
+    images: String,
+    boots: Cell<u32>,
+}
+
+/// What one boot of a scenario runs.
+pub struct Step<'a> {
+    pub variant: Variant,
+    pub workloads: &'a [&'a str],
+    pub exec: &'a [&'a str],
+    /// SIGKILL QEMU as soon as a results line contains this.
+    pub kill_at: Option<&'a str>,
+}
+
+impl<'a> Scenario<'a> {
+    /// A scenario whose images (`nvdimm-<images>-N.img`) and logs live in
+    /// `dir`. The images are made by the first boot and kept after.
+    pub fn new(prepared: &'a Prepared, dir: &Path, images: &str) -> Scenario<'a> {
+        Scenario {
+            prepared,
+            vm: VmArgs::defaults(),
+            params: BTreeMap::new(),
+            dir: dir.to_path_buf(),
+            images: images.to_string(),
+            boots: Cell::new(0),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The images' file names for NVDIMM `i`.
+    pub fn image(&self, i: u32) -> PathBuf {
+        self.dir.join(format!("nvdimm-{}-{i}.img", self.images))
+    }
+
+    /// Boots `step` on the scenario's images; returns what the guest was
+    /// asked to run (for judging) and how the boot went.
+    pub fn boot(&self, step: &Step) -> Result<(RunConfig, Outcome)> {
+        let config = RunConfig {
+            kernel: step.variant.name().into(),
+            workloads: step.workloads.iter().map(|s| s.to_string()).collect(),
+            exec: step.exec.iter().map(|s| s.to_string()).collect(),
+            fresh: false,
+            shell: false,
+            params: self.params.clone(),
+            dax: Vec::new(),
+        };
+        let n = self.boots.get() + 1;
+        self.boots.set(n);
+        let tag = format!("-{n}");
+        let request = BootRequest {
+            prepared: self.prepared,
+            variant: step.variant,
+            config: config.clone(),
+            includes: &[],
+            vm: &self.vm,
+            images_dir: &self.dir,
+            image_set: Some(&self.images),
+            out_dir: &self.dir,
+            fresh: false,
+            tag: &tag,
+            kill_at: step.kill_at,
+        };
+        let outcome = request.boot()?;
+        Ok((config, outcome))
+    }
+}
