@@ -291,7 +291,7 @@ fn seal_conformance_patched_and_baseline_differ_exactly_where_the_contract_says(
 }
 
 /// The cases of seal-lifetime that need the series.
-const LIFETIME_SEALED: [&str; 7] = [
+const LIFETIME_SEALED: [&str; 8] = [
     "pin-outlives-umount",
     "pin-outlives-drop-caches",
     "dax-flag-fixed-while-sealed-dax-inode",
@@ -299,6 +299,7 @@ const LIFETIME_SEALED: [&str; 7] = [
     "unprivileged-reader-holds-seal",
     "splice-copies-and-holds-nothing",
     "seal-interrupted-by-sigkill",
+    "readers-progress-during-seal",
 ];
 
 /// seal-lifetime on both kernels. Patched: a sealed file's pin outlives

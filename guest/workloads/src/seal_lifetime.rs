@@ -58,6 +58,7 @@ const CASES: &[(&str, Case)] = &[
     ("unprivileged-reader-holds-seal", case_unprivileged_reader),
     ("splice-copies-and-holds-nothing", case_splice),
     ("seal-interrupted-by-sigkill", case_sigkill),
+    ("readers-progress-during-seal", case_readers),
 ];
 
 struct Env {
@@ -553,13 +554,45 @@ const KILL_AFTER_FILLED: u64 = 64 << 20;
 /// was filled, a data fork that scrub finds clean, and a SEAL that then
 /// completes.
 fn case_sigkill(env: &Env) -> Outcome {
+    on_page_cache_file(env, "sigkill", sigkill_during_fill)
+}
+
+/// A sparse file as large as the page-cache NVDIMM allows (at most
+/// KILL_FILE_MAX): a page of data at each end, a hole in between.
+fn large_sparse_file(path: &Path) -> Result<(File, u64), String> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    // Space freed by an earlier case comes back once background
+    // inactivation ran: give it a few seconds.
+    let mut free = 0;
+    for _ in 0..40 {
+        // SAFETY: sync(2) takes no arguments.
+        unsafe { libc::sync() };
+        free = free_bytes(dir)?;
+        if free / 4 * 3 >= KILL_FILE_MAX {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let size = (free / 4 * 3).min(KILL_FILE_MAX) & !((1 << 20) - 1);
+    if size < 4 * KILL_AFTER_FILLED {
+        return Err(format!("only {size} bytes free for the sparse file on {}", dir.display()));
+    }
+    let file = create(path, 0x65, PAGE)?;
+    file.write_all_at(&pattern(0x66, PAGE), size - PAGE).map_err(|e| format!("pwrite: {}", errno_text(&e)))?;
+    file.sync_all().map_err(|e| format!("fsync: {}", errno_text(&e)))?;
+    Ok((file, size))
+}
+
+/// Runs `f` on a file in a fresh directory on the page-cache NVDIMM, and
+/// removes both afterwards (unsealing the file first).
+fn on_page_cache_file(env: &Env, name: &str, f: impl FnOnce(&Path) -> Check) -> Outcome {
     let dir = match page_cache::dir("seal-lifetime") {
         Ok(dir) => dir,
         Err(why) => return Outcome::Done(Err(why)),
     };
     let r = env.sealed(|| {
-        let path = dir.join("sigkill");
-        let r = sigkill_during_fill(&path);
+        let path = dir.join(name);
+        let r = f(&path);
         if let Ok(f) = OpenOptions::new().write(true).open(&path) {
             let _ = seal::unseal(&f);
         }
@@ -571,15 +604,7 @@ fn case_sigkill(env: &Env) -> Outcome {
 }
 
 fn sigkill_during_fill(path: &Path) -> Check {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let size = (free_bytes(dir)? / 4 * 3).min(KILL_FILE_MAX) & !((1 << 20) - 1);
-    if size < 4 * KILL_AFTER_FILLED {
-        return Err(format!("only {size} bytes free for the sparse file on {}", dir.display()));
-    }
-    // Data at both ends, a hole of `size` in between.
-    let file = create(path, 0x65, PAGE)?;
-    file.write_all_at(&pattern(0x66, PAGE), size - PAGE).map_err(|e| format!("pwrite: {}", errno_text(&e)))?;
-    file.sync_all().map_err(|e| format!("fsync: {}", errno_text(&e)))?;
+    let (file, size) = large_sparse_file(path)?;
     let blocks_before = file.metadata().map_err(|e| format!("fstat: {e}"))?.blocks() * 512;
     let (pid, child) = Steps::fork()?;
     if pid == 0 {
@@ -650,5 +675,60 @@ fn sigkill_during_fill(path: &Path) -> Check {
         latency.as_millis(),
         after >> 20,
         sealed_at.elapsed().as_millis()
+    ))
+}
+
+/// SEAL of a large sparse file fills its holes step by step before it takes
+/// the file's locks for good: a reader looping over pread keeps getting
+/// answers while SEAL runs, instead of waiting for the whole fill. Counted
+/// without a clock threshold: reads must complete in the middle third of
+/// the SEAL call, where a SEAL holding the iolock throughout allows none.
+fn case_readers(env: &Env) -> Outcome {
+    on_page_cache_file(env, "readers", readers_during_seal)
+}
+
+fn readers_during_seal(path: &Path) -> Check {
+    let (file, size) = large_sparse_file(path)?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (sealed, started, ended, reads) = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut times = Vec::new();
+            let mut buf = vec![0u8; PAGE as usize];
+            let Ok(f) = File::open(path) else { return Err("the reader cannot open the file".to_string()) };
+            let mut at = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                f.read_exact_at(&mut buf, at).map_err(|e| format!("pread: {}", errno_text(&e)))?;
+                times.push(Instant::now());
+                at = (at + 97 * PAGE) % (size - PAGE);
+            }
+            Ok(times)
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        let sealed = seal::seal(&file);
+        let ended = Instant::now();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (sealed, started, ended, reader.join().unwrap_or_else(|_| Err("the reader panicked".into())))
+    });
+    sealed.map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+    let reads = reads?;
+    let took = ended - started;
+    let (from, to) = (started + took / 3, ended - took / 3);
+    let during = reads.iter().filter(|t| (started..ended).contains(t)).count();
+    let middle = reads.iter().filter(|t| (from..to).contains(t)).count();
+    let longest = reads.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+    if middle == 0 {
+        return Err(format!(
+            "no read completed in the middle third of a {} ms SEAL ({during} during it): readers wait for the \
+             whole fill",
+            took.as_millis()
+        ));
+    }
+    Ok(format!(
+        "SEAL of a {} MiB sparse file took {} ms; {during} reads completed during it, {middle} in its middle third; \
+         longest wait between two reads {} ms",
+        size >> 20,
+        took.as_millis(),
+        longest.as_millis()
     ))
 }
