@@ -291,11 +291,12 @@ fn seal_conformance_patched_and_baseline_differ_exactly_where_the_contract_says(
 }
 
 /// The cases of seal-lifetime that need the series.
-const LIFETIME_SEALED: [&str; 8] = [
+const LIFETIME_SEALED: [&str; 9] = [
     "pin-outlives-umount",
     "pin-outlives-drop-caches",
     "dax-flag-fixed-while-sealed-dax-inode",
     "online-repair-keeps-pin-and-seal",
+    "fsync-writes-back-pinned-pages",
     "unprivileged-reader-holds-seal",
     "splice-copies-and-holds-nothing",
     "seal-interrupted-by-sigkill",
@@ -304,7 +305,8 @@ const LIFETIME_SEALED: [&str; 8] = [
 
 /// seal-lifetime on both kernels. Patched: a sealed file's pin outlives
 /// munmap, close and the inode (umount, drop_caches, a refused DAX-flag
-/// change, online repair), with no kernel report on the way (the old
+/// change, online repair), fsync writes back exactly the pinned pages,
+/// with no kernel report on the way (the old
 /// series warned in dax_disassociate_entry on umount, and unsealed under
 /// the pin once mounted again). Baseline: the sealed cases skip with
 /// EOPNOTSUPP, and the control shows why there is nothing to outlive there.
@@ -338,6 +340,12 @@ fn seal_lifetime_pins_outlive_the_inode_on_patched_only() {
     assert!(repair.contains("data fork EBUSY") && repair.contains("COW fork EBUSY"), "{repair}");
     let reader = &patched.case("seal-lifetime", "unprivileged-reader-holds-seal").detail;
     assert!(reader.contains("/maps"), "{reader}");
+    // 2 MiB file, the first half pinned: 256 pages.
+    let fsync = &patched.case("seal-lifetime", "fsync-writes-back-pinned-pages").detail;
+    assert!(
+        fsync.contains("256 after READ_FIXED") && fsync.contains("256 after munmap, close and drop_caches"),
+        "{fsync}"
+    );
 }
 
 /// Mixed kernels on one image set: patched seals five files; baseline,

@@ -162,7 +162,7 @@ pub const WORKLOADS: &[WorkloadInfo] = &[
         name: "seal-lifetime",
         summary: "a sealed file's long-term pin outlives munmap, close and its inode: after umount, drop_caches, \
                   a refused DAX-flag change and online repair UNSEAL is still EBUSY and the pin still lands in the \
-                  file's blocks; unprivileged readers hold the seal",
+                  file's blocks; fsync writes back the pinned pages; unprivileged readers hold the seal",
         default: true,
     },
     WorkloadInfo {

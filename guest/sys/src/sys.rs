@@ -130,6 +130,18 @@ impl Mapping {
         // SAFETY: ptr/len describe a live mapping owned by self.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
+
+    /// msync(MS_SYNC) of `len` bytes from `offset` (page aligned).
+    pub fn msync(&self, offset: usize, len: usize) -> io::Result<()> {
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: the range lies inside the mapping owned by self.
+        if unsafe { libc::msync(self.ptr.add(offset).cast(), len, libc::MS_SYNC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Mapping {

@@ -12,7 +12,7 @@ mod seal_foreign;
 mod seal_lifetime;
 mod seal_race;
 
-use dax_seal_sys::{seal, sys};
+use dax_seal_sys::{seal, sys, trace};
 
 use std::process::ExitCode;
 

@@ -12,6 +12,11 @@
 //! pread). Once the ring lets go, UNSEAL gives 0. Every case reports how many
 //! pins it took and released (`nr_foll_pin_*` in /proc/vmstat).
 //!
+//! A write through a pin dirties no DAX entry, so fsync must find the
+//! pinned pages itself; the kernel's `xfs_seal_flush_pinned` trace event
+//! says how many it wrote back, and the case checks that this is exactly the
+//! pinned pages of the synced range, before and after the inode is evicted.
+//!
 //! Two more cases cover holders that are not root's: an unprivileged
 //! reader's read-only mapping, and a page it vmspliced into a pipe, keep
 //! UNSEAL at EBUSY (the documented price of the promise) and are found in
@@ -39,6 +44,7 @@ use crate::seal::{self, Extent};
 use crate::seal_conformance::{create, is_sealed, pattern, probe, probe_online_repair, remount, remount_with};
 use crate::seal_race::pin_counters;
 use crate::sys::{cpath, errno_text, free_bytes, statx_attributes, Mapping, STATX_ATTR_DAX};
+use crate::trace::{self, TraceEvent};
 
 /// The size of the reproduction in the report that found the eviction hole.
 const SIZE: u64 = 2 << 20;
@@ -55,6 +61,7 @@ const CASES: &[(&str, Case)] = &[
     ("pin-outlives-drop-caches", case_drop_caches),
     ("dax-flag-fixed-while-sealed-dax-inode", case_dax_inode),
     ("online-repair-keeps-pin-and-seal", case_repair),
+    ("fsync-writes-back-pinned-pages", case_fsync),
     ("unprivileged-reader-holds-seal", case_unprivileged_reader),
     ("splice-copies-and-holds-nothing", case_splice),
     ("seal-interrupted-by-sigkill", case_sigkill),
@@ -293,6 +300,122 @@ fn dax_inode(dir: &Path) -> Check {
     let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| format!("reopen: {e}"))?;
     seal::fssetxattr(&file, &off).map_err(|e| format!("FSSETXATTR -DAX once unsealed: {}", errno_text(&e)))?;
     Ok(format!("FSSETXATTR -DAX while sealed: ETXTBSY; {held}; once unsealed -DAX: 0"))
+}
+
+/// A write through a long-term pin dirties no DAX entry, so fsync has to
+/// find the pinned pages itself (docs/seal.md, "Writes through pins are
+/// durable"). A cache write-back cannot be seen under emulation; the
+/// kernel's `xfs_seal_flush_pinned` event says how many pinned pages each
+/// fsync of a sealed file wrote back, and that must be exactly the pinned
+/// pages of the synced range: none before the pin, all of them after it,
+/// none outside it, and all of them again once munmap, close and
+/// drop_caches have evicted the inode the pin was taken through.
+fn case_fsync(env: &Env) -> Outcome {
+    env.sealed(|| {
+        let path = env.path("fsync");
+        let r = fsync_writes_back_pins(&path);
+        if r.is_err() {
+            if let Ok(f) = OpenOptions::new().write(true).open(&path) {
+                let _ = seal::unseal(&f);
+            }
+        }
+        let _ = fs::remove_file(&path);
+        let _ = fs::remove_file(path.with_extension("source"));
+        r
+    })
+}
+
+fn fsync_writes_back_pins(path: &Path) -> Check {
+    let event = TraceEvent::enable("xfs", "xfs_seal_flush_pinned")
+        .map_err(|e| format!("{e}; fsync of a sealed file reports the pinned pages it wrote back there"))?;
+    let file = create(path, 0x63, SIZE)?;
+    seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+    let ino = format!("{:#x}", file.metadata().map_err(|e| format!("fstat: {e}"))?.ino());
+    let written_back = |what: &str| -> Result<u64, String> {
+        let lines = event.take().map_err(|e| format!("reading the trace buffer after {what}: {e}"))?;
+        let ours: Vec<&String> = lines.iter().filter(|l| trace::field(l, "ino") == Some(ino.as_str())).collect();
+        match ours.as_slice() {
+            [line] => trace::field(line, "pinned_pages")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| format!("{what}: no pinned_pages in {line:?}")),
+            [] => Err(format!("{what}: no xfs_seal_flush_pinned event for inode {ino}")),
+            many => Err(format!(
+                "{what}: {} xfs_seal_flush_pinned events for inode {ino}, expected one:\n{}",
+                many.len(),
+                many.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n")
+            )),
+        }
+    };
+    let expect = |what: &str, want: u64| -> Result<(), String> {
+        match written_back(what)? {
+            got if got == want => Ok(()),
+            got => Err(format!("{what}: fsync wrote back {got} pinned pages, expected {want}")),
+        }
+    };
+    let half = SIZE / 2;
+    let pinned = half / PAGE;
+
+    let mut mapping = Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    // Every page is write-faulted: their DAX entries are dirty, which is
+    // the ordinary path fsync already covers.
+    mapping.as_mut_slice().fill(0x64);
+    // A MAP_SYNC write fault may itself sync the range it maps; only the
+    // explicit calls below are judged.
+    event.take().map_err(|e| format!("reading the trace buffer: {e}"))?;
+    file.sync_all().map_err(|e| format!("fsync: {}", errno_text(&e)))?;
+    expect("fsync with nothing pinned", 0)?;
+
+    let (pins_before, _) = pin_counters()?;
+    let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
+    ring.register(mapping.as_mut_ptr(), half as usize)
+        .map_err(|e| format!("REGISTER_BUFFERS on the first half: {}", errno_text(&e)))?;
+    // The fsync above cleaned every entry; what READ_FIXED writes next goes
+    // to the pinned pages and dirties none.
+    let source = create(&path.with_extension("source"), 0x7f, half)?;
+    match ring.read_fixed(&source, 0, mapping.as_mut_ptr(), half as u32) {
+        Ok(n) if u64::from(n) == half => {}
+        other => return Err(format!("READ_FIXED into the pinned half: {other:?}, expected {half}")),
+    }
+    file.sync_data().map_err(|e| format!("fdatasync: {}", errno_text(&e)))?;
+    expect("fdatasync after READ_FIXED into the pinned half", pinned)?;
+    mapping.msync(half as usize, half as usize).map_err(|e| format!("msync: {}", errno_text(&e)))?;
+    expect("msync(MS_SYNC) of the unpinned half", 0)?;
+    mapping.msync(0, PAGE as usize).map_err(|e| format!("msync: {}", errno_text(&e)))?;
+    expect("msync(MS_SYNC) of the first pinned page", 1)?;
+
+    let mut landed = vec![0u8; SIZE as usize];
+    file.read_exact_at(&mut landed, 0).map_err(|e| format!("pread: {}", errno_text(&e)))?;
+    let (first, second) = landed.split_at(half as usize);
+    if first != pattern(0x7f, half) || second.iter().any(|&b| b != 0x64) {
+        return Err("the file does not read back what READ_FIXED and the mapping wrote".into());
+    }
+
+    // The pin outlives the inode; so does fsync's reach.
+    drop(mapping);
+    drop(file);
+    drop_caches()?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("reopen after drop_caches: {}", errno_text(&e)))?;
+    file.sync_all().map_err(|e| format!("fsync: {}", errno_text(&e)))?;
+    expect("fsync after munmap, close and drop_caches", pinned)?;
+
+    ring.unregister().map_err(|e| format!("UNREGISTER_BUFFERS: {}", errno_text(&e)))?;
+    let (acquired, released) = pin_counters()?;
+    file.sync_all().map_err(|e| format!("fsync: {}", errno_text(&e)))?;
+    expect("fsync after the ring let go", 0)?;
+    seal::unseal(&file).map_err(|e| format!("UNSEAL after unregister: {}", errno_text(&e)))?;
+    let took = acquired.saturating_sub(pins_before);
+    if took < pinned {
+        return Err(format!("nr_foll_pin_acquired moved by {took}, fewer than the {pinned} pages registered"));
+    }
+    Ok(format!(
+        "xfs_seal_flush_pinned: 0 pages before the pin; {pinned} after READ_FIXED (fdatasync); 0 for msync of the \
+         unpinned half, 1 for one pinned page; {pinned} after munmap, close and drop_caches; 0 once unregistered \
+         ({took} pins acquired, nr_foll_pin_acquired {acquired} released {released})"
+    ))
 }
 
 /// Online repair of the data and COW forks is refused before its set-up
