@@ -348,6 +348,91 @@ fn seal_lifetime_pins_outlive_the_inode_on_patched_only() {
     );
 }
 
+/// The cases of pinned-dma that need the series, one DMA case per disk.
+const DMA_SEALED: [&str; 4] = [
+    "sealed-file-registered",
+    "virtio-dma-through-the-pin",
+    "nvme-dma-through-the-pin",
+    "dma-lands-in-the-sealed-files-blocks",
+];
+/// The host checks a patched pinned-dma asks for.
+const DMA_HOST_CHECKS: [&str; 3] = [
+    "host: virtio WRITE_FIXED from the sealed file is in the disk image",
+    "host: nvme WRITE_FIXED from the sealed file is in the disk image",
+    "host: DMA from both disks is in the sealed file's blocks of the NVDIMM image",
+];
+
+/// pinned-dma on both kernels. Patched: virtio-blk and NVMe move 64 MiB
+/// into a sealed file's pinned pages and back at three queue depths, the
+/// disks' counters show they did, and after power-off the host finds the
+/// bytes in the file's own blocks of the NVDIMM image and in the disk
+/// images. Baseline: the sealed cases skip with EOPNOTSUPP and ask the host
+/// for nothing; the controls (no long-term pin of an unsealed DAX mapping, a
+/// short-term O_DIRECT read into one works) pass on both. Then the host
+/// check is shown to fail when the bytes are not there.
+#[test]
+fn pinned_dma_devices_write_into_sealed_files_on_patched_only() {
+    let ((patched_guest, patched), baseline) = std::thread::scope(|s| {
+        let p = s.spawn(|| {
+            let g = Guest::new(Variant::Patched);
+            let b = g.boot(&["pinned-dma"], &[]);
+            (g, b)
+        });
+        let b = Guest::new(Variant::Baseline).boot(&["pinned-dma"], &[]);
+        (p.join().expect("patched boot thread"), b)
+    });
+    assert!(patched.passed(), "{}", patched.explain());
+    assert!(baseline.passed(), "{}", baseline.explain());
+    for b in [&patched, &baseline] {
+        for name in ["data-disks-attached", "unsealed-dax-register-refused", "odirect-read-into-unsealed-dax-mapping"] {
+            assert_eq!(b.case("pinned-dma", name).verdict, Verdict::Pass, "{name}\n{}", b.explain());
+        }
+        assert!(b.case("pinned-dma", "unsealed-dax-register-refused").detail.contains("EOPNOTSUPP"));
+    }
+    for name in DMA_SEALED {
+        let p = patched.case("pinned-dma", name);
+        assert_eq!(p.verdict, Verdict::Pass, "patched {name}: {}", p.detail);
+        let b = baseline.case("pinned-dma", name);
+        assert_eq!(b.verdict, Verdict::Skip, "baseline {name}: {}", b.detail);
+        assert!(b.detail.contains("EOPNOTSUPP"), "baseline {name} skipped for another reason: {}", b.detail);
+    }
+    for name in &DMA_SEALED[1..3] {
+        let d = &patched.case("pinned-dma", name).detail;
+        assert!(d.contains("device read 192 MiB") && d.contains("wrote 64 MiB"), "{name}: {d}");
+    }
+    for name in DMA_HOST_CHECKS {
+        let c = patched.case("pinned-dma", name);
+        assert_eq!(c.verdict, Verdict::Pass, "{name}: {}", c.detail);
+    }
+    assert!(!baseline.run("pinned-dma").cases.iter().any(|c| c.name.starts_with("host:")), "{}", baseline.explain());
+
+    // The NVDIMM check fails once the bytes at the file's blocks are gone.
+    let nvdimm = patched_guest.image(0);
+    let line = patched
+        .outcome
+        .ktap
+        .cases
+        .iter()
+        .filter_map(|c| c.subtests.as_ref())
+        .flat_map(|g| g.cases.iter().flat_map(|c| c.diagnostics.iter()))
+        .find(|d| d.contains("NVDIMM image"))
+        .expect("the NVDIMM host check request");
+    let check = dax_seal_protocol::disks::HostCheck::from_diagnostic(line).unwrap().unwrap();
+    let at = check.ranges[0].image_offset + 8192;
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&nvdimm).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&[0u8; 8]).unwrap();
+    }
+    let geometry = xtask::nvdimm::Geometry { size: 1 << 30, label_size: 0 };
+    let images = [xtask::nvdimm::Image { path: nvdimm, geometry }];
+    let rerun = xtask::disks::run_checks(&patched.outcome.ktap, &images, &[]);
+    let nv = rerun.iter().find(|c| c.name.contains("NVDIMM")).expect("NVDIMM check rerun");
+    assert_eq!(nv.verdict, Verdict::Fail, "{}", nv.detail);
+    assert!(nv.detail.contains(&format!("byte {at:#x}")), "{}", nv.detail);
+}
+
 /// Mixed kernels on one image set: patched seals five files; baseline,
 /// which ignores the seal, punches, clones and truncates four of them; the
 /// patched kernel boots again on the same images. It must report exactly

@@ -108,6 +108,8 @@ pub struct Outcome {
     pub command_line: String,
     /// The last console lines, for failure messages.
     pub console_tail: Vec<String>,
+    /// The host checks the workloads asked for, done after the boot.
+    pub host_checks: Vec<crate::disks::Checked>,
 }
 
 /// Kills QEMU when dropped.
@@ -297,6 +299,7 @@ pub fn boot(mut spec: BootSpec) -> Result<Outcome> {
         ktap_log: spec.ktap_log,
         command_line,
         console_tail: tail.into_iter().collect(),
+        host_checks: Vec::new(),
     })
 }
 

@@ -8,6 +8,7 @@ pub mod cli_docs;
 pub mod console;
 pub mod cpio;
 pub mod deps;
+pub mod disks;
 pub mod initramfs;
 pub mod kernel;
 pub mod nvdimm;

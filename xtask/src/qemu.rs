@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::AccelChoice;
+use crate::disks::Disk;
 use crate::nvdimm::Image;
 use crate::paths;
 
@@ -51,6 +52,8 @@ pub struct Vm {
     pub initrd: Option<PathBuf>,
     pub cmdline: String,
     pub nvdimms: Vec<Image>,
+    /// Data disks (virtio-blk, NVMe) the workloads asked for.
+    pub disks: Vec<Disk>,
     /// Unix socket the host listens on for the KTAP results port.
     pub results_socket: Option<PathBuf>,
     pub console: Console,
@@ -77,6 +80,7 @@ pub fn argv(vm: &Vm) -> Vec<String> {
         machine_args(!vm.nvdimms.is_empty()),
         memory_args(vm.memory_mib, vm.cpus, &vm.nvdimms),
         vm.nvdimms.iter().enumerate().flat_map(|(i, img)| nvdimm_args(i, img)).collect(),
+        vm.disks.iter().enumerate().flat_map(|(i, d)| crate::disks::qemu_args(i, d)).collect(),
         isolation_args(),
         console_args(&vm.console),
         vm.results_socket.as_deref().map(results_args).unwrap_or_default(),
@@ -232,6 +236,7 @@ fn probe_kvm(kernel: &Path) -> Result<(bool, String)> {
         initrd: None,
         cmdline: "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1".into(),
         nvdimms: Vec::new(),
+        disks: Vec::new(),
         results_socket: None,
         console: Console::Piped,
     };
@@ -301,6 +306,7 @@ mod tests {
                 Image { path: "/img/a.img".into(), geometry: Geometry { size: 1 << 30, label_size: 0 } },
                 Image { path: "/img/b.img".into(), geometry: Geometry { size: 512 << 20, label_size: 128 << 10 } },
             ],
+            disks: Vec::new(),
             results_socket: Some("/run/x.sock".into()),
             console: Console::Piped,
         }

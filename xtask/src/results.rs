@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
+use dax_seal_protocol::disks::HOST_CHECK_PREFIX;
 use dax_seal_protocol::ktap::{Case, Outcome as KtapOutcome, Verdict, Writer};
 use serde::Serialize;
 
@@ -60,7 +61,8 @@ fn ms(d: Duration) -> u64 {
 
 fn case_result(c: &Case) -> CaseResult {
     let mut detail = c.reason.clone().unwrap_or_default();
-    for d in &c.diagnostics {
+    // Host-check requests become cases of their own (crate::disks).
+    for d in c.diagnostics.iter().filter(|d| !d.starts_with(HOST_CHECK_PREFIX)) {
         if !detail.is_empty() {
             detail.push('\n');
         }
@@ -123,6 +125,12 @@ pub fn judge(kernel: &str, expected: &[String], outcome: &Outcome) -> Vec<Worklo
             // E.g. the workload crashed after its last case.
             cases.push(fail("(workload)", reason));
         }
+        cases.extend(outcome.host_checks.iter().filter(|c| &c.workload == name).map(|c| CaseResult {
+            name: c.name.clone(),
+            verdict: c.verdict,
+            detail: c.detail.clone(),
+            duration_ms: 0,
+        }));
         runs.push(run(name, cases));
     }
     for extra in top.iter().filter(|c| !expected.contains(&c.name)) {
@@ -337,6 +345,7 @@ mod tests {
             ktap_log: "k.ktap".into(),
             command_line: String::new(),
             console_tail: Vec::new(),
+            host_checks: Vec::new(),
         }
     }
 
@@ -356,6 +365,24 @@ mod tests {
         assert_eq!(verdicts(&runs), [("setup", Verdict::Pass), ("w", Verdict::Pass)]);
         assert_eq!(runs[1].cases[1].verdict, Verdict::Skip);
         assert_eq!(verdict_of(&runs, &[]), "pass");
+    }
+
+    #[test]
+    fn host_checks_join_their_workload_and_a_failed_one_fails_it() {
+        let mut o = outcome(GOOD, End::PoweredOff);
+        let check = |verdict| crate::disks::Checked {
+            workload: "w".into(),
+            name: "host: landed".into(),
+            verdict,
+            detail: "d".into(),
+        };
+        o.host_checks = vec![check(Verdict::Pass)];
+        let runs = judge("patched", &names(&["setup", "w"]), &o);
+        assert_eq!(verdicts(&runs), [("setup", Verdict::Pass), ("w", Verdict::Pass)]);
+        assert_eq!(runs[1].cases.last().map(|c| c.name.as_str()), Some("host: landed"));
+        o.host_checks = vec![check(Verdict::Fail)];
+        let runs = judge("patched", &names(&["setup", "w"]), &o);
+        assert_eq!(verdicts(&runs), [("setup", Verdict::Pass), ("w", Verdict::Fail)]);
     }
 
     #[test]

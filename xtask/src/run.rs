@@ -15,7 +15,7 @@ use crate::kernel::{self, Variant};
 use crate::nvdimm::{self, Geometry};
 use crate::qemu::{self, Accel, Console, Vm};
 use crate::results::{self, BootRecord, Results};
-use crate::{deps, initramfs, paths};
+use crate::{deps, disks, initramfs, paths};
 
 /// Everything built that boots need.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -116,6 +116,7 @@ impl BootRequest<'_> {
     fn vm(&self, console: Console) -> Result<Vm> {
         let set = self.image_set.unwrap_or(self.variant.name());
         let images = nvdimm::prepare(self.images_dir, set, self.vm.nvdimms, geometry(self.vm)?, self.fresh)?;
+        let data = disks::prepare(self.images_dir, set, &dax_seal_protocol::disks_for(&self.config.workloads))?;
         let archive = initramfs::run_archive(&self.config, self.includes)?;
         let initrd = self.file("initrd", "img");
         initramfs::write_initrd(&self.prepared.initramfs.path, &archive, &initrd)?;
@@ -127,6 +128,7 @@ impl BootRequest<'_> {
             initrd: Some(initrd),
             cmdline: qemu::kernel_cmdline(),
             nvdimms: images,
+            disks: data,
             results_socket: None,
             console,
         })
@@ -142,7 +144,10 @@ impl BootRequest<'_> {
             silence: Duration::from_secs(self.vm.silence),
             kill_at: self.kill_at.map(str::to_string),
         };
-        boot::boot(spec)
+        let (nvdimms, data) = (spec.vm.nvdimms.clone(), spec.vm.disks.clone());
+        let mut outcome = boot::boot(spec)?;
+        outcome.host_checks = disks::run_checks(&outcome.ktap, &nvdimms, &data);
+        Ok(outcome)
     }
 
     pub fn record(&self, outcome: &Outcome) -> BootRecord {
@@ -292,7 +297,7 @@ mod tests {
     fn workload_selection() {
         assert_eq!(
             select_workloads(&[]).unwrap(),
-            ["dax-smoke", "seal-conformance", "cli", "seal-lifetime", "seal-race"]
+            ["dax-smoke", "seal-conformance", "cli", "seal-lifetime", "pinned-dma", "seal-race"]
         );
         assert_eq!(select_workloads(&["selftest-silent".into()]).unwrap(), ["selftest-silent"]);
         let err = select_workloads(&["dax-smoke".into(), "nope".into()]).unwrap_err().to_string();

@@ -62,6 +62,11 @@ impl<'a> Scenario<'a> {
         self.dir.join(format!("nvdimm-{}-{i}.img", self.images))
     }
 
+    /// The image of data disk `name`, as the last boot that needed it left it.
+    pub fn disk(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("disk-{}-{name}.img", self.images))
+    }
+
     /// Boots `step` on the scenario's images; returns what the guest was
     /// asked to run (for judging) and how the boot went.
     pub fn boot(&self, step: &Step) -> Result<(RunConfig, Outcome)> {

@@ -3,6 +3,7 @@
 //! which workloads exist, the name of the results channel, and the KTAP dialect
 //! spoken on it. Both sides depend on this crate so they cannot drift apart.
 
+pub mod disks;
 pub mod ktap;
 
 use std::collections::BTreeMap;
@@ -138,6 +139,9 @@ pub struct WorkloadInfo {
     pub summary: &'static str,
     /// Run when the user names no workload. Harness self-tests are not.
     pub default: bool,
+    /// The data disks ([`disks::DATA_DISKS`], by name) the host attaches
+    /// when this workload is selected.
+    pub disks: &'static [&'static str],
 }
 
 /// Every workload, in the order a default run executes them.
@@ -146,17 +150,20 @@ pub const WORKLOADS: &[WorkloadInfo] = &[
         name: "dax-smoke",
         summary: "fsdax namespace, DAX mount, STATX_ATTR_DAX, MAP_SYNC mapping, store visible to read(2)",
         default: true,
+        disks: &[],
     },
     WorkloadInfo {
         name: "seal-conformance",
         summary: "every row of the seal contract on a sealed file and a control, plus the seal's own rules",
         default: true,
+        disks: &[],
     },
     WorkloadInfo {
         name: "cli",
         summary: "daxctl-immutable in the guest: every subcommand, its exit codes, its JSON and its errno \
                   explanations (active swapfile, mapped file, unprivileged user, tmpfs), and bad input",
         default: true,
+        disks: &[],
     },
     WorkloadInfo {
         name: "seal-lifetime",
@@ -164,45 +171,61 @@ pub const WORKLOADS: &[WorkloadInfo] = &[
                   a refused DAX-flag change and online repair UNSEAL is still EBUSY and the pin still lands in the \
                   file's blocks; fsync writes back the pinned pages; unprivileged readers hold the seal",
         default: true,
+        disks: &[],
+    },
+    WorkloadInfo {
+        name: "pinned-dma",
+        summary: "virtio-blk and NVMe disks DMA into and out of a sealed 64 MiB DAX file through io_uring fixed \
+                  buffers at queue depths 1, 4 and 16; the host finds the bytes in the file's own blocks of the \
+                  NVDIMM image and in the disk images",
+        default: true,
+        disks: &["virtio", "nvme"],
     },
     WorkloadInfo {
         name: "seal-race",
         summary: "threads punch, zero, truncate, fallocate, reflink, append, mmap-store and pin a file while one \
                   seals and unseals it; the map never moves while sealed and the pins balance",
         default: true,
+        disks: &[],
     },
     WorkloadInfo {
         name: "seal-crash-prepare",
         summary: "first boot of the seal persistence scenarios: seal a file with a hole and an unwritten range, \
                   print its map and the crash point",
         default: false,
+        disks: &[],
     },
     WorkloadInfo {
         name: "seal-crash-verify",
         summary: "second boot: the file is still sealed, fully written, every byte there, still enforced",
         default: false,
+        disks: &[],
     },
     WorkloadInfo {
         name: "seal-foreign-prepare",
         summary: "mixed kernels, boot 1 (patched): seal five files",
         default: false,
+        disks: &[],
     },
     WorkloadInfo {
         name: "seal-foreign-change",
         summary: "mixed kernels, boot 2 (a kernel without the series): punch, clone, truncate up and down four of \
                   the sealed files",
         default: false,
+        disks: &[],
     },
     WorkloadInfo {
         name: "seal-foreign-verify",
         summary: "mixed kernels, boot 3 (patched): the three broken seals are reported (statx, SEAL EUCLEAN, one \
                   log line each, daxctl-immutable status), the whole ones kept, UNSEAL then SEAL recovers",
         default: false,
+        disks: &[],
     },
     WorkloadInfo {
         name: "selftest-silent",
         summary: "harness self-test: exits without printing any result",
         default: false,
+        disks: &[],
     },
 ];
 
@@ -256,6 +279,14 @@ pub fn workload(name: &str) -> Option<&'static WorkloadInfo> {
     WORKLOADS.iter().find(|w| w.name == name)
 }
 
+/// The data disks the given workloads need, in [`disks::DATA_DISKS`] order.
+pub fn disks_for(workloads: &[String]) -> Vec<&'static disks::DataDisk> {
+    disks::DATA_DISKS
+        .iter()
+        .filter(|d| workloads.iter().filter_map(|w| workload(w)).any(|w| w.disks.contains(&d.name)))
+        .collect()
+}
+
 pub fn default_workloads() -> impl Iterator<Item = &'static WorkloadInfo> {
     WORKLOADS.iter().filter(|w| w.default)
 }
@@ -278,5 +309,19 @@ mod tests {
         assert_eq!(config(&["seal-race"], &[]).requested_run_time(), 30);
         assert_eq!(config(&["seal-race"], &[("seal-race.seconds", "600")]).requested_run_time(), 600);
         assert_eq!(config(&["seal"], &[("seal-race.seconds", "600")]).requested_run_time(), 0);
+    }
+
+    #[test]
+    fn every_disk_a_workload_names_exists_and_only_selected_ones_attach() {
+        for w in WORKLOADS {
+            for d in w.disks {
+                assert!(disks::data_disk(d).is_some(), "{} names unknown disk {d}", w.name);
+            }
+        }
+        let names = |ws: &[&str]| {
+            disks_for(&ws.iter().map(|w| w.to_string()).collect::<Vec<_>>()).iter().map(|d| d.name).collect::<Vec<_>>()
+        };
+        assert!(names(&["dax-smoke", "seal-race"]).is_empty());
+        assert_eq!(names(&["pinned-dma", "dax-smoke"]), ["virtio", "nvme"]);
     }
 }

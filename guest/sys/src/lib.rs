@@ -3,10 +3,12 @@
 //!
 //! - [`seal`]: the UAPI (fallocate modes, FS_XFLAG and STATX_ATTR bits),
 //!   SEAL and UNSEAL, FIEMAP, FSGETXATTR/FSSETXATTR, the remap and XFS
-//!   ioctls, and a minimal io_uring for fixed-buffer pins;
+//!   ioctls;
+//! - [`ring`]: a minimal io_uring for fixed-buffer pins and I/O through them;
 //! - [`sys`]: statx, shared mappings, errno text;
 //! - [`trace`]: kernel trace events through tracefs.
 
+pub mod ring;
 pub mod seal;
 pub mod sys;
 pub mod trace;

@@ -94,7 +94,7 @@ pub fn statx(file: &File) -> io::Result<Statx> {
     })
 }
 
-/// A shared writable mapping, unmapped on drop.
+/// A writable mapping (of a file, shared; or anonymous), unmapped on drop.
 pub struct Mapping {
     ptr: *mut u8,
     len: usize,
@@ -111,11 +111,20 @@ impl Mapping {
         Mapping::new(file, len, libc::MAP_SHARED)
     }
 
+    /// Private anonymous memory, page aligned: O_DIRECT buffers, and the
+    /// anonymous side of a comparison.
+    pub fn anonymous(len: usize) -> io::Result<Mapping> {
+        Mapping::map(-1, len, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS)
+    }
+
     fn new(file: &File, len: usize, flags: i32) -> io::Result<Mapping> {
-        // SAFETY: fresh mapping of a valid fd; the kernel picks the address.
-        let ptr = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, file.as_raw_fd(), 0)
-        };
+        Mapping::map(file.as_raw_fd(), len, flags)
+    }
+
+    fn map(fd: i32, len: usize, flags: i32) -> io::Result<Mapping> {
+        // SAFETY: a fresh mapping (of a valid fd, or anonymous); the kernel
+        // picks the address.
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, fd, 0) };
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }

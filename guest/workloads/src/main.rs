@@ -6,13 +6,14 @@ mod cases;
 mod cli;
 mod dax_smoke;
 mod page_cache;
+mod pinned_dma;
 mod seal_conformance;
 mod seal_crash;
 mod seal_foreign;
 mod seal_lifetime;
 mod seal_race;
 
-use dax_seal_sys::{seal, sys, trace};
+use dax_seal_sys::{ring, seal, sys, trace};
 
 use std::process::ExitCode;
 
@@ -26,6 +27,7 @@ fn lookup(name: &str) -> Option<Workload> {
         "seal-conformance" => Some(seal_conformance::run),
         "seal-race" => Some(seal_race::run),
         "seal-lifetime" => Some(seal_lifetime::run),
+        "pinned-dma" => Some(pinned_dma::run),
         "seal-crash-prepare" => Some(seal_crash::prepare),
         "seal-crash-verify" => Some(seal_crash::verify),
         "seal-foreign-prepare" => Some(seal_foreign::prepare),
