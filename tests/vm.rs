@@ -433,6 +433,48 @@ fn pinned_dma_devices_write_into_sealed_files_on_patched_only() {
     assert!(nv.detail.contains(&format!("byte {at:#x}")), "{}", nv.detail);
 }
 
+/// swap-pressure on both kernels. Both: the memory cgroup works, swapon
+/// refuses a sparse and a reflinked file (6.12), and an unsealed,
+/// preallocated swapfile carries the working set (the control that the
+/// pressure reaches swap). Patched: the sealed swapfile carries it too, with
+/// sampled pages found at the file's blocks on the raw device, map changes
+/// refused while active, and the map and seal intact after swapoff; SEAL
+/// makes the refused files swappable. Baseline: those cases skip with
+/// EOPNOTSUPP.
+#[test]
+fn swap_pressure_goes_through_the_sealed_map_on_patched_only() {
+    let (patched, baseline) = std::thread::scope(|s| {
+        let p = s.spawn(|| Guest::new(Variant::Patched).boot(&["swap-pressure"], &[]));
+        let b = Guest::new(Variant::Baseline).boot(&["swap-pressure"], &[]);
+        (p.join().expect("patched boot thread"), b)
+    });
+    assert!(patched.passed(), "{}", patched.explain());
+    assert!(baseline.passed(), "{}", baseline.explain());
+    for b in [&patched, &baseline] {
+        for name in [
+            "cgroup-v2-memory-controller",
+            "sparse-file-refuses-swapon",
+            "reflinked-file-refuses-swapon",
+            "pressure-through-unsealed-swapfile",
+        ] {
+            assert_eq!(b.case("swap-pressure", name).verdict, Verdict::Pass, "{name}\n{}", b.explain());
+        }
+        let d = &b.case("swap-pressure", "pressure-through-unsealed-swapfile").detail;
+        assert!(d.contains("pswpout") && d.contains("sampled pages found"), "{d}");
+    }
+    for name in
+        ["seal-makes-sparse-file-swappable", "seal-makes-reflinked-file-swappable", "pressure-through-sealed-swapfile"]
+    {
+        let p = patched.case("swap-pressure", name);
+        assert_eq!(p.verdict, Verdict::Pass, "patched {name}: {}", p.detail);
+        let b = baseline.case("swap-pressure", name);
+        assert_eq!(b.verdict, Verdict::Skip, "baseline {name}: {}", b.detail);
+        assert!(b.detail.contains("EOPNOTSUPP"), "baseline {name} skipped for another reason: {}", b.detail);
+    }
+    let d = &patched.case("swap-pressure", "pressure-through-sealed-swapfile").detail;
+    assert!(d.contains("ETXTBSY") && d.contains("still sealed, UNSEAL 0"), "{d}");
+}
+
 /// Mixed kernels on one image set: patched seals five files; baseline,
 /// which ignores the seal, punches, clones and truncates four of them; the
 /// patched kernel boots again on the same images. It must report exactly
@@ -574,10 +616,13 @@ fn seal_race_patched_and_baseline_differ_exactly_where_the_contract_says() {
 fn debug_kernel_runs_the_seal_workloads_without_a_kernel_report() {
     let mut g = Guest::new(Variant::Debug);
     g.params.insert("seal-race.seconds".into(), "10".into());
-    let b = g.boot(&["seal-conformance", "seal-lifetime", "seal-race"], &[]);
+    let b = g.boot(&["seal-conformance", "seal-lifetime", "pinned-dma", "seal-race"], &[]);
     assert!(b.passed(), "{}", b.explain());
     for name in LIFETIME_SEALED {
         assert_eq!(b.case("seal-lifetime", name).verdict, Verdict::Pass, "{name}\n{}", b.explain());
+    }
+    for name in DMA_SEALED.iter().chain(&DMA_HOST_CHECKS) {
+        assert_eq!(b.case("pinned-dma", name).verdict, Verdict::Pass, "{name}\n{}", b.explain());
     }
     assert_eq!(b.case("seal-race", "seal-unseal-toggler").verdict, Verdict::Pass, "{}", b.explain());
     let skipped: Vec<_> =

@@ -2,7 +2,9 @@
 //! of several runs measured side by side: warm end-to-end `run` with nothing
 //! to rebuild, boot to the first KTAP line and dax-smoke time per kernel
 //! variant (with the patched/baseline ratio), the compressed initramfs size,
-//! and with `--cold` a kernel build from empty caches.
+//! device DMA (READ_FIXED) into a sealed file's pinned pages against the
+//! same into anonymous memory (pinned-dma, patched kernel), and with
+//! `--cold` a kernel build from empty caches.
 
 use std::path::Path;
 use std::process::Command;
@@ -18,6 +20,11 @@ use crate::{initramfs, paths};
 const WARM_RUN_TARGET: Duration = Duration::from_secs(30);
 const FIRST_KTAP_TARGET: Duration = Duration::from_secs(4);
 const INITRAMFS_TARGET: u64 = 16 << 20;
+/// READ_FIXED into sealed pmem pages, as a fraction of the same into
+/// anonymous memory from the same disk in the same boot.
+const DMA_RATIO_TARGET: f64 = 0.9;
+/// The DMA cases of pinned-dma, one per data disk.
+const DMA_CASES: [&str; 2] = ["virtio-dma-through-the-pin", "nvme-dma-through-the-pin"];
 
 pub fn median(values: &mut [f64]) -> f64 {
     if values.is_empty() {
@@ -47,14 +54,14 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
     let images = tempfile::Builder::new().prefix("dax-seal-bench-").tempdir()?;
     // One untimed run builds whatever is missing and makes the filesystems.
     eprintln!("[bench] warm-up run (builds what is missing)");
-    run_once(images.path())?;
+    run_once(images.path(), SMOKE)?;
 
     let mut wall = Vec::new();
     let mut first = [Vec::new(), Vec::new()];
     let mut smoke = [Vec::new(), Vec::new()];
     for i in 0..args.runs {
         let start = Instant::now();
-        let results = run_once(images.path())?;
+        let results = run_once(images.path(), SMOKE)?;
         wall.push(start.elapsed().as_secs_f64());
         for (slot, variant) in [Variant::Patched, Variant::Baseline].iter().enumerate() {
             let boot = results["boots"].as_array().and_then(|b| b.iter().find(|b| b["kernel"] == variant.name()));
@@ -69,6 +76,18 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
             }
         }
         eprintln!("[bench] run {}/{}: {:.1} s", i + 1, args.runs, wall[i]);
+    }
+    let mut dma: Vec<[Vec<f64>; 2]> = DMA_CASES.iter().map(|_| [Vec::new(), Vec::new()]).collect();
+    for i in 0..args.runs {
+        let results = run_once(images.path(), DMA)?;
+        for (case, slot) in DMA_CASES.iter().zip(dma.iter_mut()) {
+            let detail = case_detail(&results, "patched", "pinned-dma", case)
+                .with_context(|| format!("pinned-dma reported no {case} figures"))?;
+            let (sealed, anon) = dma_figures(&detail).with_context(|| format!("{case}: {detail}"))?;
+            slot[0].push(sealed);
+            slot[1].push(anon);
+        }
+        eprintln!("[bench] pinned-dma run {}/{}", i + 1, args.runs);
     }
     let initramfs = initramfs::build()?;
 
@@ -96,6 +115,15 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
         INITRAMFS_TARGET >> 20,
         verdict(initramfs.compressed_bytes <= INITRAMFS_TARGET)
     );
+    for (case, slot) in DMA_CASES.iter().zip(dma.iter_mut()) {
+        let (sealed, anon) = (median(&mut slot[0]), median(&mut slot[1]));
+        println!(
+            "  {case} READ_FIXED qd16: sealed pmem {sealed:.0} MiB/s, anonymous {anon:.0} MiB/s, ratio {:.2}  \
+             [target >= {DMA_RATIO_TARGET}: {}]",
+            sealed / anon,
+            verdict(sealed / anon >= DMA_RATIO_TARGET)
+        );
+    }
     if args.cold {
         let secs = cold_build()?;
         println!("  cold kernel build (baseline; empty build cache and ccache): {secs:.0} s");
@@ -103,12 +131,17 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// One `cargo xtask run --workload dax-smoke` on the given images, through
-/// cargo as a user types it; returns its results.json.
-fn run_once(images: &Path) -> Result<serde_json::Value> {
+/// `cargo xtask run` arguments of the two timed runs.
+const SMOKE: &[&str] = &["--workload", "dax-smoke"];
+const DMA: &[&str] = &["--kernel", "patched", "--workload", "pinned-dma"];
+
+/// One `cargo xtask run ARGS` on the given images, through cargo as a user
+/// types it; returns its results.json.
+fn run_once(images: &Path, args: &[&str]) -> Result<serde_json::Value> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
-        .args(["run", "--quiet", "--package", "xtask", "--", "run", "--workload", "dax-smoke"])
+        .args(["run", "--quiet", "--package", "xtask", "--", "run"])
+        .args(args)
         .current_dir(paths::project_root())
         .env("DAX_SEAL_IMAGES", images)
         .stdout(std::process::Stdio::null())
@@ -117,10 +150,25 @@ fn run_once(images: &Path) -> Result<serde_json::Value> {
         .context("running cargo xtask run")?;
     let results = images.join("runs/latest/results.json");
     if !status.success() {
-        bail!("`xtask run --workload dax-smoke` failed ({status}); see {}", results.display());
+        bail!("`xtask run {}` failed ({status}); see {}", args.join(" "), results.display());
     }
     let text = std::fs::read(&results).with_context(|| format!("reading {}", results.display()))?;
     Ok(serde_json::from_slice(&text)?)
+}
+
+fn case_detail(results: &serde_json::Value, kernel: &str, workload: &str, case: &str) -> Option<String> {
+    let run = results["runs"].as_array()?.iter().find(|r| r["kernel"] == kernel && r["workload"] == workload)?;
+    let c = run["cases"].as_array()?.iter().find(|c| c["name"] == case)?;
+    c["detail"].as_str().map(str::to_string)
+}
+
+/// The sealed and anonymous qd16 READ_FIXED figures (MiB/s) of a DMA case:
+/// "..., qd16 2063 MiB/s, anonymous qd16 2200 MiB/s, ...".
+fn dma_figures(detail: &str) -> Option<(f64, f64)> {
+    let figure = |key: &str| -> Option<f64> {
+        detail.split(", ").find_map(|part| part.trim().strip_prefix(key)?.strip_suffix(" MiB/s")?.parse().ok())
+    };
+    Some((figure("qd16 ")?, figure("anonymous qd16 ")?))
 }
 
 /// Builds the baseline kernel with a private, empty cache directory.
@@ -144,5 +192,13 @@ mod tests {
         assert_eq!(super::median(&mut [3.0, 1.0, 2.0]), 2.0);
         assert_eq!(super::median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!(super::median(&mut []).is_nan());
+    }
+
+    #[test]
+    fn dma_figures_come_from_the_case_detail() {
+        let d = "/dev/vda: device read 192 MiB; qd1 773 MiB/s, qd4 1401 MiB/s, qd16 2063 MiB/s, anonymous qd16 \
+                 2200 MiB/s, WRITE_FIXED qd16 2435 MiB/s";
+        assert_eq!(super::dma_figures(d), Some((2063.0, 2200.0)));
+        assert_eq!(super::dma_figures("qd16 1 MiB/s"), None);
     }
 }

@@ -297,7 +297,7 @@ mod tests {
     fn workload_selection() {
         assert_eq!(
             select_workloads(&[]).unwrap(),
-            ["dax-smoke", "seal-conformance", "cli", "seal-lifetime", "pinned-dma", "seal-race"]
+            ["dax-smoke", "seal-conformance", "cli", "seal-lifetime", "pinned-dma", "swap-pressure", "seal-race"]
         );
         assert_eq!(select_workloads(&["selftest-silent".into()]).unwrap(), ["selftest-silent"]);
         let err = select_workloads(&["dax-smoke".into(), "nope".into()]).unwrap_err().to_string();

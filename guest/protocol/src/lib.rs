@@ -182,6 +182,14 @@ pub const WORKLOADS: &[WorkloadInfo] = &[
         disks: &["virtio", "nvme"],
     },
     WorkloadInfo {
+        name: "swap-pressure",
+        summary: "a cgroup at 48 MiB pushes a 192 MiB working set through a sealed swapfile: pswpout/pswpin move, \
+                  every page checks out, sampled pages sit at the file's blocks on the raw device, map changes are \
+                  refused while active; SEAL makes sparse and reflinked files swappable",
+        default: true,
+        disks: &[],
+    },
+    WorkloadInfo {
         name: "seal-race",
         summary: "threads punch, zero, truncate, fallocate, reflink, append, mmap-store and pin a file while one \
                   seals and unseals it; the map never moves while sealed and the pins balance",
@@ -262,14 +270,24 @@ impl ParamInfo {
 }
 
 /// Every workload parameter.
-pub const PARAMS: &[ParamInfo] = &[ParamInfo {
-    name: "seal-race.seconds",
-    summary: "how long seal-race's threads run, in seconds",
-    default: 30,
-    min: 1,
-    max: 3600,
-    run_time: true,
-}];
+pub const PARAMS: &[ParamInfo] = &[
+    ParamInfo {
+        name: "seal-race.seconds",
+        summary: "how long seal-race's threads run, in seconds",
+        default: 30,
+        min: 1,
+        max: 3600,
+        run_time: true,
+    },
+    ParamInfo {
+        name: "swap-pressure.seconds",
+        summary: "how long swap-pressure keeps swapping its working set out and in, in seconds (at least one round)",
+        default: 5,
+        min: 1,
+        max: 3600,
+        run_time: true,
+    },
+];
 
 pub fn param(name: &str) -> Option<&'static ParamInfo> {
     PARAMS.iter().find(|p| p.name == name)

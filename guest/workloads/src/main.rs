@@ -12,6 +12,7 @@ mod seal_crash;
 mod seal_foreign;
 mod seal_lifetime;
 mod seal_race;
+mod swap_pressure;
 
 use dax_seal_sys::{ring, seal, sys, trace};
 
@@ -28,6 +29,7 @@ fn lookup(name: &str) -> Option<Workload> {
         "seal-race" => Some(seal_race::run),
         "seal-lifetime" => Some(seal_lifetime::run),
         "pinned-dma" => Some(pinned_dma::run),
+        "swap-pressure" => Some(swap_pressure::run),
         "seal-crash-prepare" => Some(seal_crash::prepare),
         "seal-crash-verify" => Some(seal_crash::verify),
         "seal-foreign-prepare" => Some(seal_foreign::prepare),

@@ -1,0 +1,486 @@
+//! `swap-pressure`: a sealed swapfile carries a real working set under
+//! memory pressure, on the NVDIMM mounted `dax=never`.
+//!
+//! A child process in a cgroup v2 group with `memory.max` of 48 MiB fills
+//! four times that with pages whose bytes are a function of their index (6.12
+//! does not write zero-filled pages to swap), pushes them out with
+//! MADV_PAGEOUT and `memory.reclaim`, and reads every page back, for
+//! `swap-pressure.seconds` (at least one round). Meanwhile the parent checks
+//! what only the seal promises: a sample of the swapped-out pages is found
+//! on the raw block device exactly where the sealed file's FIEMAP says its
+//! swap slot lies (slot from /proc/PID/pagemap), every map-changing call on
+//! the active swapfile is refused, and after swapoff the map is the one
+//! recorded and the file is still sealed. `pswpout`, `pswpin` and
+//! `memory.swap.peak` must have moved by at least the working set's excess.
+//!
+//! The seal also makes files swappable that 6.12 refuses: a sparse file and
+//! a reflinked one give EINVAL at swapon until SEAL allocates and unshares
+//! them. The same pressure through an unsealed, preallocated swapfile runs
+//! on both kernels: the control that the pressure machinery works. On a
+//! kernel without the series the sealed cases skip with SEAL's EOPNOTSUPP.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use dax_seal_protocol::disks::{fill_pattern, first_pattern_mismatch};
+use dax_seal_protocol::RunConfig;
+
+use crate::cases::{Cases, Outcome};
+use crate::page_cache::{self, swapoff, swapon, write_swap_header};
+use crate::seal::{self, Extent};
+use crate::seal_conformance::{create, is_sealed, probe};
+use crate::sys::{cpath, errno_text, mounted, Mapping};
+
+const PAGE: u64 = 4096;
+/// The group's memory.max, and the working set: four times that.
+const LIMIT: u64 = 48 << 20;
+const WORKING_SET: u64 = 4 * LIMIT;
+/// Room for the working set's excess and then some.
+const SWAP_SIZE: u64 = 256 << 20;
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+const GROUP: &str = "swap-pressure";
+/// Pages of the working set whose place on the device is checked.
+const SAMPLES: u64 = 16;
+/// Seed of the working set's page contents.
+const SEED: u64 = 0x5357_4150;
+
+type Check = Result<String, String>;
+
+const CASES: [&str; 7] = [
+    "cgroup-v2-memory-controller",
+    "sparse-file-refuses-swapon",
+    "reflinked-file-refuses-swapon",
+    "pressure-through-unsealed-swapfile",
+    "seal-makes-sparse-file-swappable",
+    "seal-makes-reflinked-file-swappable",
+    "pressure-through-sealed-swapfile",
+];
+
+pub fn run() -> ExitCode {
+    let mut t = Cases::new(CASES.len());
+    let seconds = RunConfig::read().and_then(|c| c.param("swap-pressure.seconds")).unwrap_or(5);
+    let dir = match page_cache::dir("swap-pressure") {
+        Ok(d) => d,
+        Err(e) => {
+            for name in CASES {
+                t.check::<()>(name, Err(e.clone()));
+            }
+            return t.exit();
+        }
+    };
+    let group = t.check("cgroup-v2-memory-controller", memory_group());
+    t.check("sparse-file-refuses-swapon", refused(&dir.join("sparse"), Kind::Sparse).map(|n| ((), n)));
+    t.check("reflinked-file-refuses-swapon", refused(&dir.join("reflinked"), Kind::Reflinked).map(|n| ((), n)));
+    let pressure = |sealed: bool| -> Check {
+        let group = group.as_ref().ok_or("not attempted: cgroup-v2-memory-controller failed")?;
+        pressure(&dir, group, sealed, seconds)
+    };
+    t.check("pressure-through-unsealed-swapfile", pressure(false).map(|n| ((), n)));
+    let has_seal = probe(&dir);
+    let sealed = |f: &dyn Fn() -> Check| match &has_seal {
+        Ok(()) => Outcome::Done(f()),
+        Err(why) => Outcome::Skip(why.clone()),
+    };
+    t.outcome("seal-makes-sparse-file-swappable", sealed(&|| sealed_swappable(&dir.join("sparse"), Kind::Sparse)));
+    t.outcome(
+        "seal-makes-reflinked-file-swappable",
+        sealed(&|| sealed_swappable(&dir.join("reflinked"), Kind::Reflinked)),
+    );
+    t.outcome("pressure-through-sealed-swapfile", sealed(&|| pressure(true)));
+    let _ = fs::remove_dir(Path::new(CGROUP_ROOT).join(GROUP));
+    let _ = fs::remove_dir_all(&dir);
+    t.exit()
+}
+
+/// Mounts cgroup2 if needed, enables the memory controller for children
+/// and makes the group with its limit; returns the group's directory.
+fn memory_group() -> Result<(PathBuf, String), String> {
+    let root = Path::new(CGROUP_ROOT);
+    if !root.join("cgroup.controllers").exists() {
+        fs::create_dir_all(root).map_err(|e| format!("mkdir {CGROUP_ROOT}: {e}"))?;
+        let target = cpath(root).map_err(|e| e.to_string())?;
+        // SAFETY: NUL-terminated strings that outlive the call; no data.
+        let rc = unsafe { libc::mount(c"cgroup2".as_ptr(), target.as_ptr(), c"cgroup2".as_ptr(), 0, std::ptr::null()) };
+        if rc != 0 {
+            return Err(format!(
+                "mount -t cgroup2 {CGROUP_ROOT}: {} (is CONFIG_CGROUPS in kernel-config/memcg.config?)",
+                errno_text(&io::Error::last_os_error())
+            ));
+        }
+    }
+    let controllers =
+        fs::read_to_string(root.join("cgroup.controllers")).map_err(|e| format!("cgroup.controllers: {e}"))?;
+    if !controllers.split_whitespace().any(|c| c == "memory") {
+        return Err(format!(
+            "{CGROUP_ROOT}/cgroup.controllers is {:?}, without memory: the kernel lacks CONFIG_MEMCG",
+            controllers.trim()
+        ));
+    }
+    fs::write(root.join("cgroup.subtree_control"), "+memory")
+        .map_err(|e| format!("+memory in subtree_control: {e}"))?;
+    let group = root.join(GROUP);
+    let _ = fs::remove_dir(&group);
+    fs::create_dir(&group).map_err(|e| format!("mkdir {}: {e}", group.display()))?;
+    for (file, value) in [("memory.max", LIMIT.to_string()), ("memory.swap.max", "max".to_string())] {
+        fs::write(group.join(file), &value).map_err(|e| format!("{file} = {value}: {e}"))?;
+    }
+    for file in ["memory.swap.peak", "memory.reclaim", "memory.events", "cgroup.procs"] {
+        if !group.join(file).exists() {
+            return Err(format!(
+                "{} is missing: swap accounting needs CONFIG_MEMCG and CONFIG_SWAP",
+                group.join(file).display()
+            ));
+        }
+    }
+    Ok((
+        group,
+        format!("{} with memory.max {} MiB, memory.swap.max max", CGROUP_ROOT.to_string() + "/" + GROUP, LIMIT >> 20),
+    ))
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Sparse,
+    Reflinked,
+}
+
+/// A swapfile of `kind` with its header: sparse (header page only) or
+/// sharing all its blocks with a clone.
+fn make(path: &Path, kind: Kind) -> Result<File, String> {
+    let _ = fs::remove_file(path);
+    let f = match kind {
+        Kind::Sparse => {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .map_err(|e| format!("create {}: {}", path.display(), errno_text(&e)))?;
+            f.set_len(page_cache::SWAP_SIZE).map_err(|e| format!("ftruncate: {}", errno_text(&e)))?;
+            f
+        }
+        Kind::Reflinked => {
+            let f = create(path, 0x5e, page_cache::SWAP_SIZE)?;
+            let clone = path.with_extension("clone");
+            let _ = fs::remove_file(&clone);
+            let c = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&clone)
+                .map_err(|e| format!("create {}: {}", clone.display(), errno_text(&e)))?;
+            seal::ficlone(&c, &f).map_err(|e| format!("FICLONE: {}", errno_text(&e)))?;
+            f
+        }
+    };
+    write_swap_header(&f, page_cache::SWAP_SIZE).map_err(|e| format!("swap header: {}", errno_text(&e)))?;
+    Ok(f)
+}
+
+fn describe(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Sparse => "a sparse file",
+        Kind::Reflinked => "a file whose blocks are shared with a clone",
+    }
+}
+
+/// 6.12 refuses such a file at swapon with EINVAL (both kernels).
+fn refused(path: &Path, kind: Kind) -> Check {
+    let r = make(path, kind).and_then(|_| match swapon(path) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(format!("swapon of {}: EINVAL", describe(kind))),
+        Err(e) => Err(format!("swapon of {}: {}, expected EINVAL", describe(kind), errno_text(&e))),
+        Ok(()) => {
+            let _ = swapoff(path);
+            Err(format!("swapon of {} succeeded, expected EINVAL", describe(kind)))
+        }
+    });
+    let _ = fs::remove_file(path);
+    let _ = fs::remove_file(path.with_extension("clone"));
+    r
+}
+
+/// After SEAL (which allocates every hole and unshares every block) the
+/// same file is accepted.
+fn sealed_swappable(path: &Path, kind: Kind) -> Check {
+    let r = (|| {
+        let f = make(path, kind)?;
+        seal::seal(&f).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+        swapon(path).map_err(|e| format!("swapon of {} after SEAL: {}", describe(kind), errno_text(&e)))?;
+        let off = swapoff(path);
+        let unseal = seal::unseal(&f);
+        off.map_err(|e| format!("swapoff: {}", errno_text(&e)))?;
+        unseal.map_err(|e| format!("UNSEAL after swapoff: {}", errno_text(&e)))?;
+        Ok(format!("{} refuses swapon; after SEAL swapon 0, swapoff 0, UNSEAL 0", describe(kind)))
+    })();
+    let _ = fs::remove_file(path);
+    let _ = fs::remove_file(path.with_extension("clone"));
+    r
+}
+
+/// /proc/vmstat counters.
+fn vmstat(name: &str) -> Result<u64, String> {
+    let text = fs::read_to_string("/proc/vmstat").map_err(|e| format!("/proc/vmstat: {e}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .ok_or_else(|| format!("/proc/vmstat has no {name}: is CONFIG_SWAP on?"))
+}
+
+fn read_u64(path: &Path) -> Result<u64, String> {
+    let t = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    t.trim().parse().map_err(|_| format!("{}: {:?} is not a number", path.display(), t.trim()))
+}
+
+/// `key` of a flat-keyed cgroup file such as memory.events.
+fn keyed(path: &Path, key: &str) -> Result<u64, String> {
+    let t = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    t.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+        .ok_or_else(|| format!("{} has no {key}", path.display()))
+}
+
+/// A pipe end as a File.
+fn pipe() -> Result<(File, File), String> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills two fds we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: {}", errno_text(&io::Error::last_os_error())));
+    }
+    // SAFETY: fresh fds owned by nothing else.
+    Ok(unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) })
+}
+
+/// Through one active swapfile (sealed or not): the child's working set is
+/// swapped out and in, round after round, for `seconds`.
+fn pressure(dir: &Path, group: &Path, sealed: bool, seconds: u64) -> Check {
+    let path = dir.join(if sealed { "swap-sealed" } else { "swap-plain" });
+    let r = pressure_on(&path, group, sealed, seconds);
+    let _ = swapoff(&path);
+    if let Ok(f) = OpenOptions::new().write(true).open(&path) {
+        let _ = seal::unseal(&f);
+    }
+    let _ = fs::remove_file(&path);
+    r
+}
+
+fn pressure_on(path: &Path, group: &Path, sealed: bool, seconds: u64) -> Check {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| format!("create {}: {}", path.display(), errno_text(&e)))?;
+    // Preallocated: unwritten extents are fine for swap, holes are not.
+    seal::fallocate(&f, 0, 0, SWAP_SIZE).map_err(|e| format!("fallocate: {}", errno_text(&e)))?;
+    write_swap_header(&f, SWAP_SIZE).map_err(|e| format!("swap header: {}", errno_text(&e)))?;
+    if sealed {
+        seal::seal(&f).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+    }
+    let map = seal::fiemap(&f).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
+    let mount = path.parent().and_then(Path::parent).ok_or("swapfile has no mount")?;
+    let (device, _) = mounted(mount)?;
+    swapon(path).map_err(|e| format!("swapon: {}", errno_text(&e)))?;
+    let (out0, in0) = (vmstat("pswpout")?, vmstat("pswpin")?);
+
+    let (to_child_r, mut to_child) = pipe()?;
+    let (mut from_child, from_child_w) = pipe()?;
+    // SAFETY: the child only runs child() and exits; it never returns here.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", errno_text(&io::Error::last_os_error())));
+    }
+    if pid == 0 {
+        drop((to_child, from_child));
+        let code = child(group, to_child_r, from_child_w, seconds);
+        // SAFETY: leave without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    drop((to_child_r, from_child_w));
+    let mut line = String::new();
+    let r = (|| -> Result<(String, String), String> {
+        // The child says when its working set is out.
+        let mut buf = [0u8; 64];
+        let n = from_child.read(&mut buf).map_err(|e| format!("reading from the child: {e}"))?;
+        line.push_str(&String::from_utf8_lossy(&buf[..n]));
+        let addr: usize = line
+            .trim()
+            .strip_prefix("out ")
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| format!("the child reported {line:?} instead of its swapped-out working set"))?;
+        let found = on_device(pid, addr, &map, &device)?;
+        let refusals = if sealed { refusals(&f, path)? } else { String::new() };
+        to_child.write_all(b"go\n").map_err(|e| format!("writing to the child: {e}"))?;
+        Ok((found, refusals))
+    })();
+    drop(to_child);
+    let mut rest = String::new();
+    let _ = from_child.read_to_string(&mut rest);
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let (found, refusals) = r?;
+    let oom = keyed(&group.join("memory.events"), "oom_kill").unwrap_or(0);
+    let (out, inn) = (vmstat("pswpout")? - out0, vmstat("pswpin")? - in0);
+    let peak = read_u64(&group.join("memory.swap.peak"))?;
+    let figures = format!("pswpout {out} pswpin {inn} pages, memory.swap.peak {} MiB, oom_kill {oom}", peak >> 20);
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        let how = if libc::WIFSIGNALED(status) {
+            format!("killed by signal {}", libc::WTERMSIG(status))
+        } else {
+            format!("exit status {}", libc::WEXITSTATUS(status))
+        };
+        return Err(format!("the child failed ({how}): {}; {figures}", rest.trim()));
+    }
+    let excess = (WORKING_SET - LIMIT) / PAGE;
+    if out < excess || inn < excess || peak == 0 {
+        return Err(format!(
+            "swap moved less than the working set's excess of {excess} pages: {figures} (the pressure did not reach swap)"
+        ));
+    }
+    swapoff(path).map_err(|e| format!("swapoff: {}", errno_text(&e)))?;
+    let after = seal::fiemap(&f).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
+    if after != map {
+        return Err(format!("after swapoff the map moved: {map:?} -> {after:?}"));
+    }
+    let mut tail = String::new();
+    if sealed {
+        if !is_sealed(path)? {
+            return Err("after swapoff the file is no longer sealed".into());
+        }
+        seal::unseal(&f).map_err(|e| format!("UNSEAL after swapoff: {}", errno_text(&e)))?;
+        tail = format!("; {refusals}; after swapoff the same map, still sealed, UNSEAL 0");
+    }
+    Ok(format!("{} ({figures}); {found}{tail}", rest.trim()))
+}
+
+/// The child: joins the group, fills the working set, pushes it out,
+/// waits for the parent, then reads every page back, round after round.
+fn child(group: &Path, mut from_parent: File, mut to_parent: File, seconds: u64) -> i32 {
+    let r = (|| -> Result<String, String> {
+        fs::write(group.join("cgroup.procs"), "0").map_err(|e| format!("joining {}: {e}", group.display()))?;
+        let mut set = Mapping::anonymous(WORKING_SET as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+        let pages = WORKING_SET / PAGE;
+        for p in 0..pages {
+            let at = (p * PAGE) as usize;
+            fill_pattern(SEED, p * PAGE, &mut set.as_mut_slice()[at..at + PAGE as usize]);
+        }
+        page_out(&mut set, group)?;
+        to_parent
+            .write_all(format!("out {}\n", set.as_mut_ptr() as usize).as_bytes())
+            .map_err(|e| format!("to parent: {e}"))?;
+        let mut go = [0u8; 3];
+        from_parent.read_exact(&mut go).map_err(|e| format!("waiting for the parent: {e}"))?;
+        let start = Instant::now();
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            for p in 0..pages {
+                let at = (p * PAGE) as usize;
+                if let Some(bad) = first_pattern_mismatch(SEED, p * PAGE, &set.as_mut_slice()[at..at + PAGE as usize]) {
+                    return Err(format!("round {rounds}: page {p} byte {bad} is wrong after swap-in"));
+                }
+            }
+            if start.elapsed() >= Duration::from_secs(seconds) {
+                break;
+            }
+            page_out(&mut set, group)?;
+        }
+        Ok(format!(
+            "{rounds} round(s) of {} MiB through {} MiB, every page right after swap-in",
+            WORKING_SET >> 20,
+            LIMIT >> 20
+        ))
+    })();
+    let (text, code) = match r {
+        Ok(t) => (t, 0),
+        Err(e) => (e, 1),
+    };
+    let _ = to_parent.write_all(text.as_bytes());
+    code
+}
+
+/// MADV_PAGEOUT over the working set, then memory.reclaim for what is left.
+fn page_out(set: &mut Mapping, group: &Path) -> Result<(), String> {
+    let len = set.as_mut_slice().len();
+    // SAFETY: advice on our own mapping.
+    if unsafe { libc::madvise(set.as_mut_ptr().cast(), len, libc::MADV_PAGEOUT) } != 0 {
+        return Err(format!("MADV_PAGEOUT: {}", errno_text(&io::Error::last_os_error())));
+    }
+    // Reclaim may fall short of the request (EAGAIN); what matters is what
+    // the counters show afterwards.
+    let _ = fs::write(group.join("memory.reclaim"), format!("{}", LIMIT / 2));
+    Ok(())
+}
+
+/// For a sample of the child's pages: the swap slot in its pagemap, that
+/// slot's place on the device through the swapfile's map, and the page's
+/// bytes there, read with O_DIRECT from the raw block device.
+fn on_device(pid: i32, addr: usize, map: &[Extent], device: &str) -> Result<String, String> {
+    let pagemap = File::open(format!("/proc/{pid}/pagemap")).map_err(|e| format!("pagemap: {e}"))?;
+    let dev = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(device)
+        .map_err(|e| format!("open {device} O_DIRECT: {}", errno_text(&e)))?;
+    let mut buf = Mapping::anonymous(PAGE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    let pages = WORKING_SET / PAGE;
+    let (mut swapped, mut checked) = (0, 0);
+    for i in 0..SAMPLES {
+        let p = i * pages / SAMPLES + 7;
+        let mut entry = [0u8; 8];
+        pagemap.read_exact_at(&mut entry, (addr as u64 / PAGE + p) * 8).map_err(|e| format!("pagemap read: {e}"))?;
+        let e = u64::from_ne_bytes(entry);
+        // Bit 62: swapped; bits 0-4 the swap type, 5-54 the slot.
+        if e & (1 << 62) == 0 {
+            continue;
+        }
+        swapped += 1;
+        let slot = (e & ((1 << 55) - 1)) >> 5;
+        let at = slot * PAGE;
+        let ext = map
+            .iter()
+            .find(|x| (x.logical..x.logical + x.length).contains(&at))
+            .ok_or_else(|| format!("swap slot {slot} lies outside the swapfile's map"))?;
+        let phys = ext.physical + (at - ext.logical);
+        dev.read_exact_at(buf.as_mut_slice(), phys).map_err(|e| format!("O_DIRECT read of {device}: {e}"))?;
+        if let Some(bad) = first_pattern_mismatch(SEED, p * PAGE, buf.as_mut_slice()) {
+            return Err(format!(
+                "page {p} is in swap slot {slot}, but {device} at {phys:#x} (the swapfile's block for that slot) \
+                 differs at byte {bad}: swap I/O did not go through the file's map"
+            ));
+        }
+        checked += 1;
+    }
+    if checked < SAMPLES / 2 {
+        return Err(format!("only {swapped} of {SAMPLES} sampled pages were swapped out after MADV_PAGEOUT"));
+    }
+    Ok(format!("{checked} of {SAMPLES} sampled pages found on {device} at their swap slot's block"))
+}
+
+/// Every map-changing call on the active sealed swapfile is refused.
+fn refusals(f: &File, path: &Path) -> Result<String, String> {
+    let expect = |what: &str, r: io::Result<()>| match r {
+        Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => Ok(()),
+        other => Err(format!("{what} on the active sealed swapfile: {other:?}, expected ETXTBSY")),
+    };
+    expect("ftruncate", f.set_len(PAGE))?;
+    expect("PUNCH_HOLE", seal::fallocate(f, seal::FALLOC_FL_PUNCH_HOLE | seal::FALLOC_FL_KEEP_SIZE, PAGE, PAGE))?;
+    expect("fallocate beyond EOF", seal::fallocate(f, 0, SWAP_SIZE, PAGE))?;
+    expect("SEAL", seal::seal(f))?;
+    expect("UNSEAL", seal::unseal(f))?;
+    // The swap header page, copied, is the other side of clone and dedupe.
+    let other_path = path.with_extension("other");
+    let other = create(&other_path, 0, PAGE)?;
+    let mut header = vec![0u8; PAGE as usize];
+    f.read_exact_at(&mut header, 0).map_err(|e| format!("pread: {}", errno_text(&e)))?;
+    other.write_all_at(&header, 0).map_err(|e| format!("pwrite: {}", errno_text(&e)))?;
+    let clone = seal::ficlonerange(f, 0, &other, 0, PAGE);
+    let dedupe = seal::dedupe(&other, f, 0, PAGE).map(drop);
+    let _ = fs::remove_file(&other_path);
+    expect("FICLONERANGE into it", clone)?;
+    expect("FIDEDUPERANGE into it", dedupe)?;
+    Ok("ftruncate, PUNCH_HOLE, fallocate, SEAL, UNSEAL, FICLONERANGE and FIDEDUPERANGE while active: ETXTBSY".into())
+}
