@@ -366,6 +366,8 @@ fn lands_in_blocks(mut s: Sealed, devs: &[Dev], mount: &Path) -> Result<(String,
     };
 
     s.ring.unregister().map_err(|e| format!("UNREGISTER_BUFFERS: {}", errno_text(&e)))?;
+    // UNSEAL also refuses while the file is mapped.
+    drop(s.mapping);
     let (acquired, released) = pin_counters()?;
     seal::unseal(&s.file).map_err(|e| format!("UNSEAL after unregistering: {}", errno_text(&e)))?;
     Ok((
@@ -499,6 +501,7 @@ pub fn run() -> ExitCode {
         lands_in_blocks(sealed, &devs, &mount)
     } else {
         let _ = sealed.ring.unregister();
+        drop(sealed.mapping);
         let _ = seal::unseal(&sealed.file);
         Err("not attempted: a disk's DMA case failed".into())
     };
