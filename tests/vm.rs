@@ -167,6 +167,38 @@ fn cli_run_fails_on_a_guest_failure() {
     assert!(exec["cases"][0]["detail"].as_str().unwrap().contains("exited with status 3"), "{exec:#}");
 }
 
+/// Every command of an `--exec` list keeps its stderr, in order, and what
+/// a command printed is shown in the summary whether it passed or failed.
+#[test]
+fn exec_output_keeps_every_stderr_and_is_shown() {
+    let images = tempfile::tempdir().unwrap();
+    let out = xtask(
+        &[
+            "run",
+            "--kernel",
+            "baseline",
+            "--workload",
+            "dax-smoke",
+            "--exec",
+            "echo first; ls /no-such-dir; echo last",
+            "--exec",
+            "echo why >&2; false && echo never; exit 4",
+        ],
+        images.path(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let (first, missing, last) = (stdout.find("first"), stdout.find("/no-such-dir: No such file"), stdout.find("last"));
+    assert!(first.is_some() && missing.is_some() && last.is_some(), "{stdout}");
+    assert!(first < missing && missing < last, "output out of order:\n{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(images.path().join("runs/latest/results.json")).unwrap()).unwrap();
+    let exec = json["runs"].as_array().unwrap().iter().find(|r| r["workload"] == "exec").unwrap();
+    assert_eq!(exec["cases"][0]["verdict"], "pass", "{exec:#}");
+    let failed = exec["cases"][1]["detail"].as_str().unwrap();
+    assert!(failed.contains("exited with status 4") && failed.contains("why"), "{failed}");
+}
+
 #[test]
 fn cli_rejects_bad_input_before_touching_anything() {
     let images = tempfile::tempdir().unwrap();

@@ -167,6 +167,17 @@ fn verdict_word(v: Verdict) -> &'static str {
 }
 
 /// The table printed at the end of a run.
+/// A case detail as the summary shows it: indented, at most 40 lines.
+fn shown_detail(detail: &str) -> String {
+    const MAX: usize = 40;
+    let lines: Vec<&str> = detail.lines().collect();
+    let mut text = lines.iter().take(MAX).copied().collect::<Vec<_>>().join("\n    ");
+    if lines.len() > MAX {
+        text.push_str(&format!("\n    ... {} more lines in results.json", lines.len() - MAX));
+    }
+    text
+}
+
 pub fn summary(results: &Results) -> String {
     let mut out = String::new();
     let rows: Vec<[String; 5]> = results
@@ -196,8 +207,10 @@ pub fn summary(results: &Results) -> String {
         let _ = writeln!(out, "{}", cells.join("  ").trim_end());
     }
     for r in &results.runs {
-        for c in r.cases.iter().filter(|c| c.verdict != Verdict::Pass && !c.detail.is_empty()) {
-            let _ = writeln!(out, "\n{} {} / {}: {}", r.kernel, r.workload, c.name, c.detail.replace('\n', "\n    "));
+        // What a failed case says, and what a user's --exec command printed.
+        let shown = |c: &&CaseResult| (c.verdict != Verdict::Pass || r.workload == "exec") && !c.detail.is_empty();
+        for c in r.cases.iter().filter(shown) {
+            let _ = writeln!(out, "\n{} {} / {}: {}", r.kernel, r.workload, c.name, shown_detail(&c.detail));
         }
     }
     let _ = writeln!(out);
@@ -473,5 +486,28 @@ mod tests {
         let s = summary(&sample_results());
         assert!(s.contains("patched  setup     pmem0"), "{s}");
         assert!(s.contains("FAIL: 2 passed, 1 failed, 1 skipped"), "{s}");
+    }
+
+    #[test]
+    fn summary_shows_what_exec_commands_printed_and_bounds_it() {
+        let mut r = sample_results();
+        let case = |name: &str, detail: String| CaseResult {
+            name: name.into(),
+            verdict: Verdict::Pass,
+            detail,
+            duration_ms: 0,
+        };
+        let long: Vec<String> = (0..50).map(|i| format!("line {i}")).collect();
+        r.runs.push(WorkloadRun {
+            kernel: "patched".into(),
+            workload: "exec".into(),
+            verdict: Verdict::Pass,
+            cases: vec![case("ls /mnt", "a\nb".into()), case("seq 50", long.join("\n"))],
+        });
+        r.runs[0].cases.push(case("quiet pass", "not shown".into()));
+        let s = summary(&r);
+        assert!(s.contains("patched exec / ls /mnt: a\n    b"), "{s}");
+        assert!(s.contains("line 39\n    ... 10 more lines in results.json") && !s.contains("line 40"), "{s}");
+        assert!(!s.contains("not shown"), "{s}");
     }
 }

@@ -122,15 +122,14 @@ impl Report {
         let mut sub = self.subtest("exec", commands.len());
         for command in commands {
             log(&format!("exec: {command}"));
-            let output = Command::new("/bin/sh").arg("-c").arg(format!("{command} 2>&1")).stdin(Stdio::null()).output();
-            let outcome = match output {
-                Err(e) => Outcome::Fail(format!("cannot start /bin/sh: {e}")),
-                Ok(out) => {
-                    sub.diag(&String::from_utf8_lossy(&out.stdout));
-                    if out.status.success() {
+            let outcome = match run_shell(command) {
+                Err(e) => Outcome::Fail(format!("cannot run /bin/sh: {e}")),
+                Ok((output, status)) => {
+                    sub.diag(&String::from_utf8_lossy(&output));
+                    if status.success() {
                         Outcome::Pass
                     } else {
-                        Outcome::Fail(describe_status(out.status))
+                        Outcome::Fail(describe_status(status))
                     }
                 }
             };
@@ -214,4 +213,30 @@ impl Subtest<'_> {
         };
         Report::check(self.report.out.result(self.number, &self.name, &outcome));
     }
+}
+
+/// Runs `sh -c command` with stdout and stderr on one pipe, so that every
+/// command of a list keeps its stderr, in the order it was written.
+fn run_shell(command: &str) -> std::io::Result<(Vec<u8>, std::process::ExitStatus)> {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills two fds that we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fresh fds owned by nothing else.
+    let (mut read, write) = unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) };
+    let mut child = {
+        // The Command holds the write ends until it is dropped: drop it
+        // before reading, or the read never sees EOF.
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c").arg(command).stdin(Stdio::null()).stdout(write.try_clone()?).stderr(write);
+        c.spawn()?
+    };
+    let mut output = Vec::new();
+    let read_result = read.read_to_end(&mut output);
+    let status = child.wait()?;
+    read_result?;
+    Ok((output, status))
 }
