@@ -255,7 +255,9 @@ impl Tally {
     }
 }
 
-fn worker(op: &Op, files: &Files, phase: &Phase, stop: &AtomicBool, seed: u64) -> Tally {
+/// `starved` counts the workers with no call yet that lay wholly inside an
+/// unsealed phase; each worker takes itself off at its first one.
+fn worker(op: &Op, files: &Files, phase: &Phase, stop: &AtomicBool, starved: &AtomicU64, seed: u64) -> Tally {
     let mut rng = Rng(seed | 1);
     let mut t = Tally::default();
     while !stop.load(SeqCst) {
@@ -277,6 +279,9 @@ fn worker(op: &Op, files: &Files, phase: &Phase, stop: &AtomicBool, seed: u64) -
                 Some(op.sealed)
             }
             Some(State::Unsealed) => {
+                if t.unsealed == 0 {
+                    starved.fetch_sub(1, SeqCst);
+                }
                 t.unsealed += 1;
                 Some(op.unsealed)
             }
@@ -362,15 +367,20 @@ fn not_normalised(s: &Shape) -> Option<String> {
     None
 }
 
-fn toggler(files: &Files, phase: &Phase, stop: &AtomicBool, seed: u64) -> Toggles {
+fn toggler(files: &Files, phase: &Phase, stop: &AtomicBool, starved: &AtomicU64, seed: u64) -> Toggles {
     let file = &files.target;
     let mut rng = Rng(seed | 1);
     let mut t = Toggles::default();
+    // Extra unsealed time while some worker has never completed a call
+    // inside an unsealed phase: on a slow kernel (KASAN under TCG) a call
+    // that allocates can outlast every ordinary window.
+    let mut stretch = 0;
     while !stop.load(SeqCst) {
         // Unsealed for a while, so the workers reshape the map. Longer than
         // the sealed windows: refused calls are quick, so sealed windows
         // already collect more calls.
-        std::thread::sleep(Duration::from_millis(40 + rng.below(120)));
+        stretch = if starved.load(SeqCst) > 0 && t.seals >= 3 { (stretch + 100).min(2000) } else { 0 };
+        std::thread::sleep(Duration::from_millis(40 + rng.below(120) + stretch));
         phase.set(State::Sealing);
         match seal::seal(file) {
             Ok(()) => {}
@@ -489,6 +499,7 @@ pub fn run() -> ExitCode {
     };
     let phase = Phase(AtomicU64::new(0));
     let stop = AtomicBool::new(false);
+    let starved = AtomicU64::new(OPS.len() as u64);
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
     t.note(&format!(
         "{} workers for {seconds} s, seed {seed:#x}, {}",
@@ -498,15 +509,15 @@ pub fn run() -> ExitCode {
     let tallies = Mutex::new(Vec::new());
     let toggles = std::thread::scope(|s| {
         for (i, op) in OPS.iter().enumerate() {
-            let (files, phase, stop, tallies) = (&files, &phase, &stop, &tallies);
+            let (files, phase, stop, starved, tallies) = (&files, &phase, &stop, &starved, &tallies);
             s.spawn(move || {
-                let tally = worker(op, files, phase, stop, seed.rotate_left(i as u32 * 5 + 1));
+                let tally = worker(op, files, phase, stop, starved, seed.rotate_left(i as u32 * 5 + 1));
                 if let Ok(mut v) = tallies.lock() {
                     v.push((i, tally));
                 }
             });
         }
-        let toggler = has_seal.is_ok().then(|| s.spawn(|| toggler(&files, &phase, &stop, seed)));
+        let toggler = has_seal.is_ok().then(|| s.spawn(|| toggler(&files, &phase, &stop, &starved, seed)));
         let start = Instant::now();
         let end = start + Duration::from_secs(seconds);
         let mut next_note = start + PROGRESS_EVERY;
