@@ -1,0 +1,284 @@
+//! The seal's own rules: normalisation, idempotence, visibility, the
+//! statx mask, privilege, argument checks, and UNSEAL of a mapped file.
+
+use super::*;
+
+pub(super) fn case_normalise(env: &Env) -> Outcome {
+    env.sealed(|| {
+        let path = env.path("normalise");
+        let other_path = env.path("normalise.other");
+        let file = create(&path, 0x41, SIZE)?;
+        let other = create(&other_path, 0x42, SIZE)?;
+        let e = |what: &str, err: io::Error| format!("{what}: {}", errno_text(&err));
+        // A hole, an unwritten range and a range shared with another file.
+        seal::fallocate(&file, seal::FALLOC_FL_PUNCH_HOLE | seal::FALLOC_FL_KEEP_SIZE, 4 * BLOCK, 4 * BLOCK)
+            .map_err(|x| e("punch", x))?;
+        seal::fallocate(&file, seal::FALLOC_FL_ZERO_RANGE, 16 * BLOCK, 4 * BLOCK).map_err(|x| e("zero", x))?;
+        seal::ficlonerange(&file, 32 * BLOCK, &other, 0, 8 * BLOCK).map_err(|x| e("FICLONERANGE", x))?;
+        let map = seal::fiemap(&file).map_err(|x| e("FIEMAP", x))?;
+        let kinds = describe(&map, SIZE);
+        if !kinds.contains("hole") || !kinds.contains("unwritten") || !kinds.contains("shared") {
+            return Err(format!("could not build the test file: its map has {kinds}"));
+        }
+        let before = snapshot(&path)?;
+        let other_before = snapshot(&other_path)?;
+        seal::seal(&file).map_err(|x| e("SEAL", x))?;
+        let after = snapshot(&path)?;
+        let after_kinds = describe(&after.map, SIZE);
+        let other_after = snapshot(&other_path)?;
+        let _ = seal::unseal(&file);
+        if after.bytes != before.bytes {
+            return Err(format!("SEAL changed the file's bytes: {}", differences(&before, &after)));
+        }
+        if after_kinds != "written" {
+            return Err(format!("after SEAL the map still has {after_kinds}: {:?}", after.map));
+        }
+        if other_after.bytes != other_before.bytes {
+            return Err("SEAL changed the bytes of the file it shared blocks with".into());
+        }
+        Ok(format!("before: {kinds}; after: one covered written range, {} extents, bytes unchanged", after.map.len()))
+    })
+}
+
+/// What a map contains: "hole", "unwritten", "shared", "delalloc", or
+/// "written" when it is none of those and covers [0, size).
+pub fn describe(map: &[Extent], size: u64) -> String {
+    let mut kinds = Vec::new();
+    let mut next = 0;
+    let mut hole = false;
+    for e in map {
+        hole |= e.logical != next;
+        next = e.logical + e.length;
+    }
+    hole |= next < size;
+    let flag = |f: u32| map.iter().any(|e| e.flags & f != 0);
+    for (present, name) in [
+        (hole, "hole"),
+        (flag(seal::FIEMAP_EXTENT_UNWRITTEN), "unwritten"),
+        (flag(seal::FIEMAP_EXTENT_SHARED), "shared"),
+        (flag(seal::FIEMAP_EXTENT_DELALLOC), "delalloc"),
+    ] {
+        if present {
+            kinds.push(name);
+        }
+    }
+    if kinds.is_empty() {
+        "written".into()
+    } else {
+        kinds.join(", ")
+    }
+}
+
+pub(super) fn case_idempotent(env: &Env) -> Outcome {
+    env.sealed(|| {
+        let path = env.path("idempotent");
+        let file = create(&path, 0x43, SIZE)?;
+        let step = |what: &str, r: io::Result<()>| r.map_err(|e| format!("{what}: {}", errno_text(&e)));
+        step("first SEAL", seal::seal(&file))?;
+        step("second SEAL", seal::seal(&file))?;
+        step("first UNSEAL", seal::unseal(&file))?;
+        step("second UNSEAL", seal::unseal(&file))?;
+        step("ftruncate after UNSEAL", file.set_len(SIZE / 2))?;
+        step("punch after UNSEAL", seal::fallocate(&file, 3, 0, BLOCK))?;
+        step("unlink after UNSEAL", fs::remove_file(&path))?;
+        Ok("SEAL, SEAL, UNSEAL, UNSEAL all 0; truncate, punch and unlink work again".into())
+    })
+}
+
+pub(super) fn case_visibility(env: &Env) -> Outcome {
+    env.sealed(|| {
+        let path = env.path("visible");
+        let file = create(&path, 0x44, SIZE)?;
+        let flags = |f: &File| seal::fsgetxattr(f).map_err(|e| format!("FSGETXATTR: {}", errno_text(&e)));
+        let attrs = || statx_attributes(&path).map(|(a, _)| a);
+        let unsealed = (flags(&file)?.xflags, attrs()?);
+        seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+        let sealed = (flags(&file)?.xflags, attrs()?);
+        seal::unseal(&file).map_err(|e| format!("UNSEAL: {}", errno_text(&e)))?;
+        let after = (flags(&file)?.xflags, attrs()?);
+        let _ = fs::remove_file(&path);
+        let shows =
+            |(x, a): (u32, u64)| (x & seal::FS_XFLAG_IOMAP_IMMUTABLE != 0, a & seal::STATX_ATTR_IOMAP_IMMUTABLE != 0);
+        match (shows(unsealed), shows(sealed), shows(after)) {
+            ((false, false), (true, true), (false, false)) => {
+                Ok(format!("sealed: xflags {:#x}, stx_attributes {:#x}", sealed.0, sealed.1))
+            }
+            (u, s, a) => Err(format!(
+                "(FS_XFLAG_IOMAP_IMMUTABLE, STATX_ATTR_IOMAP_IMMUTABLE) before {u:?}, sealed {s:?}, unsealed {a:?}; \
+                 expected false/true/false"
+            )),
+        }
+    })
+}
+
+/// Not a sealed leg: the mask is asserted on both kernels, in opposite ways.
+pub(super) fn case_statx_mask(env: &Env) -> Outcome {
+    let path = env.path("mask");
+    let r = create(&path, 0x45, BLOCK).and_then(|_| statx_attributes(&path));
+    let _ = fs::remove_file(&path);
+    Outcome::Done(r.and_then(|(attrs, mask)| {
+        let advertised = mask & seal::STATX_ATTR_IOMAP_IMMUTABLE != 0;
+        if attrs & STATX_ATTR_DAX == 0 {
+            return Err(format!("stx_attributes {attrs:#x} lacks STATX_ATTR_DAX"));
+        }
+        match (env.has_seal.is_ok(), advertised) {
+            (true, true) => Ok(format!("stx_attributes_mask {mask:#x} advertises the seal")),
+            (false, false) => Ok(format!("stx_attributes_mask {mask:#x}: no seal, as on 6.12")),
+            (true, false) => Err(format!("SEAL works but stx_attributes_mask {mask:#x} does not advertise it")),
+            (false, true) => Err(format!("SEAL is unsupported but stx_attributes_mask {mask:#x} advertises it")),
+        }
+    }))
+}
+
+pub(super) fn case_privilege(env: &Env) -> Outcome {
+    env.sealed(|| {
+        let unsealed_path = env.path("privilege.unsealed");
+        let sealed_path = env.path("privilege.sealed");
+        let unsealed = create(&unsealed_path, 0x46, SIZE)?;
+        let sealed = create(&sealed_path, 0x47, SIZE)?;
+        seal::seal(&sealed).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+        let seal_errno = in_child(|| {
+            seal::drop_cap_linux_immutable()?;
+            seal::seal(&unsealed)
+        });
+        let unseal_errno = in_child(|| {
+            seal::drop_cap_linux_immutable()?;
+            seal::unseal(&sealed)
+        });
+        let still = snapshot(&sealed_path)?.sealed;
+        let _ = seal::unseal(&sealed);
+        let _ = fs::remove_file(&sealed_path);
+        let _ = fs::remove_file(&unsealed_path);
+        match (seal_errno?, unseal_errno?, still) {
+            (libc::EPERM, libc::EPERM, true) => Ok("SEAL and UNSEAL without CAP_LINUX_IMMUTABLE: EPERM".into()),
+            (s, u, still) => Err(format!("without CAP_LINUX_IMMUTABLE: SEAL errno {s}, UNSEAL errno {u}, still sealed {still}; expected EPERM, EPERM, true")),
+        }
+    })
+}
+
+/// Runs `f` in a forked child; returns its errno (0 for success).
+pub(super) fn in_child(f: impl FnOnce() -> io::Result<()>) -> Result<i32, String> {
+    // SAFETY: the workload is single-threaded here; the child only makes
+    // system calls and exits without running destructors.
+    match unsafe { libc::fork() } {
+        -1 => Err(format!("fork: {}", errno_text(&io::Error::last_os_error()))),
+        0 => {
+            let code = match f() {
+                Ok(()) => 0,
+                Err(e) => e.raw_os_error().unwrap_or(255),
+            };
+            // SAFETY: leaving the child at once.
+            unsafe { libc::_exit(code) }
+        }
+        pid => {
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            if unsafe { libc::waitpid(pid, &mut status, 0) } != pid || !libc::WIFEXITED(status) {
+                return Err(format!("child {pid} did not exit normally (status {status:#x})"));
+            }
+            Ok(libc::WEXITSTATUS(status))
+        }
+    }
+}
+
+/// Argument checks. On a kernel without the series every call gives
+/// EOPNOTSUPP (an unknown mode), which is asserted too.
+pub(super) fn case_bad_arguments(env: &Env) -> Outcome {
+    let has = env.has_seal.is_ok();
+    let r = (|| -> Check {
+        let path = env.path("badargs");
+        let file = create(&path, 0x48, SIZE)?;
+        let ro = File::open(&path).map_err(|e| format!("open O_RDONLY: {e}"))?;
+        let dir = File::open(&env.dir).map_err(|e| format!("open dir: {e}"))?;
+        let tmpfs = TmpfsFile::new().map_err(|e| format!("tmpfs: {e}"))?;
+        let immutable_path = env.path("badargs.immutable");
+        let immutable = create(&immutable_path, 0x49, SIZE)?;
+        seal::set_immutable(&immutable, true).map_err(|e| format!("chattr +i: {}", errno_text(&e)))?;
+        let s = seal::FALLOC_FL_SEAL_BLOCK_MAP;
+        let u = seal::FALLOC_FL_UNSEAL_BLOCK_MAP;
+        let eop = libc::EOPNOTSUPP;
+        let calls: Vec<(&str, io::Result<()>, i32)> = vec![
+            ("SEAL at offset 4096", seal::fallocate(&file, s, BLOCK, BLOCK), libc::EINVAL),
+            ("UNSEAL at offset 4096", seal::fallocate(&file, u, BLOCK, BLOCK), libc::EINVAL),
+            ("SEAL with len 0", seal::fallocate(&file, s, 0, 0), libc::EINVAL),
+            ("SEAL|KEEP_SIZE", seal::fallocate(&file, s | seal::FALLOC_FL_KEEP_SIZE, 0, BLOCK), eop),
+            ("UNSEAL|KEEP_SIZE", seal::fallocate(&file, u | seal::FALLOC_FL_KEEP_SIZE, 0, BLOCK), eop),
+            ("SEAL|UNSEAL", seal::fallocate(&file, s | u, 0, BLOCK), eop),
+            ("SEAL|PUNCH_HOLE", seal::fallocate(&file, s | seal::FALLOC_FL_PUNCH_HOLE, 0, BLOCK), eop),
+            ("SEAL on an O_RDONLY fd", seal::seal(&ro), libc::EBADF),
+            ("SEAL on a directory fd", seal::seal(&dir), libc::EBADF),
+            ("SEAL on tmpfs", seal::seal(&tmpfs.file), eop),
+            ("SEAL of a chattr +i file", seal::seal(&immutable), libc::EPERM),
+        ];
+        let _ = seal::set_immutable(&immutable, false);
+        let _ = fs::remove_file(&immutable_path);
+        let _ = fs::remove_file(&path);
+        let mut wrong = Vec::new();
+        for (what, got, want) in &calls {
+            // len 0 is EINVAL on every kernel: fallocate checks it first.
+            let want = if has || *want == libc::EINVAL && what.contains("len 0") { *want } else { eop };
+            match got {
+                Err(e) if e.raw_os_error() == Some(want) => {}
+                Err(e) => wrong.push(format!("{what}: {} (expected errno {want})", errno_text(e))),
+                Ok(()) => wrong.push(format!("{what}: succeeded (expected errno {want})")),
+            }
+        }
+        if wrong.is_empty() {
+            let how = if has { "each with the contract's errno" } else { "each EOPNOTSUPP, as on 6.12" };
+            Ok(format!("{} bad calls refused, {how}", calls.len()))
+        } else {
+            Err(wrong.join("; "))
+        }
+    })();
+    Outcome::Done(r)
+}
+
+/// A file on a private tmpfs mount, unmounted on drop.
+pub struct TmpfsFile {
+    pub dir: PathBuf,
+    pub file: File,
+}
+
+impl TmpfsFile {
+    pub fn new() -> Result<TmpfsFile, String> {
+        let dir = PathBuf::from(format!("/run/seal-conformance-tmpfs.{}", std::process::id()));
+        fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        let c = cpath(&dir).map_err(|e| e.to_string())?;
+        let fstype = c"tmpfs";
+        // SAFETY: valid C strings; no data argument.
+        if unsafe { libc::mount(fstype.as_ptr(), c.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) } != 0 {
+            return Err(format!("mount tmpfs on {}: {}", dir.display(), errno_text(&io::Error::last_os_error())));
+        }
+        let file = create(&dir.join("f"), 0x50, SIZE)?;
+        Ok(TmpfsFile { dir, file })
+    }
+}
+
+impl Drop for TmpfsFile {
+    fn drop(&mut self) {
+        if let Ok(c) = cpath(&self.dir) {
+            // SAFETY: valid C string; a lazy detach cannot hurt the caller.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+pub(super) fn case_unseal_mapped(env: &Env) -> Outcome {
+    env.sealed(|| {
+        let path = env.path("mapped");
+        let file = create(&path, 0x51, SIZE)?;
+        seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+        let map = Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+        let busy = seal::unseal(&file);
+        drop(map);
+        let after = seal::unseal(&file);
+        let _ = fs::remove_file(&path);
+        match (busy, after) {
+            (Err(e), Ok(())) if e.raw_os_error() == Some(libc::EBUSY) => {
+                Ok("UNSEAL while mapped: EBUSY; after munmap: 0".into())
+            }
+            (b, a) => Err(format!("UNSEAL while mapped: {b:?}, after munmap: {a:?}; expected EBUSY then 0")),
+        }
+    })
+}
