@@ -290,13 +290,7 @@ const SEAL_ONLY: [&str; 11] = [
 /// checks pass on both, each asserting its own kernel's behaviour.
 #[test]
 fn seal_conformance_patched_and_baseline_differ_exactly_where_the_contract_says() {
-    let (patched, baseline) = std::thread::scope(|s| {
-        let p = s.spawn(|| Guest::new(Variant::Patched).boot(&["seal-conformance"], &[]));
-        let b = Guest::new(Variant::Baseline).boot(&["seal-conformance"], &[]);
-        (p.join().expect("patched boot thread"), b)
-    });
-    assert!(patched.passed(), "{}", patched.explain());
-    assert!(baseline.passed(), "{}", baseline.explain());
+    let ((_, patched), baseline) = on_both_kernels(&["seal-conformance"]);
     let (p, b) = (patched.run("seal-conformance"), baseline.run("seal-conformance"));
     let names: Vec<&str> = p.cases.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, b.cases.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), "same plan on both");
@@ -322,6 +316,34 @@ fn seal_conformance_patched_and_baseline_differ_exactly_where_the_contract_says(
     assert!(skipped.len() <= 2, "only the exchange-range row may skip on patched: {skipped:?}");
 }
 
+/// Boots `workloads` on the patched and the baseline kernel side by side,
+/// each on images of its own, and insists both boots pass. The patched
+/// guest comes back too, for tests that look at its images afterwards.
+fn on_both_kernels(workloads: &[&str]) -> ((Guest, Booted), Booted) {
+    let (patched, baseline) = std::thread::scope(|s| {
+        let p = s.spawn(|| {
+            let g = Guest::new(Variant::Patched);
+            let b = g.boot(workloads, &[]);
+            (g, b)
+        });
+        let b = Guest::new(Variant::Baseline).boot(workloads, &[]);
+        (p.join().expect("patched boot thread"), b)
+    });
+    assert!(patched.1.passed(), "{}", patched.1.explain());
+    assert!(baseline.passed(), "{}", baseline.explain());
+    (patched, baseline)
+}
+
+/// A case that needs the series: it passes on patched, and on baseline it
+/// skips because SEAL gives EOPNOTSUPP there.
+fn assert_sealed_only(patched: &Booted, baseline: &Booted, workload: &str, name: &str) {
+    let p = patched.case(workload, name);
+    assert_eq!(p.verdict, Verdict::Pass, "patched {name}: {}\n{}", p.detail, patched.explain());
+    let b = baseline.case(workload, name);
+    assert_eq!(b.verdict, Verdict::Skip, "baseline {name}: {}", b.detail);
+    assert!(b.detail.contains("EOPNOTSUPP"), "baseline {name} skipped for another reason: {}", b.detail);
+}
+
 /// The cases of seal-lifetime that need the series.
 const LIFETIME_SEALED: [&str; 9] = [
     "pin-outlives-umount",
@@ -344,24 +366,14 @@ const LIFETIME_SEALED: [&str; 9] = [
 /// EOPNOTSUPP, and the control shows why there is nothing to outlive there.
 #[test]
 fn seal_lifetime_pins_outlive_the_inode_on_patched_only() {
-    let (patched, baseline) = std::thread::scope(|s| {
-        let p = s.spawn(|| Guest::new(Variant::Patched).boot(&["seal-lifetime"], &[]));
-        let b = Guest::new(Variant::Baseline).boot(&["seal-lifetime"], &[]);
-        (p.join().expect("patched boot thread"), b)
-    });
-    assert!(patched.passed(), "{}", patched.explain());
-    assert!(baseline.passed(), "{}", baseline.explain());
+    let ((_, patched), baseline) = on_both_kernels(&["seal-lifetime"]);
     for b in [&patched, &baseline] {
         let control = b.case("seal-lifetime", "unsealed-dax-pin-refused");
         assert_eq!(control.verdict, Verdict::Pass, "{}", b.explain());
         assert!(control.detail.contains("EOPNOTSUPP"), "{}", control.detail);
     }
     for name in LIFETIME_SEALED {
-        let p = patched.case("seal-lifetime", name);
-        assert_eq!(p.verdict, Verdict::Pass, "patched {name}: {}\n{}", p.detail, patched.explain());
-        let b = baseline.case("seal-lifetime", name);
-        assert_eq!(b.verdict, Verdict::Skip, "baseline {name}: {}", b.detail);
-        assert!(b.detail.contains("EOPNOTSUPP"), "baseline {name} skipped for another reason: {}", b.detail);
+        assert_sealed_only(&patched, &baseline, "seal-lifetime", name);
     }
     for name in &LIFETIME_SEALED[..4] {
         let d = &patched.case("seal-lifetime", name).detail;
@@ -404,17 +416,7 @@ const DMA_HOST_CHECKS: [&str; 3] = [
 /// check is shown to fail when the bytes are not there.
 #[test]
 fn pinned_dma_devices_write_into_sealed_files_on_patched_only() {
-    let ((patched_guest, patched), baseline) = std::thread::scope(|s| {
-        let p = s.spawn(|| {
-            let g = Guest::new(Variant::Patched);
-            let b = g.boot(&["pinned-dma"], &[]);
-            (g, b)
-        });
-        let b = Guest::new(Variant::Baseline).boot(&["pinned-dma"], &[]);
-        (p.join().expect("patched boot thread"), b)
-    });
-    assert!(patched.passed(), "{}", patched.explain());
-    assert!(baseline.passed(), "{}", baseline.explain());
+    let ((patched_guest, patched), baseline) = on_both_kernels(&["pinned-dma"]);
     for b in [&patched, &baseline] {
         for name in ["data-disks-attached", "unsealed-dax-register-refused", "odirect-read-into-unsealed-dax-mapping"] {
             assert_eq!(b.case("pinned-dma", name).verdict, Verdict::Pass, "{name}\n{}", b.explain());
@@ -422,11 +424,7 @@ fn pinned_dma_devices_write_into_sealed_files_on_patched_only() {
         assert!(b.case("pinned-dma", "unsealed-dax-register-refused").detail.contains("EOPNOTSUPP"));
     }
     for name in DMA_SEALED {
-        let p = patched.case("pinned-dma", name);
-        assert_eq!(p.verdict, Verdict::Pass, "patched {name}: {}", p.detail);
-        let b = baseline.case("pinned-dma", name);
-        assert_eq!(b.verdict, Verdict::Skip, "baseline {name}: {}", b.detail);
-        assert!(b.detail.contains("EOPNOTSUPP"), "baseline {name} skipped for another reason: {}", b.detail);
+        assert_sealed_only(&patched, &baseline, "pinned-dma", name);
     }
     for name in &DMA_SEALED[1..3] {
         let d = &patched.case("pinned-dma", name).detail;
@@ -475,13 +473,7 @@ fn pinned_dma_devices_write_into_sealed_files_on_patched_only() {
 /// EOPNOTSUPP.
 #[test]
 fn swap_pressure_goes_through_the_sealed_map_on_patched_only() {
-    let (patched, baseline) = std::thread::scope(|s| {
-        let p = s.spawn(|| Guest::new(Variant::Patched).boot(&["swap-pressure"], &[]));
-        let b = Guest::new(Variant::Baseline).boot(&["swap-pressure"], &[]);
-        (p.join().expect("patched boot thread"), b)
-    });
-    assert!(patched.passed(), "{}", patched.explain());
-    assert!(baseline.passed(), "{}", baseline.explain());
+    let ((_, patched), baseline) = on_both_kernels(&["swap-pressure"]);
     for b in [&patched, &baseline] {
         for name in [
             "cgroup-v2-memory-controller",
@@ -497,11 +489,7 @@ fn swap_pressure_goes_through_the_sealed_map_on_patched_only() {
     for name in
         ["seal-makes-sparse-file-swappable", "seal-makes-reflinked-file-swappable", "pressure-through-sealed-swapfile"]
     {
-        let p = patched.case("swap-pressure", name);
-        assert_eq!(p.verdict, Verdict::Pass, "patched {name}: {}", p.detail);
-        let b = baseline.case("swap-pressure", name);
-        assert_eq!(b.verdict, Verdict::Skip, "baseline {name}: {}", b.detail);
-        assert!(b.detail.contains("EOPNOTSUPP"), "baseline {name} skipped for another reason: {}", b.detail);
+        assert_sealed_only(&patched, &baseline, "swap-pressure", name);
     }
     let d = &patched.case("swap-pressure", "pressure-through-sealed-swapfile").detail;
     assert!(d.contains("ETXTBSY") && d.contains("still sealed, UNSEAL 0"), "{d}");
@@ -670,13 +658,7 @@ fn debug_kernel_runs_the_seal_workloads_without_a_kernel_report() {
 /// same answers on both.
 #[test]
 fn cli_workload_differs_between_kernels_exactly_where_the_series_matters() {
-    let (patched, baseline) = std::thread::scope(|s| {
-        let p = s.spawn(|| Guest::new(Variant::Patched).boot(&["cli"], &[]));
-        let b = Guest::new(Variant::Baseline).boot(&["cli"], &[]);
-        (p.join().expect("patched boot thread"), b)
-    });
-    assert!(patched.passed(), "{}", patched.explain());
-    assert!(baseline.passed(), "{}", baseline.explain());
+    let ((_, patched), baseline) = on_both_kernels(&["cli"]);
     let detail = |b: &Booted, case: &str| b.case("cli", case).detail.clone();
     assert!(detail(&patched, "setup").contains("has the seal"), "{}", detail(&patched, "setup"));
     assert!(detail(&baseline, "setup").contains("lacks the seal"), "{}", detail(&baseline, "setup"));

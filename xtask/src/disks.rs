@@ -114,8 +114,10 @@ fn check_one(check: &HostCheck, nvdimms: &[Image], data: &[Disk]) -> Result<Stri
     if check.ranges.is_empty() {
         return Err("the request names no range".into());
     }
+    const CHUNK: u64 = 1 << 20;
     let mut file = File::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
     let size = file.metadata().map_err(|e| format!("stat {}: {e}", path.display()))?.len();
+    let mut buf = vec![0u8; CHUNK as usize];
     let mut total = 0;
     for r in &check.ranges {
         if r.image_offset % 8 != 0 || r.pattern_offset % 8 != 0 || r.len % 8 != 0 {
@@ -124,8 +126,6 @@ fn check_one(check: &HostCheck, nvdimms: &[Image], data: &[Disk]) -> Result<Stri
         if r.image_offset.checked_add(r.len).is_none_or(|end| end > size) {
             return Err(format!("range {r:?} lies beyond the end of {} ({size} bytes)", path.display()));
         }
-        const CHUNK: u64 = 1 << 20;
-        let mut buf = vec![0u8; CHUNK as usize];
         let mut done = 0;
         while done < r.len {
             let n = CHUNK.min(r.len - done) as usize;

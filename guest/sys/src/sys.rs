@@ -1,6 +1,6 @@
 //! Thin, checked wrappers over the system calls the workloads make.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -13,6 +13,24 @@ pub const STATX_ATTR_DAX: u64 = 0x0020_0000;
 pub fn cpath(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("NUL in {}", path.display())))
+}
+
+/// Mounts a filesystem that needs no device or options (tmpfs, tracefs,
+/// cgroup2) on `at`; the error says what was mounted where.
+pub fn mount_pseudo(fstype: &CStr, at: &Path) -> io::Result<()> {
+    let target = cpath(at)?;
+    // SAFETY: NUL-terminated strings that outlive the call; no data argument.
+    if unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("mount -t {} {}: {e}", fstype.to_string_lossy(), at.display())));
+    }
+    Ok(())
+}
+
+/// The number after `key` on its line of a `key value` file such as
+/// /proc/vmstat or a cgroup's memory.events.
+pub fn counter(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// The device and options of what is mounted on `mount`, from /proc/mounts.
@@ -157,5 +175,19 @@ impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly the region we mapped.
         unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counter;
+
+    #[test]
+    fn counters_by_key_and_not_by_prefix() {
+        let text = "pswpin 12\npswpout 34\nnr_foll_pin_acquired 5\noom_kill 0\n";
+        assert_eq!(counter(text, "pswpout"), Some(34));
+        assert_eq!(counter(text, "oom_kill"), Some(0));
+        assert_eq!(counter(text, "pswp"), None);
+        assert_eq!(counter(text, "nr_foll_pin_released"), None);
     }
 }

@@ -26,7 +26,7 @@ impl TraceEvent {
     pub fn enable(system: &str, name: &str) -> io::Result<TraceEvent> {
         let root = Path::new(TRACEFS);
         if !root.join("trace").exists() {
-            mount_tracefs(root)?;
+            crate::sys::mount_pseudo(c"tracefs", root)?;
         }
         let dir = root.join("events").join(system).join(name);
         if !dir.join("enable").exists() {
@@ -55,17 +55,6 @@ impl Drop for TraceEvent {
     fn drop(&mut self) {
         let _ = fs::write(self.dir.join("enable"), "0");
     }
-}
-
-fn mount_tracefs(at: &Path) -> io::Result<()> {
-    let target = crate::sys::cpath(at)?;
-    // SAFETY: NUL-terminated strings that outlive the call; no data argument.
-    let rc = unsafe { libc::mount(c"tracefs".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null()) };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("mount -t tracefs {}: {e}", at.display())));
-    }
-    Ok(())
 }
 
 /// The value of `key` (a `key value` pair) in a trace line, as printed by

@@ -1,7 +1,7 @@
 //! `dax-smoke`: is this a working fsdax + DAX XFS set-up at all? Every later
 //! workload assumes what this one checks, on both kernel variants.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::ExitCode;
@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use dax_seal_protocol::MOUNT_PREFIX;
 
 use crate::cases::Cases;
+use crate::seal_conformance::create_new;
 use crate::sys::{errno_text, mounted, statx_attributes, Mapping, STATX_ATTR_DAX};
 
 const LEN: usize = 2 << 20;
@@ -76,12 +77,7 @@ fn mount_options(mount: &str) -> Result<String, String> {
 }
 
 fn new_dax_file(path: &Path) -> Result<(File, String), String> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| format!("create {}: {}", path.display(), errno_text(&e)))?;
+    let file = create_new(path)?;
     let (attrs, mask) = statx_attributes(path)?;
     if mask & STATX_ATTR_DAX == 0 {
         return Err(format!("statx attributes_mask {mask:#x} does not advertise STATX_ATTR_DAX"));

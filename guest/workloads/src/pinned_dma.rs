@@ -31,7 +31,7 @@ use dax_seal_protocol::MOUNT_PREFIX;
 use crate::cases::{Cases, Outcome};
 use crate::ring::{FixedIo, Ring};
 use crate::seal::{self, Extent};
-use crate::seal_conformance::{is_sealed, probe};
+use crate::seal_conformance::{create_sparse, is_sealed, probe};
 use crate::seal_race::pin_counters;
 use crate::sys::{errno_text, mounted, Mapping};
 
@@ -176,14 +176,8 @@ struct Sealed {
 
 impl Sealed {
     fn new(path: &Path) -> Result<(Sealed, String), String> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|e| format!("create {}: {}", path.display(), errno_text(&e)))?;
         // Sparse: SEAL allocates and zeroes every block.
-        file.set_len(FILE_SIZE).map_err(|e| format!("ftruncate: {}", errno_text(&e)))?;
+        let file = create_sparse(path, FILE_SIZE)?;
         seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
         let map = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
         let mut mapping =
@@ -386,13 +380,7 @@ fn lands_in_blocks(mut s: Sealed, devs: &[Dev], mount: &Path) -> Result<(String,
 fn controls(dir: &Path, dev: Option<&Dev>) -> (Check, Check) {
     let path = dir.join("unsealed");
     let setup = || -> Result<(File, Mapping), String> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| format!("create: {}", errno_text(&e)))?;
-        file.set_len(CHUNK).map_err(|e| format!("ftruncate: {}", errno_text(&e)))?;
+        let file = create_sparse(&path, CHUNK)?;
         let mapping = Mapping::shared_sync(&file, CHUNK as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
         Ok((file, mapping))
     };

@@ -32,7 +32,7 @@ use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
 use crate::cases::{Cases, Expect};
 use crate::seal::{self, Extent};
 use crate::seal_conformance::{create, describe, probe};
-use crate::sys::{errno_text, Mapping};
+use crate::sys::{counter, errno_text, Mapping};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -468,11 +468,7 @@ pub fn pin_counters() -> Result<(u64, u64), String> {
     // the caller's retry loop absorbs.
     let _ = fs::write("/proc/sys/vm/stat_refresh", "1");
     let text = fs::read_to_string("/proc/vmstat").map_err(|e| format!("/proc/vmstat: {e}"))?;
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<u64>().ok())
-            .ok_or_else(|| format!("/proc/vmstat has no {name}"))
-    };
+    let field = |name: &str| counter(&text, name).ok_or_else(|| format!("/proc/vmstat has no {name}"));
     Ok((field("nr_foll_pin_acquired")?, field("nr_foll_pin_released")?))
 }
 

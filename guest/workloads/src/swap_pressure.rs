@@ -30,11 +30,11 @@ use std::time::{Duration, Instant};
 use dax_seal_protocol::disks::{fill_pattern, first_pattern_mismatch};
 use dax_seal_protocol::RunConfig;
 
-use crate::cases::{Cases, Outcome};
+use crate::cases::{when_sealable, Cases};
 use crate::page_cache::{self, swapoff, swapon, write_swap_header};
 use crate::seal::{self, Extent};
-use crate::seal_conformance::{create, is_sealed, probe};
-use crate::sys::{cpath, errno_text, mounted, Mapping};
+use crate::seal_conformance::{create, create_new, create_sparse, is_sealed, probe};
+use crate::sys::{counter, errno_text, mount_pseudo, mounted, Mapping};
 
 const PAGE: u64 = 4096;
 /// The group's memory.max, and the working set: four times that.
@@ -82,16 +82,15 @@ pub fn run() -> ExitCode {
     };
     t.check("pressure-through-unsealed-swapfile", pressure(false).map(|n| ((), n)));
     let has_seal = probe(&dir);
-    let sealed = |f: &dyn Fn() -> Check| match &has_seal {
-        Ok(()) => Outcome::Done(f()),
-        Err(why) => Outcome::Skip(why.clone()),
-    };
-    t.outcome("seal-makes-sparse-file-swappable", sealed(&|| sealed_swappable(&dir.join("sparse"), Kind::Sparse)));
+    t.outcome(
+        "seal-makes-sparse-file-swappable",
+        when_sealable(&has_seal, || sealed_swappable(&dir.join("sparse"), Kind::Sparse)),
+    );
     t.outcome(
         "seal-makes-reflinked-file-swappable",
-        sealed(&|| sealed_swappable(&dir.join("reflinked"), Kind::Reflinked)),
+        when_sealable(&has_seal, || sealed_swappable(&dir.join("reflinked"), Kind::Reflinked)),
     );
-    t.outcome("pressure-through-sealed-swapfile", sealed(&|| pressure(true)));
+    t.outcome("pressure-through-sealed-swapfile", when_sealable(&has_seal, || pressure(true)));
     let _ = fs::remove_dir(Path::new(CGROUP_ROOT).join(GROUP));
     let _ = fs::remove_dir_all(&dir);
     t.exit()
@@ -103,15 +102,8 @@ fn memory_group() -> Result<(PathBuf, String), String> {
     let root = Path::new(CGROUP_ROOT);
     if !root.join("cgroup.controllers").exists() {
         fs::create_dir_all(root).map_err(|e| format!("mkdir {CGROUP_ROOT}: {e}"))?;
-        let target = cpath(root).map_err(|e| e.to_string())?;
-        // SAFETY: NUL-terminated strings that outlive the call; no data.
-        let rc = unsafe { libc::mount(c"cgroup2".as_ptr(), target.as_ptr(), c"cgroup2".as_ptr(), 0, std::ptr::null()) };
-        if rc != 0 {
-            return Err(format!(
-                "mount -t cgroup2 {CGROUP_ROOT}: {} (is CONFIG_CGROUPS in kernel-config/memcg.config?)",
-                errno_text(&io::Error::last_os_error())
-            ));
-        }
+        mount_pseudo(c"cgroup2", root)
+            .map_err(|e| format!("{} (is CONFIG_CGROUPS in kernel-config/memcg.config?)", errno_text(&e)))?;
     }
     let controllers =
         fs::read_to_string(root.join("cgroup.controllers")).map_err(|e| format!("cgroup.controllers: {e}"))?;
@@ -154,16 +146,7 @@ enum Kind {
 fn make(path: &Path, kind: Kind) -> Result<File, String> {
     let _ = fs::remove_file(path);
     let f = match kind {
-        Kind::Sparse => {
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(path)
-                .map_err(|e| format!("create {}: {}", path.display(), errno_text(&e)))?;
-            f.set_len(page_cache::SWAP_SIZE).map_err(|e| format!("ftruncate: {}", errno_text(&e)))?;
-            f
-        }
+        Kind::Sparse => create_sparse(path, page_cache::SWAP_SIZE)?,
         Kind::Reflinked => {
             let f = create(path, 0x5e, page_cache::SWAP_SIZE)?;
             let clone = path.with_extension("clone");
@@ -224,9 +207,7 @@ fn sealed_swappable(path: &Path, kind: Kind) -> Check {
 /// /proc/vmstat counters.
 fn vmstat(name: &str) -> Result<u64, String> {
     let text = fs::read_to_string("/proc/vmstat").map_err(|e| format!("/proc/vmstat: {e}"))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .ok_or_else(|| format!("/proc/vmstat has no {name}: is CONFIG_SWAP on?"))
+    counter(&text, name).ok_or_else(|| format!("/proc/vmstat has no {name}: is CONFIG_SWAP on?"))
 }
 
 fn read_u64(path: &Path) -> Result<u64, String> {
@@ -237,9 +218,7 @@ fn read_u64(path: &Path) -> Result<u64, String> {
 /// `key` of a flat-keyed cgroup file such as memory.events.
 fn keyed(path: &Path, key: &str) -> Result<u64, String> {
     let t = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    t.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
-        .ok_or_else(|| format!("{} has no {key}", path.display()))
+    counter(&t, key).ok_or_else(|| format!("{} has no {key}", path.display()))
 }
 
 /// A pipe end as a File.
@@ -267,12 +246,7 @@ fn pressure(dir: &Path, group: &Path, sealed: bool, seconds: u64) -> Check {
 }
 
 fn pressure_on(path: &Path, group: &Path, sealed: bool, seconds: u64) -> Check {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| format!("create {}: {}", path.display(), errno_text(&e)))?;
+    let f = create_new(path)?;
     // Preallocated: unwritten extents are fine for swap, holes are not.
     seal::fallocate(&f, 0, 0, SWAP_SIZE).map_err(|e| format!("fallocate: {}", errno_text(&e)))?;
     write_swap_header(&f, SWAP_SIZE).map_err(|e| format!("swap header: {}", errno_text(&e)))?;

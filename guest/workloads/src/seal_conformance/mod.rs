@@ -27,7 +27,7 @@ use dax_seal_protocol::MOUNT_PREFIX;
 use crate::cases::{when_sealable, Cases, Expect, Outcome};
 use crate::page_cache;
 use crate::seal::{self, Extent};
-use crate::sys::{cpath, errno_text, free_bytes, mounted, statx_attributes, Mapping, STATX_ATTR_DAX};
+use crate::sys::{cpath, errno_text, free_bytes, mount_pseudo, mounted, statx_attributes, Mapping, STATX_ATTR_DAX};
 
 mod ops;
 mod pins;
@@ -240,14 +240,27 @@ pub fn pattern(seed: u8, len: u64) -> Vec<u8> {
     (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(seed as u32 % 31) as u8 ^ seed).collect()
 }
 
-pub fn create(path: &Path, seed: u8, len: u64) -> Result<File, String> {
-    let _ = fs::remove_file(path);
-    let mut f = OpenOptions::new()
+/// A new, empty file opened for reading and writing; one that exists is an
+/// error.
+pub fn create_new(path: &Path) -> Result<File, String> {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
         .open(path)
-        .map_err(|e| format!("create {}: {}", path.display(), errno_text(&e)))?;
+        .map_err(|e| format!("create {}: {}", path.display(), errno_text(&e)))
+}
+
+/// A new sparse file of `len` bytes (no blocks allocated).
+pub fn create_sparse(path: &Path, len: u64) -> Result<File, String> {
+    let f = create_new(path)?;
+    f.set_len(len).map_err(|e| format!("ftruncate {}: {}", path.display(), errno_text(&e)))?;
+    Ok(f)
+}
+
+pub fn create(path: &Path, seed: u8, len: u64) -> Result<File, String> {
+    let _ = fs::remove_file(path);
+    let mut f = create_new(path)?;
     f.write_all(&pattern(seed, len)).map_err(|e| format!("write {}: {}", path.display(), errno_text(&e)))?;
     f.sync_all().map_err(|e| format!("fsync {}: {}", path.display(), errno_text(&e)))?;
     Ok(f)

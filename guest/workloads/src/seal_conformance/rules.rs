@@ -243,12 +243,7 @@ impl TmpfsFile {
     pub fn new() -> Result<TmpfsFile, String> {
         let dir = PathBuf::from(format!("/run/seal-conformance-tmpfs.{}", std::process::id()));
         fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-        let c = cpath(&dir).map_err(|e| e.to_string())?;
-        let fstype = c"tmpfs";
-        // SAFETY: valid C strings; no data argument.
-        if unsafe { libc::mount(fstype.as_ptr(), c.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) } != 0 {
-            return Err(format!("mount tmpfs on {}: {}", dir.display(), errno_text(&io::Error::last_os_error())));
-        }
+        mount_pseudo(c"tmpfs", &dir).map_err(|e| errno_text(&e))?;
         let file = create(&dir.join("f"), 0x50, SIZE)?;
         Ok(TmpfsFile { dir, file })
     }
