@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use dax_seal_protocol::ktap::Verdict;
-use xtask::boot::Outcome;
+use xtask::boot::{KillAt, Outcome};
 use xtask::kernel::Variant;
 use xtask::results::{self, CaseResult, WorkloadRun};
 use xtask::run::Prepared;
@@ -75,9 +75,9 @@ impl Guest {
     }
 
     /// Like [`Guest::boot`], but the host SIGKILLs QEMU as soon as a results
-    /// line contains `kill_at` (crash scenarios; the images survive).
+    /// line ends with `kill_at` (crash scenarios; the images survive).
     pub fn boot_killed_at(&self, workloads: &[&str], exec: &[&str], kill_at: Option<&str>) -> Booted {
-        self.step(&Step { variant: self.variant, workloads, exec, kill_at })
+        self.step(&Step { variant: self.variant, workloads, exec, kill_at: kill_at.map(KillAt::at) })
     }
 
     /// Boots another kernel variant on this guest's images.

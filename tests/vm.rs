@@ -207,6 +207,9 @@ fn cli_rejects_bad_input_before_touching_anything() {
         (vec!["run", "--nvdimm-size", "100M"], "at least 512M"),
         (vec!["run", "--kernel-src", "/nonexistent"], "not a kernel source tree"),
         (vec!["run", "--include", "/nonexistent/file"], "no such file"),
+        (vec!["crash", "--points", "0"], "0 is not in 1..=10000"),
+        (vec!["crash", "--points", "3", "--point", "9"], "no such point; this campaign has points 1 to 3"),
+        (vec!["crash", "--seed", "0xzz"], "is not a seed"),
     ] {
         let out = xtask(&args, images.path());
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -636,7 +639,7 @@ fn seal_race_patched_and_baseline_differ_exactly_where_the_contract_says() {
 fn debug_kernel_runs_the_seal_workloads_without_a_kernel_report() {
     let mut g = Guest::new(Variant::Debug);
     g.params.insert("seal-race.seconds".into(), "10".into());
-    let b = g.boot(&["seal-conformance", "seal-lifetime", "pinned-dma", "seal-race"], &[]);
+    let b = g.boot(&["seal-conformance", "seal-lifetime", "pinned-dma", "userspace-flush", "seal-race"], &[]);
     assert!(b.passed(), "{}", b.explain());
     for name in LIFETIME_SEALED {
         assert_eq!(b.case("seal-lifetime", name).verdict, Verdict::Pass, "{name}\n{}", b.explain());
@@ -677,4 +680,91 @@ fn cli_workload_differs_between_kernels_exactly_where_the_series_matters() {
     for case in ["check-tmpfs", "tmpfs-eopnotsupp", "bad-input", "map-and-verify"] {
         assert_eq!(detail(&patched, case), detail(&baseline, case), "{case} must not depend on the series");
     }
+}
+
+/// The userspace-flush cases that need the series.
+const FLUSH_SEALED: [&str; 3] =
+    ["sealed: file ready", "sealed: every acknowledged record intact", "sealed: still sealed with the same map"];
+
+/// userspace-flush on both kernels: the sealed writer (MAP_SYNC, clwb and
+/// sfence only) and both controls find every record after a remount on
+/// patched; on baseline the sealed writer skips with EOPNOTSUPP and the
+/// controls still run and pass.
+#[test]
+fn userspace_flush_records_survive_a_remount_and_the_sealed_writer_needs_the_series() {
+    let ((_, patched), baseline) = on_both_kernels(&["userspace-flush"]);
+    for name in FLUSH_SEALED {
+        assert_sealed_only(&patched, &baseline, "userspace-flush", name);
+    }
+    for b in [&patched, &baseline] {
+        for name in
+            ["sparse-control: every acknowledged record intact", "fdatasync-control: every acknowledged record intact"]
+        {
+            let c = b.case("userspace-flush", name);
+            assert_eq!(c.verdict, Verdict::Pass, "{name}: {}\n{}", c.detail, b.explain());
+        }
+    }
+}
+
+fn tally(p: &xtask::crash::Point, writer: &str) -> dax_seal_protocol::flush::Tally {
+    *p.tallies.get(writer).unwrap_or_else(|| panic!("no {writer} tally in {p:#?}"))
+}
+
+/// Crash points (cargo xtask crash) on patched: QEMU is SIGKILLed while the
+/// writers run; on the next boot the sealed writer and the fdatasync control
+/// lost no acknowledged record while the sparse control, whose allocations
+/// nobody forced to the log, lost them. Then the verifier is shown to fail:
+/// told of records that were never acknowledged and of another map, it
+/// reports both.
+#[test]
+fn crash_points_lose_nothing_sealed_while_the_sparse_control_loses() {
+    use dax_seal_protocol::flush::{self, FDATASYNC_CONTROL, SEALED, SPARSE_CONTROL};
+    use xtask::crash::{run_point, Moment};
+    let mut g = Guest::new(Variant::Patched);
+    let late =
+        run_point(&mut g, Variant::Patched, Moment::AfterAcks { writer: FDATASYNC_CONTROL, count: 300 }, (0, 1), 4096)
+            .expect("point 1");
+    let p = &late.point;
+    assert_eq!(p.verdict, Verdict::Pass, "{p:#?}");
+    assert!(tally(p, SEALED).acked > 0 && tally(p, SEALED).lost == 0, "{p:#?}");
+    assert!(tally(p, FDATASYNC_CONTROL).acked >= 300 && tally(p, FDATASYNC_CONTROL).lost == 0, "{p:#?}");
+    assert!(tally(p, SPARSE_CONTROL).lost > 0, "the control must lose what it acknowledged: {p:#?}");
+    assert!(p.recovery.contains("pmem0: log recovered"), "{p:#?}");
+    let early = run_point(&mut g, Variant::Patched, Moment::AfterDelay { ms: 30 }, (0, 2), 4096).expect("point 2");
+    assert_eq!(early.point.verdict, Verdict::Pass, "{:#?}", early.point);
+
+    // 8192 slots of 128 bytes fit the 1 MiB file: one more was never there.
+    g.params = [
+        (flush::acked_param(SEALED), "8193".to_string()),
+        (flush::acked_param(SPARSE_CONTROL), "0".to_string()),
+        (flush::acked_param(FDATASYNC_CONTROL), "0".to_string()),
+        (flush::MAP_PARAM.to_string(), "1".to_string()),
+    ]
+    .into();
+    let b = g.boot(&["userspace-flush-verify"], &[]);
+    let lost = b.case("userspace-flush-verify", "sealed: every acknowledged record intact");
+    assert_eq!(lost.verdict, Verdict::Fail, "{}", b.explain());
+    assert!(lost.detail.contains("acknowledged records lost"), "{}", lost.detail);
+    let map = b.case("userspace-flush-verify", "sealed: still sealed with the same map");
+    assert_eq!(map.verdict, Verdict::Fail, "{}", b.explain());
+    assert!(map.detail.contains("before the crash 0x1"), "{}", map.detail);
+}
+
+/// A crash point on baseline: the sealed writer skips (EOPNOTSUPP), the
+/// controls run, the fdatasync control loses nothing and the sparse one
+/// loses what the log never got.
+#[test]
+fn crash_point_on_baseline_runs_the_controls_only() {
+    use dax_seal_protocol::flush::{FDATASYNC_CONTROL, SEALED, SPARSE_CONTROL};
+    use xtask::crash::{run_point, Moment};
+    let mut g = Guest::new(Variant::Baseline);
+    let done =
+        run_point(&mut g, Variant::Baseline, Moment::AfterAcks { writer: FDATASYNC_CONTROL, count: 300 }, (0, 1), 4096)
+            .expect("point");
+    let p = &done.point;
+    assert_eq!(p.verdict, Verdict::Pass, "{p:#?}");
+    assert!(!p.tallies.contains_key(SEALED), "{p:#?}");
+    let skipped = done.run.cases.iter().find(|c| c.name == "sealed: every acknowledged record intact").expect("case");
+    assert_eq!(skipped.verdict, Verdict::Skip, "{p:#?}");
+    assert!(tally(p, FDATASYNC_CONTROL).lost == 0 && tally(p, SPARSE_CONTROL).lost > 0, "{p:#?}");
 }

@@ -36,9 +36,31 @@ pub struct BootSpec {
     pub deadline: Duration,
     /// No console or KTAP output for this long is a hang.
     pub silence: Duration,
-    /// Crash scenarios: SIGKILL QEMU (no sync, no shutdown) as soon as a
-    /// results line contains this text.
-    pub kill_at: Option<String>,
+    /// Crash scenarios: when to SIGKILL QEMU (no sync, no shutdown).
+    pub kill_at: Option<KillAt>,
+}
+
+/// A crash moment: `delay` after the first results line that ends with
+/// `marker` (a KTAP diagnostic the guest prints at the point it means).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KillAt {
+    pub marker: String,
+    pub delay: Duration,
+}
+
+impl KillAt {
+    /// At the marker itself.
+    pub fn at(marker: &str) -> KillAt {
+        KillAt { marker: marker.to_string(), delay: Duration::ZERO }
+    }
+
+    pub fn describe(&self) -> String {
+        if self.delay.is_zero() {
+            format!("at {:?}", self.marker)
+        } else {
+            format!("{} ms after {:?}", self.delay.as_millis(), self.marker)
+        }
+    }
 }
 
 /// How a boot ended.
@@ -61,7 +83,7 @@ pub enum End {
     },
     /// The host killed QEMU on purpose, at `BootSpec::kill_at`.
     Killed {
-        marker: String,
+        moment: String,
     },
 }
 
@@ -90,7 +112,7 @@ impl End {
             End::Hang { silent_secs } => format!("hang: no console or result output for {silent_secs} s"),
             End::Deadline { secs } => format!("deadline: still running after {secs} s"),
             End::QemuFailed { status, stderr } => format!("QEMU failed ({status}): {}", stderr.trim()),
-            End::Killed { marker } => format!("killed by the host with SIGKILL at {marker:?}"),
+            End::Killed { moment } => format!("killed by the host with SIGKILL {moment}"),
         }
     }
 }
@@ -224,8 +246,12 @@ pub fn boot(mut spec: BootSpec) -> Result<Outcome> {
     let mut report_seen: Option<Instant> = None;
     let mut console_eof: Option<Instant> = None;
     let mut ktap_eof = false;
+    let mut kill_deadline: Option<Instant> = None;
     let end = loop {
-        match rx.recv_timeout(Duration::from_millis(100)) {
+        let wait = kill_deadline.map_or(Duration::from_millis(100), |t| {
+            t.saturating_duration_since(Instant::now()).min(Duration::from_millis(100))
+        });
+        match rx.recv_timeout(wait) {
             Ok(Event::Console(line)) => {
                 last_activity = Instant::now();
                 if scanner.feed(&line).is_some() && report_seen.is_none() {
@@ -240,10 +266,8 @@ pub fn boot(mut spec: BootSpec) -> Result<Outcome> {
                 last_activity = Instant::now();
                 first_ktap_at.get_or_insert(start.elapsed());
                 parser.feed(&line, start.elapsed());
-                if let Some(marker) = spec.kill_at.as_ref().filter(|m| line.contains(m.as_str())) {
-                    // Child::kill is SIGKILL: the guest gets no chance to sync.
-                    let _ = qemu.0.kill();
-                    break End::Killed { marker: marker.clone() };
+                if let Some(kill) = spec.kill_at.as_ref().filter(|k| line.trim_end().ends_with(k.marker.as_str())) {
+                    kill_deadline.get_or_insert(Instant::now() + kill.delay);
                 }
             }
             Ok(Event::ConsoleEof) => console_eof = Some(Instant::now()),
@@ -252,6 +276,13 @@ pub fn boot(mut spec: BootSpec) -> Result<Outcome> {
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 console_eof.get_or_insert_with(Instant::now);
                 ktap_eof = true;
+            }
+        }
+        if let (Some(t), Some(kill)) = (kill_deadline, &spec.kill_at) {
+            if Instant::now() >= t {
+                // Child::kill is SIGKILL: the guest gets no chance to sync.
+                let _ = qemu.0.kill();
+                break End::Killed { moment: kill.describe() };
             }
         }
         if let Some(at) = console_eof {

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cli_docs;
 pub mod console;
 pub mod cpio;
+pub mod crash;
 pub mod deps;
 pub mod disks;
 pub mod initramfs;

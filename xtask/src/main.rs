@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use xtask::{bench, cli, cli_docs, deps, initramfs, kernel, run, series, test};
+use xtask::{bench, cli, cli_docs, crash, deps, initramfs, kernel, run, series, test};
 
 /// Build Linux 6.12 with and without the block-map seal series, boot it on
 /// emulated NVDIMMs under QEMU and judge what the guest workloads report.
@@ -27,6 +27,8 @@ enum Task {
     Run(cli::RunArgs),
     /// Boot to an interactive shell on the console with the NVDIMMs mounted.
     Shell(cli::ShellArgs),
+    /// Power-loss campaign: kill QEMU while userspace-flush writes, verify on the next boot.
+    Crash(crash::CrashArgs),
     /// Check the series is bisectable: build every prefix of patches/series in turn.
     Series(cli::SeriesArgs),
     /// Write daxctl-immutable's man pages and shell completions from its clap definition.
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Task::Initramfs => initramfs::cmd().map(|()| ExitCode::SUCCESS),
         Task::Run(args) => run::cmd(&args),
         Task::Shell(args) => run::shell(&args),
+        Task::Crash(args) => crash::cmd(&args),
         Task::Series(args) => series::cmd(&args),
         Task::CliDocs(args) => cli_docs::cmd(&args).map(|()| ExitCode::SUCCESS),
         Task::Test(args) => test::cmd(&args),

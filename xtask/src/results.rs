@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use dax_seal_protocol::disks::HOST_CHECK_PREFIX;
+use dax_seal_protocol::flush;
 use dax_seal_protocol::ktap::{Case, Outcome as KtapOutcome, Verdict, Writer};
 use serde::Serialize;
 
@@ -61,8 +62,9 @@ fn ms(d: Duration) -> u64 {
 
 fn case_result(c: &Case) -> CaseResult {
     let mut detail = c.reason.clone().unwrap_or_default();
-    // Host-check requests become cases of their own (crate::disks).
-    for d in c.diagnostics.iter().filter(|d| !d.starts_with(HOST_CHECK_PREFIX)) {
+    // Host-check requests become cases of their own (crate::disks);
+    // acknowledgements are counted by the crash campaign, not shown.
+    for d in c.diagnostics.iter().filter(|d| !d.starts_with(HOST_CHECK_PREFIX) && !d.starts_with(flush::ACK_PREFIX)) {
         if !detail.is_empty() {
             detail.push('\n');
         }

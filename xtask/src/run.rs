@@ -104,8 +104,8 @@ pub struct BootRequest<'a> {
     pub fresh: bool,
     /// Suffix for log names when one directory holds several boots.
     pub tag: &'a str,
-    /// SIGKILL QEMU when a results line contains this (crash scenarios).
-    pub kill_at: Option<&'a str>,
+    /// When to SIGKILL QEMU (crash scenarios).
+    pub kill_at: Option<boot::KillAt>,
 }
 
 impl BootRequest<'_> {
@@ -142,7 +142,7 @@ impl BootRequest<'_> {
             ktap_log: self.file("results", "ktap"),
             deadline: Duration::from_secs(self.vm.timeout + self.config.requested_run_time()),
             silence: Duration::from_secs(self.vm.silence),
-            kill_at: self.kill_at.map(str::to_string),
+            kill_at: self.kill_at.clone(),
         };
         let (nvdimms, data) = (spec.vm.nvdimms.clone(), spec.vm.disks.clone());
         let mut outcome = boot::boot(spec)?;
@@ -185,7 +185,12 @@ pub fn timestamp() -> String {
 
 /// A new images/runs/<id>/ and the `latest` link to it.
 fn new_run_dir() -> Result<(String, PathBuf)> {
-    let runs = paths::images_dir().join("runs");
+    new_output_dir("runs")
+}
+
+/// A new images/<kind>/<id>/ and the `latest` link beside it.
+pub fn new_output_dir(kind: &str) -> Result<(String, PathBuf)> {
+    let runs = paths::images_dir().join(kind);
     paths::ensure_dir(&runs)?;
     let base = timestamp();
     let (id, dir) = (1..)
@@ -196,8 +201,8 @@ fn new_run_dir() -> Result<(String, PathBuf)> {
     paths::ensure_dir(&dir)?;
     let tmp = runs.join(format!(".latest-{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(&id, &tmp).context("creating images/runs/latest")?;
-    std::fs::rename(&tmp, runs.join("latest")).context("updating images/runs/latest")?;
+    std::os::unix::fs::symlink(&id, &tmp).with_context(|| format!("creating images/{kind}/latest"))?;
+    std::fs::rename(&tmp, runs.join("latest")).with_context(|| format!("updating images/{kind}/latest"))?;
     Ok((id, dir))
 }
 
@@ -297,7 +302,16 @@ mod tests {
     fn workload_selection() {
         assert_eq!(
             select_workloads(&[]).unwrap(),
-            ["dax-smoke", "seal-conformance", "cli", "seal-lifetime", "pinned-dma", "swap-pressure", "seal-race"]
+            [
+                "dax-smoke",
+                "seal-conformance",
+                "cli",
+                "seal-lifetime",
+                "pinned-dma",
+                "swap-pressure",
+                "userspace-flush",
+                "seal-race"
+            ]
         );
         assert_eq!(select_workloads(&["selftest-silent".into()]).unwrap(), ["selftest-silent"]);
         let err = select_workloads(&["dax-smoke".into(), "nope".into()]).unwrap_err().to_string();

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use dax_seal_protocol::RunConfig;
 
-use crate::boot::Outcome;
+use crate::boot::{KillAt, Outcome};
 use crate::cli::VmArgs;
 use crate::kernel::Variant;
 use crate::run::{BootRequest, Prepared};
@@ -26,8 +26,10 @@ pub struct Scenario<'a> {
     /// Workload parameters, the same for every boot.
     pub params: BTreeMap<String, String>,
     dir: PathBuf,
+    logs: PathBuf,
     images: String,
     boots: Cell<u32>,
+    blank: Cell<bool>,
 }
 
 /// What one boot of a scenario runs.
@@ -35,8 +37,8 @@ pub struct Step<'a> {
     pub variant: Variant,
     pub workloads: &'a [&'a str],
     pub exec: &'a [&'a str],
-    /// SIGKILL QEMU as soon as a results line contains this.
-    pub kill_at: Option<&'a str>,
+    /// When to SIGKILL QEMU (crash scenarios).
+    pub kill_at: Option<KillAt>,
 }
 
 impl<'a> Scenario<'a> {
@@ -48,13 +50,31 @@ impl<'a> Scenario<'a> {
             vm: VmArgs::defaults(),
             params: BTreeMap::new(),
             dir: dir.to_path_buf(),
+            logs: dir.to_path_buf(),
             images: images.to_string(),
             boots: Cell::new(0),
+            blank: Cell::new(false),
         }
+    }
+
+    /// Keeps the boots' console and KTAP logs in `dir` instead of beside
+    /// the images.
+    pub fn logs_in(mut self, dir: &Path) -> Scenario<'a> {
+        self.logs = dir.to_path_buf();
+        self
+    }
+
+    /// The next boot starts on blank images with new filesystems.
+    pub fn start_blank(&self) {
+        self.blank.set(true);
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    pub fn logs(&self) -> &Path {
+        &self.logs
     }
 
     /// The images' file names for NVDIMM `i`.
@@ -74,7 +94,7 @@ impl<'a> Scenario<'a> {
             kernel: step.variant.name().into(),
             workloads: step.workloads.iter().map(|s| s.to_string()).collect(),
             exec: step.exec.iter().map(|s| s.to_string()).collect(),
-            fresh: false,
+            fresh: self.blank.get(),
             shell: false,
             params: self.params.clone(),
             dax: Vec::new(),
@@ -90,10 +110,10 @@ impl<'a> Scenario<'a> {
             vm: &self.vm,
             images_dir: &self.dir,
             image_set: Some(&self.images),
-            out_dir: &self.dir,
-            fresh: false,
+            out_dir: &self.logs,
+            fresh: self.blank.replace(false),
             tag: &tag,
-            kill_at: step.kill_at,
+            kill_at: step.kill_at.clone(),
         };
         let outcome = request.boot()?;
         Ok((config, outcome))

@@ -4,6 +4,7 @@
 //! spoken on it. Both sides depend on this crate so they cannot drift apart.
 
 pub mod disks;
+pub mod flush;
 pub mod ktap;
 
 use std::collections::BTreeMap;
@@ -190,10 +191,32 @@ pub const WORKLOADS: &[WorkloadInfo] = &[
         disks: &[],
     },
     WorkloadInfo {
+        name: "userspace-flush",
+        summary: "three writers append checksummed records: a sealed file mapped MAP_SYNC made durable with \
+                  clwb/clflushopt/clflush and sfence only, a sparse unsealed file with the same flushes, and \
+                  write+fdatasync; after a remount every record is there",
+        default: true,
+        disks: &[],
+    },
+    WorkloadInfo {
         name: "seal-race",
         summary: "threads punch, zero, truncate, fallocate, reflink, append, mmap-store and pin a file while one \
                   seals and unseals it; the map never moves while sealed and the pins balance",
         default: true,
+        disks: &[],
+    },
+    WorkloadInfo {
+        name: "userspace-flush-write",
+        summary: "crash campaign, boot 1: the three writers acknowledge each record to the host after its fence, \
+                  until the host kills QEMU",
+        default: false,
+        disks: &[],
+    },
+    WorkloadInfo {
+        name: "userspace-flush-verify",
+        summary: "crash campaign, boot 2: every acknowledged record intact, torn ones recognised, log recovered, \
+                  the sealed file's map unchanged",
+        default: false,
         disks: &[],
     },
     WorkloadInfo {
@@ -286,6 +309,54 @@ pub const PARAMS: &[ParamInfo] = &[
         min: 1,
         max: 3600,
         run_time: true,
+    },
+    ParamInfo {
+        name: "userspace-flush.records",
+        summary: "records each userspace-flush writer appends",
+        default: 2048,
+        min: 1,
+        max: flush::MAX_RECORDS,
+        run_time: false,
+    },
+    ParamInfo {
+        name: "userspace-flush-write.records",
+        summary: "records each crash-campaign writer appends before it waits to be killed",
+        default: 4096,
+        min: 1,
+        max: flush::MAX_RECORDS,
+        run_time: false,
+    },
+    ParamInfo {
+        name: "userspace-flush-verify.acked-sealed",
+        summary: "records of the sealed writer the host holds acknowledgements for (set by cargo xtask crash)",
+        default: 0,
+        min: 0,
+        max: flush::MAX_RECORDS,
+        run_time: false,
+    },
+    ParamInfo {
+        name: "userspace-flush-verify.acked-sparse-control",
+        summary: "records of the sparse control the host holds acknowledgements for (set by cargo xtask crash)",
+        default: 0,
+        min: 0,
+        max: flush::MAX_RECORDS,
+        run_time: false,
+    },
+    ParamInfo {
+        name: "userspace-flush-verify.acked-fdatasync-control",
+        summary: "records of the fdatasync control the host holds acknowledgements for (set by cargo xtask crash)",
+        default: 0,
+        min: 0,
+        max: flush::MAX_RECORDS,
+        run_time: false,
+    },
+    ParamInfo {
+        name: "userspace-flush-verify.map-sealed",
+        summary: "fingerprint of the sealed file's map before the crash, 0 for none (set by cargo xtask crash)",
+        default: 0,
+        min: 0,
+        max: u64::MAX,
+        run_time: false,
     },
 ];
 

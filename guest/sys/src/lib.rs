@@ -6,8 +6,10 @@
 //!   ioctls;
 //! - [`ring`]: a minimal io_uring for fixed-buffer pins and I/O through them;
 //! - [`sys`]: statx, shared mappings, errno text;
-//! - [`trace`]: kernel trace events through tracefs.
+//! - [`trace`]: kernel trace events through tracefs;
+//! - [`persist`]: cache write-back and fence instructions, from CPUID.
 
+pub mod persist;
 pub mod ring;
 pub mod seal;
 pub mod sys;

@@ -171,6 +171,10 @@ impl Mapping {
     }
 }
 
+// SAFETY: a Mapping owns its region outright; moving it to another thread
+// moves that ownership, and every access goes through `&mut self`.
+unsafe impl Send for Mapping {}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly the region we mapped.

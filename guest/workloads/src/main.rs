@@ -13,8 +13,9 @@ mod seal_foreign;
 mod seal_lifetime;
 mod seal_race;
 mod swap_pressure;
+mod userspace_flush;
 
-use dax_seal_sys::{ring, seal, sys, trace};
+use dax_seal_sys::{persist, ring, seal, sys, trace};
 
 use std::process::ExitCode;
 
@@ -30,6 +31,9 @@ fn lookup(name: &str) -> Option<Workload> {
         "seal-lifetime" => Some(seal_lifetime::run),
         "pinned-dma" => Some(pinned_dma::run),
         "swap-pressure" => Some(swap_pressure::run),
+        "userspace-flush" => Some(userspace_flush::run),
+        "userspace-flush-write" => Some(userspace_flush::write),
+        "userspace-flush-verify" => Some(userspace_flush::verify),
         "seal-crash-prepare" => Some(seal_crash::prepare),
         "seal-crash-verify" => Some(seal_crash::verify),
         "seal-foreign-prepare" => Some(seal_foreign::prepare),

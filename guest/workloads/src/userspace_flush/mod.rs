@@ -1,0 +1,359 @@
+//! `userspace-flush`, `userspace-flush-write` and `userspace-flush-verify`:
+//! data made durable from userspace with cache flushes, no fsync.
+//!
+//! Three writers append 128-byte checksummed records at once
+//! (docs/seal.md, "Userspace flush"):
+//! - **sealed**: a preallocated file on the DAX mount, sealed, mapped
+//!   MAP_SHARED_VALIDATE|MAP_SYNC; each record is stored, its lines written
+//!   back (clwb, else clflushopt, else clflush) and fenced. Its map cannot
+//!   change and has no metadata pending, so that is all durability needs.
+//! - **sparse-control**: an unsealed sparse file on the same mount, mapped
+//!   without MAP_SYNC, with the same flushes. Each first store to a page
+//!   allocates a block in a transaction nobody forces to the log: a crash
+//!   loses the records, flushes or not.
+//! - **fdatasync-control**: write(2) and fdatasync(2) per record, on the
+//!   second NVDIMM, so that its log forces do not make the sparse control's
+//!   allocations durable.
+//!
+//! `userspace-flush` writes, remounts and verifies everything. The crash
+//! campaign (`cargo xtask crash`) runs `-write`, whose writers acknowledge
+//! each record to the host after its fence, kills QEMU, and runs `-verify`
+//! on the next boot with the host's acknowledgement counts.
+
+mod record;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use dax_seal_protocol::flush::{self, Tally, FDATASYNC_CONTROL, SEALED, SPARSE_CONTROL};
+use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
+
+use crate::cases::Cases;
+use crate::persist::Persist;
+use crate::seal;
+use crate::seal_conformance::{create_new, create_sparse, describe, is_sealed, probe, remount};
+use crate::sys::{errno_text, Mapping};
+use record::RECORD;
+
+type Check = Result<String, String>;
+
+/// Files are sized in whole MiB of records.
+const GRANULE: u64 = 1 << 20;
+/// How long the crash writer waits to be killed once all is written.
+const WAIT_FOR_KILL: Duration = Duration::from_secs(20);
+
+fn dir(nvdimm: u32) -> PathBuf {
+    PathBuf::from(format!("{MOUNT_PREFIX}{nvdimm}/userspace-flush"))
+}
+
+fn path(writer: &str) -> PathBuf {
+    dir(if writer == FDATASYNC_CONTROL { 1 } else { 0 }).join(writer)
+}
+
+fn capacity(records: u64) -> u64 {
+    (records * RECORD as u64).div_ceil(GRANULE) * GRANULE
+}
+
+/// The fingerprint of a map, as the crash writer reports it and the
+/// verifier checks it.
+fn map_fingerprint(file: &File) -> Result<(u64, String), String> {
+    let map = seal::fiemap(file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
+    let line = crate::seal_crash::map_line(&map);
+    Ok((record::tag(&line), line))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), String> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("fsync {}: {}", dir.display(), errno_text(&e)))
+}
+
+/// A clean directory for the writers' files on NVDIMM `nvdimm`; a sealed
+/// file left by an earlier boot is unsealed first.
+fn fresh_dir(nvdimm: u32) -> Result<PathBuf, String> {
+    let dir = dir(nvdimm);
+    if let Ok(old) = OpenOptions::new().write(true).open(dir.join(SEALED)) {
+        let _ = seal::unseal(&old);
+    }
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// What a writer writes through.
+enum Target {
+    Mapped(Mapping),
+    Fdatasync(File),
+}
+
+struct Writer {
+    name: &'static str,
+    target: Target,
+}
+
+/// The sealed file: preallocated, sealed (which writes it and fixes its
+/// map), mapped MAP_SYNC and touched once per page, so the timed stores take
+/// no fault and force no log.
+fn prepare_sealed(records: u64) -> Result<(Writer, String), String> {
+    let path = path(SEALED);
+    let len = capacity(records);
+    let file = create_new(&path)?;
+    seal::fallocate(&file, 0, 0, len).map_err(|e| format!("fallocate: {}", errno_text(&e)))?;
+    seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+    let mut map = Mapping::shared_sync(&file, len as usize)
+        .map_err(|e| format!("mmap MAP_SHARED_VALIDATE|MAP_SYNC: {}", errno_text(&e)))?;
+    for page in map.as_mut_slice().chunks_mut(4096) {
+        // SAFETY: a byte of the live mapping; rewriting what is there.
+        unsafe { std::ptr::write_volatile(page.as_mut_ptr(), std::ptr::read_volatile(page.as_ptr())) };
+    }
+    let (hash, line) = map_fingerprint(&file)?;
+    let kinds = describe(&seal::fiemap(&file).map_err(|e| errno_text(&e))?, len);
+    if kinds != "written" {
+        return Err(format!("sealed, but the map has {kinds}: {line}"));
+    }
+    let note = format!("{} MiB sealed and mapped MAP_SYNC; {line}\n{}", len >> 20, flush::map_line(SEALED, hash));
+    Ok((Writer { name: SEALED, target: Target::Mapped(map) }, note))
+}
+
+/// The sparse control: a file of the same size with no block, durable as
+/// such, mapped without MAP_SYNC.
+fn prepare_sparse(records: u64) -> Result<(Writer, String), String> {
+    let path = path(SPARSE_CONTROL);
+    let len = capacity(records);
+    let file = create_sparse(&path, len)?;
+    file.sync_all().map_err(|e| format!("fsync: {}", errno_text(&e)))?;
+    sync_dir(&dir(0))?;
+    let kinds = describe(&seal::fiemap(&file).map_err(|e| errno_text(&e))?, len);
+    let map = Mapping::shared(&file, len as usize).map_err(|e| format!("mmap MAP_SHARED: {}", errno_text(&e)))?;
+    Ok((Writer { name: SPARSE_CONTROL, target: Target::Mapped(map) }, format!("{} MiB sparse ({kinds})", len >> 20)))
+}
+
+/// The fdatasync control: an empty file on the page-cache mount.
+fn prepare_fdatasync() -> Result<(Writer, String), String> {
+    let file = create_new(&path(FDATASYNC_CONTROL))?;
+    file.sync_all().map_err(|e| format!("fsync: {}", errno_text(&e)))?;
+    sync_dir(&dir(1))?;
+    Ok((Writer { name: FDATASYNC_CONTROL, target: Target::Fdatasync(file) }, "empty file on /mnt/pmem1".into()))
+}
+
+/// Reports the three set-up cases (the sealed one skips on a kernel without
+/// the series) and returns the writers that are ready.
+fn prepare(t: &mut Cases, records: u64) -> Vec<Writer> {
+    let mut writers = Vec::new();
+    let dirs = fresh_dir(0).and_then(|_| fresh_dir(1));
+    if let Err(e) = dirs {
+        for name in flush::WRITERS {
+            t.check::<()>(&format!("{name}: file ready"), Err(e.clone()));
+        }
+        return writers;
+    }
+    match probe(&dir(0)) {
+        Err(why) => t.skip(&format!("{SEALED}: file ready"), &why),
+        Ok(()) => writers.extend(t.check(&format!("{SEALED}: file ready"), prepare_sealed(records))),
+    }
+    writers.extend(t.check(&format!("{SPARSE_CONTROL}: file ready"), prepare_sparse(records)));
+    writers.extend(t.check(&format!("{FDATASYNC_CONTROL}: file ready"), prepare_fdatasync()));
+    writers
+}
+
+/// Appends `records` records; `ack` is called after each one is durable.
+fn write_records(w: &mut Writer, persist: Persist, records: u64, ack: &(dyn Fn(&str, u64) + Sync)) -> Check {
+    let tag = record::tag(w.name);
+    let start = Instant::now();
+    for seq in 0..records {
+        let bytes = record::encode(tag, seq);
+        let offset = seq as usize * RECORD;
+        match &mut w.target {
+            Target::Mapped(map) => {
+                let slot = &mut map.as_mut_slice()[offset..offset + RECORD];
+                slot.copy_from_slice(&bytes);
+                persist.persist(slot);
+            }
+            Target::Fdatasync(file) => {
+                file.write_all_at(&bytes, offset as u64)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| format!("record {seq}: {}", errno_text(&e)))?;
+            }
+        }
+        ack(w.name, seq);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(format!("{}: {records} records in {secs:.2} s ({:.0}/s)", w.name, records as f64 / secs.max(1e-9)))
+}
+
+/// Runs every writer at once; one line per writer.
+fn write_all(writers: &mut [Writer], records: u64, ack: &(dyn Fn(&str, u64) + Sync)) -> Check {
+    let persist = Persist::new().ok_or("this CPU has no cache flush instruction (CPUID: no clflush)")?;
+    let results: Vec<Check> = std::thread::scope(|s| {
+        let handles: Vec<_> =
+            writers.iter_mut().map(|w| s.spawn(move || write_records(w, persist, records, ack))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("writer thread panicked".into()))).collect()
+    });
+    let mut lines = vec![format!("flush: {}, then sfence, per record", persist.flush)];
+    for r in results {
+        lines.push(r?);
+    }
+    Ok(lines.join("\n"))
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    fs::read(path).map_err(|e| format!("read {}: {}", path.display(), errno_text(&e)))
+}
+
+/// The tally of one writer's file, reported as a result line whatever the
+/// verdict; `lost_is_failure` is false only for the sparse control after a
+/// crash, whose losses the host counts.
+fn check_records(t: &mut Cases, writer: &str, acked: u64, lost_is_failure: bool) {
+    let tally = read_file(&path(writer)).map(|bytes| record::tally(record::tag(writer), &bytes, acked));
+    let name = format!("{writer}: every acknowledged record intact");
+    let name = if lost_is_failure { name } else { format!("{writer}: records intact or counted lost, none misread") };
+    let verdict = tally.and_then(|tally: Tally| {
+        let line = flush::result_line(writer, &tally);
+        t.note(&line);
+        if tally.misread > 0 {
+            Err(format!("{} slots hold a checksummed record that is not theirs: {line}", tally.misread))
+        } else if lost_is_failure && tally.lost > 0 {
+            Err(format!("{} of {acked} acknowledged records lost: {line}", tally.lost))
+        } else {
+            Ok(((), String::new()))
+        }
+    });
+    t.check(&name, verdict);
+}
+
+/// The sealed file after the crash or remount: still sealed, with the map
+/// it had before (`expected` fingerprint; None in the standalone workload,
+/// which compares with what it recorded itself).
+fn check_sealed_map(expected: u64) -> Check {
+    let path = path(SEALED);
+    let file = File::open(&path).map_err(|e| format!("open {}: {}", path.display(), errno_text(&e)))?;
+    let (hash, line) = map_fingerprint(&file)?;
+    if !is_sealed(&path)? {
+        return Err(format!("no longer sealed (no STATX_ATTR_IOMAP_IMMUTABLE); {line}"));
+    }
+    if hash != expected {
+        return Err(format!("map fingerprint {hash:#x}, before the crash {expected:#x}: {line}"));
+    }
+    Ok(format!("sealed, {line}"))
+}
+
+/// What /dev/kmsg says about log recovery on the two mounts.
+fn log_recovery() -> Check {
+    let mut kmsg = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+        .map_err(|e| format!("/dev/kmsg: {e}"))?;
+    let mut lines = Vec::new();
+    let mut record = vec![0u8; 8192];
+    loop {
+        match kmsg.read(&mut record) {
+            Ok(0) => break,
+            Ok(n) => lines.push(String::from_utf8_lossy(&record[..n]).into_owned()),
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            Err(e) => return Err(format!("reading /dev/kmsg: {e}")),
+        }
+    }
+    let mut notes = Vec::new();
+    for dev in ["pmem0", "pmem1"] {
+        let says = |what: &str| lines.iter().any(|l| l.contains(&format!("XFS ({dev}): {what}")));
+        if says("log mount/recovery failed") || says("Corruption") {
+            return Err(format!("{dev}: log recovery failed; the kernel log says so"));
+        }
+        notes.push(match (says("Starting recovery"), says("Ending recovery")) {
+            (false, _) => format!("{dev}: log clean, no recovery needed"),
+            (true, true) => format!("{dev}: log recovered"),
+            (true, false) => return Err(format!("{dev}: log recovery started and never ended")),
+        });
+    }
+    Ok(notes.join("; "))
+}
+
+/// `userspace-flush`: write, remount, verify.
+pub fn run() -> ExitCode {
+    let mut t = Cases::new(9);
+    let records = RunConfig::read().and_then(|c| c.param("userspace-flush.records")).unwrap_or(2048);
+    let mut writers = prepare(&mut t, records);
+    let sealed = writers.iter().any(|w| w.name == SEALED);
+    let before = if sealed { File::open(path(SEALED)).ok().and_then(|f| map_fingerprint(&f).ok()) } else { None };
+    let written = write_all(&mut writers, records, &|_, _| {}).map(|n| ((), n));
+    let written = t.check(&format!("writers: {records} records each, flushed and fenced"), written).is_some();
+    drop(writers);
+    let remounted = (|| {
+        remount(Path::new(&format!("{MOUNT_PREFIX}0")))?;
+        remount(Path::new(&format!("{MOUNT_PREFIX}1")))?;
+        Ok(((), "umount and mount of /mnt/pmem0 and /mnt/pmem1".to_string()))
+    })();
+    let remounted = t.check("remount both NVDIMMs", remounted).is_some() && written;
+    let acked = |w: &str| if remounted && (w != SEALED || sealed) { records } else { 0 };
+    if sealed {
+        check_records(&mut t, SEALED, acked(SEALED), true);
+        let expected = before.map_or(0, |(h, _)| h);
+        t.check("sealed: still sealed with the same map", check_sealed_map(expected).map(|n| ((), n)));
+    } else {
+        t.skip(&format!("{SEALED}: every acknowledged record intact"), "no sealed file on this kernel");
+        t.skip("sealed: still sealed with the same map", "no sealed file on this kernel");
+    }
+    // After a clean unmount nothing may be missing, not even from the control.
+    check_records(&mut t, SPARSE_CONTROL, acked(SPARSE_CONTROL), true);
+    check_records(&mut t, FDATASYNC_CONTROL, acked(FDATASYNC_CONTROL), true);
+    if let Ok(f) = OpenOptions::new().write(true).open(path(SEALED)) {
+        let _ = seal::unseal(&f);
+    }
+    let _ = fs::remove_dir_all(dir(0));
+    let _ = fs::remove_dir_all(dir(1));
+    t.exit()
+}
+
+/// `userspace-flush-write`: the crash campaign's first boot.
+pub fn write() -> ExitCode {
+    let mut t = Cases::new(4);
+    let records = RunConfig::read().and_then(|c| c.param("userspace-flush-write.records")).unwrap_or(4096);
+    let mut writers = prepare(&mut t, records);
+    t.note(flush::WRITING);
+    let ack = |writer: &str, seq: u64| println!("# {}", flush::ack_line(writer, seq));
+    let written = write_all(&mut writers, records, &ack);
+    t.note(flush::WRITTEN);
+    t.check("writers: every record flushed, fenced and acknowledged", written.map(|n| ((), n)));
+    // The host kills QEMU at a moment of its choosing; one after the last
+    // record is a crash point too. Without a kill, finish normally.
+    std::thread::sleep(WAIT_FOR_KILL);
+    t.exit()
+}
+
+/// `userspace-flush-verify`: the crash campaign's second boot.
+pub fn verify() -> ExitCode {
+    let mut t = Cases::new(5);
+    let config = RunConfig::read();
+    let param = |name: &str| config.as_ref().map_err(Clone::clone).and_then(|c| c.param(name));
+    t.check("log recovery", log_recovery().map(|n| ((), n)));
+    let acked = |w: &str| param(&flush::acked_param(w));
+    match probe(&dir(0)) {
+        Err(why) => {
+            t.skip(&format!("{SEALED}: every acknowledged record intact"), &why);
+            t.skip("sealed: still sealed with the same map", &why);
+        }
+        Ok(()) => match (acked(SEALED), param(flush::MAP_PARAM)) {
+            (Ok(n), Ok(map)) => {
+                check_records(&mut t, SEALED, n, true);
+                t.check("sealed: still sealed with the same map", check_sealed_map(map).map(|n| ((), n)));
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                t.check::<()>(&format!("{SEALED}: every acknowledged record intact"), Err(e.clone()));
+                t.blocked("sealed: still sealed with the same map", "reading the parameters");
+            }
+        },
+    }
+    for (writer, lost_is_failure) in [(SPARSE_CONTROL, false), (FDATASYNC_CONTROL, true)] {
+        match acked(writer) {
+            Ok(n) => check_records(&mut t, writer, n, lost_is_failure),
+            Err(e) => {
+                t.check::<()>(&format!("{writer}: records"), Err(e));
+            }
+        }
+    }
+    t.exit()
+}
