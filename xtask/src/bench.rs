@@ -3,7 +3,9 @@
 //! to rebuild, boot to the first KTAP line and dax-smoke time per kernel
 //! variant (with the patched/baseline ratio), the compressed initramfs size,
 //! device DMA (READ_FIXED) into a sealed file's pinned pages against the
-//! same into anonymous memory (pinned-dma, patched kernel), and with
+//! same into anonymous memory (pinned-dma, patched kernel), userspace-flush's
+//! commit rates and first-touch fault latencies (patched kernel; the fault
+//! histograms go to images/bench/flush-latency.json for plotting), and with
 //! `--cold` a kernel build from empty caches.
 
 use std::path::Path;
@@ -23,6 +25,11 @@ const INITRAMFS_TARGET: u64 = 16 << 20;
 /// READ_FIXED into sealed pmem pages, as a fraction of the same into
 /// anonymous memory from the same disk in the same boot.
 const DMA_RATIO_TARGET: f64 = 0.9;
+/// Records made durable per second by the sealed writer (MAP_SYNC, clwb and
+/// sfence), as a multiple of write + fdatasync per record.
+const COMMIT_RATIO_TARGET: f64 = 10.0;
+/// The userspace-flush writers whose commit rates are reported.
+const WRITERS: [&str; 3] = ["sealed", "sparse-map-sync", "fdatasync-control"];
 /// The DMA cases of pinned-dma, one per data disk.
 const DMA_CASES: [&str; 2] = ["virtio-dma-through-the-pin", "nvme-dma-through-the-pin"];
 
@@ -89,6 +96,30 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
         }
         eprintln!("[bench] pinned-dma run {}/{}", i + 1, args.runs);
     }
+    let mut rates: Vec<Vec<f64>> = WRITERS.iter().map(|_| Vec::new()).collect();
+    let mut faults: Vec<[Vec<f64>; 2]> = FAULT_KINDS.iter().map(|_| [Vec::new(), Vec::new()]).collect();
+    let mut histograms = serde_json::Map::new();
+    for i in 0..args.runs {
+        let results = run_once(images.path(), FLUSH)?;
+        let writers = case_detail(&results, "patched", "userspace-flush", FLUSH_WRITERS_CASE)
+            .context("userspace-flush reported no writer figures")?;
+        for (w, slot) in WRITERS.iter().zip(rates.iter_mut()) {
+            slot.push(commit_rate(&writers, w).with_context(|| format!("no {w} rate in: {writers}"))?);
+        }
+        let detail = case_detail(&results, "patched", "userspace-flush", FAULTS_CASE)
+            .context("userspace-flush reported no fault figures")?;
+        for (kind, slot) in FAULT_KINDS.iter().zip(faults.iter_mut()) {
+            let (p50, p99) = fault_figures(&detail, kind).with_context(|| format!("no {kind} faults in: {detail}"))?;
+            slot[0].push(p50);
+            slot[1].push(p99);
+        }
+        histograms.insert(format!("run-{}", i + 1), serde_json::Value::String(detail));
+        eprintln!("[bench] userspace-flush run {}/{}", i + 1, args.runs);
+    }
+    let bench_dir = paths::images_dir().join("bench");
+    paths::ensure_dir(&bench_dir)?;
+    let latency_file = bench_dir.join("flush-latency.json");
+    paths::write_atomic(&latency_file, &serde_json::to_vec_pretty(&serde_json::Value::Object(histograms))?)?;
     let initramfs = initramfs::build()?;
 
     println!("benchmark (medians of {} runs, accelerator as `cargo xtask run` chooses it)", args.runs);
@@ -124,6 +155,21 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
             verdict(sealed / anon >= DMA_RATIO_TARGET)
         );
     }
+    let rate: Vec<f64> = rates.iter_mut().map(|r| median(r)).collect();
+    println!(
+        "  userspace-flush commit rate: sealed MAP_SYNC + {{clwb,sfence}} {:.0}/s, sparse MAP_SYNC {:.0}/s, \
+         write + fdatasync {:.0}/s; sealed/fdatasync {:.1}x  [target >= {COMMIT_RATIO_TARGET}x: {}]",
+        rate[0],
+        rate[1],
+        rate[2],
+        rate[0] / rate[2],
+        verdict(rate[0] / rate[2] >= COMMIT_RATIO_TARGET)
+    );
+    for (kind, slot) in FAULT_KINDS.iter().zip(faults.iter_mut()) {
+        let (p50, p99) = (median(&mut slot[0]), median(&mut slot[1]));
+        println!("  first-touch MAP_SYNC write fault, {kind} file: p50 {p50:.1} us, p99 {p99:.1} us");
+    }
+    println!("  (fault histograms of each run: {})", latency_file.display());
     if args.cold {
         let secs = cold_build()?;
         println!("  cold kernel build (baseline; empty build cache and ccache): {secs:.0} s");
@@ -134,6 +180,28 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
 /// `cargo xtask run` arguments of the two timed runs.
 const SMOKE: &[&str] = &["--workload", "dax-smoke"];
 const DMA: &[&str] = &["--kernel", "patched", "--workload", "pinned-dma"];
+const FLUSH: &[&str] = &["--kernel", "patched", "--workload", "userspace-flush"];
+const FLUSH_WRITERS_CASE: &str = "writers: 2048 records each, flushed and fenced";
+const FAULTS_CASE: &str = "first-touch write faults through MAP_SYNC";
+const FAULT_KINDS: [&str; 3] = ["sealed", "preallocated", "sparse"];
+
+/// Records per second of `writer` in the writers case:
+/// "sealed: 2048 records in 0.03 s (67915/s)".
+fn commit_rate(detail: &str, writer: &str) -> Option<f64> {
+    let line = detail.lines().find_map(|l| l.trim().strip_prefix(&format!("{writer}: ")))?;
+    line.rsplit_once('(')?.1.strip_suffix("/s)")?.parse().ok()
+}
+
+/// p50 and p99 (µs) of one kind in the faults case:
+/// "sealed: first-touch write fault p50 3.1 us, p99 9.8 us over 256 pages".
+fn fault_figures(detail: &str, kind: &str) -> Option<(f64, f64)> {
+    let line = detail.lines().find_map(|l| l.trim().strip_prefix(&format!("{kind}: first-touch write fault ")))?;
+    let figure = |key: &str| -> Option<f64> {
+        line.split(", ")
+            .find_map(|part| part.split(" over ").next()?.trim().strip_prefix(key)?.strip_suffix(" us")?.parse().ok())
+    };
+    Some((figure("p50 ")?, figure("p99 ")?))
+}
 
 /// One `cargo xtask run ARGS` on the given images, through cargo as a user
 /// types it; returns its results.json.
@@ -192,6 +260,18 @@ mod tests {
         assert_eq!(super::median(&mut [3.0, 1.0, 2.0]), 2.0);
         assert_eq!(super::median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!(super::median(&mut []).is_nan());
+    }
+
+    #[test]
+    fn flush_figures_come_from_the_case_details() {
+        let w = "flush: clwb, then sfence, per record\nsealed: 2048 records in 0.03 s (67915/s)\n\
+                 fdatasync-control: 2048 records in 1.54 s (1333/s)";
+        assert_eq!(super::commit_rate(w, "sealed"), Some(67915.0));
+        assert_eq!(super::commit_rate(w, "fdatasync-control"), Some(1333.0));
+        assert_eq!(super::commit_rate(w, "sparse-map-sync"), None);
+        let f = "sealed: first-touch write fault p50 3.1 us, p99 9.8 us over 256 pages\ndax-seal latency sealed 1:3";
+        assert_eq!(super::fault_figures(f, "sealed"), Some((3.1, 9.8)));
+        assert_eq!(super::fault_figures(f, "sparse"), None);
     }
 
     #[test]

@@ -24,6 +24,17 @@ pub const FDATASYNC_CONTROL: &str = "fdatasync-control";
 /// The most records a writer appends: 128 MiB of 128-byte records.
 pub const MAX_RECORDS: u64 = 1 << 20;
 
+/// The standalone workload's fourth writer, for the commit-rate benchmark:
+/// an unsealed sparse DAX file mapped MAP_SYNC, whose every first store to a
+/// page allocates a block and forces the log before the fault returns. Not
+/// in the crash campaign: those log forces would make the sparse control's
+/// allocations durable too.
+pub const SPARSE_MAP_SYNC: &str = "sparse-map-sync";
+
+/// `dax-seal latency KIND BUCKET:COUNT,...`: first-touch write-fault
+/// latencies, bucket b holding [2^b, 2^(b+1)) microseconds.
+pub const LATENCY_PREFIX: &str = "dax-seal latency ";
+
 /// `dax-seal ack WRITER SEQ`: record SEQ of WRITER is flushed and fenced.
 pub const ACK_PREFIX: &str = "dax-seal ack ";
 /// Printed once every writer's file is ready, just before the first record.

@@ -20,6 +20,7 @@
 //! each record to the host after its fence, kills QEMU, and runs `-verify`
 //! on the next boot with the host's acknowledgement counts.
 
+mod latency;
 mod record;
 
 use std::fs::{self, File, OpenOptions};
@@ -29,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use dax_seal_protocol::flush::{self, Tally, FDATASYNC_CONTROL, SEALED, SPARSE_CONTROL};
+use dax_seal_protocol::flush::{self, Tally, FDATASYNC_CONTROL, SEALED, SPARSE_CONTROL, SPARSE_MAP_SYNC};
 use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
 
 use crate::cases::Cases;
@@ -128,6 +129,17 @@ fn prepare_sparse(records: u64) -> Result<(Writer, String), String> {
     let kinds = describe(&seal::fiemap(&file).map_err(|e| errno_text(&e))?, len);
     let map = Mapping::shared(&file, len as usize).map_err(|e| format!("mmap MAP_SHARED: {}", errno_text(&e)))?;
     Ok((Writer { name: SPARSE_CONTROL, target: Target::Mapped(map) }, format!("{} MiB sparse ({kinds})", len >> 20)))
+}
+
+/// The benchmark's fourth writer: a sparse file mapped MAP_SYNC.
+fn prepare_sparse_map_sync(records: u64) -> Result<(Writer, String), String> {
+    let path = path(SPARSE_MAP_SYNC);
+    let len = capacity(records);
+    let file = create_sparse(&path, len)?;
+    file.sync_all().map_err(|e| format!("fsync: {}", errno_text(&e)))?;
+    let map = Mapping::shared_sync(&file, len as usize)
+        .map_err(|e| format!("mmap MAP_SHARED_VALIDATE|MAP_SYNC: {}", errno_text(&e)))?;
+    Ok((Writer { name: SPARSE_MAP_SYNC, target: Target::Mapped(map) }, format!("{} MiB sparse, MAP_SYNC", len >> 20)))
 }
 
 /// The fdatasync control: an empty file on the page-cache mount.
@@ -272,12 +284,14 @@ fn log_recovery() -> Check {
     Ok(notes.join("; "))
 }
 
-/// `userspace-flush`: write, remount, verify.
+/// `userspace-flush`: write, remount, verify; then first-touch fault
+/// latencies.
 pub fn run() -> ExitCode {
-    let mut t = Cases::new(9);
+    let mut t = Cases::new(12);
     let records = RunConfig::read().and_then(|c| c.param("userspace-flush.records")).unwrap_or(2048);
     let mut writers = prepare(&mut t, records);
     let sealed = writers.iter().any(|w| w.name == SEALED);
+    writers.extend(t.check(&format!("{SPARSE_MAP_SYNC}: file ready"), prepare_sparse_map_sync(records)));
     let before = if sealed { File::open(path(SEALED)).ok().and_then(|f| map_fingerprint(&f).ok()) } else { None };
     let written = write_all(&mut writers, records, &|_, _| {}).map(|n| ((), n));
     let written = t.check(&format!("writers: {records} records each, flushed and fenced"), written).is_some();
@@ -300,6 +314,11 @@ pub fn run() -> ExitCode {
     // After a clean unmount nothing may be missing, not even from the control.
     check_records(&mut t, SPARSE_CONTROL, acked(SPARSE_CONTROL), true);
     check_records(&mut t, FDATASYNC_CONTROL, acked(FDATASYNC_CONTROL), true);
+    check_records(&mut t, SPARSE_MAP_SYNC, acked(SPARSE_MAP_SYNC), true);
+    let faults = Persist::new()
+        .ok_or_else(|| "this CPU has no cache flush instruction".to_string())
+        .and_then(|p| latency::run(&dir(0), p, sealed));
+    t.check("first-touch write faults through MAP_SYNC", faults.map(|n| ((), n)));
     if let Ok(f) = OpenOptions::new().write(true).open(path(SEALED)) {
         let _ = seal::unseal(&f);
     }
