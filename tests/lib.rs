@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use dax_seal_protocol::ktap::Verdict;
-use xtask::boot::{KillAt, Outcome};
+pub use xtask::boot::KillAt;
+use xtask::boot::Outcome;
 use xtask::kernel::Variant;
 use xtask::results::{self, CaseResult, WorkloadRun};
 use xtask::run::Prepared;
@@ -78,6 +79,11 @@ impl Guest {
     /// line ends with `kill_at` (crash scenarios; the images survive).
     pub fn boot_killed_at(&self, workloads: &[&str], exec: &[&str], kill_at: Option<&str>) -> Booted {
         self.step(&Step { variant: self.variant, workloads, exec, kill_at: kill_at.map(KillAt::at) })
+    }
+
+    /// Like [`Guest::boot`], killed at `kill` (a marker and a delay).
+    pub fn boot_killed(&self, workloads: &[&str], kill: KillAt) -> Booted {
+        self.step(&Step { variant: self.variant, workloads, exec: &[], kill_at: Some(kill) })
     }
 
     /// Boots another kernel variant on this guest's images.

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use dax_seal_protocol::ktap::Verdict;
-use vm_tests::{Booted, End, Guest, ReportKind};
+use vm_tests::{Booted, End, Guest, KillAt, ReportKind};
 use xtask::kernel::Variant;
 
 const SMOKE_CASES: [&str; 5] = [
@@ -207,6 +207,9 @@ fn cli_rejects_bad_input_before_touching_anything() {
         (vec!["run", "--nvdimm-size", "100M"], "at least 512M"),
         (vec!["run", "--kernel-src", "/nonexistent"], "not a kernel source tree"),
         (vec!["run", "--include", "/nonexistent/file"], "no such file"),
+        (vec!["run", "--memory", "10"], "10 is not in 256..=65536"),
+        (vec!["run", "--cpus", "0"], "0 is not in 1..=64"),
+        (vec!["run", "--nvdimm-size", "1"], "--nvdimm-size 1 bytes is not usable"),
         (vec!["crash", "--points", "0"], "0 is not in 1..=10000"),
         (vec!["crash", "--points", "3", "--point", "9"], "no such point; this campaign has points 1 to 3"),
         (vec!["crash", "--seed", "0xzz"], "is not a seed"),
@@ -771,4 +774,22 @@ fn crash_point_on_baseline_runs_the_controls_only() {
     let skipped = done.run.cases.iter().find(|c| c.name == "sealed: every acknowledged record intact").expect("case");
     assert_eq!(skipped.verdict, Verdict::Skip, "{p:#?}");
     assert!(tally(p, FDATASYNC_CONTROL).lost == 0 && tally(p, SPARSE_CONTROL).lost > 0, "{p:#?}");
+}
+
+/// A boot killed in the middle of a workload (a deadline, a crash, Ctrl-C)
+/// leaves its files behind: sealed files, an active swapfile, pins. The
+/// next run of the same workload on the same images must pass anyway, and
+/// say which earlier run left what it removed.
+#[test]
+fn a_boot_killed_mid_workload_leaves_nothing_the_next_run_trips_on() {
+    let g = Guest::new(Variant::Patched);
+    for workload in ["cli", "seal-conformance", "seal-lifetime", "swap-pressure"] {
+        let kill = KillAt { marker: format!("# Subtest: {workload}"), delay: Duration::from_millis(1500) };
+        let killed = g.boot_killed(&[workload], kill);
+        assert!(matches!(killed.outcome.end, End::Killed { .. }), "{workload}: {}", killed.explain());
+        let again = g.boot(&[workload], &[]);
+        assert!(again.passed(), "{workload} after a killed boot:\n{}", again.explain());
+        let noted = again.run(workload).cases.iter().any(|c| c.detail.contains("left by scenario"));
+        assert!(noted, "{workload}: no case says what the killed boot left\n{}", again.explain());
+    }
 }

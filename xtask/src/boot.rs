@@ -317,6 +317,10 @@ pub fn boot(mut spec: BootSpec) -> Result<Outcome> {
     let stderr_text = stderr_thread.join().unwrap_or_default();
     let end = match end {
         End::QemuFailed { status, .. } => End::QemuFailed { status, stderr: stderr_text },
+        // QEMU quit before the guest said anything, and said why itself.
+        End::PoweredOff if first_ktap_at.is_none() && !stderr_text.trim().is_empty() => {
+            End::QemuFailed { status: "exit 0 before any result".into(), stderr: stderr_text }
+        }
         other => other,
     };
     let (ktap, ignored) = parser.finish(elapsed);

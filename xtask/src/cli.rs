@@ -66,12 +66,13 @@ pub struct VmArgs {
     /// Accelerator: auto probes KVM with a deadline and falls back to TCG.
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelChoice,
-    /// Guest RAM in MiB.
-    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    /// Guest RAM in MiB (256 to 65536; the workloads need at least 512).
+    #[arg(long, default_value_t = 1024, value_name = "MIB", value_parser = clap::value_parser!(u64).range(256..=65536))]
     pub memory: u64,
-    /// Guest CPUs. One: under TCG, SMP guests sometimes die at boot on an
-    /// int3 from code patching (seen here); use 2 or more under KVM.
-    #[arg(long, default_value_t = 1)]
+    /// Guest CPUs (1 to 64, the kernels' NR_CPUS). One: under TCG, SMP guests
+    /// sometimes die at boot on an int3 from code patching (seen here); use 2
+    /// or more under KVM.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub cpus: u32,
     /// Number of emulated NVDIMMs (two: one mounted DAX, one not; see --dax).
     #[arg(long, default_value_t = 2)]
@@ -84,10 +85,10 @@ pub struct VmArgs {
     pub label_size: u64,
     /// Wall-clock limit for one boot, in seconds, on top of the time the
     /// workloads are asked to run (e.g. seal-race.seconds).
-    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    #[arg(long, default_value_t = 600, value_name = "SECS", value_parser = clap::value_parser!(u64).range(10..))]
     pub timeout: u64,
     /// A boot with no console or result output for this long is a hang.
-    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    #[arg(long, default_value_t = 120, value_name = "SECS", value_parser = clap::value_parser!(u64).range(5..))]
     pub silence: u64,
 }
 

@@ -37,12 +37,16 @@ struct Sidecar {
 const CREATED_BY: &str = "dax-seal xtask";
 
 fn human(bytes: u64) -> String {
-    if bytes.is_multiple_of(1 << 30) {
+    if bytes == 0 {
+        "0".into()
+    } else if bytes.is_multiple_of(1 << 30) {
         format!("{}G", bytes >> 30)
     } else if bytes.is_multiple_of(MIB) {
         format!("{}M", bytes >> 20)
-    } else {
+    } else if bytes.is_multiple_of(1 << 10) {
         format!("{}K", bytes >> 10)
+    } else {
+        format!("{bytes} bytes")
     }
 }
 
@@ -155,6 +159,17 @@ mod tests {
         assert!(validate(Geometry { size: 256 * MIB, label_size: 0 }).is_err());
         assert!(validate(Geometry { size: 513 * MIB, label_size: 0 }).is_err());
         assert!(validate(Geometry { size: 1 << 30, label_size: 4096 }).is_err());
+    }
+
+    #[test]
+    fn sizes_are_shown_as_given() {
+        assert_eq!(human(1), "1 bytes");
+        assert_eq!(human(0), "0");
+        assert_eq!(human(128 << 10), "128K");
+        assert_eq!(human(3 * MIB), "3M");
+        assert_eq!(human(2 << 30), "2G");
+        let err = validate(Geometry { size: 1, label_size: 0 }).unwrap_err().to_string();
+        assert!(err.contains("--nvdimm-size 1 bytes"), "{err}");
     }
 
     #[test]

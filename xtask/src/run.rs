@@ -226,6 +226,7 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
             shell: false,
             params: args.params.iter().cloned().collect(),
             dax: guest.dax.0.clone(),
+            run: format!("run {run_id}"),
         };
         let request = BootRequest {
             prepared: &prepared,
@@ -271,6 +272,7 @@ pub fn shell(args: &ShellArgs) -> Result<ExitCode> {
             fresh: guest.fresh,
             shell: true,
             dax: guest.dax.0.clone(),
+            run: "shell".into(),
             ..Default::default()
         },
         includes: &guest.include,

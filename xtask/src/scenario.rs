@@ -98,6 +98,7 @@ impl<'a> Scenario<'a> {
             shell: false,
             params: self.params.clone(),
             dax: Vec::new(),
+            run: format!("scenario {} boot {}", self.logs.display(), self.boots.get() + 1),
         };
         let n = self.boots.get() + 1;
         self.boots.set(n);

@@ -169,4 +169,21 @@ mod tests {
         }
         assert!(bad.is_empty(), "trailing whitespace at:\n{}", bad.join("\n"));
     }
+
+    /// Users have this repository only: its documents may not point at the
+    /// design notes kept beside it.
+    #[test]
+    fn documents_stand_alone() {
+        let root = project_root();
+        let mut docs = vec![root.join("README.md"), root.join("ARCHITECTURE.md")];
+        if let Ok(entries) = std::fs::read_dir(root.join("docs")) {
+            docs.extend(entries.flatten().map(|e| e.path()));
+        }
+        let bad: Vec<String> = docs
+            .iter()
+            .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("../shared")))
+            .map(|p| p.display().to_string())
+            .collect();
+        assert!(bad.is_empty(), "these refer to ../shared, which users do not have: {bad:?}");
+    }
 }

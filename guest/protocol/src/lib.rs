@@ -50,6 +50,10 @@ pub struct RunConfig {
     /// [`DEFAULT_DAX`]. The last entry covers the NVDIMMs beyond the list.
     #[serde(default)]
     pub dax: Vec<DaxMode>,
+    /// Which run or scenario boot this is, for the marks workloads leave
+    /// in their work directories (a later boot names who left leftovers).
+    #[serde(default)]
+    pub run: String,
 }
 
 /// XFS's `dax=` mount option.

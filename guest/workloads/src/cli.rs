@@ -187,8 +187,10 @@ const CASES: &[(&str, Case)] = &[
 
 pub fn run() -> ExitCode {
     let mut t = Cases::new(1 + CASES.len());
-    let dir = PathBuf::from(format!("{MOUNT_PREFIX}0/cli.{}", std::process::id()));
-    let env = t.check("setup", set_up(&dir));
+    let env = t.check(
+        "setup",
+        crate::workdir::fresh(Path::new(&format!("{MOUNT_PREFIX}0")), "cli").and_then(|dir| set_up(&dir)),
+    );
     let Some(env) = env else {
         for (name, _) in CASES {
             t.blocked(name, "setup");

@@ -3,7 +3,7 @@
 
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use dax_seal_protocol::MOUNT_PREFIX;
@@ -16,7 +16,10 @@ const LEN: usize = 2 << 20;
 
 pub fn run() -> ExitCode {
     let mount = format!("{MOUNT_PREFIX}0");
-    let path = Path::new(&mount).join(format!("dax-smoke.{}", std::process::id()));
+    // One file, removed at the end; a boot killed before that leaves it, and
+    // the next run removes it.
+    let dir = crate::workdir::fresh(Path::new(&mount), "dax-smoke").unwrap_or_else(|_| PathBuf::from(&mount));
+    let path = dir.join("file");
     let mut t = Cases::new(5);
     t.check("namespace is fsdax", namespace_is_fsdax(&mount).map(|n| ((), n)));
     t.check("mount is dax=always", mount_options(&mount).map(|o| ((), o)));
@@ -36,7 +39,7 @@ pub fn run() -> ExitCode {
             }
         }
     }
-    let _ = fs::remove_file(&path);
+    let _ = fs::remove_dir_all(&dir);
     t.exit()
 }
 

@@ -14,6 +14,7 @@ mod seal_lifetime;
 mod seal_race;
 mod swap_pressure;
 mod userspace_flush;
+mod workdir;
 
 use dax_seal_sys::{persist, ring, seal, sys, trace};
 

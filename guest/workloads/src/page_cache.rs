@@ -17,7 +17,8 @@ const PAGE: u64 = 4096;
 /// The swapfile: 4 MiB, enough pages for swapon to accept it.
 pub const SWAP_SIZE: u64 = 4 << 20;
 
-/// A directory on the first NVDIMM mounted with dax=never, made for `name`.
+/// A fresh directory on the first NVDIMM mounted with dax=never, made for
+/// `name` (see [`crate::workdir`]).
 pub fn dir(name: &str) -> Result<PathBuf, String> {
     let mount = (1..8)
         .map(|i| PathBuf::from(format!("{MOUNT_PREFIX}{i}")))
@@ -25,9 +26,7 @@ pub fn dir(name: &str) -> Result<PathBuf, String> {
         .ok_or_else(|| {
             "no NVDIMM is mounted dax=never: boot with two NVDIMMs and --dax always,never (the defaults)".to_string()
         })?;
-    let dir = mount.join(format!("{name}.{}", std::process::id()));
-    fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-    Ok(dir)
+    crate::workdir::fresh(&mount, name)
 }
 
 /// Writes a version-1 Linux swap header (what mkswap writes): `info` at

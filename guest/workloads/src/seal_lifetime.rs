@@ -88,14 +88,16 @@ impl Env {
 
 pub fn run() -> ExitCode {
     let mount = PathBuf::from(format!("{MOUNT_PREFIX}0"));
-    let dir = mount.join(format!("seal-lifetime.{}", std::process::id()));
     let mut t = Cases::new(CASES.len());
-    if let Err(e) = fs::create_dir_all(&dir) {
-        for (name, _) in CASES {
-            t.blocked(name, &format!("mkdir {}: {e}", dir.display()));
+    let dir = match crate::workdir::fresh(&mount, "seal-lifetime") {
+        Ok(dir) => dir,
+        Err(e) => {
+            for (name, _) in CASES {
+                t.blocked(name, &e);
+            }
+            return t.exit();
         }
-        return t.exit();
-    }
+    };
     let env = Env { has_seal: probe(&dir), mount, dir: dir.clone() };
     match &env.has_seal {
         Ok(()) => t.note("SEAL works on this kernel: the sealed cases run"),

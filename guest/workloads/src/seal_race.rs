@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Mutex;
@@ -485,8 +485,9 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
 pub fn run() -> ExitCode {
     let mut t = Cases::new(FIXED_CASES + OPS.len());
-    let dir = PathBuf::from(format!("{MOUNT_PREFIX}0/seal-race.{}", std::process::id()));
-    let ready = t.check("setup", set_up(&dir));
+    let made = crate::workdir::fresh(Path::new(&format!("{MOUNT_PREFIX}0")), "seal-race");
+    let dir = made.clone().unwrap_or_default();
+    let ready = t.check("setup", made.and_then(|dir| set_up(&dir)));
     let Some((files, has_seal, seconds, pins_before)) = ready else {
         for name in case_names() {
             t.blocked(&name, "setup");
@@ -600,8 +601,6 @@ type Ready = (Files, Result<(), String>, u64, u64);
 
 fn set_up(dir: &Path) -> Result<(Ready, String), String> {
     let seconds = RunConfig::read()?.param("seal-race.seconds")?;
-    let _ = fs::remove_dir_all(dir);
-    fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
     let has_seal = probe(dir);
     let target_path = dir.join("target");
     let target = create(&target_path, 0x21, FLOOR)?;
