@@ -25,6 +25,42 @@ use crate::qemu::{self, Vm};
 const REPORT_GRACE: Duration = Duration::from_secs(2);
 /// After QEMU exits, how long results may still be in flight.
 const DRAIN: Duration = Duration::from_secs(2);
+/// The longest line kept from the console or the results port; the rest of
+/// a longer one is dropped, so a guest that never prints a newline cannot
+/// grow the host's memory.
+pub const MAX_LINE: usize = 64 << 10;
+/// What the guest may write to one channel in one boot; more is a flood,
+/// which ends the boot (and keeps the host's disk from filling).
+pub const MAX_CHANNEL_BYTES: u64 = 256 << 20;
+
+/// Reads one line into `buf` (cleared first), keeping at most `max` bytes
+/// of it; returns the bytes consumed from `r`, newline included (0 at the
+/// end of the stream).
+pub fn read_line_bounded(r: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
+    buf.clear();
+    let mut consumed = 0;
+    loop {
+        let chunk = match r.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            return Ok(consumed);
+        }
+        let (take, done) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        let room = max.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..take.min(room)]);
+        r.consume(take);
+        consumed += take;
+        if done {
+            return Ok(consumed);
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct BootSpec {
@@ -85,6 +121,11 @@ pub enum End {
     Killed {
         moment: String,
     },
+    /// The guest wrote more than [`MAX_CHANNEL_BYTES`] to one channel.
+    Flood {
+        channel: String,
+        bytes: u64,
+    },
 }
 
 impl End {
@@ -101,6 +142,7 @@ impl End {
             End::Deadline { .. } => "deadline".into(),
             End::QemuFailed { .. } => "qemu".into(),
             End::Killed { .. } => "killed by the host".into(),
+            End::Flood { .. } => "flood".into(),
         }
     }
 
@@ -113,6 +155,10 @@ impl End {
             End::Deadline { secs } => format!("deadline: still running after {secs} s"),
             End::QemuFailed { status, stderr } => format!("QEMU failed ({status}): {}", stderr.trim()),
             End::Killed { moment } => format!("killed by the host with SIGKILL {moment}"),
+            End::Flood { channel, bytes } => format!(
+                "flood: the guest wrote more than {} MiB to its {channel} ({bytes} bytes read); QEMU was killed",
+                MAX_CHANNEL_BYTES >> 20
+            ),
         }
     }
 }
@@ -149,6 +195,7 @@ enum Event {
     ConsoleEof,
     Ktap(String),
     KtapEof,
+    Flood(&'static str, u64),
 }
 
 /// A command line a user can paste into a shell.
@@ -197,11 +244,16 @@ pub fn boot(mut spec: BootSpec) -> Result<Outcome> {
     let console_thread = std::thread::spawn(move || {
         let mut reader = BufReader::new(stdout);
         let mut buf = Vec::new();
+        let mut total = 0u64;
         // Lines are split on '\n' by hand: the console is not always UTF-8.
-        while reader.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+        while let Ok(n @ 1..) = read_line_bounded(&mut reader, &mut buf, MAX_LINE) {
+            total += n as u64;
+            if total > MAX_CHANNEL_BYTES {
+                let _ = console_tx.send(Event::Flood("console", total));
+                break;
+            }
             let _ = console_log.write_all(&buf).and_then(|()| console_log.flush());
             let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
-            buf.clear();
             if console_tx.send(Event::Console(line)).is_err() {
                 break;
             }
@@ -222,8 +274,15 @@ pub fn boot(mut spec: BootSpec) -> Result<Outcome> {
         };
         if let Some(s) = stream {
             let _ = s.set_nonblocking(false);
-            for line in BufReader::new(s).lines() {
-                let Ok(line) = line else { break };
+            let mut reader = BufReader::new(s);
+            let (mut buf, mut total) = (Vec::new(), 0u64);
+            while let Ok(n @ 1..) = read_line_bounded(&mut reader, &mut buf, MAX_LINE) {
+                total += n as u64;
+                if total > MAX_CHANNEL_BYTES {
+                    let _ = tx.send(Event::Flood("results port", total));
+                    break;
+                }
+                let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
                 let _ = writeln!(ktap_log, "{line}").and_then(|()| ktap_log.flush());
                 if tx.send(Event::Ktap(line)).is_err() {
                     break;
@@ -270,6 +329,7 @@ pub fn boot(mut spec: BootSpec) -> Result<Outcome> {
                     kill_deadline.get_or_insert(Instant::now() + kill.delay);
                 }
             }
+            Ok(Event::Flood(channel, bytes)) => break End::Flood { channel: channel.into(), bytes },
             Ok(Event::ConsoleEof) => console_eof = Some(Instant::now()),
             Ok(Event::KtapEof) => ktap_eof = true,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -341,11 +401,49 @@ pub fn boot(mut spec: BootSpec) -> Result<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
     #[test]
     fn quoting() {
         let args =
             ["-append".to_string(), "console=ttyS0 panic=-1".into(), "it's".into(), "a,b=c".into(), String::new()];
         assert_eq!(shell_quote(&args), "-append 'console=ttyS0 panic=-1' 'it'\\''s' a,b=c ''");
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::fuzz::config())]
+
+        /// Any byte stream, read through any buffer size with any line
+        /// limit: every byte is consumed once, no line keeps more than the
+        /// limit, and lines within the limit come back whole.
+        #[test]
+        fn bounded_lines_consume_everything_and_keep_at_most_the_limit(
+            data in prop::collection::vec(prop_oneof![9 => any::<u8>(), 1 => Just(b'\n')], 0..4000),
+            capacity in 1usize..64,
+            max in 0usize..300,
+        ) {
+            let mut r = BufReader::with_capacity(capacity, &data[..]);
+            let (mut buf, mut total, mut lines) = (Vec::new(), 0, Vec::new());
+            loop {
+                let n = read_line_bounded(&mut r, &mut buf, max).unwrap();
+                if n == 0 {
+                    break;
+                }
+                prop_assert!(buf.len() <= max);
+                total += n;
+                lines.push((n, buf.clone()));
+            }
+            prop_assert_eq!(total, data.len());
+            let mut at = 0;
+            for (n, line) in lines {
+                let whole = &data[at..at + n];
+                prop_assert_eq!(&line[..], &whole[..n.min(max)]);
+                at += n;
+            }
+        }
     }
 }

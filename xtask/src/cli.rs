@@ -302,3 +302,44 @@ mod tests {
         assert!(parse_include(":/x").is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::fuzz::config())]
+
+        /// Every value parser answers any text with a value or a message,
+        /// never a panic.
+        #[test]
+        fn value_parsers_answer_any_text(text in any::<String>()) {
+            let _ = parse_size(&text);
+            let _ = parse_include(&text);
+            let _ = parse_dax_modes(&text);
+            let _ = crate::crash::parse_seed(&text);
+            if let Err(e) = parse_param(&text) {
+                prop_assert!(!e.is_empty());
+            }
+        }
+
+        /// Sizes read back as written, with any suffix, and overflow is refused.
+        #[test]
+        fn sizes_round_trip(n in any::<u64>(), shift in prop::sample::select(vec![("", 0u32), ("K", 10), ("M", 20), ("G", 30), ("T", 40)])) {
+            let text = format!("{n}{}", shift.0);
+            match n.checked_mul(1u64 << shift.1) {
+                Some(v) => prop_assert_eq!(parse_size(&text), Ok(v)),
+                None => prop_assert!(parse_size(&text).unwrap_err().contains("too large")),
+            }
+        }
+
+        /// Known parameters accept exactly their range.
+        #[test]
+        fn params_accept_exactly_their_range(i in 0..dax_seal_protocol::PARAMS.len(), v in any::<u64>()) {
+            let p = &dax_seal_protocol::PARAMS[i];
+            let r = parse_param(&format!("{}={v}", p.name));
+            prop_assert_eq!(r.is_ok(), (p.min..=p.max).contains(&v), "{}={}: {:?}", p.name, v, r);
+        }
+    }
+}

@@ -56,6 +56,10 @@ pub struct Scanner {
     pub titles: Vec<String>,
 }
 
+/// Report titles kept: a guest printing nothing but warnings must not grow
+/// the host's memory.
+pub const MAX_TITLES: usize = 1000;
+
 /// The message text of a kernel console line: what follows the first
 /// `[    1.234567] ` stamp anywhere in the line (user output can precede it).
 pub fn kernel_text(line: &str) -> Option<&str> {
@@ -142,7 +146,9 @@ impl Scanner {
         }
         let text = kernel_text(line)?;
         let kind = classify(text)?;
-        self.titles.push(text.to_string());
+        if self.titles.len() < MAX_TITLES {
+            self.titles.push(text.chars().take(1024).collect());
+        }
         if self.first.is_none() {
             self.first = Some(KernelReport { kind, title: text.to_string(), lines: Vec::new() });
         }
@@ -269,5 +275,66 @@ mod tests {
         s.feed("[ 2.0] Kernel panic - not syncing: Fatal exception");
         assert_eq!(s.first.as_ref().unwrap().kind, ReportKind::Warning);
         assert_eq!(s.titles.len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const TITLES: [&str; 6] = [
+        "Kernel panic - not syncing: Fatal exception",
+        "BUG: KASAN: slab-use-after-free in xfs_foo",
+        "WARNING: CPU: 0 PID: 1 at fs/dax.c:390 dax_disassociate_entry",
+        "WARNING: possible circular locking dependency detected",
+        "INFO: task kworker:1 blocked for more than 30 seconds.",
+        "rcu: INFO: rcu_sched detected stalls on CPUs/tasks:",
+    ];
+
+    proptest! {
+        #![proptest_config(crate::fuzz::config())]
+
+        /// Any console line: no panic, and what is kept stays bounded.
+        #[test]
+        fn any_console_stream_is_scanned_within_bounds(lines in prop::collection::vec(any::<String>(), 0..100)) {
+            let mut s = Scanner::new();
+            for l in &lines {
+                s.feed(l);
+            }
+            prop_assert!(s.titles.len() <= MAX_TITLES);
+            prop_assert!(s.first.as_ref().is_none_or(|r| r.lines.len() <= REPORT_LINES));
+        }
+
+        /// A report is one only behind a printk stamp: the same words
+        /// printed by a program (no stamp, or a forged one that is not
+        /// digits.digits) are not a report.
+        #[test]
+        fn only_a_stamped_line_is_a_report(
+            title in prop::sample::select(TITLES.to_vec()),
+            secs in 0u32..100_000,
+            usecs in 0u32..1_000_000,
+            prefix in "[a-z ]{0,10}",
+            forged in "[a-z.:]{0,8}",
+        ) {
+            let stamped = format!("{prefix}[{secs:5}.{usecs:06}] {title}");
+            prop_assert!(Scanner::new().feed(&stamped).is_some(), "{}", stamped);
+            let plain = format!("{prefix}{title}");
+            prop_assert!(Scanner::new().feed(&plain).is_none(), "{}", plain);
+            let fake = format!("[{forged}] {title}");
+            let digits = forged.split_once('.').is_some_and(|(a, b)| {
+                !a.is_empty() && !b.is_empty() && a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit())
+            });
+            prop_assert_eq!(Scanner::new().feed(&fake).is_some(), digits, "{}", fake);
+        }
+    }
+
+    #[test]
+    fn a_warning_flood_keeps_a_bounded_list_of_titles() {
+        let mut s = Scanner::new();
+        for i in 0..MAX_TITLES * 3 {
+            s.feed(&format!("[    1.{i:06}] WARNING: CPU: 0 PID: 1 at x.c:{i} f"));
+        }
+        assert_eq!(s.titles.len(), MAX_TITLES);
     }
 }

@@ -59,17 +59,28 @@ pub const GUEST: &[Requirement] = &[
 /// Booting guests.
 pub const VM: &[Requirement] = &[req(Program("qemu-system-x86_64"), "qemu-system-x86", "booting guests")];
 
+/// What the test suite needs beyond a run: Debian's cpio reads back the
+/// initramfs writer's archives in its property test.
+pub const TESTS: &[Requirement] = &[req(Program("cpio"), "cpio", "checking the cpio writer (cargo xtask test)")];
+
 /// A set of requirement lists.
 pub struct Need(Vec<&'static [Requirement]>);
 
 impl Need {
     pub fn all() -> Need {
-        Need(vec![KERNEL_BUILD, KERNEL_SOURCE, GUEST, VM])
+        Need(vec![KERNEL_BUILD, KERNEL_SOURCE, GUEST, VM, TESTS])
     }
 
     /// Everything but the default kernel source (the user gave a tree).
     pub fn without_kernel_source() -> Need {
         Need(vec![KERNEL_BUILD, GUEST, VM])
+    }
+
+    /// What `cargo xtask test` needs.
+    pub fn for_tests(user_tree: bool) -> Need {
+        let mut need = Need::for_source(user_tree);
+        need.0.push(TESTS);
+        need
     }
 
     pub fn for_source(user_tree: bool) -> Need {

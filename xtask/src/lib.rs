@@ -10,6 +10,7 @@ pub mod cpio;
 pub mod crash;
 pub mod deps;
 pub mod disks;
+pub mod fuzz;
 pub mod initramfs;
 pub mod kernel;
 pub mod nvdimm;

@@ -215,3 +215,32 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::fuzz::config())]
+
+        /// Whatever a sidecar holds, reading it gives a sidecar or an error
+        /// that names the file; a valid one reads back as written.
+        #[test]
+        fn any_sidecar_is_read_or_refused_by_name(text in prop_oneof![
+            any::<String>(),
+            "created_by = \"[a-z ]{0,20}\"\nsize = [0-9]{1,25}\nlabel_size = -?[0-9]{1,5}\n",
+        ], size in any::<u64>(), label in any::<u64>()) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("x.img.toml");
+            std::fs::write(&path, &text).unwrap();
+            if let Err(e) = read_sidecar(&path) {
+                prop_assert!(format!("{e:#}").contains("x.img.toml"), "{e:#}");
+            }
+            let good = Sidecar { created_by: CREATED_BY.into(), size: size >> 1, label_size: label >> 1 };
+            std::fs::write(&path, toml::to_string(&good).unwrap()).unwrap();
+            let back = read_sidecar(&path).unwrap().unwrap();
+            prop_assert_eq!((back.size, back.label_size), (good.size, good.label_size));
+        }
+    }
+}

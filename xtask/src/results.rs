@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Result;
 use dax_seal_protocol::disks::HOST_CHECK_PREFIX;
 use dax_seal_protocol::flush;
-use dax_seal_protocol::ktap::{Case, Outcome as KtapOutcome, Verdict, Writer};
+use dax_seal_protocol::ktap::{Case, Outcome as KtapOutcome, Verdict, Writer, OVERFLOW_CASE};
 use serde::Serialize;
 
 use crate::boot::{End, Outcome};
@@ -136,7 +136,11 @@ pub fn judge(kernel: &str, expected: &[String], outcome: &Outcome) -> Vec<Worklo
         runs.push(run(name, cases));
     }
     for extra in top.iter().filter(|c| !expected.contains(&c.name)) {
-        runs.push(run(&extra.name, vec![fail("(result)", "reported but not requested".into())]));
+        let detail = match &extra.reason {
+            Some(reason) if extra.name == OVERFLOW_CASE => reason.clone(),
+            _ => "reported but not requested".into(),
+        };
+        runs.push(run(&extra.name, vec![fail("(result)", detail)]));
     }
     if !outcome.end.is_clean() {
         let mut detail = outcome.end.describe();

@@ -20,7 +20,7 @@ pub fn cmd(args: &TestArgs) -> Result<ExitCode> {
     let _dir = sh.push_dir(&root);
     let filter = &args.filter;
     // Some unit tests drive patch and make: check the host before anything.
-    deps::ensure(deps::Need::for_source(args.source.kernel_src.is_some()))?;
+    deps::ensure(deps::Need::for_tests(args.source.kernel_src.is_some()))?;
     eprintln!("[test] unit tests");
     if cmd!(sh, "cargo test --workspace --exclude vm-tests {filter...}").run().is_err() {
         eprintln!("[test] unit tests failed");

@@ -144,6 +144,17 @@ struct Frame {
     last_at: Duration,
 }
 
+/// Subtests nest at most this deep; deeper lines are not KTAP to the host.
+pub const MAX_DEPTH: usize = 16;
+/// Cases, diagnostics and ignored lines kept from one stream, all counted
+/// together; the rest are dropped and the stream fails (a guest flooding
+/// its results port must not exhaust the host's memory).
+pub const MAX_ITEMS: usize = 200_000;
+/// Characters kept of one name, reason, diagnostic or ignored line.
+pub const MAX_TEXT: usize = 4096;
+/// The case [`Parser::finish`] adds when lines were dropped.
+pub const OVERFLOW_CASE: &str = "(results stream)";
+
 /// Incremental KTAP parser.
 #[derive(Debug, Default)]
 pub struct Parser {
@@ -151,6 +162,16 @@ pub struct Parser {
     /// Lines that were neither KTAP nor blank, kept for the report.
     pub ignored: Vec<String>,
     saw_header: bool,
+    items: usize,
+    dropped: u64,
+}
+
+/// At most [`MAX_TEXT`] characters of `text`, cut at a character boundary.
+fn bounded(text: &str) -> String {
+    match text.char_indices().nth(MAX_TEXT) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 enum Line<'a> {
@@ -220,18 +241,18 @@ impl Parser {
         let raw = raw.trim_end_matches(['\r', '\n']);
         let spaces = raw.len() - raw.trim_start_matches(' ').len();
         let depth = spaces / 4;
-        let line = classify(raw);
-        match line {
-            Line::Blank => return,
-            Line::Other => {
-                self.ignored.push(raw.to_string());
-                return;
-            }
-            _ => {}
+        let line = if depth > MAX_DEPTH { Line::Other } else { classify(raw) };
+        if matches!(line, Line::Blank) {
+            return;
         }
-        if !self.saw_header && !matches!(line, Line::Header) {
-            // Before the stream starts nothing is KTAP (boot noise).
-            self.ignored.push(raw.to_string());
+        if self.items >= MAX_ITEMS {
+            self.dropped += 1;
+            return;
+        }
+        self.items += 1;
+        if matches!(line, Line::Other) || (!self.saw_header && !matches!(line, Line::Header)) {
+            // Not KTAP, or before the stream starts (boot noise).
+            self.ignored.push(bounded(raw.trim_start_matches(' ')));
             return;
         }
         self.saw_header = true;
@@ -239,20 +260,20 @@ impl Parser {
         let frame = self.stack.last_mut().expect("enter leaves a frame");
         match line {
             Line::Header | Line::Blank | Line::Other => {}
-            Line::Subtest(name) => frame.group.name = Some(name.to_string()),
+            Line::Subtest(name) => frame.group.name = Some(bounded(name)),
             Line::Plan(n) => frame.group.plan = Some(n),
-            Line::Diag(text) => frame.pending_diagnostics.push(text.to_string()),
+            Line::Diag(text) => frame.pending_diagnostics.push(bounded(text)),
             Line::Result { ok, number, name, directive } => {
                 let (verdict, reason) = match directive {
-                    Some(d) if d.len() >= 4 && d[..4].eq_ignore_ascii_case("skip") => {
-                        (Verdict::Skip, Some(d[4..].trim().to_string()).filter(|s| !s.is_empty()))
+                    Some(d) if d.get(..4).is_some_and(|k| k.eq_ignore_ascii_case("skip")) => {
+                        (Verdict::Skip, Some(bounded(d[4..].trim())).filter(|s| !s.is_empty()))
                     }
-                    Some(d) => (if ok { Verdict::Pass } else { Verdict::Fail }, Some(d.to_string())),
+                    Some(d) => (if ok { Verdict::Pass } else { Verdict::Fail }, Some(bounded(d))),
                     None => (if ok { Verdict::Pass } else { Verdict::Fail }, None),
                 };
                 let case = Case {
                     number,
-                    name: name.to_string(),
+                    name: bounded(name),
                     verdict,
                     reason,
                     diagnostics: std::mem::take(&mut frame.pending_diagnostics),
@@ -307,11 +328,26 @@ impl Parser {
         while self.stack.len() > 1 {
             self.close_innermost(at);
         }
-        let Some(mut top) = self.stack.pop() else { return (Group::default(), self.ignored) };
+        let mut top = self.stack.pop().unwrap_or_default();
         top.group.diagnostics.append(&mut top.pending_diagnostics);
         if let Some(orphan) = top.pending_child.take() {
             let case = unclaimed(orphan, &top.group, at);
             top.group.cases.push(case);
+        }
+        if self.dropped > 0 {
+            top.group.cases.push(Case {
+                number: top.group.cases.last().map_or(1, |c| c.number + 1),
+                name: OVERFLOW_CASE.to_string(),
+                verdict: Verdict::Fail,
+                reason: Some(format!(
+                    "{} lines dropped after the first {MAX_ITEMS}: the guest flooded its results port",
+                    self.dropped
+                )),
+                diagnostics: Vec::new(),
+                subtests: None,
+                at,
+                duration: Duration::ZERO,
+            });
         }
         (top.group, self.ignored)
     }
@@ -455,5 +491,147 @@ mod tests {
     fn empty_stream() {
         let (top, _) = parse("");
         assert!(top.cases.is_empty() && top.plan.is_none());
+    }
+}
+
+/// Property tests: arbitrary and hostile streams, and the writer's output
+/// read back. `DAX_SEAL_FUZZ_CASES` sets the case count (`cargo xtask fuzz`).
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config() -> ProptestConfig {
+        let cases = std::env::var("DAX_SEAL_FUZZ_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64);
+        ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+    }
+
+    /// Lines a broken or hostile guest might send: KTAP-looking fragments,
+    /// deep indentation, huge lines, control characters, any text.
+    fn hostile_line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            20 => "( {0,80})(KTAP version 1|1\\.\\.[0-9]{1,20}|(not )?ok [0-9]{1,20}[ #a-zA-Z]{0,20}|# Subtest: .{0,10}|# .{0,20}|#)",
+            10 => any::<String>(),
+            1 => (0usize..200_000).prop_map(|n| format!("{}ok 1 deep", " ".repeat(n))),
+            1 => (0usize..100_000).prop_map(|n| format!("# {}", "x".repeat(n))),
+            5 => "[\\x00-\\x1f\\x7f]{0,40}",
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    struct Tree {
+        name: String,
+        outcome: Outcome,
+        diags: Vec<String>,
+        children: Vec<Tree>,
+    }
+
+    fn tree(depth: u32) -> BoxedStrategy<Tree> {
+        let outcome = prop_oneof![
+            Just(Outcome::Pass),
+            "[a-z][a-z0-9 ]{0,15}[a-z]".prop_map(Outcome::Fail),
+            "[a-z][a-z0-9 ]{0,15}[a-z]".prop_map(Outcome::Skip),
+        ];
+        let leaf = ("[a-z][a-z0-9_-]{0,12}", outcome, prop::collection::vec("[a-z][a-z0-9 =]{0,20}", 0..3));
+        if depth == 0 {
+            leaf.prop_map(|(name, outcome, diags)| Tree { name, outcome, diags, children: Vec::new() }).boxed()
+        } else {
+            (leaf, prop::collection::vec(tree(depth - 1), 0..4))
+                .prop_map(|((name, outcome, diags), children)| Tree { name, outcome, diags, children })
+                .boxed()
+        }
+    }
+
+    fn write(trees: &[Tree], depth: usize, out: &mut Vec<u8>) {
+        Writer::nested(&mut *out, depth).plan(trees.len()).unwrap();
+        for (i, t) in trees.iter().enumerate() {
+            if !t.children.is_empty() {
+                Writer::nested(&mut *out, depth + 1).subtest_header(&t.name).unwrap();
+                write(&t.children, depth + 1, out);
+            }
+            let mut w = Writer::nested(&mut *out, depth);
+            for d in &t.diags {
+                w.diag(d).unwrap();
+            }
+            w.result(i + 1, &t.name, &t.outcome).unwrap();
+        }
+    }
+
+    fn check(trees: &[Tree], group: &Group) {
+        assert_eq!(group.plan, Some(trees.len()));
+        assert_eq!(group.cases.len(), trees.len(), "{group:#?}");
+        for (i, (t, c)) in trees.iter().zip(&group.cases).enumerate() {
+            assert_eq!(c.number, i + 1);
+            assert_eq!(c.name, t.name);
+            let (verdict, reason) = match &t.outcome {
+                Outcome::Pass => (Verdict::Pass, None),
+                Outcome::Fail(r) => (Verdict::Fail, Some(r.clone())),
+                Outcome::Skip(r) => (Verdict::Skip, Some(r.clone())),
+            };
+            assert_eq!((c.verdict, c.reason.clone()), (verdict, reason));
+            let diags: Vec<String> = t.diags.iter().map(|d| d.trim_end().to_string()).collect();
+            assert_eq!(c.diagnostics, diags);
+            match &c.subtests {
+                Some(sub) => check(&t.children, sub),
+                None => assert!(t.children.is_empty(), "{} lost its subtest", t.name),
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_stream_parses_within_bounds(lines in prop::collection::vec(hostile_line(), 0..200)) {
+            let mut p = Parser::new();
+            p.feed("KTAP version 1", Duration::ZERO);
+            for l in &lines {
+                p.feed(l, Duration::from_millis(1));
+                prop_assert!(p.stack.len() <= MAX_DEPTH + 1);
+            }
+            let (group, ignored) = p.finish(Duration::from_secs(1));
+            prop_assert!(ignored.iter().all(|l| l.chars().count() <= MAX_TEXT + 3));
+            prop_assert!(group.cases.len() <= lines.len() + 1);
+        }
+
+        #[test]
+        fn a_stream_cut_anywhere_keeps_every_result_before_the_cut(trees in prop::collection::vec(tree(2), 1..5), cut in any::<prop::sample::Index>()) {
+            let mut out = Vec::new();
+            Writer::new(&mut out).header().unwrap();
+            write(&trees, 0, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            let keep = cut.index(lines.len() + 1);
+            let mut p = Parser::new();
+            for l in &lines[..keep] {
+                p.feed(l, Duration::ZERO);
+            }
+            let (group, ignored) = p.finish(Duration::ZERO);
+            prop_assert!(ignored.is_empty(), "{ignored:?}");
+            let top_results = lines[..keep].iter().filter(|l| l.starts_with("ok ") || l.starts_with("not ok ")).count();
+            prop_assert!(group.cases.len() >= top_results);
+            if keep == lines.len() {
+                check(&trees, &group);
+            }
+        }
+
+    }
+}
+
+#[cfg(test)]
+mod flood {
+    use super::*;
+
+    #[test]
+    fn a_flood_is_dropped_counted_and_fails() {
+        let mut p = Parser::new();
+        p.feed("KTAP version 1", Duration::ZERO);
+        for i in 0..MAX_ITEMS + 3 {
+            p.feed(&format!("# flood {i}"), Duration::ZERO);
+        }
+        let (group, _) = p.finish(Duration::ZERO);
+        let last = group.cases.last().unwrap();
+        assert_eq!((last.name.as_str(), last.verdict), (OVERFLOW_CASE, Verdict::Fail));
+        assert!(last.reason.as_deref().unwrap_or("").starts_with("4 lines dropped"), "{last:?}");
     }
 }
