@@ -129,6 +129,7 @@ impl Booted {
             run_id: "test".into(),
             runs: self.runs.clone(),
             boots: Vec::new(),
+            xtask_peak_rss_kib: 0,
         };
         let ktap = std::fs::read_to_string(&self.outcome.ktap_log).unwrap_or_default();
         format!(

@@ -793,3 +793,49 @@ fn a_boot_killed_mid_workload_leaves_nothing_the_next_run_trips_on() {
         assert!(noted, "{workload}: no case says what the killed boot left\n{}", again.explain());
     }
 }
+
+/// Guests that misbehave on purpose: one floods the results port, one
+/// prints malformed KTAP (wrong plan, duplicates, nesting 40 deep, 1 MiB
+/// lines), one fork-bombs and never reports. Each run fails with a reason,
+/// within the silence and deadline rules, and xtask's own peak memory stays
+/// far below what the flood sent (256 MiB before the host stops reading).
+#[test]
+fn hostile_guests_fail_with_a_reason_and_cannot_grow_the_host() {
+    const MAX_PEAK_KIB: u64 = 160 << 10;
+    let images = tempfile::tempdir().unwrap();
+    for (workload, extra) in [
+        ("selftest-flood", &[][..]),
+        ("selftest-bad-ktap", &[][..]),
+        ("selftest-fork-bomb", &["--silence", "30", "--timeout", "120"][..]),
+    ] {
+        let mut args = vec!["run", "--kernel", "patched", "--workload", workload];
+        args.extend(extra);
+        let out = xtask(&args, images.path());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{workload}: {stderr}");
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(images.path().join("runs/latest/results.json")).unwrap()).unwrap();
+        assert_eq!(json["verdict"], "fail", "{workload}: {json:#}");
+        let failed: Vec<String> = json["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["cases"].as_array().unwrap().iter())
+            .filter(|c| c["verdict"] == "fail")
+            .map(|c| c["detail"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert!(
+            !failed.is_empty() && failed.iter().all(|d| !d.is_empty()),
+            "{workload}: a failure without a reason: {json:#}"
+        );
+        let end = &json["boots"][0]["end"]["kind"];
+        match workload {
+            "selftest-flood" => assert_eq!(end, "flood", "{json:#}"),
+            "selftest-bad-ktap" => assert_eq!(end, "powered-off", "the guest survives malformed KTAP: {json:#}"),
+            _ => assert_ne!(end, "powered-off", "a fork bomb that never reports cannot end cleanly: {json:#}"),
+        }
+        let peak = json["xtask_peak_rss_kib"].as_u64().unwrap();
+        assert!(peak > 0 && peak < MAX_PEAK_KIB, "{workload}: xtask peaked at {peak} KiB");
+        eprintln!("{workload}: {} after {} ms; xtask peak {} KiB", end, json["boots"][0]["elapsed_ms"], peak);
+    }
+}

@@ -6,7 +6,7 @@
 //! killed when the [`Qemu`] guard drops, whatever path leaves this module.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use dax_seal_protocol::ktap::{Group, Parser};
+pub use dax_seal_protocol::{read_line_bounded, MAX_LINE};
 use serde::Serialize;
 
 use crate::console::{KernelReport, Scanner};
@@ -25,42 +26,9 @@ use crate::qemu::{self, Vm};
 const REPORT_GRACE: Duration = Duration::from_secs(2);
 /// After QEMU exits, how long results may still be in flight.
 const DRAIN: Duration = Duration::from_secs(2);
-/// The longest line kept from the console or the results port; the rest of
-/// a longer one is dropped, so a guest that never prints a newline cannot
-/// grow the host's memory.
-pub const MAX_LINE: usize = 64 << 10;
 /// What the guest may write to one channel in one boot; more is a flood,
 /// which ends the boot (and keeps the host's disk from filling).
 pub const MAX_CHANNEL_BYTES: u64 = 256 << 20;
-
-/// Reads one line into `buf` (cleared first), keeping at most `max` bytes
-/// of it; returns the bytes consumed from `r`, newline included (0 at the
-/// end of the stream).
-pub fn read_line_bounded(r: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
-    buf.clear();
-    let mut consumed = 0;
-    loop {
-        let chunk = match r.fill_buf() {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if chunk.is_empty() {
-            return Ok(consumed);
-        }
-        let (take, done) = match chunk.iter().position(|b| *b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (chunk.len(), false),
-        };
-        let room = max.saturating_sub(buf.len());
-        buf.extend_from_slice(&chunk[..take.min(room)]);
-        r.consume(take);
-        consumed += take;
-        if done {
-            return Ok(consumed);
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct BootSpec {

@@ -412,7 +412,8 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
     }
     let elapsed = start.elapsed();
     let failed = runs.iter().any(|r| r.verdict == Verdict::Fail);
-    let results = Results { verdict: if failed { "fail" } else { "pass" }, run_id, runs, boots };
+    let verdict = if failed { "fail" } else { "pass" };
+    let results = Results { verdict, run_id, runs, boots, xtask_peak_rss_kib: results::peak_rss_kib() };
     let summary = results::write_all(&dir, &results)?;
     let table = table(&points);
     let report = serde_json::json!({ "seed": seed, "points": points, "elapsed_ms": elapsed.as_millis() as u64 });

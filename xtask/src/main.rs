@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use xtask::{bench, cli, cli_docs, crash, deps, initramfs, kernel, run, series, test};
+use xtask::{bench, cli, cli_docs, crash, deps, fuzz, initramfs, kernel, run, series, test};
 
 /// Build Linux 6.12 with and without the block-map seal series, boot it on
 /// emulated NVDIMMs under QEMU and judge what the guest workloads report.
@@ -35,6 +35,8 @@ enum Task {
     CliDocs(cli::CliDocsArgs),
     /// Run the whole test suite: unit tests, then VM tests on the real kernels.
     Test(cli::TestArgs),
+    /// Run the property tests of every input door with many more cases, until the time is up.
+    Fuzz(fuzz::FuzzArgs),
     /// Measure build and boot figures; print medians.
     Bench(cli::BenchArgs),
 }
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Task::Series(args) => series::cmd(&args),
         Task::CliDocs(args) => cli_docs::cmd(&args).map(|()| ExitCode::SUCCESS),
         Task::Test(args) => test::cmd(&args),
+        Task::Fuzz(args) => fuzz::cmd(&args),
         Task::Bench(args) => bench::cmd(&args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {

@@ -54,6 +54,17 @@ pub struct Results {
     pub run_id: String,
     pub runs: Vec<WorkloadRun>,
     pub boots: Vec<BootRecord>,
+    /// The most memory xtask itself held during the run (VmHWM), in KiB: a
+    /// misbehaving guest must not be able to grow it.
+    pub xtask_peak_rss_kib: u64,
+}
+
+/// This process's peak resident memory (VmHWM) in KiB, 0 if unknown.
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?.trim().parse().ok()))
+        .unwrap_or(0)
 }
 
 fn ms(d: Duration) -> u64 {
@@ -231,6 +242,9 @@ pub fn summary(results: &Results) -> String {
             b.accel,
             b.console_log.display()
         );
+    }
+    if results.xtask_peak_rss_kib > 0 {
+        let _ = writeln!(out, "xtask peak memory: {:.1} MiB", results.xtask_peak_rss_kib as f64 / 1024.0);
     }
     let count = |v: Verdict| results.runs.iter().flat_map(|r| &r.cases).filter(|c| c.verdict == v).count();
     let _ = writeln!(
@@ -457,7 +471,7 @@ mod tests {
 
     fn sample_results() -> Results {
         let runs = judge("patched", &names(&["setup", "w", "gone"]), &outcome(GOOD, End::PoweredOff));
-        Results { verdict: verdict_of(&runs, &[]), run_id: "r1".into(), runs, boots: Vec::new() }
+        Results { verdict: verdict_of(&runs, &[]), run_id: "r1".into(), runs, boots: Vec::new(), xtask_peak_rss_kib: 0 }
     }
 
     #[test]

@@ -250,7 +250,8 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
         runs.extend(results::judge(variant.name(), &config.expected_tests(), &outcome));
         boots.push(request.record(&outcome));
     }
-    let results = Results { verdict: results::verdict_of(&runs, &boots), run_id, runs, boots };
+    let verdict = results::verdict_of(&runs, &boots);
+    let results = Results { verdict, run_id, runs, boots, xtask_peak_rss_kib: results::peak_rss_kib() };
     let summary = results::write_all(&run_dir, &results)?;
     println!("{summary}");
     println!("outputs: {}", run_dir.display());

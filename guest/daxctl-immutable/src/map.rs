@@ -201,3 +201,61 @@ mod tests {
         assert_eq!(lines[3], "2 extents, 3 MiB mapped, file size 3 MiB");
     }
 }
+
+/// Property tests (`cargo xtask fuzz` raises the case count through
+/// `DAX_SEAL_FUZZ_CASES`).
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config() -> ProptestConfig {
+        let cases = std::env::var("DAX_SEAL_FUZZ_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64);
+        ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+    }
+
+    fn extents() -> impl Strategy<Value = Vec<Extent>> {
+        prop::collection::vec(
+            (any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>())
+                .prop_map(|(logical, physical, length, flags)| Extent { logical, physical, length, flags }),
+            0..8,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// A saved map reads back as it was, and compares equal to itself.
+        #[test]
+        fn saved_maps_read_back(file in any::<String>(), size in any::<u64>(), ext in extents()) {
+            let map = Map::new(&file, size, &ext);
+            let back = Map::from_json(&map.to_json()).unwrap();
+            prop_assert_eq!(&back, &map);
+            prop_assert!(back.differences(&map).is_empty());
+        }
+
+        /// Anything else, JSON or not, is refused with a reason.
+        #[test]
+        fn any_text_is_read_or_refused(text in prop_oneof![
+            any::<String>(),
+            "\\{\"version\": ?-?[0-9]{1,3}, \"file\": \"[a-z]{0,5}\", \"size\": [0-9]{1,22}, \"extents\": \\[\\]\\}",
+        ]) {
+            if let Err(e) = Map::from_json(&text) {
+                prop_assert!(!e.is_empty());
+            }
+        }
+
+        /// One extent changed shows as one removed and one added.
+        #[test]
+        fn a_moved_extent_is_one_minus_and_one_plus(ext in extents().prop_filter("one at least", |e| !e.is_empty()), delta in 1u64..) {
+            let saved = Map::new("f", 1, &ext);
+            let mut moved = ext.clone();
+            moved[0].physical = moved[0].physical.wrapping_add(delta);
+            let now = Map::new("f", 1, &moved);
+            let d = now.differences(&saved);
+            if !ext[1..].contains(&moved[0]) && !moved[1..].contains(&ext[0]) {
+                prop_assert!(d.iter().any(|l| l.starts_with("- ")) && d.iter().any(|l| l.starts_with("+ ")), "{d:?}");
+            }
+        }
+    }
+}

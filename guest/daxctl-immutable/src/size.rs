@@ -115,3 +115,41 @@ mod tests {
         assert_eq!(human(1 << 30), "1 GiB");
     }
 }
+
+/// Property tests (`cargo xtask fuzz` raises the case count).
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config() -> ProptestConfig {
+        let cases = std::env::var("DAX_SEAL_FUZZ_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64);
+        ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_text_is_a_size_a_fill_or_a_reason(text in any::<String>()) {
+            if let Err(e) = parse_size(&text) {
+                prop_assert!(!e.is_empty());
+            }
+            if let Err(e) = parse_fill(&text) {
+                prop_assert!(!e.is_empty());
+            }
+        }
+
+        #[test]
+        fn sizes_and_fills_read_back(n in 1u64.., unit in prop::sample::select(vec![("", 0u32), ("K", 10), ("MiB", 20), ("g", 30)]),
+                                     bytes in prop::collection::vec(any::<u8>(), 1..=64)) {
+            let text = format!("{n}{}", unit.0);
+            match n.checked_mul(1u64 << unit.1) {
+                Some(v) => prop_assert_eq!(parse_size(&text), Ok(v)),
+                None => prop_assert!(parse_size(&text).unwrap_err().contains("too large")),
+            }
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            prop_assert_eq!(parse_fill(&format!("0x{hex}")), Ok(Fill::Pattern(bytes)));
+        }
+    }
+}

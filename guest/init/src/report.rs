@@ -4,12 +4,12 @@
 //! verdict is only the first opinion.
 
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use dax_seal_protocol::ktap::{is_ktap_line, Outcome, Parser, Verdict, Writer};
-use dax_seal_protocol::{RESULTS_PORT, WORKLOADS_BIN};
+use dax_seal_protocol::{read_line_bounded, MAX_LINE, RESULTS_PORT, WORKLOADS_BIN};
 
 use crate::{describe_status, log};
 
@@ -94,11 +94,12 @@ impl Report {
         let mut parser = Parser::new();
         parser.feed("KTAP version 1", Duration::ZERO);
         if let Some(stdout) = child.stdout.take() {
-            for line in BufReader::new(stdout).lines() {
-                let line = match line {
-                    Ok(l) => l,
-                    Err(e) => format!("# (unreadable output: {e})"),
-                };
+            let mut reader = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            // Lines are cut at the host's limit, so a workload that never
+            // prints a newline cannot exhaust PID 1's memory either.
+            while let Ok(1..) = read_line_bounded(&mut reader, &mut buf, MAX_LINE) {
+                let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
                 // Anything that is not KTAP becomes a diagnostic, so stray
                 // prints can neither fake a result nor break the structure.
                 let line = if is_ktap_line(&line) { line } else { format!("# {line}") };

@@ -175,3 +175,39 @@ mod tests {
         assert_eq!(parse_result("# dax-seal flush result sealed bogus=1"), None);
     }
 }
+
+/// Property tests (`cargo xtask fuzz` raises the case count).
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config() -> ProptestConfig {
+        let cases = std::env::var("DAX_SEAL_FUZZ_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64);
+        ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// The host reads whatever a guest sends on the results port: any
+        /// line is an ack, a map, a result, or nothing, never a panic.
+        #[test]
+        fn any_line_parses_or_is_nothing(line in any::<String>()) {
+            let _ = parse_ack(&line);
+            let _ = parse_map(&line);
+            let _ = parse_result(&line);
+            let _ = acknowledged([line.as_str()]);
+        }
+
+        #[test]
+        fn lines_read_back(writer in "[a-z-]{1,20}", seq in any::<u64>(), t in any::<(u64, u64, u64, u64, u64)>()) {
+            let (ack, map) = (ack_line(&writer, seq), map_line(&writer, seq));
+            prop_assert_eq!(parse_ack(&ack), Some((writer.as_str(), seq)));
+            prop_assert_eq!(parse_map(&map), Some((writer.as_str(), seq)));
+            let tally = Tally { acked: t.0, recovered: t.1, lost: t.2, torn: t.3, misread: t.4 };
+            let result = result_line(&writer, &tally);
+            prop_assert_eq!(parse_result(&result), Some((writer.as_str(), tally)));
+        }
+    }
+}

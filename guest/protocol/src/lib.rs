@@ -28,6 +28,41 @@ pub const SEAL_CRASH_POINT: &str = "dax-seal crash point: SEAL returned";
 /// interactive shell starts (`cargo xtask shell`).
 pub const SHELL_BANNER: &str = "dax-seal: set-up done, starting shell";
 
+/// The longest line either side keeps from a stream it reads (the guest
+/// init from a workload, the host from the console and the results port);
+/// the rest of a longer line is dropped, so a writer that never prints a
+/// newline cannot grow the reader's memory.
+pub const MAX_LINE: usize = 64 << 10;
+
+/// Reads one line into `buf` (cleared first), keeping at most `max` bytes
+/// of it; returns the bytes consumed from `r`, newline included (0 at the
+/// end of the stream).
+pub fn read_line_bounded(r: &mut impl std::io::BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
+    buf.clear();
+    let mut consumed = 0;
+    loop {
+        let chunk = match r.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            return Ok(consumed);
+        }
+        let (take, done) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        let room = max.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..take.min(room)]);
+        r.consume(take);
+        consumed += take;
+        if done {
+            return Ok(consumed);
+        }
+    }
+}
+
 /// What one boot of the guest is asked to do.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -262,6 +297,24 @@ pub const WORKLOADS: &[WorkloadInfo] = &[
         default: false,
         disks: &[],
     },
+    WorkloadInfo {
+        name: "selftest-flood",
+        summary: "harness self-test: floods the results port until the host ends the boot",
+        default: false,
+        disks: &[],
+    },
+    WorkloadInfo {
+        name: "selftest-bad-ktap",
+        summary: "harness self-test: prints malformed KTAP (wrong plan, duplicates, deep nesting, a 1 MiB line)",
+        default: false,
+        disks: &[],
+    },
+    WorkloadInfo {
+        name: "selftest-fork-bomb",
+        summary: "harness self-test: forks until the kernel refuses and never reports",
+        default: false,
+        disks: &[],
+    },
 ];
 
 /// One workload parameter: a whole number within bounds.
@@ -416,5 +469,66 @@ mod tests {
         };
         assert!(names(&["dax-smoke", "seal-race"]).is_empty());
         assert_eq!(names(&["pinned-dma", "dax-smoke"]), ["virtio", "nvme"]);
+    }
+}
+
+/// Property tests of run.json as the guest reads it.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config() -> ProptestConfig {
+        let cases = std::env::var("DAX_SEAL_FUZZ_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64);
+        ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+    }
+
+    fn run_config() -> impl Strategy<Value = RunConfig> {
+        let names: Vec<&str> = WORKLOADS.iter().map(|w| w.name).collect();
+        (
+            any::<String>(),
+            prop::collection::vec(prop::sample::select(names), 0..5),
+            prop::collection::vec(any::<String>(), 0..3),
+            any::<(bool, bool)>(),
+            prop::collection::btree_map(any::<String>(), any::<String>(), 0..4),
+            prop::collection::vec(prop::sample::select(vec![DaxMode::Always, DaxMode::Never, DaxMode::Inode]), 0..3),
+            any::<String>(),
+        )
+            .prop_map(|(kernel, workloads, exec, (fresh, shell), params, dax, run)| RunConfig {
+                kernel,
+                workloads: workloads.into_iter().map(str::to_string).collect(),
+                exec,
+                fresh,
+                shell,
+                params,
+                dax,
+                run,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// What the host writes, the guest reads back unchanged, and the
+        /// accessors answer for any content (invalid parameters are errors).
+        #[test]
+        fn run_json_reads_back(c in run_config()) {
+            let back: RunConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+            prop_assert_eq!(&back, &c);
+            let _ = back.requested_run_time();
+            let _ = back.expected_tests();
+            for p in PARAMS {
+                let _ = back.param(p.name);
+            }
+            for i in 0..4 {
+                let _ = back.dax_mode(i);
+            }
+        }
+
+        /// Anything else in run.json is refused, never a panic.
+        #[test]
+        fn any_text_is_a_config_or_an_error(text in any::<String>()) {
+            let _ = serde_json::from_str::<RunConfig>(&text);
+        }
     }
 }

@@ -12,6 +12,7 @@ mod seal_crash;
 mod seal_foreign;
 mod seal_lifetime;
 mod seal_race;
+mod selftest;
 mod swap_pressure;
 mod userspace_flush;
 mod workdir;
@@ -40,8 +41,10 @@ fn lookup(name: &str) -> Option<Workload> {
         "seal-foreign-prepare" => Some(seal_foreign::prepare),
         "seal-foreign-change" => Some(seal_foreign::change),
         "seal-foreign-verify" => Some(seal_foreign::verify),
-        // Harness self-test: a workload that dies before reporting anything.
-        "selftest-silent" => Some(|| ExitCode::SUCCESS),
+        "selftest-silent" => Some(selftest::silent),
+        "selftest-flood" => Some(selftest::flood),
+        "selftest-bad-ktap" => Some(selftest::bad_ktap),
+        "selftest-fork-bomb" => Some(selftest::fork_bomb),
         _ => None,
     }
 }
