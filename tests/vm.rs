@@ -789,8 +789,16 @@ fn a_boot_killed_mid_workload_leaves_nothing_the_next_run_trips_on() {
         assert!(matches!(killed.outcome.end, End::Killed { .. }), "{workload}: {}", killed.explain());
         let again = g.boot(&[workload], &[]);
         assert!(again.passed(), "{workload} after a killed boot:\n{}", again.explain());
+        // swap-pressure works on the dax=never NVDIMM, where nothing forces
+        // the log within 1.5 s: its directory may not survive the kill (the
+        // loss the crash campaign's sparse control shows). The others seal
+        // files, which commits their directories.
         let noted = again.run(workload).cases.iter().any(|c| c.detail.contains("left by scenario"));
-        assert!(noted, "{workload}: no case says what the killed boot left\n{}", again.explain());
+        assert!(
+            noted || workload == "swap-pressure",
+            "{workload}: no case says what the killed boot left\n{}",
+            again.explain()
+        );
     }
 }
 
@@ -801,7 +809,7 @@ fn a_boot_killed_mid_workload_leaves_nothing_the_next_run_trips_on() {
 /// far below what the flood sent (256 MiB before the host stops reading).
 #[test]
 fn hostile_guests_fail_with_a_reason_and_cannot_grow_the_host() {
-    const MAX_PEAK_KIB: u64 = 160 << 10;
+    const MAX_PEAK_KIB: u64 = 128 << 10;
     let images = tempfile::tempdir().unwrap();
     for (workload, extra) in [
         ("selftest-flood", &[][..]),

@@ -206,7 +206,9 @@ pub fn boot(mut spec: BootSpec) -> Result<Outcome> {
     let mut stderr = child.stderr.take().context("QEMU stderr")?;
     let mut qemu = Qemu(child);
     let start = Instant::now();
-    let (tx, rx) = mpsc::channel();
+    // Bounded: a guest that writes faster than the loop below judges is
+    // slowed down (its QEMU blocks on a full pipe), not buffered.
+    let (tx, rx) = mpsc::sync_channel(1024);
 
     let console_tx = tx.clone();
     let console_thread = std::thread::spawn(move || {
@@ -222,9 +224,8 @@ pub fn boot(mut spec: BootSpec) -> Result<Outcome> {
             }
             let _ = console_log.write_all(&buf).and_then(|()| console_log.flush());
             let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
-            if console_tx.send(Event::Console(line)).is_err() {
-                break;
-            }
+            // Once the boot is judged nobody listens; keep logging to the end.
+            let _ = console_tx.send(Event::Console(line));
         }
         let _ = console_tx.send(Event::ConsoleEof);
     });
@@ -252,9 +253,9 @@ pub fn boot(mut spec: BootSpec) -> Result<Outcome> {
                 }
                 let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
                 let _ = writeln!(ktap_log, "{line}").and_then(|()| ktap_log.flush());
-                if tx.send(Event::Ktap(line)).is_err() {
-                    break;
-                }
+                // After a kill the lines still in flight are logged (the crash
+                // campaign counts the acknowledgements among them).
+                let _ = tx.send(Event::Ktap(line));
             }
         }
         let _ = tx.send(Event::KtapEof);
@@ -339,6 +340,8 @@ pub fn boot(mut spec: BootSpec) -> Result<Outcome> {
     };
     let elapsed = start.elapsed();
     stop.store(true, Ordering::Relaxed);
+    // The readers must not block on a full channel nobody reads.
+    drop(rx);
     drop(qemu);
     let _ = console_thread.join();
     let _ = ktap_thread.join();

@@ -152,6 +152,8 @@ pub const MAX_DEPTH: usize = 16;
 pub const MAX_ITEMS: usize = 200_000;
 /// Characters kept of one name, reason, diagnostic or ignored line.
 pub const MAX_TEXT: usize = 4096;
+/// Bytes of text kept from one stream, all lines together.
+pub const MAX_BYTES: usize = 16 << 20;
 /// The case [`Parser::finish`] adds when lines were dropped.
 pub const OVERFLOW_CASE: &str = "(results stream)";
 
@@ -163,6 +165,7 @@ pub struct Parser {
     pub ignored: Vec<String>,
     saw_header: bool,
     items: usize,
+    bytes: usize,
     dropped: u64,
 }
 
@@ -245,11 +248,12 @@ impl Parser {
         if matches!(line, Line::Blank) {
             return;
         }
-        if self.items >= MAX_ITEMS {
+        if self.items >= MAX_ITEMS || self.bytes >= MAX_BYTES {
             self.dropped += 1;
             return;
         }
         self.items += 1;
+        self.bytes += raw.len().min(MAX_TEXT + 64);
         if matches!(line, Line::Other) || (!self.saw_header && !matches!(line, Line::Header)) {
             // Not KTAP, or before the stream starts (boot noise).
             self.ignored.push(bounded(raw.trim_start_matches(' ')));
@@ -340,8 +344,10 @@ impl Parser {
                 name: OVERFLOW_CASE.to_string(),
                 verdict: Verdict::Fail,
                 reason: Some(format!(
-                    "{} lines dropped after the first {MAX_ITEMS}: the guest flooded its results port",
-                    self.dropped
+                    "{} lines dropped past the first {} ({} MiB of text kept at most): the guest flooded its results port",
+                    self.dropped,
+                    self.items,
+                    MAX_BYTES >> 20
                 )),
                 diagnostics: Vec::new(),
                 subtests: None,
