@@ -847,3 +847,95 @@ fn hostile_guests_fail_with_a_reason_and_cannot_grow_the_host() {
         eprintln!("{workload}: {} after {} ms; xtask peak {} KiB", end, json["boots"][0]["elapsed_ms"], peak);
     }
 }
+
+/// `cargo xtask ARGS` started in the background on private images, its
+/// stderr in a file.
+fn xtask_spawn(args: &[&str], images: &std::path::Path, stderr: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "--package", "xtask", "--"])
+        .args(args)
+        .current_dir(xtask::paths::project_root())
+        .env("DAX_SEAL_IMAGES", images)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(stderr).expect("stderr file"))
+        .spawn()
+        .expect("starting cargo xtask")
+}
+
+/// The PID of the QEMU that runs on images under `images`, once it runs.
+fn qemu_on(images: &std::path::Path, deadline: Duration) -> Option<u32> {
+    let start = std::time::Instant::now();
+    let needle = images.to_string_lossy().into_owned();
+    while start.elapsed() < deadline {
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.starts_with("qemu-system-x86_64") && cmdline.contains(&needle) {
+                return Some(pid);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
+}
+
+fn results_of(images: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(images.join("runs/latest/results.json")).unwrap()).unwrap()
+}
+
+/// Host faults. QEMU SIGKILLed from outside: the run fails and says so.
+/// Two runs at once on one checkout: the second waits for the first's
+/// images and says why, and both pass.
+#[test]
+fn host_faults_qemu_killed_from_outside_and_two_runs_at_once() {
+    let images = tempfile::tempdir().unwrap();
+    let err = images.path().join("first.stderr");
+    let mut first = xtask_spawn(
+        &["run", "--kernel", "patched", "--workload", "seal-race", "--param", "seal-race.seconds=60"],
+        images.path(),
+        &err,
+    );
+    let pid = qemu_on(images.path(), Duration::from_secs(600)).expect("the first run's QEMU never started");
+    std::thread::sleep(Duration::from_secs(5));
+    // SAFETY: signalling a process we found by its command line.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let status = first.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{}", std::fs::read_to_string(&err).unwrap_or_default());
+    let json = results_of(images.path());
+    let end = &json["boots"][0]["end"];
+    assert_eq!(end["kind"], "qemu-failed", "{json:#}");
+    assert!(end["status"].as_str().unwrap().contains("SIGKILL from outside"), "{json:#}");
+
+    let err1 = images.path().join("1.stderr");
+    let mut one = xtask_spawn(
+        &["run", "--kernel", "patched", "--workload", "seal-race", "--param", "seal-race.seconds=15"],
+        images.path(),
+        &err1,
+    );
+    qemu_on(images.path(), Duration::from_secs(600)).expect("run one's QEMU never started");
+    let two = xtask(&["run", "--kernel", "patched", "--workload", "dax-smoke"], images.path());
+    let one_status = one.wait().unwrap();
+    let stderr2 = String::from_utf8_lossy(&two.stderr);
+    assert!(one_status.success(), "{}", std::fs::read_to_string(&err1).unwrap_or_default());
+    assert!(two.status.success(), "{stderr2}");
+    assert!(stderr2.contains("[lock] waiting: the NVDIMM images"), "the second run did not wait: {stderr2}");
+}
+
+/// Host fault: the disk holding the images fills up while the guest writes
+/// to an NVDIMM. QEMU dies of SIGBUS; the run fails naming the likely cause
+/// instead of hanging or passing.
+#[test]
+fn host_fault_a_full_disk_under_the_images_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().to_string_lossy().into_owned();
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=24m", "tmpfs", &target]).status().unwrap();
+    assert!(mounted.success(), "mounting a small tmpfs (the VM tests run as root)");
+    let out = xtask(&["run", "--kernel", "patched", "--workload", "dax-smoke", "--fresh"], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let _ = Command::new("umount").arg(&target).status();
+    assert_ne!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let text = format!("{stdout}\n{stderr}");
+    assert!(text.contains("SIGBUS") || text.contains("No space left on device"), "a full disk must be named:\n{text}");
+}

@@ -166,6 +166,19 @@ enum Event {
     Flood(&'static str, u64),
 }
 
+/// How QEMU ended, in words that say what probably happened.
+fn qemu_status(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        Some(libc::SIGKILL) => "killed by SIGKILL from outside the harness (the OOM killer, or a user)".into(),
+        Some(libc::SIGBUS) => "died of SIGBUS: an NVDIMM backing file was truncated, or the disk holding it \
+                               is full (check the free space where the images live)"
+            .into(),
+        Some(libc::SIGTERM | libc::SIGINT) => format!("{status}: stopped from outside the harness"),
+        _ => status.to_string(),
+    }
+}
+
 /// A command line a user can paste into a shell.
 pub fn shell_quote(args: &[String]) -> String {
     args.iter()
@@ -321,7 +334,7 @@ pub fn boot(mut spec: BootSpec) -> Result<Outcome> {
                 break match &scanner.first {
                     Some(report) => End::KernelReport { report: report.clone() },
                     None if status.success() => End::PoweredOff,
-                    None => End::QemuFailed { status: status.to_string(), stderr: String::new() },
+                    None => End::QemuFailed { status: qemu_status(status), stderr: String::new() },
                 };
             }
             continue;

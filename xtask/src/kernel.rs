@@ -360,20 +360,6 @@ struct WorkState {
     touched: BTreeSet<String>,
 }
 
-/// Holds an exclusive lock on a file for as long as it lives.
-pub struct Lock(#[allow(dead_code)] fs::File);
-
-pub fn lock(path: &Path) -> Result<Lock> {
-    use std::os::fd::AsRawFd;
-    paths::ensure_dir(path.parent().context("lock path has no parent")?)?;
-    let f = fs::File::create(path).with_context(|| format!("cannot create lock {}", path.display()))?;
-    // SAFETY: flock on a valid fd; blocks until the lock is ours.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        bail!("cannot lock {}: {}", path.display(), std::io::Error::last_os_error());
-    }
-    Ok(Lock(f))
-}
-
 /// Returns the kernel for `variant`, building it if its key is not cached.
 pub fn ensure(variant: Variant, source: &Source, rebuild: bool) -> Result<Built> {
     let root = paths::project_root();
@@ -394,7 +380,8 @@ pub fn ensure(variant: Variant, source: &Source, rebuild: bool) -> Result<Built>
         built_now,
     };
     let work = cache.join("work").join(variant.name());
-    let _lock = lock(&cache.join("work").join(format!("{variant}.lock")))?;
+    let _lock =
+        paths::lock(&cache.join("work").join(format!("{variant}.lock")), &format!("the {variant} kernel's work tree"))?;
     if !rebuild && out.join("bzImage").is_file() {
         return Ok(built(false));
     }

@@ -1,9 +1,10 @@
 //! Where things live: the project checkout, images/ (per-checkout outputs) and
 //! the build cache outside the checkout (shared by every clone and by CI).
 
+use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 /// Root of the checkout (the workspace that holds xtask/).
 pub fn project_root() -> PathBuf {
@@ -51,4 +52,38 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
 pub fn short_hash(hasher: sha2::Sha256) -> String {
     use sha2::Digest;
     hasher.finalize().iter().take(10).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Holds an exclusive lock on a file for as long as it lives.
+pub struct Lock(#[allow(dead_code)] fs::File);
+
+/// Takes the lock at `path` for `what`. When another process holds it,
+/// says who and waits: two runs on one checkout take turns instead of
+/// writing the same images or work tree at once.
+pub fn lock(path: &Path, what: &str) -> Result<Lock> {
+    use std::io::{Seek, Write};
+    use std::os::fd::AsRawFd;
+    ensure_dir(path.parent().context("lock path has no parent")?)?;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("cannot create lock {}", path.display()))?;
+    // SAFETY: flock on a valid fd.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let holder = fs::read_to_string(path).unwrap_or_default();
+        eprintln!(
+            "[lock] waiting: {what} is in use by another xtask ({}); lock {}",
+            holder.trim().strip_prefix("pid ").map_or("pid unknown".to_string(), |p| format!("pid {p}")),
+            path.display()
+        );
+        // SAFETY: flock on a valid fd; blocks until the lock is ours.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!("cannot lock {}: {}", path.display(), std::io::Error::last_os_error());
+        }
+    }
+    let _ = f.set_len(0).and_then(|()| f.rewind()).and_then(|()| write!(f, "pid {}", std::process::id()));
+    Ok(Lock(f))
 }

@@ -136,6 +136,11 @@ impl BootRequest<'_> {
 
     pub fn boot(&self) -> Result<Outcome> {
         paths::ensure_dir(self.out_dir)?;
+        let set = self.image_set.unwrap_or(self.variant.name());
+        let _images = paths::lock(
+            &self.images_dir.join(format!("nvdimm-{set}.lock")),
+            &format!("the NVDIMM images {}/nvdimm-{set}-*.img", self.images_dir.display()),
+        )?;
         let spec = BootSpec {
             vm: self.vm(Console::Piped)?,
             console_log: self.file("console", "log"),
@@ -286,6 +291,10 @@ pub fn shell(args: &ShellArgs) -> Result<ExitCode> {
         kill_at: None,
     };
     paths::ensure_dir(&out_dir)?;
+    let _images = paths::lock(
+        &images_dir.join(format!("nvdimm-{}.lock", args.kernel.name())),
+        &format!("the NVDIMM images {}/nvdimm-{}-*.img", images_dir.display(), args.kernel.name()),
+    )?;
     let vm = request.vm(Console::Interactive)?;
     let argv = qemu::argv(&vm);
     eprintln!("[shell] {} {}", qemu::QEMU, boot::shell_quote(&argv));

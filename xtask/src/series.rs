@@ -57,7 +57,7 @@ pub fn cmd(args: &SeriesArgs) -> Result<ExitCode> {
     }
     let cache = paths::cache_dir()?;
     let work = cache.join("work").join("series");
-    let _lock = kernel::lock(&cache.join("work").join("series.lock"))?;
+    let _lock = paths::lock(&cache.join("work").join("series.lock"), "the series work tree")?;
     let (src, build) = (work.join("src"), work.join("build"));
     if src.exists() {
         fs::remove_dir_all(&src).with_context(|| format!("removing {}", src.display()))?;
