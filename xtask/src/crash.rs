@@ -414,12 +414,13 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
     let failed = runs.iter().any(|r| r.verdict == Verdict::Fail);
     let verdict = if failed { "fail" } else { "pass" };
     let results = Results { verdict, run_id, runs, boots, xtask_peak_rss_kib: results::peak_rss_kib() };
-    let summary = results::write_all(&dir, &results)?;
     let table = table(&points);
-    let report = serde_json::json!({ "seed": seed, "points": points, "elapsed_ms": elapsed.as_millis() as u64 });
-    paths::write_atomic(&dir.join("crash.json"), &serde_json::to_vec_pretty(&report)?)?;
-    paths::write_atomic(&dir.join("points.txt"), table.as_bytes())?;
     println!("{table}");
+    let report = serde_json::json!({ "seed": seed, "points": points, "elapsed_ms": elapsed.as_millis() as u64 });
+    results::write_all(&dir, &results)
+        .and_then(|_| paths::write_atomic(&dir.join("crash.json"), &serde_json::to_vec_pretty(&report)?))
+        .and_then(|()| paths::write_atomic(&dir.join("points.txt"), table.as_bytes()))
+        .context("the table above could not be saved")?;
     for r in results.runs.iter().filter(|r| r.verdict == Verdict::Fail) {
         for c in r.cases.iter().filter(|c| c.verdict == Verdict::Fail) {
             println!("{} {} / {}: {}", r.kernel, r.workload, c.name, c.detail.lines().next().unwrap_or(""));
@@ -439,7 +440,6 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
         prepared.accel.name()
     );
     println!("outputs: {} (summary.txt, points.txt, crash.json, junit.xml, results.ktap)", dir.display());
-    drop(summary);
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
