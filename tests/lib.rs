@@ -8,15 +8,15 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use dax_seal_protocol::ktap::Verdict;
-pub use xtask::boot::KillAt;
-use xtask::boot::Outcome;
-use xtask::kernel::Variant;
-use xtask::results::{self, CaseResult, WorkloadRun};
-use xtask::run::Prepared;
-use xtask::scenario::{Scenario, Step};
+use xtask::build::kernel::Variant;
+use xtask::report::results::{self, CaseResult, WorkloadRun};
+pub use xtask::vm::boot::KillAt;
+use xtask::vm::boot::Outcome;
+use xtask::vm::request::Prepared;
+use xtask::vm::scenario::{Scenario, Step};
 
-pub use xtask::boot::End;
-pub use xtask::console::ReportKind;
+pub use xtask::vm::boot::End;
+pub use xtask::vm::console::ReportKind;
 
 /// The kernels, initramfs and accelerator `cargo xtask test` prepared.
 pub fn prepared() -> &'static Prepared {

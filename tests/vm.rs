@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use dax_seal_protocol::ktap::Verdict;
 use vm_tests::{Booted, End, Guest, KillAt, ReportKind};
-use xtask::kernel::Variant;
+use xtask::build::kernel::Variant;
 
 const SMOKE_CASES: [&str; 5] = [
     "namespace is fsdax",
@@ -461,9 +461,9 @@ fn pinned_dma_devices_write_into_sealed_files_on_patched_only() {
         f.seek(SeekFrom::Start(at)).unwrap();
         f.write_all(&[0u8; 8]).unwrap();
     }
-    let geometry = xtask::nvdimm::Geometry { size: 1 << 30, label_size: 0 };
-    let images = [xtask::nvdimm::Image { path: nvdimm, geometry }];
-    let rerun = xtask::disks::run_checks(&patched.outcome.ktap, &images, &[]);
+    let geometry = xtask::vm::nvdimm::Geometry { size: 1 << 30, label_size: 0 };
+    let images = [xtask::vm::nvdimm::Image { path: nvdimm, geometry }];
+    let rerun = xtask::vm::disks::run_checks(&patched.outcome.ktap, &images, &[]);
     let nv = rerun.iter().find(|c| c.name.contains("NVDIMM")).expect("NVDIMM check rerun");
     assert_eq!(nv.verdict, Verdict::Fail, "{}", nv.detail);
     assert!(nv.detail.contains(&format!("byte {at:#x}")), "{}", nv.detail);

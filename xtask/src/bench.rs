@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::build::initramfs;
+use crate::build::kernel::{self, Variant};
 use crate::cli::BenchArgs;
-use crate::kernel::{self, Variant};
-use crate::{initramfs, paths};
+use crate::paths;
 
 /// Targets on the reference machine (2 cores, TCG).
 const WARM_RUN_TARGET: Duration = Duration::from_secs(30);

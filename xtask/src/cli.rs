@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use dax_seal_protocol::DaxMode;
 
-use crate::kernel::Variant;
+use crate::build::kernel::Variant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum KernelChoice {

@@ -21,13 +21,13 @@ use dax_seal_protocol::flush::{self, Tally, FDATASYNC_CONTROL, SEALED, SPARSE_CO
 use dax_seal_protocol::ktap::Verdict;
 use serde::Serialize;
 
-use crate::boot::{End, KillAt, Outcome};
+use crate::build::kernel::Variant;
 use crate::cli::{KernelChoice, SourceArgs, VmArgs};
-use crate::kernel::Variant;
 use crate::paths;
-use crate::results::{self, BootRecord, CaseResult, Results, WorkloadRun};
-use crate::run::{self, Prepared};
-use crate::scenario::{Scenario, Step};
+use crate::report::results::{self, BootRecord, CaseResult, Results, WorkloadRun};
+use crate::vm::boot::{End, KillAt, Outcome};
+use crate::vm::request::{self, Prepared};
+use crate::vm::scenario::{Scenario, Step};
 
 const WRITE: &str = "userspace-flush-write";
 const VERIFY: &str = "userspace-flush-verify";
@@ -189,18 +189,7 @@ pub fn run_point(
     scenario.params = BTreeMap::from([("userspace-flush-write.records".to_string(), records.to_string())]);
     let write = Step { variant, workloads: &[WRITE], exec: &[], kill_at: Some(moment.kill_at()) };
     let (_, first) = scenario.boot(&write)?;
-    let request = |outcome: &Outcome| BootRecord {
-        kernel: variant.name().to_string(),
-        accel: scenario.prepared.accel.name().to_string(),
-        accel_reason: scenario.prepared.accel_reason.clone(),
-        end: outcome.end.clone(),
-        elapsed_ms: outcome.elapsed.as_millis() as u64,
-        first_ktap_ms: outcome.first_ktap_at.map(|d| d.as_millis() as u64),
-        console_log: outcome.console_log.clone(),
-        ktap_log: outcome.ktap_log.clone(),
-        command_line: outcome.command_line.clone(),
-        ignored_result_lines: outcome.ignored.clone(),
-    };
+    let request = |outcome: &Outcome| BootRecord::of(variant.name(), scenario.prepared, outcome);
     let mut boots = vec![request(&first)];
     let mut cases = Vec::new();
     let mut point = Point {
@@ -358,9 +347,9 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
     });
     let variants = args.kernel.variants();
     let vm = VmArgs::defaults();
-    let prepared: Prepared = run::prepare(&variants, &args.source, &vm)?;
+    let prepared: Prepared = request::prepare(&variants, &args.source, &vm)?;
     eprintln!("[crash] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
-    let (run_id, dir) = run::new_output_dir("crash")?;
+    let (run_id, dir) = paths::new_output_dir("crash")?;
     let selected: Vec<u32> = match args.point {
         Some(k) => vec![k],
         None => (1..=args.points).collect(),

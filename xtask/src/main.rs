@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use xtask::{bench, cli, cli_docs, crash, deps, fuzz, initramfs, kernel, run, series, test};
+use xtask::build::{deps, initramfs, kernel};
+use xtask::{bench, cli, cli_docs, crash, fuzz, run, series, test};
 
 /// Build Linux 6.12 with and without the block-map seal series, boot it on
 /// emulated NVDIMMs under QEMU and judge what the guest workloads report.

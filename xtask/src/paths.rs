@@ -87,3 +87,38 @@ pub fn lock(path: &Path, what: &str) -> Result<Lock> {
     let _ = f.set_len(0).and_then(|()| f.rewind()).and_then(|()| write!(f, "pid {}", std::process::id()));
     Ok(Lock(f))
 }
+
+/// "20261121-195512" (UTC) from the system clock.
+pub fn timestamp() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// A new images/<kind>/<id>/ and the `latest` link beside it.
+pub fn new_output_dir(kind: &str) -> Result<(String, PathBuf)> {
+    let runs = images_dir().join(kind);
+    ensure_dir(&runs)?;
+    let base = timestamp();
+    let (id, dir) = (1..)
+        .map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") })
+        .map(|id| (id.clone(), runs.join(&id)))
+        .find(|(_, d)| !d.exists())
+        .context("no free run directory name")?;
+    ensure_dir(&dir)?;
+    let tmp = runs.join(format!(".latest-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&id, &tmp).with_context(|| format!("creating images/{kind}/latest"))?;
+    std::fs::rename(&tmp, runs.join("latest")).with_context(|| format!("updating images/{kind}/latest"))?;
+    Ok((id, dir))
+}

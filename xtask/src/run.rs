@@ -2,40 +2,18 @@
 //! is missing, boot each kernel variant on its own NVDIMM images, judge, and
 //! write the run's outputs under images/runs/<run-id>/.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use dax_seal_protocol::RunConfig;
 
-use crate::boot::{self, BootSpec, Outcome};
-use crate::cli::{GuestArgs, Include, RunArgs, ShellArgs, SourceArgs, VmArgs};
-use crate::kernel::{self, Variant};
-use crate::nvdimm::{self, Geometry};
-use crate::qemu::{self, Accel, Console, Vm};
-use crate::results::{self, BootRecord, Results};
-use crate::{deps, disks, initramfs, paths};
-
-/// Everything built that boots need.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Prepared {
-    /// The unmodified kernel tree the kernels were built from.
-    pub source_tree: PathBuf,
-    pub kernels: Vec<kernel::Built>,
-    pub initramfs: initramfs::Built,
-    pub accel: Accel,
-    pub accel_reason: String,
-}
-
-impl Prepared {
-    pub fn kernel(&self, variant: Variant) -> Result<&kernel::Built> {
-        self.kernels
-            .iter()
-            .find(|k| k.variant == variant)
-            .with_context(|| format!("the {variant} kernel was not built"))
-    }
-}
+use crate::cli::{GuestArgs, RunArgs, ShellArgs};
+use crate::paths;
+use crate::report::results::{self, BootRecord, Results};
+use crate::vm::boot;
+use crate::vm::qemu::{self, Console};
+use crate::vm::request::{geometry, prepare, BootRequest};
 
 /// Workload names as given, or the default set; unknown names are refused.
 pub fn select_workloads(names: &[String]) -> Result<Vec<String>> {
@@ -65,150 +43,9 @@ fn check_guest_args(guest: &GuestArgs) -> Result<()> {
     geometry(&guest.vm).map(drop)
 }
 
-pub fn geometry(vm: &VmArgs) -> Result<Geometry> {
-    let g = Geometry { size: vm.nvdimm_size, label_size: vm.label_size };
-    nvdimm::validate(g)?;
-    if vm.nvdimms == 0 {
-        bail!("--nvdimms 0: the guest needs at least one NVDIMM");
-    }
-    Ok(g)
-}
-
-/// Host packages, kernels, initramfs and the accelerator.
-pub fn prepare(variants: &[Variant], source: &SourceArgs, vm: &VmArgs) -> Result<Prepared> {
-    deps::ensure(deps::Need::for_source(source.kernel_src.is_some()))?;
-    let src = kernel::resolve_source(source.kernel_src.as_deref())?;
-    let mut kernels = Vec::new();
-    for &v in variants {
-        kernels.push(kernel::ensure(v, &src, source.rebuild)?);
-    }
-    let initramfs = initramfs::build()?;
-    let probe_kernel = &kernels.first().context("no kernel variant selected")?.bzimage;
-    let (accel, accel_reason) = qemu::resolve_accel(vm.accel, probe_kernel)?;
-    Ok(Prepared { source_tree: src.tree, kernels, initramfs, accel, accel_reason })
-}
-
-/// One boot of `variant` with `config`, on the images in `images_dir`,
-/// logging into `out_dir`. The same path serves runs and VM tests.
-pub struct BootRequest<'a> {
-    pub prepared: &'a Prepared,
-    pub variant: Variant,
-    pub config: RunConfig,
-    pub includes: &'a [Include],
-    pub vm: &'a VmArgs,
-    pub images_dir: &'a Path,
-    /// The NVDIMM image set, `nvdimm-<set>-N.img`: the variant's own name
-    /// unless a scenario hands one kernel's images to another.
-    pub image_set: Option<&'a str>,
-    pub out_dir: &'a Path,
-    pub fresh: bool,
-    /// Suffix for log names when one directory holds several boots.
-    pub tag: &'a str,
-    /// When to SIGKILL QEMU (crash scenarios).
-    pub kill_at: Option<boot::KillAt>,
-}
-
-impl BootRequest<'_> {
-    fn file(&self, stem: &str, ext: &str) -> PathBuf {
-        self.out_dir.join(format!("{stem}-{}{}.{ext}", self.variant, self.tag))
-    }
-
-    fn vm(&self, console: Console) -> Result<Vm> {
-        let set = self.image_set.unwrap_or(self.variant.name());
-        let images = nvdimm::prepare(self.images_dir, set, self.vm.nvdimms, geometry(self.vm)?, self.fresh)?;
-        let data = disks::prepare(self.images_dir, set, &dax_seal_protocol::disks_for(&self.config.workloads))?;
-        let archive = initramfs::run_archive(&self.config, self.includes)?;
-        let initrd = self.file("initrd", "img");
-        initramfs::write_initrd(&self.prepared.initramfs.path, &archive, &initrd)?;
-        Ok(Vm {
-            accel: self.prepared.accel,
-            memory_mib: self.vm.memory,
-            cpus: self.vm.cpus,
-            kernel: self.prepared.kernel(self.variant)?.bzimage.clone(),
-            initrd: Some(initrd),
-            cmdline: qemu::kernel_cmdline(),
-            nvdimms: images,
-            disks: data,
-            results_socket: None,
-            console,
-        })
-    }
-
-    pub fn boot(&self) -> Result<Outcome> {
-        paths::ensure_dir(self.out_dir)?;
-        let set = self.image_set.unwrap_or(self.variant.name());
-        let _images = paths::lock(
-            &self.images_dir.join(format!("nvdimm-{set}.lock")),
-            &format!("the NVDIMM images {}/nvdimm-{set}-*.img", self.images_dir.display()),
-        )?;
-        let spec = BootSpec {
-            vm: self.vm(Console::Piped)?,
-            console_log: self.file("console", "log"),
-            ktap_log: self.file("results", "ktap"),
-            deadline: Duration::from_secs(self.vm.timeout + self.config.requested_run_time()),
-            silence: Duration::from_secs(self.vm.silence),
-            kill_at: self.kill_at.clone(),
-        };
-        let (nvdimms, data) = (spec.vm.nvdimms.clone(), spec.vm.disks.clone());
-        let mut outcome = boot::boot(spec)?;
-        outcome.host_checks = disks::run_checks(&outcome.ktap, &nvdimms, &data);
-        Ok(outcome)
-    }
-
-    pub fn record(&self, outcome: &Outcome) -> BootRecord {
-        BootRecord {
-            kernel: self.variant.name().to_string(),
-            accel: self.prepared.accel.name().to_string(),
-            accel_reason: self.prepared.accel_reason.clone(),
-            end: outcome.end.clone(),
-            elapsed_ms: outcome.elapsed.as_millis() as u64,
-            first_ktap_ms: outcome.first_ktap_at.map(|d| d.as_millis() as u64),
-            console_log: outcome.console_log.clone(),
-            ktap_log: outcome.ktap_log.clone(),
-            command_line: outcome.command_line.clone(),
-            ignored_result_lines: outcome.ignored.clone(),
-        }
-    }
-}
-
-/// "20261121-195512" (UTC) from the system clock.
-pub fn timestamp() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
 /// A new images/runs/<id>/ and the `latest` link to it.
 fn new_run_dir() -> Result<(String, PathBuf)> {
-    new_output_dir("runs")
-}
-
-/// A new images/<kind>/<id>/ and the `latest` link beside it.
-pub fn new_output_dir(kind: &str) -> Result<(String, PathBuf)> {
-    let runs = paths::images_dir().join(kind);
-    paths::ensure_dir(&runs)?;
-    let base = timestamp();
-    let (id, dir) = (1..)
-        .map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") })
-        .map(|id| (id.clone(), runs.join(&id)))
-        .find(|(_, d)| !d.exists())
-        .context("no free run directory name")?;
-    paths::ensure_dir(&dir)?;
-    let tmp = runs.join(format!(".latest-{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(&id, &tmp).with_context(|| format!("creating images/{kind}/latest"))?;
-    std::fs::rename(&tmp, runs.join("latest")).with_context(|| format!("updating images/{kind}/latest"))?;
-    Ok((id, dir))
+    paths::new_output_dir("runs")
 }
 
 pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
@@ -253,7 +90,7 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
             eprintln!("[run] {variant}: QEMU command line: {}", outcome.command_line);
         }
         runs.extend(results::judge(variant.name(), &config.expected_tests(), &outcome));
-        boots.push(request.record(&outcome));
+        boots.push(BootRecord::of(variant.name(), &prepared, &outcome));
     }
     let verdict = results::verdict_of(&runs, &boots);
     let results = Results { verdict, run_id, runs, boots, xtask_peak_rss_kib: results::peak_rss_kib() };
@@ -335,7 +172,7 @@ mod tests {
 
     #[test]
     fn timestamps_look_right() {
-        let t = timestamp();
+        let t = paths::timestamp();
         assert_eq!(t.len(), 15, "{t}");
         assert!(t.starts_with("20") && t.as_bytes()[8] == b'-', "{t}");
     }

@@ -13,9 +13,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use xshell::Shell;
 
+use crate::build::deps;
+use crate::build::kernel::{self, Variant};
 use crate::cli::SeriesArgs;
-use crate::kernel::{self, Variant};
-use crate::{deps, paths};
+use crate::paths;
 
 /// One build of a prefix of the series.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,9 +8,10 @@ use std::process::ExitCode;
 use anyhow::Result;
 use xshell::{cmd, Shell};
 
+use crate::build::deps;
+use crate::build::kernel::Variant;
 use crate::cli::{TestArgs, VmArgs};
-use crate::kernel::Variant;
-use crate::{deps, paths, run, tidy};
+use crate::{paths, tidy};
 
 pub const ARTIFACTS_ENV: &str = "DAX_SEAL_ARTIFACTS";
 
@@ -30,8 +31,11 @@ pub fn cmd(args: &TestArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("[test] building what the VM tests boot");
-    let prepared =
-        run::prepare(&[Variant::Patched, Variant::Baseline, Variant::Debug], &args.source, &VmArgs::defaults())?;
+    let prepared = crate::vm::request::prepare(
+        &[Variant::Patched, Variant::Baseline, Variant::Debug],
+        &args.source,
+        &VmArgs::defaults(),
+    )?;
     eprintln!("[test] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
     let checked = tidy::checkpatch(&root.join("patches"), &prepared.source_tree)?;
     eprintln!("[test] checkpatch --strict: {checked} patch(es) clean");

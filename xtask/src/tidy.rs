@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
-use crate::kernel;
+use crate::build::kernel;
 
 /// Problems with the series layout and each patch's header.
 pub fn series_problems(patches: &Path) -> Result<Vec<String>> {

@@ -14,8 +14,8 @@ use dax_seal_protocol::flush;
 use dax_seal_protocol::ktap::{Case, Outcome as KtapOutcome, Verdict, Writer, OVERFLOW_CASE};
 use serde::Serialize;
 
-use crate::boot::{End, Outcome};
 use crate::paths;
+use crate::vm::boot::{End, Outcome};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CaseResult {
@@ -48,6 +48,25 @@ pub struct BootRecord {
     pub ignored_result_lines: Vec<String>,
 }
 
+impl BootRecord {
+    /// What `outcome`, a boot of `kernel` prepared as in `prepared`, leaves
+    /// in results.json.
+    pub fn of(kernel: &str, prepared: &crate::vm::request::Prepared, outcome: &Outcome) -> BootRecord {
+        BootRecord {
+            kernel: kernel.to_string(),
+            accel: prepared.accel.name().to_string(),
+            accel_reason: prepared.accel_reason.clone(),
+            end: outcome.end.clone(),
+            elapsed_ms: outcome.elapsed.as_millis() as u64,
+            first_ktap_ms: outcome.first_ktap_at.map(|d| d.as_millis() as u64),
+            console_log: outcome.console_log.clone(),
+            ktap_log: outcome.ktap_log.clone(),
+            command_line: outcome.command_line.clone(),
+            ignored_result_lines: outcome.ignored.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Results {
     pub verdict: &'static str,
@@ -73,7 +92,7 @@ fn ms(d: Duration) -> u64 {
 
 fn case_result(c: &Case) -> CaseResult {
     let mut detail = c.reason.clone().unwrap_or_default();
-    // Host-check requests become cases of their own (crate::disks);
+    // Host-check requests become cases of their own (crate::vm::disks);
     // acknowledgements are counted by the crash campaign, not shown.
     for d in c.diagnostics.iter().filter(|d| !d.starts_with(HOST_CHECK_PREFIX) && !d.starts_with(flush::ACK_PREFIX)) {
         if !detail.is_empty() {
@@ -403,7 +422,7 @@ mod tests {
     #[test]
     fn host_checks_join_their_workload_and_a_failed_one_fails_it() {
         let mut o = outcome(GOOD, End::PoweredOff);
-        let check = |verdict| crate::disks::Checked {
+        let check = |verdict| crate::vm::disks::Checked {
             workload: "w".into(),
             name: "host: landed".into(),
             verdict,
@@ -448,8 +467,8 @@ mod tests {
 
     #[test]
     fn abnormal_end_fails_even_with_all_results() {
-        let report = crate::console::KernelReport {
-            kind: crate::console::ReportKind::Warning,
+        let report = crate::vm::console::KernelReport {
+            kind: crate::vm::console::ReportKind::Warning,
             title: "WARNING: CPU: 0 PID: 1 at x.c:1 f".into(),
             lines: vec!["Modules linked in:".into()],
         };

@@ -12,8 +12,8 @@ use anyhow::{Context, Result};
 use dax_seal_protocol::disks::{self, DataDisk, DiskBus, HostCheck, HostImage};
 use dax_seal_protocol::ktap::{Case, Group, Verdict};
 
-use crate::nvdimm::Image;
 use crate::paths;
+use crate::vm::nvdimm::Image;
 
 /// A data disk and its image for one boot.
 #[derive(Debug, Clone)]
@@ -180,7 +180,8 @@ mod tests {
         disks::fill_pattern(info.seed, 4096, &mut nv[8192..16384]);
         let nv_path = dir.path().join("nv.img");
         std::fs::write(&nv_path, &nv).unwrap();
-        let nvdimms = [Image { path: nv_path, geometry: crate::nvdimm::Geometry { size: 64 << 10, label_size: 0 } }];
+        let nvdimms =
+            [Image { path: nv_path, geometry: crate::vm::nvdimm::Geometry { size: 64 << 10, label_size: 0 } }];
         let ok = HostCheck {
             name: "landed".into(),
             image: HostImage::Nvdimm(0),

@@ -28,8 +28,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
+use crate::build::deps;
 use crate::cli::KernelArgs;
-use crate::{deps, paths};
+use crate::paths;
 
 pub const DEFAULT_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
 /// Bump when the build procedure changes in a way the inputs do not show.

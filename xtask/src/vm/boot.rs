@@ -19,8 +19,8 @@ use dax_seal_protocol::ktap::{Group, Parser};
 pub use dax_seal_protocol::{read_line_bounded, MAX_LINE};
 use serde::Serialize;
 
-use crate::console::{KernelReport, Scanner};
-use crate::qemu::{self, Vm};
+use crate::vm::console::{KernelReport, Scanner};
+use crate::vm::qemu::{self, Vm};
 
 /// After a report's title, how long to wait for the rest of its lines.
 const REPORT_GRACE: Duration = Duration::from_secs(2);
@@ -145,7 +145,7 @@ pub struct Outcome {
     /// The last console lines, for failure messages.
     pub console_tail: Vec<String>,
     /// The host checks the workloads asked for, done after the boot.
-    pub host_checks: Vec<crate::disks::Checked>,
+    pub host_checks: Vec<crate::vm::disks::Checked>,
 }
 
 /// Kills QEMU when dropped.

@@ -15,9 +15,10 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
+use crate::build::cpio::{Archive, Entry};
+use crate::build::deps;
 use crate::cli::Include;
-use crate::cpio::{Archive, Entry};
-use crate::{deps, paths};
+use crate::paths;
 
 pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
 

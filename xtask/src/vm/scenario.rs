@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use dax_seal_protocol::RunConfig;
 
-use crate::boot::{KillAt, Outcome};
+use crate::build::kernel::Variant;
 use crate::cli::VmArgs;
-use crate::kernel::Variant;
-use crate::run::{BootRequest, Prepared};
+use crate::vm::boot::{KillAt, Outcome};
+use crate::vm::request::{BootRequest, Prepared};
 
 /// One image set in one directory, and the boots made on it so far.
 pub struct Scenario<'a> {

@@ -10,9 +10,9 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::AccelChoice;
-use crate::disks::Disk;
-use crate::nvdimm::Image;
 use crate::paths;
+use crate::vm::disks::Disk;
+use crate::vm::nvdimm::Image;
 
 pub const QEMU: &str = "qemu-system-x86_64";
 /// How long a KVM probe boot may take to print the kernel banner.
@@ -80,7 +80,7 @@ pub fn argv(vm: &Vm) -> Vec<String> {
         machine_args(!vm.nvdimms.is_empty()),
         memory_args(vm.memory_mib, vm.cpus, &vm.nvdimms),
         vm.nvdimms.iter().enumerate().flat_map(|(i, img)| nvdimm_args(i, img)).collect(),
-        vm.disks.iter().enumerate().flat_map(|(i, d)| crate::disks::qemu_args(i, d)).collect(),
+        vm.disks.iter().enumerate().flat_map(|(i, d)| crate::vm::disks::qemu_args(i, d)).collect(),
         isolation_args(),
         console_args(&vm.console),
         vm.results_socket.as_deref().map(results_args).unwrap_or_default(),
@@ -292,7 +292,7 @@ pub fn check_installed() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nvdimm::Geometry;
+    use crate::vm::nvdimm::Geometry;
 
     fn vm() -> Vm {
         Vm {

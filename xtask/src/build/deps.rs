@@ -147,7 +147,7 @@ pub fn ensure(need: Need) -> Result<()> {
         cmd!(sh, "apt-get update").run()?;
         cmd!(sh, "apt-get install -y --no-install-recommends {pkgs...}").run()?;
     }
-    let still: Vec<&str> = crate::deps::missing(&need).iter().map(|r| r.package).collect();
+    let still: Vec<&str> = crate::build::deps::missing(&need).iter().map(|r| r.package).collect();
     if !still.is_empty() {
         bail!("still missing after apt-get install: {}; install them by hand", still.join(", "));
     }

@@ -1,0 +1,13 @@
+//! VM stage: booting what the build stage made. The NVDIMM images
+//! (`nvdimm`) and data disks (`disks`), QEMU's arguments and the KVM probe
+//! (`qemu`), one supervised boot (`boot`) with its console scanner
+//! (`console`), the boot request runs and tests share (`request`), and
+//! sequences of boots on one image set (`scenario`).
+
+pub mod boot;
+pub mod console;
+pub mod disks;
+pub mod nvdimm;
+pub mod qemu;
+pub mod request;
+pub mod scenario;

@@ -1,0 +1,131 @@
+//! One boot as runs, scenarios and tests ask for it: [`prepare`] builds
+//! what boots need (host packages, kernels, initramfs, the accelerator) into
+//! a [`Prepared`], and a [`BootRequest`] boots one kernel variant on one
+//! NVDIMM image set with one run configuration, under the image set's lock.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use dax_seal_protocol::RunConfig;
+
+use crate::build::kernel::{self, Variant};
+use crate::build::{deps, initramfs};
+use crate::cli::{Include, SourceArgs, VmArgs};
+use crate::paths;
+use crate::vm::boot::{self, BootSpec, Outcome};
+use crate::vm::disks;
+use crate::vm::nvdimm::{self, Geometry};
+use crate::vm::qemu::{self, Accel, Console, Vm};
+
+/// Everything built that boots need.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Prepared {
+    /// The unmodified kernel tree the kernels were built from.
+    pub source_tree: PathBuf,
+    pub kernels: Vec<kernel::Built>,
+    pub initramfs: initramfs::Built,
+    pub accel: Accel,
+    pub accel_reason: String,
+}
+
+impl Prepared {
+    pub fn kernel(&self, variant: Variant) -> Result<&kernel::Built> {
+        self.kernels
+            .iter()
+            .find(|k| k.variant == variant)
+            .with_context(|| format!("the {variant} kernel was not built"))
+    }
+}
+
+pub fn geometry(vm: &VmArgs) -> Result<Geometry> {
+    let g = Geometry { size: vm.nvdimm_size, label_size: vm.label_size };
+    nvdimm::validate(g)?;
+    if vm.nvdimms == 0 {
+        bail!("--nvdimms 0: the guest needs at least one NVDIMM");
+    }
+    Ok(g)
+}
+
+/// Host packages, kernels, initramfs and the accelerator.
+pub fn prepare(variants: &[Variant], source: &SourceArgs, vm: &VmArgs) -> Result<Prepared> {
+    deps::ensure(deps::Need::for_source(source.kernel_src.is_some()))?;
+    let src = kernel::resolve_source(source.kernel_src.as_deref())?;
+    let mut kernels = Vec::new();
+    for &v in variants {
+        kernels.push(kernel::ensure(v, &src, source.rebuild)?);
+    }
+    let initramfs = initramfs::build()?;
+    let probe_kernel = &kernels.first().context("no kernel variant selected")?.bzimage;
+    let (accel, accel_reason) = qemu::resolve_accel(vm.accel, probe_kernel)?;
+    Ok(Prepared { source_tree: src.tree, kernels, initramfs, accel, accel_reason })
+}
+
+/// One boot of `variant` with `config`, on the images in `images_dir`,
+/// logging into `out_dir`. The same path serves runs and VM tests.
+pub struct BootRequest<'a> {
+    pub prepared: &'a Prepared,
+    pub variant: Variant,
+    pub config: RunConfig,
+    pub includes: &'a [Include],
+    pub vm: &'a VmArgs,
+    pub images_dir: &'a Path,
+    /// The NVDIMM image set, `nvdimm-<set>-N.img`: the variant's own name
+    /// unless a scenario hands one kernel's images to another.
+    pub image_set: Option<&'a str>,
+    pub out_dir: &'a Path,
+    pub fresh: bool,
+    /// Suffix for log names when one directory holds several boots.
+    pub tag: &'a str,
+    /// When to SIGKILL QEMU (crash scenarios).
+    pub kill_at: Option<boot::KillAt>,
+}
+
+impl BootRequest<'_> {
+    fn file(&self, stem: &str, ext: &str) -> PathBuf {
+        self.out_dir.join(format!("{stem}-{}{}.{ext}", self.variant, self.tag))
+    }
+
+    /// The VM this request describes, with its images and initrd made.
+    pub fn vm(&self, console: Console) -> Result<Vm> {
+        let set = self.image_set.unwrap_or(self.variant.name());
+        let images = nvdimm::prepare(self.images_dir, set, self.vm.nvdimms, geometry(self.vm)?, self.fresh)?;
+        let data = disks::prepare(self.images_dir, set, &dax_seal_protocol::disks_for(&self.config.workloads))?;
+        let archive = initramfs::run_archive(&self.config, self.includes)?;
+        let initrd = self.file("initrd", "img");
+        initramfs::write_initrd(&self.prepared.initramfs.path, &archive, &initrd)?;
+        Ok(Vm {
+            accel: self.prepared.accel,
+            memory_mib: self.vm.memory,
+            cpus: self.vm.cpus,
+            kernel: self.prepared.kernel(self.variant)?.bzimage.clone(),
+            initrd: Some(initrd),
+            cmdline: qemu::kernel_cmdline(),
+            nvdimms: images,
+            disks: data,
+            results_socket: None,
+            console,
+        })
+    }
+
+    pub fn boot(&self) -> Result<Outcome> {
+        paths::ensure_dir(self.out_dir)?;
+        let set = self.image_set.unwrap_or(self.variant.name());
+        let _images = paths::lock(
+            &self.images_dir.join(format!("nvdimm-{set}.lock")),
+            &format!("the NVDIMM images {}/nvdimm-{set}-*.img", self.images_dir.display()),
+        )?;
+        let spec = BootSpec {
+            vm: self.vm(Console::Piped)?,
+            console_log: self.file("console", "log"),
+            ktap_log: self.file("results", "ktap"),
+            deadline: Duration::from_secs(self.vm.timeout + self.config.requested_run_time()),
+            silence: Duration::from_secs(self.vm.silence),
+            kill_at: self.kill_at.clone(),
+        };
+        let (nvdimms, data) = (spec.vm.nvdimms.clone(), spec.vm.disks.clone());
+        let mut outcome = boot::boot(spec)?;
+        outcome.host_checks = disks::run_checks(&outcome.ktap, &nvdimms, &data);
+        Ok(outcome)
+    }
+}
