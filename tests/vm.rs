@@ -939,3 +939,37 @@ fn host_fault_a_full_disk_under_the_images_is_named() {
     let text = format!("{stdout}\n{stderr}");
     assert!(text.contains("SIGBUS") || text.contains("No space left on device"), "a full disk must be named:\n{text}");
 }
+
+/// The smoke slice of the nightly matrix, as CI runs the nightly one: two
+/// shards (a suite on two kernels, a SIGKILL scenario), each with its own
+/// outputs, merged by `cargo xtask report --matrix`; a merge missing a
+/// shard fails, naming the missing cells.
+#[test]
+fn matrix_smoke_shards_run_and_merge_and_a_missing_shard_fails() {
+    let images = tempfile::tempdir().unwrap();
+    let file = "tests/matrix/smoke.toml";
+    let mut dirs = Vec::new();
+    for shard in ["1/2", "2/2"] {
+        let out = xtask(&["matrix", file, "--shard", shard], images.path());
+        let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "shard {shard}:\n{text}");
+        let id = std::fs::read_link(images.path().join("matrix/latest")).unwrap();
+        dirs.push(images.path().join("matrix").join(id).to_string_lossy().into_owned());
+    }
+    let merged = images.path().join("merged");
+    let merged_arg = merged.to_string_lossy().into_owned();
+    let mut args = vec!["report", "--matrix", file, "--out", &merged_arg];
+    args.extend(dirs.iter().map(String::as_str));
+    let out = xtask(&args, images.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(merged.join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["verdict"], "pass", "{json:#}");
+    assert_eq!(json["cells"].as_array().unwrap().len(), 3, "{json:#}");
+    assert!(std::fs::read_to_string(merged.join("junit.xml")).unwrap().contains("sigkill-after-seal"));
+
+    let partial = images.path().join("partial").to_string_lossy().into_owned();
+    let out = xtask(&["report", "--matrix", file, "--out", &partial, &dirs[0]], images.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("missing: no shard reported this cell"), "{stdout}");
+}

@@ -32,6 +32,26 @@ impl KernelChoice {
     }
 }
 
+/// QEMU's `nvdimm-persistence` machine property: what the platform tells
+/// the guest survives a power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Persistence {
+    /// The memory controller's buffers (ADR): software must flush CPU caches.
+    MemCtrl,
+    /// CPU caches too (eADR): a store is durable once visible.
+    Cpu,
+}
+
+impl Persistence {
+    pub fn name(self) -> &'static str {
+        match self {
+            Persistence::MemCtrl => "mem-ctrl",
+            Persistence::Cpu => "cpu",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AccelChoice {
     /// KVM if a probe boot prints within a deadline, else TCG.
@@ -83,6 +103,10 @@ pub struct VmArgs {
     /// NVDIMM label area size (0 = label-less; else at least 128K).
     #[arg(long, default_value = "0", value_parser = parse_size)]
     pub label_size: u64,
+    /// QEMU's nvdimm-persistence: what the platform says survives power loss
+    /// (default: not advertised).
+    #[arg(long, value_enum, value_name = "DOMAIN")]
+    pub nvdimm_persistence: Option<Persistence>,
     /// Wall-clock limit for one boot, in seconds, on top of the time the
     /// workloads are asked to run (e.g. seal-race.seconds).
     #[arg(long, default_value_t = 600, value_name = "SECS", value_parser = clap::value_parser!(u64).range(10..))]

@@ -266,7 +266,7 @@ fn name(k: u32) -> String {
 
 /// The campaign-wide check: the sparse control lost acknowledged records
 /// somewhere, or the campaign could not have seen a loss.
-fn control_saw_loss(kernel: &str, points: &[Point], single: bool) -> CaseResult {
+pub fn control_saw_loss(kernel: &str, points: &[Point], single: bool) -> CaseResult {
     let name = "sparse-control lost acknowledged records at some point";
     let mine: Vec<&Point> = points.iter().filter(|p| p.kernel == kernel).collect();
     let lossy = mine.iter().filter(|p| p.tallies.get(SPARSE_CONTROL).is_some_and(|t| t.lost > 0)).count();

@@ -18,6 +18,8 @@ pub mod bench;
 pub mod cli_docs;
 pub mod crash;
 pub mod fuzz;
+pub mod matrix;
+pub mod merge;
 pub mod run;
 pub mod series;
 pub mod test;

@@ -69,6 +69,7 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
             params: args.params.iter().cloned().collect(),
             dax: guest.dax.0.clone(),
             run: format!("run {run_id}"),
+            mkfs: Default::default(),
         };
         let request = BootRequest {
             prepared: &prepared,

@@ -34,7 +34,7 @@ fn main() {
         }
     };
     log(&format!("kernel variant {}, workloads {:?}", config.kernel, config.workloads));
-    let mounted = nvdimm::set_up_all(&mut report, config.fresh, |i| config.dax_mode(i));
+    let mounted = nvdimm::set_up_all(&mut report, config.fresh, config.mkfs, |i| config.dax_mode(i));
 
     if config.shell {
         run_shell();

@@ -12,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dax_seal_protocol::{ktap::Outcome, DaxMode, MOUNT_PREFIX};
+use dax_seal_protocol::{ktap::Outcome, DaxMode, Mkfs, MOUNT_PREFIX};
 
 use crate::report::Report;
 use crate::sys;
@@ -52,7 +52,7 @@ fn regions() -> Vec<PathBuf> {
 type Step<'a> = &'a dyn Fn(&str) -> Result<(String, String), String>;
 
 /// Sets up every region; true when every step of every region succeeded.
-pub fn set_up_all(report: &mut Report, fresh: bool, dax: impl Fn(usize) -> DaxMode) -> bool {
+pub fn set_up_all(report: &mut Report, fresh: bool, mkfs: Mkfs, dax: impl Fn(usize) -> DaxMode) -> bool {
     let regions = regions();
     if regions.is_empty() {
         let reason = format!("no NVDIMM region under {ND}: is QEMU given -machine nvdimm=on and the kernel ACPI_NFIT?");
@@ -66,7 +66,7 @@ pub fn set_up_all(report: &mut Report, fresh: bool, dax: impl Fn(usize) -> DaxMo
         let option = format!("dax={}", dax(i).name());
         let steps: [(String, Step<'_>); 3] = [
             (format!("pmem{i} fsdax namespace"), &|_| ensure_fsdax(region)),
-            (format!("pmem{i} xfs"), &|dev| ensure_xfs(dev, fresh).map(|how| (dev.to_string(), how))),
+            (format!("pmem{i} xfs"), &|dev| ensure_xfs(dev, fresh, mkfs).map(|how| (dev.to_string(), how))),
             (format!("pmem{i} mount {option}"), &|dev| {
                 sys::mount_fs(dev, &mount_point, "xfs", &option)
                     .map(|()| (dev.to_string(), format!("{dev} on {mount_point}")))
@@ -169,7 +169,7 @@ fn new_uuid() -> Result<String, String> {
 
 /// Keeps an existing XFS unless `fresh`; makes one on a blank device; refuses
 /// to overwrite anything else.
-fn ensure_xfs(dev: &str, fresh: bool) -> Result<String, String> {
+fn ensure_xfs(dev: &str, fresh: bool, mkfs: Mkfs) -> Result<String, String> {
     let mut head = [0u8; 4096];
     {
         use std::io::Read;
@@ -185,15 +185,17 @@ fn ensure_xfs(dev: &str, fresh: bool) -> Result<String, String> {
             "{dev} holds data that is not XFS; refusing to format it (run with --fresh to start over)"
         ));
     }
-    // reflink for the seal's unshare path; rmapbt so online repair can
-    // rebuild a data fork; 2 MiB stripe unit so extents suit PMD faults.
+    // reflink for the seal's unshare path and rmapbt so online repair can
+    // rebuild a data fork (both on unless the run says otherwise); 2 MiB
+    // stripe unit so extents suit PMD faults.
+    let meta = mkfs.meta_option();
     let out = Command::new("mkfs.xfs")
-        .args(["-f", "-q", "-m", "reflink=1,rmapbt=1", "-d", "su=2m,sw=1", dev])
+        .args(["-f", "-q", "-m", &meta, "-d", "su=2m,sw=1", dev])
         .output()
         .map_err(|e| format!("cannot run mkfs.xfs: {e}"))?;
     if !out.status.success() {
         let text = String::from_utf8_lossy(&out.stderr);
         return Err(format!("mkfs.xfs {dev} {}: {}", crate::describe_status(out.status), text.trim()));
     }
-    Ok(format!("made a new XFS on {dev} (reflink=1, rmapbt=1, su=2m)"))
+    Ok(format!("made a new XFS on {dev} ({meta}, su=2m)"))
 }

@@ -89,6 +89,32 @@ pub struct RunConfig {
     /// in their work directories (a later boot names who left leftovers).
     #[serde(default)]
     pub run: String,
+    /// The XFS features new filesystems are made with.
+    #[serde(default)]
+    pub mkfs: Mkfs,
+}
+
+/// mkfs.xfs metadata features (`-m`).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Mkfs {
+    /// Shared extents: the seal's unshare path and the clone rows need it.
+    pub reflink: bool,
+    /// The reverse-mapping btree: online repair of a data fork needs it.
+    pub rmapbt: bool,
+}
+
+impl Default for Mkfs {
+    fn default() -> Mkfs {
+        Mkfs { reflink: true, rmapbt: true }
+    }
+}
+
+impl Mkfs {
+    /// The `-m` argument of mkfs.xfs.
+    pub fn meta_option(&self) -> String {
+        format!("reflink={},rmapbt={}", u8::from(self.reflink), u8::from(self.rmapbt))
+    }
 }
 
 /// XFS's `dax=` mount option.
@@ -503,6 +529,7 @@ mod properties {
                 params,
                 dax,
                 run,
+                mkfs: Mkfs { reflink: fresh, rmapbt: shell },
             })
     }
 

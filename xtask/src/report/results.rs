@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::paths;
 use crate::vm::boot::{End, Outcome};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct CaseResult {
     pub name: String,
     pub verdict: Verdict,
@@ -25,7 +25,7 @@ pub struct CaseResult {
     pub duration_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct WorkloadRun {
     pub kernel: String,
     pub workload: String,

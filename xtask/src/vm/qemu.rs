@@ -54,6 +54,8 @@ pub struct Vm {
     pub nvdimms: Vec<Image>,
     /// Data disks (virtio-blk, NVMe) the workloads asked for.
     pub disks: Vec<Disk>,
+    /// QEMU's nvdimm-persistence value, if any.
+    pub persistence: Option<String>,
     /// Unix socket the host listens on for the KTAP results port.
     pub results_socket: Option<PathBuf>,
     pub console: Console,
@@ -77,7 +79,7 @@ pub fn kernel_cmdline() -> String {
 pub fn argv(vm: &Vm) -> Vec<String> {
     [
         accel_args(vm.accel),
-        machine_args(!vm.nvdimms.is_empty()),
+        machine_args(!vm.nvdimms.is_empty(), vm.persistence.as_deref()),
         memory_args(vm.memory_mib, vm.cpus, &vm.nvdimms),
         vm.nvdimms.iter().enumerate().flat_map(|(i, img)| nvdimm_args(i, img)).collect(),
         vm.disks.iter().enumerate().flat_map(|(i, d)| crate::vm::disks::qemu_args(i, d)).collect(),
@@ -102,10 +104,14 @@ fn accel_args(accel: Accel) -> Vec<String> {
     }
 }
 
-fn machine_args(nvdimm: bool) -> Vec<String> {
-    // nvdimm=on makes QEMU build the ACPI NFIT that describes the NVDIMMs.
-    let machine = if nvdimm { "pc,nvdimm=on" } else { "pc" };
-    s(&["-machine", machine])
+fn machine_args(nvdimm: bool, persistence: Option<&str>) -> Vec<String> {
+    // nvdimm=on makes QEMU build the ACPI NFIT that describes the NVDIMMs;
+    // nvdimm-persistence sets the platform capabilities it advertises.
+    let mut machine = if nvdimm { "pc,nvdimm=on".to_string() } else { "pc".to_string() };
+    if let Some(p) = persistence.filter(|_| nvdimm) {
+        machine.push_str(&format!(",nvdimm-persistence={p}"));
+    }
+    vec!["-machine".into(), machine]
 }
 
 fn memory_args(memory_mib: u64, cpus: u32, nvdimms: &[Image]) -> Vec<String> {
@@ -237,6 +243,7 @@ fn probe_kvm(kernel: &Path) -> Result<(bool, String)> {
         cmdline: "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1".into(),
         nvdimms: Vec::new(),
         disks: Vec::new(),
+        persistence: None,
         results_socket: None,
         console: Console::Piped,
     };
@@ -307,6 +314,7 @@ mod tests {
                 Image { path: "/img/b.img".into(), geometry: Geometry { size: 512 << 20, label_size: 128 << 10 } },
             ],
             disks: Vec::new(),
+            persistence: None,
             results_socket: Some("/run/x.sock".into()),
             console: Console::Piped,
         }

@@ -103,6 +103,7 @@ impl BootRequest<'_> {
             cmdline: qemu::kernel_cmdline(),
             nvdimms: images,
             disks: data,
+            persistence: self.vm.nvdimm_persistence.map(|p| p.name().to_string()),
             results_socket: None,
             console,
         })

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use dax_seal_protocol::RunConfig;
+use dax_seal_protocol::{DaxMode, Mkfs, RunConfig};
 
 use crate::build::kernel::Variant;
 use crate::cli::VmArgs;
@@ -25,6 +25,10 @@ pub struct Scenario<'a> {
     pub vm: VmArgs,
     /// Workload parameters, the same for every boot.
     pub params: BTreeMap<String, String>,
+    /// `dax=` of each NVDIMM (empty: the defaults), for every boot.
+    pub dax: Vec<DaxMode>,
+    /// XFS features of filesystems the first boot makes.
+    pub mkfs: Mkfs,
     dir: PathBuf,
     logs: PathBuf,
     images: String,
@@ -49,6 +53,8 @@ impl<'a> Scenario<'a> {
             prepared,
             vm: VmArgs::defaults(),
             params: BTreeMap::new(),
+            dax: Vec::new(),
+            mkfs: Mkfs::default(),
             dir: dir.to_path_buf(),
             logs: dir.to_path_buf(),
             images: images.to_string(),
@@ -97,7 +103,8 @@ impl<'a> Scenario<'a> {
             fresh: self.blank.get(),
             shell: false,
             params: self.params.clone(),
-            dax: Vec::new(),
+            dax: self.dax.clone(),
+            mkfs: self.mkfs,
             run: format!("scenario {} boot {}", self.logs.display(), self.boots.get() + 1),
         };
         let n = self.boots.get() + 1;

@@ -1,0 +1,397 @@
+//! `cargo xtask matrix [FILE]`: the nightly VM matrix. The file
+//! ([`spec`]) names kernel variants, NVDIMM topologies, filesystems,
+//! machines, workload suites and scenarios (sequences of boots, crash
+//! campaigns); its cells are their product minus the excludes, each with a
+//! stable id. `--list` prints them, `--cell ID` runs some, `--shard I/N`
+//! runs one shard (greedy by weight, cells that share kernels together),
+//! and `--emit-github` writes the workflow that runs every shard nightly
+//! ([`github`]). A run writes the usual outputs plus `cells.json` (each
+//! cell's verdict and duration), which later runs read for weights and
+//! `cargo xtask report` merges.
+
+pub mod github;
+pub mod spec;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use dax_seal_protocol::ktap::Verdict;
+use serde::{Deserialize, Serialize};
+
+use crate::build::kernel::Variant;
+use crate::cli::{SourceArgs, VmArgs};
+use crate::crash::{self, Moment};
+use crate::paths;
+use crate::report::results::{self, BootRecord, CaseResult, Results, WorkloadRun};
+use crate::vm::boot::{End, KillAt};
+use crate::vm::request::{self, Prepared};
+use crate::vm::scenario::{Scenario, Step};
+use spec::{Cell, Work};
+
+pub const DEFAULT_FILE: &str = "tests/matrix/nightly.toml";
+
+#[derive(Debug, Clone, Args)]
+pub struct MatrixArgs {
+    /// The matrix file.
+    #[arg(default_value = DEFAULT_FILE)]
+    pub file: PathBuf,
+    /// Print the cells (id, kernels, weight, shard) and stop.
+    #[arg(long)]
+    pub list: bool,
+    /// Run only this cell (repeatable).
+    #[arg(long = "cell", value_name = "ID")]
+    pub cells: Vec<String>,
+    /// Run shard I of N (1-based).
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<(u32, u32)>,
+    /// A directory of earlier matrix results (with cells.json) whose
+    /// durations weigh the cells instead of the file's weights.
+    #[arg(long, value_name = "DIR")]
+    pub durations: Option<PathBuf>,
+    /// Write .github/workflows/nightly.yml running N shards of FILE, and stop.
+    #[arg(long, value_name = "N")]
+    pub emit_github: Option<u32>,
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+pub fn parse_shard(text: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{text:?} is not a shard: give I/N with 1 <= I <= N, e.g. 2/4");
+    let (i, n) = text.split_once('/').ok_or_else(bad)?;
+    let (i, n): (u32, u32) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+    if i == 0 || i > n {
+        return Err(bad());
+    }
+    Ok((i, n))
+}
+
+/// One cell's line in cells.json.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CellResult {
+    pub id: String,
+    pub verdict: Verdict,
+    pub elapsed_ms: u64,
+}
+
+/// Cells grouped by the kernels they boot, assigned greedily (heaviest
+/// group first, to the lightest shard; ties by name) to `n` shards; a
+/// group heavier than a fair shard goes cell by cell. Returns the shard
+/// (0-based) of each cell id.
+pub fn assign(cells: &[Cell], n: u32, weight: impl Fn(&Cell) -> u64) -> BTreeMap<String, u32> {
+    let mut groups: BTreeMap<String, (u64, Vec<&Cell>)> = BTreeMap::new();
+    for c in cells {
+        let key = c.kernels().iter().map(|k| k.name()).collect::<Vec<_>>().join("+");
+        let g = groups.entry(key).or_default();
+        g.0 += weight(c);
+        g.1.push(c);
+    }
+    // A group heavier than a fair shard is split by cell: its kernels are
+    // then built (or restored from the cache) in more than one shard, the
+    // price of a balanced night.
+    let mut units: Vec<(u64, String, Vec<&Cell>)> = Vec::new();
+    let total: u64 = groups.values().map(|g| g.0).sum();
+    let fair = total / u64::from(n.max(1));
+    for (key, (w, members)) in groups {
+        if w > fair && members.len() > 1 {
+            for c in members {
+                units.push((weight(c), format!("{key}/{}", c.id), vec![c]));
+            }
+        } else {
+            units.push((w, key, members));
+        }
+    }
+    units.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut load = vec![0u64; n.max(1) as usize];
+    let mut out = BTreeMap::new();
+    for (w, _, members) in units {
+        let (shard, _) = load.iter().enumerate().min_by_key(|(i, l)| (**l, *i)).unwrap_or((0, &0));
+        load[shard] += w;
+        for c in members {
+            out.insert(c.id.clone(), shard as u32);
+        }
+    }
+    out
+}
+
+/// Cell weights: durations from earlier results where known, else the file's.
+fn weights(cells: &[Cell], durations: Option<&Path>) -> Result<BTreeMap<String, u64>> {
+    let mut w: BTreeMap<String, u64> = cells.iter().map(|c| (c.id.clone(), c.weight)).collect();
+    if let Some(dir) = durations {
+        let path = dir.join("cells.json");
+        let text = std::fs::read(&path).with_context(|| format!("--durations: reading {}", path.display()))?;
+        let earlier: Vec<CellResult> = serde_json::from_slice(&text)
+            .with_context(|| format!("--durations: {} is not a cells.json", path.display()))?;
+        for r in earlier {
+            if let Some(slot) = w.get_mut(&r.id) {
+                *slot = (r.elapsed_ms / 1000).max(1);
+            }
+        }
+    }
+    Ok(w)
+}
+
+fn vm_of(cell: &Cell) -> VmArgs {
+    let mut vm = VmArgs::defaults();
+    vm.memory = cell.memory;
+    vm.cpus = cell.cpus;
+    vm.nvdimms = cell.nvdimms;
+    vm.nvdimm_size = cell.geometry.size;
+    vm.label_size = cell.geometry.label_size;
+    vm.nvdimm_persistence = cell.persistence;
+    vm
+}
+
+fn case(name: &str, verdict: Verdict, detail: String) -> CaseResult {
+    CaseResult { name: name.to_string(), verdict, detail, duration_ms: 0 }
+}
+
+/// Runs one cell in `dir`; its verdicts carry the cell id as their kernel.
+fn run_cell(prepared: &Prepared, cell: &Cell, dir: &Path) -> Result<(Vec<WorkloadRun>, Vec<BootRecord>)> {
+    let mut scenario = Scenario::new(prepared, dir, "cell");
+    scenario.vm = vm_of(cell);
+    scenario.dax = cell.dax.clone();
+    scenario.mkfs = cell.mkfs;
+    let label = |kernel: Variant, n: usize| format!("{} [{n}:{kernel}]", cell.id);
+    let (mut runs, mut boots) = (Vec::new(), Vec::new());
+    match &cell.work {
+        Work::Suite { kernel, workloads, params } => {
+            scenario.params = params.clone();
+            let names: Vec<&str> = workloads.iter().map(String::as_str).collect();
+            let (config, outcome) =
+                scenario.boot(&Step { variant: *kernel, workloads: &names, exec: &[], kill_at: None })?;
+            runs.extend(results::judge(&cell.id, &config.expected_tests(), &outcome));
+            boots.push(BootRecord::of(&cell.id, prepared, &outcome));
+        }
+        Work::Steps(steps) => {
+            for (n, step) in steps.iter().enumerate() {
+                let names: Vec<&str> = step.workloads.iter().map(String::as_str).collect();
+                let kill_at = step.kill_at.as_deref().map(KillAt::at);
+                let killed = kill_at.is_some();
+                let (config, outcome) =
+                    scenario.boot(&Step { variant: step.kernel, workloads: &names, exec: &[], kill_at })?;
+                let who = label(step.kernel, n + 1);
+                if killed {
+                    // A boot meant to die: it must die at its marker, and
+                    // what it reported before must not have failed.
+                    let ok = matches!(outcome.end, End::Killed { .. });
+                    let verdict = if ok { Verdict::Pass } else { Verdict::Fail };
+                    runs.push(WorkloadRun {
+                        kernel: who.clone(),
+                        workload: "boot".into(),
+                        verdict,
+                        cases: vec![case("killed at the marker", verdict, outcome.end.describe())],
+                    });
+                } else {
+                    runs.extend(results::judge(&who, &config.expected_tests(), &outcome));
+                }
+                boots.push(BootRecord::of(&who, prepared, &outcome));
+            }
+        }
+        Work::Crash { kernel, points, seed, records } => {
+            let mut done = Vec::new();
+            for k in 1..=*points {
+                let mut point_scenario =
+                    Scenario::new(prepared, dir, "cell").logs_in(&dir.join(format!("point-{k:03}")));
+                point_scenario.vm = scenario.vm.clone();
+                point_scenario.mkfs = cell.mkfs;
+                if k == 1 {
+                    point_scenario.start_blank();
+                }
+                let moment = Moment::draw(*seed, k, *records, *kernel != Variant::Baseline);
+                let p = crash::run_point(&mut point_scenario, *kernel, moment, (*seed, k), *records)?;
+                let mut run = p.run;
+                run.kernel = cell.id.clone();
+                runs.push(run);
+                boots.extend(p.boots);
+                done.push(p.point);
+            }
+            let check = crash::control_saw_loss(kernel.name(), &done, false);
+            runs.push(WorkloadRun {
+                kernel: cell.id.clone(),
+                workload: "crash-campaign".into(),
+                verdict: check.verdict,
+                cases: vec![check],
+            });
+        }
+    }
+    Ok((runs, boots))
+}
+
+pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
+    let cells = spec::load(&args.file)?;
+    if let Some(n) = args.emit_github {
+        if n == 0 {
+            bail!("--emit-github 0: give the number of shards, at least 1");
+        }
+        let path = paths::project_root().join(github::WORKFLOW);
+        let file = args.file.strip_prefix(paths::project_root()).unwrap_or(&args.file);
+        paths::write_atomic(&path, github::workflow(&file.to_string_lossy(), n).as_bytes())?;
+        println!("wrote {} ({n} shards of {})", path.display(), args.file.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let w = weights(&cells, args.durations.as_deref())?;
+    let weight = |c: &Cell| w.get(&c.id).copied().unwrap_or(c.weight);
+    for id in &args.cells {
+        if !cells.iter().any(|c| &c.id == id) {
+            bail!("--cell {id}: no such cell in {}; `--list` prints them", args.file.display());
+        }
+    }
+    let shards = args.shard.map(|(_, n)| assign(&cells, n, weight));
+    let selected: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| args.cells.is_empty() || args.cells.contains(&c.id))
+        .filter(|c| match (args.shard, &shards) {
+            (Some((i, _)), Some(map)) => map.get(&c.id) == Some(&(i - 1)),
+            _ => true,
+        })
+        .collect();
+    if args.list {
+        for c in &selected {
+            let kernels: Vec<&str> = c.kernels().iter().map(|k| k.name()).collect();
+            let shard =
+                shards.as_ref().and_then(|m| m.get(&c.id)).map_or(String::new(), |s| format!("  shard {}", s + 1));
+            println!("{:<56} {:<24} {:>5} s{shard}", c.id, kernels.join(","), weight(c));
+        }
+        let total: u64 = selected.iter().map(|c| weight(c)).sum();
+        println!("{} cells, {:.1} min by weight", selected.len(), total as f64 / 60.0);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if selected.is_empty() {
+        bail!("no cell selected: this shard is empty (fewer cells than shards?)");
+    }
+    let mut variants: Vec<Variant> = selected.iter().flat_map(|c| c.kernels()).collect();
+    variants.sort_by_key(|v| v.name());
+    variants.dedup();
+    let prepared = request::prepare(&variants, &args.source, &VmArgs::defaults())?;
+    eprintln!("[matrix] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
+    let (run_id, dir) = paths::new_output_dir("matrix")?;
+    let (mut runs, mut boots, mut cell_results) = (Vec::new(), Vec::new(), Vec::new());
+    for c in &selected {
+        eprintln!("[matrix] cell {} ({} s by weight)", c.id, weight(c));
+        let start = Instant::now();
+        let (r, b) = run_cell(&prepared, c, &dir.join(&c.id)).with_context(|| format!("cell {}", c.id))?;
+        let verdict =
+            if r.iter().any(|r| r.verdict == Verdict::Fail) || r.is_empty() { Verdict::Fail } else { Verdict::Pass };
+        let elapsed_ms = start.elapsed().as_millis() as u64;
+        eprintln!("[matrix] cell {}: {:?} in {:.1} s", c.id, verdict, elapsed_ms as f64 / 1000.0);
+        cell_results.push(CellResult { id: c.id.clone(), verdict, elapsed_ms });
+        runs.extend(r);
+        boots.extend(b);
+    }
+    let failed = cell_results.iter().any(|c| c.verdict == Verdict::Fail);
+    let verdict = if failed { "fail" } else { "pass" };
+    let results = Results { verdict, run_id, runs, boots, xtask_peak_rss_kib: results::peak_rss_kib() };
+    let written = results::write_all(&dir, &results)
+        .and_then(|_| paths::write_atomic(&dir.join("cells.json"), &serde_json::to_vec_pretty(&cell_results)?));
+    println!("{}", results::summary(&results));
+    written.context("the verdicts above could not be saved")?;
+    println!("outputs: {} (cells.json for --durations and cargo xtask report)", dir.display());
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cells(text: &str) -> Vec<Cell> {
+        spec::parse(Path::new("m.toml"), text).unwrap()
+    }
+
+    const SMALL: &str = r#"
+[topologies.plain]
+[topologies.labelled]
+label-size = "128K"
+[filesystems.default]
+[filesystems.no-reflink]
+reflink = false
+[machines.small]
+[suites.smoke]
+workloads = ["dax-smoke"]
+[suites.race]
+workloads = ["seal-race"]
+params = { "seal-race.seconds" = 10 }
+[scenarios.cross-kernel]
+steps = [
+  { kernel = "patched", workloads = ["seal-foreign-prepare"] },
+  { kernel = "baseline", workloads = ["seal-foreign-change"] },
+  { kernel = "patched", workloads = ["seal-foreign-verify"] },
+]
+[[cells]]
+kernels = ["patched", "baseline", "debug"]
+topologies = ["plain", "labelled"]
+filesystems = ["default", "no-reflink"]
+machines = ["small"]
+suites = ["smoke", "race"]
+weight = 60
+[[cells]]
+scenarios = ["cross-kernel"]
+weight = 90
+[[exclude]]
+kernel = "debug"
+topology = "labelled"
+"#;
+
+    #[test]
+    fn cells_are_the_product_minus_excludes_with_stable_ids() {
+        let c = cells(SMALL);
+        assert_eq!(c.len(), 2 * 3 * 2 * 2 - 2 * 2 + 1);
+        assert!(c.iter().any(|c| c.id == "race.patched.labelled.no-reflink.small"));
+        assert!(!c.iter().any(|c| c.id.contains("debug.labelled")));
+        let x = c.iter().find(|c| c.id == "cross-kernel.default.default.default").unwrap();
+        assert_eq!(x.kernels(), [Variant::Baseline, Variant::Patched]);
+        assert_eq!(cells(SMALL), c, "the same file gives the same cells");
+        let race = c.iter().find(|c| c.id == "race.baseline.plain.default.small").unwrap();
+        assert!(matches!(&race.work, Work::Suite { params, .. } if params["seal-race.seconds"] == "10"));
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_file_line_and_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("kernels = [\"patchd\"]", "m.toml:", "unknown kernel \"patchd\""),
+            ("topologies = [\"plan\"]", "m.toml:", "topologies: unknown topology \"plan\""),
+            ("colour = \"red\"", "m.toml:", "unknown field `colour`"),
+        ];
+        for (line, file, needle) in cases {
+            let text = format!("[suites.s]\nworkloads = [\"dax-smoke\"]\n[[cells]]\nkernels = [\"patched\"]\nsuites = [\"s\"]\nweight = 1\n{line}\n");
+            let text = if line.starts_with("kernels") { text.replace("kernels = [\"patched\"]\n", "") } else { text };
+            let err = format!("{:#}", spec::parse(Path::new("m.toml"), &text).unwrap_err());
+            assert!(err.starts_with(file) && err.contains(needle), "{line}: {err}");
+            assert!(err.contains(":7:") || err.contains(":6:") || err.contains(":4:"), "no line in: {err}");
+        }
+        let bad_cell = "[topologies.tiny]\nsize = \"256M\"\n[suites.s]\nworkloads = [\"dax-smoke\"]\n[[cells]]\nkernels = [\"patched\"]\ntopologies = [\"tiny\"]\nsuites = [\"s\"]\nweight = 1\n";
+        let err = format!("{:#}", spec::parse(Path::new("m.toml"), bad_cell).unwrap_err());
+        assert!(err.contains("m.toml:8: cell s.patched.tiny.default.default: topology tiny"), "{err}");
+        let bad_workload =
+            "[suites.s]\nworkloads = [\"nope\"]\n[[cells]]\nkernels = [\"patched\"]\nsuites = [\"s\"]\nweight = 1\n";
+        let err = format!("{:#}", spec::parse(Path::new("m.toml"), bad_workload).unwrap_err());
+        assert!(err.contains("unknown workload \"nope\""), "{err}");
+    }
+
+    #[test]
+    fn shards_are_stable_balanced_and_keep_kernels_together() {
+        let c = cells(SMALL);
+        let a = assign(&c, 3, |c| c.weight);
+        assert_eq!(a, assign(&c, 3, |c| c.weight), "stable");
+        let mut load = [0u64; 3];
+        for cell in &c {
+            load[a[&cell.id] as usize] += cell.weight;
+        }
+        let (max, mean) = (*load.iter().max().unwrap() as f64, load.iter().sum::<u64>() as f64 / 3.0);
+        assert!(max / mean < 1.35, "{load:?}");
+        assert!(c.iter().all(|cell| a.contains_key(&cell.id)));
+        // One shard: everything in it.
+        assert!(assign(&c, 1, |c| c.weight).values().all(|s| *s == 0));
+    }
+
+    #[test]
+    fn shard_arguments() {
+        assert_eq!(parse_shard("2/4"), Ok((2, 4)));
+        for bad in ["0/4", "5/4", "1", "a/b", "1/0"] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
+        }
+    }
+}

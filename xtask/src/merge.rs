@@ -1,0 +1,125 @@
+//! `cargo xtask report DIR...`: merges the outputs of runs and matrix
+//! shards (each a directory with results.json, and cells.json for matrix
+//! shards) into one results.json, junit.xml, results.ktap and summary. With
+//! `--matrix FILE`, every cell of that file must be in some shard's
+//! cells.json: a missing cell fails the merge like a failed one, so a shard
+//! that died without results cannot pass unnoticed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use dax_seal_protocol::ktap::Verdict;
+
+use crate::matrix::{spec, CellResult};
+use crate::paths;
+use crate::report::results::{self, CaseResult, Results, WorkloadRun};
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// The matrix file whose every cell must be present.
+    #[arg(long, value_name = "FILE")]
+    pub matrix: Option<PathBuf>,
+    /// Where to write the merged outputs (default images/report/<id>/).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Output directories of runs or matrix shards (searched one level deep
+    /// for results.json, as artifacts unpack).
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+}
+
+/// The directories under `dir` (itself included) that hold results.json.
+fn result_dirs(dir: &std::path::Path) -> Vec<PathBuf> {
+    if dir.join("results.json").is_file() {
+        return vec![dir.to_path_buf()];
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("results.json").is_file())
+        .collect();
+    found.sort();
+    found
+}
+
+pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
+    let mut runs: Vec<WorkloadRun> = Vec::new();
+    let mut boots: Vec<serde_json::Value> = Vec::new();
+    let mut cells: BTreeMap<String, CellResult> = BTreeMap::new();
+    let mut sources = Vec::new();
+    for dir in &args.dirs {
+        let found = result_dirs(dir);
+        if found.is_empty() {
+            bail!("{}: no results.json here or one level down; give run or shard output directories", dir.display());
+        }
+        for d in found {
+            let path = d.join("results.json");
+            let json: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
+                    .with_context(|| format!("{} is not a results.json", path.display()))?;
+            let these: Vec<WorkloadRun> = serde_json::from_value(json["runs"].clone())
+                .with_context(|| format!("{}: its runs are not in this version's form", path.display()))?;
+            runs.extend(these);
+            boots.extend(json["boots"].as_array().cloned().unwrap_or_default());
+            if let Ok(text) = std::fs::read(d.join("cells.json")) {
+                let list: Vec<CellResult> = serde_json::from_slice(&text)
+                    .with_context(|| format!("{} is not a cells.json", d.join("cells.json").display()))?;
+                cells.extend(list.into_iter().map(|c| (c.id.clone(), c)));
+            }
+            sources.push(d.display().to_string());
+        }
+    }
+    if let Some(file) = &args.matrix {
+        let expected = spec::load(file)?;
+        let missing: Vec<CaseResult> = expected
+            .iter()
+            .filter(|c| !cells.contains_key(&c.id))
+            .map(|c| CaseResult {
+                name: c.id.clone(),
+                verdict: Verdict::Fail,
+                detail: "missing: no shard reported this cell (its shard died, or did not run it)".into(),
+                duration_ms: 0,
+            })
+            .collect();
+        if !missing.is_empty() {
+            runs.push(WorkloadRun {
+                kernel: "matrix".into(),
+                workload: "missing cells".into(),
+                verdict: Verdict::Fail,
+                cases: missing,
+            });
+        }
+    }
+    let failed = runs.iter().any(|r| r.verdict == Verdict::Fail) || runs.is_empty();
+    let (run_id, out) = match &args.out {
+        Some(dir) => {
+            paths::ensure_dir(dir)?;
+            (paths::timestamp(), dir.clone())
+        }
+        None => paths::new_output_dir("report")?,
+    };
+    let results = Results {
+        verdict: if failed { "fail" } else { "pass" },
+        run_id,
+        runs,
+        boots: Vec::new(),
+        xtask_peak_rss_kib: 0,
+    };
+    let summary = results::summary(&results);
+    let written = results::write_all(&out, &results).and_then(|_| {
+        let mut merged = serde_json::to_value(&results)?;
+        merged["boots"] = serde_json::Value::Array(boots);
+        merged["merged_from"] = serde_json::json!(sources);
+        merged["cells"] = serde_json::to_value(cells.values().collect::<Vec<_>>())?;
+        paths::write_atomic(&out.join("results.json"), &serde_json::to_vec_pretty(&merged)?)
+    });
+    println!("{summary}");
+    written.context("the merged verdicts above could not be saved")?;
+    println!("merged {} result directories into {}", sources.len(), out.display());
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
