@@ -55,6 +55,13 @@ impl Archive {
                 Some(_) => return Err(format!("{parent} is not a directory, cannot add {path} under it")),
             }
         }
+        if !matches!(entry, Entry::Dir { .. }) {
+            let under = format!("{path}/");
+            if let Some((child, _)) = self.entries.range(under.clone()..).next().filter(|(k, _)| k.starts_with(&under))
+            {
+                return Err(format!("{path} is a directory holding {child}; it cannot become a file"));
+            }
+        }
         self.entries.insert(path, entry);
         Ok(())
     }
@@ -176,6 +183,25 @@ mod tests {
         assert!(a.add("/a/../b", Entry::Dir { mode: 0o755 }).is_err());
         a.add("/f", Entry::File { mode: 0o644, data: vec![] }).unwrap();
         assert!(a.add("/f/g", Entry::Dir { mode: 0o755 }).is_err());
+    }
+}
+
+#[cfg(test)]
+mod replacing {
+    use super::*;
+
+    /// Found by `cargo xtask fuzz`: a file added over a directory that
+    /// already holds entries left those entries under a file, which no
+    /// unpacker can create.
+    #[test]
+    fn a_directory_with_entries_cannot_become_a_file() {
+        let mut a = Archive::new();
+        a.add("-/a", Entry::File { mode: 0o644, data: Vec::new() }).unwrap();
+        let err = a.add("-", Entry::File { mode: 0o644, data: Vec::new() }).unwrap_err();
+        assert!(err.contains("- is a directory holding -/a"), "{err}");
+        a.add("-", Entry::Dir { mode: 0o700 }).unwrap();
+        a.add("b", Entry::File { mode: 0o644, data: Vec::new() }).unwrap();
+        a.add("b", Entry::Symlink { target: "c".into() }).unwrap();
     }
 }
 
