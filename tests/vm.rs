@@ -973,3 +973,35 @@ fn matrix_smoke_shards_run_and_merge_and_a_missing_shard_fails() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("missing: no shard reported this cell"), "{stdout}");
 }
+
+/// Host fault: someone truncates an NVDIMM image while its guest runs.
+/// QEMU dies of SIGBUS on the next access; the run fails naming the likely
+/// cause, and the next run refuses the damaged image instead of booting on
+/// it, keeping it for the user.
+#[test]
+fn host_fault_an_nvdimm_truncated_mid_run_is_named_and_then_refused() {
+    let images = tempfile::tempdir().unwrap();
+    let err = images.path().join("run.stderr");
+    let mut run = xtask_spawn(
+        &["run", "--kernel", "patched", "--workload", "seal-race", "--param", "seal-race.seconds=60"],
+        images.path(),
+        &err,
+    );
+    qemu_on(images.path(), Duration::from_secs(600)).expect("QEMU never started");
+    std::thread::sleep(Duration::from_secs(8));
+    let image = images.path().join("nvdimm-patched-0.img");
+    std::fs::OpenOptions::new().write(true).open(&image).unwrap().set_len(64 << 20).unwrap();
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{}", std::fs::read_to_string(&err).unwrap_or_default());
+    let json = results_of(images.path());
+    let end = &json["boots"][0]["end"];
+    assert!(
+        end["kind"] == "qemu-failed" && end["status"].as_str().unwrap().contains("SIGBUS"),
+        "the truncation must be named: {json:#}"
+    );
+    let again = xtask(&["run", "--kernel", "patched", "--workload", "dax-smoke"], images.path());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("truncated or damaged") && stderr.contains("--fresh"), "{stderr}");
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 64 << 20, "the damaged image is kept as it is");
+}

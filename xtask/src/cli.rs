@@ -161,6 +161,10 @@ pub struct RunArgs {
     /// Workload parameter, e.g. seal-race.seconds=60 (repeatable).
     #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
     pub params: Vec<(String, String)>,
+    /// Kernel variants booted at once (default: the host's cores; each TCG
+    /// guest keeps about one busy). The summary's order does not change.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
     #[command(flatten)]
     pub guest: GuestArgs,
 }

@@ -12,6 +12,7 @@ pub mod report;
 pub mod vm;
 
 pub mod cli;
+pub mod jobs;
 pub mod paths;
 
 pub mod bench;

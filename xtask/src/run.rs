@@ -57,9 +57,9 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
     eprintln!("[run] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
     let (run_id, run_dir) = new_run_dir()?;
     let images_dir = paths::images_dir();
-    let mut runs = Vec::new();
-    let mut boots = Vec::new();
-    for &variant in &variants {
+    let jobs = args.jobs.map_or_else(crate::jobs::default_jobs, |j| j as usize);
+    // Each variant boots on its own images; up to `jobs` at once.
+    let booted = crate::jobs::in_parallel(jobs, variants.clone(), |variant| -> Result<_> {
         let config = RunConfig {
             kernel: variant.name().to_string(),
             workloads: workloads.clone(),
@@ -90,8 +90,17 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
         if !outcome.end.is_clean() {
             eprintln!("[run] {variant}: QEMU command line: {}", outcome.command_line);
         }
-        runs.extend(results::judge(variant.name(), &config.expected_tests(), &outcome));
-        boots.push(BootRecord::of(variant.name(), &prepared, &outcome));
+        Ok((
+            results::judge(variant.name(), &config.expected_tests(), &outcome),
+            BootRecord::of(variant.name(), &prepared, &outcome),
+        ))
+    });
+    let mut runs = Vec::new();
+    let mut boots = Vec::new();
+    for b in booted {
+        let (r, boot) = b?;
+        runs.extend(r);
+        boots.push(boot);
     }
     let verdict = results::verdict_of(&runs, &boots);
     let results = Results { verdict, run_id, runs, boots, xtask_peak_rss_kib: results::peak_rss_kib() };
