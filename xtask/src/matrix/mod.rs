@@ -52,6 +52,9 @@ pub struct MatrixArgs {
     /// durations weigh the cells instead of the file's weights.
     #[arg(long, value_name = "DIR")]
     pub durations: Option<PathBuf>,
+    /// Cells booted at once (default: the host's cores).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
     /// Write .github/workflows/nightly.yml running N shards of FILE, and stop.
     #[arg(long, value_name = "N")]
     pub emit_github: Option<u32>,
@@ -270,13 +273,18 @@ pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
     eprintln!("[matrix] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
     let (run_id, dir) = paths::new_output_dir("matrix")?;
     let (mut runs, mut boots, mut cell_results) = (Vec::new(), Vec::new(), Vec::new());
-    for c in &selected {
+    let jobs = args.jobs.map_or_else(crate::jobs::default_jobs, |j| j as usize);
+    // Every cell has its own directory and images: up to `jobs` at once.
+    let done = crate::jobs::in_parallel(jobs, selected.clone(), |c| {
         eprintln!("[matrix] cell {} ({} s by weight)", c.id, weight(c));
         let start = Instant::now();
-        let (r, b) = run_cell(&prepared, c, &dir.join(&c.id)).with_context(|| format!("cell {}", c.id))?;
-        let verdict =
-            if r.iter().any(|r| r.verdict == Verdict::Fail) || r.is_empty() { Verdict::Fail } else { Verdict::Pass };
-        let elapsed_ms = start.elapsed().as_millis() as u64;
+        let ran = run_cell(&prepared, c, &dir.join(&c.id)).with_context(|| format!("cell {}", c.id));
+        (c, ran, start.elapsed().as_millis() as u64)
+    });
+    for (c, ran, elapsed_ms) in done {
+        let (r, b) = ran?;
+        let failed = r.iter().any(|r| r.verdict == Verdict::Fail) || r.is_empty();
+        let verdict = if failed { Verdict::Fail } else { Verdict::Pass };
         eprintln!("[matrix] cell {}: {:?} in {:.1} s", c.id, verdict, elapsed_ms as f64 / 1000.0);
         cell_results.push(CellResult { id: c.id.clone(), verdict, elapsed_ms });
         runs.extend(r);
