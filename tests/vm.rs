@@ -148,10 +148,36 @@ fn cli_run_writes_verdicts_and_exits_zero() {
     }
     let junit = std::fs::read_to_string(latest.join("junit.xml")).unwrap();
     assert!(junit.contains("<testsuite name=\"baseline/dax-smoke\""), "{junit}");
-    for file in ["console-patched.log", "console-baseline.log", "results.ktap", "summary.txt"] {
+    for file in ["console-patched.log", "console-baseline.log", "results.ktap", "summary.txt", "report.html"] {
         assert!(latest.join(file).is_file(), "{file}");
     }
     assert!(stdout.contains("PASS:"), "{stdout}");
+    assert_report_opens_in_chromium(&latest, &json);
+}
+
+/// report.html in Debian's headless chromium: it opens offline, its table
+/// has one row per kernel and workload of results.json, its counts are
+/// results.json's, and a screenshot of it is drawn.
+fn assert_report_opens_in_chromium(dir: &std::path::Path, json: &serde_json::Value) {
+    let page = format!("file://{}", dir.join("report.html").canonicalize().unwrap().display());
+    let chromium = |extra: &[&str]| {
+        Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+            .args(extra)
+            .arg(&page)
+            .output()
+            .expect("chromium (cargo xtask test installs it)")
+    };
+    let dom = String::from_utf8_lossy(&chromium(&["--dump-dom"]).stdout).into_owned();
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(dom.matches("<tr class=\"run ").count(), runs.len(), "{dom}");
+    let passed = runs.iter().flat_map(|r| r["cases"].as_array().unwrap()).filter(|c| c["verdict"] == "pass").count();
+    assert!(dom.contains(&format!("<span id=\"passed\">{passed}</span>")), "{dom}");
+    let shot = dir.join("report.png");
+    let out = chromium(&[&format!("--screenshot={}", shot.display()), "--window-size=1200,1600"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
 }
 
 #[test]

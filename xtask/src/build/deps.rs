@@ -60,8 +60,12 @@ pub const GUEST: &[Requirement] = &[
 pub const VM: &[Requirement] = &[req(Program("qemu-system-x86_64"), "qemu-system-x86", "booting guests")];
 
 /// What the test suite needs beyond a run: Debian's cpio reads back the
-/// initramfs writer's archives in its property test.
-pub const TESTS: &[Requirement] = &[req(Program("cpio"), "cpio", "checking the cpio writer (cargo xtask test)")];
+/// initramfs writer's archives in its property test, and headless chromium
+/// opens report.html.
+pub const TESTS: &[Requirement] = &[
+    req(Program("cpio"), "cpio", "checking the cpio writer (cargo xtask test)"),
+    req(Program("chromium"), "chromium", "opening report.html in a real browser (cargo xtask test)"),
+];
 
 /// A set of requirement lists.
 pub struct Need(Vec<&'static [Requirement]>);

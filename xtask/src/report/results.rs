@@ -366,9 +366,11 @@ pub fn ktap(results: &Results) -> String {
     String::from_utf8_lossy(&text).into_owned()
 }
 
-/// Writes results.json, junit.xml, results.ktap and summary.txt into `dir`.
+/// Writes results.json, junit.xml, results.ktap, summary.txt and
+/// report.html into `dir`.
 pub fn write_all(dir: &Path, results: &Results) -> Result<String> {
     let summary = summary(results);
+    paths::write_atomic(&dir.join("report.html"), super::html::page(results).as_bytes())?;
     paths::write_atomic(&dir.join("results.json"), &serde_json::to_vec_pretty(results)?)?;
     paths::write_atomic(&dir.join("junit.xml"), junit(results).as_bytes())?;
     paths::write_atomic(&dir.join("results.ktap"), ktap(results).as_bytes())?;

@@ -1,0 +1,192 @@
+//! report.html: one self-contained page (no script, no stylesheet or font
+//! from the network) with the verdict, a table of every kernel or cell by
+//! verdict, each failure with its reason, how each boot ended, and the
+//! first-touch fault histograms the userspace-flush workload reported, as
+//! inline SVG bar charts.
+
+use std::fmt::Write as _;
+
+use dax_seal_protocol::flush::LATENCY_PREFIX;
+use dax_seal_protocol::ktap::Verdict;
+
+use super::results::Results;
+
+fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "pass",
+        Verdict::Fail => "fail",
+        Verdict::Skip => "skip",
+    }
+}
+
+/// Log2 microsecond buckets and their counts.
+type Buckets = Vec<(u32, u64)>;
+
+/// A histogram line `dax-seal latency KIND b:c,b:c` as (kind, buckets).
+pub fn histogram(line: &str) -> Option<(String, Buckets)> {
+    let rest = &line[line.find(LATENCY_PREFIX)? + LATENCY_PREFIX.len()..];
+    let (kind, cells) = rest.trim().split_once(' ')?;
+    let buckets = cells
+        .split(',')
+        .map(|c| c.split_once(':').and_then(|(b, n)| Some((b.parse().ok()?, n.parse().ok()?))))
+        .collect::<Option<Buckets>>()?;
+    Some((kind.to_string(), buckets))
+}
+
+/// An SVG bar chart of one histogram (log2 microsecond buckets).
+pub fn svg(title: &str, buckets: &[(u32, u64)]) -> String {
+    const W: u32 = 420;
+    const H: u32 = 160;
+    let (lo, hi) = buckets.iter().fold((u32::MAX, 0), |(lo, hi), (b, _)| (lo.min(*b), hi.max(*b)));
+    let (lo, hi) = if buckets.is_empty() { (0, 0) } else { (lo, hi) };
+    let n = hi - lo + 1;
+    let max = buckets.iter().map(|(_, c)| *c).max().unwrap_or(1).max(1);
+    let bar = (W - 40) / n.max(1);
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{}\" role=\"img\" class=\"plot\">\
+         <title>{}</title><text x=\"4\" y=\"14\" font-size=\"12\">{}</text>",
+        H + 30,
+        esc(title),
+        esc(title)
+    );
+    for (b, count) in buckets {
+        let x = 30 + (b - lo) * bar;
+        let h = (*count * u64::from(H - 30) / max) as u32;
+        let _ = write!(
+            out,
+            "<rect x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{h}\" fill=\"#4a7bb7\"><title>{} us: {count}</title></rect>",
+            H - h,
+            bar.saturating_sub(2).max(1),
+            1u64 << b
+        );
+    }
+    for b in lo..=hi {
+        let x = 30 + (b - lo) * bar;
+        let _ = write!(out, "<text x=\"{x}\" y=\"{}\" font-size=\"9\">{}</text>", H + 14, 1u64 << b);
+    }
+    let _ = write!(out, "<text x=\"{}\" y=\"{}\" font-size=\"9\">us (log2 buckets)</text></svg>", W - 110, H + 28);
+    out
+}
+
+pub fn page(results: &Results) -> String {
+    let mut out = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>dax-seal results</title><style>\
+         body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}\
+         td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}\
+         .pass{background:#dfd}.fail{background:#fdd}.skip{background:#eee}\
+         pre{background:#f6f6f6;padding:6px;white-space:pre-wrap;max-width:100em}\
+         </style></head><body>\n",
+    );
+    let count = |v: Verdict| results.runs.iter().flat_map(|r| &r.cases).filter(|c| c.verdict == v).count();
+    let _ = writeln!(
+        out,
+        "<h1 id=\"verdict\" class=\"{}\">{}</h1><p>run {}: <span id=\"passed\">{}</span> passed, \
+         <span id=\"failed\">{}</span> failed, <span id=\"skipped\">{}</span> skipped</p>",
+        results.verdict,
+        results.verdict.to_uppercase(),
+        esc(&results.run_id),
+        count(Verdict::Pass),
+        count(Verdict::Fail),
+        count(Verdict::Skip)
+    );
+    out.push_str("<h2>Verdicts</h2><table id=\"verdicts\"><tr><th>kernel or cell</th><th>workload</th><th>pass</th><th>fail</th><th>skip</th><th>verdict</th></tr>\n");
+    for r in &results.runs {
+        let n = |v: Verdict| r.cases.iter().filter(|c| c.verdict == v).count();
+        let _ = writeln!(
+            out,
+            "<tr class=\"run {}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            word(r.verdict),
+            esc(&r.kernel),
+            esc(&r.workload),
+            n(Verdict::Pass),
+            n(Verdict::Fail),
+            n(Verdict::Skip),
+            word(r.verdict)
+        );
+    }
+    out.push_str("</table>\n<h2>Failures</h2>\n");
+    let mut failures = 0;
+    for r in &results.runs {
+        for c in r.cases.iter().filter(|c| c.verdict == Verdict::Fail) {
+            failures += 1;
+            let _ = writeln!(
+                out,
+                "<div class=\"failure\"><h3>{} / {} / {}</h3><pre>{}</pre></div>",
+                esc(&r.kernel),
+                esc(&r.workload),
+                esc(&c.name),
+                esc(&c.detail)
+            );
+        }
+    }
+    if failures == 0 {
+        out.push_str("<p>None.</p>\n");
+    }
+    out.push_str("<h2>Boots</h2><ul>\n");
+    for b in &results.boots {
+        let _ = writeln!(
+            out,
+            "<li>{}: {} in {:.1} s on {}</li>",
+            esc(&b.kernel),
+            esc(&b.end.describe()),
+            b.elapsed_ms as f64 / 1000.0,
+            esc(&b.accel)
+        );
+    }
+    out.push_str("</ul>\n");
+    let plots: Vec<(String, String, Buckets)> = results
+        .runs
+        .iter()
+        .flat_map(|r| r.cases.iter().map(move |c| (r, c)))
+        .flat_map(|(r, c)| c.detail.lines().filter_map(move |l| histogram(l).map(|(k, b)| (r.kernel.clone(), k, b))))
+        .collect();
+    if !plots.is_empty() {
+        out.push_str("<h2>First-touch MAP_SYNC write faults</h2>\n");
+        for (kernel, kind, buckets) in plots {
+            out.push_str(&svg(&format!("{kernel}: {kind} file"), &buckets));
+            out.push('\n');
+        }
+    }
+    if results.xtask_peak_rss_kib > 0 {
+        let _ = writeln!(out, "<p>xtask peak memory: {:.1} MiB</p>", results.xtask_peak_rss_kib as f64 / 1024.0);
+    }
+    out.push_str("</body></html>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_read_from_the_latency_lines_and_drawn() {
+        let (kind, b) = histogram("    # dax-seal latency sealed 2:125,3:27,12:2").unwrap();
+        assert_eq!((kind.as_str(), b), ("sealed", vec![(2, 125), (3, 27), (12, 2)]));
+        assert_eq!(histogram("dax-seal latency sealed 2:x"), None);
+        let s = svg("patched: sealed file", &[(2, 125), (3, 27), (12, 2)]);
+        assert_eq!(s.matches("<rect").count(), 3);
+        assert!(s.starts_with("<svg") && s.ends_with("</svg>"));
+    }
+
+    #[test]
+    fn text_is_escaped() {
+        assert_eq!(esc("<a href='x'>&\u{1}"), "&lt;a href=&#39;x&#39;&gt;&amp; ");
+    }
+}
