@@ -994,10 +994,15 @@ fn matrix_smoke_shards_run_and_merge_and_a_missing_shard_fails() {
     assert!(std::fs::read_to_string(merged.join("junit.xml")).unwrap().contains("sigkill-after-seal"));
 
     let partial = images.path().join("partial").to_string_lossy().into_owned();
-    let out = xtask(&["report", "--matrix", file, "--out", &partial, &dirs[0]], images.path());
+    let out =
+        xtask(&["report", "--matrix", file, "--out", &partial, "--previous", &merged_arg, &dirs[0]], images.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("missing: no shard reported this cell"), "{stdout}");
+    // Against the full merge, the other shard's cases are gone.
+    assert!(stdout.contains("verdict(s) changed") && stdout.contains("pass -> -"), "{stdout}");
+    let page = std::fs::read_to_string(images.path().join("partial/report.html")).unwrap();
+    assert!(page.contains("<table id=\"changes\">"), "{page}");
 }
 
 /// Host fault: someone truncates an NVDIMM image while its guest runs.

@@ -15,6 +15,7 @@ use dax_seal_protocol::ktap::Verdict;
 
 use crate::matrix::{spec, CellResult};
 use crate::paths;
+use crate::report::html;
 use crate::report::results::{self, CaseResult, Results, WorkloadRun};
 
 #[derive(Debug, Clone, Args)]
@@ -22,6 +23,10 @@ pub struct ReportArgs {
     /// The matrix file whose every cell must be present.
     #[arg(long, value_name = "FILE")]
     pub matrix: Option<PathBuf>,
+    /// An earlier report or run directory: the page and the summary say
+    /// which verdicts changed since it.
+    #[arg(long, value_name = "DIR")]
+    pub previous: Option<PathBuf>,
     /// Where to write the merged outputs (default images/report/<id>/).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -118,8 +123,34 @@ pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
         merged["cells"] = serde_json::to_value(cells.values().collect::<Vec<_>>())?;
         paths::write_atomic(&out.join("results.json"), &serde_json::to_vec_pretty(&merged)?)
     });
+    let since = match &args.previous {
+        Some(dir) => {
+            let path = dir.join("results.json");
+            let json: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(&path).with_context(|| format!("--previous: reading {}", path.display()))?,
+            )
+            .with_context(|| format!("--previous: {} is not a results.json", path.display()))?;
+            let before: Vec<WorkloadRun> = serde_json::from_value(json["runs"].clone())
+                .with_context(|| format!("--previous: {}: runs not in this version's form", path.display()))?;
+            let changed = html::changes(&before, &results.runs);
+            let page = html::page_since(&results, Some((&dir.display().to_string(), &before)));
+            Some((changed, page))
+        }
+        None => None,
+    };
     println!("{summary}");
     written.context("the merged verdicts above could not be saved")?;
+    if let Some((changed, page)) = since {
+        paths::write_atomic(&out.join("report.html"), page.as_bytes())?;
+        println!(
+            "since {}: {} verdict(s) changed",
+            args.previous.as_deref().unwrap_or(std::path::Path::new("")).display(),
+            changed.len()
+        );
+        for (case, before, now) in changed {
+            println!("  {case}: {before} -> {now}");
+        }
+    }
     println!("merged {} result directories into {}", sources.len(), out.display());
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

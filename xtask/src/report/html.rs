@@ -9,7 +9,9 @@ use std::fmt::Write as _;
 use dax_seal_protocol::flush::LATENCY_PREFIX;
 use dax_seal_protocol::ktap::Verdict;
 
-use super::results::Results;
+use std::collections::BTreeMap;
+
+use super::results::{Results, WorkloadRun};
 
 fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -84,7 +86,47 @@ pub fn svg(title: &str, buckets: &[(u32, u64)]) -> String {
     out
 }
 
+/// The last `n` lines of a console log, if it can be read.
+fn console_tail(path: &std::path::Path, n: usize) -> Option<String> {
+    let text = std::fs::read(path).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    Some(lines[lines.len().saturating_sub(n)..].join("\n"))
+}
+
+/// What changed since an earlier set of runs: cases whose verdict is new,
+/// changed, or gone, as (key, before, now).
+pub fn changes(before: &[WorkloadRun], now: &[WorkloadRun]) -> Vec<(String, String, String)> {
+    let flatten = |runs: &[WorkloadRun]| -> BTreeMap<String, &'static str> {
+        runs.iter()
+            .flat_map(|r| {
+                r.cases.iter().map(move |c| (format!("{} / {} / {}", r.kernel, r.workload, c.name), word(c.verdict)))
+            })
+            .collect()
+    };
+    let (a, b) = (flatten(before), flatten(now));
+    let mut out = Vec::new();
+    for (k, v) in &b {
+        match a.get(k) {
+            Some(old) if old == v => {}
+            Some(old) => out.push((k.clone(), old.to_string(), v.to_string())),
+            None => out.push((k.clone(), "-".into(), v.to_string())),
+        }
+    }
+    for (k, v) in &a {
+        if !b.contains_key(k) {
+            out.push((k.clone(), v.to_string(), "-".into()));
+        }
+    }
+    out
+}
+
 pub fn page(results: &Results) -> String {
+    page_since(results, None)
+}
+
+/// The page, with what changed since `previous` (its name and runs).
+pub fn page_since(results: &Results, previous: Option<(&str, &[WorkloadRun])>) -> String {
     let mut out = String::from(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <title>dax-seal results</title><style>\
@@ -128,16 +170,40 @@ pub fn page(results: &Results) -> String {
             failures += 1;
             let _ = writeln!(
                 out,
-                "<div class=\"failure\"><h3>{} / {} / {}</h3><pre>{}</pre></div>",
+                "<div class=\"failure\"><h3>{} / {} / {}</h3><pre>{}</pre>",
                 esc(&r.kernel),
                 esc(&r.workload),
                 esc(&c.name),
                 esc(&c.detail)
             );
+            let console =
+                results.boots.iter().find(|b| b.kernel == r.kernel).and_then(|b| console_tail(&b.console_log, 30));
+            if let Some(tail) = console {
+                let _ = writeln!(
+                    out,
+                    "<details><summary>console, last lines</summary><pre class=\"console\">{}</pre></details>",
+                    esc(&tail)
+                );
+            }
+            out.push_str("</div>\n");
         }
     }
     if failures == 0 {
         out.push_str("<p>None.</p>\n");
+    }
+    if let Some((name, before)) = previous {
+        let changed = changes(before, &results.runs);
+        let _ = writeln!(out, "<h2>Since {}</h2>", esc(name));
+        if changed.is_empty() {
+            out.push_str("<p id=\"unchanged\">No verdict changed.</p>\n");
+        } else {
+            out.push_str("<table id=\"changes\"><tr><th>case</th><th>before</th><th>now</th></tr>\n");
+            for (k, was, now) in changed {
+                let _ =
+                    writeln!(out, "<tr class=\"change {now}\"><td>{}</td><td>{was}</td><td>{now}</td></tr>", esc(&k));
+            }
+            out.push_str("</table>\n");
+        }
     }
     out.push_str("<h2>Boots</h2><ul>\n");
     for b in &results.boots {
@@ -183,6 +249,28 @@ mod tests {
         let s = svg("patched: sealed file", &[(2, 125), (3, 27), (12, 2)]);
         assert_eq!(s.matches("<rect").count(), 3);
         assert!(s.starts_with("<svg") && s.ends_with("</svg>"));
+    }
+
+    #[test]
+    fn changes_name_new_changed_and_gone_cases() {
+        use crate::report::results::CaseResult;
+        let run = |cases: &[(&str, Verdict)]| WorkloadRun {
+            kernel: "patched".into(),
+            workload: "w".into(),
+            verdict: Verdict::Pass,
+            cases: cases
+                .iter()
+                .map(|(n, v)| CaseResult { name: n.to_string(), verdict: *v, detail: String::new(), duration_ms: 0 })
+                .collect(),
+        };
+        let before = [run(&[("a", Verdict::Pass), ("b", Verdict::Fail), ("gone", Verdict::Pass)])];
+        let now = [run(&[("a", Verdict::Pass), ("b", Verdict::Pass), ("new", Verdict::Fail)])];
+        let c = changes(&before, &now);
+        assert_eq!(c.len(), 3, "{c:?}");
+        assert!(c.contains(&("patched / w / b".into(), "fail".into(), "pass".into())));
+        assert!(c.contains(&("patched / w / new".into(), "-".into(), "fail".into())));
+        assert!(c.contains(&("patched / w / gone".into(), "pass".into(), "-".into())));
+        assert!(changes(&now, &now).is_empty());
     }
 
     #[test]
