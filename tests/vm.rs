@@ -1036,3 +1036,96 @@ fn host_fault_an_nvdimm_truncated_mid_run_is_named_and_then_refused() {
     assert!(stderr.contains("truncated or damaged") && stderr.contains("--fresh"), "{stderr}");
     assert_eq!(std::fs::metadata(&image).unwrap().len(), 64 << 20, "the damaged image is kept as it is");
 }
+
+/// A stand-in kernel tree whose `make` compiles three objects one after
+/// the other (whatever -j), two seconds each, so that a build can be
+/// interrupted in the middle and resumed in seconds.
+fn fake_kernel_tree(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir.join("arch/x86")).unwrap();
+    std::fs::write(dir.join("arch/x86/Kconfig"), "").unwrap();
+    std::fs::write(
+        dir.join("Makefile"),
+        "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 0\n\
+         allnoconfig:\n\t@cp $(KCONFIG_ALLCONFIG) $(O)/.config\n\
+         olddefconfig:\n\t@true\n\
+         bzImage: $(O)/a.o $(O)/b.o $(O)/c.o\n\t@mkdir -p $(O)/arch/x86/boot && cat $^ > $(O)/arch/x86/boot/bzImage\n\
+         $(O)/b.o: $(O)/a.o\n$(O)/c.o: $(O)/b.o\n\
+         $(O)/%.o:\n\t@echo \"  CC      $*.o\" && sleep 2 && echo $* > $@.tmp && mv $@.tmp $@\n",
+    )
+    .unwrap();
+}
+
+/// `cargo xtask kernel` on the stand-in tree with a private cache, in its
+/// own process group (so that a Ctrl-C reaches all of it, as at a terminal).
+fn kernel_build(tree: &std::path::Path, cache: &std::path::Path, stderr: &std::path::Path) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "--package", "xtask", "--", "kernel", "--kernel", "baseline", "--kernel-src"])
+        .arg(tree)
+        .current_dir(xtask::paths::project_root())
+        .env("DAX_SEAL_CACHE", cache)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(stderr).unwrap())
+        .process_group(0)
+        .spawn()
+        .expect("starting cargo xtask kernel")
+}
+
+fn wait_for(path: &std::path::Path, needle: &str, deadline: Duration) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < deadline {
+        if std::fs::read_to_string(path).is_ok_and(|t| t.contains(needle)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Host faults around the kernel cache. Ctrl-C in the middle of a kernel
+/// build: no kernel enters the cache, and the next build neither uses the
+/// half-built tree as a kernel nor compiles again what was finished. Two
+/// builds at once on one cache (two clones of the project, or two
+/// terminals): the second waits for the first, names it, and then uses the
+/// kernel the first built instead of building it again.
+#[test]
+fn host_faults_ctrl_c_during_a_kernel_build_and_two_builds_sharing_a_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tree, cache) = (dir.path().join("linux"), dir.path().join("cache"));
+    fake_kernel_tree(&tree);
+    let log = cache.join("work/baseline/build/build.log");
+    let err1 = dir.path().join("1.stderr");
+    let mut first = kernel_build(&tree, &cache, &err1);
+    assert!(wait_for(&log, "CC", Duration::from_secs(300)), "{}", std::fs::read_to_string(&err1).unwrap_or_default());
+    std::thread::sleep(Duration::from_millis(3000));
+    // SAFETY: signalling the process group we created.
+    assert_eq!(unsafe { libc::kill(-(first.id() as i32), libc::SIGINT) }, 0);
+    let status = first.wait().unwrap();
+    assert!(!status.success(), "the interrupted build must not succeed");
+    let kernels = cache.join("kernels");
+    let finished = |k: &std::path::Path| {
+        std::fs::read_dir(k).map_or(0, |d| d.flatten().filter(|e| e.path().join("bzImage").is_file()).count())
+    };
+    assert_eq!(finished(&kernels), 0, "a half-built kernel entered the cache");
+    let compiled_before = std::fs::read_to_string(&log).unwrap().matches("  CC ").count();
+
+    let (err2, err3) = (dir.path().join("2.stderr"), dir.path().join("3.stderr"));
+    let mut second = kernel_build(&tree, &cache, &err2);
+    assert!(
+        wait_for(&err2, "building key", Duration::from_secs(300)),
+        "{}",
+        std::fs::read_to_string(&err2).unwrap_or_default()
+    );
+    let mut third = kernel_build(&tree, &cache, &err3);
+    assert!(second.wait().unwrap().success(), "{}", std::fs::read_to_string(&err2).unwrap_or_default());
+    assert!(third.wait().unwrap().success(), "{}", std::fs::read_to_string(&err3).unwrap_or_default());
+    let compiled_after = std::fs::read_to_string(&log).unwrap().matches("  CC ").count();
+    assert!(
+        compiled_before >= 1 && compiled_after < 3,
+        "the resumed build compiled {compiled_after} of 3 objects; {compiled_before} had started before the Ctrl-C"
+    );
+    assert_eq!(finished(&kernels), 1);
+    let third_err = std::fs::read_to_string(&err3).unwrap();
+    assert!(third_err.contains("[lock] waiting: the baseline kernel's work tree"), "{third_err}");
+    assert!(!third_err.contains("building key"), "the second build built again: {third_err}");
+}
