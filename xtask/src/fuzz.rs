@@ -15,12 +15,12 @@ use xshell::{cmd, Shell};
 use crate::paths;
 
 /// The case count of each property test (default 64).
-pub const CASES_ENV: &str = "DAX_SEAL_FUZZ_CASES";
+pub use dax_seal_protocol::FUZZ_CASES_ENV as CASES_ENV;
 
-/// The proptest configuration every property test uses.
+/// The proptest configuration every property test of xtask uses.
 #[cfg(test)]
 pub fn config() -> proptest::test_runner::Config {
-    let cases = std::env::var(CASES_ENV).ok().and_then(|c| c.parse().ok()).unwrap_or(64);
+    let cases = dax_seal_protocol::fuzz_cases();
     proptest::test_runner::Config { cases, failure_persistence: None, ..Default::default() }
 }
 

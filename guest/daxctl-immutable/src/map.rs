@@ -209,11 +209,6 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
 
-    fn config() -> ProptestConfig {
-        let cases = std::env::var("DAX_SEAL_FUZZ_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64);
-        ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
-    }
-
     fn extents() -> impl Strategy<Value = Vec<Extent>> {
         prop::collection::vec(
             (any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>())
@@ -223,7 +218,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(config())]
+        #![proptest_config(ProptestConfig { cases: dax_seal_protocol::fuzz_cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
         /// A saved map reads back as it was, and compares equal to itself.
         #[test]

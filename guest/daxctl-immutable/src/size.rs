@@ -122,13 +122,8 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
 
-    fn config() -> ProptestConfig {
-        let cases = std::env::var("DAX_SEAL_FUZZ_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64);
-        ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
-    }
-
     proptest! {
-        #![proptest_config(config())]
+        #![proptest_config(ProptestConfig { cases: dax_seal_protocol::fuzz_cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
         #[test]
         fn any_text_is_a_size_a_fill_or_a_reason(text in any::<String>()) {

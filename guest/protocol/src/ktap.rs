@@ -507,11 +507,6 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
 
-    fn config() -> ProptestConfig {
-        let cases = std::env::var("DAX_SEAL_FUZZ_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64);
-        ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
-    }
-
     /// Lines a broken or hostile guest might send: KTAP-looking fragments,
     /// deep indentation, huge lines, control characters, any text.
     fn hostile_line() -> impl Strategy<Value = String> {
@@ -585,7 +580,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(config())]
+        #![proptest_config(ProptestConfig { cases: crate::fuzz_cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
         #[test]
         fn any_stream_parses_within_bounds(lines in prop::collection::vec(hostile_line(), 0..200)) {

@@ -63,6 +63,15 @@ pub fn read_line_bounded(r: &mut impl std::io::BufRead, buf: &mut Vec<u8>, max: 
     }
 }
 
+/// The environment variable that sets how many cases each property test
+/// runs (`cargo xtask fuzz` raises it; `cargo xtask test` leaves the 64).
+pub const FUZZ_CASES_ENV: &str = "DAX_SEAL_FUZZ_CASES";
+
+/// The case count of every property test in the workspace.
+pub fn fuzz_cases() -> u32 {
+    std::env::var(FUZZ_CASES_ENV).ok().and_then(|c| c.parse().ok()).unwrap_or(64)
+}
+
 /// What one boot of the guest is asked to do.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -504,11 +513,6 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
 
-    fn config() -> ProptestConfig {
-        let cases = std::env::var("DAX_SEAL_FUZZ_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64);
-        ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
-    }
-
     fn run_config() -> impl Strategy<Value = RunConfig> {
         let names: Vec<&str> = WORKLOADS.iter().map(|w| w.name).collect();
         (
@@ -534,7 +538,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(config())]
+        #![proptest_config(ProptestConfig { cases: crate::fuzz_cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
         /// What the host writes, the guest reads back unchanged, and the
         /// accessors answer for any content (invalid parameters are errors).

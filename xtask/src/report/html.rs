@@ -14,19 +14,7 @@ use std::collections::BTreeMap;
 use super::results::{Results, WorkloadRun};
 
 fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for ch in text.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
+    super::results::xml_escape(text)
 }
 
 fn word(v: Verdict) -> &'static str {
@@ -275,6 +263,6 @@ mod tests {
 
     #[test]
     fn text_is_escaped() {
-        assert_eq!(esc("<a href='x'>&\u{1}"), "&lt;a href=&#39;x&#39;&gt;&amp; ");
+        assert_eq!(esc("<a href='x'>&\u{1}"), "&lt;a href=&apos;x&apos;&gt;&amp;\\x01");
     }
 }

@@ -277,7 +277,8 @@ pub fn summary(results: &Results) -> String {
     out
 }
 
-fn xml_escape(text: &str) -> String {
+/// Text made safe inside XML and HTML elements and attribute values.
+pub fn xml_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for ch in text.chars() {
         match ch {
