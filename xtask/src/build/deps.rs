@@ -71,8 +71,11 @@ pub const TESTS: &[Requirement] = &[
 pub struct Need(Vec<&'static [Requirement]>);
 
 impl Need {
+    /// Everything any task needs (`cargo xtask deps`).
     pub fn all() -> Need {
-        Need(vec![KERNEL_BUILD, KERNEL_SOURCE, GUEST, VM, TESTS])
+        let mut need = Need::for_source(false);
+        need.0.push(TESTS);
+        need
     }
 
     /// Everything but the default kernel source (the user gave a tree).
@@ -87,11 +90,12 @@ impl Need {
         need
     }
 
+    /// What building kernels and booting them needs (run, kernel, series).
     pub fn for_source(user_tree: bool) -> Need {
         if user_tree {
             Need::without_kernel_source()
         } else {
-            Need::all()
+            Need(vec![KERNEL_BUILD, KERNEL_SOURCE, GUEST, VM])
         }
     }
 }
@@ -156,4 +160,29 @@ pub fn ensure(need: Need) -> Result<()> {
         bail!("still missing after apt-get install: {}; install them by hand", still.join(", "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packages(need: &Need) -> Vec<&'static str> {
+        need.0.iter().flat_map(|list| list.iter().map(|r| r.package)).collect()
+    }
+
+    /// The test suite's browser and cpio are asked of `cargo xtask test`
+    /// and `deps`, never of a run or a kernel build.
+    #[test]
+    fn test_packages_are_only_asked_of_the_tests() {
+        for need in [Need::for_source(false), Need::for_source(true)] {
+            let p = packages(&need);
+            assert!(!p.contains(&"chromium") && !p.contains(&"cpio") && p.contains(&"qemu-system-x86"), "{p:?}");
+        }
+        for need in [Need::all(), Need::for_tests(false), Need::for_tests(true)] {
+            let p = packages(&need);
+            assert!(p.contains(&"chromium") && p.contains(&"cpio") && p.contains(&"gcc"), "{p:?}");
+        }
+        assert!(packages(&Need::all()).contains(&"linux-source-6.12"));
+        assert!(!packages(&Need::for_tests(true)).contains(&"linux-source-6.12"));
+    }
 }
