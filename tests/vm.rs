@@ -119,15 +119,16 @@ fn damaged_nvdimm_contents_fail_setup_with_a_reason() {
     assert_eq!(b.run("dax-smoke").verdict, Verdict::Fail, "{}", b.explain());
 }
 
+/// `cargo xtask ARGS` as a user types it, from the project root.
+fn xtask_command(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO"));
+    c.args(["run", "--quiet", "--package", "xtask", "--"]).args(args).current_dir(xtask::paths::project_root());
+    c
+}
+
 /// The command a user types, end to end, on private images.
 fn xtask(args: &[&str], images: &std::path::Path) -> std::process::Output {
-    Command::new(env!("CARGO"))
-        .args(["run", "--quiet", "--package", "xtask", "--"])
-        .args(args)
-        .current_dir(xtask::paths::project_root())
-        .env("DAX_SEAL_IMAGES", images)
-        .output()
-        .expect("running cargo xtask")
+    xtask_command(args).env("DAX_SEAL_IMAGES", images).output().expect("running cargo xtask")
 }
 
 #[test]
@@ -877,10 +878,7 @@ fn hostile_guests_fail_with_a_reason_and_cannot_grow_the_host() {
 /// `cargo xtask ARGS` started in the background on private images, its
 /// stderr in a file.
 fn xtask_spawn(args: &[&str], images: &std::path::Path, stderr: &std::path::Path) -> std::process::Child {
-    Command::new(env!("CARGO"))
-        .args(["run", "--quiet", "--package", "xtask", "--"])
-        .args(args)
-        .current_dir(xtask::paths::project_root())
+    xtask_command(args)
         .env("DAX_SEAL_IMAGES", images)
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(stderr).expect("stderr file"))
@@ -1059,10 +1057,7 @@ fn fake_kernel_tree(dir: &std::path::Path) {
 /// own process group (so that a Ctrl-C reaches all of it, as at a terminal).
 fn kernel_build(tree: &std::path::Path, cache: &std::path::Path, stderr: &std::path::Path) -> std::process::Child {
     use std::os::unix::process::CommandExt;
-    Command::new(env!("CARGO"))
-        .args(["run", "--quiet", "--package", "xtask", "--", "kernel", "--kernel", "baseline", "--kernel-src"])
-        .arg(tree)
-        .current_dir(xtask::paths::project_root())
+    xtask_command(&["kernel", "--kernel", "baseline", "--kernel-src", &tree.to_string_lossy()])
         .env("DAX_SEAL_CACHE", cache)
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(stderr).unwrap())

@@ -10,13 +10,13 @@
 //! cannot see loss proves nothing.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use dax_seal_protocol::disks::{mix64, GOLDEN};
 use dax_seal_protocol::flush::{self, Tally, FDATASYNC_CONTROL, SEALED, SPARSE_CONTROL};
 use dax_seal_protocol::ktap::Verdict;
 use serde::Serialize;
@@ -66,11 +66,9 @@ pub fn parse_seed(text: &str) -> Result<u64, String> {
     parsed.map_err(|_| format!("{text:?} is not a seed: give a whole number, decimal or 0x-hex, below 2^64"))
 }
 
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// splitmix64 of one state: the shared mix after its increment.
+fn mix(z: u64) -> u64 {
+    mix64(z.wrapping_add(GOLDEN))
 }
 
 /// When a point kills QEMU.
@@ -171,10 +169,6 @@ pub struct PointRun {
     pub boots: Vec<BootRecord>,
 }
 
-fn case(name: &str, verdict: Verdict, detail: String) -> CaseResult {
-    CaseResult { name: name.to_string(), verdict, detail, duration_ms: 0 }
-}
-
 /// Runs point `k` of campaign `seed`, killing at `moment`, on `scenario`'s
 /// images. An error means a boot could not even start; a hang or a kernel
 /// report is the point's failure.
@@ -208,7 +202,7 @@ pub fn run_point(
     let (acks, map) = match written {
         Ok(v) => v,
         Err(reason) => {
-            cases.push(case(
+            cases.push(CaseResult::new(
                 "writer boot",
                 Verdict::Fail,
                 format!("{reason}\nconsole: {}", first.console_log.display()),
@@ -221,7 +215,7 @@ pub fn run_point(
     };
     let acked = |w: &str| acks.get(w).copied().unwrap_or(0);
     let counts: Vec<String> = flush::WRITERS.iter().map(|w| format!("{w} {}", acked(w))).collect();
-    cases.push(case(
+    cases.push(CaseResult::new(
         "writer boot",
         Verdict::Pass,
         format!("killed {}; acknowledged: {}", moment.kill_at().describe(), counts.join(", ")),
@@ -260,6 +254,51 @@ pub fn run_point(
     Ok(PointRun { point, run, boots })
 }
 
+/// Points `points` of campaign `seed` on `variant`, all on the image set
+/// `set` in `images`, each point's logs in a directory of its own. The first
+/// point, and every point after a failed one (which may have left the
+/// images damaged, so that one failure does not become many), start on
+/// blank images. `configure` sets up each point's scenario (VM, filesystem).
+pub fn run_points(
+    prepared: &Prepared,
+    variant: Variant,
+    (seed, points): (u64, &[u32]),
+    records: u64,
+    (images, set): (&Path, &str),
+    configure: impl Fn(&mut Scenario),
+) -> Result<Vec<PointRun>> {
+    let mut done: Vec<PointRun> = Vec::new();
+    for &k in points {
+        let mut scenario = Scenario::new(prepared, images, set).logs_in(&images.join(name(k)));
+        configure(&mut scenario);
+        if done.last().is_none_or(|p| p.point.verdict != Verdict::Pass) {
+            scenario.start_blank();
+        }
+        let moment = Moment::draw(seed, k, records, variant != Variant::Baseline);
+        let p = run_point(&mut scenario, variant, moment, (seed, k), records)
+            .with_context(|| format!("{variant} point {k}"))?;
+        eprintln!(
+            "[crash] {variant} point {k}: {} ({}), {:.1} s{}",
+            if p.point.verdict == Verdict::Pass { "pass" } else { "FAIL" },
+            p.point.moment.describe(),
+            p.point.elapsed_ms as f64 / 1000.0,
+            if p.point.reason.is_empty() { String::new() } else { format!(": {}", p.point.reason) }
+        );
+        done.push(p);
+    }
+    Ok(done)
+}
+
+/// The campaign-wide check as a run of its own.
+pub fn campaign_run(kernel: &str, check: CaseResult) -> WorkloadRun {
+    WorkloadRun {
+        kernel: kernel.to_string(),
+        workload: "crash-campaign".into(),
+        verdict: check.verdict,
+        cases: vec![check],
+    }
+}
+
 fn name(k: u32) -> String {
     format!("crash-point-{k:03}")
 }
@@ -272,12 +311,20 @@ pub fn control_saw_loss(kernel: &str, points: &[Point], single: bool) -> CaseRes
     let lossy = mine.iter().filter(|p| p.tallies.get(SPARSE_CONTROL).is_some_and(|t| t.lost > 0)).count();
     let lost: u64 = mine.iter().filter_map(|p| p.tallies.get(SPARSE_CONTROL)).map(|t| t.lost).sum();
     if single {
-        return case(name, Verdict::Skip, format!("one point rerun (--point): {lost} lost; judged over a campaign"));
+        return CaseResult::new(
+            name,
+            Verdict::Skip,
+            format!("one point rerun (--point): {lost} lost; judged over a campaign"),
+        );
     }
     if lossy > 0 {
-        case(name, Verdict::Pass, format!("{lost} acknowledged records lost at {lossy} of {} points", mine.len()))
+        CaseResult::new(
+            name,
+            Verdict::Pass,
+            format!("{lost} acknowledged records lost at {lossy} of {} points", mine.len()),
+        )
     } else {
-        case(
+        CaseResult::new(
             name,
             Verdict::Fail,
             format!(
@@ -314,17 +361,7 @@ pub fn table(points: &[Point]) -> String {
             if p.verdict == Verdict::Pass { "pass".into() } else { "FAIL".into() },
         ]);
     }
-    let mut widths = [0usize; 7];
-    for row in &rows {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let mut out = String::new();
-    for row in &rows {
-        let cells: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
-    }
+    let mut out = results::columns(rows.iter(), usize::MAX);
     out.push_str("(a/r/l/t: acknowledged, recovered, lost, torn records)\n");
     out
 }
@@ -364,40 +401,15 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
     for &variant in &variants {
         let images = dir.join(variant.name());
         paths::ensure_dir(&images)?;
-        let mut fresh = true;
-        for &k in &selected {
-            let logs = images.join(name(k));
-            let mut scenario = Scenario::new(&prepared, &images, variant.name()).logs_in(&logs);
-            scenario.vm = vm.clone();
-            if fresh {
-                scenario.start_blank();
-            }
-            let moment = Moment::draw(seed, k, args.records, variant != Variant::Baseline);
-            let done = run_point(&mut scenario, variant, moment, (seed, k), args.records)
-                .with_context(|| format!("{variant} point {k}"))?;
-            eprintln!(
-                "[crash] {variant} point {k}: {} ({}), {:.1} s{}",
-                if done.point.verdict == Verdict::Pass { "pass" } else { "FAIL" },
-                done.point.moment.describe(),
-                done.point.elapsed_ms as f64 / 1000.0,
-                if done.point.reason.is_empty() { String::new() } else { format!(": {}", done.point.reason) }
-            );
-            // A failed point may have left the images damaged: the next
-            // one starts blank, so one failure does not become many.
-            fresh = done.point.verdict != Verdict::Pass;
-            points.push(done.point);
-            runs.push(done.run);
-            boots.extend(done.boots);
+        let done = run_points(&prepared, variant, (seed, &selected), args.records, (&images, variant.name()), |s| {
+            s.vm = vm.clone();
+        })?;
+        for p in done {
+            points.push(p.point);
+            runs.push(p.run);
+            boots.extend(p.boots);
         }
-        runs.push(WorkloadRun {
-            kernel: variant.name().to_string(),
-            workload: "crash-campaign".into(),
-            verdict: Verdict::Pass,
-            cases: vec![control_saw_loss(variant.name(), &points, args.point.is_some())],
-        });
-        if let Some(r) = runs.last_mut() {
-            r.verdict = if r.cases.iter().any(|c| c.verdict == Verdict::Fail) { Verdict::Fail } else { r.verdict };
-        }
+        runs.push(campaign_run(variant.name(), control_saw_loss(variant.name(), &points, args.point.is_some())));
     }
     let elapsed = start.elapsed();
     let failed = runs.iter().any(|r| r.verdict == Verdict::Fail);

@@ -52,6 +52,17 @@ fn result_dirs(dir: &std::path::Path) -> Vec<PathBuf> {
     found
 }
 
+/// `dir`/results.json, whole and its runs.
+fn read_results(dir: &std::path::Path) -> Result<(serde_json::Value, Vec<WorkloadRun>)> {
+    let path = dir.join("results.json");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
+            .with_context(|| format!("{} is not a results.json", path.display()))?;
+    let runs = serde_json::from_value(json["runs"].clone())
+        .with_context(|| format!("{}: its runs are not in this version's form", path.display()))?;
+    Ok((json, runs))
+}
+
 pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
     let mut runs: Vec<WorkloadRun> = Vec::new();
     let mut boots: Vec<serde_json::Value> = Vec::new();
@@ -63,12 +74,7 @@ pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
             bail!("{}: no results.json here or one level down; give run or shard output directories", dir.display());
         }
         for d in found {
-            let path = d.join("results.json");
-            let json: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
-                    .with_context(|| format!("{} is not a results.json", path.display()))?;
-            let these: Vec<WorkloadRun> = serde_json::from_value(json["runs"].clone())
-                .with_context(|| format!("{}: its runs are not in this version's form", path.display()))?;
+            let (json, these) = read_results(&d)?;
             runs.extend(these);
             boots.extend(json["boots"].as_array().cloned().unwrap_or_default());
             if let Ok(text) = std::fs::read(d.join("cells.json")) {
@@ -125,13 +131,7 @@ pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
     });
     let since = match &args.previous {
         Some(dir) => {
-            let path = dir.join("results.json");
-            let json: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(&path).with_context(|| format!("--previous: reading {}", path.display()))?,
-            )
-            .with_context(|| format!("--previous: {} is not a results.json", path.display()))?;
-            let before: Vec<WorkloadRun> = serde_json::from_value(json["runs"].clone())
-                .with_context(|| format!("--previous: {}: runs not in this version's form", path.display()))?;
+            let (_, before) = read_results(dir).context("--previous")?;
             let changed = html::changes(&before, &results.runs);
             let page = html::page_since(&results, Some((&dir.display().to_string(), &before)));
             Some((changed, page))

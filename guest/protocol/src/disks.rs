@@ -60,12 +60,20 @@ pub fn first_pattern_mismatch(seed: u64, offset: u64, buf: &[u8]) -> Option<usiz
     })
 }
 
-/// splitmix64 of seed + index.
-fn pattern_word(seed: u64, index: u64) -> u64 {
-    let mut z = seed.wrapping_add(index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+/// splitmix64's increment: the golden ratio in 64 bits.
+pub const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// splitmix64's output function: a bijective mix of all 64 bits, the hash
+/// behind the disk patterns, the flush records and the crash moments.
+pub fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// splitmix64 of seed + index.
+fn pattern_word(seed: u64, index: u64) -> u64 {
+    mix64(seed.wrapping_add(index.wrapping_mul(GOLDEN)))
 }
 
 /// Printed as a KTAP diagnostic, followed by a [`HostCheck`] in JSON: the

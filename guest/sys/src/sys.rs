@@ -45,6 +45,31 @@ pub fn mounted(mount: &Path) -> Result<(String, String), String> {
         .ok_or_else(|| format!("nothing is mounted on {m}"))
 }
 
+/// Every record in the kernel log so far (/dev/kmsg, read without
+/// blocking), one string each; a record overwritten while reading is
+/// skipped.
+pub fn kmsg_records() -> Result<Vec<String>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut kmsg = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+        .map_err(|e| format!("/dev/kmsg: {e}"))?;
+    let mut records = Vec::new();
+    let mut record = vec![0u8; 8192];
+    loop {
+        match kmsg.read(&mut record) {
+            Ok(0) => break,
+            Ok(n) => records.push(String::from_utf8_lossy(&record[..n]).into_owned()),
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            Err(e) => return Err(format!("reading /dev/kmsg: {e}")),
+        }
+    }
+    Ok(records)
+}
+
 pub fn errno_text(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(code) => format!("{e} (errno {code})"),

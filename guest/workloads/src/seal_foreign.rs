@@ -8,8 +8,8 @@
 //! a warning, and let the user recover them with UNSEAL and SEAL.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
@@ -18,7 +18,7 @@ use dax_seal_protocol::MOUNT_PREFIX;
 use crate::cases::Cases;
 use crate::seal::{self, FIEMAP_EXTENT_SHARED, FIEMAP_EXTENT_UNWRITTEN};
 use crate::seal_conformance::{create, pattern};
-use crate::sys::{errno_text, statx_attributes};
+use crate::sys::{errno_text, kmsg_records, statx_attributes};
 
 const SIZE: u64 = 1 << 20;
 
@@ -95,24 +95,7 @@ pub fn change() -> ExitCode {
 /// The kernel log lines so far that name `ino` as a broken seal.
 fn reports_of(ino: u64) -> Result<usize, String> {
     let needle = format!("inode {ino:#x}: sealed block map changed by a kernel without the seal");
-    let mut kmsg = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open("/dev/kmsg")
-        .map_err(|e| format!("/dev/kmsg: {e}"))?;
-    let mut count = 0;
-    let mut record = vec![0u8; 8192];
-    loop {
-        match kmsg.read(&mut record) {
-            Ok(0) => break,
-            Ok(n) => count += usize::from(String::from_utf8_lossy(&record[..n]).contains(&needle)),
-            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
-            // A record overwritten while reading: go on with the next.
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
-            Err(e) => return Err(format!("reading /dev/kmsg: {e}")),
-        }
-    }
-    Ok(count)
+    Ok(kmsg_records()?.iter().filter(|r| r.contains(&needle)).count())
 }
 
 /// statx's view (the seal holds) and FSGETXATTR's (the flag is on disk).

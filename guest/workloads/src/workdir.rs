@@ -26,7 +26,7 @@ fn boot_id() -> String {
 
 /// Undoes whatever could keep a leftover's files alive: an active
 /// swapfile, a seal.
-fn release(dir: &Path) {
+pub fn release(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let path = entry.path();
@@ -74,14 +74,15 @@ pub fn fresh(mount: &Path, name: &str) -> Result<PathBuf, String> {
     for note in clean(mount, name) {
         println!("# {note}");
     }
-    let dir = mount.join(format!("{name}.{}-{}", boot_id(), std::process::id()));
+    let boot = boot_id();
+    let dir = mount.join(format!("{name}.{boot}-{}", std::process::id()));
     fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
     let config = RunConfig::read().unwrap_or_default();
     let mark = format!(
         "{} (workload {name}, kernel {}, boot {})",
         if config.run.is_empty() { "an unnamed run" } else { &config.run },
         config.kernel,
-        boot_id()
+        boot
     );
     fs::write(dir.join(MARK), mark).map_err(|e| format!("writing {}: {e}", dir.join(MARK).display()))?;
     Ok(dir)

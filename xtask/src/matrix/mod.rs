@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::build::kernel::Variant;
 use crate::cli::{SourceArgs, VmArgs};
-use crate::crash::{self, Moment};
+use crate::crash;
 use crate::paths;
 use crate::report::results::{self, BootRecord, CaseResult, Results, WorkloadRun};
 use crate::vm::boot::{End, KillAt};
@@ -148,10 +148,6 @@ fn vm_of(cell: &Cell) -> VmArgs {
     vm
 }
 
-fn case(name: &str, verdict: Verdict, detail: String) -> CaseResult {
-    CaseResult { name: name.to_string(), verdict, detail, duration_ms: 0 }
-}
-
 /// Runs one cell in `dir`; its verdicts carry the cell id as their kernel.
 fn run_cell(prepared: &Prepared, cell: &Cell, dir: &Path) -> Result<(Vec<WorkloadRun>, Vec<BootRecord>)> {
     let mut scenario = Scenario::new(prepared, dir, "cell");
@@ -186,7 +182,7 @@ fn run_cell(prepared: &Prepared, cell: &Cell, dir: &Path) -> Result<(Vec<Workloa
                         kernel: who.clone(),
                         workload: "boot".into(),
                         verdict,
-                        cases: vec![case("killed at the marker", verdict, outcome.end.describe())],
+                        cases: vec![CaseResult::new("killed at the marker", verdict, outcome.end.describe())],
                     });
                 } else {
                     runs.extend(results::judge(&who, &config.expected_tests(), &outcome));
@@ -195,30 +191,20 @@ fn run_cell(prepared: &Prepared, cell: &Cell, dir: &Path) -> Result<(Vec<Workloa
             }
         }
         Work::Crash { kernel, points, seed, records } => {
-            let mut done = Vec::new();
-            for k in 1..=*points {
-                let mut point_scenario =
-                    Scenario::new(prepared, dir, "cell").logs_in(&dir.join(format!("point-{k:03}")));
-                point_scenario.vm = scenario.vm.clone();
-                point_scenario.mkfs = cell.mkfs;
-                if k == 1 {
-                    point_scenario.start_blank();
-                }
-                let moment = Moment::draw(*seed, k, *records, *kernel != Variant::Baseline);
-                let p = crash::run_point(&mut point_scenario, *kernel, moment, (*seed, k), *records)?;
+            let all: Vec<u32> = (1..=*points).collect();
+            let done = crash::run_points(prepared, *kernel, (*seed, &all), *records, (dir, "cell"), |s| {
+                s.vm = scenario.vm.clone();
+                s.mkfs = cell.mkfs;
+            })?;
+            let mut points = Vec::new();
+            for p in done {
                 let mut run = p.run;
                 run.kernel = cell.id.clone();
                 runs.push(run);
                 boots.extend(p.boots);
-                done.push(p.point);
+                points.push(p.point);
             }
-            let check = crash::control_saw_loss(kernel.name(), &done, false);
-            runs.push(WorkloadRun {
-                kernel: cell.id.clone(),
-                workload: "crash-campaign".into(),
-                verdict: check.verdict,
-                cases: vec![check],
-            });
+            runs.push(crash::campaign_run(&cell.id, crash::control_saw_loss(kernel.name(), &points, false)));
         }
     }
     Ok((runs, boots))

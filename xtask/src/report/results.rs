@@ -103,8 +103,15 @@ fn case_result(c: &Case) -> CaseResult {
     CaseResult { name: c.name.clone(), verdict: c.verdict, detail, duration_ms: ms(c.duration) }
 }
 
+impl CaseResult {
+    /// A verdict the host reached itself (no guest duration).
+    pub fn new(name: &str, verdict: Verdict, detail: String) -> CaseResult {
+        CaseResult { name: name.to_string(), verdict, detail, duration_ms: 0 }
+    }
+}
+
 fn fail(name: &str, detail: String) -> CaseResult {
-    CaseResult { name: name.to_string(), verdict: Verdict::Fail, detail, duration_ms: 0 }
+    CaseResult::new(name, Verdict::Fail, detail)
 }
 
 fn overall(cases: &[CaseResult]) -> Verdict {
@@ -214,6 +221,23 @@ fn shown_detail(detail: &str) -> String {
     text
 }
 
+/// Rows as left-aligned columns two spaces apart, each column as wide as
+/// its widest cell up to `max` characters.
+pub fn columns<'a, const N: usize>(rows: impl Iterator<Item = &'a [String; N]> + Clone, max: usize) -> String {
+    let mut widths = [0usize; N];
+    for row in rows.clone() {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count()).min(max);
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+    out
+}
+
 pub fn summary(results: &Results) -> String {
     let mut out = String::new();
     let rows: Vec<[String; 5]> = results
@@ -232,16 +256,7 @@ pub fn summary(results: &Results) -> String {
         })
         .collect();
     let header = ["kernel", "workload", "case", "verdict", "duration"].map(String::from);
-    let mut widths = header.clone().map(|h| h.len());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count()).min(60);
-        }
-    }
-    for row in std::iter::once(&header).chain(&rows) {
-        let cells: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
-    }
+    out.push_str(&columns(std::iter::once(&header).chain(&rows), 60));
     for r in &results.runs {
         // What a failed case says, and what a user's --exec command printed.
         let shown = |c: &&CaseResult| (c.verdict != Verdict::Pass || r.workload == "exec") && !c.detail.is_empty();

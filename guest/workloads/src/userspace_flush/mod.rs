@@ -24,8 +24,7 @@ mod latency;
 mod record;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Read;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -35,9 +34,9 @@ use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
 
 use crate::cases::Cases;
 use crate::persist::Persist;
-use crate::seal;
+use crate::seal::{self, Extent};
 use crate::seal_conformance::{create_new, create_sparse, describe, is_sealed, probe, remount};
-use crate::sys::{errno_text, Mapping};
+use crate::sys::{errno_text, kmsg_records, Mapping};
 use record::RECORD;
 
 type Check = Result<String, String>;
@@ -61,23 +60,21 @@ fn capacity(records: u64) -> u64 {
 
 /// The fingerprint of a map, as the crash writer reports it and the
 /// verifier checks it.
-fn map_fingerprint(file: &File) -> Result<(u64, String), String> {
+fn map_fingerprint(file: &File) -> Result<(u64, String, Vec<Extent>), String> {
     let map = seal::fiemap(file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
     let line = crate::seal_crash::map_line(&map);
-    Ok((record::tag(&line), line))
+    Ok((record::tag(&line), line, map))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), String> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("fsync {}: {}", dir.display(), errno_text(&e)))
 }
 
-/// A clean directory for the writers' files on NVDIMM `nvdimm`; a sealed
-/// file left by an earlier boot is unsealed first.
+/// A clean directory for the writers' files on NVDIMM `nvdimm`; what an
+/// earlier boot left there is released first (unsealed, swapped off).
 fn fresh_dir(nvdimm: u32) -> Result<PathBuf, String> {
     let dir = dir(nvdimm);
-    if let Ok(old) = OpenOptions::new().write(true).open(dir.join(SEALED)) {
-        let _ = seal::unseal(&old);
-    }
+    crate::workdir::release(&dir);
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
     Ok(dir)
@@ -109,8 +106,8 @@ fn prepare_sealed(records: u64) -> Result<(Writer, String), String> {
         // SAFETY: a byte of the live mapping; rewriting what is there.
         unsafe { std::ptr::write_volatile(page.as_mut_ptr(), std::ptr::read_volatile(page.as_ptr())) };
     }
-    let (hash, line) = map_fingerprint(&file)?;
-    let kinds = describe(&seal::fiemap(&file).map_err(|e| errno_text(&e))?, len);
+    let (hash, line, extents) = map_fingerprint(&file)?;
+    let kinds = describe(&extents, len);
     if kinds != "written" {
         return Err(format!("sealed, but the map has {kinds}: {line}"));
     }
@@ -221,8 +218,11 @@ fn read_file(path: &Path) -> Result<Vec<u8>, String> {
 /// crash, whose losses the host counts.
 fn check_records(t: &mut Cases, writer: &str, acked: u64, lost_is_failure: bool) {
     let tally = read_file(&path(writer)).map(|bytes| record::tally(record::tag(writer), &bytes, acked));
-    let name = format!("{writer}: every acknowledged record intact");
-    let name = if lost_is_failure { name } else { format!("{writer}: records intact or counted lost, none misread") };
+    let name = if lost_is_failure {
+        format!("{writer}: every acknowledged record intact")
+    } else {
+        format!("{writer}: records intact or counted lost, none misread")
+    };
     let verdict = tally.and_then(|tally: Tally| {
         let line = flush::result_line(writer, &tally);
         t.note(&line);
@@ -243,7 +243,7 @@ fn check_records(t: &mut Cases, writer: &str, acked: u64, lost_is_failure: bool)
 fn check_sealed_map(expected: u64) -> Check {
     let path = path(SEALED);
     let file = File::open(&path).map_err(|e| format!("open {}: {}", path.display(), errno_text(&e)))?;
-    let (hash, line) = map_fingerprint(&file)?;
+    let (hash, line, _) = map_fingerprint(&file)?;
     if !is_sealed(&path)? {
         return Err(format!("no longer sealed (no STATX_ATTR_IOMAP_IMMUTABLE); {line}"));
     }
@@ -255,22 +255,7 @@ fn check_sealed_map(expected: u64) -> Check {
 
 /// What /dev/kmsg says about log recovery on the two mounts.
 fn log_recovery() -> Check {
-    let mut kmsg = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open("/dev/kmsg")
-        .map_err(|e| format!("/dev/kmsg: {e}"))?;
-    let mut lines = Vec::new();
-    let mut record = vec![0u8; 8192];
-    loop {
-        match kmsg.read(&mut record) {
-            Ok(0) => break,
-            Ok(n) => lines.push(String::from_utf8_lossy(&record[..n]).into_owned()),
-            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
-            Err(e) => return Err(format!("reading /dev/kmsg: {e}")),
-        }
-    }
+    let lines = kmsg_records()?;
     let mut notes = Vec::new();
     for dev in ["pmem0", "pmem1"] {
         let says = |what: &str| lines.iter().any(|l| l.contains(&format!("XFS ({dev}): {what}")));
@@ -307,7 +292,7 @@ pub fn run() -> ExitCode {
     let acked = |w: &str| if remounted && (w != SEALED || sealed) { records } else { 0 };
     if sealed {
         check_records(&mut t, SEALED, acked(SEALED), true);
-        let expected = before.map_or(0, |(h, _)| h);
+        let expected = before.map_or(0, |(h, _, _)| h);
         t.check("sealed: still sealed with the same map", check_sealed_map(expected).map(|n| ((), n)));
     } else if let Err(why) = &has_seal {
         t.skip(&format!("{SEALED}: every acknowledged record intact"), why);

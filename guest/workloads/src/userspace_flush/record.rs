@@ -11,17 +11,16 @@
 //! whose checksum holds but whose record belongs elsewhere is a misread,
 //! which the verifier never accepts.
 
+use dax_seal_protocol::disks::{mix64, GOLDEN};
 use dax_seal_protocol::flush::Tally;
 
 pub const RECORD: usize = 128;
 const WORDS: usize = RECORD / 8;
 const MAGIC: u64 = 0x4453_464c_5553_4831; // "DSFLUSH1"
 
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// splitmix64 of one state: the shared mix after its increment.
+fn mix(z: u64) -> u64 {
+    mix64(z.wrapping_add(GOLDEN))
 }
 
 fn checksum(words: &[u64]) -> u64 {
