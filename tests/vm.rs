@@ -432,33 +432,50 @@ const DMA_SEALED: [&str; 4] = [
     "nvme-dma-through-the-pin",
     "dma-lands-in-the-sealed-files-blocks",
 ];
+/// The Soft-RoCE cases of pinned-dma that need the series.
+const RDMA_SEALED: [&str; 3] =
+    ["sealed-dax-reg-mr", "rdma-write-and-read-through-the-sealed-region", "unseal-after-dereg-mr"];
 /// The host checks a patched pinned-dma asks for.
-const DMA_HOST_CHECKS: [&str; 3] = [
+const DMA_HOST_CHECKS: [&str; 4] = [
     "host: virtio WRITE_FIXED from the sealed file is in the disk image",
     "host: nvme WRITE_FIXED from the sealed file is in the disk image",
     "host: DMA from both disks is in the sealed file's blocks of the NVDIMM image",
+    "host: RDMA WRITE is in the sealed file's blocks of the NVDIMM image",
 ];
 
 /// pinned-dma on both kernels. Patched: virtio-blk and NVMe move 64 MiB
 /// into a sealed file's pinned pages and back at three queue depths, the
 /// disks' counters show they did, and after power-off the host finds the
 /// bytes in the file's own blocks of the NVDIMM image and in the disk
-/// images. Baseline: the sealed cases skip with EOPNOTSUPP and ask the host
-/// for nothing; the controls (no long-term pin of an unsealed DAX mapping, a
-/// short-term O_DIRECT read into one works) pass on both. Then the host
-/// check is shown to fail when the bytes are not there.
+/// images. Soft-RoCE: an rxe link comes up on both kernels; on patched a
+/// sealed DAX mapping registers as an MR, RDMA WRITE and READ move 16 MiB
+/// into and out of it (the port's packet counters show it), and the host
+/// finds the pattern at the file's blocks. Baseline: the sealed cases skip
+/// with EOPNOTSUPP and ask the host for nothing; the controls (no long-term
+/// pin of an unsealed DAX mapping by io_uring or ibv_reg_mr, a short-term
+/// O_DIRECT read into one works) pass on both. Then the host check is shown
+/// to fail when the bytes are not there.
 #[test]
 fn pinned_dma_devices_write_into_sealed_files_on_patched_only() {
     let ((patched_guest, patched), baseline) = on_both_kernels(&["pinned-dma"]);
     for b in [&patched, &baseline] {
-        for name in ["data-disks-attached", "unsealed-dax-register-refused", "odirect-read-into-unsealed-dax-mapping"] {
+        for name in [
+            "data-disks-attached",
+            "unsealed-dax-register-refused",
+            "odirect-read-into-unsealed-dax-mapping",
+            "rxe-link-up",
+            "unsealed-dax-reg-mr-refused",
+        ] {
             assert_eq!(b.case("pinned-dma", name).verdict, Verdict::Pass, "{name}\n{}", b.explain());
         }
         assert!(b.case("pinned-dma", "unsealed-dax-register-refused").detail.contains("EOPNOTSUPP"));
+        assert!(b.case("pinned-dma", "unsealed-dax-reg-mr-refused").detail.contains("EOPNOTSUPP"));
     }
-    for name in DMA_SEALED {
+    for name in DMA_SEALED.iter().chain(&RDMA_SEALED) {
         assert_sealed_only(&patched, &baseline, "pinned-dma", name);
     }
+    let rdma = &patched.case("pinned-dma", "rdma-write-and-read-through-the-sealed-region").detail;
+    assert!(rdma.contains("rxe0 sent") && rdma.contains("UNSEAL EBUSY"), "{rdma}");
     for name in &DMA_SEALED[1..3] {
         let d = &patched.case("pinned-dma", name).detail;
         assert!(d.contains("device read 192 MiB") && d.contains("wrote 64 MiB"), "{name}: {d}");
@@ -478,7 +495,7 @@ fn pinned_dma_devices_write_into_sealed_files_on_patched_only() {
         .iter()
         .filter_map(|c| c.subtests.as_ref())
         .flat_map(|g| g.cases.iter().flat_map(|c| c.diagnostics.iter()))
-        .find(|d| d.contains("NVDIMM image"))
+        .find(|d| d.contains("DMA from both disks"))
         .expect("the NVDIMM host check request");
     let check = dax_seal_protocol::disks::HostCheck::from_diagnostic(line).unwrap().unwrap();
     let at = check.ranges[0].image_offset + 8192;
@@ -491,7 +508,7 @@ fn pinned_dma_devices_write_into_sealed_files_on_patched_only() {
     let geometry = xtask::vm::nvdimm::Geometry { size: 1 << 30, label_size: 0 };
     let images = [xtask::vm::nvdimm::Image { path: nvdimm, geometry }];
     let rerun = xtask::vm::disks::run_checks(&patched.outcome.ktap, &images, &[]);
-    let nv = rerun.iter().find(|c| c.name.contains("NVDIMM")).expect("NVDIMM check rerun");
+    let nv = rerun.iter().find(|c| c.name.contains("DMA from both disks")).expect("NVDIMM check rerun");
     assert_eq!(nv.verdict, Verdict::Fail, "{}", nv.detail);
     assert!(nv.detail.contains(&format!("byte {at:#x}")), "{}", nv.detail);
 }
@@ -674,7 +691,7 @@ fn debug_kernel_runs_the_seal_workloads_without_a_kernel_report() {
     for name in LIFETIME_SEALED {
         assert_eq!(b.case("seal-lifetime", name).verdict, Verdict::Pass, "{name}\n{}", b.explain());
     }
-    for name in DMA_SEALED.iter().chain(&DMA_HOST_CHECKS) {
+    for name in DMA_SEALED.iter().chain(&RDMA_SEALED).chain(&DMA_HOST_CHECKS) {
         assert_eq!(b.case("pinned-dma", name).verdict, Verdict::Pass, "{name}\n{}", b.explain());
     }
     assert_eq!(b.case("seal-race", "seal-unseal-toggler").verdict, Verdict::Pass, "{}", b.explain());

@@ -3,7 +3,9 @@
 //! to rebuild, boot to the first KTAP line and dax-smoke time per kernel
 //! variant (with the patched/baseline ratio), the compressed initramfs size,
 //! device DMA (READ_FIXED) into a sealed file's pinned pages against the
-//! same into anonymous memory (pinned-dma, patched kernel), userspace-flush's
+//! same into anonymous memory and Soft-RoCE memory registration of a sealed
+//! DAX mapping against anonymous memory (pinned-dma, patched kernel),
+//! userspace-flush's
 //! commit rates and first-touch fault latencies (patched kernel; the fault
 //! histograms go to images/bench/flush-latency.json for plotting), and with
 //! `--cold` a kernel build from empty caches.
@@ -33,6 +35,8 @@ const COMMIT_RATIO_TARGET: f64 = 10.0;
 const WRITERS: [&str; 3] = ["sealed", "sparse-map-sync", "fdatasync-control"];
 /// The DMA cases of pinned-dma, one per data disk.
 const DMA_CASES: [&str; 2] = ["virtio-dma-through-the-pin", "nvme-dma-through-the-pin"];
+/// pinned-dma's case that times `ibv_reg_mr`.
+const MR_CASE: &str = "sealed-dax-reg-mr";
 
 pub fn median(values: &mut [f64]) -> f64 {
     if values.is_empty() {
@@ -86,8 +90,14 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
         eprintln!("[bench] run {}/{}: {:.1} s", i + 1, args.runs, wall[i]);
     }
     let mut dma: Vec<[Vec<f64>; 2]> = DMA_CASES.iter().map(|_| [Vec::new(), Vec::new()]).collect();
+    let mut mr = [Vec::new(), Vec::new()];
     for i in 0..args.runs {
         let results = run_once(images.path(), DMA)?;
+        let detail = case_detail(&results, "patched", "pinned-dma", MR_CASE)
+            .with_context(|| format!("pinned-dma reported no {MR_CASE} figures"))?;
+        let (sealed, anon) = mr_figures(&detail).with_context(|| format!("{MR_CASE}: {detail}"))?;
+        mr[0].push(sealed);
+        mr[1].push(anon);
         for (case, slot) in DMA_CASES.iter().zip(dma.iter_mut()) {
             let detail = case_detail(&results, "patched", "pinned-dma", case)
                 .with_context(|| format!("pinned-dma reported no {case} figures"))?;
@@ -156,6 +166,12 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
             verdict(sealed / anon >= DMA_RATIO_TARGET)
         );
     }
+    let (sealed, anon) = (median(&mut mr[0]), median(&mut mr[1]));
+    println!(
+        "  Soft-RoCE ibv_reg_mr of 16 MiB (median of 5 per run): sealed DAX {sealed:.2} ms, anonymous {anon:.2} ms, \
+         ratio {:.2}",
+        sealed / anon
+    );
     let rate: Vec<f64> = rates.iter_mut().map(|r| median(r)).collect();
     println!(
         "  userspace-flush commit rate: sealed MAP_SYNC + {{clwb,sfence}} {:.0}/s, sparse MAP_SYNC {:.0}/s, \
@@ -240,6 +256,16 @@ fn dma_figures(detail: &str) -> Option<(f64, f64)> {
     Some((figure("qd16 ")?, figure("anonymous qd16 ")?))
 }
 
+/// The sealed and anonymous registration times (ms) of the MR case:
+/// "...; ibv_reg_mr median of 5: sealed DAX 1.20 ms, anonymous 0.90 ms".
+fn mr_figures(detail: &str) -> Option<(f64, f64)> {
+    let figure = |key: &str| -> Option<f64> {
+        let rest = &detail[detail.find(key)? + key.len()..];
+        rest.split(" ms").next()?.parse().ok()
+    };
+    Some((figure("sealed DAX ")?, figure("anonymous ")?))
+}
+
 /// Builds the baseline kernel with a private, empty cache directory.
 fn cold_build() -> Result<f64> {
     let cache = tempfile::Builder::new()
@@ -281,5 +307,8 @@ mod tests {
                  2200 MiB/s, WRITE_FIXED qd16 2435 MiB/s";
         assert_eq!(super::dma_figures(d), Some((2063.0, 2200.0)));
         assert_eq!(super::dma_figures("qd16 1 MiB/s"), None);
+        let m = "16 MiB sealed in 1 extent(s); ibv_reg_mr median of 5: sealed DAX 1.20 ms, anonymous 0.90 ms";
+        assert_eq!(super::mr_figures(m), Some((1.2, 0.9)));
+        assert_eq!(super::mr_figures("sealed DAX 1.20 ms"), None);
     }
 }

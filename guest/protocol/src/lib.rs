@@ -251,8 +251,9 @@ pub const WORKLOADS: &[WorkloadInfo] = &[
     WorkloadInfo {
         name: "pinned-dma",
         summary: "virtio-blk and NVMe disks DMA into and out of a sealed 64 MiB DAX file through io_uring fixed \
-                  buffers at queue depths 1, 4 and 16; the host finds the bytes in the file's own blocks of the \
-                  NVDIMM image and in the disk images",
+                  buffers at queue depths 1, 4 and 16, and Soft-RoCE RDMA WRITE and READ through a memory region \
+                  over a sealed file; the host finds the bytes in the files' own blocks of the NVDIMM image and in \
+                  the disk images",
         default: true,
         disks: &["virtio", "nvme"],
     },

@@ -35,6 +35,8 @@ use crate::seal_conformance::{create_sparse, is_sealed, probe};
 use crate::seal_race::pin_counters;
 use crate::sys::{errno_text, mounted, Mapping};
 
+mod rdma;
+
 /// The sealed file, and the length of each disk region.
 const FILE_SIZE: u64 = 64 << 20;
 /// Reads come from the disk's first 64 MiB; writes go to the next 64 MiB.
@@ -310,6 +312,43 @@ fn data_offset(pmem: &str) -> Result<u64, String> {
     data.checked_sub(start).ok_or_else(|| format!("{pmem}'s data starts before its region"))
 }
 
+/// The pmem device under `mount`, its NVDIMM's index and where its byte 0
+/// lies in the NVDIMM image.
+fn pmem_of(mount: &Path) -> Result<(String, u32, u64), String> {
+    let (device, _) = mounted(mount)?;
+    let pmem = device.trim_start_matches("/dev/").to_string();
+    let index: u32 = pmem
+        .trim_start_matches("pmem")
+        .parse()
+        .map_err(|_| format!("{device} on {} is not a pmem device", mount.display()))?;
+    let base = data_offset(&pmem)?;
+    Ok((device, index, base))
+}
+
+/// Where the NVDIMM image must hold which pattern: the file of `len` bytes
+/// with block map `map` on a namespace whose data starts at `base` holds
+/// `seeds[i]`'s pattern in its i-th equal part.
+fn nvdimm_ranges(map: &[Extent], base: u64, len: u64, seeds: &[u64]) -> Vec<PatternRange> {
+    let part_len = len / seeds.len() as u64;
+    let mut ranges = Vec::new();
+    for e in map {
+        // Split each extent where the file changes from one part to the next.
+        let mut logical = e.logical;
+        while logical < (e.logical + e.length).min(len) {
+            let part = (logical / part_len) as usize;
+            let end = ((part as u64 + 1) * part_len).min(e.logical + e.length);
+            ranges.push(PatternRange {
+                image_offset: base + e.physical + (logical - e.logical),
+                len: end - logical,
+                seed: seeds[part],
+                pattern_offset: logical,
+            });
+            logical = end;
+        }
+    }
+    ranges
+}
+
 /// The file's first half from the first disk, its second half from the
 /// second; the host then finds both in the NVDIMM image at the file's
 /// blocks. Afterwards the buffer is unregistered and UNSEAL gives 0.
@@ -330,29 +369,9 @@ fn lands_in_blocks(mut s: Sealed, devs: &[Dev], mount: &Path) -> Result<(String,
     }
     s.still_sealed("READ_FIXED from both disks")?;
 
-    let (device, _) = mounted(mount)?;
-    let pmem = device.trim_start_matches("/dev/").to_string();
-    let index: u32 = pmem
-        .trim_start_matches("pmem")
-        .parse()
-        .map_err(|_| format!("{device} on {} is not a pmem device", mount.display()))?;
-    let base = data_offset(&pmem)?;
-    let mut ranges = Vec::new();
-    for e in &s.map {
-        // Split each extent where the file changes from one disk to the next.
-        let mut logical = e.logical;
-        while logical < (e.logical + e.length).min(FILE_SIZE) {
-            let part = (logical / half) as usize;
-            let end = ((part as u64 + 1) * half).min(e.logical + e.length);
-            ranges.push(PatternRange {
-                image_offset: base + e.physical + (logical - e.logical),
-                len: end - logical,
-                seed: devs[part].info.seed,
-                pattern_offset: logical,
-            });
-            logical = end;
-        }
-    }
+    let (device, index, base) = pmem_of(mount)?;
+    let seeds: Vec<u64> = devs.iter().map(|d| d.info.seed).collect();
+    let ranges = nvdimm_ranges(&s.map, base, FILE_SIZE, &seeds);
     let check = HostCheck {
         name: "DMA from both disks is in the sealed file's blocks of the NVDIMM image".into(),
         image: HostImage::Nvdimm(index),
@@ -423,7 +442,7 @@ fn clear(dir: &Path) {
 
 pub fn run() -> ExitCode {
     let disk_cases: Vec<String> = DATA_DISKS.iter().map(|d| format!("{}-dma-through-the-pin", d.name)).collect();
-    let mut t = Cases::new(5 + disk_cases.len());
+    let mut t = Cases::new(5 + disk_cases.len() + rdma::CASES.len());
     let mount = PathBuf::from(format!("{MOUNT_PREFIX}0"));
     // Fixed name: the file stays until the next boot, so the host can look.
     let dir = mount.join("pinned-dma");
@@ -449,6 +468,7 @@ pub fn run() -> ExitCode {
                 .into_iter()
                 .chain(disk_cases.iter().map(String::as_str))
                 .chain(["dma-lands-in-the-sealed-files-blocks"])
+                .chain(rdma::CASES)
         {
             t.check::<()>(name, Err(why.clone()));
         }
@@ -458,7 +478,23 @@ pub fn run() -> ExitCode {
     t.check("unsealed-dax-register-refused", long.map(|n| ((), n)));
     t.check("odirect-read-into-unsealed-dax-mapping", short.map(|n| ((), n)));
 
-    let sealed = match probe(&dir) {
+    let sealing = probe(&dir);
+    disk_dma(&mut t, &dir, &mount, &disk_cases, devs, sealing.clone());
+    rdma::run(&mut t, &dir, pmem_of(&mount), sealing);
+    t.exit()
+}
+
+/// The io_uring cases: the sealed file registered, each disk's DMA through
+/// the pin, and both disks' bytes in the file's blocks.
+fn disk_dma(
+    t: &mut Cases,
+    dir: &Path,
+    mount: &Path,
+    disk_cases: &[String],
+    devs: Vec<Result<Dev, String>>,
+    sealing: Result<(), String>,
+) {
+    let sealed = match sealing {
         Err(why) => {
             for name in std::iter::once("sealed-file-registered")
                 .chain(disk_cases.iter().map(String::as_str))
@@ -466,7 +502,7 @@ pub fn run() -> ExitCode {
             {
                 t.outcome(name, Outcome::Skip(why.clone()));
             }
-            return t.exit();
+            return;
         }
         Ok(()) => t.check("sealed-file-registered", Sealed::new(&dir.join("sealed"))),
     };
@@ -474,7 +510,7 @@ pub fn run() -> ExitCode {
         for name in disk_cases.iter().map(String::as_str).chain(["dma-lands-in-the-sealed-files-blocks"]) {
             t.blocked(name, "sealed-file-registered");
         }
-        return t.exit();
+        return;
     };
     let mut all = true;
     for (name, dev) in disk_cases.iter().zip(&devs) {
@@ -482,19 +518,18 @@ pub fn run() -> ExitCode {
             Ok(dev) => dma_through_pin(&mut sealed, dev),
             Err(e) => Err(e.clone()),
         };
-        all &= report(&mut t, name, r);
+        all &= report(t, name, r);
     }
-    let r = if all && found.len() == DATA_DISKS.len() {
+    let r = if all && devs.iter().all(Result::is_ok) {
         let devs: Vec<Dev> = devs.into_iter().filter_map(Result::ok).collect();
-        lands_in_blocks(sealed, &devs, &mount)
+        lands_in_blocks(sealed, &devs, mount)
     } else {
         let _ = sealed.ring.unregister();
         drop(sealed.mapping);
         let _ = seal::unseal(&sealed.file);
         Err("not attempted: a disk's DMA case failed".into())
     };
-    report(&mut t, "dma-lands-in-the-sealed-files-blocks", r);
-    t.exit()
+    report(t, "dma-lands-in-the-sealed-files-blocks", r);
 }
 
 /// Reports a case and, before it, the host checks it asks for.

@@ -54,6 +54,10 @@ pub const GUEST: &[Requirement] = &[
     req(Program("mkfs.xfs"), "xfsprogs", "making XFS in the guest"),
     req(Program("xfs_io"), "xfsprogs", "inspecting files in the guest"),
     req(Program("ldd"), "libc-bin", "finding the libraries of guest programs"),
+    req(File("/usr/include/infiniband/verbs.h"), "libibverbs-dev", "Soft-RoCE verbs in the guest (pinned-dma)"),
+    req(File("/usr/lib/x86_64-linux-gnu/librxe-rdmav34.a"), "libibverbs-dev", "the rxe provider, linked static"),
+    req(File("/usr/lib/x86_64-linux-gnu/libnl-3.a"), "libnl-3-dev", "libibverbs' netlink library, static"),
+    req(File("/usr/lib/x86_64-linux-gnu/libnl-route-3.a"), "libnl-route-3-dev", "libibverbs' netlink library, static"),
 ];
 
 /// Booting guests.

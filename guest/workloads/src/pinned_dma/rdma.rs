@@ -1,0 +1,269 @@
+//! pinned-dma's RDMA half: Soft-RoCE (rdma_rxe) registers a sealed DAX
+//! mapping as a memory region and moves bytes into it with RDMA WRITE and
+//! out of it with RDMA READ between two local queue pairs, as a remote
+//! peer would. rxe is a software device: its "DMA" is the driver copying
+//! into the pages the region pinned, the same pages an adapter would
+//! write.
+//!
+//! Cases: the rxe link comes up over dummy0; an unsealed DAX mapping
+//! cannot be registered (6.12's EOPNOTSUPP, both kernels); a sealed one
+//! can; WRITE lands in the file (read(2), the port's packet counters, and
+//! the host's look at the NVDIMM image), READ returns it; the map stays,
+//! UNSEAL is EBUSY while the region exists and 0 after `ibv_dereg_mr`.
+
+use std::fs::{self, File};
+use std::path::Path;
+use std::time::Instant;
+
+use dax_seal_protocol::disks::{fill_pattern, HostCheck, HostImage};
+use dax_seal_rdma::{link_add, Mr, Verbs};
+
+use super::{nvdimm_ranges, verify, verify_file, PAGE};
+use crate::cases::{Cases, Outcome};
+use crate::seal::{self, Extent};
+use crate::seal_conformance::{create_sparse, is_sealed};
+use crate::seal_race::pin_counters;
+use crate::sys::{errno_text, Mapping};
+
+const NETDEV: &str = "dummy0";
+const IBDEV: &str = "rxe0";
+const ADDRESS: &str = "10.77.0.1";
+/// The sealed file the region covers.
+const SIZE: u64 = 16 << 20;
+/// One work request.
+const CHUNK: u32 = 1 << 20;
+/// The pattern RDMA WRITE puts in the file (not a data disk's seed).
+pub const SEED: u64 = 0x4d4a_5eed;
+/// Registrations timed for the bench figure, after a first that faults.
+const REG_ROUNDS: usize = 5;
+
+pub const CASES: [&str; 5] = [
+    "rxe-link-up",
+    "unsealed-dax-reg-mr-refused",
+    "sealed-dax-reg-mr",
+    "rdma-write-and-read-through-the-sealed-region",
+    "unseal-after-dereg-mr",
+];
+
+/// Packets the rxe port sent and received (its hw_counters).
+fn packets() -> Result<(u64, u64), String> {
+    let dir = format!("/sys/class/infiniband/{IBDEV}/ports/1/hw_counters");
+    let read = |name: &str| -> Result<u64, String> {
+        let f = format!("{dir}/{name}");
+        fs::read_to_string(&f).map_err(|e| format!("{f}: {e}"))?.trim().parse().map_err(|e| format!("{f}: {e}"))
+    };
+    Ok((read("sent_pkts")?, read("rcvd_pkts")?))
+}
+
+/// Median wall time in ms of registering and deregistering `len` bytes at
+/// `addr`, after one untimed registration that faults the pages in.
+fn registration_ms(v: &Verbs, addr: *mut u8, len: usize) -> Result<f64, String> {
+    let mut times = Vec::new();
+    for round in 0..=REG_ROUNDS {
+        let t0 = Instant::now();
+        // SAFETY: the caller's mapping outlives this loop.
+        let mr = unsafe { v.register(addr, len) }.map_err(|e| format!("ibv_reg_mr: {}", errno_text(&e)))?;
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        mr.deregister().map_err(|e| format!("ibv_dereg_mr: {}", errno_text(&e)))?;
+        if round > 0 {
+            times.push(ms);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// WRITE `src` (the pattern) into `dst` in 1 MiB requests, or READ `dst`
+/// into `src`; MiB/s.
+fn transfer(v: &Verbs, write: bool, src: &Mr, dst: &Mr) -> Result<f64, String> {
+    let t0 = Instant::now();
+    for i in 0..(SIZE / u64::from(CHUNK)) as usize {
+        let at = i * CHUNK as usize;
+        v.rdma(write, src, at, dst, at, CHUNK)?;
+    }
+    Ok((SIZE >> 20) as f64 / t0.elapsed().as_secs_f64())
+}
+
+/// The sealed file and its mapping, and the region over it.
+struct SealedRegion {
+    path: std::path::PathBuf,
+    file: File,
+    mapping: Mapping,
+    map: Vec<Extent>,
+}
+
+impl SealedRegion {
+    fn still_sealed(&self, after: &str) -> Result<(), String> {
+        let map = seal::fiemap(&self.file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
+        if map != self.map {
+            return Err(format!("after {after} the map moved: {:?} -> {map:?}", self.map));
+        }
+        if !is_sealed(&self.path)? {
+            return Err(format!("after {after} the file is no longer sealed"));
+        }
+        match seal::unseal(&self.file) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
+            other => Err(format!("UNSEAL after {after} with the region registered: {other:?}, expected EBUSY")),
+        }
+    }
+}
+
+/// An unsealed DAX mapping cannot be registered: 6.12 refuses long-term
+/// pins of fsdax pages (EOPNOTSUPP).
+fn unsealed_refused(v: &Verbs, dir: &Path) -> Result<String, String> {
+    let path = dir.join("rdma-unsealed");
+    let file = create_sparse(&path, u64::from(CHUNK))?;
+    let mut mapping = Mapping::shared_sync(&file, CHUNK as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    // SAFETY: the mapping outlives the region.
+    let r = unsafe { v.register(mapping.as_mut_ptr(), CHUNK as usize) };
+    let verdict = match r {
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            Ok("ibv_reg_mr of an unsealed DAX mapping: EOPNOTSUPP".to_string())
+        }
+        Err(e) => Err(format!("ibv_reg_mr of an unsealed DAX mapping: {}, expected EOPNOTSUPP", errno_text(&e))),
+        Ok(_) => Err("ibv_reg_mr of an unsealed DAX mapping succeeded; 6.12 refuses it (EOPNOTSUPP)".into()),
+    };
+    drop(mapping);
+    let _ = fs::remove_file(&path);
+    verdict
+}
+
+/// Runs the RDMA cases; `sealed_ok` says whether this kernel seals
+/// (`Err` holds the skip reason).
+pub fn run(t: &mut Cases, dir: &Path, mount_pmem: Result<(String, u32, u64), String>, sealed_ok: Result<(), String>) {
+    let verbs = link_add(NETDEV, IBDEV, ADDRESS).and_then(|()| Verbs::open(IBDEV));
+    let Some(v) = t.check(
+        CASES[0],
+        verbs.map(|v| {
+            (v, format!("{IBDEV} over {NETDEV} ({ADDRESS}/24), two RC QPs connected through the port's RoCE v2 GID"))
+        }),
+    ) else {
+        for name in &CASES[1..] {
+            t.blocked(name, CASES[0]);
+        }
+        return;
+    };
+    t.check(CASES[1], unsealed_refused(&v, dir).map(|n| ((), n)));
+    if let Err(why) = sealed_ok {
+        for name in &CASES[2..] {
+            t.outcome(name, Outcome::Skip(why.clone()));
+        }
+        return;
+    }
+
+    let mut anon = match Mapping::anonymous(SIZE as usize) {
+        Ok(m) => m,
+        Err(e) => {
+            let why = format!("mmap of the anonymous peer buffer: {}", errno_text(&e));
+            for name in &CASES[2..] {
+                t.check::<()>(name, Err(why.clone()));
+            }
+            return;
+        }
+    };
+    fill_pattern(SEED, 0, anon.as_mut_slice());
+
+    // Set-up: seal, map, time registrations (bench figure), register.
+    let mut setup = || -> Result<(SealedRegion, String), String> {
+        let path = dir.join("rdma-sealed");
+        let file = create_sparse(&path, SIZE)?;
+        seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+        let map = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
+        let mut mapping =
+            Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+        let sealed_ms = registration_ms(&v, mapping.as_mut_ptr(), SIZE as usize)?;
+        let anon_ms = registration_ms(&v, anon.as_mut_ptr(), SIZE as usize)?;
+        let note = format!(
+            "{} MiB sealed in {} extent(s); ibv_reg_mr median of {REG_ROUNDS}: sealed DAX {sealed_ms:.2} ms, \
+             anonymous {anon_ms:.2} ms",
+            SIZE >> 20,
+            map.len()
+        );
+        Ok((SealedRegion { path, file, mapping, map }, note))
+    };
+    let Some(mut s) = t.check(CASES[2], setup()) else {
+        for name in &CASES[3..] {
+            t.blocked(name, CASES[2]);
+        }
+        return;
+    };
+
+    let (pins0, _) = pin_counters().unwrap_or_default();
+    // SAFETY: both mappings outlive their regions (dropped below, in order).
+    let regions = unsafe {
+        v.register(s.mapping.as_mut_ptr(), SIZE as usize)
+            .map_err(|e| format!("ibv_reg_mr of the sealed DAX mapping: {}", errno_text(&e)))
+            .and_then(|sealed| {
+                v.register(anon.as_mut_ptr(), SIZE as usize)
+                    .map(|a| (sealed, a))
+                    .map_err(|e| format!("ibv_reg_mr of anonymous memory: {}", errno_text(&e)))
+            })
+    };
+    let (sealed_mr, anon_mr) = match regions {
+        Ok(pair) => pair,
+        Err(e) => {
+            t.check::<()>(CASES[3], Err(e));
+            t.blocked(CASES[4], CASES[3]);
+            return;
+        }
+    };
+
+    let mut traffic = || -> Result<String, String> {
+        let (acquired, _) = pin_counters()?;
+        let pinned = acquired.saturating_sub(pins0);
+        if pinned < 2 * SIZE / PAGE {
+            return Err(format!("two registrations moved nr_foll_pin_acquired by {pinned}, not {}", 2 * SIZE / PAGE));
+        }
+        let (sent0, rcvd0) = packets()?;
+        let write = transfer(&v, true, &anon_mr, &sealed_mr)?;
+        verify_file("the sealed file after RDMA WRITE", &s.file, 0, SIZE, SEED, 0)?;
+        s.still_sealed("RDMA WRITE")?;
+        anon.as_mut_slice().fill(0);
+        let read = transfer(&v, false, &anon_mr, &sealed_mr)?;
+        verify("the peer buffer after RDMA READ from the sealed file", SEED, 0, anon.as_mut_slice())?;
+        s.still_sealed("RDMA READ")?;
+        let (sent, rcvd) = packets()?;
+        let (sent, rcvd) = (sent - sent0, rcvd - rcvd0);
+        // Each direction moves SIZE in packets of at most the path MTU (4096).
+        let least = 2 * SIZE / 4096;
+        if sent < least || rcvd < least {
+            return Err(format!(
+                "{IBDEV} sent {sent} and received {rcvd} packets, fewer than {least}: rxe did not move the data"
+            ));
+        }
+        Ok(format!(
+            "{pinned} pins; RDMA WRITE of {} MiB into the sealed region {write:.0} MiB/s, RDMA READ from it {read:.0} MiB/s; \
+             read(2) and the peer buffer show the pattern; {IBDEV} sent {sent} and received {rcvd} packets; map unchanged, \
+             UNSEAL EBUSY",
+            SIZE >> 20
+        ))
+    };
+    if t.check(CASES[3], traffic().map(|n| ((), n))).is_none() {
+        t.blocked(CASES[4], CASES[3]);
+        return;
+    }
+
+    let finish = || -> Result<(String, Vec<HostCheck>), String> {
+        let (device, index, base) = mount_pmem?;
+        let check = HostCheck {
+            name: "RDMA WRITE is in the sealed file's blocks of the NVDIMM image".into(),
+            image: HostImage::Nvdimm(index),
+            ranges: nvdimm_ranges(&s.map, base, SIZE, &[SEED]),
+        };
+        sealed_mr.deregister().map_err(|e| format!("ibv_dereg_mr: {}", errno_text(&e)))?;
+        drop(anon_mr);
+        // UNSEAL also refuses while the file is mapped.
+        drop(s.mapping);
+        let (acquired, released) = pin_counters()?;
+        seal::unseal(&s.file).map_err(|e| format!("UNSEAL after ibv_dereg_mr: {}", errno_text(&e)))?;
+        Ok((
+            format!(
+                "UNSEAL 0 after ibv_dereg_mr (nr_foll_pin_acquired {acquired}, released {released}); the file's blocks \
+                 at {device} offset(s) {} + data offset {base:#x} go to the host",
+                s.map.iter().map(|e| format!("{:#x}", e.physical)).collect::<Vec<_>>().join(", ")
+            ),
+            vec![check],
+        ))
+    };
+    super::report(t, CASES[4], finish());
+}
