@@ -4,8 +4,9 @@
 //! variant (with the patched/baseline ratio), the compressed initramfs size,
 //! device DMA (READ_FIXED) into a sealed file's pinned pages against the
 //! same into anonymous memory and Soft-RoCE memory registration of a sealed
-//! DAX mapping against anonymous memory (pinned-dma, patched kernel),
-//! userspace-flush's
+//! DAX mapping against anonymous memory (pinned-dma, patched kernel), swap
+//! throughput through a sealed swapfile against swap on a raw pmem device
+//! (swap-pressure on a third NVDIMM, patched kernel), userspace-flush's
 //! commit rates and first-touch fault latencies (patched kernel; the fault
 //! histograms go to images/bench/flush-latency.json for plotting), and with
 //! `--cold` a kernel build from empty caches.
@@ -35,6 +36,11 @@ const COMMIT_RATIO_TARGET: f64 = 10.0;
 const WRITERS: [&str; 3] = ["sealed", "sparse-map-sync", "fdatasync-control"];
 /// The DMA cases of pinned-dma, one per data disk.
 const DMA_CASES: [&str; 2] = ["virtio-dma-through-the-pin", "nvme-dma-through-the-pin"];
+/// Swap through the sealed swapfile, as a fraction of swap on a raw pmem
+/// device under the same pressure in the same boot.
+const SWAP_RATIO_TARGET: f64 = 0.95;
+/// swap-pressure's cases: the sealed swapfile, and the raw device.
+const SWAP_CASES: [&str; 2] = ["pressure-through-sealed-swapfile", "pressure-through-raw-pmem-swap"];
 /// pinned-dma's case that times `ibv_reg_mr`.
 const MR_CASE: &str = "sealed-dax-reg-mr";
 
@@ -107,6 +113,16 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
         }
         eprintln!("[bench] pinned-dma run {}/{}", i + 1, args.runs);
     }
+    let mut swap = [Vec::new(), Vec::new()];
+    for i in 0..args.runs {
+        let results = run_once(images.path(), SWAP)?;
+        for (case, slot) in SWAP_CASES.iter().zip(swap.iter_mut()) {
+            let detail = case_detail(&results, "patched", "swap-pressure", case)
+                .with_context(|| format!("swap-pressure reported no {case}"))?;
+            slot.push(swap_figure(&detail).with_context(|| format!("{case}: {detail}"))?);
+        }
+        eprintln!("[bench] swap-pressure run {}/{}", i + 1, args.runs);
+    }
     let mut rates: Vec<Vec<f64>> = WRITERS.iter().map(|_| Vec::new()).collect();
     let mut faults: Vec<[Vec<f64>; 2]> = FAULT_KINDS.iter().map(|_| [Vec::new(), Vec::new()]).collect();
     let mut histograms = serde_json::Map::new();
@@ -172,6 +188,13 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
          ratio {:.2}",
         sealed / anon
     );
+    let (sealed, raw) = (median(&mut swap[0]), median(&mut swap[1]));
+    println!(
+        "  swap-out + swap-in under cgroup pressure: sealed swapfile {sealed:.0} MiB/s, raw pmem device {raw:.0} MiB/s, \
+         ratio {:.2}  [target >= {SWAP_RATIO_TARGET}: {}]",
+        sealed / raw,
+        verdict(sealed / raw >= SWAP_RATIO_TARGET)
+    );
     let rate: Vec<f64> = rates.iter_mut().map(|r| median(r)).collect();
     println!(
         "  userspace-flush commit rate: sealed MAP_SYNC + {{clwb,sfence}} {:.0}/s, sparse MAP_SYNC {:.0}/s, \
@@ -198,6 +221,9 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
 const SMOKE: &[&str] = &["--workload", "dax-smoke"];
 const DMA: &[&str] = &["--kernel", "patched", "--workload", "pinned-dma"];
 const FLUSH: &[&str] = &["--kernel", "patched", "--workload", "userspace-flush"];
+/// A third NVDIMM, overwritten by swap-pressure as the raw swap device.
+const SWAP: &[&str] =
+    &["--kernel", "patched", "--workload", "swap-pressure", "--nvdimms", "3", "--param", "swap-pressure.raw-pmem=2"];
 const FLUSH_WRITERS_CASE: &str = "writers: 2048 records each, flushed and fenced";
 const FAULTS_CASE: &str = "first-touch write faults through MAP_SYNC";
 const FAULT_KINDS: [&str; 3] = ["sealed", "preallocated", "sparse"];
@@ -266,6 +292,13 @@ fn mr_figures(detail: &str) -> Option<(f64, f64)> {
     Some((figure("sealed DAX ")?, figure("anonymous ")?))
 }
 
+/// MiB/s of a pressure case: "..., swap throughput 412 MiB/s); ...".
+fn swap_figure(detail: &str) -> Option<f64> {
+    let key = "swap throughput ";
+    let rest = &detail[detail.find(key)? + key.len()..];
+    rest.split(" MiB/s").next()?.parse().ok()
+}
+
 /// Builds the baseline kernel with a private, empty cache directory.
 fn cold_build() -> Result<f64> {
     let cache = tempfile::Builder::new()
@@ -310,5 +343,8 @@ mod tests {
         let m = "16 MiB sealed in 1 extent(s); ibv_reg_mr median of 5: sealed DAX 1.20 ms, anonymous 0.90 ms";
         assert_eq!(super::mr_figures(m), Some((1.2, 0.9)));
         assert_eq!(super::mr_figures("sealed DAX 1.20 ms"), None);
+        let p = "3 round(s) (pswpout 1 pswpin 2 pages, memory.swap.peak 150 MiB, oom_kill 0, swap throughput 412 MiB/s); x";
+        assert_eq!(super::swap_figure(p), Some(412.0));
+        assert_eq!(super::swap_figure("swap throughput fast"), None);
     }
 }

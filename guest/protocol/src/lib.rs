@@ -404,6 +404,15 @@ pub const PARAMS: &[ParamInfo] = &[
         run_time: true,
     },
     ParamInfo {
+        name: "swap-pressure.raw-pmem",
+        summary: "NVDIMM index N >= 2 whose /dev/pmemN swap-pressure unmounts and overwrites with a raw swap area, \
+                  the reference `cargo xtask bench` compares the sealed swapfile with; 0 (the default) for none",
+        default: 0,
+        min: 0,
+        max: 15,
+        run_time: false,
+    },
+    ParamInfo {
         name: "userspace-flush.records",
         summary: "records each userspace-flush writer appends",
         default: 2048,

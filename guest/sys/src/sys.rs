@@ -27,6 +27,16 @@ pub fn mount_pseudo(fstype: &CStr, at: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Unmounts what is mounted on `at`.
+pub fn umount(at: &Path) -> io::Result<()> {
+    let target = cpath(at)?;
+    // SAFETY: a NUL-terminated path that outlives the call.
+    if unsafe { libc::umount(target.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The number after `key` on its line of a `key value` file such as
 /// /proc/vmstat or a cgroup's memory.events.
 pub fn counter(text: &str, key: &str) -> Option<u64> {

@@ -28,13 +28,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use dax_seal_protocol::disks::{fill_pattern, first_pattern_mismatch};
-use dax_seal_protocol::RunConfig;
+use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
 
 use crate::cases::{when_sealable, Cases};
 use crate::page_cache::{self, swapoff, swapon, write_swap_header};
 use crate::seal::{self, Extent};
 use crate::seal_conformance::{create, create_new, create_sparse, is_sealed, probe};
-use crate::sys::{counter, errno_text, mount_pseudo, mounted, Mapping};
+use crate::sys::{counter, errno_text, mount_pseudo, mounted, umount, Mapping};
 
 const PAGE: u64 = 4096;
 /// The group's memory.max, and the working set: four times that.
@@ -61,9 +61,15 @@ const CASES: [&str; 7] = [
     "pressure-through-sealed-swapfile",
 ];
 
+/// The bench's case, planned only when `swap-pressure.raw-pmem` names a
+/// device.
+const RAW_CASE: &str = "pressure-through-raw-pmem-swap";
+
 pub fn run() -> ExitCode {
-    let mut t = Cases::new(CASES.len());
-    let seconds = RunConfig::read().and_then(|c| c.param("swap-pressure.seconds")).unwrap_or(5);
+    let config = RunConfig::read();
+    let seconds = config.as_ref().ok().and_then(|c| c.param("swap-pressure.seconds").ok()).unwrap_or(5);
+    let raw = config.as_ref().ok().and_then(|c| c.param("swap-pressure.raw-pmem").ok()).unwrap_or(0);
+    let mut t = Cases::new(CASES.len() + usize::from(raw != 0));
     let dir = match page_cache::dir("swap-pressure") {
         Ok(d) => d,
         Err(e) => {
@@ -91,6 +97,10 @@ pub fn run() -> ExitCode {
         when_sealable(&has_seal, || sealed_swappable(&dir.join("reflinked"), Kind::Reflinked)),
     );
     t.outcome("pressure-through-sealed-swapfile", when_sealable(&has_seal, || pressure(true)));
+    if raw != 0 {
+        let r = group.as_ref().ok_or("not attempted: cgroup-v2-memory-controller failed".to_string());
+        t.check(RAW_CASE, r.and_then(|group| pressure_raw(raw, group, seconds)).map(|n| ((), n)));
+    }
     let _ = fs::remove_dir(Path::new(CGROUP_ROOT).join(GROUP));
     let _ = fs::remove_dir_all(&dir);
     t.exit()
@@ -256,9 +266,62 @@ fn pressure_on(path: &Path, group: &Path, sealed: bool, seconds: u64) -> Check {
     let map = seal::fiemap(&f).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
     let mount = path.parent().and_then(Path::parent).ok_or("swapfile has no mount")?;
     let (device, _) = mounted(mount)?;
-    swapon(path).map_err(|e| format!("swapon: {}", errno_text(&e)))?;
-    let (out0, in0) = (vmstat("pswpout")?, vmstat("pswpin")?);
+    let d = drive(path, group, seconds, &map, &device, || if sealed { refusals(&f, path) } else { Ok(String::new()) })?;
+    let after = seal::fiemap(&f).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
+    if after != map {
+        return Err(format!("after swapoff the map moved: {map:?} -> {after:?}"));
+    }
+    let mut tail = String::new();
+    if sealed {
+        if !is_sealed(path)? {
+            return Err("after swapoff the file is no longer sealed".into());
+        }
+        seal::unseal(&f).map_err(|e| format!("UNSEAL after swapoff: {}", errno_text(&e)))?;
+        tail = format!("; {}; after swapoff the same map, still sealed, UNSEAL 0", d.during);
+    }
+    Ok(format!("{} ({}); {}{tail}", d.child, d.figures, d.found))
+}
 
+/// What one pressure run through a swap area showed.
+struct Drive {
+    /// The child's own account.
+    child: String,
+    /// pswpout, pswpin, memory.swap.peak, oom_kill and the throughput.
+    figures: String,
+    /// The sampled pages found on the device.
+    found: String,
+    /// What `during` said.
+    during: String,
+}
+
+/// swapon `swap`, whose pages lie on `device` as `map` says; the child
+/// fills and pushes out its working set, `during` runs while it is out,
+/// then the child reads it back round after round; swapoff. The counters
+/// must show the working set's excess went out and came back in.
+fn drive(
+    swap: &Path,
+    group: &Path,
+    seconds: u64,
+    map: &[Extent],
+    device: &str,
+    during: impl FnOnce() -> Result<String, String>,
+) -> Result<Drive, String> {
+    swapon(swap).map_err(|e| format!("swapon: {}", errno_text(&e)))?;
+    let r = drive_on(group, seconds, map, device, during);
+    let off = swapoff(swap).map_err(|e| format!("swapoff: {}", errno_text(&e)));
+    let d = r?;
+    off?;
+    Ok(d)
+}
+
+fn drive_on(
+    group: &Path,
+    seconds: u64,
+    map: &[Extent],
+    device: &str,
+    during: impl FnOnce() -> Result<String, String>,
+) -> Result<Drive, String> {
+    let (out0, in0) = (vmstat("pswpout")?, vmstat("pswpin")?);
     let (to_child_r, mut to_child) = pipe()?;
     let (mut from_child, from_child_w) = pipe()?;
     // SAFETY: the child only runs child() and exits; it never returns here.
@@ -274,6 +337,7 @@ fn pressure_on(path: &Path, group: &Path, sealed: bool, seconds: u64) -> Check {
     }
     drop((to_child_r, from_child_w));
     let mut line = String::new();
+    let mut go = None;
     let r = (|| -> Result<(String, String), String> {
         // The child says when its working set is out.
         let mut buf = [0u8; 64];
@@ -284,10 +348,11 @@ fn pressure_on(path: &Path, group: &Path, sealed: bool, seconds: u64) -> Check {
             .strip_prefix("out ")
             .and_then(|a| a.parse().ok())
             .ok_or_else(|| format!("the child reported {line:?} instead of its swapped-out working set"))?;
-        let found = on_device(pid, addr, &map, &device)?;
-        let refusals = if sealed { refusals(&f, path)? } else { String::new() };
+        let found = on_device(pid, addr, map, device)?;
+        let said = during()?;
+        go = Some((Instant::now(), vmstat("pswpout")? + vmstat("pswpin")?));
         to_child.write_all(b"go\n").map_err(|e| format!("writing to the child: {e}"))?;
-        Ok((found, refusals))
+        Ok((found, said))
     })();
     drop(to_child);
     let mut rest = String::new();
@@ -295,11 +360,21 @@ fn pressure_on(path: &Path, group: &Path, sealed: bool, seconds: u64) -> Check {
     let mut status = 0;
     // SAFETY: waiting for our own child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
-    let (found, refusals) = r?;
+    let (found, said) = r?;
     let oom = keyed(&group.join("memory.events"), "oom_kill").unwrap_or(0);
     let (out, inn) = (vmstat("pswpout")? - out0, vmstat("pswpin")? - in0);
     let peak = read_u64(&group.join("memory.swap.peak"))?;
-    let figures = format!("pswpout {out} pswpin {inn} pages, memory.swap.peak {} MiB, oom_kill {oom}", peak >> 20);
+    // Swap traffic of the read-back rounds (swap-in, and swap-out between
+    // rounds) over their wall time.
+    let rate = go.map(|(t, moved)| {
+        let pages = out + inn + out0 + in0 - moved;
+        (pages * PAGE) as f64 / f64::from(1u32 << 20) / t.elapsed().as_secs_f64()
+    });
+    let figures = format!(
+        "pswpout {out} pswpin {inn} pages, memory.swap.peak {} MiB, oom_kill {oom}, swap throughput {:.0} MiB/s",
+        peak >> 20,
+        rate.unwrap_or(0.0)
+    );
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         let how = if libc::WIFSIGNALED(status) {
             format!("killed by signal {}", libc::WTERMSIG(status))
@@ -314,20 +389,39 @@ fn pressure_on(path: &Path, group: &Path, sealed: bool, seconds: u64) -> Check {
             "swap moved less than the working set's excess of {excess} pages: {figures} (the pressure did not reach swap)"
         ));
     }
-    swapoff(path).map_err(|e| format!("swapoff: {}", errno_text(&e)))?;
-    let after = seal::fiemap(&f).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
-    if after != map {
-        return Err(format!("after swapoff the map moved: {map:?} -> {after:?}"));
+    Ok(Drive { child: rest.trim().to_string(), figures, found, during: said })
+}
+
+/// The bench's reference: the same pressure through swap on a whole raw
+/// pmem block device (`/dev/pmemN`, N from `swap-pressure.raw-pmem`),
+/// which the workload unmounts and overwrites with a swap header.
+fn pressure_raw(index: u64, group: &Path, seconds: u64) -> Check {
+    if index < 2 {
+        return Err(format!(
+            "swap-pressure.raw-pmem={index}: the first two NVDIMMs hold the workloads' filesystems; name a third or \
+             later (and boot with --nvdimms 3 or more)"
+        ));
     }
-    let mut tail = String::new();
-    if sealed {
-        if !is_sealed(path)? {
-            return Err("after swapoff the file is no longer sealed".into());
-        }
-        seal::unseal(&f).map_err(|e| format!("UNSEAL after swapoff: {}", errno_text(&e)))?;
-        tail = format!("; {refusals}; after swapoff the same map, still sealed, UNSEAL 0");
+    let device = PathBuf::from(format!("/dev/pmem{index}"));
+    if !device.exists() {
+        return Err(format!("{} does not exist: boot with --nvdimms {}", device.display(), index + 1));
     }
-    Ok(format!("{} ({figures}); {found}{tail}", rest.trim()))
+    let mount = PathBuf::from(format!("{MOUNT_PREFIX}{index}"));
+    if mounted(&mount).is_ok() {
+        umount(&mount).map_err(|e| format!("umount {}: {}", mount.display(), errno_text(&e)))?;
+    }
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&device)
+        .map_err(|e| format!("open {}: {}", device.display(), errno_text(&e)))?;
+    write_swap_header(&f, SWAP_SIZE).map_err(|e| format!("swap header on {}: {}", device.display(), errno_text(&e)))?;
+    f.sync_all().map_err(|e| format!("fsync {}: {}", device.display(), errno_text(&e)))?;
+    // The device is its own map.
+    let map = [Extent { logical: 0, physical: 0, length: SWAP_SIZE, flags: 0 }];
+    let dev = device.to_string_lossy().into_owned();
+    let d = drive(&device, group, seconds, &map, &dev, || Ok(String::new()))?;
+    Ok(format!("{} on {dev} ({}); {}", d.child, d.figures, d.found))
 }
 
 /// The child: joins the group, fills the working set, pushes it out,
