@@ -353,13 +353,21 @@ fn seal_conformance_patched_and_baseline_differ_exactly_where_the_contract_says(
 /// each on images of its own, and insists both boots pass. The patched
 /// guest comes back too, for tests that look at its images afterwards.
 fn on_both_kernels(workloads: &[&str]) -> ((Guest, Booted), Booted) {
+    on_both_kernels_with(workloads, |_| {})
+}
+
+/// Like [`on_both_kernels`], with both guests set up by `setup` first.
+fn on_both_kernels_with(workloads: &[&str], setup: impl Fn(&mut Guest) + Sync) -> ((Guest, Booted), Booted) {
     let (patched, baseline) = std::thread::scope(|s| {
         let p = s.spawn(|| {
-            let g = Guest::new(Variant::Patched);
+            let mut g = Guest::new(Variant::Patched);
+            setup(&mut g);
             let b = g.boot(workloads, &[]);
             (g, b)
         });
-        let b = Guest::new(Variant::Baseline).boot(workloads, &[]);
+        let mut g = Guest::new(Variant::Baseline);
+        setup(&mut g);
+        let b = g.boot(workloads, &[]);
         (p.join().expect("patched boot thread"), b)
     });
     assert!(patched.1.passed(), "{}", patched.1.explain());
@@ -519,30 +527,50 @@ fn pinned_dma_devices_write_into_sealed_files_on_patched_only() {
 /// pressure reaches swap). Patched: the sealed swapfile carries it too, with
 /// sampled pages found at the file's blocks on the raw device, map changes
 /// refused while active, and the map and seal intact after swapoff; SEAL
-/// makes the refused files swappable. Baseline: those cases skip with
-/// EOPNOTSUPP.
+/// makes the refused files swappable. On the DAX mount 6.12 refuses any
+/// file at swapon (EINVAL, both kernels); patched accepts a sealed one and
+/// the whole pressure test runs through it. Baseline: the sealed cases skip
+/// with EOPNOTSUPP. Both guests have a third NVDIMM that the workload
+/// overwrites as a raw swap device (the bench's reference), which must
+/// carry the working set too.
 #[test]
 fn swap_pressure_goes_through_the_sealed_map_on_patched_only() {
-    let ((_, patched), baseline) = on_both_kernels(&["swap-pressure"]);
+    let ((_, patched), baseline) = on_both_kernels_with(&["swap-pressure"], |g| {
+        g.vm.nvdimms = 3;
+        g.params.insert("swap-pressure.raw-pmem".into(), "2".into());
+    });
     for b in [&patched, &baseline] {
         for name in [
             "cgroup-v2-memory-controller",
             "sparse-file-refuses-swapon",
             "reflinked-file-refuses-swapon",
             "pressure-through-unsealed-swapfile",
+            "unsealed-dax-file-refuses-swapon",
+            "pressure-through-raw-pmem-swap",
         ] {
             assert_eq!(b.case("swap-pressure", name).verdict, Verdict::Pass, "{name}\n{}", b.explain());
         }
-        let d = &b.case("swap-pressure", "pressure-through-unsealed-swapfile").detail;
-        assert!(d.contains("pswpout") && d.contains("sampled pages found"), "{d}");
+        for name in ["pressure-through-unsealed-swapfile", "pressure-through-raw-pmem-swap"] {
+            let d = &b.case("swap-pressure", name).detail;
+            assert!(d.contains("pswpout") && d.contains("sampled pages found") && d.contains("MiB/s"), "{d}");
+        }
+        assert!(b.case("swap-pressure", "unsealed-dax-file-refuses-swapon").detail.contains("EINVAL"));
     }
-    for name in
-        ["seal-makes-sparse-file-swappable", "seal-makes-reflinked-file-swappable", "pressure-through-sealed-swapfile"]
-    {
+    for name in [
+        "seal-makes-sparse-file-swappable",
+        "seal-makes-reflinked-file-swappable",
+        "pressure-through-sealed-swapfile",
+        "seal-makes-dax-file-swappable",
+        "pressure-through-sealed-dax-swapfile",
+    ] {
         assert_sealed_only(&patched, &baseline, "swap-pressure", name);
     }
-    let d = &patched.case("swap-pressure", "pressure-through-sealed-swapfile").detail;
-    assert!(d.contains("ETXTBSY") && d.contains("still sealed, UNSEAL 0"), "{d}");
+    for name in ["pressure-through-sealed-swapfile", "pressure-through-sealed-dax-swapfile"] {
+        let d = &patched.case("swap-pressure", name).detail;
+        assert!(d.contains("ETXTBSY") && d.contains("still sealed, UNSEAL 0"), "{d}");
+    }
+    let d = &patched.case("swap-pressure", "pressure-through-sealed-dax-swapfile").detail;
+    assert!(d.contains("/dev/pmem0"), "the DAX swapfile's pages are looked up on pmem0: {d}");
 }
 
 /// Mixed kernels on one image set: patched seals five files; baseline,

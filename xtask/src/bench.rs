@@ -343,7 +343,8 @@ mod tests {
         let m = "16 MiB sealed in 1 extent(s); ibv_reg_mr median of 5: sealed DAX 1.20 ms, anonymous 0.90 ms";
         assert_eq!(super::mr_figures(m), Some((1.2, 0.9)));
         assert_eq!(super::mr_figures("sealed DAX 1.20 ms"), None);
-        let p = "3 round(s) (pswpout 1 pswpin 2 pages, memory.swap.peak 150 MiB, oom_kill 0, swap throughput 412 MiB/s); x";
+        let p =
+            "3 round(s) (pswpout 1 pswpin 2 pages, memory.swap.peak 150 MiB, oom_kill 0, swap throughput 412 MiB/s); x";
         assert_eq!(super::swap_figure(p), Some(412.0));
         assert_eq!(super::swap_figure("swap throughput fast"), None);
     }

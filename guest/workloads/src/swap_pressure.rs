@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use dax_seal_protocol::disks::{fill_pattern, first_pattern_mismatch};
 use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
 
-use crate::cases::{when_sealable, Cases};
+use crate::cases::{when_sealable, Cases, Outcome};
 use crate::page_cache::{self, swapoff, swapon, write_swap_header};
 use crate::seal::{self, Extent};
 use crate::seal_conformance::{create, create_new, create_sparse, is_sealed, probe};
@@ -51,7 +51,7 @@ const SEED: u64 = 0x5357_4150;
 
 type Check = Result<String, String>;
 
-const CASES: [&str; 7] = [
+const CASES: [&str; 10] = [
     "cgroup-v2-memory-controller",
     "sparse-file-refuses-swapon",
     "reflinked-file-refuses-swapon",
@@ -59,6 +59,9 @@ const CASES: [&str; 7] = [
     "seal-makes-sparse-file-swappable",
     "seal-makes-reflinked-file-swappable",
     "pressure-through-sealed-swapfile",
+    "unsealed-dax-file-refuses-swapon",
+    "seal-makes-dax-file-swappable",
+    "pressure-through-sealed-dax-swapfile",
 ];
 
 /// The bench's case, planned only when `swap-pressure.raw-pmem` names a
@@ -82,11 +85,11 @@ pub fn run() -> ExitCode {
     let group = t.check("cgroup-v2-memory-controller", memory_group());
     t.check("sparse-file-refuses-swapon", refused(&dir.join("sparse"), Kind::Sparse).map(|n| ((), n)));
     t.check("reflinked-file-refuses-swapon", refused(&dir.join("reflinked"), Kind::Reflinked).map(|n| ((), n)));
-    let pressure = |sealed: bool| -> Check {
+    let through = |dir: &Path, sealed: bool| -> Check {
         let group = group.as_ref().ok_or("not attempted: cgroup-v2-memory-controller failed")?;
-        pressure(&dir, group, sealed, seconds)
+        pressure(dir, group, sealed, seconds)
     };
-    t.check("pressure-through-unsealed-swapfile", pressure(false).map(|n| ((), n)));
+    t.check("pressure-through-unsealed-swapfile", through(&dir, false).map(|n| ((), n)));
     let has_seal = probe(&dir);
     t.outcome(
         "seal-makes-sparse-file-swappable",
@@ -96,7 +99,25 @@ pub fn run() -> ExitCode {
         "seal-makes-reflinked-file-swappable",
         when_sealable(&has_seal, || sealed_swappable(&dir.join("reflinked"), Kind::Reflinked)),
     );
-    t.outcome("pressure-through-sealed-swapfile", when_sealable(&has_seal, || pressure(true)));
+    t.outcome("pressure-through-sealed-swapfile", when_sealable(&has_seal, || through(&dir, true)));
+    // On the DAX mount: 6.12 has no page cache to read a DAX file's swap
+    // header through (EINVAL); the series reads a sealed one's directly.
+    let dax = dax_dir();
+    let dax_case = |t: &mut Cases, name: &str, sealed_only: bool, f: &dyn Fn(&Path) -> Check| {
+        let outcome = match (&dax, sealed_only) {
+            (Err(e), _) => Outcome::Done(Err(e.clone())),
+            (Ok(Err(why)), _) => Outcome::Skip(why.clone()),
+            (Ok(Ok(d)), true) => when_sealable(&has_seal, || f(d)),
+            (Ok(Ok(d)), false) => Outcome::Done(f(d)),
+        };
+        t.outcome(name, outcome);
+    };
+    dax_case(&mut t, "unsealed-dax-file-refuses-swapon", false, &|d| refused(&d.join("dax"), Kind::Dax));
+    dax_case(&mut t, "seal-makes-dax-file-swappable", true, &|d| sealed_swappable(&d.join("dax"), Kind::Dax));
+    dax_case(&mut t, "pressure-through-sealed-dax-swapfile", true, &|d| through(d, true));
+    if let Ok(Ok(d)) = &dax {
+        let _ = fs::remove_dir_all(d);
+    }
     if raw != 0 {
         let r = group.as_ref().ok_or("not attempted: cgroup-v2-memory-controller failed".to_string());
         t.check(RAW_CASE, r.and_then(|group| pressure_raw(raw, group, seconds)).map(|n| ((), n)));
@@ -149,6 +170,20 @@ fn memory_group() -> Result<(PathBuf, String), String> {
 enum Kind {
     Sparse,
     Reflinked,
+    /// Preallocated, on the DAX mount.
+    Dax,
+}
+
+/// A fresh directory on the NVDIMM mounted `dax=always`; `Ok(Err(why))`
+/// when this boot has no such mount (the DAX cases skip), `Err` when the
+/// directory cannot be made (they fail).
+fn dax_dir() -> Result<Result<PathBuf, String>, String> {
+    let mount = PathBuf::from(format!("{MOUNT_PREFIX}0"));
+    let (_, opts) = mounted(&mount)?;
+    if !opts.split(',').any(|o| o == "dax=always") {
+        return Ok(Err(format!("{} is mounted {opts}, not dax=always: no DAX swapfile to try", mount.display())));
+    }
+    crate::workdir::fresh(&mount, "swap-pressure-dax").map(Ok)
 }
 
 /// A swapfile of `kind` with its header: sparse (header page only) or
@@ -157,6 +192,11 @@ fn make(path: &Path, kind: Kind) -> Result<File, String> {
     let _ = fs::remove_file(path);
     let f = match kind {
         Kind::Sparse => create_sparse(path, page_cache::SWAP_SIZE)?,
+        Kind::Dax => {
+            let f = create_new(path)?;
+            seal::fallocate(&f, 0, 0, page_cache::SWAP_SIZE).map_err(|e| format!("fallocate: {}", errno_text(&e)))?;
+            f
+        }
         Kind::Reflinked => {
             let f = create(path, 0x5e, page_cache::SWAP_SIZE)?;
             let clone = path.with_extension("clone");
@@ -178,6 +218,7 @@ fn describe(kind: Kind) -> &'static str {
     match kind {
         Kind::Sparse => "a sparse file",
         Kind::Reflinked => "a file whose blocks are shared with a clone",
+        Kind::Dax => "a preallocated DAX file",
     }
 }
 
