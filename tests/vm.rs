@@ -160,25 +160,52 @@ fn cli_run_writes_verdicts_and_exits_zero() {
 /// has one row per kernel and workload of results.json, its counts are
 /// results.json's, and a screenshot of it is drawn.
 fn assert_report_opens_in_chromium(dir: &std::path::Path, json: &serde_json::Value) {
-    let page = format!("file://{}", dir.join("report.html").canonicalize().unwrap().display());
-    let chromium = |extra: &[&str]| {
-        Command::new("chromium")
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
-            .args(extra)
-            .arg(&page)
-            .output()
-            .expect("chromium (cargo xtask test installs it)")
-    };
-    let dom = String::from_utf8_lossy(&chromium(&["--dump-dom"]).stdout).into_owned();
+    let dom = chromium_dom_and_screenshot(&dir.join("report.html"));
     let runs = json["runs"].as_array().unwrap();
     assert_eq!(dom.matches("<tr class=\"run ").count(), runs.len(), "{dom}");
     let passed = runs.iter().flat_map(|r| r["cases"].as_array().unwrap()).filter(|c| c["verdict"] == "pass").count();
     assert!(dom.contains(&format!("<span id=\"passed\">{passed}</span>")), "{dom}");
-    let shot = dir.join("report.png");
+}
+
+/// Opens `page` in Debian's headless chromium, offline: returns the DOM it
+/// built, after checking that a screenshot of it (next to it, .png) is drawn.
+fn chromium_dom_and_screenshot(page: &std::path::Path) -> String {
+    let url = format!("file://{}", page.canonicalize().unwrap().display());
+    let chromium = |extra: &[&str]| {
+        Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("chromium (cargo xtask test installs it)")
+    };
+    let dom = String::from_utf8_lossy(&chromium(&["--dump-dom"]).stdout).into_owned();
+    let shot = page.with_extension("png");
     let out = chromium(&[&format!("--screenshot={}", shot.display()), "--window-size=1200,1600"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let png = std::fs::read(&shot).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
+    dom
+}
+
+/// bench.html (what `cargo xtask bench` writes) opens in chromium with one
+/// chart per figure, the histograms, and the over-target count.
+#[test]
+fn bench_page_opens_in_chromium() {
+    use xtask::report::html::{bench_page, Figure};
+    let dir = tempfile::tempdir().unwrap();
+    let figures = [
+        Figure::new("swap under cgroup pressure", "MiB/s", &[("sealed swapfile", 410.0), ("raw pmem device", 420.0)])
+            .target("ratio >= 0.95".into(), true),
+        Figure::new("Soft-RoCE ibv_reg_mr of 16 MiB", "ms", &[("sealed DAX", 4.1), ("anonymous", 3.9)]),
+        Figure::new("warm run", "s", &[("both kernels", 111.0)]).target("<= 30 s".into(), false),
+    ];
+    let page = dir.path().join("bench.html");
+    std::fs::write(&page, bench_page(3, &figures, &[("sealed".into(), vec![(2, 40), (3, 200), (6, 3)])])).unwrap();
+    let dom = chromium_dom_and_screenshot(&page);
+    assert_eq!(dom.matches("class=\"figure\"").count(), figures.len(), "{dom}");
+    assert_eq!(dom.matches("class=\"plot\"").count(), 1, "{dom}");
+    assert!(dom.contains("<span id=\"missed\">1</span>"), "{dom}");
 }
 
 #[test]

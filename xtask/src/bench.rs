@@ -21,6 +21,7 @@ use crate::build::initramfs;
 use crate::build::kernel::{self, Variant};
 use crate::cli::BenchArgs;
 use crate::paths;
+use crate::report::html::{self, Figure};
 
 /// Targets on the reference machine (2 cores, TCG).
 const WARM_RUN_TARGET: Duration = Duration::from_secs(30);
@@ -146,75 +147,141 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
     let bench_dir = paths::images_dir().join("bench");
     paths::ensure_dir(&bench_dir)?;
     let latency_file = bench_dir.join("flush-latency.json");
-    paths::write_atomic(&latency_file, &serde_json::to_vec_pretty(&serde_json::Value::Object(histograms))?)?;
+    paths::write_atomic(&latency_file, &serde_json::to_vec_pretty(&histograms)?)?;
     let initramfs = initramfs::build()?;
 
     println!("benchmark (medians of {} runs, accelerator as `cargo xtask run` chooses it)", args.runs);
+    let mut figs = Figures::default();
     let warm = median(&mut wall);
-    println!(
-        "  warm `cargo xtask run --workload dax-smoke` (both kernels), nothing to rebuild: {warm:.1} s  [target <= {} s: {}]",
-        WARM_RUN_TARGET.as_secs(),
-        verdict(warm <= WARM_RUN_TARGET.as_secs_f64())
+    figs.add(
+        format!("  warm `cargo xtask run --workload dax-smoke` (both kernels), nothing to rebuild: {warm:.1} s"),
+        Figure::new("warm run, nothing to rebuild", "s", &[("both kernels", warm)])
+            .target(format!("<= {} s", WARM_RUN_TARGET.as_secs()), warm <= WARM_RUN_TARGET.as_secs_f64()),
     );
     let f = [median(&mut first[0]), median(&mut first[1])];
-    println!(
-        "  boot to first KTAP line: patched {:.2} s, baseline {:.2} s, ratio {:.2}  [target <= {} s: {}]",
-        f[0],
-        f[1],
-        f[0] / f[1],
-        FIRST_KTAP_TARGET.as_secs(),
-        verdict(f[0].max(f[1]) <= FIRST_KTAP_TARGET.as_secs_f64())
+    figs.add(
+        format!("  boot to first KTAP line: patched {:.2} s, baseline {:.2} s, ratio {:.2}", f[0], f[1], f[0] / f[1]),
+        Figure::new("boot to first KTAP line", "s", &[("patched", f[0]), ("baseline", f[1])])
+            .target(format!("<= {} s", FIRST_KTAP_TARGET.as_secs()), f[0].max(f[1]) <= FIRST_KTAP_TARGET.as_secs_f64()),
     );
     let s = [median(&mut smoke[0]), median(&mut smoke[1])];
-    println!("  dax-smoke workload: patched {:.3} s, baseline {:.3} s, ratio {:.2}", s[0], s[1], s[0] / s[1]);
-    println!(
-        "  compressed initramfs: {:.2} MiB  [target <= {} MiB: {}]",
-        initramfs.compressed_bytes as f64 / (1 << 20) as f64,
-        INITRAMFS_TARGET >> 20,
-        verdict(initramfs.compressed_bytes <= INITRAMFS_TARGET)
+    figs.add(
+        format!("  dax-smoke workload: patched {:.3} s, baseline {:.3} s, ratio {:.2}", s[0], s[1], s[0] / s[1]),
+        Figure::new("dax-smoke workload", "s", &[("patched", s[0]), ("baseline", s[1])]),
+    );
+    let mib = initramfs.compressed_bytes as f64 / (1 << 20) as f64;
+    figs.add(
+        format!("  compressed initramfs: {mib:.2} MiB"),
+        Figure::new("compressed initramfs", "MiB", &[("initramfs", mib)])
+            .target(format!("<= {} MiB", INITRAMFS_TARGET >> 20), initramfs.compressed_bytes <= INITRAMFS_TARGET),
     );
     for (case, slot) in DMA_CASES.iter().zip(dma.iter_mut()) {
         let (sealed, anon) = (median(&mut slot[0]), median(&mut slot[1]));
-        println!(
-            "  {case} READ_FIXED qd16: sealed pmem {sealed:.0} MiB/s, anonymous {anon:.0} MiB/s, ratio {:.2}  \
-             [target >= {DMA_RATIO_TARGET}: {}]",
-            sealed / anon,
-            verdict(sealed / anon >= DMA_RATIO_TARGET)
+        figs.add(
+            format!(
+                "  {case} READ_FIXED qd16: sealed pmem {sealed:.0} MiB/s, anonymous {anon:.0} MiB/s, ratio {:.2}",
+                sealed / anon
+            ),
+            Figure::new(&format!("{case} READ_FIXED qd16"), "MiB/s", &[("sealed pmem", sealed), ("anonymous", anon)])
+                .target(format!("ratio >= {DMA_RATIO_TARGET}"), sealed / anon >= DMA_RATIO_TARGET),
         );
     }
     let (sealed, anon) = (median(&mut mr[0]), median(&mut mr[1]));
-    println!(
-        "  Soft-RoCE ibv_reg_mr of 16 MiB (median of 5 per run): sealed DAX {sealed:.2} ms, anonymous {anon:.2} ms, \
-         ratio {:.2}",
-        sealed / anon
+    figs.add(
+        format!(
+            "  Soft-RoCE ibv_reg_mr of 16 MiB (median of 5 per run): sealed DAX {sealed:.2} ms, anonymous {anon:.2} ms, \
+             ratio {:.2}",
+            sealed / anon
+        ),
+        Figure::new("Soft-RoCE ibv_reg_mr of 16 MiB", "ms", &[("sealed DAX", sealed), ("anonymous", anon)]),
     );
     let (sealed, raw) = (median(&mut swap[0]), median(&mut swap[1]));
-    println!(
-        "  swap-out + swap-in under cgroup pressure: sealed swapfile {sealed:.0} MiB/s, raw pmem device {raw:.0} MiB/s, \
-         ratio {:.2}  [target >= {SWAP_RATIO_TARGET}: {}]",
-        sealed / raw,
-        verdict(sealed / raw >= SWAP_RATIO_TARGET)
+    figs.add(
+        format!(
+            "  swap-out + swap-in under cgroup pressure: sealed swapfile {sealed:.0} MiB/s, raw pmem device {raw:.0} \
+             MiB/s, ratio {:.2}",
+            sealed / raw
+        ),
+        Figure::new("swap under cgroup pressure", "MiB/s", &[("sealed swapfile", sealed), ("raw pmem device", raw)])
+            .target(format!("ratio >= {SWAP_RATIO_TARGET}"), sealed / raw >= SWAP_RATIO_TARGET),
     );
     let rate: Vec<f64> = rates.iter_mut().map(|r| median(r)).collect();
-    println!(
-        "  userspace-flush commit rate: sealed MAP_SYNC + {{clwb,sfence}} {:.0}/s, sparse MAP_SYNC {:.0}/s, \
-         write + fdatasync {:.0}/s; sealed/fdatasync {:.1}x  [target >= {COMMIT_RATIO_TARGET}x: {}]",
-        rate[0],
-        rate[1],
-        rate[2],
-        rate[0] / rate[2],
-        verdict(rate[0] / rate[2] >= COMMIT_RATIO_TARGET)
+    figs.add(
+        format!(
+            "  userspace-flush commit rate: sealed MAP_SYNC + {{clwb,sfence}} {:.0}/s, sparse MAP_SYNC {:.0}/s, \
+             write + fdatasync {:.0}/s; sealed/fdatasync {:.1}x",
+            rate[0],
+            rate[1],
+            rate[2],
+            rate[0] / rate[2]
+        ),
+        Figure::new(
+            "userspace-flush commit rate",
+            "records/s",
+            &[
+                ("sealed MAP_SYNC + clwb, sfence", rate[0]),
+                ("sparse MAP_SYNC", rate[1]),
+                ("write + fdatasync", rate[2]),
+            ],
+        )
+        .target(format!("sealed/fdatasync >= {COMMIT_RATIO_TARGET}x"), rate[0] / rate[2] >= COMMIT_RATIO_TARGET),
     );
     for (kind, slot) in FAULT_KINDS.iter().zip(faults.iter_mut()) {
         let (p50, p99) = (median(&mut slot[0]), median(&mut slot[1]));
-        println!("  first-touch MAP_SYNC write fault, {kind} file: p50 {p50:.1} us, p99 {p99:.1} us");
+        figs.add(
+            format!("  first-touch MAP_SYNC write fault, {kind} file: p50 {p50:.1} us, p99 {p99:.1} us"),
+            Figure::new(&format!("first-touch MAP_SYNC write fault, {kind} file"), "us", &[("p50", p50), ("p99", p99)]),
+        );
     }
-    println!("  (fault histograms of each run: {})", latency_file.display());
     if args.cold {
         let secs = cold_build()?;
-        println!("  cold kernel build (baseline; empty build cache and ccache): {secs:.0} s");
+        figs.add(
+            format!("  cold kernel build (baseline; empty build cache and ccache): {secs:.0} s"),
+            Figure::new("cold kernel build (baseline)", "s", &[("baseline", secs)]),
+        );
     }
+    // The fault histograms of every run, summed per kind, drawn on the page.
+    let mut summed: Vec<(String, Vec<(u32, u64)>)> = Vec::new();
+    for detail in histograms.values().filter_map(|v| v.as_str()) {
+        for (kind, buckets) in detail.lines().filter_map(html::histogram) {
+            let at = match summed.iter().position(|(k, _)| *k == kind) {
+                Some(at) => at,
+                None => {
+                    summed.push((kind, Vec::new()));
+                    summed.len() - 1
+                }
+            };
+            for (b, n) in buckets {
+                match summed[at].1.iter_mut().find(|(x, _)| *x == b) {
+                    Some(slot) => slot.1 += n,
+                    None => summed[at].1.push((b, n)),
+                }
+            }
+        }
+    }
+    for (_, buckets) in &mut summed {
+        buckets.sort();
+    }
+    let page = bench_dir.join("bench.html");
+    paths::write_atomic(&bench_dir.join("bench.json"), &serde_json::to_vec_pretty(&figs.0)?)?;
+    paths::write_atomic(&page, html::bench_page(args.runs, &figs.0, &summed).as_bytes())?;
+    println!("  (figures as plots: {}; fault histograms of each run: {})", page.display(), latency_file.display());
     Ok(())
+}
+
+/// The figures of one bench run, in the order printed.
+#[derive(Default)]
+struct Figures(Vec<Figure>);
+
+impl Figures {
+    /// Prints `line` with the figure's target verdict, and keeps the figure.
+    fn add(&mut self, line: String, figure: Figure) {
+        match &figure.target {
+            Some(t) => println!("{line}  [target {}: {}]", t.what, verdict(t.met)),
+            None => println!("{line}"),
+        }
+        self.0.push(figure);
+    }
 }
 
 /// `cargo xtask run` arguments of the two timed runs.

@@ -1,4 +1,4 @@
-//! report.html: one self-contained page (no script, no stylesheet or font
+//! report.html (and bench.html, below): one self-contained page (no script, no stylesheet or font
 //! from the network) with the verdict, a table of every kernel or cell by
 //! verdict, each failure with its reason, how each boot ended, and the
 //! first-touch fault histograms the userspace-flush workload reported, as
@@ -26,7 +26,7 @@ fn word(v: Verdict) -> &'static str {
 }
 
 /// Log2 microsecond buckets and their counts.
-type Buckets = Vec<(u32, u64)>;
+pub type Buckets = Vec<(u32, u64)>;
 
 /// A histogram line `dax-seal latency KIND b:c,b:c` as (kind, buckets).
 pub fn histogram(line: &str) -> Option<(String, Buckets)> {
@@ -71,6 +71,130 @@ pub fn svg(title: &str, buckets: &[(u32, u64)]) -> String {
         let _ = write!(out, "<text x=\"{x}\" y=\"{}\" font-size=\"9\">{}</text>", H + 14, 1u64 << b);
     }
     let _ = write!(out, "<text x=\"{}\" y=\"{}\" font-size=\"9\">us (log2 buckets)</text></svg>", W - 110, H + 28);
+    out
+}
+
+/// One benchmark figure: values measured side by side, drawn as bars.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Figure {
+    pub title: String,
+    pub unit: String,
+    pub bars: Vec<(String, f64)>,
+    pub target: Option<Target>,
+}
+
+/// A figure's target and whether the run met it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Target {
+    pub what: String,
+    pub met: bool,
+}
+
+impl Figure {
+    pub fn new(title: &str, unit: &str, bars: &[(&str, f64)]) -> Figure {
+        Figure {
+            title: title.to_string(),
+            unit: unit.to_string(),
+            bars: bars.iter().map(|(l, v)| (l.to_string(), *v)).collect(),
+            target: None,
+        }
+    }
+
+    pub fn target(mut self, what: String, met: bool) -> Figure {
+        self.target = Some(Target { what, met });
+        self
+    }
+}
+
+/// An SVG chart of one figure: a horizontal bar per value, labelled, with
+/// the ratio of each value to the first when there are several.
+pub fn bars_svg(f: &Figure) -> String {
+    const W: usize = 560;
+    const LABEL: usize = 210;
+    const ROW: usize = 22;
+    let h = 24 + ROW * f.bars.len();
+    let max = f.bars.iter().map(|(_, v)| *v).filter(|v| v.is_finite()).fold(0.0, f64::max);
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{h}\" role=\"img\" class=\"figure\">\
+         <title>{}</title><text x=\"4\" y=\"14\" font-size=\"12\">{} ({})</text>",
+        esc(&f.title),
+        esc(&f.title),
+        esc(&f.unit)
+    );
+    let first = f.bars.first().map(|(_, v)| *v).unwrap_or(f64::NAN);
+    for (i, (label, v)) in f.bars.iter().enumerate() {
+        let y = 22 + i * ROW;
+        let len = if max > 0.0 && v.is_finite() { (v / max * (W - LABEL - 110) as f64) as usize } else { 0 };
+        let ratio = match f.bars.first() {
+            Some((name, _)) if i > 0 && first.is_finite() && *v > 0.0 => format!("  ({name} / this: {:.2})", first / v),
+            _ => String::new(),
+        };
+        let _ = write!(
+            out,
+            "<text x=\"4\" y=\"{}\" font-size=\"11\">{}</text>\
+             <rect x=\"{LABEL}\" y=\"{y}\" width=\"{}\" height=\"{}\" fill=\"#4a7bb7\"><title>{}: {v}</title></rect>\
+             <text x=\"{}\" y=\"{}\" font-size=\"11\">{}{}</text>",
+            y + 13,
+            esc(label),
+            len.max(1),
+            ROW - 6,
+            esc(label),
+            LABEL + len + 4,
+            y + 13,
+            number(*v),
+            esc(&ratio)
+        );
+    }
+    out.push_str("</svg>");
+    out
+}
+
+/// A figure's value as text: whole numbers above 100, else three digits.
+fn number(v: f64) -> String {
+    if !v.is_finite() {
+        "n/a".into()
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}").trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// bench.html: every figure of a `cargo xtask bench` run as a bar chart
+/// with its target, and the fault histograms summed over the runs; one
+/// self-contained page like report.html.
+pub fn bench_page(runs: usize, figures: &[Figure], histograms: &[(String, Buckets)]) -> String {
+    let mut out = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>dax-seal benchmark</title><style>\
+         body{font-family:sans-serif;margin:1.5em}.met{color:#060}.missed{color:#a00;font-weight:bold}\
+         .fig{margin:0 0 1.2em 0}\
+         </style></head><body>\n",
+    );
+    let missed = figures.iter().filter(|f| f.target.as_ref().is_some_and(|t| !t.met)).count();
+    let _ = writeln!(
+        out,
+        "<h1>dax-seal benchmark</h1><p>medians of {runs} run(s), measured side by side in one bench run; \
+         <span id=\"figures\">{}</span> figures, <span id=\"missed\">{missed}</span> over target</p>",
+        figures.len()
+    );
+    for f in figures {
+        out.push_str("<div class=\"fig\">");
+        out.push_str(&bars_svg(f));
+        if let Some(t) = &f.target {
+            let (class, word) = if t.met { ("met", "within target") } else { ("missed", "OVER TARGET") };
+            let _ = write!(out, "<p class=\"{class}\">target {}: {word}</p>", esc(&t.what));
+        }
+        out.push_str("</div>\n");
+    }
+    if !histograms.is_empty() {
+        out.push_str("<h2>First-touch MAP_SYNC write faults, all runs</h2>\n");
+        for (kind, buckets) in histograms {
+            out.push_str(&svg(&format!("{kind} file"), buckets));
+            out.push('\n');
+        }
+    }
+    out.push_str("</body></html>\n");
     out
 }
 
@@ -259,6 +383,23 @@ mod tests {
         assert!(c.contains(&("patched / w / new".into(), "-".into(), "fail".into())));
         assert!(c.contains(&("patched / w / gone".into(), "pass".into(), "-".into())));
         assert!(changes(&now, &now).is_empty());
+    }
+
+    #[test]
+    fn bench_figures_are_drawn_with_ratios_and_targets() {
+        let figs = [
+            Figure::new("swap <under> pressure", "MiB/s", &[("sealed", 400.0), ("raw", 500.0)])
+                .target("ratio >= 0.95".into(), false),
+            Figure::new("initramfs", "MiB", &[("initramfs", 3.25)]).target("<= 16 MiB".into(), true),
+            Figure::new("nothing measured", "s", &[("a", f64::NAN)]),
+        ];
+        let page = bench_page(3, &figs, &[("sealed".into(), vec![(3, 5), (4, 1)])]);
+        assert_eq!(page.matches("class=\"figure\"").count(), 3);
+        assert_eq!(page.matches("class=\"plot\"").count(), 1);
+        assert!(page.contains("swap &lt;under&gt; pressure (MiB/s)"), "{page}");
+        assert!(page.contains("(sealed / this: 0.80)") && page.contains(">3.25<"), "{page}");
+        assert!(page.contains("<span id=\"missed\">1</span>") && page.contains("OVER TARGET"), "{page}");
+        assert!(page.contains(">n/a<"), "{page}");
     }
 
     #[test]
