@@ -60,6 +60,10 @@ fn sentence(buf: &[u8]) -> String {
 /// Brings `lo` up, gives `netdev` the IPv4 address `ipv4`/24 and brings it
 /// up, then creates the rxe device `ibdev` over it (`rdma link add`).
 pub fn link_add(netdev: &str, ibdev: &str, ipv4: &str) -> Result<(), String> {
+    // IFNAMSIZ and IB_DEVICE_NAME_MAX, with the NUL.
+    if netdev.len() >= 16 || ibdev.len() >= 64 {
+        return Err(format!("device names {netdev:?} and {ibdev:?}: at most 15 and 63 bytes"));
+    }
     let (n, i, a) = (c_string("netdev", netdev)?, c_string("ibdev", ibdev)?, c_string("address", ipv4)?);
     let mut err = [0u8; ERR_LEN];
     // SAFETY: NUL-terminated strings and a buffer of the length given.
@@ -90,7 +94,10 @@ impl Verbs {
     /// (`ibv_reg_mr`); the kernel pins the pages long-term.
     ///
     /// # Safety
-    /// `addr..addr+len` must stay mapped while the region lives.
+    /// `addr..addr+len` must be mapped when registering; the kernel pins the
+    /// pages, so they stay valid after munmap. While [`Verbs::rdma`] moves
+    /// bytes into or out of the region, no Rust reference to that memory
+    /// may be live, and the mapping must still be there for that call.
     pub unsafe fn register(&self, addr: *mut u8, len: usize) -> io::Result<Mr<'_>> {
         // SAFETY: the caller keeps the range mapped; the context is open.
         let mr = unsafe { dsr_reg(self.ctx.as_ptr(), addr.cast(), len) };
@@ -113,7 +120,8 @@ impl Verbs {
         len: u32,
     ) -> Result<(), String> {
         let what = if write { "RDMA WRITE" } else { "RDMA READ" };
-        if local_off + len as usize > local.len || remote_off + len as usize > remote.len {
+        let fits = |off: usize, mr: &Mr| off.checked_add(len as usize).is_some_and(|end| end <= mr.len);
+        if !fits(local_off, local) || !fits(remote_off, remote) {
             return Err(format!("{what} of {len} bytes runs past a region"));
         }
         let mut err = [0u8; ERR_LEN];

@@ -8,6 +8,7 @@
  * sentence in the caller's buffer that names the step that failed.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +27,7 @@
 #include <infiniband/verbs.h>
 
 #define PORT 1
-#define WAIT_SECONDS 10
+#define WAIT_SECONDS 30
 
 struct dsr_ctx {
 	struct ibv_context *ctx;
@@ -46,6 +47,19 @@ static void say(char *err, size_t len, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(err, len, fmt, ap);
 	va_end(ap);
+}
+
+/* Says "@fmt: strerror(@e)" and returns -@e. */
+static int fail(char *err, size_t len, int e, const char *fmt, ...)
+{
+	char what[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	say(err, len, "%s: %s", what, strerror(e));
+	return -e;
 }
 
 static double now(void)
@@ -70,33 +84,32 @@ static int netdev_up(int fd, const char *name, const char *ipv4, char *err, size
 			say(err, len, "%s is not an IPv4 address", ipv4);
 			return -EINVAL;
 		}
-		if (ioctl(fd, SIOCSIFADDR, &ifr) < 0) {
-			say(err, len, "SIOCSIFADDR %s on %s: %s", ipv4, name, strerror(errno));
-			return -errno;
-		}
+		if (ioctl(fd, SIOCSIFADDR, &ifr) < 0)
+			return fail(err, len, errno, "SIOCSIFADDR %s on %s", ipv4, name);
 		inet_pton(AF_INET, "255.255.255.0", &sin->sin_addr);
-		if (ioctl(fd, SIOCSIFNETMASK, &ifr) < 0) {
-			say(err, len, "SIOCSIFNETMASK on %s: %s", name, strerror(errno));
-			return -errno;
-		}
+		if (ioctl(fd, SIOCSIFNETMASK, &ifr) < 0)
+			return fail(err, len, errno, "SIOCSIFNETMASK on %s", name);
+		/* A 4096-byte RoCE path MTU: a quarter of the packets of 1500. */
+		ifr.ifr_mtu = 9000;
+		if (ioctl(fd, SIOCSIFMTU, &ifr) < 0)
+			return fail(err, len, errno, "SIOCSIFMTU 9000 on %s", name);
 	}
-	if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0) {
-		say(err, len, "SIOCGIFFLAGS on %s: %s (is its driver in the kernel?)", name, strerror(errno));
-		return -errno;
-	}
+	if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0)
+		return fail(err, len, errno, "SIOCGIFFLAGS on %s (is its driver in the kernel?)", name);
 	ifr.ifr_flags |= IFF_UP;
-	if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0) {
-		say(err, len, "SIOCSIFFLAGS IFF_UP on %s: %s", name, strerror(errno));
-		return -errno;
-	}
+	if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0)
+		return fail(err, len, errno, "SIOCSIFFLAGS IFF_UP on %s", name);
 	return 0;
 }
 
-static size_t put_attr(char *buf, size_t at, unsigned short type, const char *s)
+/* Appends a string attribute at @at of @buf (@size bytes); 0 if it does not fit. */
+static size_t put_attr(char *buf, size_t size, size_t at, unsigned short type, const char *s)
 {
 	struct nlattr *a = (struct nlattr *)(buf + at);
 	size_t n = strlen(s) + 1;
 
+	if (!at || at + NLA_ALIGN(NLA_HDRLEN + n) > size)
+		return 0;
 	a->nla_type = type;
 	a->nla_len = NLA_HDRLEN + n;
 	memcpy(buf + at + NLA_HDRLEN, s, n);
@@ -115,25 +128,34 @@ static int rxe_link_add(const char *netdev, const char *ibdev, char *err, size_t
 	int fd;
 
 	memset(buf, 0, sizeof(buf));
-	at = put_attr(buf, at, RDMA_NLDEV_ATTR_DEV_NAME, ibdev);
-	at = put_attr(buf, at, RDMA_NLDEV_ATTR_LINK_TYPE, "rxe");
-	at = put_attr(buf, at, RDMA_NLDEV_ATTR_NDEV_NAME, netdev);
+	at = put_attr(buf, sizeof(buf), at, RDMA_NLDEV_ATTR_DEV_NAME, ibdev);
+	at = put_attr(buf, sizeof(buf), at, RDMA_NLDEV_ATTR_LINK_TYPE, "rxe");
+	at = put_attr(buf, sizeof(buf), at, RDMA_NLDEV_ATTR_NDEV_NAME, netdev);
+	if (!at) {
+		say(err, len, "device names %s and %s are too long for one request", ibdev, netdev);
+		return -ENAMETOOLONG;
+	}
 	h->nlmsg_len = at;
 	h->nlmsg_type = RDMA_NL_GET_TYPE(RDMA_NL_NLDEV, RDMA_NLDEV_CMD_NEWLINK);
 	h->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
 	h->nlmsg_seq = 1;
 
 	fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_RDMA);
-	if (fd < 0) {
-		say(err, len, "socket(NETLINK_RDMA): %s (is CONFIG_INFINIBAND set?)", strerror(errno));
-		return -errno;
-	}
+	if (fd < 0)
+		return fail(err, len, errno, "socket(NETLINK_RDMA) (is CONFIG_INFINIBAND set?)");
 	if (sendto(fd, buf, at, 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0) {
-		say(err, len, "RDMA_NLDEV_CMD_NEWLINK: send: %s", strerror(errno));
+		int e = errno;
+
 		close(fd);
-		return -errno;
+		return fail(err, len, e, "RDMA_NLDEV_CMD_NEWLINK: send");
 	}
 	n = recv(fd, buf, sizeof(buf), 0);
+	if (n < 0) {
+		int e = errno;
+
+		close(fd);
+		return fail(err, len, e, "RDMA_NLDEV_CMD_NEWLINK: receive");
+	}
 	close(fd);
 	if (n < (ssize_t)NLMSG_LENGTH(sizeof(*e)) || h->nlmsg_type != NLMSG_ERROR) {
 		say(err, len, "RDMA_NLDEV_CMD_NEWLINK: no acknowledgement (%zd bytes, type %u)", n,
@@ -157,10 +179,8 @@ int dsr_link_add(const char *netdev, const char *ibdev, const char *ipv4, char *
 	int fd, r;
 
 	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		say(err, len, "socket(AF_INET): %s (is CONFIG_INET set?)", strerror(errno));
-		return -errno;
-	}
+	if (fd < 0)
+		return fail(err, len, errno, "socket(AF_INET) (is CONFIG_INET set?)");
 	/* Loopback RoCE resolves the peer's address through a local route. */
 	r = netdev_up(fd, "lo", NULL, err, len);
 	if (!r)
@@ -184,12 +204,13 @@ static int find_gid(struct dsr_ctx *c, char *err, size_t len)
 {
 	double deadline = now() + WAIT_SECONDS;
 	struct ibv_port_attr port;
+	int r;
 
 	do {
-		if (ibv_query_port(c->ctx, PORT, &port)) {
-			say(err, len, "ibv_query_port: %s", strerror(errno));
-			return -errno;
-		}
+		/* ibv_query_port() and ibv_modify_qp() return the error number. */
+		r = ibv_query_port(c->ctx, PORT, &port);
+		if (r)
+			return fail(err, len, r, "ibv_query_port");
 		if (port.state == IBV_PORT_ACTIVE) {
 			for (int i = 0; i < port.gid_tbl_len; i++) {
 				struct ibv_gid_entry entry;
@@ -206,6 +227,7 @@ static int find_gid(struct dsr_ctx *c, char *err, size_t len)
 		}
 		usleep(20000);
 	} while (now() < deadline);
+
 	say(err, len, "port %d is %s and has no RoCE v2 IPv4 GID after %d s", PORT, ibv_port_state_str(port.state),
 	    WAIT_SECONDS);
 	return -ETIMEDOUT;
@@ -214,15 +236,15 @@ static int find_gid(struct dsr_ctx *c, char *err, size_t len)
 static int connect_qp(struct dsr_ctx *c, struct ibv_qp *qp, uint32_t peer, char *err, size_t len)
 {
 	struct ibv_qp_attr a;
+	int r;
 
 	memset(&a, 0, sizeof(a));
 	a.qp_state = IBV_QPS_INIT;
 	a.port_num = PORT;
 	a.qp_access_flags = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
-	if (ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS)) {
-		say(err, len, "QP %u to INIT: %s", qp->qp_num, strerror(errno));
-		return -errno;
-	}
+	r = ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
+	if (r)
+		return fail(err, len, r, "QP %u to INIT", qp->qp_num);
 	memset(&a, 0, sizeof(a));
 	a.qp_state = IBV_QPS_RTR;
 	a.path_mtu = c->mtu;
@@ -234,24 +256,23 @@ static int connect_qp(struct dsr_ctx *c, struct ibv_qp *qp, uint32_t peer, char 
 	a.ah_attr.grh.sgid_index = c->gid_index;
 	a.ah_attr.grh.hop_limit = 1;
 	a.ah_attr.port_num = PORT;
-	if (ibv_modify_qp(qp, &a,
+	r = ibv_modify_qp(qp, &a,
 			  IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
-				  IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER)) {
-		say(err, len, "QP %u to RTR: %s", qp->qp_num, strerror(errno));
-		return -errno;
-	}
+				  IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
+	if (r)
+		return fail(err, len, r, "QP %u to RTR", qp->qp_num);
 	memset(&a, 0, sizeof(a));
 	a.qp_state = IBV_QPS_RTS;
-	a.timeout = 14;
+	/* 4.3 s before a retransmission: TCG guests are slow. */
+	a.timeout = 20;
 	a.retry_cnt = 7;
 	a.rnr_retry = 7;
 	a.max_rd_atomic = 1;
-	if (ibv_modify_qp(qp, &a,
+	r = ibv_modify_qp(qp, &a,
 			  IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN |
-				  IBV_QP_MAX_QP_RD_ATOMIC)) {
-		say(err, len, "QP %u to RTS: %s", qp->qp_num, strerror(errno));
-		return -errno;
-	}
+				  IBV_QP_MAX_QP_RD_ATOMIC);
+	if (r)
+		return fail(err, len, r, "QP %u to RTS", qp->qp_num);
 	return 0;
 }
 
@@ -293,13 +314,19 @@ struct dsr_ctx *dsr_open(const char *ibdev, char *err, size_t len)
 		say(err, len, "ibv_get_device_list: %s (is CONFIG_INFINIBAND_USER_ACCESS set?)", strerror(errno));
 		goto fail;
 	}
-	for (int i = 0; i < n; i++)
-		if (!strcmp(ibv_get_device_name(list[i]), ibdev))
-			c->ctx = ibv_open_device(list[i]);
+	for (int i = 0; i < n && !c->ctx; i++) {
+		if (strcmp(ibv_get_device_name(list[i]), ibdev))
+			continue;
+		c->ctx = ibv_open_device(list[i]);
+		if (!c->ctx) {
+			fail(err, len, errno, "ibv_open_device %s", ibdev);
+			ibv_free_device_list(list);
+			goto fail;
+		}
+	}
 	ibv_free_device_list(list);
 	if (!c->ctx) {
-		say(err, len, "libibverbs found %d device(s), none named %s that opens: %s", n, ibdev,
-		    strerror(errno));
+		say(err, len, "libibverbs found %d device(s), none named %s", n, ibdev);
 		goto fail;
 	}
 	if (find_gid(c, err, len))
@@ -373,6 +400,8 @@ int dsr_rdma(struct dsr_ctx *c, int write, struct ibv_mr *local, void *local_add
 		return -r;
 	}
 	while ((r = ibv_poll_cq(c->cq, 1, &wc)) == 0) {
+		/* rxe completes the request from its own work items. */
+		sched_yield();
 		if (now() > deadline) {
 			say(err, len, "%s of %u bytes: no completion within %d s", what, length, WAIT_SECONDS);
 			return -ETIMEDOUT;

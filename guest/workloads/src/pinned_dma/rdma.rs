@@ -109,8 +109,16 @@ impl SealedRegion {
 }
 
 /// An unsealed DAX mapping cannot be registered: 6.12 refuses long-term
-/// pins of fsdax pages (EOPNOTSUPP).
+/// pins of fsdax pages (EOPNOTSUPP). First the same registration of
+/// anonymous memory must work, so the refusal is the DAX mapping's and not
+/// rxe's (which also answers EOPNOTSUPP to access flags it lacks).
 fn unsealed_refused(v: &Verbs, dir: &Path) -> Result<String, String> {
+    let mut anon = Mapping::anonymous(CHUNK as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    // SAFETY: the mapping outlives the region.
+    unsafe { v.register(anon.as_mut_ptr(), CHUNK as usize) }
+        .map_err(|e| format!("ibv_reg_mr of anonymous memory: {}", errno_text(&e)))?
+        .deregister()
+        .map_err(|e| format!("ibv_dereg_mr: {}", errno_text(&e)))?;
     let path = dir.join("rdma-unsealed");
     let file = create_sparse(&path, u64::from(CHUNK))?;
     let mut mapping = Mapping::shared_sync(&file, CHUNK as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
@@ -118,7 +126,7 @@ fn unsealed_refused(v: &Verbs, dir: &Path) -> Result<String, String> {
     let r = unsafe { v.register(mapping.as_mut_ptr(), CHUNK as usize) };
     let verdict = match r {
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-            Ok("ibv_reg_mr of an unsealed DAX mapping: EOPNOTSUPP".to_string())
+            Ok("ibv_reg_mr of anonymous memory: 0; of an unsealed DAX mapping: EOPNOTSUPP".to_string())
         }
         Err(e) => Err(format!("ibv_reg_mr of an unsealed DAX mapping: {}, expected EOPNOTSUPP", errno_text(&e))),
         Ok(_) => Err("ibv_reg_mr of an unsealed DAX mapping succeeded; 6.12 refuses it (EOPNOTSUPP)".into()),
@@ -188,7 +196,14 @@ pub fn run(t: &mut Cases, dir: &Path, mount_pmem: Result<(String, u32, u64), Str
         return;
     };
 
-    let (pins0, _) = pin_counters().unwrap_or_default();
+    let pins0 = match pin_counters() {
+        Ok((acquired, _)) => acquired,
+        Err(e) => {
+            t.check::<()>(CASES[3], Err(e));
+            t.blocked(CASES[4], CASES[3]);
+            return;
+        }
+    };
     // SAFETY: both mappings outlive their regions (dropped below, in order).
     let regions = unsafe {
         v.register(s.mapping.as_mut_ptr(), SIZE as usize)
@@ -250,16 +265,21 @@ pub fn run(t: &mut Cases, dir: &Path, mount_pmem: Result<(String, u32, u64), Str
             image: HostImage::Nvdimm(index),
             ranges: nvdimm_ranges(&s.map, base, SIZE, &[SEED]),
         };
+        // Unmapped, only the region's pins hold the seal.
+        drop(s.mapping);
+        match seal::unseal(&s.file) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            other => return Err(format!("UNSEAL after munmap with the region registered: {other:?}, expected EBUSY")),
+        }
         sealed_mr.deregister().map_err(|e| format!("ibv_dereg_mr: {}", errno_text(&e)))?;
         drop(anon_mr);
-        // UNSEAL also refuses while the file is mapped.
-        drop(s.mapping);
         let (acquired, released) = pin_counters()?;
         seal::unseal(&s.file).map_err(|e| format!("UNSEAL after ibv_dereg_mr: {}", errno_text(&e)))?;
         Ok((
             format!(
-                "UNSEAL 0 after ibv_dereg_mr (nr_foll_pin_acquired {acquired}, released {released}); the file's blocks \
-                 at {device} offset(s) {} + data offset {base:#x} go to the host",
+                "after munmap UNSEAL EBUSY while the region lives, 0 after ibv_dereg_mr (nr_foll_pin_acquired \
+                 {acquired}, released {released}); the file's blocks at {device} offset(s) {} + data offset {base:#x} \
+                 go to the host",
                 s.map.iter().map(|e| format!("{:#x}", e.physical)).collect::<Vec<_>>().join(", ")
             ),
             vec![check],
