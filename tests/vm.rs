@@ -1231,3 +1231,38 @@ fn nightly_workflow_passes_actionlint() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success() && text.contains("1 problem(s)"), "{text}");
 }
+
+/// A boot killed while mkfs.xfs runs leaves a superblock with
+/// sb_inprogress set, which no kernel mounts. The next boot makes that
+/// filesystem again (it never held anything) and says so, instead of
+/// failing set-up. The half-made state is written here directly, as an
+/// interrupted mkfs leaves it.
+#[test]
+fn a_filesystem_left_by_an_interrupted_mkfs_is_made_again() {
+    let g = Guest::new(Variant::Baseline);
+    let first = g.boot(&["dax-smoke"], &[]);
+    assert!(first.passed(), "{}", first.explain());
+    {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().read(true).write(true).open(g.image(0)).unwrap();
+        let mut at = None;
+        let mut magic = [0u8; 4];
+        for block in 0..(64u64 << 20) / 4096 {
+            f.seek(SeekFrom::Start(block * 4096)).unwrap();
+            f.read_exact(&mut magic).unwrap();
+            if &magic == b"XFSB" {
+                at = Some(block * 4096);
+                break;
+            }
+        }
+        let at = at.expect("an XFS superblock in the first 64 MiB of NVDIMM 0");
+        // sb_inprogress, byte 126 of the superblock.
+        f.seek(SeekFrom::Start(at + 126)).unwrap();
+        f.write_all(&[1]).unwrap();
+    }
+    let second = g.boot(&["dax-smoke"], &[]);
+    assert!(second.passed(), "{}", second.explain());
+    let xfs = second.case("setup", "pmem0 xfs");
+    assert!(xfs.detail.contains("made again the XFS an interrupted mkfs left"), "{}", xfs.detail);
+    assert!(second.case("setup", "pmem1 xfs").detail.contains("kept the existing XFS"));
+}

@@ -177,7 +177,11 @@ fn ensure_xfs(dev: &str, fresh: bool, mkfs: Mkfs) -> Result<String, String> {
         f.read_exact(&mut head).map_err(|e| format!("read {dev}: {e}"))?;
     }
     let is_xfs = &head[..4] == b"XFSB";
-    if is_xfs && !fresh {
+    // sb_inprogress: mkfs.xfs sets it in its first superblock and clears it
+    // when done, so a boot killed during mkfs leaves it set and the
+    // filesystem unmountable. It never held anything: make it again.
+    let half_made = is_xfs && head[SB_INPROGRESS] != 0;
+    if is_xfs && !half_made && !fresh {
         return Ok(format!("kept the existing XFS on {dev}"));
     }
     if !is_xfs && !fresh && head.iter().any(|b| *b != 0) {
@@ -197,5 +201,9 @@ fn ensure_xfs(dev: &str, fresh: bool, mkfs: Mkfs) -> Result<String, String> {
         let text = String::from_utf8_lossy(&out.stderr);
         return Err(format!("mkfs.xfs {dev} {}: {}", crate::describe_status(out.status), text.trim()));
     }
-    Ok(format!("made a new XFS on {dev} ({meta}, su=2m)"))
+    let how = if half_made && !fresh { "made again the XFS an interrupted mkfs left on" } else { "made a new XFS on" };
+    Ok(format!("{how} {dev} ({meta}, su=2m)"))
 }
+
+/// Offset of `sb_inprogress` in the XFS superblock (struct xfs_dsb).
+const SB_INPROGRESS: usize = 126;
