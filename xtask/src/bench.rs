@@ -328,10 +328,33 @@ fn run_once(images: &Path, args: &[&str]) -> Result<serde_json::Value> {
         .context("running cargo xtask run")?;
     let results = images.join("runs/latest/results.json");
     if !status.success() {
-        bail!("`xtask run {}` failed ({status}); see {}", args.join(" "), results.display());
+        // The images directory is temporary: keep the failed run's outputs.
+        let kept = paths::images_dir().join("bench").join(format!("failed-{}", paths::timestamp()));
+        let copied = copy_dir(&images.join("runs/latest"), &kept);
+        bail!(
+            "`xtask run {}` failed ({status}); {}",
+            args.join(" "),
+            match copied {
+                Ok(()) => format!("its outputs (results.json, summary.txt, consoles) are in {}", kept.display()),
+                Err(e) => format!("keeping its outputs failed too ({e:#}); they were in {}", results.display()),
+            }
+        );
     }
     let text = std::fs::read(&results).with_context(|| format!("reading {}", results.display()))?;
     Ok(serde_json::from_slice(&text)?)
+}
+
+/// Copies the files of `from` (one level) into a new directory `to`.
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    paths::ensure_dir(to)?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn case_detail(results: &serde_json::Value, kernel: &str, workload: &str, case: &str) -> Option<String> {

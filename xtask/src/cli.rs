@@ -199,6 +199,10 @@ pub struct TestArgs {
     /// Run the unit tests only (no kernel build, no VM).
     #[arg(long)]
     pub unit: bool,
+    /// VM tests run at once (default: the host's cores; each TCG guest
+    /// keeps about one busy, and some tests boot two kernels side by side).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
     #[command(flatten)]
     pub source: SourceArgs,
 }

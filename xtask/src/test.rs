@@ -43,8 +43,9 @@ pub fn cmd(args: &TestArgs) -> Result<ExitCode> {
     paths::write_atomic(&artifacts, &serde_json::to_vec_pretty(&prepared)?)?;
     let _env = sh.push_env(ARTIFACTS_ENV, &artifacts);
     eprintln!("[test] VM tests");
-    // Two at a time: each TCG guest keeps one host core busy.
-    if cmd!(sh, "cargo test -p vm-tests {filter...} -- --test-threads=2").run().is_err() {
+    // Each TCG guest keeps about one host core busy.
+    let threads = format!("--test-threads={}", args.jobs.map_or_else(crate::jobs::default_jobs, |j| j as usize));
+    if cmd!(sh, "cargo test -p vm-tests {filter...} -- {threads}").run().is_err() {
         eprintln!("[test] VM tests failed");
         return Ok(ExitCode::FAILURE);
     }
