@@ -562,10 +562,14 @@ fn pinned_dma_devices_write_into_sealed_files_on_patched_only() {
 /// carry the working set too.
 #[test]
 fn swap_pressure_goes_through_the_sealed_map_on_patched_only() {
-    let ((_, patched), baseline) = on_both_kernels_with(&["swap-pressure"], |g| {
+    let ((patched_guest, patched), baseline) = on_both_kernels_with(&["swap-pressure"], |g| {
         g.vm.nvdimms = 3;
         g.params.insert("swap-pressure.raw-pmem".into(), "2".into());
     });
+    // The raw device is blank again afterwards: the next boot makes its XFS.
+    let next = patched_guest.boot(&["dax-smoke"], &[]);
+    assert!(next.passed(), "{}", next.explain());
+    assert!(next.case("setup", "pmem2 xfs").detail.contains("made a new XFS"), "{}", next.explain());
     for b in [&patched, &baseline] {
         for name in [
             "cgroup-v2-memory-controller",

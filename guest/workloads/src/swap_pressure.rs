@@ -484,8 +484,13 @@ fn pressure_raw(index: u64, group: &Path, seconds: u64) -> Check {
     // The device is its own map.
     let map = [Extent { logical: 0, physical: 0, length: SWAP_SIZE, flags: 0 }];
     let dev = device.to_string_lossy().into_owned();
-    let d = drive(&device, group, seconds, &map, &dev, || Ok(String::new()))?;
-    Ok(format!("{} on {dev} ({}); {}", d.child, d.figures, d.found))
+    let d = drive(&device, group, seconds, &map, &dev, || Ok(String::new()));
+    // Blank the header page again, so the next boot finds a blank device
+    // and makes its XFS there (a swap header is data init will not format).
+    let wiped = f.write_all_at(&[0u8; PAGE as usize], 0).and_then(|()| f.sync_all());
+    let d = d?;
+    wiped.map_err(|e| format!("blanking the swap header of {dev}: {}", errno_text(&e)))?;
+    Ok(format!("{} on {dev} ({}); {}; header blanked for the next boot", d.child, d.figures, d.found))
 }
 
 /// The child: joins the group, fills the working set, pushes it out,
