@@ -1052,12 +1052,21 @@ fn matrix_smoke_shards_run_and_merge_and_a_missing_shard_fails() {
         let id = std::fs::read_link(images.path().join("matrix/latest")).unwrap();
         dirs.push(images.path().join("matrix").join(id).to_string_lossy().into_owned());
     }
+    // A bench directory joins the merge: its figures become a section.
+    let bench = images.path().join("bench");
+    std::fs::create_dir_all(&bench).unwrap();
+    let figures = [xtask::report::html::Figure::new("swap", "MiB/s", &[("sealed swapfile", 119.0), ("raw", 124.0)])];
+    std::fs::write(bench.join("bench.json"), serde_json::to_vec(&figures).unwrap()).unwrap();
+    let bench_arg = bench.to_string_lossy().into_owned();
     let merged = images.path().join("merged");
     let merged_arg = merged.to_string_lossy().into_owned();
     let mut args = vec!["report", "--matrix", file, "--out", &merged_arg];
     args.extend(dirs.iter().map(String::as_str));
+    args.push(&bench_arg);
     let out = xtask(&args, images.path());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let page = std::fs::read_to_string(merged.join("report.html")).unwrap();
+    assert!(page.contains("<h2 id=\"benchmark\">") && page.contains("sealed swapfile"), "{page}");
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(merged.join("results.json")).unwrap()).unwrap();
     assert_eq!(json["verdict"], "pass", "{json:#}");
     assert_eq!(json["cells"].as_array().unwrap().len(), 3, "{json:#}");

@@ -68,10 +68,21 @@ pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
     let mut boots: Vec<serde_json::Value> = Vec::new();
     let mut cells: BTreeMap<String, CellResult> = BTreeMap::new();
     let mut sources = Vec::new();
+    let mut benches: Vec<(String, Vec<html::Figure>)> = Vec::new();
     for dir in &args.dirs {
+        let bench = dir.join("bench.json");
+        if let Ok(text) = std::fs::read(&bench) {
+            let figures = serde_json::from_slice(&text)
+                .with_context(|| format!("{} is not a bench.json of this version", bench.display()))?;
+            benches.push((dir.display().to_string(), figures));
+        }
         let found = result_dirs(dir);
-        if found.is_empty() {
-            bail!("{}: no results.json here or one level down; give run or shard output directories", dir.display());
+        if found.is_empty() && !bench.is_file() {
+            bail!(
+                "{}: no results.json here or one level down, and no bench.json; give run, shard or bench output \
+                 directories",
+                dir.display()
+            );
         }
         for d in found {
             let (json, these) = read_results(&d)?;
@@ -106,7 +117,7 @@ pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
             });
         }
     }
-    let failed = runs.iter().any(|r| r.verdict == Verdict::Fail) || runs.is_empty();
+    let failed = runs.iter().any(|r| r.verdict == Verdict::Fail) || (runs.is_empty() && benches.is_empty());
     let (run_id, out) = match &args.out {
         Some(dir) => {
             paths::ensure_dir(dir)?;
@@ -140,8 +151,13 @@ pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
     };
     println!("{summary}");
     written.context("the merged verdicts above could not be saved")?;
-    if let Some((changed, page)) = since {
-        paths::write_atomic(&out.join("report.html"), page.as_bytes())?;
+    let page = match &since {
+        Some((_, page)) => page.clone(),
+        None => html::page(&results),
+    };
+    let page = benches.iter().fold(page, |page, (source, figures)| html::with_figures(&page, source, figures));
+    paths::write_atomic(&out.join("report.html"), page.as_bytes())?;
+    if let Some((changed, _)) = since {
         println!(
             "since {}: {} verdict(s) changed",
             args.previous.as_deref().unwrap_or(std::path::Path::new("")).display(),

@@ -75,7 +75,7 @@ pub fn svg(title: &str, buckets: &[(u32, u64)]) -> String {
 }
 
 /// One benchmark figure: values measured side by side, drawn as bars.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Figure {
     pub title: String,
     pub unit: String,
@@ -84,7 +84,7 @@ pub struct Figure {
 }
 
 /// A figure's target and whether the run met it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Target {
     pub what: String,
     pub met: bool,
@@ -157,6 +157,25 @@ fn number(v: f64) -> String {
         format!("{v:.0}")
     } else {
         format!("{v:.3}").trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// A page with a "Benchmark" section of `figures` (bench.json's) added at
+/// its end: how `cargo xtask report` shows a bench run next to the runs.
+pub fn with_figures(page: &str, source: &str, figures: &[Figure]) -> String {
+    let mut section = format!("<h2 id=\"benchmark\">Benchmark ({})</h2>\n", esc(source));
+    for f in figures {
+        section.push_str("<div class=\"fig\">");
+        section.push_str(&bars_svg(f));
+        if let Some(t) = &f.target {
+            let word = if t.met { "within target" } else { "OVER TARGET" };
+            let _ = write!(section, "<p>target {}: {word}</p>", esc(&t.what));
+        }
+        section.push_str("</div>\n");
+    }
+    match page.rfind("</body>") {
+        Some(at) => format!("{}{section}{}", &page[..at], &page[at..]),
+        None => format!("{page}{section}"),
     }
 }
 
@@ -400,6 +419,15 @@ mod tests {
         assert!(page.contains("(sealed / this: 0.80)") && page.contains(">3.25<"), "{page}");
         assert!(page.contains("<span id=\"missed\">1</span>") && page.contains("OVER TARGET"), "{page}");
         assert!(page.contains(">n/a<"), "{page}");
+    }
+
+    #[test]
+    fn bench_figures_join_a_report_page() {
+        let figs = [Figure::new("swap", "MiB/s", &[("sealed", 1.0), ("raw", 2.0)]).target("ratio".into(), false)];
+        let page = with_figures("<html><body><h1>x</h1></body></html>", "images/bench", &figs);
+        assert!(page.ends_with("</body></html>"), "{page}");
+        assert!(page.contains("Benchmark (images/bench)") && page.contains("class=\"figure\""), "{page}");
+        assert!(page.contains("OVER TARGET"), "{page}");
     }
 
     #[test]
