@@ -42,7 +42,7 @@ jobs:
       DAX_SEAL_CACHE: /__w/dax-seal-cache
     steps:
       - name: Host packages for checkout and Rust
-        run: apt-get update && apt-get install -y --no-install-recommends ca-certificates curl git
+        run: apt-get update && apt-get install -y --no-install-recommends ca-certificates curl git gcc libc6-dev
       - uses: actions/checkout@v4
       - name: Rust (stable, gnu target)
         run: |
@@ -121,5 +121,30 @@ mod tests {
         assert!(w.contains("shard: [1, 2, 3]") && w.contains("--shard ${{ matrix.shard }}/3"), "{w}");
         let merge = &w[w.find("  merge:").unwrap()..];
         assert!(merge.contains("if: always()") && merge.contains("needs: shard"));
+    }
+
+    /// debian:12 has no C toolchain, and cargo needs one to link xtask
+    /// before xtask can install anything: every job installs it first.
+    #[test]
+    fn every_job_installs_a_linker_before_cargo_runs() {
+        let w = workflow("tests/matrix/nightly.toml", 2);
+        // Jobs start at two spaces of indentation.
+        let mut jobs: Vec<String> = Vec::new();
+        for line in w.lines() {
+            if line.starts_with("  ") && !line.starts_with("   ") {
+                jobs.push(String::new());
+            }
+            if let Some(job) = jobs.last_mut() {
+                job.push_str(line);
+                job.push('\n');
+            }
+        }
+        let jobs: Vec<&String> = jobs.iter().filter(|j| j.contains("runs-on:")).collect();
+        assert_eq!(jobs.len(), 2, "{w}");
+        for job in jobs {
+            let install = job.find("gcc libc6-dev").unwrap_or(usize::MAX);
+            let cargo = job.find("cargo xtask").expect("each job runs cargo xtask");
+            assert!(install < cargo, "a job runs cargo before installing gcc:\n{job}");
+        }
     }
 }
