@@ -202,20 +202,24 @@ impl Sealed {
         self.mapping.as_mut_ptr()
     }
 
-    /// The map has not moved and the file is sealed; UNSEAL is refused
-    /// while the buffer is registered.
     fn still_sealed(&self, after: &str) -> Result<(), String> {
-        let map = seal::fiemap(&self.file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
-        if map != self.map {
-            return Err(format!("after {after} the map moved: {:?} -> {map:?}", self.map));
-        }
-        if !is_sealed(&self.path)? {
-            return Err(format!("after {after} the file is no longer sealed"));
-        }
-        match seal::unseal(&self.file) {
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
-            other => Err(format!("UNSEAL after {after} with the buffer registered: {other:?}, expected EBUSY")),
-        }
+        still_sealed(&self.path, &self.file, &self.map, after, "the buffer")
+    }
+}
+
+/// The map of the file at `path` is still `map` and the file is sealed;
+/// UNSEAL is refused while `holder` (a registered buffer or region) pins it.
+fn still_sealed(path: &Path, file: &File, map: &[Extent], after: &str, holder: &str) -> Result<(), String> {
+    let now = seal::fiemap(file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
+    if now != map {
+        return Err(format!("after {after} the map moved: {map:?} -> {now:?}"));
+    }
+    if !is_sealed(path)? {
+        return Err(format!("after {after} the file is no longer sealed"));
+    }
+    match seal::unseal(file) {
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
+        other => Err(format!("UNSEAL after {after} with {holder} registered: {other:?}, expected EBUSY")),
     }
 }
 

@@ -21,7 +21,7 @@ use dax_seal_rdma::{link_add, Mr, Verbs};
 use super::{nvdimm_ranges, verify, verify_file, PAGE};
 use crate::cases::{Cases, Outcome};
 use crate::seal::{self, Extent};
-use crate::seal_conformance::{create_sparse, is_sealed};
+use crate::seal_conformance::create_sparse;
 use crate::seal_race::pin_counters;
 use crate::sys::{errno_text, Mapping};
 
@@ -94,17 +94,7 @@ struct SealedRegion {
 
 impl SealedRegion {
     fn still_sealed(&self, after: &str) -> Result<(), String> {
-        let map = seal::fiemap(&self.file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
-        if map != self.map {
-            return Err(format!("after {after} the map moved: {:?} -> {map:?}", self.map));
-        }
-        if !is_sealed(&self.path)? {
-            return Err(format!("after {after} the file is no longer sealed"));
-        }
-        match seal::unseal(&self.file) {
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
-            other => Err(format!("UNSEAL after {after} with the region registered: {other:?}, expected EBUSY")),
-        }
+        super::still_sealed(&self.path, &self.file, &self.map, after, "the region")
     }
 }
 
