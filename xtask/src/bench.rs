@@ -240,28 +240,22 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
             Figure::new("cold kernel build (baseline)", "s", &[("baseline", secs)]),
         );
     }
-    // The fault histograms of every run, summed per kind, drawn on the page.
-    let mut summed: Vec<(String, Vec<(u32, u64)>)> = Vec::new();
+    // The fault histograms of every run, summed per kind (in the order the
+    // kinds first appear), drawn on the page.
+    let mut summed: Vec<(String, std::collections::BTreeMap<u32, u64>)> = Vec::new();
     for detail in histograms.values().filter_map(|v| v.as_str()) {
         for (kind, buckets) in detail.lines().filter_map(html::histogram) {
-            let at = match summed.iter().position(|(k, _)| *k == kind) {
-                Some(at) => at,
-                None => {
-                    summed.push((kind, Vec::new()));
-                    summed.len() - 1
-                }
-            };
+            let at = summed.iter().position(|(k, _)| *k == kind).unwrap_or_else(|| {
+                summed.push((kind, Default::default()));
+                summed.len() - 1
+            });
             for (b, n) in buckets {
-                match summed[at].1.iter_mut().find(|(x, _)| *x == b) {
-                    Some(slot) => slot.1 += n,
-                    None => summed[at].1.push((b, n)),
-                }
+                *summed[at].1.entry(b).or_default() += n;
             }
         }
     }
-    for (_, buckets) in &mut summed {
-        buckets.sort();
-    }
+    let summed: Vec<(String, Vec<(u32, u64)>)> =
+        summed.into_iter().map(|(k, b)| (k, b.into_iter().collect())).collect();
     let page = bench_dir.join("bench.html");
     paths::write_atomic(&bench_dir.join("bench.json"), &serde_json::to_vec_pretty(&figs.0)?)?;
     paths::write_atomic(&page, html::bench_page(args.runs, &figs.0, &summed).as_bytes())?;
@@ -375,18 +369,18 @@ fn dma_figures(detail: &str) -> Option<(f64, f64)> {
 /// The sealed and anonymous registration times (ms) of the MR case:
 /// "...; ibv_reg_mr median of 5: sealed DAX 1.20 ms, anonymous 0.90 ms".
 fn mr_figures(detail: &str) -> Option<(f64, f64)> {
-    let figure = |key: &str| -> Option<f64> {
-        let rest = &detail[detail.find(key)? + key.len()..];
-        rest.split(" ms").next()?.parse().ok()
-    };
-    Some((figure("sealed DAX ")?, figure("anonymous ")?))
+    Some((number_after(detail, "sealed DAX ", " ms")?, number_after(detail, "anonymous ", " ms")?))
 }
 
 /// MiB/s of a pressure case: "..., swap throughput 412 MiB/s); ...".
 fn swap_figure(detail: &str) -> Option<f64> {
-    let key = "swap throughput ";
+    number_after(detail, "swap throughput ", " MiB/s")
+}
+
+/// The number between the first `key` in `detail` and the `unit` after it.
+fn number_after(detail: &str, key: &str, unit: &str) -> Option<f64> {
     let rest = &detail[detail.find(key)? + key.len()..];
-    rest.split(" MiB/s").next()?.parse().ok()
+    rest.split(unit).next()?.parse().ok()
 }
 
 /// Builds the baseline kernel with a private, empty cache directory.

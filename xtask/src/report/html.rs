@@ -160,18 +160,23 @@ fn number(v: f64) -> String {
     }
 }
 
+/// One figure's chart and, if it has one, its target and whether it was met.
+fn figure_block(f: &Figure) -> String {
+    let mut out = format!("<div class=\"fig\">{}", bars_svg(f));
+    if let Some(t) = &f.target {
+        let (class, word) = if t.met { ("met", "within target") } else { ("missed", "OVER TARGET") };
+        let _ = write!(out, "<p class=\"{class}\">target {}: {word}</p>", esc(&t.what));
+    }
+    out.push_str("</div>\n");
+    out
+}
+
 /// A page with a "Benchmark" section of `figures` (bench.json's) added at
 /// its end: how `cargo xtask report` shows a bench run next to the runs.
 pub fn with_figures(page: &str, source: &str, figures: &[Figure]) -> String {
     let mut section = format!("<h2 id=\"benchmark\">Benchmark ({})</h2>\n", esc(source));
     for f in figures {
-        section.push_str("<div class=\"fig\">");
-        section.push_str(&bars_svg(f));
-        if let Some(t) = &f.target {
-            let word = if t.met { "within target" } else { "OVER TARGET" };
-            let _ = write!(section, "<p>target {}: {word}</p>", esc(&t.what));
-        }
-        section.push_str("</div>\n");
+        section.push_str(&figure_block(f));
     }
     match page.rfind("</body>") {
         Some(at) => format!("{}{section}{}", &page[..at], &page[at..]),
@@ -198,13 +203,7 @@ pub fn bench_page(runs: usize, figures: &[Figure], histograms: &[(String, Bucket
         figures.len()
     );
     for f in figures {
-        out.push_str("<div class=\"fig\">");
-        out.push_str(&bars_svg(f));
-        if let Some(t) = &f.target {
-            let (class, word) = if t.met { ("met", "within target") } else { ("missed", "OVER TARGET") };
-            let _ = write!(out, "<p class=\"{class}\">target {}: {word}</p>", esc(&t.what));
-        }
-        out.push_str("</div>\n");
+        out.push_str(&figure_block(f));
     }
     if !histograms.is_empty() {
         out.push_str("<h2>First-touch MAP_SYNC write faults, all runs</h2>\n");
