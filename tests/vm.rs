@@ -1279,3 +1279,75 @@ fn a_filesystem_left_by_an_interrupted_mkfs_is_made_again() {
     assert!(xfs.detail.contains("made again the XFS an interrupted mkfs left"), "{}", xfs.detail);
     assert!(second.case("setup", "pmem1 xfs").detail.contains("kept the existing XFS"));
 }
+
+/// fstests in the guest, one quick test per section on both kernels: the
+/// dax group's generic/452 on the DAX mounts and the swap group's
+/// generic/472 without DAX must run and pass on both (no regression, no
+/// known failure); generic/606, on the exclude list, is shown as excluded.
+/// Needs an fstests checkout in DAX_SEAL_FSTESTS: `cargo xtask test` skips
+/// this test without one and says so; run directly, it fails.
+#[test]
+fn fstests_one_quick_test_per_section_passes_on_both_kernels() {
+    use std::collections::BTreeMap;
+    use xtask::fstests::{self, Class};
+    let src = std::env::var_os(xtask::test::FSTESTS_ENV).unwrap_or_else(|| {
+        panic!("{} names no fstests checkout (cargo xtask test skips this test without it)", xtask::test::FSTESTS_ENV)
+    });
+    let root = xtask::build::rootfs::ensure(std::path::Path::new(&src), false).expect("the fstests root image");
+    let plan = |tests: &[&str], exclude: &[&str]| dax_seal_protocol::fstests::Plan {
+        groups: Vec::new(),
+        tests: tests.iter().map(|t| t.to_string()).collect(),
+        exclude: exclude.iter().map(|t| t.to_string()).collect(),
+    };
+    let plans = BTreeMap::from([
+        ("dax".to_string(), plan(&["generic/452", "generic/606"], &["generic/606"])),
+        ("nondax".to_string(), plan(&["generic/472"], &[])),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let vm = fstests::vm_args(xtask::cli::AccelChoice::Auto, 1800);
+    let variants = [Variant::Patched, Variant::Baseline];
+    let booted = fstests::boot_all(
+        vm_tests::prepared(),
+        &variants,
+        &plans,
+        &root.image,
+        &vm,
+        dir.path(),
+        dir.path(),
+        2,
+        "vm test",
+    )
+    .expect("fstests boots");
+    let explain = || {
+        let mut text = String::new();
+        for b in &booted.boots {
+            text.push_str(&format!("{}: {} (console {})\n", b.kernel, b.end.describe(), b.console_log.display()));
+        }
+        for r in &booted.runs {
+            for c in &r.cases {
+                text.push_str(&format!("{} {} {}: {:?} {}\n", r.kernel, r.workload, c.name, c.verdict, c.detail));
+            }
+        }
+        text
+    };
+    assert!(booted.boots.iter().all(|b| b.end.is_clean()), "{}", explain());
+    for kernel in ["patched", "baseline"] {
+        let case = |workload: &str, name: &str| {
+            let run = booted.runs.iter().find(|r| r.kernel == kernel && r.workload == workload).expect(workload);
+            run.cases
+                .iter()
+                .find(|c| c.name == name)
+                .unwrap_or_else(|| panic!("{kernel} {name}\n{}", explain()))
+                .clone()
+        };
+        for (workload, test) in [("fstests-dax", "generic/452"), ("fstests-nondax", "generic/472")] {
+            let c = case(workload, test);
+            assert_eq!(c.verdict, Verdict::Pass, "{kernel} {test}: {}\n{}", c.detail, explain());
+        }
+        let excluded = case("fstests-dax", "generic/606");
+        assert_eq!(excluded.verdict, Verdict::Skip);
+        assert!(excluded.detail.contains("excluded"), "{}", excluded.detail);
+    }
+    assert_eq!(booted.compared.iter().filter(|c| c.class == Class::Pass).count(), 4, "{}", explain());
+    assert!(booted.compared.iter().all(|c| matches!(c.class, Class::Pass | Class::NotRun)), "{}", explain());
+}

@@ -18,6 +18,7 @@ pub mod paths;
 pub mod bench;
 pub mod cli_docs;
 pub mod crash;
+pub mod fstests;
 pub mod fuzz;
 pub mod matrix;
 pub mod merge;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use xtask::build::{deps, initramfs, kernel};
-use xtask::{bench, cli, cli_docs, crash, fuzz, matrix, merge, run, series, test};
+use xtask::{bench, cli, cli_docs, crash, fstests, fuzz, matrix, merge, run, series, test};
 
 /// Build Linux 6.12 with and without the block-map seal series, boot it on
 /// emulated NVDIMMs under QEMU and judge what the guest workloads report.
@@ -30,6 +30,8 @@ enum Task {
     Shell(cli::ShellArgs),
     /// Power-loss campaign: kill QEMU while userspace-flush writes, verify on the next boot.
     Crash(crash::CrashArgs),
+    /// fstests (a checkout you give) in the guest on each kernel; regressions against the baseline fail.
+    Fstests(fstests::FstestsArgs),
     /// The nightly VM matrix: list, run a cell or a shard, or write the GitHub workflow.
     Matrix(matrix::MatrixArgs),
     /// Merge runs and matrix shards into one set of verdicts; fail on a missing or failed cell.
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Task::Run(args) => run::cmd(&args),
         Task::Shell(args) => run::shell(&args),
         Task::Crash(args) => crash::cmd(&args),
+        Task::Fstests(args) => fstests::cmd(&args),
         Task::Matrix(args) => matrix::cmd(&args),
         Task::Report(args) => merge::cmd(&args),
         Task::Series(args) => series::cmd(&args),

@@ -70,6 +70,7 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
             dax: guest.dax.0.clone(),
             run: format!("run {run_id}"),
             mkfs: Default::default(),
+            fstests: Default::default(),
         };
         let request = BootRequest {
             prepared: &prepared,
@@ -83,6 +84,7 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
             fresh: guest.fresh,
             tag: "",
             kill_at: None,
+            root_disk: None,
         };
         eprintln!("[run] booting {variant}: workloads {}", workloads.join(", "));
         let outcome = request.boot()?;
@@ -139,6 +141,7 @@ pub fn shell(args: &ShellArgs) -> Result<ExitCode> {
         fresh: guest.fresh,
         tag: "",
         kill_at: None,
+        root_disk: None,
     };
     paths::ensure_dir(&out_dir)?;
     let _images = paths::lock(

@@ -16,6 +16,9 @@ pub enum Outcome {
     Pass,
     Fail(String),
     Skip(String),
+    /// Failed, as it also does where it is expected to (fstests on the
+    /// baseline kernel): kselftest's `# XFAIL`, never counted as a pass.
+    Known(String),
 }
 
 /// Writes KTAP, flushing after every line so the host sees progress live.
@@ -67,6 +70,7 @@ impl<W: Write> Writer<W> {
             Outcome::Pass => format!("ok {number} {name}"),
             Outcome::Fail(reason) => format!("not ok {number} {name} # {}", one_line(reason)),
             Outcome::Skip(reason) => format!("ok {number} {name} # SKIP {}", one_line(reason)),
+            Outcome::Known(reason) => format!("ok {number} {name} # XFAIL {}", one_line(reason)),
         };
         self.line(text.trim_end())
     }
@@ -96,6 +100,8 @@ pub enum Verdict {
     Pass,
     Fail,
     Skip,
+    /// A known failure ([`Outcome::Known`]).
+    Known,
 }
 
 /// One result line with everything attached to it.
@@ -271,6 +277,9 @@ impl Parser {
                 let (verdict, reason) = match directive {
                     Some(d) if d.get(..4).is_some_and(|k| k.eq_ignore_ascii_case("skip")) => {
                         (Verdict::Skip, Some(bounded(d[4..].trim())).filter(|s| !s.is_empty()))
+                    }
+                    Some(d) if d.get(..5).is_some_and(|k| k.eq_ignore_ascii_case("xfail")) => {
+                        (Verdict::Known, Some(bounded(d[5..].trim())).filter(|s| !s.is_empty()))
                     }
                     Some(d) => (if ok { Verdict::Pass } else { Verdict::Fail }, Some(bounded(d))),
                     None => (if ok { Verdict::Pass } else { Verdict::Fail }, None),
@@ -532,6 +541,7 @@ mod properties {
             Just(Outcome::Pass),
             "[a-z][a-z0-9 ]{0,15}[a-z]".prop_map(Outcome::Fail),
             "[a-z][a-z0-9 ]{0,15}[a-z]".prop_map(Outcome::Skip),
+            "[a-z][a-z0-9 ]{0,15}[a-z]".prop_map(Outcome::Known),
         ];
         let leaf = ("[a-z][a-z0-9_-]{0,12}", outcome, prop::collection::vec("[a-z][a-z0-9 =]{0,20}", 0..3));
         if depth == 0 {
@@ -568,6 +578,7 @@ mod properties {
                 Outcome::Pass => (Verdict::Pass, None),
                 Outcome::Fail(r) => (Verdict::Fail, Some(r.clone())),
                 Outcome::Skip(r) => (Verdict::Skip, Some(r.clone())),
+                Outcome::Known(r) => (Verdict::Known, Some(r.clone())),
             };
             assert_eq!((c.verdict, c.reason.clone()), (verdict, reason));
             let diags: Vec<String> = t.diags.iter().map(|d| d.trim_end().to_string()).collect();

@@ -5,6 +5,7 @@
 
 pub mod disks;
 pub mod flush;
+pub mod fstests;
 pub mod ktap;
 
 use std::collections::BTreeMap;
@@ -101,6 +102,10 @@ pub struct RunConfig {
     /// The XFS features new filesystems are made with.
     #[serde(default)]
     pub mkfs: Mkfs,
+    /// What each fstests section workload runs, by section name
+    /// ([`fstests::SECTIONS`]).
+    #[serde(default)]
+    pub fstests: BTreeMap<String, fstests::Plan>,
 }
 
 /// mkfs.xfs metadata features (`-m`).
@@ -328,6 +333,20 @@ pub const WORKLOADS: &[WorkloadInfo] = &[
         disks: &[],
     },
     WorkloadInfo {
+        name: "fstests-dax",
+        summary: "fstests on the NVDIMMs mounted dax=always (default group: dax), inside the root image \
+                  `cargo xtask fstests` attaches; one case per test",
+        default: false,
+        disks: &[],
+    },
+    WorkloadInfo {
+        name: "fstests-nondax",
+        summary: "fstests on the NVDIMMs mounted dax=never (default group: swap), inside the root image \
+                  `cargo xtask fstests` attaches; one case per test",
+        default: false,
+        disks: &[],
+    },
+    WorkloadInfo {
         name: "selftest-silent",
         summary: "harness self-test: exits without printing any result",
         default: false,
@@ -544,6 +563,7 @@ mod properties {
                 dax,
                 run,
                 mkfs: Mkfs { reflink: fresh, rmapbt: shell },
+                fstests: BTreeMap::new(),
             })
     }
 

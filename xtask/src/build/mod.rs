@@ -1,8 +1,10 @@
 //! Build stage: what the VMs boot. Host packages (`deps`), the kernel
 //! variants (`kernel`), the guest initramfs (`initramfs`) and its archive
-//! format (`cpio`). Nothing here boots anything.
+//! format (`cpio`), and fstests' Debian root image (`rootfs`). Nothing here
+//! boots anything.
 
 pub mod cpio;
 pub mod deps;
 pub mod initramfs;
 pub mod kernel;
+pub mod rootfs;

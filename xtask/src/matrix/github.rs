@@ -2,8 +2,10 @@
 //! dispatch, one job per shard in a Debian 12 container with /dev/kvm
 //! passed through (the harness probes KVM and falls back to TCG), the
 //! kernel build cache and ccache cached under a key of the project's own
-//! kernel inputs, artifacts per shard, and a merge job that runs whatever
-//! happened and fails when a cell is missing or failed.
+//! kernel inputs, an fstests checkout for the fstests cells (cloned from
+//! kernel.org, named by DAX_SEAL_FSTESTS), artifacts per shard, and a merge
+//! job that runs whatever happened and fails when a cell is missing or
+//! failed.
 
 /// Where the workflow lives, from the project root.
 pub const WORKFLOW: &str = ".github/workflows/nightly.yml";
@@ -54,6 +56,10 @@ jobs:
           path: /__w/dax-seal-cache
           key: kernels-${{{{ hashFiles('patches/**', 'kernel-config/**', 'xtask/src/build/kernel.rs') }}}}
           restore-keys: kernels-
+      - name: An fstests checkout for the fstests cells
+        run: |
+          git clone --depth 1 https://git.kernel.org/pub/scm/fs/xfs/xfstests-dev.git "$RUNNER_TEMP/fstests"
+          echo "DAX_SEAL_FSTESTS=$RUNNER_TEMP/fstests" >> "$GITHUB_ENV"
       - name: Run shard ${{{{ matrix.shard }}}}
         run: cargo xtask matrix {file} --shard ${{{{ matrix.shard }}}}/{shards}
       - name: Keep the results

@@ -23,13 +23,14 @@ use dax_seal_protocol::ktap::Verdict;
 use serde::{Deserialize, Serialize};
 
 use crate::build::kernel::Variant;
+use crate::build::{deps, rootfs};
 use crate::cli::{SourceArgs, VmArgs};
-use crate::crash;
 use crate::paths;
 use crate::report::results::{self, BootRecord, CaseResult, Results, WorkloadRun};
 use crate::vm::boot::{End, KillAt};
 use crate::vm::request::{self, Prepared};
 use crate::vm::scenario::{Scenario, Step};
+use crate::{crash, fstests};
 use spec::{Cell, Work};
 
 pub const DEFAULT_FILE: &str = "tests/matrix/nightly.toml";
@@ -58,6 +59,9 @@ pub struct MatrixArgs {
     /// Write .github/workflows/nightly.yml running N shards of FILE, and stop.
     #[arg(long, value_name = "N")]
     pub emit_github: Option<u32>,
+    /// The fstests checkout fstests cells build their root image from.
+    #[arg(long, value_name = "DIR", env = crate::test::FSTESTS_ENV)]
+    pub fstests_src: Option<PathBuf>,
     #[command(flatten)]
     pub source: SourceArgs,
 }
@@ -149,7 +153,13 @@ fn vm_of(cell: &Cell) -> VmArgs {
 }
 
 /// Runs one cell in `dir`; its verdicts carry the cell id as their kernel.
-fn run_cell(prepared: &Prepared, cell: &Cell, dir: &Path) -> Result<(Vec<WorkloadRun>, Vec<BootRecord>)> {
+/// `fstests_root` is the root image fstests cells boot with.
+fn run_cell(
+    prepared: &Prepared,
+    cell: &Cell,
+    dir: &Path,
+    fstests_root: Option<&Path>,
+) -> Result<(Vec<WorkloadRun>, Vec<BootRecord>)> {
     let mut scenario = Scenario::new(prepared, dir, "cell");
     scenario.vm = vm_of(cell);
     scenario.dax = cell.dax.clone();
@@ -206,6 +216,22 @@ fn run_cell(prepared: &Prepared, cell: &Cell, dir: &Path) -> Result<(Vec<Workloa
             }
             runs.push(crash::campaign_run(&cell.id, crash::control_saw_loss(kernel.name(), &points, false)));
         }
+        Work::Fstests { kernels, plans } => {
+            let root = fstests_root.context("an fstests cell without a root image")?;
+            let mut vm = vm_of(cell);
+            vm.timeout = fstests::vm_args(vm.accel, 4 * 3600).timeout;
+            // One kernel after the other: the cell is one unit of the shard.
+            let booted = fstests::boot_all(prepared, kernels, plans, root, &vm, dir, dir, 1, &cell.id)?;
+            eprint!("{}", fstests::comparison_text(&booted.compared));
+            for mut r in booted.runs {
+                r.kernel = format!("{} [{}]", cell.id, r.kernel);
+                runs.push(r);
+            }
+            for mut b in booted.boots {
+                b.kernel = format!("{} [{}]", cell.id, b.kernel);
+                boots.push(b);
+            }
+        }
     }
     Ok((runs, boots))
 }
@@ -255,6 +281,19 @@ pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
     let mut variants: Vec<Variant> = selected.iter().flat_map(|c| c.kernels()).collect();
     variants.sort_by_key(|v| v.name());
     variants.dedup();
+    let fstests_root = if selected.iter().any(|c| matches!(c.work, Work::Fstests { .. })) {
+        let src = args.fstests_src.as_deref().with_context(|| {
+            format!(
+                "the selected cells include fstests: give an fstests checkout with --fstests-src DIR or {}",
+                crate::test::FSTESTS_ENV
+            )
+        })?;
+        rootfs::validate_source(src)?;
+        deps::ensure(deps::Need::for_fstests(args.source.kernel_src.is_some()))?;
+        Some(rootfs::ensure(src, false)?.image)
+    } else {
+        None
+    };
     let prepared = request::prepare(&variants, &args.source, &VmArgs::defaults())?;
     eprintln!("[matrix] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
     let (run_id, dir) = paths::new_output_dir("matrix")?;
@@ -264,7 +303,8 @@ pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
     let done = crate::jobs::in_parallel(jobs, selected.clone(), |c| {
         eprintln!("[matrix] cell {} ({} s by weight)", c.id, weight(c));
         let start = Instant::now();
-        let ran = run_cell(&prepared, c, &dir.join(&c.id)).with_context(|| format!("cell {}", c.id));
+        let ran =
+            run_cell(&prepared, c, &dir.join(&c.id), fstests_root.as_deref()).with_context(|| format!("cell {}", c.id));
         (c, ran, start.elapsed().as_millis() as u64)
     });
     for (c, ran, elapsed_ms) in done {
@@ -379,6 +419,42 @@ topology = "labelled"
         assert!(c.iter().all(|cell| a.contains_key(&cell.id)));
         // One shard: everything in it.
         assert!(assign(&c, 1, |c| c.weight).values().all(|s| *s == 0));
+    }
+
+    #[test]
+    fn fstests_tables_are_cells_on_both_kernels_and_checked() {
+        let text = "[fstests.dax-swap]\nexclude = [\"generic/470\"]\n[fstests.clone]\ngroups = [\"clone\"]\n\
+                    sections = [\"dax\"]\n[[cells]]\nfstests = [\"dax-swap\", \"clone\"]\nweight = 900\n\
+                    [[exclude]]\nfstests = \"clone\"\ntopology = \"nope\"\n";
+        let c = cells(text);
+        assert_eq!(
+            c.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            ["fstests-dax-swap.default.default.default", "fstests-clone.default.default.default"]
+        );
+        assert_eq!(c[0].kernels(), [Variant::Baseline, Variant::Patched]);
+        match &c[0].work {
+            Work::Fstests { plans, .. } => {
+                assert_eq!(plans["dax"].groups, ["dax"]);
+                assert_eq!(plans["nondax"].groups, ["swap"]);
+                assert_eq!(plans["nondax"].exclude, ["generic/470"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&c[1].work, Work::Fstests { plans, .. } if plans.keys().eq(["dax"])));
+        for (bad, needle) in [
+            ("[fstests.f]\ngroups = [\"swap\"]\nsections = [\"dax\"]\n", "refuses swapon on DAX"),
+            ("[fstests.f]\nexclude = [\"470\"]\n", "DIR/NUMBER"),
+            ("[fstests.f]\ncolour = 1\n", "unknown field `colour`"),
+            ("[fstests.f]\n[topologies.one]\nnvdimms = 1\n", "two NVDIMMs"),
+        ] {
+            let topology = if bad.contains("topologies") { "topologies = [\"one\"]\n" } else { "" };
+            let text = format!("{bad}[[cells]]\nfstests = [\"f\"]\n{topology}weight = 1\n");
+            let err = format!("{:#}", spec::parse(Path::new("m.toml"), &text).unwrap_err());
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+        let both = "[fstests.f]\n[suites.s]\n[[cells]]\nkernels = [\"patched\"]\nsuites = [\"s\"]\nfstests = [\"f\"]\nweight = 1\n";
+        let err = format!("{:#}", spec::parse(Path::new("m.toml"), both).unwrap_err());
+        assert!(err.contains("one of suites, scenarios or fstests"), "{err}");
     }
 
     #[test]

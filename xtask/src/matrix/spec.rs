@@ -113,6 +113,22 @@ fn records() -> u64 {
     4096
 }
 
+/// fstests on the cell's kernels (default patched and baseline), compared:
+/// `cargo xtask fstests` as a cell. The checkout comes from
+/// `--fstests-src` or DAX_SEAL_FSTESTS.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FstestsSpec {
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub tests: Vec<String>,
+    #[serde(default)]
+    pub sections: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
 /// A sequence of boots on one image set, or a crash campaign.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -138,6 +154,8 @@ pub struct CellsSpec {
     pub suites: Vec<Spanned<String>>,
     #[serde(default)]
     pub scenarios: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub fstests: Vec<Spanned<String>>,
     /// Seconds one cell takes under TCG, when no earlier result says.
     pub weight: u64,
 }
@@ -151,6 +169,7 @@ pub struct Exclude {
     pub machine: Option<String>,
     pub suite: Option<String>,
     pub scenario: Option<String>,
+    pub fstests: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -166,6 +185,8 @@ pub struct MatrixFile {
     pub suites: BTreeMap<String, Suite>,
     #[serde(default)]
     pub scenarios: BTreeMap<String, ScenarioSpec>,
+    #[serde(default)]
+    pub fstests: BTreeMap<String, FstestsSpec>,
     pub cells: Vec<CellsSpec>,
     #[serde(default)]
     pub exclude: Vec<Exclude>,
@@ -180,6 +201,8 @@ pub enum Work {
     Steps(Vec<Step>),
     /// A userspace-flush crash campaign.
     Crash { kernel: Variant, points: u32, seed: u64, records: u64 },
+    /// fstests on each kernel, each on its own images, then compared.
+    Fstests { kernels: Vec<Variant>, plans: BTreeMap<String, dax_seal_protocol::fstests::Plan> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +235,7 @@ impl Cell {
         let mut v = match &self.work {
             Work::Suite { kernel, .. } | Work::Crash { kernel, .. } => vec![*kernel],
             Work::Steps(steps) => steps.iter().map(|s| s.kernel).collect(),
+            Work::Fstests { kernels, .. } => kernels.clone(),
         };
         v.sort_by_key(|k| k.name());
         v.dedup();
@@ -255,9 +279,10 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<Cell>> {
     let mut cells = Vec::new();
     for group in &spec.cells {
         let where_ = |s: &Spanned<String>| at(file, text, s.span().start);
-        if group.suites.is_empty() == group.scenarios.is_empty() {
+        let kinds = [&group.suites, &group.scenarios, &group.fstests].iter().filter(|v| !v.is_empty()).count();
+        if kinds != 1 {
             let first = group.kernels.first().or(group.topologies.first()).map_or(file.display().to_string(), where_);
-            bail!("{first}: a [[cells]] table names either suites or scenarios (one of the two)");
+            bail!("{first}: a [[cells]] table names one of suites, scenarios or fstests");
         }
         for k in &group.kernels {
             if variant(k.get_ref()).is_none() {
@@ -279,6 +304,9 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<Cell>> {
         for s in &group.scenarios {
             name_in("scenario", "scenarios", s, spec.scenarios.keys().collect())?;
         }
+        for s in &group.fstests {
+            name_in("fstests table", "fstests", s, spec.fstests.keys().collect())?;
+        }
         let or_default = |v: &Vec<Spanned<String>>| -> Vec<Option<Spanned<String>>> {
             if v.is_empty() {
                 vec![None]
@@ -286,16 +314,18 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<Cell>> {
                 v.iter().cloned().map(Some).collect()
             }
         };
-        let works: Vec<(String, Spanned<String>, bool)> = group
+        let works: Vec<(String, Spanned<String>, Kind)> = group
             .suites
             .iter()
-            .map(|s| (s.get_ref().clone(), s.clone(), true))
-            .chain(group.scenarios.iter().map(|s| (s.get_ref().clone(), s.clone(), false)))
+            .map(|s| (s.get_ref().clone(), s.clone(), Kind::Suite))
+            .chain(group.scenarios.iter().map(|s| (s.get_ref().clone(), s.clone(), Kind::Scenario)))
+            .chain(group.fstests.iter().map(|s| (s.get_ref().clone(), s.clone(), Kind::Fstests)))
             .collect();
-        for (work_name, work_at, is_suite) in &works {
+        for (work_name, work_at, kind) in &works {
+            let is_suite = *kind == Kind::Suite;
             let kernels: Vec<Option<Spanned<String>>> =
-                if *is_suite { group.kernels.iter().cloned().map(Some).collect() } else { vec![None] };
-            if *is_suite && kernels.is_empty() {
+                if is_suite { group.kernels.iter().cloned().map(Some).collect() } else { vec![None] };
+            if is_suite && kernels.is_empty() {
                 bail!("{}: suites need kernels = [...] in the same [[cells]] table", where_(work_at));
             }
             for kernel in &kernels {
@@ -308,12 +338,12 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<Cell>> {
                                 topology: topology.as_ref().map_or("default", |t| t.get_ref()),
                                 filesystem: filesystem.as_ref().map_or("default", |f| f.get_ref()),
                                 machine: machine.as_ref().map_or("default", |m| m.get_ref()),
-                                is_suite: *is_suite,
+                                kind: *kind,
                             };
                             if spec.exclude.iter().any(|x| names.excluded_by(x)) {
                                 continue;
                             }
-                            let cell = build_cell(&spec, &names, group.weight)
+                            let cell = build_cell(&spec, &names, &group.kernels, group.weight)
                                 .map_err(|e| anyhow::anyhow!("{}: cell {}: {e}", where_(work_at), names.id()))?;
                             cells.push(cell);
                         }
@@ -340,12 +370,21 @@ struct Names<'a> {
     topology: &'a str,
     filesystem: &'a str,
     machine: &'a str,
-    is_suite: bool,
+    kind: Kind,
+}
+
+/// What a [[cells]] table's work names are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Suite,
+    Scenario,
+    Fstests,
 }
 
 impl Names<'_> {
     fn id(&self) -> String {
-        let mut parts = vec![self.work];
+        let fstests = format!("fstests-{}", self.work);
+        let mut parts = vec![if self.kind == Kind::Fstests { fstests.as_str() } else { self.work }];
         parts.extend(self.kernel);
         parts.extend([self.topology, self.filesystem, self.machine]);
         parts.join(".")
@@ -357,8 +396,9 @@ impl Names<'_> {
             && matches(&x.topology, Some(self.topology))
             && matches(&x.filesystem, Some(self.filesystem))
             && matches(&x.machine, Some(self.machine))
-            && matches(&x.suite, self.is_suite.then_some(self.work))
-            && matches(&x.scenario, (!self.is_suite).then_some(self.work))
+            && matches(&x.suite, (self.kind == Kind::Suite).then_some(self.work))
+            && matches(&x.scenario, (self.kind == Kind::Scenario).then_some(self.work))
+            && matches(&x.fstests, (self.kind == Kind::Fstests).then_some(self.work))
     }
 }
 
@@ -374,7 +414,7 @@ fn check_workloads(names: &[Spanned<String>]) -> Result<Vec<String>, String> {
     crate::run::select_workloads(&names).map_err(|e| format!("{e:#}"))
 }
 
-fn build_cell(spec: &MatrixFile, n: &Names, weight: u64) -> Result<Cell, String> {
+fn build_cell(spec: &MatrixFile, n: &Names, kernels: &[Spanned<String>], weight: u64) -> Result<Cell, String> {
     let default_topology = Topology { nvdimms: 2, size: one_gig(), label_size: zero(), persistence: None };
     let topology = spec.topologies.get(n.topology).unwrap_or(&default_topology);
     let default_fs = Filesystem { dax: always_never(), reflink: true, rmapbt: true };
@@ -393,7 +433,25 @@ fn build_cell(spec: &MatrixFile, n: &Names, weight: u64) -> Result<Cell, String>
     if !(256..=65536).contains(&machine.memory) || !(1..=64).contains(&machine.cpus) {
         return Err(format!("machine {}: memory 256 to 65536 MiB and cpus 1 to 64", n.machine));
     }
-    let work = if n.is_suite {
+    let work = if n.kind == Kind::Fstests {
+        let f = &spec.fstests[n.work];
+        let mut variants = Vec::new();
+        for k in kernels {
+            variants.push(variant(k.get_ref()).ok_or_else(|| format!("kernels: {:?} is not a kernel", k.get_ref()))?);
+        }
+        if variants.is_empty() {
+            variants = vec![Variant::Patched, Variant::Baseline];
+        }
+        if topology.nvdimms != 2 {
+            return Err(format!("fstests {}: needs a topology of two NVDIMMs (TEST_DEV, SCRATCH_DEV)", n.work));
+        }
+        for t in &f.exclude {
+            dax_seal_protocol::fstests::check_test(t).map_err(|e| format!("fstests {}: exclude: {e}", n.work))?;
+        }
+        let plans = crate::fstests::plans(&f.groups, &f.tests, &f.sections, &f.exclude)
+            .map_err(|e| format!("fstests {}: {e:#}", n.work))?;
+        Work::Fstests { kernels: variants, plans }
+    } else if n.kind == Kind::Suite {
         let suite = &spec.suites[n.work];
         let kernel = n.kernel.and_then(variant).ok_or("a suite cell needs a kernel")?;
         let workloads = check_workloads(&suite.workloads).map_err(|e| format!("suite {}: {e}", n.work))?;

@@ -22,6 +22,7 @@ fn word(v: Verdict) -> &'static str {
         Verdict::Pass => "pass",
         Verdict::Fail => "fail",
         Verdict::Skip => "skip",
+        Verdict::Known => "known",
     }
 }
 
@@ -262,7 +263,7 @@ pub fn page_since(results: &Results, previous: Option<(&str, &[WorkloadRun])>) -
          <title>dax-seal results</title><style>\
          body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}\
          td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}\
-         .pass{background:#dfd}.fail{background:#fdd}.skip{background:#eee}\
+         .pass{background:#dfd}.fail{background:#fdd}.skip{background:#eee}.known{background:#ffe9c4}\
          pre{background:#f6f6f6;padding:6px;white-space:pre-wrap;max-width:100em}\
          </style></head><body>\n",
     );
@@ -270,26 +271,29 @@ pub fn page_since(results: &Results, previous: Option<(&str, &[WorkloadRun])>) -
     let _ = writeln!(
         out,
         "<h1 id=\"verdict\" class=\"{}\">{}</h1><p>run {}: <span id=\"passed\">{}</span> passed, \
-         <span id=\"failed\">{}</span> failed, <span id=\"skipped\">{}</span> skipped</p>",
+         <span id=\"failed\">{}</span> failed, <span id=\"skipped\">{}</span> skipped, \
+         <span id=\"known\">{}</span> known failures</p>",
         results.verdict,
         results.verdict.to_uppercase(),
         esc(&results.run_id),
         count(Verdict::Pass),
         count(Verdict::Fail),
-        count(Verdict::Skip)
+        count(Verdict::Skip),
+        count(Verdict::Known)
     );
-    out.push_str("<h2>Verdicts</h2><table id=\"verdicts\"><tr><th>kernel or cell</th><th>workload</th><th>pass</th><th>fail</th><th>skip</th><th>verdict</th></tr>\n");
+    out.push_str("<h2>Verdicts</h2><table id=\"verdicts\"><tr><th>kernel or cell</th><th>workload</th><th>pass</th><th>fail</th><th>skip</th><th>known</th><th>verdict</th></tr>\n");
     for r in &results.runs {
         let n = |v: Verdict| r.cases.iter().filter(|c| c.verdict == v).count();
         let _ = writeln!(
             out,
-            "<tr class=\"run {}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"run {}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             word(r.verdict),
             esc(&r.kernel),
             esc(&r.workload),
             n(Verdict::Pass),
             n(Verdict::Fail),
             n(Verdict::Skip),
+            n(Verdict::Known),
             word(r.verdict)
         );
     }

@@ -114,11 +114,14 @@ fn fail(name: &str, detail: String) -> CaseResult {
     CaseResult::new(name, Verdict::Fail, detail)
 }
 
-fn overall(cases: &[CaseResult]) -> Verdict {
+/// A workload's verdict from its cases.
+pub fn overall(cases: &[CaseResult]) -> Verdict {
     if cases.iter().any(|c| c.verdict == Verdict::Fail) {
         Verdict::Fail
     } else if !cases.is_empty() && cases.iter().all(|c| c.verdict == Verdict::Skip) {
         Verdict::Skip
+    } else if cases.iter().any(|c| c.verdict == Verdict::Known) {
+        Verdict::Known
     } else {
         Verdict::Pass
     }
@@ -206,6 +209,7 @@ fn verdict_word(v: Verdict) -> &'static str {
         Verdict::Pass => "pass",
         Verdict::Fail => "FAIL",
         Verdict::Skip => "skip",
+        Verdict::Known => "known",
     }
 }
 
@@ -283,11 +287,15 @@ pub fn summary(results: &Results) -> String {
     let count = |v: Verdict| results.runs.iter().flat_map(|r| &r.cases).filter(|c| c.verdict == v).count();
     let _ = writeln!(
         out,
-        "\n{}: {} passed, {} failed, {} skipped",
+        "\n{}: {} passed, {} failed, {} skipped{}",
         if results.verdict == "pass" { "PASS" } else { "FAIL" },
         count(Verdict::Pass),
         count(Verdict::Fail),
-        count(Verdict::Skip)
+        count(Verdict::Skip),
+        match count(Verdict::Known) {
+            0 => String::new(),
+            n => format!(", {n} known failures (fail on the baseline too)"),
+        }
     );
     out
 }
@@ -347,6 +355,15 @@ pub fn junit(results: &Results) -> String {
                 Verdict::Skip => {
                     let _ = writeln!(out, ">\n      <skipped message=\"{first}\"/>\n    </testcase>");
                 }
+                // JUnit has no expected failure; CI systems show a skip
+                // with the reason, as pytest does for xfail.
+                Verdict::Known => {
+                    let _ = writeln!(
+                        out,
+                        ">\n      <skipped type=\"known-failure\" message=\"known failure: {first}\">{}</skipped>\n    </testcase>",
+                        xml_escape(&c.detail)
+                    );
+                }
             }
         }
         out.push_str("  </testsuite>\n");
@@ -362,6 +379,7 @@ pub fn ktap(results: &Results) -> String {
         Verdict::Pass => KtapOutcome::Pass,
         Verdict::Fail => KtapOutcome::Fail(detail.lines().next().unwrap_or("failed").to_string()),
         Verdict::Skip => KtapOutcome::Skip(detail.lines().next().unwrap_or("").to_string()),
+        Verdict::Known => KtapOutcome::Known(detail.lines().next().unwrap_or("").to_string()),
     };
     let mut text = Vec::new();
     let _ = w.header().and_then(|()| w.plan(results.runs.len()));

@@ -54,6 +54,10 @@ pub struct Vm {
     pub nvdimms: Vec<Image>,
     /// Data disks (virtio-blk, NVMe) the workloads asked for.
     pub disks: Vec<Disk>,
+    /// A root filesystem image attached read-write as a snapshot: the
+    /// guest's writes go to a temporary overlay, never to the image
+    /// (`cargo xtask fstests`).
+    pub root_disk: Option<PathBuf>,
     /// QEMU's nvdimm-persistence value, if any.
     pub persistence: Option<String>,
     /// Unix socket the host listens on for the KTAP results port.
@@ -83,6 +87,7 @@ pub fn argv(vm: &Vm) -> Vec<String> {
         memory_args(vm.memory_mib, vm.cpus, &vm.nvdimms),
         vm.nvdimms.iter().enumerate().flat_map(|(i, img)| nvdimm_args(i, img)).collect(),
         vm.disks.iter().enumerate().flat_map(|(i, d)| crate::vm::disks::qemu_args(i, d)).collect(),
+        vm.root_disk.as_deref().map(root_disk_args).unwrap_or_default(),
         isolation_args(),
         console_args(&vm.console),
         vm.results_socket.as_deref().map(results_args).unwrap_or_default(),
@@ -141,6 +146,17 @@ fn nvdimm_args(i: usize, img: &Image) -> Vec<String> {
         device.push_str(&format!(",label-size={}", img.geometry.label_size));
     }
     vec!["-object".into(), backend, "-device".into(), device]
+}
+
+fn root_disk_args(image: &Path) -> Vec<String> {
+    // snapshot=on: the image is shared by every boot and kernel variant and
+    // stays as built; each boot writes into its own throw-away overlay.
+    vec![
+        "-drive".into(),
+        format!("file={},format=raw,if=none,id=fsroot,snapshot=on", image.display()),
+        "-device".into(),
+        format!("virtio-blk-pci,drive=fsroot,serial={}", dax_seal_protocol::fstests::ROOT_SERIAL),
+    ]
 }
 
 fn isolation_args() -> Vec<String> {
@@ -243,6 +259,7 @@ fn probe_kvm(kernel: &Path) -> Result<(bool, String)> {
         cmdline: "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1".into(),
         nvdimms: Vec::new(),
         disks: Vec::new(),
+        root_disk: None,
         persistence: None,
         results_socket: None,
         console: Console::Piped,
@@ -314,6 +331,7 @@ mod tests {
                 Image { path: "/img/b.img".into(), geometry: Geometry { size: 512 << 20, label_size: 128 << 10 } },
             ],
             disks: Vec::new(),
+            root_disk: None,
             persistence: None,
             results_socket: Some("/run/x.sock".into()),
             console: Console::Piped,

@@ -79,6 +79,8 @@ pub struct BootRequest<'a> {
     pub tag: &'a str,
     /// When to SIGKILL QEMU (crash scenarios).
     pub kill_at: Option<boot::KillAt>,
+    /// A root filesystem image, attached as a snapshot (fstests).
+    pub root_disk: Option<&'a Path>,
 }
 
 impl BootRequest<'_> {
@@ -103,6 +105,7 @@ impl BootRequest<'_> {
             cmdline: qemu::kernel_cmdline(),
             nvdimms: images,
             disks: data,
+            root_disk: self.root_disk.map(Path::to_path_buf),
             persistence: self.vm.nvdimm_persistence.map(|p| p.name().to_string()),
             results_socket: None,
             console,

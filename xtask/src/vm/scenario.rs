@@ -105,6 +105,7 @@ impl<'a> Scenario<'a> {
             params: self.params.clone(),
             dax: self.dax.clone(),
             mkfs: self.mkfs,
+            fstests: Default::default(),
             run: format!("scenario {} boot {}", self.logs.display(), self.boots.get() + 1),
         };
         let n = self.boots.get() + 1;
@@ -122,6 +123,7 @@ impl<'a> Scenario<'a> {
             fresh: self.blank.replace(false),
             tag: &tag,
             kill_at: step.kill_at.clone(),
+            root_disk: None,
         };
         let outcome = request.boot()?;
         Ok((config, outcome))

@@ -1,0 +1,455 @@
+//! `fstests-dax` and `fstests-nondax`: the community's filesystem tests on the
+//! two NVDIMMs, inside the Debian root image `cargo xtask fstests` attaches.
+//!
+//! The section's plan (groups, tests, exclusions) comes from run.json. The
+//! workload mounts the root image, lends it /dev, /proc and /sys, unmounts
+//! the NVDIMMs init mounted (fstests makes its own filesystems on them),
+//! writes fstests' `local.config`, lists the selected tests with `check -n`
+//! and then runs `check` once per test, so that every test is a case as soon
+//! as it ends: pass, fail with fstests' message and the head of its output
+//! diff, or skip with the reason fstests gave. A test past [`TEST_LIMIT`] is
+//! killed and fails. check's own output goes to the console.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use dax_seal_protocol::fstests::{self, Plan, Section, FSTESTS_DIR, ROOT_MOUNT, ROOT_SERIAL};
+use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
+
+use crate::cases::Cases;
+use crate::sys;
+
+/// A test still running after this long is killed and fails.
+const TEST_LIMIT: Duration = Duration::from_secs(1800);
+/// While a test runs, a line on the console this often: a guest that
+/// stops printing is hung, one that prints is merely slow (TCG).
+const HEARTBEAT: Duration = Duration::from_secs(60);
+/// Lines of a failure's output diff and kernel log kept in its case.
+const DETAIL_LINES: usize = 30;
+const EXCLUDE_FILE: &str = "dax-seal.exclude";
+
+pub fn dax() -> ExitCode {
+    run("fstests-dax")
+}
+
+pub fn nondax() -> ExitCode {
+    run("fstests-nondax")
+}
+
+fn run(workload: &str) -> ExitCode {
+    let section = match fstests::section_of_workload(workload) {
+        Some(s) => s,
+        None => return fail_setup(&format!("{workload} is not an fstests section workload")),
+    };
+    let plan = match RunConfig::read() {
+        Err(e) => return fail_setup(&e),
+        Ok(config) => match config.fstests.get(section.name) {
+            Some(plan) => plan.clone(),
+            None => {
+                return fail_setup(&format!(
+                    "run.json has no fstests plan for section {}: start fstests with `cargo xtask fstests --src DIR`",
+                    section.name
+                ))
+            }
+        },
+    };
+    let (root, tests) = match set_up(section, &plan) {
+        Ok(v) => v,
+        Err(e) => return fail_setup(&e),
+    };
+    let mut cases = Cases::new(tests.len() + 1);
+    cases.check("fstests set-up and test list", Ok(((), format!("{} tests selected", tests.len()))));
+    for listed in &tests {
+        match listed {
+            Listed::Excluded(name) => cases.skip(name, &format!("excluded (the exclude list names {name})")),
+            Listed::Run(name) => {
+                let result = run_one(&root, section, name);
+                match result {
+                    TestResult::Pass(note) => {
+                        cases.check(name, Ok(((), note)));
+                    }
+                    TestResult::NotRun(reason) => cases.skip(name, &reason),
+                    TestResult::Fail { reason, detail } => {
+                        if !detail.is_empty() {
+                            cases.note(&detail);
+                        }
+                        cases.check::<()>(name, Err(reason));
+                    }
+                }
+            }
+        }
+    }
+    cases.exit()
+}
+
+fn fail_setup(reason: &str) -> ExitCode {
+    let mut cases = Cases::new(1);
+    cases.check::<()>("fstests set-up and test list", Err(reason.to_string()));
+    cases.exit()
+}
+
+enum Listed {
+    Run(String),
+    Excluded(String),
+}
+
+/// Mounts the root, frees the NVDIMMs, writes the configuration and lists
+/// the tests. Returns the fstests directory inside the root and the tests.
+fn set_up(section: &Section, plan: &Plan) -> Result<(PathBuf, Vec<Listed>), String> {
+    let root = Path::new(ROOT_MOUNT);
+    if sys::mounted(root).is_err() {
+        let dev = root_device()?;
+        std::fs::create_dir_all(root).map_err(|e| format!("mkdir {ROOT_MOUNT}: {e}"))?;
+        busybox(&["mount", "-t", "ext4", &dev, ROOT_MOUNT])?;
+        for dir in ["dev", "proc", "sys"] {
+            busybox(&["mount", "--bind", &format!("/{dir}"), &format!("{ROOT_MOUNT}/{dir}")])?;
+        }
+        // bash's process substitution and fstests' helpers want these;
+        // devtmpfs does not make them.
+        for (name, target) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            let link = Path::new("/dev").join(name);
+            if !link.exists() {
+                std::os::unix::fs::symlink(target, &link)
+                    .map_err(|e| format!("ln -s {target} {}: {e}", link.display()))?;
+            }
+        }
+    }
+    let devices = [0, 1].map(free_nvdimm);
+    let [test_dev, scratch_dev] = match devices {
+        [Ok(t), Ok(s)] => [t, s],
+        [Err(e), _] | [_, Err(e)] => return Err(format!("{e} (fstests needs two NVDIMMs: TEST_DEV and SCRATCH_DEV)")),
+    };
+    let dir = root.join(FSTESTS_DIR.trim_start_matches('/'));
+    if !dir.join("check").exists() {
+        return Err(format!("{} has no fstests checkout at {FSTESTS_DIR}", ROOT_MOUNT));
+    }
+    for sub in ["mnt/test", "mnt/scratch"] {
+        std::fs::create_dir_all(root.join(sub)).map_err(|e| format!("mkdir {sub}: {e}"))?;
+    }
+    write(&dir.join("local.config"), &fstests::local_config(&test_dev, &scratch_dev))?;
+    write(&dir.join(EXCLUDE_FILE), &plan.exclude.iter().map(|t| format!("{t}\n")).collect::<String>())?;
+    // The listing run also makes TEST_DEV anew for the section.
+    let listing = chroot_check(section, &["-n"], plan, true)?;
+    let tests = parse_listing(&listing, plan);
+    if tests.is_empty() {
+        return Err(format!("check -n selected no test; it printed:\n{}", tail(&listing, DETAIL_LINES)));
+    }
+    Ok((dir, tests))
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The virtio-blk disk whose serial is [`ROOT_SERIAL`].
+fn root_device() -> Result<String, String> {
+    let entries = std::fs::read_dir("/sys/block").map_err(|e| format!("/sys/block: {e}"))?;
+    for entry in entries.flatten() {
+        let serial = std::fs::read_to_string(entry.path().join("serial")).unwrap_or_default();
+        if serial.trim() == ROOT_SERIAL {
+            return Ok(format!("/dev/{}", entry.file_name().to_string_lossy()));
+        }
+    }
+    Err(format!("no disk with serial {ROOT_SERIAL}: fstests runs only under `cargo xtask fstests`, which attaches its root image"))
+}
+
+/// Unmounts NVDIMM `i` where init mounted it and returns its block device.
+fn free_nvdimm(i: usize) -> Result<String, String> {
+    let mount = PathBuf::from(format!("{MOUNT_PREFIX}{i}"));
+    let (dev, _) = sys::mounted(&mount).map_err(|e| format!("NVDIMM {i}: {e}"))?;
+    sys::umount(&mount).map_err(|e| format!("umount {}: {e}", mount.display()))?;
+    Ok(dev)
+}
+
+fn busybox(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("/bin/busybox").args(args).output().map_err(|e| format!("busybox {}: {e}", args[0]))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// The command line of `check` for this section and plan, plus `extra`.
+fn check_args(section: &Section, extra: &[&str], plan: &Plan) -> Vec<String> {
+    let mut args = vec!["./check".to_string(), "-s".into(), section.name.into(), "-E".into(), EXCLUDE_FILE.into()];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    if extra.contains(&"-n") {
+        for g in &plan.groups {
+            args.extend(["-g".into(), g.clone()]);
+        }
+        args.extend(plan.tests.iter().cloned());
+    }
+    args
+}
+
+/// Starts `check` inside the root with its output on a pipe.
+fn spawn_check(args: &[String], recreate: bool) -> Result<Child, String> {
+    let script = format!("cd {FSTESTS_DIR} && exec {} 2>&1", args.join(" "));
+    let mut command = Command::new("/bin/busybox");
+    command
+        .args(["chroot", ROOT_MOUNT, "/bin/bash", "-c", &script])
+        .env_clear()
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("HOME", "/root")
+        .env("LANG", "C")
+        .env("RECREATE_TEST_DEV", if recreate { "true" } else { "false" })
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // Its own process group, so a test past its limit is killed whole.
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    command.spawn().map_err(|e| format!("cannot start check: {e}"))
+}
+
+/// Runs `check` to the end and returns what it printed.
+fn chroot_check(section: &Section, extra: &[&str], plan: &Plan, recreate: bool) -> Result<String, String> {
+    let mut child = spawn_check(&check_args(section, extra, plan), recreate)?;
+    let mut text = String::new();
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            eprintln!("fstests: {line}");
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    child.wait().map_err(|e| format!("waiting for check: {e}"))?;
+    Ok(text)
+}
+
+/// The tests `check -n` printed, in order; those it marked `[expunged]`
+/// are the exclude list's. Only names the plan could have selected count.
+fn parse_listing(text: &str, plan: &Plan) -> Vec<Listed> {
+    let mut tests = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let Some(name) = words.next() else { continue };
+        if fstests::check_test(name).is_err() {
+            continue;
+        }
+        if line.contains("[expunged]") || plan.exclude.iter().any(|e| e == name) {
+            tests.push(Listed::Excluded(name.to_string()));
+        } else {
+            tests.push(Listed::Run(name.to_string()));
+        }
+    }
+    tests
+}
+
+enum TestResult {
+    Pass(String),
+    NotRun(String),
+    Fail { reason: String, detail: String },
+}
+
+fn run_one(dir: &Path, section: &Section, name: &str) -> TestResult {
+    let report = dir.join("results").join(section.name).join("result.xml");
+    let _ = std::fs::remove_file(&report);
+    let args = check_args(section, &["-R", "xunit", name], &Plan::default());
+    let mut child = match spawn_check(&args, false) {
+        Ok(c) => c,
+        Err(e) => return TestResult::Fail { reason: e, detail: String::new() },
+    };
+    let started = Instant::now();
+    // check's output is read on a thread, so that the limit and the
+    // heartbeat keep time while a test prints nothing.
+    let (tx, rx) = mpsc::channel();
+    let reader = child.stdout.take().map(|out| {
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                eprintln!("fstests: {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        })
+    });
+    let mut printed = Vec::new();
+    let mut next_beat = HEARTBEAT;
+    let timed_out = loop {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) => printed.push(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break false,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let elapsed = started.elapsed();
+        if elapsed >= TEST_LIMIT {
+            // SAFETY: kill(2) on the process group check leads.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            break true;
+        }
+        if elapsed >= next_beat {
+            eprintln!("fstests: {name} still running after {} s", elapsed.as_secs());
+            next_beat += HEARTBEAT;
+        }
+    };
+    let status = child.wait();
+    if let Some(r) = reader {
+        let _ = r.join();
+    }
+    printed.extend(rx.try_iter());
+    let took = started.elapsed().as_secs();
+    if timed_out {
+        return TestResult::Fail {
+            reason: format!("still running after {} s: killed", TEST_LIMIT.as_secs()),
+            detail: tail(&printed.join("\n"), DETAIL_LINES),
+        };
+    }
+    match std::fs::read_to_string(&report) {
+        Ok(xml) => match verdict_from_xunit(&xml, name) {
+            Ok(result) => with_time(result, took),
+            Err(e) => {
+                TestResult::Fail { reason: format!("{}: {e}", report.display()), detail: tail(&xml, DETAIL_LINES) }
+            }
+        },
+        Err(e) => TestResult::Fail {
+            reason: format!(
+                "check wrote no xunit report ({}: {e}; check {})",
+                report.display(),
+                status.map_or_else(|e| e.to_string(), |s| s.to_string())
+            ),
+            detail: tail(&printed.join("\n"), DETAIL_LINES),
+        },
+    }
+}
+
+fn with_time(result: TestResult, took: u64) -> TestResult {
+    match result {
+        TestResult::Pass(note) if note.is_empty() => TestResult::Pass(format!("{took} s with check")),
+        other => other,
+    }
+}
+
+/// The verdict of `name` in a one-test xunit report of fstests.
+fn verdict_from_xunit(xml: &str, name: &str) -> Result<TestResult, String> {
+    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("not XML: {e}"))?;
+    let case = doc
+        .descendants()
+        .find(|n| n.has_tag_name("testcase") && n.attribute("name") == Some(name))
+        .ok_or_else(|| format!("no testcase named {name}"))?;
+    let child = |tag: &str| case.children().find(|n| n.has_tag_name(tag));
+    let text = |tag: &str| {
+        child(tag).map(|n| n.descendants().filter_map(|d| d.text()).collect::<String>()).unwrap_or_default()
+    };
+    if let Some(skipped) = child("skipped") {
+        let reason = skipped.attribute("message").unwrap_or("fstests gave no reason").trim().to_string();
+        return Ok(TestResult::NotRun(reason));
+    }
+    if let Some(failure) = child("failure") {
+        let reason = failure.attribute("message").unwrap_or("failed, no message").trim().to_string();
+        let mut detail = Vec::new();
+        let diff = text("system-err");
+        if !diff.trim().is_empty() {
+            detail.push(format!("output diff:\n{}", head(diff.trim(), DETAIL_LINES)));
+        }
+        let kernel = text("kernel-log");
+        if !kernel.trim().is_empty() {
+            detail.push(format!("kernel log:\n{}", head(kernel.trim(), DETAIL_LINES)));
+        }
+        return Ok(TestResult::Fail { reason, detail: detail.join("\n") });
+    }
+    let time = case.attribute("time").unwrap_or("?");
+    Ok(TestResult::Pass(format!("{time} s")))
+}
+
+fn head(text: &str, n: usize) -> String {
+    text.lines().take(n).collect::<Vec<_>>().join("\n")
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASS: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<testsuite xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" name="xfstests" failures="0" skipped="0" tests="1" time="7">
+	<properties>
+		<property name="SECTION" value="dax"/>
+	</properties>
+	<testcase classname="xfstests.dax" name="generic/452" time="5">
+	</testcase>
+</testsuite>"#;
+
+    const SKIP: &str = r#"<testsuite name="xfstests"><testcase classname="xfstests.nondax" name="generic/472" time="0">
+		<skipped message="swapfiles are not supported &amp; never will be" />
+	</testcase></testsuite>"#;
+
+    const FAIL: &str = r#"<testsuite name="xfstests"><testcase classname="xfstests.dax" name="xfs/550" time="3">
+		<failure message="- output mismatch (see /opt/xfstests/results/dax/xfs/550.out.bad)" type="TestFail" />
+		<system-out><![CDATA[
+lots of .full output
+]]></system-out>
+		<kernel-log><![CDATA[
+[  12.3] Memory failure: 0x1234: recovery action for dax page: Recovered
+]]></kernel-log>
+		<system-err><![CDATA[
+--- tests/xfs/550.out
++++ /opt/xfstests/results/dax/xfs/550.out.bad
+@@ -1,2 +1,2 @@
+-Inject poison...
++Inject poison... failed
+]]></system-err>
+	</testcase></testsuite>"#;
+
+    #[test]
+    fn xunit_verdicts() {
+        assert!(matches!(verdict_from_xunit(PASS, "generic/452"), Ok(TestResult::Pass(t)) if t == "5 s"));
+        assert!(matches!(verdict_from_xunit(SKIP, "generic/472"),
+            Ok(TestResult::NotRun(r)) if r == "swapfiles are not supported & never will be"));
+        match verdict_from_xunit(FAIL, "xfs/550") {
+            Ok(TestResult::Fail { reason, detail }) => {
+                assert!(reason.starts_with("- output mismatch"));
+                assert!(detail.contains("+Inject poison... failed"), "{detail}");
+                assert!(detail.contains("Memory failure"), "{detail}");
+                assert!(!detail.contains("lots of .full"), "the .full output stays in the guest");
+            }
+            _ => panic!("not a failure"),
+        }
+        assert!(verdict_from_xunit(PASS, "generic/453").is_err(), "another test's report");
+        assert!(verdict_from_xunit("<testsuite", "generic/452").is_err());
+    }
+
+    #[test]
+    fn listing_keeps_test_lines_and_marks_the_excluded() {
+        let text = "SECTION       -- dax\nRECREATING    -- xfs on /dev/pmem0\nFSTYP         -- xfs (non-debug)\n\
+                    generic/413       \ngeneric/470       [expunged]\nxfs/550\nPassed all 0 tests\n";
+        let plan = Plan { exclude: vec!["xfs/550".into()], ..Plan::default() };
+        let got: Vec<(bool, String)> = parse_listing(text, &plan)
+            .into_iter()
+            .map(|l| match l {
+                Listed::Run(n) => (true, n),
+                Listed::Excluded(n) => (false, n),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [(true, "generic/413".to_string()), (false, "generic/470".to_string()), (false, "xfs/550".to_string())]
+        );
+    }
+
+    #[test]
+    fn check_is_asked_for_the_plan_only_when_listing() {
+        let plan = Plan { groups: vec!["dax".into()], tests: vec!["generic/470".into()], exclude: vec![] };
+        let section = &fstests::SECTIONS[0];
+        assert_eq!(
+            check_args(section, &["-n"], &plan).join(" "),
+            "./check -s dax -E dax-seal.exclude -n -g dax generic/470"
+        );
+        assert_eq!(
+            check_args(section, &["-R", "xunit", "xfs/550"], &Plan::default()).join(" "),
+            "./check -s dax -E dax-seal.exclude -R xunit xfs/550"
+        );
+    }
+}

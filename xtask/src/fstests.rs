@@ -1,0 +1,560 @@
+//! `cargo xtask fstests`: the community's filesystem tests in the same VMs,
+//! on the same kernel variants, as kvm-xfstests runs them. The user gives an
+//! fstests checkout; it is built into a cached Debian root image
+//! (`build::rootfs`) that each boot attaches as a snapshot. Each kernel
+//! boots on its own NVDIMM image set (`fstests-<variant>`), runs the
+//! selected sections (`fstests-dax`, `fstests-nondax`; one case per test),
+//! and the kernels are then compared: a test that fails with the series and
+//! passes without it is a regression and fails the run; one that fails on
+//! the baseline too is a known failure, shown and counted as such, never as
+//! a pass; a test that did not run says why.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use dax_seal_protocol::fstests::{self, Plan};
+use dax_seal_protocol::ktap::Verdict;
+use dax_seal_protocol::{DaxMode, RunConfig};
+use serde::Serialize;
+
+use crate::build::kernel::Variant;
+use crate::build::{deps, rootfs};
+use crate::cli::{AccelChoice, KernelChoice, SourceArgs, VmArgs};
+use crate::paths;
+use crate::report::results::{self, BootRecord, Results, WorkloadRun};
+use crate::vm::request::{self, BootRequest, Prepared};
+
+#[derive(Debug, Clone, Args)]
+pub struct FstestsArgs {
+    /// An fstests checkout (xfstests-dev); it is copied into the root image, never into this repository.
+    #[arg(long, value_name = "DIR", env = "DAX_SEAL_FSTESTS")]
+    pub src: PathBuf,
+    /// fstests group to run (repeatable; default: dax in the dax section, swap in the nondax one; e.g. clone).
+    #[arg(long = "group", value_name = "G")]
+    pub groups: Vec<String>,
+    /// A single test to run, e.g. generic/470 (repeatable; with no --group, only these).
+    #[arg(long = "test", value_name = "T")]
+    pub tests: Vec<String>,
+    /// Section to run (repeatable): dax (mounted dax=always) or nondax (dax=never); default: each with tests.
+    #[arg(long = "section", value_name = "S")]
+    pub sections: Vec<String>,
+    /// Tests never to run: one DIR/NUMBER a line, `#` comments (fstests' -E format).
+    #[arg(long, value_name = "FILE")]
+    pub exclude: Option<PathBuf>,
+    /// Kernel variants to boot; both compares patched against baseline.
+    #[arg(long, value_enum, default_value = "both")]
+    pub kernel: KernelChoice,
+    /// Kernel variants booted at once (default: the host's cores).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
+    /// Make the root image again even when it is cached.
+    #[arg(long)]
+    pub rebuild_root: bool,
+    /// Accelerator: auto probes KVM with a deadline and falls back to TCG.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelChoice,
+    /// Wall-clock limit for one boot (all its tests), in seconds.
+    #[arg(long, default_value_t = 4 * 3600, value_name = "SECS", value_parser = clap::value_parser!(u64).range(60..))]
+    pub timeout: u64,
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+/// What each section runs, from the flags: refuses unknown sections,
+/// malformed names, and a selection that leaves a section with nothing.
+pub fn plans(
+    groups: &[String],
+    tests: &[String],
+    sections: &[String],
+    exclude: &[String],
+) -> Result<BTreeMap<String, Plan>> {
+    for g in groups {
+        fstests::check_group(g).map_err(anyhow::Error::msg).context("--group")?;
+    }
+    for t in tests {
+        fstests::check_test(t).map_err(anyhow::Error::msg).context("--test")?;
+    }
+    let known: Vec<&str> = fstests::SECTIONS.iter().map(|s| s.name).collect();
+    for s in sections {
+        if fstests::section(s).is_none() {
+            bail!("--section {s:?}: no such section; give one of {}", known.join(", "));
+        }
+    }
+    let mut plans = BTreeMap::new();
+    for section in fstests::SECTIONS {
+        let named = sections.iter().any(|s| s == section.name);
+        if !sections.is_empty() && !named {
+            continue;
+        }
+        let chosen: Vec<String> = if groups.is_empty() && tests.is_empty() {
+            section.default_groups.iter().map(|g| g.to_string()).collect()
+        } else {
+            groups.iter().filter(|g| !section.refused_groups.contains(&g.as_str())).cloned().collect()
+        };
+        if chosen.is_empty() && tests.is_empty() {
+            if named {
+                bail!(
+                    "section {} has nothing to run: {} never runs there ({}); choose another --group or --section",
+                    section.name,
+                    groups.join(", "),
+                    refusal(section.name)
+                );
+            }
+            continue;
+        }
+        let plan = Plan { groups: chosen, tests: tests.to_vec(), exclude: exclude.to_vec() };
+        plans.insert(section.name.to_string(), plan);
+    }
+    if plans.is_empty() {
+        bail!("nothing to run: the groups {} run in no selected section", groups.join(", "));
+    }
+    Ok(plans)
+}
+
+fn refusal(section: &str) -> &'static str {
+    match section {
+        "dax" => "the kernel refuses swapon on DAX files",
+        _ => "the dax group needs DAX mounts",
+    }
+}
+
+/// An exclude file: one test a line, `#` starts a comment.
+pub fn read_exclude(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("--exclude {}", path.display()))?;
+    parse_exclude(&text).map_err(|(line, e)| anyhow::anyhow!("{}:{line}: {e}", path.display()))
+}
+
+pub fn parse_exclude(text: &str) -> Result<Vec<String>, (usize, String)> {
+    let mut tests = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let entry = line.split('#').next().unwrap_or("").trim();
+        if entry.is_empty() {
+            continue;
+        }
+        fstests::check_test(entry).map_err(|e| (i + 1, e))?;
+        tests.push(entry.to_string());
+    }
+    Ok(tests)
+}
+
+/// The configuration of one fstests boot: set-up, then each section.
+pub fn run_config(variant: Variant, plans: &BTreeMap<String, Plan>, run: &str) -> RunConfig {
+    let workloads = fstests::SECTIONS.iter().filter(|s| plans.contains_key(s.name)).map(|s| s.workload.to_string());
+    RunConfig {
+        kernel: variant.name().to_string(),
+        workloads: workloads.collect(),
+        // init mounts both NVDIMMs before the sections take them over.
+        dax: vec![DaxMode::Always, DaxMode::Never],
+        fstests: plans.clone(),
+        run: run.to_string(),
+        ..RunConfig::default()
+    }
+}
+
+/// The VM of an fstests boot: two NVDIMMs (TEST_DEV, SCRATCH_DEV) of the
+/// default size, and the given deadline.
+pub fn vm_args(accel: AccelChoice, timeout: u64) -> VmArgs {
+    let mut vm = VmArgs::defaults();
+    vm.accel = accel;
+    vm.nvdimms = 2;
+    vm.timeout = timeout;
+    vm
+}
+
+/// How one test did on a kernel compared with the baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Class {
+    Pass,
+    /// Fails on this kernel, passes on the baseline.
+    Regression,
+    /// Fails on both.
+    Known,
+    /// Fails on the baseline only.
+    Fixed,
+    /// Did not run on this kernel (or on either).
+    NotRun,
+    /// Fails here; the baseline has no verdict to compare with.
+    Fail,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Compared {
+    pub kernel: String,
+    pub section: String,
+    pub test: String,
+    pub class: Class,
+    pub here: Verdict,
+    pub baseline: Option<Verdict>,
+}
+
+fn is_section(r: &WorkloadRun) -> bool {
+    fstests::section_of_workload(&r.workload).is_some()
+}
+
+fn is_test(name: &str) -> bool {
+    fstests::check_test(name).is_ok()
+}
+
+/// Compares every kernel's fstests cases with the baseline's and marks
+/// the failures the baseline shares (and the baseline's own failures) as
+/// known; regressions stay failures. Without a baseline nothing changes.
+pub fn compare(runs: &mut [WorkloadRun]) -> Vec<Compared> {
+    let baseline: BTreeMap<(String, String), Verdict> = runs
+        .iter()
+        .filter(|r| r.kernel == Variant::Baseline.name() && is_section(r))
+        .flat_map(|r| {
+            r.cases.iter().filter(|c| is_test(&c.name)).map(|c| ((r.workload.clone(), c.name.clone()), c.verdict))
+        })
+        .collect();
+    // Only a baseline beside another kernel is a reference.
+    let compared_with = runs.iter().any(|r| r.kernel != Variant::Baseline.name() && is_section(r));
+    let passed_elsewhere: BTreeMap<(String, String), bool> = runs
+        .iter()
+        .filter(|r| r.kernel != Variant::Baseline.name() && is_section(r))
+        .flat_map(|r| r.cases.iter().map(|c| ((r.workload.clone(), c.name.clone()), c.verdict == Verdict::Pass)))
+        .fold(BTreeMap::new(), |mut m, (k, pass)| {
+            *m.entry(k).or_insert(false) |= pass;
+            m
+        });
+    let mut out = Vec::new();
+    for run in runs.iter_mut().filter(|r| is_section(r)) {
+        let section = fstests::section_of_workload(&run.workload).map_or("", |s| s.name).to_string();
+        let is_baseline = run.kernel == Variant::Baseline.name();
+        for case in run.cases.iter_mut().filter(|c| is_test(&c.name)) {
+            let key = (run.workload.clone(), case.name.clone());
+            let base = if is_baseline { None } else { baseline.get(&key).copied() };
+            let class = match (case.verdict, is_baseline, base) {
+                (Verdict::Pass, ..) => Class::Pass,
+                (Verdict::Skip, ..) => Class::NotRun,
+                (Verdict::Known, ..) => Class::Known,
+                (Verdict::Fail, true, _) if !compared_with => Class::Fail,
+                (Verdict::Fail, true, _) => {
+                    if passed_elsewhere.get(&key).copied().unwrap_or(false) {
+                        Class::Fixed
+                    } else {
+                        Class::Known
+                    }
+                }
+                (Verdict::Fail, false, Some(Verdict::Pass)) => Class::Regression,
+                (Verdict::Fail, false, Some(Verdict::Fail | Verdict::Known)) => Class::Known,
+                (Verdict::Fail, false, _) => Class::Fail,
+            };
+            match class {
+                Class::Known if case.verdict == Verdict::Fail => {
+                    case.verdict = Verdict::Known;
+                    case.detail = format!("known failure: fails on the baseline too\n{}", case.detail);
+                }
+                Class::Fixed => {
+                    case.verdict = Verdict::Known;
+                    case.detail = format!("fails on the baseline only (passes with the series)\n{}", case.detail);
+                }
+                Class::Regression => {
+                    case.detail = format!("REGRESSION: passes on the baseline\n{}", case.detail);
+                }
+                _ => {}
+            }
+            out.push(Compared {
+                kernel: run.kernel.clone(),
+                section: section.clone(),
+                test: case.name.clone(),
+                class,
+                here: case.verdict,
+                baseline: base,
+            });
+        }
+        run.verdict = results::overall(&run.cases);
+    }
+    out
+}
+
+/// The comparison as the summary's closing table: per kernel and section,
+/// the counts, then every regression, known failure and test not run.
+pub fn comparison_text(compared: &[Compared]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("\nfstests by kernel and section:\n");
+    let mut groups: BTreeMap<(&str, &str), Vec<&Compared>> = BTreeMap::new();
+    for c in compared {
+        groups.entry((&c.kernel, &c.section)).or_default().push(c);
+    }
+    for ((kernel, section), cs) in &groups {
+        let n = |class: Class| cs.iter().filter(|c| c.class == class).count();
+        let _ = writeln!(
+            out,
+            "  {kernel:<9} {section:<7} {} tests: {} passed, {} regressions, {} failed (no baseline), {} known failures, \
+             {} fail on the baseline only, {} not run",
+            cs.len(),
+            n(Class::Pass),
+            n(Class::Regression),
+            n(Class::Fail),
+            n(Class::Known),
+            n(Class::Fixed),
+            n(Class::NotRun)
+        );
+    }
+    for (class, title) in [
+        (Class::Regression, "REGRESSIONS (fail with the series, pass on the baseline)"),
+        (Class::Known, "known failures (fail on the baseline too)"),
+        (Class::Fixed, "fail on the baseline only"),
+    ] {
+        let listed: Vec<String> = compared
+            .iter()
+            .filter(|c| c.class == class)
+            .map(|c| format!("{}/{} {}", c.kernel, c.section, c.test))
+            .collect();
+        if !listed.is_empty() {
+            let _ = writeln!(out, "{title}: {}", listed.join(", "));
+        }
+    }
+    out
+}
+
+/// Boots every variant once with the plans, on its own image set, and
+/// returns the judged runs (compared) and the boots.
+pub struct Booted {
+    pub runs: Vec<WorkloadRun>,
+    pub boots: Vec<BootRecord>,
+    pub compared: Vec<Compared>,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn boot_all(
+    prepared: &Prepared,
+    variants: &[Variant],
+    plans: &BTreeMap<String, Plan>,
+    root: &Path,
+    vm: &VmArgs,
+    images_dir: &Path,
+    out_dir: &Path,
+    jobs: usize,
+    run: &str,
+) -> Result<Booted> {
+    let booted = crate::jobs::in_parallel(jobs, variants.to_vec(), |variant| -> Result<_> {
+        let config = run_config(variant, plans, run);
+        let set = format!("fstests-{variant}");
+        let request = BootRequest {
+            prepared,
+            variant,
+            config: config.clone(),
+            includes: &[],
+            vm,
+            images_dir,
+            image_set: Some(&set),
+            out_dir,
+            fresh: false,
+            tag: "",
+            kill_at: None,
+            root_disk: Some(root),
+        };
+        eprintln!("[fstests] booting {variant}: sections {}", config.workloads.join(", "));
+        let outcome = request.boot()?;
+        eprintln!("[fstests] {variant}: {} after {:.1} s", outcome.end.describe(), outcome.elapsed.as_secs_f64());
+        Ok((
+            results::judge(variant.name(), &config.expected_tests(), &outcome),
+            BootRecord::of(variant.name(), prepared, &outcome),
+        ))
+    });
+    let mut runs = Vec::new();
+    let mut boots = Vec::new();
+    for b in booted {
+        let (r, boot) = b?;
+        runs.extend(r);
+        boots.push(boot);
+    }
+    let compared = compare(&mut runs);
+    Ok(Booted { runs, boots, compared })
+}
+
+pub fn cmd(args: &FstestsArgs) -> Result<ExitCode> {
+    let exclude = match &args.exclude {
+        Some(p) => read_exclude(p)?,
+        None => Vec::new(),
+    };
+    let plans = plans(&args.groups, &args.tests, &args.sections, &exclude)?;
+    rootfs::validate_source(&args.src)?;
+    deps::ensure(deps::Need::for_fstests(args.source.kernel_src.is_some()))?;
+    let root = rootfs::ensure(&args.src, args.rebuild_root)?;
+    let variants = args.kernel.variants();
+    let vm = vm_args(args.accel, args.timeout);
+    let prepared = request::prepare(&variants, &args.source, &vm)?;
+    eprintln!("[fstests] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
+    for (section, plan) in &plans {
+        eprintln!(
+            "[fstests] section {section}: groups {} tests {} excluded {}",
+            list(&plan.groups),
+            list(&plan.tests),
+            list(&plan.exclude)
+        );
+    }
+    let (run_id, out_dir) = paths::new_output_dir("fstests")?;
+    let jobs = args.jobs.map_or_else(crate::jobs::default_jobs, |j| j as usize);
+    let booted = boot_all(
+        &prepared,
+        &variants,
+        &plans,
+        &root.image,
+        &vm,
+        &paths::images_dir(),
+        &out_dir,
+        jobs,
+        &format!("fstests {run_id}"),
+    )?;
+    let verdict = results::verdict_of(&booted.runs, &booted.boots);
+    let results = Results {
+        verdict,
+        run_id,
+        runs: booted.runs,
+        boots: booted.boots,
+        xtask_peak_rss_kib: results::peak_rss_kib(),
+    };
+    let written = results::write_all(&out_dir, &results).and_then(|_| {
+        paths::write_atomic(&out_dir.join("fstests.json"), &serde_json::to_vec_pretty(&booted.compared)?)
+    });
+    let mut summary = results::summary(&results);
+    summary.push_str(&comparison_text(&booted.compared));
+    println!("{summary}");
+    written.context("the verdicts above could not be saved")?;
+    paths::write_atomic(&out_dir.join("summary.txt"), summary.as_bytes())?;
+    println!("outputs: {}", out_dir.display());
+    Ok(if results.verdict == "pass" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".into()
+    } else {
+        items.join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::results::CaseResult;
+
+    fn s(items: &[&str]) -> Vec<String> {
+        items.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn default_plans_put_each_group_in_its_section() {
+        let p = plans(&[], &[], &[], &[]).unwrap();
+        assert_eq!(p["dax"].groups, ["dax"]);
+        assert_eq!(p["nondax"].groups, ["swap"]);
+        let p = plans(&s(&["dax", "swap", "clone"]), &[], &[], &s(&["generic/470"])).unwrap();
+        assert_eq!(p["dax"].groups, ["dax", "clone"]);
+        assert_eq!(p["nondax"].groups, ["swap", "clone"]);
+        assert_eq!(p["dax"].exclude, ["generic/470"]);
+        let p = plans(&[], &s(&["generic/452"]), &s(&["dax"]), &[]).unwrap();
+        assert_eq!(p.keys().collect::<Vec<_>>(), ["dax"]);
+        assert!(p["dax"].groups.is_empty() && p["dax"].tests == ["generic/452"]);
+    }
+
+    #[test]
+    fn bad_selections_are_refused_with_what_to_do() {
+        let e = plans(&s(&["swap"]), &[], &s(&["dax"]), &[]).unwrap_err().to_string();
+        assert!(e.contains("refuses swapon on DAX") && e.contains("--section"), "{e}");
+        let e = plans(&[], &[], &s(&["pmem"]), &[]).unwrap_err().to_string();
+        assert!(e.contains("dax, nondax"), "{e}");
+        let e = format!("{:#}", plans(&s(&["Dax"]), &[], &[], &[]).unwrap_err());
+        assert!(e.contains("--group") && e.contains("not an fstests group"), "{e}");
+        let e = format!("{:#}", plans(&[], &s(&["470"]), &[], &[]).unwrap_err());
+        assert!(e.contains("DIR/NUMBER"), "{e}");
+    }
+
+    #[test]
+    fn exclude_files_name_the_bad_line() {
+        assert_eq!(
+            parse_exclude("# slow\ngeneric/470  # needs log-writes\n\nxfs/550\n").unwrap(),
+            ["generic/470", "xfs/550"]
+        );
+        let (line, e) = parse_exclude("generic/470\ngeneric 471\n").unwrap_err();
+        assert_eq!(line, 2);
+        assert!(e.contains("DIR/NUMBER"));
+    }
+
+    fn run(kernel: &str, workload: &str, cases: &[(&str, Verdict)]) -> WorkloadRun {
+        let cases: Vec<CaseResult> = cases.iter().map(|(n, v)| CaseResult::new(n, *v, format!("{n} said"))).collect();
+        WorkloadRun { kernel: kernel.into(), workload: workload.into(), verdict: results::overall(&cases), cases }
+    }
+
+    #[test]
+    fn the_kernels_disagree_only_where_a_regression_is() {
+        use Verdict::*;
+        let mut runs = vec![
+            run(
+                "patched",
+                "fstests-dax",
+                &[
+                    ("fstests set-up and test list", Pass),
+                    ("generic/1", Pass),
+                    ("generic/2", Fail),
+                    ("generic/3", Fail),
+                    ("generic/4", Pass),
+                    ("generic/5", Skip),
+                    ("generic/6", Fail),
+                ],
+            ),
+            run(
+                "baseline",
+                "fstests-dax",
+                &[
+                    ("fstests set-up and test list", Pass),
+                    ("generic/1", Pass),
+                    ("generic/2", Pass),
+                    ("generic/3", Fail),
+                    ("generic/4", Fail),
+                    ("generic/5", Skip),
+                ],
+            ),
+        ];
+        let compared = compare(&mut runs);
+        let class = |k: &str, t: &str| compared.iter().find(|c| c.kernel == k && c.test == t).unwrap().class;
+        assert_eq!(class("patched", "generic/1"), Class::Pass);
+        assert_eq!(class("patched", "generic/2"), Class::Regression);
+        assert_eq!(class("patched", "generic/3"), Class::Known);
+        assert_eq!(class("baseline", "generic/3"), Class::Known);
+        assert_eq!(class("baseline", "generic/4"), Class::Fixed);
+        assert_eq!(class("patched", "generic/5"), Class::NotRun);
+        assert_eq!(class("patched", "generic/6"), Class::Fail, "the baseline never reported it");
+        let verdict = |k: usize, t: &str| runs[k].cases.iter().find(|c| c.name == t).unwrap().verdict;
+        assert_eq!(verdict(0, "generic/2"), Fail);
+        assert_eq!(verdict(0, "generic/3"), Known);
+        assert_eq!(verdict(1, "generic/3"), Known);
+        assert_eq!(verdict(1, "generic/4"), Known);
+        assert_eq!((runs[0].verdict, runs[1].verdict), (Fail, Known));
+        assert!(runs[0].cases[2].detail.starts_with("REGRESSION"));
+        assert_eq!(results::verdict_of(&runs[1..], &[]), "pass", "known failures alone do not fail a run");
+        let text = comparison_text(&compared);
+        assert!(
+            text.contains("REGRESSIONS (fail with the series, pass on the baseline): patched/dax generic/2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("known failures (fail on the baseline too): patched/dax generic/3, baseline/dax generic/3")
+        );
+    }
+
+    #[test]
+    fn without_a_baseline_failures_stay_failures() {
+        let mut runs = vec![run("patched", "fstests-nondax", &[("generic/472", Verdict::Fail)])];
+        let compared = compare(&mut runs);
+        assert_eq!(compared[0].class, Class::Fail);
+        assert_eq!(runs[0].cases[0].verdict, Verdict::Fail);
+        let mut runs = vec![run("baseline", "fstests-nondax", &[("generic/472", Verdict::Fail)])];
+        assert_eq!(compare(&mut runs)[0].class, Class::Fail);
+        assert_eq!(runs[0].verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn the_boot_asks_for_each_planned_section_on_two_nvdimms() {
+        let p = plans(&[], &[], &s(&["nondax"]), &[]).unwrap();
+        let c = run_config(Variant::Patched, &p, "fstests x");
+        assert_eq!(c.workloads, ["fstests-nondax"]);
+        assert_eq!(c.expected_tests(), ["setup", "fstests-nondax"]);
+        assert_eq!(vm_args(AccelChoice::Tcg, 600).nvdimms, 2);
+    }
+}
