@@ -5,11 +5,16 @@
 //! workload mounts the root image, lends it /dev, /proc and /sys, unmounts
 //! the NVDIMMs init mounted (fstests makes its own filesystems on them),
 //! writes fstests' `local.config`, lists the selected tests with `check -n`
-//! and then runs `check` once per test, so that every test is a case as soon
-//! as it ends: pass, fail with fstests' message and the head of its output
-//! diff, or skip with the reason fstests gave. A test past [`TEST_LIMIT`] is
-//! killed and fails. check's own output goes to the console.
+//! and runs them with one `check -R xunit`. check appends each finished
+//! test to its xunit fragment (`$TMPDIR/<pid>.report.xunit.<section>.xml`)
+//! before the next starts; the workload reads the fragment as it grows, so
+//! every test is a case as soon as it ends: pass, fail with fstests'
+//! message and the head of its output diff and kernel log, or skip with
+//! the reason fstests gave. A test still running after [`TEST_LIMIT`] is
+//! killed and fails, and check starts again with the tests after it.
+//! check's own output goes to the console.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -30,6 +35,8 @@ const HEARTBEAT: Duration = Duration::from_secs(60);
 /// Lines of a failure's output diff and kernel log kept in its case.
 const DETAIL_LINES: usize = 30;
 const EXCLUDE_FILE: &str = "dax-seal.exclude";
+/// The NVDIMMs' block devices, kept by the first section for the next.
+const DEVICES_FILE: &str = "/etc/dax-seal/fstests-devices";
 
 pub fn dax() -> ExitCode {
     run("fstests-dax")
@@ -56,32 +63,20 @@ fn run(workload: &str) -> ExitCode {
             }
         },
     };
-    let (root, tests) = match set_up(section, &plan) {
+    let listed = match set_up(section, &plan) {
         Ok(v) => v,
         Err(e) => return fail_setup(&e),
     };
-    let mut cases = Cases::new(tests.len() + 1);
-    cases.check("fstests set-up and test list", Ok(((), format!("{} tests selected", tests.len()))));
-    for listed in &tests {
-        match listed {
-            Listed::Excluded(name) => cases.skip(name, &format!("excluded (the exclude list names {name})")),
-            Listed::Run(name) => {
-                let result = run_one(&root, section, name);
-                match result {
-                    TestResult::Pass(note) => {
-                        cases.check(name, Ok(((), note)));
-                    }
-                    TestResult::NotRun(reason) => cases.skip(name, &reason),
-                    TestResult::Fail { reason, detail } => {
-                        if !detail.is_empty() {
-                            cases.note(&detail);
-                        }
-                        cases.check::<()>(name, Err(reason));
-                    }
-                }
-            }
+    let mut cases = Cases::new(listed.len() + 1);
+    cases.check("fstests set-up and test list", Ok(((), format!("{} tests selected", listed.len()))));
+    let mut to_run = Vec::new();
+    for l in listed {
+        match l {
+            Listed::Excluded(name) => cases.skip(&name, &format!("excluded (the exclude list names {name})")),
+            Listed::Run(name) => to_run.push(name),
         }
     }
+    run_tests(section, &to_run, &mut cases);
     cases.exit()
 }
 
@@ -97,8 +92,8 @@ enum Listed {
 }
 
 /// Mounts the root, frees the NVDIMMs, writes the configuration and lists
-/// the tests. Returns the fstests directory inside the root and the tests.
-fn set_up(section: &Section, plan: &Plan) -> Result<(PathBuf, Vec<Listed>), String> {
+/// the tests.
+fn set_up(section: &Section, plan: &Plan) -> Result<Vec<Listed>, String> {
     let root = Path::new(ROOT_MOUNT);
     if sys::mounted(root).is_err() {
         let dev = root_device()?;
@@ -122,11 +117,7 @@ fn set_up(section: &Section, plan: &Plan) -> Result<(PathBuf, Vec<Listed>), Stri
             }
         }
     }
-    let devices = [0, 1].map(free_nvdimm);
-    let [test_dev, scratch_dev] = match devices {
-        [Ok(t), Ok(s)] => [t, s],
-        [Err(e), _] | [_, Err(e)] => return Err(format!("{e} (fstests needs two NVDIMMs: TEST_DEV and SCRATCH_DEV)")),
-    };
+    let (test_dev, scratch_dev) = nvdimm_devices()?;
     let dir = root.join(FSTESTS_DIR.trim_start_matches('/'));
     if !dir.join("check").exists() {
         return Err(format!("{} has no fstests checkout at {FSTESTS_DIR}", ROOT_MOUNT));
@@ -136,13 +127,12 @@ fn set_up(section: &Section, plan: &Plan) -> Result<(PathBuf, Vec<Listed>), Stri
     }
     write(&dir.join("local.config"), &fstests::local_config(&test_dev, &scratch_dev))?;
     write(&dir.join(EXCLUDE_FILE), &plan.exclude.iter().map(|t| format!("{t}\n")).collect::<String>())?;
-    // The listing run also makes TEST_DEV anew for the section.
-    let listing = chroot_check(section, &["-n"], plan, true)?;
+    let listing = list_tests(section, plan)?;
     let tests = parse_listing(&listing, plan);
     if tests.is_empty() {
         return Err(format!("check -n selected no test; it printed:\n{}", tail(&listing, DETAIL_LINES)));
     }
-    Ok((dir, tests))
+    Ok(tests)
 }
 
 fn write(path: &Path, text: &str) -> Result<(), String> {
@@ -159,6 +149,24 @@ fn root_device() -> Result<String, String> {
         }
     }
     Err(format!("no disk with serial {ROOT_SERIAL}: fstests runs only under `cargo xtask fstests`, which attaches its root image"))
+}
+
+/// The block devices of NVDIMMs 0 and 1 (TEST_DEV, SCRATCH_DEV), unmounted:
+/// the first section frees them where init mounted them and keeps their
+/// names for the next.
+fn nvdimm_devices() -> Result<(String, String), String> {
+    if let Ok(text) = std::fs::read_to_string(DEVICES_FILE) {
+        if let Some((t, s)) = text.trim().split_once(' ') {
+            return Ok((t.to_string(), s.to_string()));
+        }
+    }
+    let devices = [0, 1].map(free_nvdimm);
+    let (t, s) = match devices {
+        [Ok(t), Ok(s)] => (t, s),
+        [Err(e), _] | [_, Err(e)] => return Err(format!("{e} (fstests needs two NVDIMMs: TEST_DEV and SCRATCH_DEV)")),
+    };
+    write(Path::new(DEVICES_FILE), &format!("{t} {s}\n"))?;
+    Ok((t, s))
 }
 
 /// Unmounts NVDIMM `i` where init mounted it and returns its block device.
@@ -178,15 +186,22 @@ fn busybox(args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// The command line of `check` for this section and plan, plus `extra`.
-fn check_args(section: &Section, extra: &[&str], plan: &Plan) -> Vec<String> {
+/// The command line of `check` in this section: the listing of the plan
+/// (`-n`), or the run of the listed tests with the xunit report.
+fn check_args(section: &Section, listing: Option<&Plan>, tests: &[String]) -> Vec<String> {
     let mut args = vec!["./check".to_string(), "-s".into(), section.name.into(), "-E".into(), EXCLUDE_FILE.into()];
-    args.extend(extra.iter().map(|a| a.to_string()));
-    if extra.contains(&"-n") {
-        for g in &plan.groups {
-            args.extend(["-g".into(), g.clone()]);
+    match listing {
+        Some(plan) => {
+            args.push("-n".into());
+            for g in &plan.groups {
+                args.extend(["-g".into(), g.clone()]);
+            }
+            args.extend(plan.tests.iter().cloned());
         }
-        args.extend(plan.tests.iter().cloned());
+        None => {
+            args.extend(["-R".into(), "xunit".into()]);
+            args.extend(tests.iter().cloned());
+        }
     }
     args
 }
@@ -201,6 +216,7 @@ fn spawn_check(args: &[String], recreate: bool) -> Result<Child, String> {
         .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
         .env("HOME", "/root")
         .env("LANG", "C")
+        .env("TMPDIR", "/tmp")
         .env("RECREATE_TEST_DEV", if recreate { "true" } else { "false" })
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -210,9 +226,10 @@ fn spawn_check(args: &[String], recreate: bool) -> Result<Child, String> {
     command.spawn().map_err(|e| format!("cannot start check: {e}"))
 }
 
-/// Runs `check` to the end and returns what it printed.
-fn chroot_check(section: &Section, extra: &[&str], plan: &Plan, recreate: bool) -> Result<String, String> {
-    let mut child = spawn_check(&check_args(section, extra, plan), recreate)?;
+/// Lists the plan's tests with `check -n` and returns what it printed.
+fn list_tests(section: &Section, plan: &Plan) -> Result<String, String> {
+    // The listing also makes TEST_DEV anew for the section.
+    let mut child = spawn_check(&check_args(section, Some(plan), &[]), true)?;
     let mut text = String::new();
     if let Some(out) = child.stdout.take() {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -244,104 +261,144 @@ fn parse_listing(text: &str, plan: &Plan) -> Vec<Listed> {
     tests
 }
 
+/// Runs `tests` with check, reporting each as its xunit entry appears; a
+/// test past [`TEST_LIMIT`] fails and check starts again after it.
+fn run_tests(section: &Section, tests: &[String], cases: &mut Cases) {
+    let mut remaining: VecDeque<String> = tests.iter().cloned().collect();
+    while !remaining.is_empty() {
+        let list: Vec<String> = remaining.iter().cloned().collect();
+        let mut child = match spawn_check(&check_args(section, None, &list), false) {
+            Ok(c) => c,
+            Err(e) => {
+                for name in remaining.drain(..) {
+                    cases.check::<()>(&name, Err(e.clone()));
+                }
+                return;
+            }
+        };
+        // check's $tmp is "$TMPDIR/$$", and check runs as the chroot's pid.
+        let fragment = Path::new(ROOT_MOUNT).join(format!("tmp/{}.report.xunit.{}.xml", child.id(), section.name));
+        let (tx, rx) = mpsc::channel();
+        let reader = child.stdout.take().map(|out| {
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    eprintln!("fstests: {line}");
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            })
+        });
+        let mut printed: VecDeque<String> = VecDeque::new();
+        let mut seen = 0;
+        let mut last = Instant::now();
+        let mut next_beat = HEARTBEAT;
+        let mut killed = false;
+        loop {
+            let ended = match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(line) => {
+                    printed.push_back(line);
+                    if printed.len() > DETAIL_LINES {
+                        printed.pop_front();
+                    }
+                    false
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => true,
+                Err(mpsc::RecvTimeoutError::Timeout) => false,
+            };
+            let text = std::fs::read_to_string(&fragment).unwrap_or_default();
+            let done = finished_cases(&text);
+            for (name, result) in done.iter().skip(seen) {
+                report(cases, name, result, last.elapsed());
+                remaining.retain(|t| t != name);
+                last = Instant::now();
+                next_beat = HEARTBEAT;
+            }
+            seen = seen.max(done.len());
+            if ended {
+                break;
+            }
+            let running = last.elapsed();
+            if running >= TEST_LIMIT {
+                // SAFETY: kill(2) on the process group check leads.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                killed = true;
+                break;
+            }
+            if running >= next_beat {
+                let current = remaining.front().map_or("check", String::as_str);
+                eprintln!("fstests: {current} still running after {} s", running.as_secs());
+                next_beat += HEARTBEAT;
+            }
+        }
+        let status = child.wait();
+        if let Some(r) = reader {
+            let _ = r.join();
+        }
+        let tail: Vec<String> = printed.into_iter().collect();
+        if killed {
+            if let Some(name) = remaining.pop_front() {
+                let reason =
+                    format!("still running after {} s: killed, check starts again after it", TEST_LIMIT.as_secs());
+                cases.note(&tail.join("\n"));
+                cases.check::<()>(&name, Err(reason));
+            }
+            continue;
+        }
+        let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+        if !remaining.is_empty() {
+            cases.note(&tail.join("\n"));
+        }
+        for name in remaining.drain(..) {
+            cases
+                .check::<()>(&name, Err(format!("check ended ({how}) without reporting it; its last lines are above")));
+        }
+    }
+}
+
+fn report(cases: &mut Cases, name: &str, result: &TestResult, waited: Duration) {
+    match result {
+        TestResult::Pass(time) => {
+            cases.check(name, Ok(((), format!("{time} s by check, {} s with its checks", waited.as_secs()))));
+        }
+        TestResult::NotRun(reason) => cases.skip(name, reason),
+        TestResult::Fail { reason, detail } => {
+            if !detail.is_empty() {
+                cases.note(detail);
+            }
+            cases.check::<()>(name, Err(reason.clone()));
+        }
+    }
+}
+
 enum TestResult {
     Pass(String),
     NotRun(String),
     Fail { reason: String, detail: String },
 }
 
-fn run_one(dir: &Path, section: &Section, name: &str) -> TestResult {
-    let report = dir.join("results").join(section.name).join("result.xml");
-    let _ = std::fs::remove_file(&report);
-    let args = check_args(section, &["-R", "xunit", name], &Plan::default());
-    let mut child = match spawn_check(&args, false) {
-        Ok(c) => c,
-        Err(e) => return TestResult::Fail { reason: e, detail: String::new() },
-    };
-    let started = Instant::now();
-    // check's output is read on a thread, so that the limit and the
-    // heartbeat keep time while a test prints nothing.
-    let (tx, rx) = mpsc::channel();
-    let reader = child.stdout.take().map(|out| {
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                eprintln!("fstests: {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        })
-    });
-    let mut printed = Vec::new();
-    let mut next_beat = HEARTBEAT;
-    let timed_out = loop {
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(line) => printed.push(line),
-            Err(mpsc::RecvTimeoutError::Disconnected) => break false,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-        }
-        let elapsed = started.elapsed();
-        if elapsed >= TEST_LIMIT {
-            // SAFETY: kill(2) on the process group check leads.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-            break true;
-        }
-        if elapsed >= next_beat {
-            eprintln!("fstests: {name} still running after {} s", elapsed.as_secs());
-            next_beat += HEARTBEAT;
-        }
-    };
-    let status = child.wait();
-    if let Some(r) = reader {
-        let _ = r.join();
-    }
-    printed.extend(rx.try_iter());
-    let took = started.elapsed().as_secs();
-    if timed_out {
-        return TestResult::Fail {
-            reason: format!("still running after {} s: killed", TEST_LIMIT.as_secs()),
-            detail: tail(&printed.join("\n"), DETAIL_LINES),
-        };
-    }
-    match std::fs::read_to_string(&report) {
-        Ok(xml) => match verdict_from_xunit(&xml, name) {
-            Ok(result) => with_time(result, took),
-            Err(e) => {
-                TestResult::Fail { reason: format!("{}: {e}", report.display()), detail: tail(&xml, DETAIL_LINES) }
-            }
-        },
-        Err(e) => TestResult::Fail {
-            reason: format!(
-                "check wrote no xunit report ({}: {e}; check {})",
-                report.display(),
-                status.map_or_else(|e| e.to_string(), |s| s.to_string())
-            ),
-            detail: tail(&printed.join("\n"), DETAIL_LINES),
-        },
-    }
+/// The tests check's xunit fragment reports as finished, in order: every
+/// complete `<testcase>` element (the last may still be being written).
+fn finished_cases(fragment: &str) -> Vec<(String, TestResult)> {
+    let Some(end) = fragment.rfind("</testcase>") else { return Vec::new() };
+    let xml = format!("<testsuite>{}</testsuite>", &fragment[..end + "</testcase>".len()]);
+    let Ok(doc) = roxmltree::Document::parse(&xml) else { return Vec::new() };
+    doc.root_element()
+        .children()
+        .filter(|n| n.has_tag_name("testcase"))
+        .filter_map(|case| Some((case.attribute("name")?.to_string(), verdict_of(case))))
+        .collect()
 }
 
-fn with_time(result: TestResult, took: u64) -> TestResult {
-    match result {
-        TestResult::Pass(note) if note.is_empty() => TestResult::Pass(format!("{took} s with check")),
-        other => other,
-    }
-}
-
-/// The verdict of `name` in a one-test xunit report of fstests.
-fn verdict_from_xunit(xml: &str, name: &str) -> Result<TestResult, String> {
-    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("not XML: {e}"))?;
-    let case = doc
-        .descendants()
-        .find(|n| n.has_tag_name("testcase") && n.attribute("name") == Some(name))
-        .ok_or_else(|| format!("no testcase named {name}"))?;
+/// The verdict of one `<testcase>` of fstests' xunit report.
+fn verdict_of(case: roxmltree::Node) -> TestResult {
     let child = |tag: &str| case.children().find(|n| n.has_tag_name(tag));
     let text = |tag: &str| {
         child(tag).map(|n| n.descendants().filter_map(|d| d.text()).collect::<String>()).unwrap_or_default()
     };
     if let Some(skipped) = child("skipped") {
         let reason = skipped.attribute("message").unwrap_or("fstests gave no reason").trim().to_string();
-        return Ok(TestResult::NotRun(reason));
+        return TestResult::NotRun(reason);
     }
     if let Some(failure) = child("failure") {
         let reason = failure.attribute("message").unwrap_or("failed, no message").trim().to_string();
@@ -354,10 +411,9 @@ fn verdict_from_xunit(xml: &str, name: &str) -> Result<TestResult, String> {
         if !kernel.trim().is_empty() {
             detail.push(format!("kernel log:\n{}", head(kernel.trim(), DETAIL_LINES)));
         }
-        return Ok(TestResult::Fail { reason, detail: detail.join("\n") });
+        return TestResult::Fail { reason, detail: detail.join("\n") };
     }
-    let time = case.attribute("time").unwrap_or("?");
-    Ok(TestResult::Pass(format!("{time} s")))
+    TestResult::Pass(case.attribute("time").unwrap_or("?").to_string())
 }
 
 fn head(text: &str, n: usize) -> String {
@@ -373,20 +429,14 @@ fn tail(text: &str, n: usize) -> String {
 mod tests {
     use super::*;
 
-    const PASS: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<testsuite xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" name="xfstests" failures="0" skipped="0" tests="1" time="7">
-	<properties>
-		<property name="SECTION" value="dax"/>
-	</properties>
-	<testcase classname="xfstests.dax" name="generic/452" time="5">
-	</testcase>
-</testsuite>"#;
+    const PASS: &str = r#"	<testcase classname="xfstests.dax" name="generic/452" time="5">
+	</testcase>"#;
 
-    const SKIP: &str = r#"<testsuite name="xfstests"><testcase classname="xfstests.nondax" name="generic/472" time="0">
+    const SKIP: &str = r#"	<testcase classname="xfstests.nondax" name="generic/472" time="0">
 		<skipped message="swapfiles are not supported &amp; never will be" />
-	</testcase></testsuite>"#;
+	</testcase>"#;
 
-    const FAIL: &str = r#"<testsuite name="xfstests"><testcase classname="xfstests.dax" name="xfs/550" time="3">
+    const FAIL: &str = r#"	<testcase classname="xfstests.dax" name="xfs/550" time="3">
 		<failure message="- output mismatch (see /opt/xfstests/results/dax/xfs/550.out.bad)" type="TestFail" />
 		<system-out><![CDATA[
 lots of .full output
@@ -401,15 +451,22 @@ lots of .full output
 -Inject poison...
 +Inject poison... failed
 ]]></system-err>
-	</testcase></testsuite>"#;
+	</testcase>"#;
+
+    /// A fragment as check leaves it while the third test still runs:
+    /// two finished entries and the start of the next.
+    fn fragment() -> String {
+        format!("{PASS}\n{FAIL}\n{SKIP}\n\t<testcase classname=\"xfstests.dax\" name=\"generic/999\" time=\"1\">\n")
+    }
 
     #[test]
-    fn xunit_verdicts() {
-        assert!(matches!(verdict_from_xunit(PASS, "generic/452"), Ok(TestResult::Pass(t)) if t == "5 s"));
-        assert!(matches!(verdict_from_xunit(SKIP, "generic/472"),
-            Ok(TestResult::NotRun(r)) if r == "swapfiles are not supported & never will be"));
-        match verdict_from_xunit(FAIL, "xfs/550") {
-            Ok(TestResult::Fail { reason, detail }) => {
+    fn finished_xunit_entries_are_read_as_they_appear() {
+        let got = finished_cases(&fragment());
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["generic/452", "xfs/550", "generic/472"], "the unfinished entry waits");
+        assert!(matches!(&got[0].1, TestResult::Pass(t) if t == "5"));
+        match &got[1].1 {
+            TestResult::Fail { reason, detail } => {
                 assert!(reason.starts_with("- output mismatch"));
                 assert!(detail.contains("+Inject poison... failed"), "{detail}");
                 assert!(detail.contains("Memory failure"), "{detail}");
@@ -417,8 +474,10 @@ lots of .full output
             }
             _ => panic!("not a failure"),
         }
-        assert!(verdict_from_xunit(PASS, "generic/453").is_err(), "another test's report");
-        assert!(verdict_from_xunit("<testsuite", "generic/452").is_err());
+        assert!(matches!(&got[2].1, TestResult::NotRun(r) if r == "swapfiles are not supported & never will be"));
+        assert!(finished_cases("").is_empty());
+        assert!(finished_cases("\t<testcase name=\"generic/1\" time=\"1\">\n").is_empty());
+        assert!(finished_cases("<garbage</testcase>").is_empty());
     }
 
     #[test]
@@ -444,12 +503,13 @@ lots of .full output
         let plan = Plan { groups: vec!["dax".into()], tests: vec!["generic/470".into()], exclude: vec![] };
         let section = &fstests::SECTIONS[0];
         assert_eq!(
-            check_args(section, &["-n"], &plan).join(" "),
+            check_args(section, Some(&plan), &[]).join(" "),
             "./check -s dax -E dax-seal.exclude -n -g dax generic/470"
         );
+        let listed = ["generic/470".to_string(), "xfs/550".to_string()];
         assert_eq!(
-            check_args(section, &["-R", "xunit", "xfs/550"], &Plan::default()).join(" "),
-            "./check -s dax -E dax-seal.exclude -R xunit xfs/550"
+            check_args(section, None, &listed).join(" "),
+            "./check -s dax -E dax-seal.exclude -R xunit generic/470 xfs/550"
         );
     }
 }
