@@ -114,6 +114,10 @@ pub struct VmArgs {
     /// A boot with no console or result output for this long is a hang.
     #[arg(long, default_value_t = 120, value_name = "SECS", value_parser = clap::value_parser!(u64).range(5..))]
     pub silence: u64,
+    /// A TCG plugin and its arguments (`PATH,key=value,...`): the
+    /// persistence model's tracer. Not a flag; set by `crash --model`.
+    #[arg(skip)]
+    pub plugin: Option<String>,
 }
 
 impl VmArgs {

@@ -141,6 +141,42 @@ pub fn acked_param(writer: &str) -> String {
 /// The verifier's parameter that carries the sealed file's map fingerprint.
 pub const MAP_PARAM: &str = "userspace-flush-verify.map-sealed";
 
+/// The persistence model (`cargo xtask crash --model`) traces the sealed
+/// writer through QEMU's TCG plugin: the writer maps its file at this fixed
+/// user address, so the plugin knows which stores are the writer's ...
+pub const MODEL_WINDOW: u64 = 0x5a5a_0000_0000;
+/// ... and the window's length the plugin watches.
+pub const MODEL_WINDOW_LEN: u64 = MAX_RECORDS * 128;
+/// After each acknowledgement the sealed writer stores the record number
+/// into slot `seq % MODEL_MARKER_SLOTS` of an anonymous page mapped here:
+/// the plugin's marker, so the trace knows where each acknowledgement fell.
+pub const MODEL_MARKER: u64 = 0x5b5b_0000_0000;
+pub const MODEL_MARKER_SLOTS: u64 = 512;
+
+/// Deliberately broken sealed writers, for the model's self-test
+/// (`userspace-flush-write.bug`): the model must catch both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bug {
+    /// The correct writer.
+    None,
+    /// Record `userspace-flush-write.bug-record` is fenced and acknowledged
+    /// with its last line never written back.
+    OmitFlush,
+    /// Every record is fenced before its lines are written back (and so
+    /// acknowledged with the write-backs unordered).
+    FenceBeforeFlush,
+}
+
+impl Bug {
+    pub fn from_param(value: u64) -> Bug {
+        match value {
+            1 => Bug::OmitFlush,
+            2 => Bug::FenceBeforeFlush,
+            _ => Bug::None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -448,6 +448,23 @@ pub const PARAMS: &[ParamInfo] = &[
         run_time: false,
     },
     ParamInfo {
+        name: "userspace-flush-write.bug",
+        summary: "a deliberately broken sealed writer for the persistence model's self-test: 0 none, 1 one record \
+                  acknowledged with a line never written back, 2 every fence before the write-backs",
+        default: 0,
+        min: 0,
+        max: 2,
+        run_time: false,
+    },
+    ParamInfo {
+        name: "userspace-flush-write.bug-record",
+        summary: "the record the omit-flush bug leaves unflushed",
+        default: 7,
+        min: 0,
+        max: flush::MAX_RECORDS,
+        run_time: false,
+    },
+    ParamInfo {
         name: "userspace-flush-verify.acked-sealed",
         summary: "records of the sealed writer the host holds acknowledgements for (set by cargo xtask crash)",
         default: 0,

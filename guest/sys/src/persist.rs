@@ -60,6 +60,13 @@ impl Flush {
 }
 
 /// Writes back every cache line that `bytes` touches.
+///
+/// Each flush is followed, in the same asm block and so in the same QEMU
+/// translation block, by a one-byte load of the line it names: QEMU 7.2's
+/// TCG gives flush instructions no memory access, and the persistence
+/// model's tracer (`xtask/pmem-trace`) learns from that load which line the
+/// flush wrote back. On hardware the load is an L1 hit or a refill of the
+/// line, with no effect on durability.
 #[inline(never)]
 pub fn flush_lines(flush: Flush, bytes: &[u8]) {
     let start = bytes.as_ptr() as usize & !(LINE - 1);
@@ -67,14 +74,30 @@ pub fn flush_lines(flush: Flush, bytes: &[u8]) {
     for line in (start..end).step_by(LINE) {
         let p = line as *const u8;
         // SAFETY: `line` lies within a cache line of `bytes`, which is
-        // mapped; the flush instructions only name the address.
+        // mapped and readable; the flushes only name the address.
         unsafe {
             match flush {
-                Flush::Clwb => std::arch::asm!("clwb [{0}]", in(reg) p, options(nostack, preserves_flags)),
-                Flush::Clflushopt => {
-                    std::arch::asm!("clflushopt [{0}]", in(reg) p, options(nostack, preserves_flags))
-                }
-                Flush::Clflush => std::arch::asm!("clflush [{0}]", in(reg) p, options(nostack, preserves_flags)),
+                Flush::Clwb => std::arch::asm!(
+                    "clwb [{p}]",
+                    "movzx {t:e}, byte ptr [{p}]",
+                    p = in(reg) p,
+                    t = out(reg) _,
+                    options(nostack, preserves_flags)
+                ),
+                Flush::Clflushopt => std::arch::asm!(
+                    "clflushopt [{p}]",
+                    "movzx {t:e}, byte ptr [{p}]",
+                    p = in(reg) p,
+                    t = out(reg) _,
+                    options(nostack, preserves_flags)
+                ),
+                Flush::Clflush => std::arch::asm!(
+                    "clflush [{p}]",
+                    "movzx {t:e}, byte ptr [{p}]",
+                    p = in(reg) p,
+                    t = out(reg) _,
+                    options(nostack, preserves_flags)
+                ),
             }
         }
     }

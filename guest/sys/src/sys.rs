@@ -159,6 +159,25 @@ impl Mapping {
         Mapping::new(file, len, libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC)
     }
 
+    /// mmap(MAP_SHARED_VALIDATE | MAP_SYNC) at the fixed address `addr`,
+    /// EEXIST if something is mapped there. MAP_SHARED_VALIDATE refuses
+    /// MAP_FIXED_NOREPLACE (EOPNOTSUPP), so the range is first reserved
+    /// with anonymous memory, which the file mapping then replaces.
+    pub fn shared_sync_at(file: &File, len: usize, addr: u64) -> io::Result<Mapping> {
+        let reserved = Mapping::anonymous_at(len, addr)?;
+        let flags = libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC | libc::MAP_FIXED;
+        let mapping = Mapping::map_at(addr as *mut libc::c_void, file.as_raw_fd(), len, flags)?;
+        // The file mapping now owns the range.
+        std::mem::forget(reserved);
+        Ok(mapping)
+    }
+
+    /// Anonymous memory at the fixed address `addr` (MAP_FIXED_NOREPLACE).
+    pub fn anonymous_at(len: usize, addr: u64) -> io::Result<Mapping> {
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE;
+        Mapping::map_at(addr as *mut libc::c_void, -1, len, flags)
+    }
+
     /// mmap(MAP_SHARED): any file, DAX or page cache.
     pub fn shared(file: &File, len: usize) -> io::Result<Mapping> {
         Mapping::new(file, len, libc::MAP_SHARED)
@@ -175,13 +194,27 @@ impl Mapping {
     }
 
     fn map(fd: i32, len: usize, flags: i32) -> io::Result<Mapping> {
-        // SAFETY: a fresh mapping (of a valid fd, or anonymous); the kernel
-        // picks the address.
-        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, fd, 0) };
+        Mapping::map_at(std::ptr::null_mut(), fd, len, flags)
+    }
+
+    fn map_at(addr: *mut libc::c_void, fd: i32, len: usize, flags: i32) -> io::Result<Mapping> {
+        // SAFETY: a fresh mapping (of a valid fd, or anonymous); where
+        // `addr` is given, MAP_FIXED_NOREPLACE never replaces a mapping.
+        let ptr = unsafe { libc::mmap(addr, len, libc::PROT_READ | libc::PROT_WRITE, flags, fd, 0) };
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
+        if !addr.is_null() && ptr != addr {
+            // A kernel without MAP_FIXED_NOREPLACE treats the address as a hint.
+            // SAFETY: the mapping just made, unmapped once.
+            unsafe { libc::munmap(ptr, len) };
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
         Ok(Mapping { ptr: ptr.cast(), len })
+    }
+
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr
     }
 
     pub fn as_mut_ptr(&mut self) -> *mut u8 {

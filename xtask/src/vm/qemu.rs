@@ -60,6 +60,8 @@ pub struct Vm {
     pub root_disk: Option<PathBuf>,
     /// QEMU's nvdimm-persistence value, if any.
     pub persistence: Option<String>,
+    /// A TCG plugin (`PATH,key=value,...`), run with one TCG thread.
+    pub plugin: Option<String>,
     /// Unix socket the host listens on for the KTAP results port.
     pub results_socket: Option<PathBuf>,
     pub console: Console,
@@ -82,7 +84,7 @@ pub fn kernel_cmdline() -> String {
 /// The full argument list (without the program name).
 pub fn argv(vm: &Vm) -> Vec<String> {
     [
-        accel_args(vm.accel),
+        accel_args(vm.accel, vm.plugin.as_deref()),
         machine_args(!vm.nvdimms.is_empty(), vm.persistence.as_deref()),
         memory_args(vm.memory_mib, vm.cpus, &vm.nvdimms),
         vm.nvdimms.iter().enumerate().flat_map(|(i, img)| nvdimm_args(i, img)).collect(),
@@ -100,12 +102,21 @@ fn s(items: &[&str]) -> Vec<String> {
     items.iter().map(|x| x.to_string()).collect()
 }
 
-fn accel_args(accel: Accel) -> Vec<String> {
-    match accel {
+fn accel_args(accel: Accel, plugin: Option<&str>) -> Vec<String> {
+    match (accel, plugin) {
         // The host CPU as is: the fastest, and what a real machine offers.
-        Accel::Kvm => s(&["-accel", "kvm", "-cpu", "host"]),
+        (Accel::Kvm, _) => s(&["-accel", "kvm", "-cpu", "host"]),
         // "max" emulates every feature TCG knows, clwb and clflushopt among them.
-        Accel::Tcg => s(&["-accel", "tcg", "-cpu", "max"]),
+        (Accel::Tcg, None) => s(&["-accel", "tcg", "-cpu", "max"]),
+        // One TCG thread: the plugin sees every vCPU's events in one order.
+        (Accel::Tcg, Some(p)) => vec![
+            "-accel".into(),
+            "tcg,thread=single".into(),
+            "-cpu".into(),
+            "max".into(),
+            "-plugin".into(),
+            p.to_string(),
+        ],
     }
 }
 
@@ -261,6 +272,7 @@ fn probe_kvm(kernel: &Path) -> Result<(bool, String)> {
         disks: Vec::new(),
         root_disk: None,
         persistence: None,
+        plugin: None,
         results_socket: None,
         console: Console::Piped,
     };
@@ -333,6 +345,7 @@ mod tests {
             disks: Vec::new(),
             root_disk: None,
             persistence: None,
+            plugin: None,
             results_socket: Some("/run/x.sock".into()),
             console: Console::Piped,
         }

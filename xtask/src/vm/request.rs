@@ -107,6 +107,7 @@ impl BootRequest<'_> {
             disks: data,
             root_disk: self.root_disk.map(Path::to_path_buf),
             persistence: self.vm.nvdimm_persistence.map(|p| p.name().to_string()),
+            plugin: self.vm.plugin.clone(),
             results_socket: None,
             console,
         })

@@ -29,11 +29,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use dax_seal_protocol::flush::{self, Tally, FDATASYNC_CONTROL, SEALED, SPARSE_CONTROL, SPARSE_MAP_SYNC};
+use dax_seal_protocol::flush::{self, Bug, Tally, FDATASYNC_CONTROL, SEALED, SPARSE_CONTROL, SPARSE_MAP_SYNC};
 use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
 
 use crate::cases::Cases;
-use crate::persist::Persist;
+use crate::persist::{flush_lines, store_fence, Persist, LINE};
 use crate::seal::{self, Extent};
 use crate::seal_conformance::{create_new, create_sparse, describe, is_sealed, probe, remount};
 use crate::sys::{errno_text, kmsg_records, Mapping};
@@ -92,16 +92,27 @@ struct Writer {
 }
 
 /// The sealed file: preallocated, sealed (which writes it and fixes its
-/// map), mapped MAP_SYNC and touched once per page, so the timed stores take
-/// no fault and force no log.
+/// map), mapped MAP_SYNC at [`flush::MODEL_WINDOW`] (where the persistence
+/// model's tracer watches it) and touched once per page, so the timed
+/// stores take no fault and force no log. Every line is read once first:
+/// the tracer keeps each line's content before the writer's stores.
 fn prepare_sealed(records: u64) -> Result<(Writer, String), String> {
     let path = path(SEALED);
     let len = capacity(records);
     let file = create_new(&path)?;
     seal::fallocate(&file, 0, 0, len).map_err(|e| format!("fallocate: {}", errno_text(&e)))?;
     seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
-    let mut map = Mapping::shared_sync(&file, len as usize)
-        .map_err(|e| format!("mmap MAP_SHARED_VALIDATE|MAP_SYNC: {}", errno_text(&e)))?;
+    let mut map = Mapping::shared_sync_at(&file, len as usize, flush::MODEL_WINDOW).map_err(|e| {
+        format!(
+            "mmap MAP_SHARED_VALIDATE|MAP_SYNC|MAP_FIXED_NOREPLACE at {:#x}: {}",
+            flush::MODEL_WINDOW,
+            errno_text(&e)
+        )
+    })?;
+    for line in map.as_mut_slice().chunks(crate::persist::LINE) {
+        // SAFETY: a byte of the live mapping.
+        unsafe { std::ptr::read_volatile(line.as_ptr()) };
+    }
     for page in map.as_mut_slice().chunks_mut(4096) {
         // SAFETY: a byte of the live mapping; rewriting what is there.
         unsafe { std::ptr::write_volatile(page.as_mut_ptr(), std::ptr::read_volatile(page.as_ptr())) };
@@ -170,7 +181,14 @@ fn prepare(t: &mut Cases, records: u64) -> (Vec<Writer>, Result<(), String>) {
 }
 
 /// Appends `records` records; `ack` is called after each one is durable.
-fn write_records(w: &mut Writer, persist: Persist, records: u64, ack: &(dyn Fn(&str, u64) + Sync)) -> Check {
+/// `bug` breaks the sealed writer on purpose (the model's self-test).
+fn write_records(
+    w: &mut Writer,
+    persist: Persist,
+    records: u64,
+    bug: (Bug, u64),
+    ack: &(dyn Fn(&str, u64) + Sync),
+) -> Check {
     let tag = record::tag(w.name);
     let start = Instant::now();
     for seq in 0..records {
@@ -180,7 +198,17 @@ fn write_records(w: &mut Writer, persist: Persist, records: u64, ack: &(dyn Fn(&
             Target::Mapped(map) => {
                 let slot = &mut map.as_mut_slice()[offset..offset + RECORD];
                 slot.copy_from_slice(&bytes);
-                persist.persist(slot);
+                match bug {
+                    (Bug::OmitFlush, record) if w.name == SEALED && record == seq => {
+                        flush_lines(persist.flush, &slot[..RECORD - LINE]);
+                        store_fence();
+                    }
+                    (Bug::FenceBeforeFlush, _) if w.name == SEALED => {
+                        store_fence();
+                        flush_lines(persist.flush, slot);
+                    }
+                    _ => persist.persist(slot),
+                }
             }
             Target::Fdatasync(file) => {
                 file.write_all_at(&bytes, offset as u64)
@@ -195,14 +223,17 @@ fn write_records(w: &mut Writer, persist: Persist, records: u64, ack: &(dyn Fn(&
 }
 
 /// Runs every writer at once; one line per writer.
-fn write_all(writers: &mut [Writer], records: u64, ack: &(dyn Fn(&str, u64) + Sync)) -> Check {
+fn write_all(writers: &mut [Writer], records: u64, bug: (Bug, u64), ack: &(dyn Fn(&str, u64) + Sync)) -> Check {
     let persist = Persist::new().ok_or("this CPU has no cache flush instruction (CPUID: no clflush)")?;
     let results: Vec<Check> = std::thread::scope(|s| {
         let handles: Vec<_> =
-            writers.iter_mut().map(|w| s.spawn(move || write_records(w, persist, records, ack))).collect();
+            writers.iter_mut().map(|w| s.spawn(move || write_records(w, persist, records, bug, ack))).collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("writer thread panicked".into()))).collect()
     });
     let mut lines = vec![format!("flush: {}, then sfence, per record", persist.flush)];
+    if bug.0 != Bug::None {
+        lines.push(format!("the sealed writer is broken on purpose: {:?} (record {})", bug.0, bug.1));
+    }
     for r in results {
         lines.push(r?);
     }
@@ -280,7 +311,7 @@ pub fn run() -> ExitCode {
     let sealed = writers.iter().any(|w| w.name == SEALED);
     writers.extend(t.check(&format!("{SPARSE_MAP_SYNC}: file ready"), prepare_sparse_map_sync(records)));
     let before = if sealed { File::open(path(SEALED)).ok().and_then(|f| map_fingerprint(&f).ok()) } else { None };
-    let written = write_all(&mut writers, records, &|_, _| {}).map(|n| ((), n));
+    let written = write_all(&mut writers, records, (Bug::None, 0), &|_, _| {}).map(|n| ((), n));
     let written = t.check(&format!("writers: {records} records each, flushed and fenced"), written).is_some();
     drop(writers);
     let remounted = (|| {
@@ -320,11 +351,25 @@ pub fn run() -> ExitCode {
 /// `userspace-flush-write`: the crash campaign's first boot.
 pub fn write() -> ExitCode {
     let mut t = Cases::new(4);
-    let records = RunConfig::read().and_then(|c| c.param("userspace-flush-write.records")).unwrap_or(4096);
+    let config = RunConfig::read();
+    let param = |name: &str, default: u64| config.as_ref().ok().and_then(|c| c.param(name).ok()).unwrap_or(default);
+    let records = param("userspace-flush-write.records", 4096);
+    let bug = (Bug::from_param(param("userspace-flush-write.bug", 0)), param("userspace-flush-write.bug-record", 7));
     let (mut writers, _) = prepare(&mut t, records);
+    // The tracer's marker page: one store per acknowledgement of the
+    // sealed writer, after its fence (absent, acknowledgements still go out).
+    let marker = Mapping::anonymous_at(4096, flush::MODEL_MARKER).ok();
+    let marker_at = marker.as_ref().map(|m| m.as_ptr() as usize);
     t.note(flush::WRITING);
-    let ack = |writer: &str, seq: u64| println!("# {}", flush::ack_line(writer, seq));
-    let written = write_all(&mut writers, records, &ack);
+    let ack = |writer: &str, seq: u64| {
+        if let (SEALED, Some(page)) = (writer, marker_at) {
+            let slot = (page + (seq % flush::MODEL_MARKER_SLOTS) as usize * 8) as *mut u64;
+            // SAFETY: a slot of the live marker page, written whole.
+            unsafe { std::ptr::write_volatile(slot, seq) };
+        }
+        println!("# {}", flush::ack_line(writer, seq));
+    };
+    let written = write_all(&mut writers, records, bug, &ack);
     t.note(flush::WRITTEN);
     t.check("writers: every record flushed, fenced and acknowledged", written.map(|n| ((), n)));
     // The host kills QEMU at a moment of its choosing; one after the last

@@ -9,6 +9,9 @@
 //! fails when the sparse control never lost anything, since a campaign that
 //! cannot see loss proves nothing.
 
+pub mod model;
+pub mod traced;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -50,9 +53,22 @@ pub struct CrashArgs {
     /// Kernel variants; on baseline the sealed writer skips and the controls run.
     #[arg(long, value_enum, default_value = "patched")]
     pub kernel: KernelChoice,
-    /// Records each writer appends (128 bytes each).
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=flush::MAX_RECORDS))]
-    pub records: u64,
+    /// Records each writer appends (128 bytes each; default 4096, with --model 64).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=flush::MAX_RECORDS))]
+    pub records: Option<u64>,
+    /// The persistence model instead of SIGKILLs: trace the writer once under
+    /// QEMU's TCG plugin and boot crash images that drop unflushed lines.
+    #[arg(long)]
+    pub model: bool,
+    /// With --model: crash images generated per point, at most.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub images: u64,
+    /// With --model: crash images booted per point, at most (the one that drops every pending store first).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub boot: u64,
+    /// With --model: a deliberately broken sealed writer, which the model must catch.
+    #[arg(long, value_enum, default_value = "none")]
+    pub bug: traced::BugChoice,
     #[command(flatten)]
     pub source: SourceArgs,
 }
@@ -64,6 +80,12 @@ pub fn parse_seed(text: &str) -> Result<u64, String> {
         None => t.parse(),
     };
     parsed.map_err(|_| format!("{text:?} is not a seed: give a whole number, decimal or 0x-hex, below 2^64"))
+}
+
+/// A seed from the clock, for when the user gives none.
+fn clock_seed() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    mix(now.as_nanos() as u64)
 }
 
 /// splitmix64 of one state: the shared mix after its increment.
@@ -373,15 +395,19 @@ fn median_secs(points: &[Point]) -> f64 {
 }
 
 pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
+    if args.model {
+        return traced::cmd(args);
+    }
+    if args.bug != traced::BugChoice::None {
+        bail!("--bug breaks the writer for the persistence model: add --model");
+    }
+    let records = args.records.unwrap_or(4096);
     if let Some(k) = args.point {
         if k == 0 || k > args.points {
             bail!("--point {k}: no such point; this campaign has points 1 to {} (--points)", args.points);
         }
     }
-    let seed = args.seed.unwrap_or_else(|| {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        mix(now.as_nanos() as u64)
-    });
+    let seed = args.seed.unwrap_or_else(clock_seed);
     let variants = args.kernel.variants();
     let vm = VmArgs::defaults();
     let prepared: Prepared = request::prepare(&variants, &args.source, &vm)?;
@@ -401,7 +427,7 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
     for &variant in &variants {
         let images = dir.join(variant.name());
         paths::ensure_dir(&images)?;
-        let done = run_points(&prepared, variant, (seed, &selected), args.records, (&images, variant.name()), |s| {
+        let done = run_points(&prepared, variant, (seed, &selected), records, (&images, variant.name()), |s| {
             s.vm = vm.clone();
         })?;
         for p in done {

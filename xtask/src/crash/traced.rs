@@ -1,0 +1,430 @@
+//! `cargo xtask crash --model`: QEMU writes every guest store straight into
+//! the NVDIMM's backing file, so a writer that forgets a clwb passes every
+//! power-loss test a SIGKILL can make. The model run instead boots
+//! `userspace-flush-write` once under the tracer (`xtask/pmem-trace`, a TCG
+//! plugin), replays the sealed writer's stores, flushes and fences through
+//! 64-byte lines ([`model`]), and at sampled crash points (the writer's
+//! acknowledgements) makes crash images that drop stores the writer had not
+//! yet made durable. A sample of them is booted with
+//! `userspace-flush-verify`, told how many records were acknowledged: the
+//! correct writer must pass every image; a broken one (`--bug`) must lose an
+//! acknowledged record in at least one.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use dax_seal_protocol::disks::{mix64, GOLDEN};
+use dax_seal_protocol::flush::{self, SEALED};
+use dax_seal_protocol::ktap::Verdict;
+use serde::Serialize;
+
+use super::model::{self, Model};
+use super::{clock_seed, result_lines, CrashArgs, VERIFY, WRITE};
+use crate::build::kernel::Variant;
+use crate::cli::VmArgs;
+use crate::paths;
+use crate::report::results::{self, BootRecord, CaseResult, Results, WorkloadRun};
+use crate::vm::request;
+use crate::vm::request::Prepared;
+use crate::vm::scenario::{Scenario, Step};
+
+/// The sealed writer as the model run asks for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BugChoice {
+    /// The correct writer: every image must pass.
+    None,
+    /// One record acknowledged with a line never written back.
+    OmitFlush,
+    /// Every record fenced before its write-backs.
+    FenceBeforeFlush,
+}
+
+impl BugChoice {
+    fn param(self) -> u64 {
+        match self {
+            BugChoice::None => 0,
+            BugChoice::OmitFlush => 1,
+            BugChoice::FenceBeforeFlush => 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub records: u64,
+    pub points: u32,
+    /// Images generated per point, at most.
+    pub images: usize,
+    /// Images booted per point, at most (the all-dropped one first).
+    pub boot: usize,
+    pub seed: u64,
+    pub bug: BugChoice,
+}
+
+/// One crash point's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct PointResult {
+    /// Acknowledgements before the crash (the verifier's acked count).
+    pub acked: u64,
+    pub pending_lines: usize,
+    pub generated: usize,
+    pub booted: usize,
+    pub failed: usize,
+    /// The first failing image: its number and the pending stores it drops
+    /// (`line:count`), enough to make it again from the trace.
+    pub first_failure: Option<String>,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelRun {
+    pub kernel: String,
+    pub bug: BugChoice,
+    pub seed: u64,
+    pub records: u64,
+    pub trace_ms: u64,
+    pub trace_events: u64,
+    pub stores: u64,
+    pub flushes: u64,
+    pub fences: u64,
+    pub markers: usize,
+    pub points: Vec<PointResult>,
+    #[serde(skip)]
+    pub runs: Vec<WorkloadRun>,
+    #[serde(skip)]
+    pub boots: Vec<BootRecord>,
+}
+
+impl ModelRun {
+    pub fn images_failed(&self) -> usize {
+        self.points.iter().map(|p| p.failed).sum()
+    }
+}
+
+/// Builds the tracer; returns the plugin's path.
+pub fn plugin() -> Result<PathBuf> {
+    let root = paths::project_root();
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--release", "-p", "dax-seal-pmem-trace"])
+        .current_dir(&root)
+        .status()
+        .context("running cargo build for the tracer")?;
+    if !status.success() {
+        bail!("building the tracer (xtask/pmem-trace) failed: {status}");
+    }
+    let so = root.join("target/release/libdax_seal_pmem_trace.so");
+    if !so.is_file() {
+        bail!("cargo built the tracer but {} is missing", so.display());
+    }
+    Ok(so)
+}
+
+/// `count` distinct indices below `n`, the last one always among them,
+/// sorted; reproducible from `seed`.
+pub fn sample(n: usize, count: usize, seed: u64) -> Vec<usize> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut chosen = vec![n - 1];
+    let mut state = seed;
+    while chosen.len() < count.min(n) {
+        state = state.wrapping_add(GOLDEN);
+        let i = (mix64(state) % n as u64) as usize;
+        if !chosen.contains(&i) {
+            chosen.push(i);
+        }
+    }
+    chosen.sort_unstable();
+    chosen
+}
+
+fn copy_sparse(from: &Path, to: &Path) -> Result<()> {
+    let status = Command::new("cp")
+        .args(["--sparse=always", "--reflink=auto"])
+        .arg(from)
+        .arg(to)
+        .status()
+        .with_context(|| format!("cp {}", from.display()))?;
+    if !status.success() {
+        bail!("cp {} {}: {status}", from.display(), to.display());
+    }
+    Ok(())
+}
+
+/// The images of `image` (a copy of the traced boot's set, made into the
+/// crash image) in `dir`, ready for a scenario with image set "model".
+fn materialize(trace: &Scenario, model: &Model, point: &model::Point, image: &model::Image, dir: &Path) -> Result<()> {
+    paths::ensure_dir(dir)?;
+    for i in 0..2 {
+        let from = trace.image(i);
+        let name = from.file_name().context("image name")?;
+        copy_sparse(&from, &dir.join(name))?;
+        // The sidecar (`IMAGE.toml`) that says xtask made the image.
+        let mut sidecar = from.clone().into_os_string();
+        sidecar.push(".toml");
+        let sidecar = PathBuf::from(sidecar);
+        copy_sparse(&sidecar, &dir.join(sidecar.file_name().context("sidecar name")?))?;
+    }
+    let keep: BTreeMap<u64, usize> = image.keep.iter().copied().collect();
+    let path = dir.join(trace.image(0).file_name().context("image name")?);
+    let file = std::fs::OpenOptions::new().write(true).open(&path).with_context(|| format!("{}", path.display()))?;
+    for line in model.lines() {
+        // Lines stored to only after the crash point go back to their base.
+        let stores = keep.get(&line).copied().unwrap_or(0);
+        let at_point = point.lines.iter().find(|l| l.line == line).map_or(0, |l| l.len);
+        let bytes = model.content(line, stores.min(at_point)).context("a line without base content")?;
+        file.write_all_at(&bytes, line).with_context(|| format!("writing line {line:#x} of {}", path.display()))?;
+    }
+    file.sync_all().with_context(|| format!("{}", path.display()))?;
+    Ok(())
+}
+
+/// The whole model run on `variant`, in `dir`.
+pub fn run(prepared: &Prepared, variant: Variant, spec: &Spec, dir: &Path) -> Result<ModelRun> {
+    let so = plugin()?;
+    let trace_dir = dir.join("trace");
+    paths::ensure_dir(&trace_dir)?;
+    let mut scenario = Scenario::new(prepared, &trace_dir, "model");
+    let trace = trace_dir.join("pmem.trace");
+    let mut vm = VmArgs::defaults();
+    vm.plugin = Some(format!(
+        "{},trace={},image={},window={:#x}:{:#x},marker={:#x}",
+        so.display(),
+        trace.display(),
+        scenario.image(0).display(),
+        flush::MODEL_WINDOW,
+        flush::MODEL_WINDOW_LEN,
+        flush::MODEL_MARKER
+    ));
+    // The tracer slows the guest several times over.
+    vm.timeout *= 4;
+    vm.silence *= 4;
+    scenario.vm = vm;
+    scenario.params = BTreeMap::from([
+        ("userspace-flush-write.records".to_string(), spec.records.to_string()),
+        ("userspace-flush-write.bug".to_string(), spec.bug.param().to_string()),
+    ]);
+    let started = Instant::now();
+    let (config, outcome) = scenario.boot(&Step { variant, workloads: &[WRITE], exec: &[], kill_at: None })?;
+    let trace_ms = started.elapsed().as_millis() as u64;
+    let label = format!("{variant} model trace");
+    let mut runs = results::judge(&label, &config.expected_tests(), &outcome);
+    let mut boots = vec![BootRecord::of(&label, prepared, &outcome)];
+    if runs.iter().any(|r| r.verdict == Verdict::Fail) || !outcome.end.is_clean() {
+        bail!("the traced writer boot failed ({}); console: {}", outcome.end.describe(), outcome.console_log.display());
+    }
+    let lines = result_lines(&outcome);
+    let acked = flush::acknowledged(lines.iter().map(String::as_str)).map_err(anyhow::Error::msg)?;
+    let sealed_acks = acked.get(SEALED).copied().unwrap_or(0);
+    let map = lines.iter().filter_map(|l| flush::parse_map(l)).find(|(w, _)| *w == SEALED).map(|(_, h)| h);
+    let map = map.context("the traced writer reported no map fingerprint for the sealed file")?;
+    let text = std::fs::read_to_string(&trace).with_context(|| format!("reading the trace {}", trace.display()))?;
+    let events = model::parse(&text).with_context(|| format!("trace {}", trace.display()))?;
+    let model = Model::replay(&events).with_context(|| format!("trace {}", trace.display()))?;
+    if model.unattributed > 0 {
+        bail!(
+            "{} flushes had no calibration load after them, so their lines are unknown (trace {})",
+            model.unattributed,
+            trace.display()
+        );
+    }
+    if model.points.len() as u64 != sealed_acks {
+        bail!(
+            "the trace holds {} markers for {sealed_acks} acknowledgements of the sealed writer (trace {})",
+            model.points.len(),
+            trace.display()
+        );
+    }
+    eprintln!(
+        "[crash --model] traced {} records in {:.1} s: {} events, {} stores ({} rewrote the bytes there), {} flushes, \
+         {} fences, {} acknowledgements",
+        spec.records,
+        trace_ms as f64 / 1000.0,
+        events.len(),
+        model.stores,
+        model.silent,
+        model.flushes,
+        model.fences,
+        model.points.len()
+    );
+    let mut points = Vec::new();
+    for index in sample(model.points.len(), spec.points as usize, spec.seed) {
+        let point = &model.points[index];
+        let point_started = Instant::now();
+        let images = model::images(point, spec.seed, spec.images);
+        let acked = point.ack + 1;
+        let mut result = PointResult {
+            acked,
+            pending_lines: point.lines.iter().filter(|l| l.pending() > 0).count(),
+            generated: images.len(),
+            booted: 0,
+            failed: 0,
+            first_failure: None,
+            elapsed_ms: 0,
+        };
+        let mut cases = Vec::new();
+        for (j, image) in images.iter().enumerate().take(spec.boot) {
+            let image_dir = dir.join(format!("point-{acked}")).join(format!("image-{j}"));
+            materialize(&scenario, &model, point, image, &image_dir)?;
+            let mut verify = Scenario::new(prepared, &image_dir, "model");
+            verify.params = BTreeMap::from([
+                (flush::acked_param(SEALED), acked.to_string()),
+                (flush::MAP_PARAM.to_string(), map.to_string()),
+            ]);
+            let (config, out) = verify.boot(&Step { variant, workloads: &[VERIFY], exec: &[], kill_at: None })?;
+            let who = format!("{variant} model point {acked} image {j}");
+            boots.push(BootRecord::of(&who, prepared, &out));
+            let judged = results::judge(&who, &config.expected_tests(), &out);
+            let failure = judged
+                .iter()
+                .flat_map(|r| &r.cases)
+                .find(|c| c.verdict == Verdict::Fail)
+                .map(|c| format!("{}: {}", c.name, c.detail.lines().next().unwrap_or("")));
+            result.booted += 1;
+            let dropped = image.dropped(point);
+            let verdict = if failure.is_some() { Verdict::Fail } else { Verdict::Pass };
+            if let Some(f) = &failure {
+                result.failed += 1;
+                if result.first_failure.is_none() {
+                    result.first_failure = Some(format!("image {j} (drops {dropped}): {f}"));
+                }
+            }
+            cases.push(CaseResult::new(
+                &format!("image {j}"),
+                verdict,
+                format!("drops {dropped}{}", failure.map_or(String::new(), |f| format!("\n{f}"))),
+            ));
+        }
+        result.elapsed_ms = point_started.elapsed().as_millis() as u64;
+        let verdict = if result.failed > 0 { Verdict::Fail } else { Verdict::Pass };
+        runs.push(WorkloadRun {
+            kernel: format!("{variant} model"),
+            workload: format!("point {acked}"),
+            verdict,
+            cases,
+        });
+        points.push(result);
+    }
+    Ok(ModelRun {
+        kernel: variant.name().to_string(),
+        bug: spec.bug,
+        seed: spec.seed,
+        records: spec.records,
+        trace_ms,
+        trace_events: events.len() as u64,
+        stores: model.stores,
+        flushes: model.flushes,
+        fences: model.fences,
+        markers: model.points.len(),
+        points,
+        runs,
+        boots,
+    })
+}
+
+/// The per-point table.
+pub fn table(run: &ModelRun) -> String {
+    let mut rows =
+        vec![["acked", "pending lines", "images", "booted", "failed", "first failing image"].map(String::from)];
+    for p in &run.points {
+        rows.push([
+            p.acked.to_string(),
+            p.pending_lines.to_string(),
+            p.generated.to_string(),
+            p.booted.to_string(),
+            p.failed.to_string(),
+            p.first_failure.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    results::columns(rows.iter(), 100)
+}
+
+/// `crash --model`: the traced writer, its crash images, their verdicts.
+pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
+    let seed = args.seed.unwrap_or_else(clock_seed);
+    let spec = Spec {
+        records: args.records.unwrap_or(64),
+        points: args.points,
+        images: args.images as usize,
+        boot: args.boot as usize,
+        seed,
+        bug: args.bug,
+    };
+    let variants = args.kernel.variants();
+    let mut vm = VmArgs::defaults();
+    // TCG plugins do not run under KVM.
+    vm.accel = crate::cli::AccelChoice::Tcg;
+    let prepared: Prepared = request::prepare(&variants, &args.source, &vm)?;
+    let (run_id, dir) = paths::new_output_dir("crash")?;
+    eprintln!("[crash --model] seed {seed:#x}, writer bug {:?}; repeat with --seed {seed:#x}", args.bug);
+    let (mut runs, mut boots, mut reports, mut verdicts) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for &variant in &variants {
+        let done = run(&prepared, variant, &spec, &dir.join(variant.name()))?;
+        let failed = done.images_failed();
+        let booted: usize = done.points.iter().map(|p| p.booted).sum();
+        let (ok, rule) = match args.bug {
+            BugChoice::None => {
+                (failed == 0, format!("the correct writer passed {} of {booted} images", booted - failed))
+            }
+            bug => (failed > 0, format!("the {bug:?} writer lost acknowledged records in {failed} of {booted} images")),
+        };
+        println!("{variant}:\n{}", table(&done));
+        println!(
+            "{variant}: {} ({rule}); trace of {} records took {:.1} s",
+            if ok { "PASS" } else { "FAIL" },
+            done.records,
+            done.trace_ms as f64 / 1000.0
+        );
+        let verdict = if ok { Verdict::Pass } else { Verdict::Fail };
+        runs.extend(done.runs.iter().cloned().map(|mut r| {
+            // A broken writer's failing images are what the model is for.
+            if args.bug != BugChoice::None && r.workload.starts_with("point") && r.verdict == Verdict::Fail {
+                r.verdict = Verdict::Pass;
+            }
+            r
+        }));
+        runs.push(WorkloadRun {
+            kernel: format!("{variant} model"),
+            workload: "model".into(),
+            verdict,
+            cases: vec![CaseResult::new("the model's rule", verdict, rule)],
+        });
+        boots.extend(done.boots.iter().cloned());
+        verdicts.push(ok);
+        reports.push(done);
+    }
+    let failed = verdicts.iter().any(|ok| !ok);
+    let results = Results {
+        verdict: if failed { "fail" } else { "pass" },
+        run_id,
+        runs,
+        boots,
+        xtask_peak_rss_kib: results::peak_rss_kib(),
+    };
+    results::write_all(&dir, &results)
+        .and_then(|_| paths::write_atomic(&dir.join("model.json"), &serde_json::to_vec_pretty(&reports)?))
+        .context("the model's results could not be saved")?;
+    println!("outputs: {} (model.json, summary.txt, junit.xml; the trace in <kernel>/trace/pmem.trace)", dir.display());
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_distinct_sorted_reproducible_and_keep_the_last() {
+        let s = sample(100, 5, 7);
+        assert_eq!(s.len(), 5);
+        assert_eq!(*s.last().unwrap(), 99);
+        assert!(s.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(s, sample(100, 5, 7));
+        assert_eq!(sample(3, 10, 1), [0, 1, 2]);
+        assert!(sample(0, 3, 1).is_empty());
+    }
+}
