@@ -96,6 +96,11 @@ pub fn check_test(name: &str) -> Result<(), String> {
     }
 }
 
+/// mkfs.xfs options of every fstests filesystem: the features the seal's
+/// workloads run with (reflink, and rmapbt, which xfs/550 to 552 need to
+/// map a poisoned DAX page back to its files).
+pub const MKFS_OPTIONS: &str = "-m reflink=1,rmapbt=1";
+
 /// The `local.config` the guest writes into the fstests checkout: one
 /// self-contained section per [`SECTIONS`] entry (fstests reads only the
 /// sections it runs, so none relies on another).
@@ -104,7 +109,8 @@ pub fn local_config(test_dev: &str, scratch_dev: &str) -> String {
     for s in SECTIONS {
         text.push_str(&format!(
             "\n[{name}]\nFSTYP=xfs\nTEST_DEV={test_dev}\nTEST_DIR=/mnt/test\nSCRATCH_DEV={scratch_dev}\n\
-             SCRATCH_MNT=/mnt/scratch\nMOUNT_OPTIONS=\"-o dax={dax}\"\nTEST_FS_MOUNT_OPTS=\"-o dax={dax}\"\n",
+             SCRATCH_MNT=/mnt/scratch\nMKFS_OPTIONS=\"{MKFS_OPTIONS}\"\nMOUNT_OPTIONS=\"-o dax={dax}\"\n\
+             TEST_FS_MOUNT_OPTS=\"-o dax={dax}\"\n",
             name = s.name,
             dax = s.dax.name()
         ));
@@ -139,6 +145,7 @@ mod tests {
         assert_eq!(text.matches("TEST_DEV=/dev/pmem0\n").count(), SECTIONS.len());
         assert_eq!(text.matches("SCRATCH_DEV=/dev/pmem1\n").count(), SECTIONS.len());
         assert!(text.contains("[dax]\nFSTYP=xfs\n"));
+        assert_eq!(text.matches("MKFS_OPTIONS=\"-m reflink=1,rmapbt=1\"\n").count(), SECTIONS.len());
         assert!(text.contains("MOUNT_OPTIONS=\"-o dax=always\"\nTEST_FS_MOUNT_OPTS=\"-o dax=always\"\n\n[nondax]"));
         assert!(text.ends_with("TEST_FS_MOUNT_OPTS=\"-o dax=never\"\n"));
         for s in SECTIONS {

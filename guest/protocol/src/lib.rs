@@ -448,6 +448,15 @@ pub const PARAMS: &[ParamInfo] = &[
         run_time: false,
     },
     ParamInfo {
+        name: "userspace-flush-write.wait",
+        summary: "seconds the crash writer waits to be killed after its last record (0: the persistence model, \
+                  which needs no kill)",
+        default: 20,
+        min: 0,
+        max: 600,
+        run_time: true,
+    },
+    ParamInfo {
         name: "userspace-flush-write.bug",
         summary: "a deliberately broken sealed writer for the persistence model's self-test: 0 none, 1 one record \
                   acknowledged with a line never written back, 2 every fence before the write-backs",

@@ -99,12 +99,24 @@ impl LineAt {
     }
 }
 
-/// One crash point: just after acknowledgement `ack` (0-based, in marker
-/// order) reached the marker page.
+/// One crash point: just after an acknowledgement reached the marker page,
+/// or just before a fence that finds lines written back but not yet
+/// ordered (a record in flight). `acked` acknowledgements precede it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Point {
-    pub ack: u64,
+    pub acked: u64,
+    pub before_fence: bool,
     pub lines: Vec<LineAt>,
+}
+
+impl Point {
+    pub fn describe(&self) -> String {
+        if self.before_fence {
+            format!("before a fence, {} acked", self.acked)
+        } else {
+            format!("after ack {}", self.acked)
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -133,6 +145,7 @@ pub struct Model {
     pub silent: u64,
     pub flushes: u64,
     pub fences: u64,
+    pub markers: u64,
 }
 
 impl Model {
@@ -179,23 +192,30 @@ impl Model {
                 Event::Unattributed => m.unattributed += 1,
                 Event::Fence => {
                     m.fences += 1;
+                    if m.lines.values().any(|s| s.flushed > s.persisted) {
+                        m.snapshot(true);
+                    }
                     for state in m.lines.values_mut() {
                         state.persisted = state.flushed;
                     }
                 }
                 Event::Marker { .. } => {
-                    let ack = m.points.len() as u64;
-                    let lines = m
-                        .lines
-                        .iter()
-                        .filter(|(_, s)| !s.stores.is_empty())
-                        .map(|(line, s)| LineAt { line: *line, persisted: s.persisted, len: s.stores.len() })
-                        .collect();
-                    m.points.push(Point { ack, lines });
+                    m.markers += 1;
+                    m.snapshot(false);
                 }
             }
         }
         Ok(m)
+    }
+
+    fn snapshot(&mut self, before_fence: bool) {
+        let lines = self
+            .lines
+            .iter()
+            .filter(|(_, s)| !s.stores.is_empty())
+            .map(|(line, s)| LineAt { line: *line, persisted: s.persisted, len: s.stores.len() })
+            .collect();
+        self.points.push(Point { acked: self.markers, before_fence, lines });
     }
 
     /// Every line the writer stored to.
@@ -248,7 +268,7 @@ pub fn images(point: &Point, seed: u64, max: usize) -> Vec<Image> {
     if point.lines.iter().all(|l| l.pending() == 0) {
         return out;
     }
-    let mut state = seed ^ point.ack.wrapping_mul(GOLDEN);
+    let mut state = seed ^ (point.acked * 2 + u64::from(point.before_fence)).wrapping_mul(GOLDEN);
     let mut tries = 0;
     while out.len() < max && tries < max * 8 {
         tries += 1;
@@ -307,11 +327,16 @@ mod tests {
     fn only_flushed_and_fenced_lines_are_persistent() {
         let good = [prime(0), store(0, 1), Event::Flush { line: 0 }, Event::Fence, Event::Marker { slot: 0 }];
         let m = Model::replay(&good).unwrap();
-        assert_eq!(m.points[0].lines, [LineAt { line: 0, persisted: 1, len: 1 }]);
-        assert_eq!(images(&m.points[0], 1, 8).len(), 1, "nothing to drop");
+        assert_eq!(m.points[1].lines, [LineAt { line: 0, persisted: 1, len: 1 }]);
+        assert_eq!(images(&m.points[1], 1, 8).len(), 1, "nothing to drop");
+
+        assert_eq!(m.points.len(), 2, "before the fence (the record in flight) and after the ack");
+        assert!(m.points[0].before_fence && m.points[0].acked == 0 && m.points[0].lines[0].pending() == 1);
+        assert!(!m.points[1].before_fence && m.points[1].acked == 1);
 
         let fence_first = [prime(0), store(0, 1), Event::Fence, Event::Flush { line: 0 }, Event::Marker { slot: 0 }];
         let m = Model::replay(&fence_first).unwrap();
+        assert_eq!(m.points.len(), 1, "a fence with nothing written back is no crash point");
         assert_eq!(m.points[0].lines[0].pending(), 1);
         let imgs = images(&m.points[0], 1, 8);
         assert_eq!(imgs[0].keep, [(0, 0)], "the first image drops every pending store");
@@ -328,11 +353,13 @@ mod tests {
             Event::Marker { slot: 0 },
         ];
         let m = Model::replay(&no_flush).unwrap();
-        let pending: Vec<u64> = m.points[0].lines.iter().filter(|l| l.pending() > 0).map(|l| l.line).collect();
+        let after_ack = m.points.last().unwrap();
+        let pending: Vec<u64> = after_ack.lines.iter().filter(|l| l.pending() > 0).map(|l| l.line).collect();
         assert_eq!(pending, [64]);
         // A later fence does not help a line never written back.
         let later = [&no_flush[..], &[Event::Fence, Event::Marker { slot: 1 }]].concat();
-        assert_eq!(Model::replay(&later).unwrap().points[1].lines[1].pending(), 1);
+        let m = Model::replay(&later).unwrap();
+        assert_eq!(m.points.last().unwrap().lines[1].pending(), 1);
     }
 
     #[test]
@@ -343,7 +370,9 @@ mod tests {
             Event::Fence,
             Event::Marker { slot: 0 },
         ];
-        assert_eq!(Model::replay(&nt).unwrap().points[0].lines[0].pending(), 0);
+        let m = Model::replay(&nt).unwrap();
+        assert_eq!(m.points[0].lines[0].pending(), 1, "before the fence");
+        assert_eq!(m.points[1].lines[0].pending(), 0, "after it");
     }
 
     #[test]

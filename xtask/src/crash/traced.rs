@@ -28,6 +28,7 @@ use crate::build::kernel::Variant;
 use crate::cli::VmArgs;
 use crate::paths;
 use crate::report::results::{self, BootRecord, CaseResult, Results, WorkloadRun};
+use crate::vm::qemu::Accel;
 use crate::vm::request;
 use crate::vm::request::Prepared;
 use crate::vm::scenario::{Scenario, Step};
@@ -69,6 +70,7 @@ pub struct Spec {
 /// One crash point's results.
 #[derive(Debug, Clone, Serialize)]
 pub struct PointResult {
+    pub point: String,
     /// Acknowledgements before the crash (the verifier's acked count).
     pub acked: u64,
     pub pending_lines: usize,
@@ -92,7 +94,10 @@ pub struct ModelRun {
     pub stores: u64,
     pub flushes: u64,
     pub fences: u64,
-    pub markers: usize,
+    pub markers: u64,
+    /// Crash points in the trace (after each acknowledgement, before each
+    /// fence that orders write-backs).
+    pub crash_points: usize,
     pub points: Vec<PointResult>,
     #[serde(skip)]
     pub runs: Vec<WorkloadRun>,
@@ -187,6 +192,11 @@ fn materialize(trace: &Scenario, model: &Model, point: &model::Point, image: &mo
 /// The whole model run on `variant`, in `dir`.
 pub fn run(prepared: &Prepared, variant: Variant, spec: &Spec, dir: &Path) -> Result<ModelRun> {
     let so = plugin()?;
+    // TCG plugins do not run under KVM: every boot of the model is TCG.
+    let mut tcg = prepared.clone();
+    tcg.accel = Accel::Tcg;
+    tcg.accel_reason = "the persistence model's tracer is a TCG plugin".into();
+    let prepared = &tcg;
     let trace_dir = dir.join("trace");
     paths::ensure_dir(&trace_dir)?;
     let mut scenario = Scenario::new(prepared, &trace_dir, "model");
@@ -208,6 +218,8 @@ pub fn run(prepared: &Prepared, variant: Variant, spec: &Spec, dir: &Path) -> Re
     scenario.params = BTreeMap::from([
         ("userspace-flush-write.records".to_string(), spec.records.to_string()),
         ("userspace-flush-write.bug".to_string(), spec.bug.param().to_string()),
+        // Nothing kills this boot: the model makes the crashes.
+        ("userspace-flush-write.wait".to_string(), "0".to_string()),
     ]);
     let started = Instant::now();
     let (config, outcome) = scenario.boot(&Step { variant, workloads: &[WRITE], exec: &[], kill_at: None })?;
@@ -233,10 +245,10 @@ pub fn run(prepared: &Prepared, variant: Variant, spec: &Spec, dir: &Path) -> Re
             trace.display()
         );
     }
-    if model.points.len() as u64 != sealed_acks {
+    if model.markers != sealed_acks {
         bail!(
             "the trace holds {} markers for {sealed_acks} acknowledgements of the sealed writer (trace {})",
-            model.points.len(),
+            model.markers,
             trace.display()
         );
     }
@@ -250,15 +262,16 @@ pub fn run(prepared: &Prepared, variant: Variant, spec: &Spec, dir: &Path) -> Re
         model.silent,
         model.flushes,
         model.fences,
-        model.points.len()
+        model.markers
     );
     let mut points = Vec::new();
     for index in sample(model.points.len(), spec.points as usize, spec.seed) {
         let point = &model.points[index];
         let point_started = Instant::now();
         let images = model::images(point, spec.seed, spec.images);
-        let acked = point.ack + 1;
+        let acked = point.acked;
         let mut result = PointResult {
+            point: point.describe(),
             acked,
             pending_lines: point.lines.iter().filter(|l| l.pending() > 0).count(),
             generated: images.len(),
@@ -269,7 +282,7 @@ pub fn run(prepared: &Prepared, variant: Variant, spec: &Spec, dir: &Path) -> Re
         };
         let mut cases = Vec::new();
         for (j, image) in images.iter().enumerate().take(spec.boot) {
-            let image_dir = dir.join(format!("point-{acked}")).join(format!("image-{j}"));
+            let image_dir = dir.join(format!("point-{index}")).join(format!("image-{j}"));
             materialize(&scenario, &model, point, image, &image_dir)?;
             let mut verify = Scenario::new(prepared, &image_dir, "model");
             verify.params = BTreeMap::from([
@@ -277,7 +290,7 @@ pub fn run(prepared: &Prepared, variant: Variant, spec: &Spec, dir: &Path) -> Re
                 (flush::MAP_PARAM.to_string(), map.to_string()),
             ]);
             let (config, out) = verify.boot(&Step { variant, workloads: &[VERIFY], exec: &[], kill_at: None })?;
-            let who = format!("{variant} model point {acked} image {j}");
+            let who = format!("{variant} model point {index} image {j}");
             boots.push(BootRecord::of(&who, prepared, &out));
             let judged = results::judge(&who, &config.expected_tests(), &out);
             let failure = judged
@@ -320,7 +333,8 @@ pub fn run(prepared: &Prepared, variant: Variant, spec: &Spec, dir: &Path) -> Re
         stores: model.stores,
         flushes: model.flushes,
         fences: model.fences,
-        markers: model.points.len(),
+        markers: model.markers,
+        crash_points: model.points.len(),
         points,
         runs,
         boots,

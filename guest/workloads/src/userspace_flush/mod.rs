@@ -374,7 +374,7 @@ pub fn write() -> ExitCode {
     t.check("writers: every record flushed, fenced and acknowledged", written.map(|n| ((), n)));
     // The host kills QEMU at a moment of its choosing; one after the last
     // record is a crash point too. Without a kill, finish normally.
-    std::thread::sleep(WAIT_FOR_KILL);
+    std::thread::sleep(Duration::from_secs(param("userspace-flush-write.wait", WAIT_FOR_KILL.as_secs())));
     t.exit()
 }
 
