@@ -299,6 +299,17 @@ pub fn run(prepared: &Prepared, variant: Variant, spec: &Spec, dir: &Path) -> Re
                 .find(|c| c.verdict == Verdict::Fail)
                 .map(|c| format!("{}: {}", c.name, c.detail.lines().next().unwrap_or("")));
             result.booted += 1;
+            if failure.is_none() {
+                // A passing image is not kept (44 MB each here); its logs
+                // are. A failing one stays for replay.
+                for i in 0..2 {
+                    let image = verify.image(i);
+                    let mut sidecar = image.clone().into_os_string();
+                    sidecar.push(".toml");
+                    let _ = std::fs::remove_file(&image);
+                    let _ = std::fs::remove_file(sidecar);
+                }
+            }
             let dropped = image.dropped(point);
             let verdict = if failure.is_some() { Verdict::Fail } else { Verdict::Pass };
             if let Some(f) = &failure {
