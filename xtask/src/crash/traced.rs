@@ -148,6 +148,13 @@ pub fn sample(n: usize, count: usize, seed: u64) -> Vec<usize> {
     chosen
 }
 
+/// An NVDIMM image and its sidecar (`IMAGE.toml`, which says xtask made it).
+fn image_files(image: &Path) -> [PathBuf; 2] {
+    let mut sidecar = image.as_os_str().to_owned();
+    sidecar.push(".toml");
+    [image.to_path_buf(), PathBuf::from(sidecar)]
+}
+
 fn copy_sparse(from: &Path, to: &Path) -> Result<()> {
     let status = Command::new("cp")
         .args(["--sparse=always", "--reflink=auto"])
@@ -166,14 +173,9 @@ fn copy_sparse(from: &Path, to: &Path) -> Result<()> {
 fn materialize(trace: &Scenario, model: &Model, point: &model::Point, image: &model::Image, dir: &Path) -> Result<()> {
     paths::ensure_dir(dir)?;
     for i in 0..2 {
-        let from = trace.image(i);
-        let name = from.file_name().context("image name")?;
-        copy_sparse(&from, &dir.join(name))?;
-        // The sidecar (`IMAGE.toml`) that says xtask made the image.
-        let mut sidecar = from.clone().into_os_string();
-        sidecar.push(".toml");
-        let sidecar = PathBuf::from(sidecar);
-        copy_sparse(&sidecar, &dir.join(sidecar.file_name().context("sidecar name")?))?;
+        for from in image_files(&trace.image(i)) {
+            copy_sparse(&from, &dir.join(from.file_name().context("image name")?))?;
+        }
     }
     let keep: BTreeMap<u64, usize> = image.keep.iter().copied().collect();
     let path = dir.join(trace.image(0).file_name().context("image name")?);
@@ -302,12 +304,8 @@ pub fn run(prepared: &Prepared, variant: Variant, spec: &Spec, dir: &Path) -> Re
             if failure.is_none() {
                 // A passing image is not kept (44 MB each here); its logs
                 // are. A failing one stays for replay.
-                for i in 0..2 {
-                    let image = verify.image(i);
-                    let mut sidecar = image.clone().into_os_string();
-                    sidecar.push(".toml");
-                    let _ = std::fs::remove_file(&image);
-                    let _ = std::fs::remove_file(sidecar);
+                for file in (0..2).flat_map(|i| image_files(&verify.image(i))) {
+                    let _ = std::fs::remove_file(file);
                 }
             }
             let dropped = image.dropped(point);
