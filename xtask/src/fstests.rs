@@ -27,10 +27,14 @@ use crate::paths;
 use crate::report::results::{self, BootRecord, Results, WorkloadRun};
 use crate::vm::request::{self, BootRequest, Prepared};
 
+/// The default wall-clock limit of one fstests boot (every test of its
+/// sections), in seconds.
+pub const BOOT_TIMEOUT: u64 = 4 * 3600;
+
 #[derive(Debug, Clone, Args)]
 pub struct FstestsArgs {
     /// An fstests checkout (xfstests-dev); it is copied into the root image, never into this repository.
-    #[arg(long, value_name = "DIR", env = "DAX_SEAL_FSTESTS")]
+    #[arg(long, value_name = "DIR", env = crate::test::FSTESTS_ENV)]
     pub src: PathBuf,
     /// fstests group to run (repeatable; default: dax in the dax section, swap in the nondax one; e.g. clone).
     #[arg(long = "group", value_name = "G")]
@@ -57,7 +61,7 @@ pub struct FstestsArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelChoice,
     /// Wall-clock limit for one boot (all its tests), in seconds.
-    #[arg(long, default_value_t = 4 * 3600, value_name = "SECS", value_parser = clap::value_parser!(u64).range(60..))]
+    #[arg(long, default_value_t = BOOT_TIMEOUT, value_name = "SECS", value_parser = clap::value_parser!(u64).range(60..))]
     pub timeout: u64,
     #[command(flatten)]
     pub source: SourceArgs,
@@ -100,7 +104,7 @@ pub fn plans(
                     "section {} has nothing to run: {} never runs there ({}); choose another --group or --section",
                     section.name,
                     groups.join(", "),
-                    refusal(section.name)
+                    section.refusal
                 );
             }
             continue;
@@ -112,13 +116,6 @@ pub fn plans(
         bail!("nothing to run: the groups {} run in no selected section", groups.join(", "));
     }
     Ok(plans)
-}
-
-fn refusal(section: &str) -> &'static str {
-    match section {
-        "dax" => "the kernel refuses swapon on DAX files",
-        _ => "the dax group needs DAX mounts",
-    }
 }
 
 /// An exclude file: one test a line, `#` starts a comment.
@@ -352,18 +349,9 @@ pub fn boot_all(
         eprintln!("[fstests] booting {variant}: sections {}", config.workloads.join(", "));
         let outcome = request.boot()?;
         eprintln!("[fstests] {variant}: {} after {:.1} s", outcome.end.describe(), outcome.elapsed.as_secs_f64());
-        Ok((
-            results::judge(variant.name(), &config.expected_tests(), &outcome),
-            BootRecord::of(variant.name(), prepared, &outcome),
-        ))
+        Ok(results::judged(variant.name(), prepared, &config, &outcome))
     });
-    let mut runs = Vec::new();
-    let mut boots = Vec::new();
-    for b in booted {
-        let (r, boot) = b?;
-        runs.extend(r);
-        boots.push(boot);
-    }
+    let (mut runs, boots) = results::gather(booted)?;
     let compared = compare(&mut runs);
     Ok(Booted { runs, boots, compared })
 }

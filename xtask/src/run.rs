@@ -10,7 +10,7 @@ use dax_seal_protocol::RunConfig;
 
 use crate::cli::{GuestArgs, RunArgs, ShellArgs};
 use crate::paths;
-use crate::report::results::{self, BootRecord, Results};
+use crate::report::results::{self, Results};
 use crate::vm::boot;
 use crate::vm::qemu::{self, Console};
 use crate::vm::request::{geometry, prepare, BootRequest};
@@ -92,18 +92,9 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
         if !outcome.end.is_clean() {
             eprintln!("[run] {variant}: QEMU command line: {}", outcome.command_line);
         }
-        Ok((
-            results::judge(variant.name(), &config.expected_tests(), &outcome),
-            BootRecord::of(variant.name(), &prepared, &outcome),
-        ))
+        Ok(results::judged(variant.name(), &prepared, &config, &outcome))
     });
-    let mut runs = Vec::new();
-    let mut boots = Vec::new();
-    for b in booted {
-        let (r, boot) = b?;
-        runs.extend(r);
-        boots.push(boot);
-    }
+    let (runs, boots) = results::gather(booted)?;
     let verdict = results::verdict_of(&runs, &boots);
     let results = Results { verdict, run_id, runs, boots, xtask_peak_rss_kib: results::peak_rss_kib() };
     // The verdicts reach the terminal even when the disk is too full to

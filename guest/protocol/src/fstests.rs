@@ -29,6 +29,8 @@ pub struct Section {
     /// Groups that cannot pass in this section and never run there: the
     /// kernel refuses swapon on DAX files, so swap runs without DAX.
     pub refused_groups: &'static [&'static str],
+    /// Why those groups cannot pass here.
+    pub refusal: &'static str,
 }
 
 pub const SECTIONS: &[Section] = &[
@@ -38,6 +40,7 @@ pub const SECTIONS: &[Section] = &[
         dax: DaxMode::Always,
         default_groups: &["dax"],
         refused_groups: &["swap"],
+        refusal: "the kernel refuses swapon on DAX files",
     },
     Section {
         name: "nondax",
@@ -45,6 +48,7 @@ pub const SECTIONS: &[Section] = &[
         dax: DaxMode::Never,
         default_groups: &["swap"],
         refused_groups: &["dax"],
+        refusal: "the dax group needs DAX mounts",
     },
 ];
 

@@ -73,32 +73,26 @@ pub fn flush_lines(flush: Flush, bytes: &[u8]) {
     let end = bytes.as_ptr() as usize + bytes.len();
     for line in (start..end).step_by(LINE) {
         let p = line as *const u8;
-        // SAFETY: `line` lies within a cache line of `bytes`, which is
-        // mapped and readable; the flushes only name the address.
-        unsafe {
-            match flush {
-                Flush::Clwb => std::arch::asm!(
-                    "clwb [{p}]",
-                    "movzx {t:e}, byte ptr [{p}]",
-                    p = in(reg) p,
-                    t = out(reg) _,
-                    options(nostack, preserves_flags)
-                ),
-                Flush::Clflushopt => std::arch::asm!(
-                    "clflushopt [{p}]",
-                    "movzx {t:e}, byte ptr [{p}]",
-                    p = in(reg) p,
-                    t = out(reg) _,
-                    options(nostack, preserves_flags)
-                ),
-                Flush::Clflush => std::arch::asm!(
-                    "clflush [{p}]",
-                    "movzx {t:e}, byte ptr [{p}]",
-                    p = in(reg) p,
-                    t = out(reg) _,
-                    options(nostack, preserves_flags)
-                ),
-            }
+        // The flush, then the calibration load of the same line.
+        macro_rules! flush_then_load {
+            ($insn:literal) => {
+                // SAFETY: `line` lies within a cache line of `bytes`, which
+                // is mapped and readable; the flush only names the address.
+                unsafe {
+                    std::arch::asm!(
+                        concat!($insn, " [{p}]"),
+                        "movzx {t:e}, byte ptr [{p}]",
+                        p = in(reg) p,
+                        t = out(reg) _,
+                        options(nostack, preserves_flags)
+                    )
+                }
+            };
+        }
+        match flush {
+            Flush::Clwb => flush_then_load!("clwb"),
+            Flush::Clflushopt => flush_then_load!("clflushopt"),
+            Flush::Clflush => flush_then_load!("clflush"),
         }
     }
 }

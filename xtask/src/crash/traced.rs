@@ -227,8 +227,8 @@ pub fn run(prepared: &Prepared, variant: Variant, spec: &Spec, dir: &Path) -> Re
     let (config, outcome) = scenario.boot(&Step { variant, workloads: &[WRITE], exec: &[], kill_at: None })?;
     let trace_ms = started.elapsed().as_millis() as u64;
     let label = format!("{variant} model trace");
-    let mut runs = results::judge(&label, &config.expected_tests(), &outcome);
-    let mut boots = vec![BootRecord::of(&label, prepared, &outcome)];
+    let (mut runs, boot) = results::judged(&label, prepared, &config, &outcome);
+    let mut boots = vec![boot];
     if runs.iter().any(|r| r.verdict == Verdict::Fail) || !outcome.end.is_clean() {
         bail!("the traced writer boot failed ({}); console: {}", outcome.end.describe(), outcome.console_log.display());
     }

@@ -219,7 +219,7 @@ fn run_cell(
         Work::Fstests { kernels, plans } => {
             let root = fstests_root.context("an fstests cell without a root image")?;
             let mut vm = vm_of(cell);
-            vm.timeout = fstests::vm_args(vm.accel, 4 * 3600).timeout;
+            vm.timeout = fstests::BOOT_TIMEOUT;
             // One kernel after the other: the cell is one unit of the shard.
             let booted = fstests::boot_all(prepared, kernels, plans, root, &vm, dir, dir, 1, &cell.id)?;
             eprint!("{}", fstests::comparison_text(&booted.compared));

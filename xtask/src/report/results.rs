@@ -195,6 +195,29 @@ pub fn judge(kernel: &str, expected: &[String], outcome: &Outcome) -> Vec<Worklo
     runs
 }
 
+/// A boot of `kernel` asked for `config`, judged, and its record.
+pub fn judged(
+    kernel: &str,
+    prepared: &crate::vm::request::Prepared,
+    config: &dax_seal_protocol::RunConfig,
+    outcome: &Outcome,
+) -> (Vec<WorkloadRun>, BootRecord) {
+    (judge(kernel, &config.expected_tests(), outcome), BootRecord::of(kernel, prepared, outcome))
+}
+
+/// The judged boots of several kernels, in order, as one list of runs and
+/// one of boots; the first error stops it.
+pub fn gather(booted: Vec<Result<(Vec<WorkloadRun>, BootRecord)>>) -> Result<(Vec<WorkloadRun>, Vec<BootRecord>)> {
+    let mut runs = Vec::new();
+    let mut boots = Vec::new();
+    for b in booted {
+        let (r, boot) = b?;
+        runs.extend(r);
+        boots.push(boot);
+    }
+    Ok((runs, boots))
+}
+
 pub fn verdict_of(runs: &[WorkloadRun], boots: &[BootRecord]) -> &'static str {
     let failed = runs.iter().any(|r| r.verdict == Verdict::Fail) || boots.iter().any(|b| !b.end.is_clean());
     if failed || runs.is_empty() {
