@@ -114,8 +114,31 @@ impl Booted {
             .unwrap_or_else(|| panic!("no case {workload}/{case}\n{}", self.explain()))
     }
 
+    /// Every figure `cargo xtask bench` takes from `workload`, as this
+    /// boot reported them: each present, finite and above zero.
+    pub fn assert_bench_figures(&self, workload: &str) {
+        let results = self.results();
+        let names = xtask::bench::figure_names(workload);
+        assert!(!names.is_empty(), "the bench takes no figures from {workload}");
+        for name in names {
+            let kernel = &self.run(workload).kernel;
+            let value = results.figure(kernel, workload, &name).unwrap_or_else(|e| panic!("{e:#}\n{}", self.explain()));
+            assert!(value.is_finite() && value > 0.0, "{workload}: figure {name} is {value}\n{}", self.explain());
+        }
+    }
+
+    fn results(&self) -> results::Results {
+        results::Results {
+            verdict: results::verdict_of(&self.runs),
+            run_id: "test".into(),
+            runs: self.runs.clone(),
+            boots: Vec::new(),
+            xtask_peak_rss_kib: 0,
+        }
+    }
+
     pub fn passed(&self) -> bool {
-        self.outcome.end.is_clean() && self.runs.iter().all(|r| r.verdict != Verdict::Fail)
+        results::verdict_of(&self.runs) == Verdict::Pass
     }
 
     pub fn elapsed(&self) -> Duration {
@@ -124,13 +147,7 @@ impl Booted {
 
     /// Everything a developer needs when an assertion fails.
     pub fn explain(&self) -> String {
-        let results = results::Results {
-            verdict: results::verdict_of(&self.runs, &[]),
-            run_id: "test".into(),
-            runs: self.runs.clone(),
-            boots: Vec::new(),
-            xtask_peak_rss_kib: 0,
-        };
+        let results = self.results();
         let ktap = std::fs::read_to_string(&self.outcome.ktap_log).unwrap_or_default();
         format!(
             "boot ended: {} after {:.1} s\n{}\n--- guest KTAP ({}):\n{ktap}\n--- console tail ({}):\n{}\n",

@@ -7,6 +7,7 @@ use std::time::Duration;
 use dax_seal_protocol::ktap::Verdict;
 use vm_tests::{Booted, End, Guest, KillAt, ReportKind};
 use xtask::build::kernel::Variant;
+use xtask::report::results::Results;
 
 const SMOKE_CASES: [&str; 5] = [
     "namespace is fsdax",
@@ -139,13 +140,12 @@ fn cli_run_writes_verdicts_and_exits_zero() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "exit {:?}\n{stdout}\n{stderr}", out.status);
     let latest = images.path().join("runs/latest");
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(latest.join("results.json")).unwrap()).unwrap();
-    assert_eq!(json["verdict"], "pass", "{json:#}");
-    let runs = json["runs"].as_array().unwrap();
+    let json = Results::read(&latest).unwrap();
+    assert_eq!(json.verdict, Verdict::Pass, "{json:#?}");
     for kernel in ["patched", "baseline"] {
-        let smoke = runs.iter().find(|r| r["kernel"] == kernel && r["workload"] == "dax-smoke").expect(kernel);
-        assert_eq!(smoke["verdict"], "pass");
-        assert_eq!(smoke["cases"].as_array().unwrap().len(), SMOKE_CASES.len());
+        let smoke = json.runs.iter().find(|r| r.kernel == kernel && r.workload == "dax-smoke").expect(kernel);
+        assert_eq!(smoke.verdict, Verdict::Pass);
+        assert_eq!(smoke.cases.len(), SMOKE_CASES.len());
     }
     let junit = std::fs::read_to_string(latest.join("junit.xml")).unwrap();
     assert!(junit.contains("<testsuite name=\"baseline/dax-smoke\""), "{junit}");
@@ -159,11 +159,10 @@ fn cli_run_writes_verdicts_and_exits_zero() {
 /// report.html in Debian's headless chromium: it opens offline, its table
 /// has one row per kernel and workload of results.json, its counts are
 /// results.json's, and a screenshot of it is drawn.
-fn assert_report_opens_in_chromium(dir: &std::path::Path, json: &serde_json::Value) {
+fn assert_report_opens_in_chromium(dir: &std::path::Path, json: &Results) {
     let dom = chromium_dom_and_screenshot(&dir.join("report.html"));
-    let runs = json["runs"].as_array().unwrap();
-    assert_eq!(dom.matches("<tr class=\"run ").count(), runs.len(), "{dom}");
-    let passed = runs.iter().flat_map(|r| r["cases"].as_array().unwrap()).filter(|c| c["verdict"] == "pass").count();
+    assert_eq!(dom.matches("<tr class=\"run ").count(), json.runs.len(), "{dom}");
+    let passed = json.runs.iter().flat_map(|r| &r.cases).filter(|c| c.verdict == Verdict::Pass).count();
     assert!(dom.contains(&format!("<span id=\"passed\">{passed}</span>")), "{dom}");
 }
 
@@ -192,13 +191,13 @@ fn chromium_dom_and_screenshot(page: &std::path::Path) -> String {
 /// chart per figure, the histograms, and the over-target count.
 #[test]
 fn bench_page_opens_in_chromium() {
-    use xtask::report::html::{bench_page, Figure};
+    use xtask::report::html::{bench_page, Chart};
     let dir = tempfile::tempdir().unwrap();
     let figures = [
-        Figure::new("swap under cgroup pressure", "MiB/s", &[("sealed swapfile", 410.0), ("raw pmem device", 420.0)])
+        Chart::new("swap under cgroup pressure", "MiB/s", &[("sealed swapfile", 410.0), ("raw pmem device", 420.0)])
             .target("ratio >= 0.95".into(), true),
-        Figure::new("Soft-RoCE ibv_reg_mr of 16 MiB", "ms", &[("sealed DAX", 4.1), ("anonymous", 3.9)]),
-        Figure::new("warm run", "s", &[("both kernels", 111.0)]).target("<= 30 s".into(), false),
+        Chart::new("Soft-RoCE ibv_reg_mr of 16 MiB", "ms", &[("sealed DAX", 4.1), ("anonymous", 3.9)]),
+        Chart::new("warm run", "s", &[("both kernels", 111.0)]).target("<= 30 s".into(), false),
     ];
     let page = dir.path().join("bench.html");
     std::fs::write(&page, bench_page(3, &figures, &[("sealed".into(), vec![(2, 40), (3, 200), (6, 3)])])).unwrap();
@@ -213,12 +212,11 @@ fn cli_run_fails_on_a_guest_failure() {
     let images = tempfile::tempdir().unwrap();
     let out = xtask(&["run", "--kernel", "baseline", "--workload", "dax-smoke", "--exec", "exit 3"], images.path());
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(images.path().join("runs/latest/results.json")).unwrap()).unwrap();
-    assert_eq!(json["verdict"], "fail");
-    let exec = json["runs"].as_array().unwrap().iter().find(|r| r["workload"] == "exec").unwrap();
-    assert_eq!(exec["cases"][0]["verdict"], "fail");
-    assert!(exec["cases"][0]["detail"].as_str().unwrap().contains("exited with status 3"), "{exec:#}");
+    let json = results_of(images.path());
+    assert_eq!(json.verdict, Verdict::Fail);
+    let exec = json.runs.iter().find(|r| r.workload == "exec").unwrap();
+    assert_eq!(exec.cases[0].verdict, Verdict::Fail);
+    assert!(exec.cases[0].detail.contains("exited with status 3"), "{exec:#?}");
 }
 
 /// Every command of an `--exec` list keeps its stderr, in order, and what
@@ -245,11 +243,10 @@ fn exec_output_keeps_every_stderr_and_is_shown() {
     // Below the table, the passing command's output, stderr in its place.
     let shown = "echo last: first\n    ls: /no-such-dir: No such file or directory\n    last\n";
     assert!(stdout.contains(shown), "output missing or out of order:\n{stdout}");
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(images.path().join("runs/latest/results.json")).unwrap()).unwrap();
-    let exec = json["runs"].as_array().unwrap().iter().find(|r| r["workload"] == "exec").unwrap();
-    assert_eq!(exec["cases"][0]["verdict"], "pass", "{exec:#}");
-    let failed = exec["cases"][1]["detail"].as_str().unwrap();
+    let json = results_of(images.path());
+    let exec = json.runs.iter().find(|r| r.workload == "exec").unwrap();
+    assert_eq!(exec.cases[0].verdict, Verdict::Pass, "{exec:#?}");
+    let failed = &exec.cases[1].detail;
     assert!(failed.contains("exited with status 4") && failed.contains("why"), "{failed}");
 }
 
@@ -520,6 +517,7 @@ fn pinned_dma_devices_write_into_sealed_files_on_patched_only() {
         assert_eq!(c.verdict, Verdict::Pass, "{name}: {}", c.detail);
     }
     assert!(!baseline.run("pinned-dma").cases.iter().any(|c| c.name.starts_with("host:")), "{}", baseline.explain());
+    patched.assert_bench_figures("pinned-dma");
 
     // The NVDIMM check fails once the bytes at the file's blocks are gone.
     let nvdimm = patched_guest.image(0);
@@ -598,6 +596,7 @@ fn swap_pressure_goes_through_the_sealed_map_on_patched_only() {
     let d = &patched.case("swap-pressure", "pressure-through-sealed-swapfile").detail;
     assert!(d.contains("ETXTBSY") && d.contains("still sealed, UNSEAL 0") && d.contains("MiB/s"), "{d}");
     assert!(patched.case("swap-pressure", "sealed-dax-file-refuses-swapon").detail.contains("EINVAL"));
+    patched.assert_bench_figures("swap-pressure");
 }
 
 /// Mixed kernels on one image set: patched seals five files; baseline,
@@ -810,6 +809,7 @@ fn userspace_flush_records_survive_a_remount_and_the_sealed_writer_needs_the_ser
             assert_eq!(c.verdict, Verdict::Pass, "{name}: {}\n{}", c.detail, b.explain());
         }
     }
+    patched.assert_bench_figures("userspace-flush");
 }
 
 fn tally(p: &xtask::crash::Point, writer: &str) -> dax_seal_protocol::flush::Tally {
@@ -920,30 +920,28 @@ fn hostile_guests_fail_with_a_reason_and_cannot_grow_the_host() {
         let out = xtask(&args, images.path());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{workload}: {stderr}");
-        let json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(images.path().join("runs/latest/results.json")).unwrap()).unwrap();
-        assert_eq!(json["verdict"], "fail", "{workload}: {json:#}");
-        let failed: Vec<String> = json["runs"]
-            .as_array()
-            .unwrap()
+        let json = results_of(images.path());
+        assert_eq!(json.verdict, Verdict::Fail, "{workload}: {json:#?}");
+        let failed: Vec<&str> = json
+            .runs
             .iter()
-            .flat_map(|r| r["cases"].as_array().unwrap().iter())
-            .filter(|c| c["verdict"] == "fail")
-            .map(|c| c["detail"].as_str().unwrap_or("").to_string())
+            .flat_map(|r| &r.cases)
+            .filter(|c| c.verdict == Verdict::Fail)
+            .map(|c| c.detail.as_str())
             .collect();
         assert!(
             !failed.is_empty() && failed.iter().all(|d| !d.is_empty()),
-            "{workload}: a failure without a reason: {json:#}"
+            "{workload}: a failure without a reason: {json:#?}"
         );
-        let end = &json["boots"][0]["end"]["kind"];
+        let end = &json.boots[0].end;
         match workload {
-            "selftest-flood" => assert_eq!(end, "flood", "{json:#}"),
-            "selftest-bad-ktap" => assert_eq!(end, "powered-off", "the guest survives malformed KTAP: {json:#}"),
-            _ => assert_ne!(end, "powered-off", "a fork bomb that never reports cannot end cleanly: {json:#}"),
+            "selftest-flood" => assert!(matches!(end, End::Flood { .. }), "{json:#?}"),
+            "selftest-bad-ktap" => assert_eq!(*end, End::PoweredOff, "the guest survives malformed KTAP: {json:#?}"),
+            _ => assert_ne!(*end, End::PoweredOff, "a fork bomb that never reports cannot end cleanly: {json:#?}"),
         }
-        let peak = json["xtask_peak_rss_kib"].as_u64().unwrap();
+        let peak = json.xtask_peak_rss_kib;
         assert!(peak > 0 && peak < MAX_PEAK_KIB, "{workload}: xtask peaked at {peak} KiB");
-        eprintln!("{workload}: {} after {} ms; xtask peak {} KiB", end, json["boots"][0]["elapsed_ms"], peak);
+        eprintln!("{workload}: {} after {} ms; xtask peak {} KiB", end.name(), json.boots[0].elapsed_ms, peak);
     }
 }
 
@@ -976,8 +974,9 @@ fn qemu_on(images: &std::path::Path, deadline: Duration) -> Option<u32> {
     None
 }
 
-fn results_of(images: &std::path::Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(images.join("runs/latest/results.json")).unwrap()).unwrap()
+/// The latest run's results.json, read through xtask's own types.
+fn results_of(images: &std::path::Path) -> Results {
+    Results::read(&images.join("runs/latest")).unwrap()
 }
 
 /// Host faults. QEMU SIGKILLed from outside: the run fails and says so.
@@ -999,9 +998,10 @@ fn host_faults_qemu_killed_from_outside_and_two_runs_at_once() {
     let status = first.wait().unwrap();
     assert_eq!(status.code(), Some(1), "{}", std::fs::read_to_string(&err).unwrap_or_default());
     let json = results_of(images.path());
-    let end = &json["boots"][0]["end"];
-    assert_eq!(end["kind"], "qemu-failed", "{json:#}");
-    assert!(end["status"].as_str().unwrap().contains("SIGKILL from outside"), "{json:#}");
+    match &json.boots[0].end {
+        End::QemuFailed { status, .. } => assert!(status.contains("SIGKILL from outside"), "{json:#?}"),
+        other => panic!("expected qemu-failed, got {other:?}"),
+    }
 
     let err1 = images.path().join("1.stderr");
     let mut one = xtask_spawn(
@@ -1055,7 +1055,7 @@ fn matrix_smoke_shards_run_and_merge_and_a_missing_shard_fails() {
     // A bench directory joins the merge: its figures become a section.
     let bench = images.path().join("bench");
     std::fs::create_dir_all(&bench).unwrap();
-    let figures = [xtask::report::html::Figure::new("swap", "MiB/s", &[("sealed swapfile", 119.0), ("raw", 124.0)])];
+    let figures = [xtask::report::html::Chart::new("swap", "MiB/s", &[("sealed swapfile", 119.0), ("raw", 124.0)])];
     std::fs::write(bench.join("bench.json"), serde_json::to_vec(&figures).unwrap()).unwrap();
     let bench_arg = bench.to_string_lossy().into_owned();
     let merged = images.path().join("merged");
@@ -1067,9 +1067,10 @@ fn matrix_smoke_shards_run_and_merge_and_a_missing_shard_fails() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     let page = std::fs::read_to_string(merged.join("report.html")).unwrap();
     assert!(page.contains("<h2 id=\"benchmark\">") && page.contains("sealed swapfile"), "{page}");
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(merged.join("results.json")).unwrap()).unwrap();
-    assert_eq!(json["verdict"], "pass", "{json:#}");
-    assert_eq!(json["cells"].as_array().unwrap().len(), 3, "{json:#}");
+    let text = std::fs::read(merged.join("results.json")).unwrap();
+    let json: xtask::merge::Merged = serde_json::from_slice(&text).unwrap();
+    assert_eq!(json.results.verdict, Verdict::Pass, "{json:#?}");
+    assert_eq!(json.cells.len(), 3, "{json:#?}");
     assert!(std::fs::read_to_string(merged.join("junit.xml")).unwrap().contains("sigkill-after-seal"));
 
     let partial = images.path().join("partial").to_string_lossy().into_owned();
@@ -1104,10 +1105,9 @@ fn host_fault_an_nvdimm_truncated_mid_run_is_named_and_then_refused() {
     let status = run.wait().unwrap();
     assert_eq!(status.code(), Some(1), "{}", std::fs::read_to_string(&err).unwrap_or_default());
     let json = results_of(images.path());
-    let end = &json["boots"][0]["end"];
     assert!(
-        end["kind"] == "qemu-failed" && end["status"].as_str().unwrap().contains("SIGBUS"),
-        "the truncation must be named: {json:#}"
+        matches!(&json.boots[0].end, End::QemuFailed { status, .. } if status.contains("SIGBUS")),
+        "the truncation must be named: {json:#?}"
     );
     let again = xtask(&["run", "--kernel", "patched", "--workload", "dax-smoke"], images.path());
     let stderr = String::from_utf8_lossy(&again.stderr);

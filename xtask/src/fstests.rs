@@ -390,7 +390,7 @@ pub fn cmd(args: &FstestsArgs) -> Result<ExitCode> {
         jobs,
         &format!("fstests {run_id}"),
     )?;
-    let verdict = results::verdict_of(&booted.runs, &booted.boots);
+    let verdict = results::verdict_of(&booted.runs);
     let results = Results {
         verdict,
         run_id,
@@ -407,7 +407,7 @@ pub fn cmd(args: &FstestsArgs) -> Result<ExitCode> {
     written.context("the verdicts above could not be saved")?;
     paths::write_atomic(&out_dir.join("summary.txt"), summary.as_bytes())?;
     println!("outputs: {}", out_dir.display());
-    Ok(if results.verdict == "pass" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(results.exit_code())
 }
 
 fn list(items: &[String]) -> String {
@@ -515,7 +515,7 @@ mod tests {
         assert_eq!(verdict(1, "generic/4"), Known);
         assert_eq!((runs[0].verdict, runs[1].verdict), (Fail, Known));
         assert!(runs[0].cases[2].detail.starts_with("REGRESSION"));
-        assert_eq!(results::verdict_of(&runs[1..], &[]), "pass", "known failures alone do not fail a run");
+        assert_eq!(results::verdict_of(&runs[1..]), Verdict::Pass, "known failures alone do not fail a run");
         let text = comparison_text(&compared);
         assert!(
             text.contains("REGRESSIONS (fail with the series, pass on the baseline): patched/dax generic/2"),

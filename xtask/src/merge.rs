@@ -16,7 +16,17 @@ use dax_seal_protocol::ktap::Verdict;
 use crate::matrix::{spec, CellResult};
 use crate::paths;
 use crate::report::html;
-use crate::report::results::{self, CaseResult, Results, WorkloadRun};
+use crate::report::results::{self, BootRecord, CaseResult, Results, WorkloadRun};
+
+/// The merged results.json: a run's results plus where they came from and
+/// every matrix cell's verdict.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Merged {
+    #[serde(flatten)]
+    pub results: Results,
+    pub merged_from: Vec<String>,
+    pub cells: Vec<CellResult>,
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
@@ -52,23 +62,12 @@ fn result_dirs(dir: &std::path::Path) -> Vec<PathBuf> {
     found
 }
 
-/// `dir`/results.json, whole and its runs.
-fn read_results(dir: &std::path::Path) -> Result<(serde_json::Value, Vec<WorkloadRun>)> {
-    let path = dir.join("results.json");
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
-            .with_context(|| format!("{} is not a results.json", path.display()))?;
-    let runs = serde_json::from_value(json["runs"].clone())
-        .with_context(|| format!("{}: its runs are not in this version's form", path.display()))?;
-    Ok((json, runs))
-}
-
 pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
     let mut runs: Vec<WorkloadRun> = Vec::new();
-    let mut boots: Vec<serde_json::Value> = Vec::new();
+    let mut boots: Vec<BootRecord> = Vec::new();
     let mut cells: BTreeMap<String, CellResult> = BTreeMap::new();
     let mut sources = Vec::new();
-    let mut benches: Vec<(String, Vec<html::Figure>)> = Vec::new();
+    let mut benches: Vec<(String, Vec<html::Chart>)> = Vec::new();
     for dir in &args.dirs {
         let bench = dir.join("bench.json");
         if let Ok(text) = std::fs::read(&bench) {
@@ -85,9 +84,9 @@ pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
             );
         }
         for d in found {
-            let (json, these) = read_results(&d)?;
-            runs.extend(these);
-            boots.extend(json["boots"].as_array().cloned().unwrap_or_default());
+            let these = Results::read(&d)?;
+            runs.extend(these.runs);
+            boots.extend(these.boots);
             if let Ok(text) = std::fs::read(d.join("cells.json")) {
                 let list: Vec<CellResult> = serde_json::from_slice(&text)
                     .with_context(|| format!("{} is not a cells.json", d.join("cells.json").display()))?;
@@ -101,11 +100,9 @@ pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
         let missing: Vec<CaseResult> = expected
             .iter()
             .filter(|c| !cells.contains_key(&c.id))
-            .map(|c| CaseResult {
-                name: c.id.clone(),
-                verdict: Verdict::Fail,
-                detail: "missing: no shard reported this cell (its shard died, or did not run it)".into(),
-                duration_ms: 0,
+            .map(|c| {
+                let why = "missing: no shard reported this cell (its shard died, or did not run it)";
+                CaseResult::new(&c.id, Verdict::Fail, why.into())
             })
             .collect();
         if !missing.is_empty() {
@@ -117,7 +114,8 @@ pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
             });
         }
     }
-    let failed = runs.iter().any(|r| r.verdict == Verdict::Fail) || (runs.is_empty() && benches.is_empty());
+    // Bench pages alone carry figures, not verdicts: nothing to fail.
+    let verdict = if runs.is_empty() && !benches.is_empty() { Verdict::Pass } else { results::verdict_of(&runs) };
     let (run_id, out) = match &args.out {
         Some(dir) => {
             paths::ensure_dir(dir)?;
@@ -125,24 +123,20 @@ pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
         }
         None => paths::new_output_dir("report")?,
     };
-    let results = Results {
-        verdict: if failed { "fail" } else { "pass" },
-        run_id,
-        runs,
-        boots: Vec::new(),
-        xtask_peak_rss_kib: 0,
-    };
+    // The summary lists the verdicts, not the boots of every shard.
+    let results = Results { verdict, run_id, runs, boots: Vec::new(), xtask_peak_rss_kib: 0 };
     let summary = results::summary(&results);
     let written = results::write_all(&out, &results).and_then(|_| {
-        let mut merged = serde_json::to_value(&results)?;
-        merged["boots"] = serde_json::Value::Array(boots);
-        merged["merged_from"] = serde_json::json!(sources);
-        merged["cells"] = serde_json::to_value(cells.values().collect::<Vec<_>>())?;
+        let merged = Merged {
+            results: Results { boots, ..results.clone() },
+            merged_from: sources.clone(),
+            cells: cells.into_values().collect(),
+        };
         paths::write_atomic(&out.join("results.json"), &serde_json::to_vec_pretty(&merged)?)
     });
     let since = match &args.previous {
         Some(dir) => {
-            let (_, before) = read_results(dir).context("--previous")?;
+            let before = Results::read(dir).context("--previous")?.runs;
             let changed = html::changes(&before, &results.runs);
             let page = html::page_since(&results, Some((&dir.display().to_string(), &before)));
             Some((changed, page))
@@ -168,5 +162,5 @@ pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
         }
     }
     println!("merged {} result directories into {}", sources.len(), out.display());
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(results.exit_code())
 }

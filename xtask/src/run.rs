@@ -95,7 +95,7 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
         Ok(results::judged(variant.name(), &prepared, &config, &outcome))
     });
     let (runs, boots) = results::gather(booted)?;
-    let verdict = results::verdict_of(&runs, &boots);
+    let verdict = results::verdict_of(&runs);
     let results = Results { verdict, run_id, runs, boots, xtask_peak_rss_kib: results::peak_rss_kib() };
     // The verdicts reach the terminal even when the disk is too full to
     // keep them.
@@ -103,7 +103,7 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
     println!("{}", results::summary(&results));
     written.context("the verdicts above could not be saved")?;
     println!("outputs: {}", run_dir.display());
-    Ok(if results.verdict == "pass" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(results.exit_code())
 }
 
 pub fn shell(args: &ShellArgs) -> Result<ExitCode> {

@@ -104,6 +104,18 @@ pub enum Verdict {
     Known,
 }
 
+impl Verdict {
+    /// The word results.json uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Skip => "skip",
+            Verdict::Known => "known",
+        }
+    }
+}
+
 /// One result line with everything attached to it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Case {

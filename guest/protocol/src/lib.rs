@@ -4,6 +4,7 @@
 //! spoken on it. Both sides depend on this crate so they cannot drift apart.
 
 pub mod disks;
+pub mod figure;
 pub mod flush;
 pub mod fstests;
 pub mod ktap;

@@ -26,6 +26,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use dax_seal_protocol::disks::{self, DataDisk, HostCheck, HostImage, PatternRange, DATA_DISKS};
+use dax_seal_protocol::figure::{self, Figure};
 use dax_seal_protocol::MOUNT_PREFIX;
 
 use crate::cases::{Cases, Outcome};
@@ -230,25 +231,33 @@ fn dma_through_pin(s: &mut Sealed, dev: &Dev) -> Result<(String, Vec<HostCheck>)
     let reader = dev.open(false)?;
     let (read0, written0) = dev.sectors()?;
     let mut figures = Vec::new();
+    let mut typed = Vec::new();
+    let disk = dev.info.name;
     for depth in DEPTHS {
         // Each pass must put every byte there itself.
         s.mapping.as_mut_slice().fill(0);
         let ops = chunks(&reader, false, 0, s.addr(), FILE_SIZE);
         let secs = run_all(&s.ring, &ops, depth, "READ_FIXED")?;
         verify_file(&format!("the file after READ_FIXED at depth {depth}"), &s.file, 0, FILE_SIZE, seed, 0)?;
-        figures.push(format!("qd{depth} {:.0} MiB/s", (FILE_SIZE >> 20) as f64 / secs));
+        let rate = (FILE_SIZE >> 20) as f64 / secs;
+        figures.push(format!("qd{depth} {rate:.0} MiB/s"));
+        typed.push(Figure::new(figure::read_fixed(disk, depth), rate, "MiB/s"));
     }
     s.still_sealed("READ_FIXED")?;
     let (read1, _) = dev.sectors()?;
     // The same reads into anonymous memory, for `cargo xtask bench`'s
     // sealed/anonymous ratio; the figure is reported, not judged.
-    figures.push(format!("anonymous qd{} {:.0} MiB/s", DEPTHS[DEPTHS.len() - 1], anonymous_read(&reader)?));
+    let (depth, rate) = (DEPTHS[DEPTHS.len() - 1], anonymous_read(&reader)?);
+    figures.push(format!("anonymous qd{depth} {rate:.0} MiB/s"));
+    typed.push(Figure::new(figure::read_fixed_anonymous(disk, depth), rate, "MiB/s"));
 
     let writer = dev.open(true)?;
     let depth = DEPTHS[DEPTHS.len() - 1];
     let ops = chunks(&writer, true, WRITE_REGION, s.addr(), FILE_SIZE);
     let secs = run_all(&s.ring, &ops, depth, "WRITE_FIXED")?;
-    figures.push(format!("WRITE_FIXED qd{depth} {:.0} MiB/s", (FILE_SIZE >> 20) as f64 / secs));
+    let rate = (FILE_SIZE >> 20) as f64 / secs;
+    figures.push(format!("WRITE_FIXED qd{depth} {rate:.0} MiB/s"));
+    typed.push(Figure::new(figure::write_fixed(disk, depth), rate, "MiB/s"));
     // Before reading the written region back, which the disk counts too.
     let (_, written1) = dev.sectors()?;
     let mut back = Mapping::anonymous(CHUNK as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
@@ -275,11 +284,12 @@ fn dma_through_pin(s: &mut Sealed, dev: &Dev) -> Result<(String, Vec<HostCheck>)
     Ok((
         format!(
             "{}: device read {} MiB into the pinned pages and wrote {} MiB from them; read(2) and O_DIRECT show \
-             the pattern; map unchanged, UNSEAL EBUSY; {}",
+             the pattern; map unchanged, UNSEAL EBUSY; {}\n{}",
             dev.path.display(),
             read >> 20,
             written >> 20,
-            figures.join(", ")
+            figures.join(", "),
+            figure::lines(&typed)
         ),
         vec![check],
     ))

@@ -28,6 +28,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use dax_seal_protocol::disks::{fill_pattern, first_pattern_mismatch};
+use dax_seal_protocol::figure::{self, Figure};
 use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
 
 use crate::cases::{when_sealable, Cases, Outcome};
@@ -343,7 +344,8 @@ fn pressure_on(path: &Path, group: &Path, sealed: bool, seconds: u64) -> Check {
         seal::unseal(&f).map_err(|e| format!("UNSEAL after swapoff: {}", errno_text(&e)))?;
         tail = format!("; {}; after swapoff the same map, still sealed, UNSEAL 0", d.during);
     }
-    Ok(format!("{} ({}); {}{tail}", d.child, d.figures, d.found))
+    let device = if sealed { "sealed-swapfile" } else { "unsealed-swapfile" };
+    Ok(format!("{} ({}); {}{tail}\n{}", d.child, d.figures, d.found, d.throughput(device)))
 }
 
 /// What one pressure run through a swap area showed.
@@ -352,6 +354,8 @@ struct Drive {
     child: String,
     /// pswpout, pswpin, memory.swap.peak, oom_kill and the throughput.
     figures: String,
+    /// Swap traffic of the read-back rounds, MiB/s.
+    rate: f64,
     /// The sampled pages found on the device.
     found: String,
     /// What `during` said.
@@ -434,10 +438,10 @@ fn drive_on(
         let pages = out + inn + out0 + in0 - moved;
         (pages * PAGE) as f64 / f64::from(1u32 << 20) / t.elapsed().as_secs_f64()
     });
+    let rate = rate.unwrap_or(0.0);
     let figures = format!(
-        "pswpout {out} pswpin {inn} pages, memory.swap.peak {} MiB, oom_kill {oom}, swap throughput {:.0} MiB/s",
+        "pswpout {out} pswpin {inn} pages, memory.swap.peak {} MiB, oom_kill {oom}, swap throughput {rate:.0} MiB/s",
         peak >> 20,
-        rate.unwrap_or(0.0)
     );
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         let how = if libc::WIFSIGNALED(status) {
@@ -453,7 +457,14 @@ fn drive_on(
             "swap moved less than the working set's excess of {excess} pages: {figures} (the pressure did not reach swap)"
         ));
     }
-    Ok(Drive { child: rest.trim().to_string(), figures, found, during: said })
+    Ok(Drive { child: rest.trim().to_string(), figures, rate, found, during: said })
+}
+
+impl Drive {
+    /// The throughput as a figure line, `device` naming the swap area.
+    fn throughput(&self, device: &str) -> String {
+        Figure::new(figure::swap_throughput(device), self.rate, "MiB/s").line()
+    }
 }
 
 /// The bench's reference: the same pressure through swap on a whole raw
@@ -490,7 +501,13 @@ fn pressure_raw(index: u64, group: &Path, seconds: u64) -> Check {
     let wiped = f.write_all_at(&[0u8; PAGE as usize], 0).and_then(|()| f.sync_all());
     let d = d?;
     wiped.map_err(|e| format!("blanking the swap header of {dev}: {}", errno_text(&e)))?;
-    Ok(format!("{} on {dev} ({}); {}; header blanked for the next boot", d.child, d.figures, d.found))
+    Ok(format!(
+        "{} on {dev} ({}); {}; header blanked for the next boot\n{}",
+        d.child,
+        d.figures,
+        d.found,
+        d.throughput("raw-pmem")
+    ))
 }
 
 /// The child: joins the group, fills the working set, pushes it out,

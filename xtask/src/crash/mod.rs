@@ -438,8 +438,7 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
         runs.push(campaign_run(variant.name(), control_saw_loss(variant.name(), &points, args.point.is_some())));
     }
     let elapsed = start.elapsed();
-    let failed = runs.iter().any(|r| r.verdict == Verdict::Fail);
-    let verdict = if failed { "fail" } else { "pass" };
+    let verdict = results::verdict_of(&runs);
     let results = Results { verdict, run_id, runs, boots, xtask_peak_rss_kib: results::peak_rss_kib() };
     let table = table(&points);
     println!("{table}");
@@ -460,14 +459,14 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
     }
     println!(
         "\n{}: {} points in {:.1} min (median {:.1} s a point) on {}, seed {seed:#x}",
-        if failed { "FAIL" } else { "PASS" },
+        if results.verdict == Verdict::Pass { "PASS" } else { "FAIL" },
         points.len(),
         elapsed.as_secs_f64() / 60.0,
         median_secs(&points),
         prepared.accel.name()
     );
     println!("outputs: {} (summary.txt, points.txt, crash.json, junit.xml, results.ktap)", dir.display());
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(results.exit_code())
 }
 
 #[cfg(test)]

@@ -385,7 +385,7 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
     let prepared: Prepared = request::prepare(&variants, &args.source, &vm)?;
     let (run_id, dir) = paths::new_output_dir("crash")?;
     eprintln!("[crash --model] seed {seed:#x}, writer bug {:?}; repeat with --seed {seed:#x}", args.bug);
-    let (mut runs, mut boots, mut reports, mut verdicts) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut runs, mut boots, mut reports) = (Vec::new(), Vec::new(), Vec::new());
     for &variant in &variants {
         let done = run(&prepared, variant, &spec, &dir.join(variant.name()))?;
         let failed = done.images_failed();
@@ -418,12 +418,10 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
             cases: vec![CaseResult::new("the model's rule", verdict, rule)],
         });
         boots.extend(done.boots.iter().cloned());
-        verdicts.push(ok);
         reports.push(done);
     }
-    let failed = verdicts.iter().any(|ok| !ok);
     let results = Results {
-        verdict: if failed { "fail" } else { "pass" },
+        verdict: results::verdict_of(&runs),
         run_id,
         runs,
         boots,
@@ -433,7 +431,7 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
         .and_then(|_| paths::write_atomic(&dir.join("model.json"), &serde_json::to_vec_pretty(&reports)?))
         .context("the model's results could not be saved")?;
     println!("outputs: {} (model.json, summary.txt, junit.xml; the trace in <kernel>/trace/pmem.trace)", dir.display());
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(results.exit_code())
 }
 
 #[cfg(test)]

@@ -308,23 +308,25 @@ pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
         (c, ran, start.elapsed().as_millis() as u64)
     });
     for (c, ran, elapsed_ms) in done {
-        let (r, b) = ran?;
-        let failed = r.iter().any(|r| r.verdict == Verdict::Fail) || r.is_empty();
-        let verdict = if failed { Verdict::Fail } else { Verdict::Pass };
+        let (mut r, b) = ran?;
+        let verdict = results::verdict_of(&r);
+        if r.is_empty() {
+            let nothing = CaseResult::new("(cell)", Verdict::Fail, "the cell judged nothing".into());
+            r.push(WorkloadRun { kernel: "matrix".into(), workload: c.id.clone(), verdict, cases: vec![nothing] });
+        }
         eprintln!("[matrix] cell {}: {:?} in {:.1} s", c.id, verdict, elapsed_ms as f64 / 1000.0);
         cell_results.push(CellResult { id: c.id.clone(), verdict, elapsed_ms });
         runs.extend(r);
         boots.extend(b);
     }
-    let failed = cell_results.iter().any(|c| c.verdict == Verdict::Fail);
-    let verdict = if failed { "fail" } else { "pass" };
+    let verdict = results::verdict_of(&runs);
     let results = Results { verdict, run_id, runs, boots, xtask_peak_rss_kib: results::peak_rss_kib() };
     let written = results::write_all(&dir, &results)
         .and_then(|_| paths::write_atomic(&dir.join("cells.json"), &serde_json::to_vec_pretty(&cell_results)?));
     println!("{}", results::summary(&results));
     written.context("the verdicts above could not be saved")?;
     println!("outputs: {} (cells.json for --durations and cargo xtask report)", dir.display());
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(results.exit_code())
 }
 
 #[cfg(test)]

@@ -77,7 +77,7 @@ pub fn svg(title: &str, buckets: &[(u32, u64)]) -> String {
 
 /// One benchmark figure: values measured side by side, drawn as bars.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Figure {
+pub struct Chart {
     pub title: String,
     pub unit: String,
     pub bars: Vec<(String, f64)>,
@@ -91,9 +91,9 @@ pub struct Target {
     pub met: bool,
 }
 
-impl Figure {
-    pub fn new(title: &str, unit: &str, bars: &[(&str, f64)]) -> Figure {
-        Figure {
+impl Chart {
+    pub fn new(title: &str, unit: &str, bars: &[(&str, f64)]) -> Chart {
+        Chart {
             title: title.to_string(),
             unit: unit.to_string(),
             bars: bars.iter().map(|(l, v)| (l.to_string(), *v)).collect(),
@@ -101,7 +101,7 @@ impl Figure {
         }
     }
 
-    pub fn target(mut self, what: String, met: bool) -> Figure {
+    pub fn target(mut self, what: String, met: bool) -> Chart {
         self.target = Some(Target { what, met });
         self
     }
@@ -109,7 +109,7 @@ impl Figure {
 
 /// An SVG chart of one figure: a horizontal bar per value, labelled, with
 /// the ratio of each value to the first when there are several.
-pub fn bars_svg(f: &Figure) -> String {
+pub fn bars_svg(f: &Chart) -> String {
     const W: usize = 560;
     const LABEL: usize = 210;
     const ROW: usize = 22;
@@ -162,7 +162,7 @@ fn number(v: f64) -> String {
 }
 
 /// One figure's chart and, if it has one, its target and whether it was met.
-fn figure_block(f: &Figure) -> String {
+fn figure_block(f: &Chart) -> String {
     let mut out = format!("<div class=\"fig\">{}", bars_svg(f));
     if let Some(t) = &f.target {
         let (class, word) = if t.met { ("met", "within target") } else { ("missed", "OVER TARGET") };
@@ -174,7 +174,7 @@ fn figure_block(f: &Figure) -> String {
 
 /// A page with a "Benchmark" section of `figures` (bench.json's) added at
 /// its end: how `cargo xtask report` shows a bench run next to the runs.
-pub fn with_figures(page: &str, source: &str, figures: &[Figure]) -> String {
+pub fn with_figures(page: &str, source: &str, figures: &[Chart]) -> String {
     let mut section = format!("<h2 id=\"benchmark\">Benchmark ({})</h2>\n", esc(source));
     for f in figures {
         section.push_str(&figure_block(f));
@@ -188,7 +188,7 @@ pub fn with_figures(page: &str, source: &str, figures: &[Figure]) -> String {
 /// bench.html: every figure of a `cargo xtask bench` run as a bar chart
 /// with its target, and the fault histograms summed over the runs; one
 /// self-contained page like report.html.
-pub fn bench_page(runs: usize, figures: &[Figure], histograms: &[(String, Buckets)]) -> String {
+pub fn bench_page(runs: usize, figures: &[Chart], histograms: &[(String, Buckets)]) -> String {
     let mut out = String::from(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <title>dax-seal benchmark</title><style>\
@@ -273,8 +273,8 @@ pub fn page_since(results: &Results, previous: Option<(&str, &[WorkloadRun])>) -
         "<h1 id=\"verdict\" class=\"{}\">{}</h1><p>run {}: <span id=\"passed\">{}</span> passed, \
          <span id=\"failed\">{}</span> failed, <span id=\"skipped\">{}</span> skipped, \
          <span id=\"known\">{}</span> known failures</p>",
-        results.verdict,
-        results.verdict.to_uppercase(),
+        results.verdict.as_str(),
+        results.verdict.as_str().to_uppercase(),
         esc(&results.run_id),
         count(Verdict::Pass),
         count(Verdict::Fail),
@@ -392,10 +392,7 @@ mod tests {
             kernel: "patched".into(),
             workload: "w".into(),
             verdict: Verdict::Pass,
-            cases: cases
-                .iter()
-                .map(|(n, v)| CaseResult { name: n.to_string(), verdict: *v, detail: String::new(), duration_ms: 0 })
-                .collect(),
+            cases: cases.iter().map(|(n, v)| CaseResult::new(n, *v, String::new())).collect(),
         };
         let before = [run(&[("a", Verdict::Pass), ("b", Verdict::Fail), ("gone", Verdict::Pass)])];
         let now = [run(&[("a", Verdict::Pass), ("b", Verdict::Pass), ("new", Verdict::Fail)])];
@@ -410,10 +407,10 @@ mod tests {
     #[test]
     fn bench_figures_are_drawn_with_ratios_and_targets() {
         let figs = [
-            Figure::new("swap <under> pressure", "MiB/s", &[("sealed", 400.0), ("raw", 500.0)])
+            Chart::new("swap <under> pressure", "MiB/s", &[("sealed", 400.0), ("raw", 500.0)])
                 .target("ratio >= 0.95".into(), false),
-            Figure::new("initramfs", "MiB", &[("initramfs", 3.25)]).target("<= 16 MiB".into(), true),
-            Figure::new("nothing measured", "s", &[("a", f64::NAN)]),
+            Chart::new("initramfs", "MiB", &[("initramfs", 3.25)]).target("<= 16 MiB".into(), true),
+            Chart::new("nothing measured", "s", &[("a", f64::NAN)]),
         ];
         let page = bench_page(3, &figs, &[("sealed".into(), vec![(3, 5), (4, 1)])]);
         assert_eq!(page.matches("class=\"figure\"").count(), 3);
@@ -426,7 +423,7 @@ mod tests {
 
     #[test]
     fn bench_figures_join_a_report_page() {
-        let figs = [Figure::new("swap", "MiB/s", &[("sealed", 1.0), ("raw", 2.0)]).target("ratio".into(), false)];
+        let figs = [Chart::new("swap", "MiB/s", &[("sealed", 1.0), ("raw", 2.0)]).target("ratio".into(), false)];
         let page = with_figures("<html><body><h1>x</h1></body></html>", "images/bench", &figs);
         assert!(page.ends_with("</body></html>"), "{page}");
         assert!(page.contains("Benchmark (images/bench)") && page.contains("class=\"figure\""), "{page}");

@@ -9,23 +9,28 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
+use anyhow::{bail, Context as _};
 use dax_seal_protocol::disks::HOST_CHECK_PREFIX;
+use dax_seal_protocol::figure::Figure;
 use dax_seal_protocol::flush;
 use dax_seal_protocol::ktap::{Case, Outcome as KtapOutcome, Verdict, Writer, OVERFLOW_CASE};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::paths;
 use crate::vm::boot::{End, Outcome};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaseResult {
     pub name: String,
     pub verdict: Verdict,
     pub detail: String,
     pub duration_ms: u64,
+    /// What the case measured (`dax-seal figure` lines), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub figures: Vec<Figure>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkloadRun {
     pub kernel: String,
     pub workload: String,
@@ -33,7 +38,7 @@ pub struct WorkloadRun {
     pub cases: Vec<CaseResult>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BootRecord {
     pub kernel: String,
     pub accel: String,
@@ -67,15 +72,55 @@ impl BootRecord {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// results.json: what every task writes and `report` and `bench` read back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Results {
-    pub verdict: &'static str,
+    /// Pass or fail (`verdict_of`).
+    pub verdict: Verdict,
     pub run_id: String,
     pub runs: Vec<WorkloadRun>,
     pub boots: Vec<BootRecord>,
     /// The most memory xtask itself held during the run (VmHWM), in KiB: a
     /// misbehaving guest must not be able to grow it.
     pub xtask_peak_rss_kib: u64,
+}
+
+impl Results {
+    /// The process exit status of a task whose verdict this is.
+    pub fn exit_code(&self) -> std::process::ExitCode {
+        match self.verdict {
+            Verdict::Pass => std::process::ExitCode::SUCCESS,
+            _ => std::process::ExitCode::FAILURE,
+        }
+    }
+
+    /// `dir`/results.json, read through these types.
+    pub fn read(dir: &Path) -> Result<Results> {
+        let path = dir.join("results.json");
+        let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not a results.json of this version of xtask", path.display()))
+    }
+
+    /// The figure `name` that `workload` reported on `kernel`, from
+    /// whichever of its cases measured it; an error names what is missing
+    /// and what the workload did report.
+    pub fn figure(&self, kernel: &str, workload: &str, name: &str) -> Result<f64> {
+        let Some(run) = self.runs.iter().find(|r| r.kernel == kernel && r.workload == workload) else {
+            bail!("{workload} did not run on the {kernel} kernel, so it reported no figure {name}");
+        };
+        let all = || run.cases.iter().flat_map(|c| &c.figures);
+        match all().find(|f| f.name == name) {
+            Some(f) => Ok(f.value),
+            None => {
+                let known: Vec<&str> = all().map(|f| f.name.as_str()).collect();
+                bail!(
+                    "{workload} on the {kernel} kernel reported no figure {name} (its figures: {})",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                )
+            }
+        }
+    }
 }
 
 /// This process's peak resident memory (VmHWM) in KiB, 0 if unknown.
@@ -92,21 +137,27 @@ fn ms(d: Duration) -> u64 {
 
 fn case_result(c: &Case) -> CaseResult {
     let mut detail = c.reason.clone().unwrap_or_default();
+    let mut figures = Vec::new();
     // Host-check requests become cases of their own (crate::vm::disks);
-    // acknowledgements are counted by the crash campaign, not shown.
+    // acknowledgements are counted by the crash campaign, not shown;
+    // figures are kept typed, beside the prose.
     for d in c.diagnostics.iter().filter(|d| !d.starts_with(HOST_CHECK_PREFIX) && !d.starts_with(flush::ACK_PREFIX)) {
+        if let Some(f) = Figure::parse(d) {
+            figures.push(f);
+            continue;
+        }
         if !detail.is_empty() {
             detail.push('\n');
         }
         detail.push_str(d);
     }
-    CaseResult { name: c.name.clone(), verdict: c.verdict, detail, duration_ms: ms(c.duration) }
+    CaseResult { figures, duration_ms: ms(c.duration), ..CaseResult::new(&c.name, c.verdict, detail) }
 }
 
 impl CaseResult {
     /// A verdict the host reached itself (no guest duration).
     pub fn new(name: &str, verdict: Verdict, detail: String) -> CaseResult {
-        CaseResult { name: name.to_string(), verdict, detail, duration_ms: 0 }
+        CaseResult { name: name.to_string(), verdict, detail, duration_ms: 0, figures: Vec::new() }
     }
 }
 
@@ -162,17 +213,18 @@ pub fn judge(kernel: &str, expected: &[String], outcome: &Outcome) -> Vec<Worklo
                 format!("reported {:?} without any case (workload printed no result)", result.verdict)
             };
             let verdict = if result.subtests.is_some() { Verdict::Fail } else { result.verdict };
-            cases.push(CaseResult { name: name.clone(), verdict, detail, duration_ms: ms(result.duration) });
+            cases.push(CaseResult { duration_ms: ms(result.duration), ..CaseResult::new(name, verdict, detail) });
         } else if result.verdict == Verdict::Fail && !cases.iter().any(|c| c.verdict == Verdict::Fail) {
             // E.g. the workload crashed after its last case.
             cases.push(fail("(workload)", reason));
         }
-        cases.extend(outcome.host_checks.iter().filter(|c| &c.workload == name).map(|c| CaseResult {
-            name: c.name.clone(),
-            verdict: c.verdict,
-            detail: c.detail.clone(),
-            duration_ms: 0,
-        }));
+        cases.extend(
+            outcome
+                .host_checks
+                .iter()
+                .filter(|c| &c.workload == name)
+                .map(|c| CaseResult::new(&c.name, c.verdict, c.detail.clone())),
+        );
         runs.push(run(name, cases));
     }
     for extra in top.iter().filter(|c| !expected.contains(&c.name)) {
@@ -218,12 +270,15 @@ pub fn gather(booted: Vec<Result<(Vec<WorkloadRun>, BootRecord)>>) -> Result<(Ve
     Ok((runs, boots))
 }
 
-pub fn verdict_of(runs: &[WorkloadRun], boots: &[BootRecord]) -> &'static str {
-    let failed = runs.iter().any(|r| r.verdict == Verdict::Fail) || boots.iter().any(|b| !b.end.is_clean());
-    if failed || runs.is_empty() {
-        "fail"
+/// The verdict of a whole run, campaign, matrix cell or merge: it fails
+/// when any workload failed or nothing was judged at all. A boot that did
+/// not end cleanly is already a failed `boot` workload (`judge`), unless a
+/// task ended it on purpose (a crash point). Every task decides here.
+pub fn verdict_of(runs: &[WorkloadRun]) -> Verdict {
+    if runs.is_empty() || runs.iter().any(|r| r.verdict == Verdict::Fail) {
+        Verdict::Fail
     } else {
-        "pass"
+        Verdict::Pass
     }
 }
 
@@ -311,7 +366,7 @@ pub fn summary(results: &Results) -> String {
     let _ = writeln!(
         out,
         "\n{}: {} passed, {} failed, {} skipped{}",
-        if results.verdict == "pass" { "PASS" } else { "FAIL" },
+        if results.verdict == Verdict::Pass { "PASS" } else { "FAIL" },
         count(Verdict::Pass),
         count(Verdict::Fail),
         count(Verdict::Skip),
@@ -435,29 +490,57 @@ pub fn write_all(dir: &Path, results: &Results) -> Result<String> {
     Ok(summary)
 }
 
+/// A boot that sent `stream` on the results port and ended as `end`, for
+/// the tests of everything that reads judged results.
+#[cfg(test)]
+pub fn test_outcome(stream: &str, end: End) -> Outcome {
+    let mut p = dax_seal_protocol::ktap::Parser::new();
+    for (i, l) in stream.lines().enumerate() {
+        p.feed(l, Duration::from_millis(100 * i as u64));
+    }
+    let (ktap, ignored) = p.finish(Duration::from_secs(9));
+    Outcome {
+        end,
+        ktap,
+        ignored,
+        elapsed: Duration::from_secs(9),
+        first_ktap_at: Some(Duration::from_secs(1)),
+        console_log: "c.log".into(),
+        ktap_log: "k.ktap".into(),
+        command_line: String::new(),
+        console_tail: Vec::new(),
+        host_checks: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dax_seal_protocol::ktap::Parser;
 
     fn outcome(stream: &str, end: End) -> Outcome {
-        let mut p = Parser::new();
-        for (i, l) in stream.lines().enumerate() {
-            p.feed(l, Duration::from_millis(100 * i as u64));
-        }
-        let (ktap, ignored) = p.finish(Duration::from_secs(9));
-        Outcome {
-            end,
-            ktap,
-            ignored,
-            elapsed: Duration::from_secs(9),
-            first_ktap_at: Some(Duration::from_secs(1)),
-            console_log: "c.log".into(),
-            ktap_log: "k.ktap".into(),
-            command_line: String::new(),
-            console_tail: Vec::new(),
-            host_checks: Vec::new(),
-        }
+        test_outcome(stream, end)
+    }
+
+    #[test]
+    fn figures_leave_the_prose_and_are_kept_typed() {
+        let s = "KTAP version 1\n1..1\n    KTAP version 1\n    # Subtest: w\n    1..1\n    # qd16 2063 MiB/s\n    \
+                 # dax-seal figure virtio.read-fixed-qd16 2063.5 MiB/s\n    # dax-seal figure bad NaN x\n    ok 1 a\nok 1 w\n";
+        let runs = judge("patched", &names(&["w"]), &outcome(s, End::PoweredOff));
+        let case = &runs[0].cases[0];
+        assert_eq!(case.figures, [Figure::new("virtio.read-fixed-qd16", 2063.5, "MiB/s")]);
+        // A malformed figure line stays in the prose, where a reader sees it.
+        assert_eq!(case.detail, "qd16 2063 MiB/s\ndax-seal figure bad NaN x");
+        let results =
+            Results { verdict: verdict_of(&runs), run_id: "r".into(), runs, boots: Vec::new(), xtask_peak_rss_kib: 0 };
+        assert_eq!(results.figure("patched", "w", "virtio.read-fixed-qd16").unwrap(), 2063.5);
+        let missing = results.figure("patched", "w", "nvme.read-fixed-qd16").unwrap_err().to_string();
+        assert!(missing.contains("no figure nvme.read-fixed-qd16") && missing.contains("virtio.read-fixed-qd16"));
+        let absent = results.figure("baseline", "w", "x").unwrap_err().to_string();
+        assert!(absent.contains("did not run on the baseline kernel"), "{absent}");
+        // results.json is read back through the same types, figures included.
+        let text = serde_json::to_vec(&results).unwrap();
+        let back: Results = serde_json::from_slice(&text).unwrap();
+        assert_eq!(back.runs, results.runs);
     }
 
     fn names(v: &[&str]) -> Vec<String> {
@@ -475,7 +558,7 @@ mod tests {
         let runs = judge("patched", &names(&["setup", "w"]), &outcome(GOOD, End::PoweredOff));
         assert_eq!(verdicts(&runs), [("setup", Verdict::Pass), ("w", Verdict::Pass)]);
         assert_eq!(runs[1].cases[1].verdict, Verdict::Skip);
-        assert_eq!(verdict_of(&runs, &[]), "pass");
+        assert_eq!(verdict_of(&runs), Verdict::Pass);
     }
 
     #[test]
@@ -501,7 +584,7 @@ mod tests {
         let runs = judge("patched", &names(&["setup", "w", "x"]), &outcome(GOOD, End::PoweredOff));
         assert_eq!(runs[2].verdict, Verdict::Fail);
         assert!(runs[2].cases[0].detail.contains("never reported"));
-        assert_eq!(verdict_of(&runs, &[]), "fail");
+        assert_eq!(verdict_of(&runs), Verdict::Fail);
     }
 
     #[test]
@@ -549,7 +632,7 @@ mod tests {
 
     fn sample_results() -> Results {
         let runs = judge("patched", &names(&["setup", "w", "gone"]), &outcome(GOOD, End::PoweredOff));
-        Results { verdict: verdict_of(&runs, &[]), run_id: "r1".into(), runs, boots: Vec::new(), xtask_peak_rss_kib: 0 }
+        Results { verdict: verdict_of(&runs), run_id: "r1".into(), runs, boots: Vec::new(), xtask_peak_rss_kib: 0 }
     }
 
     #[test]
@@ -566,7 +649,7 @@ mod tests {
     #[test]
     fn host_ktap_parses_back() {
         let text = ktap(&sample_results());
-        let mut p = Parser::new();
+        let mut p = dax_seal_protocol::ktap::Parser::new();
         for l in text.lines() {
             p.feed(l, Duration::ZERO);
         }
@@ -589,12 +672,7 @@ mod tests {
     #[test]
     fn summary_shows_what_exec_commands_printed_and_bounds_it() {
         let mut r = sample_results();
-        let case = |name: &str, detail: String| CaseResult {
-            name: name.into(),
-            verdict: Verdict::Pass,
-            detail,
-            duration_ms: 0,
-        };
+        let case = |name: &str, detail: String| CaseResult::new(name, Verdict::Pass, detail);
         let long: Vec<String> = (0..50).map(|i| format!("line {i}")).collect();
         r.runs.push(WorkloadRun {
             kernel: "patched".into(),

@@ -68,7 +68,7 @@ impl KillAt {
 }
 
 /// How a boot ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum End {
     PoweredOff,

@@ -16,6 +16,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use dax_seal_protocol::disks::{fill_pattern, HostCheck, HostImage};
+use dax_seal_protocol::figure::{self, Figure};
 use dax_seal_rdma::{link_add, Mr, Verbs};
 
 use super::{nvdimm_ranges, verify, verify_file, PAGE};
@@ -173,9 +174,13 @@ pub fn run(t: &mut Cases, dir: &Path, mount_pmem: Result<(String, u32, u64), Str
         let anon_ms = registration_ms(&v, anon.as_mut_ptr(), SIZE as usize)?;
         let note = format!(
             "{} MiB sealed in {} extent(s); ibv_reg_mr median of {REG_ROUNDS}: sealed DAX {sealed_ms:.2} ms, \
-             anonymous {anon_ms:.2} ms",
+             anonymous {anon_ms:.2} ms\n{}",
             SIZE >> 20,
-            map.len()
+            map.len(),
+            figure::lines(&[
+                Figure::new(figure::REG_MR_SEALED, sealed_ms, "ms"),
+                Figure::new(figure::REG_MR_ANONYMOUS, anon_ms, "ms"),
+            ])
         );
         Ok((SealedRegion { path, file, mapping, map }, note))
     };

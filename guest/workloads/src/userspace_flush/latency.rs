@@ -8,6 +8,7 @@ use std::fs::{self, File};
 use std::path::Path;
 use std::time::Instant;
 
+use dax_seal_protocol::figure::{self, Figure};
 use dax_seal_protocol::flush::LATENCY_PREFIX;
 
 use crate::persist::Persist;
@@ -93,11 +94,12 @@ pub fn run(dir: &Path, persist: Persist, sealable: bool) -> Result<String, Strin
         }
         let _ = fs::remove_file(dir.join(format!("faults-{kind}")));
         ns.sort_unstable();
-        lines.push(format!(
-            "{kind}: first-touch write fault p50 {:.1} us, p99 {:.1} us over {PAGES} pages",
-            percentile(&ns, 50),
-            percentile(&ns, 99)
-        ));
+        let (p50, p99) = (percentile(&ns, 50), percentile(&ns, 99));
+        lines.push(format!("{kind}: first-touch write fault p50 {p50:.1} us, p99 {p99:.1} us over {PAGES} pages"));
+        lines.push(figure::lines(&[
+            Figure::new(figure::fault(kind, 50), p50, "us"),
+            Figure::new(figure::fault(kind, 99), p99, "us"),
+        ]));
         lines.push(format!("{LATENCY_PREFIX}{kind} {}", histogram(&ns)));
     }
     Ok(lines.join("\n"))

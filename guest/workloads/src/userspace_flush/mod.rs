@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use dax_seal_protocol::figure::{self, Figure};
 use dax_seal_protocol::flush::{self, Bug, Tally, FDATASYNC_CONTROL, SEALED, SPARSE_CONTROL, SPARSE_MAP_SYNC};
 use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
 
@@ -219,7 +220,9 @@ fn write_records(
         ack(w.name, seq);
     }
     let secs = start.elapsed().as_secs_f64();
-    Ok(format!("{}: {records} records in {secs:.2} s ({:.0}/s)", w.name, records as f64 / secs.max(1e-9)))
+    let rate = records as f64 / secs.max(1e-9);
+    let figure = Figure::new(figure::commit_rate(w.name), rate, "records/s");
+    Ok(format!("{}: {records} records in {secs:.2} s ({rate:.0}/s)\n{}", w.name, figure.line()))
 }
 
 /// Runs every writer at once; one line per writer.
