@@ -1321,11 +1321,11 @@ fn fstests_one_quick_test_per_section_passes_on_both_kernels() {
     let explain = || {
         let mut text = String::new();
         for b in &booted.boots {
-            text.push_str(&format!("{}: {} (console {})\n", b.kernel, b.end.describe(), b.console_log.display()));
+            text.push_str(&format!("{}: {} (console {})\n", b.who(), b.end.describe(), b.console_log.display()));
         }
         for r in &booted.runs {
             for c in &r.cases {
-                text.push_str(&format!("{} {} {}: {:?} {}\n", r.kernel, r.workload, c.name, c.verdict, c.detail));
+                text.push_str(&format!("{} {} {}: {:?} {}\n", r.who(), r.workload, c.name, c.verdict, c.detail));
             }
         }
         text
@@ -1366,7 +1366,7 @@ fn model_table(run: &xtask::crash::traced::ModelRun) -> String {
     let mut text = xtask::crash::traced::table(run);
     for r in &run.runs {
         for c in r.cases.iter().filter(|c| c.verdict == Verdict::Fail) {
-            text.push_str(&format!("{} {} {}: {}\n", r.kernel, r.workload, c.name, c.detail));
+            text.push_str(&format!("{} {} {}: {}\n", r.who(), r.workload, c.name, c.detail));
         }
     }
     text

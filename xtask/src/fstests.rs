@@ -466,7 +466,7 @@ mod tests {
 
     fn run(kernel: &str, workload: &str, cases: &[(&str, Verdict)]) -> WorkloadRun {
         let cases: Vec<CaseResult> = cases.iter().map(|(n, v)| CaseResult::new(n, *v, format!("{n} said"))).collect();
-        WorkloadRun { kernel: kernel.into(), workload: workload.into(), verdict: results::overall(&cases), cases }
+        WorkloadRun::new(kernel, workload, cases)
     }
 
     #[test]

@@ -106,12 +106,7 @@ pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
             })
             .collect();
         if !missing.is_empty() {
-            runs.push(WorkloadRun {
-                kernel: "matrix".into(),
-                workload: "missing cells".into(),
-                verdict: Verdict::Fail,
-                cases: missing,
-            });
+            runs.push(WorkloadRun::new("", "missing cells", missing).labelled("matrix"));
         }
     }
     // Bench pages alone carry figures, not verdicts: nothing to fail.

@@ -231,7 +231,7 @@ pub fn run_point(
             ));
             point.reason = reason;
             point.elapsed_ms = start.elapsed().as_millis() as u64;
-            let run = WorkloadRun { kernel: point.kernel.clone(), workload: name(k), verdict: Verdict::Fail, cases };
+            let run = WorkloadRun { verdict: Verdict::Fail, ..WorkloadRun::new(&point.kernel, &name(k), cases) };
             return Ok(PointRun { point, run, boots });
         }
     };
@@ -272,7 +272,8 @@ pub fn run_point(
         point.reason = format!("verifier boot: {}", second.end.describe());
     }
     point.elapsed_ms = start.elapsed().as_millis() as u64;
-    let run = WorkloadRun { kernel: point.kernel.clone(), workload: name(k), verdict: point.verdict, cases };
+    // The point's verdict also counts how the verifier's boot ended.
+    let run = WorkloadRun { verdict: point.verdict, ..WorkloadRun::new(&point.kernel, &name(k), cases) };
     Ok(PointRun { point, run, boots })
 }
 
@@ -313,12 +314,7 @@ pub fn run_points(
 
 /// The campaign-wide check as a run of its own.
 pub fn campaign_run(kernel: &str, check: CaseResult) -> WorkloadRun {
-    WorkloadRun {
-        kernel: kernel.to_string(),
-        workload: "crash-campaign".into(),
-        verdict: check.verdict,
-        cases: vec![check],
-    }
+    WorkloadRun::new(kernel, "crash-campaign", vec![check])
 }
 
 fn name(k: u32) -> String {
@@ -449,12 +445,12 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
         .context("the table above could not be saved")?;
     for r in results.runs.iter().filter(|r| r.verdict == Verdict::Fail) {
         for c in r.cases.iter().filter(|c| c.verdict == Verdict::Fail) {
-            println!("{} {} / {}: {}", r.kernel, r.workload, c.name, c.detail.lines().next().unwrap_or(""));
+            println!("{} {} / {}: {}", r.who(), r.workload, c.name, c.detail.lines().next().unwrap_or(""));
         }
     }
     for r in results.runs.iter().filter(|r| r.workload == "crash-campaign") {
         for c in &r.cases {
-            println!("{} campaign: {}: {}", r.kernel, c.name, c.detail);
+            println!("{} campaign: {}: {}", r.who(), c.name, c.detail);
         }
     }
     println!(

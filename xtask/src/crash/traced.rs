@@ -226,9 +226,9 @@ pub fn run(prepared: &Prepared, variant: Variant, spec: &Spec, dir: &Path) -> Re
     let started = Instant::now();
     let (config, outcome) = scenario.boot(&Step { variant, workloads: &[WRITE], exec: &[], kill_at: None })?;
     let trace_ms = started.elapsed().as_millis() as u64;
-    let label = format!("{variant} model trace");
-    let (mut runs, boot) = results::judged(&label, prepared, &config, &outcome);
-    let mut boots = vec![boot];
+    let (runs, boot) = results::judged(variant.name(), prepared, &config, &outcome);
+    let mut runs: Vec<WorkloadRun> = runs.into_iter().map(|r| r.labelled("model trace")).collect();
+    let mut boots = vec![boot.labelled("model trace")];
     if runs.iter().any(|r| r.verdict == Verdict::Fail) || !outcome.end.is_clean() {
         bail!("the traced writer boot failed ({}); console: {}", outcome.end.describe(), outcome.console_log.display());
     }
@@ -292,9 +292,9 @@ pub fn run(prepared: &Prepared, variant: Variant, spec: &Spec, dir: &Path) -> Re
                 (flush::MAP_PARAM.to_string(), map.to_string()),
             ]);
             let (config, out) = verify.boot(&Step { variant, workloads: &[VERIFY], exec: &[], kill_at: None })?;
-            let who = format!("{variant} model point {index} image {j}");
-            boots.push(BootRecord::of(&who, prepared, &out));
-            let judged = results::judge(&who, &config.expected_tests(), &out);
+            let who = format!("model point {index} image {j}");
+            boots.push(BootRecord::of(variant.name(), prepared, &out).labelled(&who));
+            let judged = results::judge(variant.name(), &config.expected_tests(), &out);
             let failure = judged
                 .iter()
                 .flat_map(|r| &r.cases)
@@ -324,12 +324,10 @@ pub fn run(prepared: &Prepared, variant: Variant, spec: &Spec, dir: &Path) -> Re
         }
         result.elapsed_ms = point_started.elapsed().as_millis() as u64;
         let verdict = if result.failed > 0 { Verdict::Fail } else { Verdict::Pass };
-        runs.push(WorkloadRun {
-            kernel: format!("{variant} model"),
-            workload: format!("point {acked}"),
-            verdict,
-            cases,
-        });
+        runs.push(
+            WorkloadRun { verdict, ..WorkloadRun::new(variant.name(), &format!("point {acked}"), cases) }
+                .labelled("model"),
+        );
         points.push(result);
     }
     Ok(ModelRun {
@@ -411,12 +409,10 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
             }
             r
         }));
-        runs.push(WorkloadRun {
-            kernel: format!("{variant} model"),
-            workload: "model".into(),
-            verdict,
-            cases: vec![CaseResult::new("the model's rule", verdict, rule)],
-        });
+        runs.push(
+            WorkloadRun::new(variant.name(), "model", vec![CaseResult::new("the model's rule", verdict, rule)])
+                .labelled("model"),
+        );
         boots.extend(done.boots.iter().cloned());
         reports.push(done);
     }

@@ -152,7 +152,8 @@ fn vm_of(cell: &Cell) -> VmArgs {
     vm
 }
 
-/// Runs one cell in `dir`; its verdicts carry the cell id as their kernel.
+/// Runs one cell in `dir`; its verdicts carry the cell id (and step) as
+/// their label.
 /// `fstests_root` is the root image fstests cells boot with.
 fn run_cell(
     prepared: &Prepared,
@@ -164,7 +165,7 @@ fn run_cell(
     scenario.vm = vm_of(cell);
     scenario.dax = cell.dax.clone();
     scenario.mkfs = cell.mkfs;
-    let label = |kernel: Variant, n: usize| format!("{} [{n}:{kernel}]", cell.id);
+    let label = |n: usize| format!("{} step {n}", cell.id);
     let (mut runs, mut boots) = (Vec::new(), Vec::new());
     match &cell.work {
         Work::Suite { kernel, workloads, params } => {
@@ -172,8 +173,12 @@ fn run_cell(
             let names: Vec<&str> = workloads.iter().map(String::as_str).collect();
             let (config, outcome) =
                 scenario.boot(&Step { variant: *kernel, workloads: &names, exec: &[], kill_at: None })?;
-            runs.extend(results::judge(&cell.id, &config.expected_tests(), &outcome));
-            boots.push(BootRecord::of(&cell.id, prepared, &outcome));
+            runs.extend(
+                results::judge(kernel.name(), &config.expected_tests(), &outcome)
+                    .into_iter()
+                    .map(|r| r.labelled(&cell.id)),
+            );
+            boots.push(BootRecord::of(kernel.name(), prepared, &outcome).labelled(&cell.id));
         }
         Work::Steps(steps) => {
             for (n, step) in steps.iter().enumerate() {
@@ -182,22 +187,19 @@ fn run_cell(
                 let killed = kill_at.is_some();
                 let (config, outcome) =
                     scenario.boot(&Step { variant: step.kernel, workloads: &names, exec: &[], kill_at })?;
-                let who = label(step.kernel, n + 1);
+                let (kernel, who) = (step.kernel.name(), label(n + 1));
                 if killed {
                     // A boot meant to die: it must die at its marker, and
                     // what it reported before must not have failed.
                     let ok = matches!(outcome.end, End::Killed { .. });
                     let verdict = if ok { Verdict::Pass } else { Verdict::Fail };
-                    runs.push(WorkloadRun {
-                        kernel: who.clone(),
-                        workload: "boot".into(),
-                        verdict,
-                        cases: vec![CaseResult::new("killed at the marker", verdict, outcome.end.describe())],
-                    });
+                    let case = CaseResult::new("killed at the marker", verdict, outcome.end.describe());
+                    runs.push(WorkloadRun::new(kernel, "boot", vec![case]).labelled(&who));
                 } else {
-                    runs.extend(results::judge(&who, &config.expected_tests(), &outcome));
+                    let judged = results::judge(kernel, &config.expected_tests(), &outcome);
+                    runs.extend(judged.into_iter().map(|r| r.labelled(&who)));
                 }
-                boots.push(BootRecord::of(&who, prepared, &outcome));
+                boots.push(BootRecord::of(kernel, prepared, &outcome).labelled(&who));
             }
         }
         Work::Crash { kernel, points, seed, records } => {
@@ -208,13 +210,12 @@ fn run_cell(
             })?;
             let mut points = Vec::new();
             for p in done {
-                let mut run = p.run;
-                run.kernel = cell.id.clone();
-                runs.push(run);
-                boots.extend(p.boots);
+                runs.push(p.run.labelled(&cell.id));
+                boots.extend(p.boots.into_iter().map(|b| b.labelled(&cell.id)));
                 points.push(p.point);
             }
-            runs.push(crash::campaign_run(&cell.id, crash::control_saw_loss(kernel.name(), &points, false)));
+            let check = crash::control_saw_loss(kernel.name(), &points, false);
+            runs.push(crash::campaign_run(kernel.name(), check).labelled(&cell.id));
         }
         Work::Fstests { kernels, plans } => {
             let root = fstests_root.context("an fstests cell without a root image")?;
@@ -223,14 +224,8 @@ fn run_cell(
             // One kernel after the other: the cell is one unit of the shard.
             let booted = fstests::boot_all(prepared, kernels, plans, root, &vm, dir, dir, 1, &cell.id)?;
             eprint!("{}", fstests::comparison_text(&booted.compared));
-            for mut r in booted.runs {
-                r.kernel = format!("{} [{}]", cell.id, r.kernel);
-                runs.push(r);
-            }
-            for mut b in booted.boots {
-                b.kernel = format!("{} [{}]", cell.id, b.kernel);
-                boots.push(b);
-            }
+            runs.extend(booted.runs.into_iter().map(|r| r.labelled(&cell.id)));
+            boots.extend(booted.boots.into_iter().map(|b| b.labelled(&cell.id)));
         }
     }
     Ok((runs, boots))
@@ -312,7 +307,7 @@ pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
         let verdict = results::verdict_of(&r);
         if r.is_empty() {
             let nothing = CaseResult::new("(cell)", Verdict::Fail, "the cell judged nothing".into());
-            r.push(WorkloadRun { kernel: "matrix".into(), workload: c.id.clone(), verdict, cases: vec![nothing] });
+            r.push(WorkloadRun::new("", "(cell)", vec![nothing]).labelled(&c.id));
         }
         eprintln!("[matrix] cell {}: {:?} in {:.1} s", c.id, verdict, elapsed_ms as f64 / 1000.0);
         cell_results.push(CellResult { id: c.id.clone(), verdict, elapsed_ms });

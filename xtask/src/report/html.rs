@@ -231,7 +231,7 @@ pub fn changes(before: &[WorkloadRun], now: &[WorkloadRun]) -> Vec<(String, Stri
     let flatten = |runs: &[WorkloadRun]| -> BTreeMap<String, &'static str> {
         runs.iter()
             .flat_map(|r| {
-                r.cases.iter().map(move |c| (format!("{} / {} / {}", r.kernel, r.workload, c.name), word(c.verdict)))
+                r.cases.iter().map(move |c| (format!("{} / {} / {}", r.who(), r.workload, c.name), word(c.verdict)))
             })
             .collect()
     };
@@ -288,7 +288,7 @@ pub fn page_since(results: &Results, previous: Option<(&str, &[WorkloadRun])>) -
             out,
             "<tr class=\"run {}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             word(r.verdict),
-            esc(&r.kernel),
+            esc(&r.who()),
             esc(&r.workload),
             n(Verdict::Pass),
             n(Verdict::Fail),
@@ -305,13 +305,12 @@ pub fn page_since(results: &Results, previous: Option<(&str, &[WorkloadRun])>) -
             let _ = writeln!(
                 out,
                 "<div class=\"failure\"><h3>{} / {} / {}</h3><pre>{}</pre>",
-                esc(&r.kernel),
+                esc(&r.who()),
                 esc(&r.workload),
                 esc(&c.name),
                 esc(&c.detail)
             );
-            let console =
-                results.boots.iter().find(|b| b.kernel == r.kernel).and_then(|b| console_tail(&b.console_log, 30));
+            let console = results.boots.iter().find(|b| b.judged(r)).and_then(|b| console_tail(&b.console_log, 30));
             if let Some(tail) = console {
                 let _ = writeln!(
                     out,
@@ -344,7 +343,7 @@ pub fn page_since(results: &Results, previous: Option<(&str, &[WorkloadRun])>) -
         let _ = writeln!(
             out,
             "<li>{}: {} in {:.1} s on {}</li>",
-            esc(&b.kernel),
+            esc(&b.who()),
             esc(&b.end.describe()),
             b.elapsed_ms as f64 / 1000.0,
             esc(&b.accel)
@@ -355,7 +354,7 @@ pub fn page_since(results: &Results, previous: Option<(&str, &[WorkloadRun])>) -
         .runs
         .iter()
         .flat_map(|r| r.cases.iter().map(move |c| (r, c)))
-        .flat_map(|(r, c)| c.detail.lines().filter_map(move |l| histogram(l).map(|(k, b)| (r.kernel.clone(), k, b))))
+        .flat_map(|(r, c)| c.detail.lines().filter_map(move |l| histogram(l).map(|(k, b)| (r.who(), k, b))))
         .collect();
     if !plots.is_empty() {
         out.push_str("<h2>First-touch MAP_SYNC write faults</h2>\n");
@@ -389,10 +388,12 @@ mod tests {
     fn changes_name_new_changed_and_gone_cases() {
         use crate::report::results::CaseResult;
         let run = |cases: &[(&str, Verdict)]| WorkloadRun {
-            kernel: "patched".into(),
-            workload: "w".into(),
             verdict: Verdict::Pass,
-            cases: cases.iter().map(|(n, v)| CaseResult::new(n, *v, String::new())).collect(),
+            ..WorkloadRun::new(
+                "patched",
+                "w",
+                cases.iter().map(|(n, v)| CaseResult::new(n, *v, String::new())).collect(),
+            )
         };
         let before = [run(&[("a", Verdict::Pass), ("b", Verdict::Fail), ("gone", Verdict::Pass)])];
         let now = [run(&[("a", Verdict::Pass), ("b", Verdict::Pass), ("new", Verdict::Fail)])];

@@ -30,17 +30,59 @@ pub struct CaseResult {
     pub figures: Vec<Figure>,
 }
 
+/// What one workload reported on one boot, judged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkloadRun {
+    /// The kernel that was booted (its variant's name); empty for a verdict
+    /// the host reached without a boot (a matrix cell no shard reported).
     pub kernel: String,
+    /// Which boot of a task this was, for the reader: a crash point and
+    /// image, a matrix cell and step. Empty for a plain run.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub label: String,
     pub workload: String,
     pub verdict: Verdict,
     pub cases: Vec<CaseResult>,
 }
 
+impl WorkloadRun {
+    /// A run of `workload` on `kernel` whose verdict its cases decide.
+    pub fn new(kernel: &str, workload: &str, cases: Vec<CaseResult>) -> WorkloadRun {
+        WorkloadRun {
+            kernel: kernel.to_string(),
+            label: String::new(),
+            workload: workload.to_string(),
+            verdict: overall(&cases),
+            cases,
+        }
+    }
+
+    pub fn labelled(self, label: &str) -> WorkloadRun {
+        WorkloadRun { label: label.to_string(), ..self }
+    }
+
+    /// The kernel and the label as tables, suites and KTAP name them.
+    pub fn who(&self) -> String {
+        who(&self.kernel, &self.label)
+    }
+}
+
+/// "patched", "patched model point 3 image 1", "matrix".
+fn who(kernel: &str, label: &str) -> String {
+    match (kernel.is_empty(), label.is_empty()) {
+        (_, true) => kernel.to_string(),
+        (true, false) => label.to_string(),
+        (false, false) => format!("{kernel} {label}"),
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BootRecord {
+    /// The kernel that was booted, as in [`WorkloadRun::kernel`].
     pub kernel: String,
+    /// As in [`WorkloadRun::label`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub label: String,
     pub accel: String,
     pub accel_reason: String,
     pub end: End,
@@ -59,6 +101,7 @@ impl BootRecord {
     pub fn of(kernel: &str, prepared: &crate::vm::request::Prepared, outcome: &Outcome) -> BootRecord {
         BootRecord {
             kernel: kernel.to_string(),
+            label: String::new(),
             accel: prepared.accel.name().to_string(),
             accel_reason: prepared.accel_reason.clone(),
             end: outcome.end.clone(),
@@ -69,6 +112,19 @@ impl BootRecord {
             command_line: outcome.command_line.clone(),
             ignored_result_lines: outcome.ignored.clone(),
         }
+    }
+
+    pub fn labelled(self, label: &str) -> BootRecord {
+        BootRecord { label: label.to_string(), ..self }
+    }
+
+    pub fn who(&self) -> String {
+        who(&self.kernel, &self.label)
+    }
+
+    /// Whether this boot is the one `run` was judged from.
+    pub fn judged(&self, run: &WorkloadRun) -> bool {
+        self.kernel == run.kernel && self.label == run.label
     }
 }
 
@@ -102,11 +158,12 @@ impl Results {
             .with_context(|| format!("{} is not a results.json of this version of xtask", path.display()))
     }
 
-    /// The figure `name` that `workload` reported on `kernel`, from
-    /// whichever of its cases measured it; an error names what is missing
+    /// The figure `name` that `workload` reported on `kernel` in a plain
+    /// (unlabelled) run, from whichever of its cases measured it; an error names what is missing
     /// and what the workload did report.
     pub fn figure(&self, kernel: &str, workload: &str, name: &str) -> Result<f64> {
-        let Some(run) = self.runs.iter().find(|r| r.kernel == kernel && r.workload == workload) else {
+        let Some(run) = self.runs.iter().find(|r| r.kernel == kernel && r.label.is_empty() && r.workload == workload)
+        else {
             bail!("{workload} did not run on the {kernel} kernel, so it reported no figure {name}");
         };
         let all = || run.cases.iter().flat_map(|c| &c.figures);
@@ -182,12 +239,7 @@ pub fn overall(cases: &[CaseResult]) -> Verdict {
 /// top-level tests `expected` (in order).
 pub fn judge(kernel: &str, expected: &[String], outcome: &Outcome) -> Vec<WorkloadRun> {
     let mut runs = Vec::new();
-    let run = |workload: &str, cases: Vec<CaseResult>| WorkloadRun {
-        kernel: kernel.to_string(),
-        workload: workload.to_string(),
-        verdict: overall(&cases),
-        cases,
-    };
+    let run = |workload: &str, cases: Vec<CaseResult>| WorkloadRun::new(kernel, workload, cases);
     let top = &outcome.ktap.cases;
     for name in expected {
         let Some(result) = top.iter().find(|c| &c.name == name) else {
@@ -328,7 +380,7 @@ pub fn summary(results: &Results) -> String {
         .flat_map(|r| {
             r.cases.iter().map(move |c| {
                 [
-                    r.kernel.clone(),
+                    r.who(),
                     r.workload.clone(),
                     c.name.clone(),
                     verdict_word(c.verdict).to_string(),
@@ -343,7 +395,7 @@ pub fn summary(results: &Results) -> String {
         // What a failed case says, and what a user's --exec command printed.
         let shown = |c: &&CaseResult| (c.verdict != Verdict::Pass || r.workload == "exec") && !c.detail.is_empty();
         for c in r.cases.iter().filter(shown) {
-            let _ = writeln!(out, "\n{} {} / {}: {}", r.kernel, r.workload, c.name, shown_detail(&c.detail));
+            let _ = writeln!(out, "\n{} {} / {}: {}", r.who(), r.workload, c.name, shown_detail(&c.detail));
         }
     }
     let _ = writeln!(out);
@@ -352,7 +404,7 @@ pub fn summary(results: &Results) -> String {
         let _ = writeln!(
             out,
             "{}: {} in {:.1} s on {} (first result at {first}); console: {}",
-            b.kernel,
+            b.who(),
             b.end.describe().lines().next().unwrap_or(""),
             b.elapsed_ms as f64 / 1000.0,
             b.accel,
@@ -405,7 +457,7 @@ pub fn junit(results: &Results) -> String {
         let _ = writeln!(
             out,
             "  <testsuite name=\"{}/{}\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" time=\"{secs:.3}\">",
-            xml_escape(&r.kernel),
+            xml_escape(&r.who()),
             xml_escape(&r.workload),
             r.cases.len(),
             n(Verdict::Fail),
@@ -415,7 +467,7 @@ pub fn junit(results: &Results) -> String {
             let _ = write!(
                 out,
                 "    <testcase classname=\"{}.{}\" name=\"{}\" time=\"{:.3}\"",
-                xml_escape(&r.kernel),
+                xml_escape(&r.who()),
                 xml_escape(&r.workload),
                 xml_escape(&c.name),
                 c.duration_ms as f64 / 1000.0
@@ -463,7 +515,7 @@ pub fn ktap(results: &Results) -> String {
     let _ = w.header().and_then(|()| w.plan(results.runs.len()));
     text.extend(w.into_inner());
     for (i, r) in results.runs.iter().enumerate() {
-        let name = format!("{}:{}", r.kernel, r.workload);
+        let name = format!("{}:{}", r.who(), r.workload);
         let mut sub = Writer::nested(Vec::new(), 1);
         let _ = sub.subtest_header(&name).and_then(|()| sub.plan(r.cases.len()));
         for (j, c) in r.cases.iter().enumerate() {
@@ -552,6 +604,27 @@ mod tests {
     }
 
     const GOOD: &str = "KTAP version 1\n1..2\n    KTAP version 1\n    # Subtest: setup\n    1..1\n    ok 1 pmem0\nok 1 setup\n    KTAP version 1\n    # Subtest: w\n    1..2\n    ok 1 a\n    ok 2 b # SKIP no\nok 2 w\n";
+
+    #[test]
+    fn a_label_says_which_boot_and_the_kernel_stays_what_was_booted() {
+        let runs: Vec<WorkloadRun> = judge("patched", &names(&["setup", "w"]), &outcome(GOOD, End::PoweredOff))
+            .into_iter()
+            .map(|r| r.labelled("model point 3 image 1"))
+            .collect();
+        assert_eq!(runs[1].kernel, "patched");
+        assert_eq!(runs[1].who(), "patched model point 3 image 1");
+        let results =
+            Results { verdict: verdict_of(&runs), run_id: "r".into(), runs, boots: Vec::new(), xtask_peak_rss_kib: 0 };
+        assert!(summary(&results).contains("patched model point 3 image 1  w"), "{}", summary(&results));
+        assert!(junit(&results).contains("<testsuite name=\"patched model point 3 image 1/w\""));
+        let back: Results = serde_json::from_slice(&serde_json::to_vec(&results).unwrap()).unwrap();
+        assert_eq!(back.runs, results.runs);
+        // A bench figure comes from a plain run only.
+        assert!(results.figure("patched", "w", "x").unwrap_err().to_string().contains("did not run"));
+        let host = WorkloadRun::new("", "missing cells", Vec::new()).labelled("matrix");
+        assert_eq!(host.who(), "matrix");
+        assert_eq!(verdict_of(&[]), Verdict::Fail, "a task that judged nothing fails");
+    }
 
     #[test]
     fn clean_run_passes() {
@@ -674,12 +747,11 @@ mod tests {
         let mut r = sample_results();
         let case = |name: &str, detail: String| CaseResult::new(name, Verdict::Pass, detail);
         let long: Vec<String> = (0..50).map(|i| format!("line {i}")).collect();
-        r.runs.push(WorkloadRun {
-            kernel: "patched".into(),
-            workload: "exec".into(),
-            verdict: Verdict::Pass,
-            cases: vec![case("ls /mnt", "a\nb".into()), case("seq 50", long.join("\n"))],
-        });
+        r.runs.push(WorkloadRun::new(
+            "patched",
+            "exec",
+            vec![case("ls /mnt", "a\nb".into()), case("seq 50", long.join("\n"))],
+        ));
         r.runs[0].cases.push(case("quiet pass", "not shown".into()));
         let s = summary(&r);
         assert!(s.contains("patched exec / ls /mnt: a\n    b"), "{s}");
