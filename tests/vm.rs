@@ -38,7 +38,7 @@ fn dax_smoke_passes_on_baseline() {
 #[test]
 fn dax_smoke_passes_on_labelled_nvdimms() {
     let mut g = Guest::new(Variant::Patched);
-    g.vm.label_size = 128 << 10;
+    g.vm.geometry.label_size = 128 << 10;
     g.vm.nvdimms = 2;
     let b = g.boot(&["dax-smoke"], &["grep -c ' /mnt/pmem' /proc/mounts"]);
     assert_smoke_passes(&b);
@@ -65,7 +65,7 @@ fn sysrq_crash_is_reported_as_a_panic() {
 #[test]
 fn silent_guest_is_reported_as_a_hang() {
     let mut g = Guest::new(Variant::Baseline);
-    g.vm.silence = 15;
+    g.vm.silence = Duration::from_secs(15);
     let b = g.boot(&[], &["sleep 100000"]);
     assert!(matches!(b.outcome.end, End::Hang { silent_secs } if silent_secs >= 15), "{}", b.explain());
     assert!(b.elapsed() < Duration::from_secs(90), "took {:?}", b.elapsed());
@@ -1304,7 +1304,7 @@ fn fstests_one_quick_test_per_section_passes_on_both_kernels() {
         ("nondax".to_string(), plan(&["generic/472"], &[])),
     ]);
     let dir = tempfile::tempdir().unwrap();
-    let vm = fstests::vm_args(xtask::cli::AccelChoice::Auto, 1800);
+    let vm = fstests::machine(xtask::cli::AccelChoice::Auto, Duration::from_secs(1800));
     let variants = [Variant::Patched, Variant::Baseline];
     let booted = fstests::boot_all(
         vm_tests::prepared(),

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use dax_seal_protocol::DaxMode;
 
-use crate::build::kernel::Variant;
+pub use crate::build::initramfs::Include;
+pub use crate::build::kernel::{SourceChoice, Variant};
+pub use crate::vm::machine::{AccelChoice, Machine, Persistence};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum KernelChoice {
@@ -32,36 +34,6 @@ impl KernelChoice {
     }
 }
 
-/// QEMU's `nvdimm-persistence` machine property: what the platform tells
-/// the guest survives a power loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Persistence {
-    /// The memory controller's buffers (ADR): software must flush CPU caches.
-    MemCtrl,
-    /// CPU caches too (eADR): a store is durable once visible.
-    Cpu,
-}
-
-impl Persistence {
-    pub fn name(self) -> &'static str {
-        match self {
-            Persistence::MemCtrl => "mem-ctrl",
-            Persistence::Cpu => "cpu",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AccelChoice {
-    /// KVM if a probe boot prints within a deadline, else TCG.
-    Auto,
-    /// KVM; refused when /dev/kvm cannot be opened.
-    Kvm,
-    /// QEMU's software emulation: slower, works everywhere.
-    Tcg,
-}
-
 #[derive(Debug, Clone, Args)]
 pub struct SourceArgs {
     /// Kernel tree to build instead of /usr/src/linux-source-6.12.tar.xz.
@@ -70,6 +42,13 @@ pub struct SourceArgs {
     /// Rebuild the kernels even when the cache has them.
     #[arg(long)]
     pub rebuild: bool,
+}
+
+impl SourceArgs {
+    /// What the build stage is asked for.
+    pub fn choice(&self) -> SourceChoice {
+        SourceChoice { tree: self.kernel_src.clone(), rebuild: self.rebuild }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -87,15 +66,15 @@ pub struct VmArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelChoice,
     /// Guest RAM in MiB (256 to 65536; the workloads need at least 512).
-    #[arg(long, default_value_t = 1024, value_name = "MIB", value_parser = clap::value_parser!(u64).range(256..=65536))]
+    #[arg(long, default_value_t = Machine::DEFAULT.memory_mib, value_name = "MIB", value_parser = clap::value_parser!(u64).range(256..=65536))]
     pub memory: u64,
     /// Guest CPUs (1 to 64, the kernels' NR_CPUS). One: under TCG, SMP guests
     /// sometimes die at boot on an int3 from code patching (seen here); use 2
     /// or more under KVM.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, default_value_t = Machine::DEFAULT.cpus, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub cpus: u32,
     /// Number of emulated NVDIMMs (two: one mounted DAX, one not; see --dax).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = Machine::DEFAULT.nvdimms)]
     pub nvdimms: u32,
     /// Size of each NVDIMM (K, M, G suffixes), a multiple of 2M, at least 512M.
     #[arg(long, default_value = "1G", value_parser = parse_size)]
@@ -109,26 +88,27 @@ pub struct VmArgs {
     pub nvdimm_persistence: Option<Persistence>,
     /// Wall-clock limit for one boot, in seconds, on top of the time the
     /// workloads are asked to run (e.g. seal-race.seconds).
-    #[arg(long, default_value_t = 600, value_name = "SECS", value_parser = clap::value_parser!(u64).range(10..))]
+    #[arg(long, default_value_t = Machine::DEFAULT.timeout.as_secs(), value_name = "SECS", value_parser = clap::value_parser!(u64).range(10..))]
     pub timeout: u64,
     /// A boot with no console or result output for this long is a hang.
-    #[arg(long, default_value_t = 120, value_name = "SECS", value_parser = clap::value_parser!(u64).range(5..))]
+    #[arg(long, default_value_t = Machine::DEFAULT.silence.as_secs(), value_name = "SECS", value_parser = clap::value_parser!(u64).range(5..))]
     pub silence: u64,
-    /// A TCG plugin and its arguments (`PATH,key=value,...`): the
-    /// persistence model's tracer. Not a flag; set by `crash --model`.
-    #[arg(skip)]
-    pub plugin: Option<String>,
 }
 
 impl VmArgs {
-    /// The defaults a user gets with no flags.
-    pub fn defaults() -> VmArgs {
-        #[derive(clap::Parser)]
-        struct Wrapper {
-            #[command(flatten)]
-            vm: VmArgs,
+    /// The machine these flags describe.
+    pub fn machine(&self) -> Machine {
+        Machine {
+            accel: self.accel,
+            memory_mib: self.memory,
+            cpus: self.cpus,
+            nvdimms: self.nvdimms,
+            geometry: crate::vm::nvdimm::Geometry { size: self.nvdimm_size, label_size: self.label_size },
+            persistence: self.nvdimm_persistence,
+            timeout: std::time::Duration::from_secs(self.timeout),
+            silence: std::time::Duration::from_secs(self.silence),
+            plugin: None,
         }
-        <Wrapper as clap::Parser>::parse_from(["vm"]).vm
     }
 }
 
@@ -221,13 +201,6 @@ pub struct BenchArgs {
     pub cold: bool,
 }
 
-/// A file or directory to add to the initramfs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Include {
-    pub host: PathBuf,
-    pub guest: String,
-}
-
 pub fn parse_include(text: &str) -> Result<Include, String> {
     let (host, guest) = match text.split_once(':') {
         Some((h, g)) => (h, g.to_string()),
@@ -309,6 +282,19 @@ mod tests {
         }
     }
 
+    /// The flags' defaults are the VM stage's: sizes are written as text
+    /// for --help, so this checks they say the same.
+    #[test]
+    fn no_flags_give_the_default_machine() {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            vm: VmArgs,
+        }
+        let vm = <Wrapper as clap::Parser>::parse_from(["vm"]).vm;
+        assert_eq!(vm.machine(), Machine::default());
+    }
+
     #[test]
     fn dax_modes() {
         assert_eq!(parse_dax_modes("always,never"), Ok(DaxModes(vec![DaxMode::Always, DaxMode::Never])));
@@ -345,7 +331,7 @@ mod properties {
     use proptest::prelude::*;
 
     proptest! {
-        #![proptest_config(crate::fuzz::config())]
+        #![proptest_config(crate::testing::proptest_config())]
 
         /// Every value parser answers any text with a value or a message,
         /// never a panic.

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -22,9 +23,10 @@ use serde::Serialize;
 
 use crate::build::kernel::Variant;
 use crate::build::{deps, rootfs};
-use crate::cli::{AccelChoice, KernelChoice, SourceArgs, VmArgs};
+use crate::cli::{AccelChoice, KernelChoice, SourceArgs};
 use crate::paths;
 use crate::report::results::{self, BootRecord, Results, WorkloadRun};
+use crate::vm::machine::Machine;
 use crate::vm::request::{self, BootRequest, Prepared};
 
 /// The default wall-clock limit of one fstests boot (every test of its
@@ -153,12 +155,8 @@ pub fn run_config(variant: Variant, plans: &BTreeMap<String, Plan>, run: &str) -
 
 /// The VM of an fstests boot: two NVDIMMs (TEST_DEV, SCRATCH_DEV) of the
 /// default size, and the given deadline.
-pub fn vm_args(accel: AccelChoice, timeout: u64) -> VmArgs {
-    let mut vm = VmArgs::defaults();
-    vm.accel = accel;
-    vm.nvdimms = 2;
-    vm.timeout = timeout;
-    vm
+pub fn machine(accel: AccelChoice, timeout: Duration) -> Machine {
+    Machine { accel, nvdimms: 2, timeout, ..Machine::default() }
 }
 
 /// How one test did on a kernel compared with the baseline.
@@ -323,7 +321,7 @@ pub fn boot_all(
     variants: &[Variant],
     plans: &BTreeMap<String, Plan>,
     root: &Path,
-    vm: &VmArgs,
+    machine: &Machine,
     images_dir: &Path,
     out_dir: &Path,
     jobs: usize,
@@ -337,7 +335,7 @@ pub fn boot_all(
             variant,
             config: config.clone(),
             includes: &[],
-            vm,
+            machine,
             images_dir,
             image_set: Some(&set),
             out_dir,
@@ -366,8 +364,8 @@ pub fn cmd(args: &FstestsArgs) -> Result<ExitCode> {
     deps::ensure(deps::Need::for_fstests(args.source.kernel_src.is_some()))?;
     let root = rootfs::ensure(&args.src, args.rebuild_root)?;
     let variants = args.kernel.variants();
-    let vm = vm_args(args.accel, args.timeout);
-    let prepared = request::prepare(&variants, &args.source, &vm)?;
+    let vm = machine(args.accel, Duration::from_secs(args.timeout));
+    let prepared = request::prepare(&variants, &args.source.choice(), vm.accel)?;
     eprintln!("[fstests] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
     for (section, plan) in &plans {
         eprintln!(
@@ -543,6 +541,6 @@ mod tests {
         let c = run_config(Variant::Patched, &p, "fstests x");
         assert_eq!(c.workloads, ["fstests-nondax"]);
         assert_eq!(c.expected_tests(), ["setup", "fstests-nondax"]);
-        assert_eq!(vm_args(AccelChoice::Tcg, 600).nvdimms, 2);
+        assert_eq!(machine(AccelChoice::Tcg, Duration::from_secs(600)).nvdimms, 2);
     }
 }

@@ -17,13 +17,6 @@ use crate::paths;
 /// The case count of each property test (default 64).
 pub use dax_seal_protocol::FUZZ_CASES_ENV as CASES_ENV;
 
-/// The proptest configuration every property test of xtask uses.
-#[cfg(test)]
-pub fn config() -> proptest::test_runner::Config {
-    let cases = dax_seal_protocol::fuzz_cases();
-    proptest::test_runner::Config { cases, failure_persistence: None, ..Default::default() }
-}
-
 #[derive(Debug, Clone, Args)]
 pub struct FuzzArgs {
     /// How long to keep going, in seconds (whole rounds; at least one).

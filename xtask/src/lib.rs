@@ -5,7 +5,10 @@
 //! (packages, kernels, initramfs), `vm` (images, QEMU, one supervised boot,
 //! scenarios of boots) and `report` (verdicts and their files). Tasks use
 //! the stages; `report` uses `vm`'s outcomes, `vm` uses `build`'s
-//! artefacts; nothing in a stage imports a task.
+//! artefacts; nothing in a stage imports a task or `cli` (stages take values:
+//! `vm::machine::Machine`, `build::kernel::SourceChoice`; the command line
+//! converts into them). Stages and tasks share `paths`, `jobs` and, in tests,
+//! `testing`. `tidy` checks the rule.
 
 pub mod build;
 pub mod report;
@@ -14,6 +17,8 @@ pub mod vm;
 pub mod cli;
 pub mod jobs;
 pub mod paths;
+#[cfg(test)]
+pub mod testing;
 
 pub mod bench;
 pub mod cli_docs;

@@ -13,7 +13,7 @@ use crate::paths;
 use crate::report::results::{self, Results};
 use crate::vm::boot;
 use crate::vm::qemu::{self, Console};
-use crate::vm::request::{geometry, prepare, BootRequest};
+use crate::vm::request::{prepare, BootRequest};
 
 /// Workload names as given, or the default set; unknown names are refused.
 pub fn select_workloads(names: &[String]) -> Result<Vec<String>> {
@@ -40,7 +40,7 @@ fn check_guest_args(guest: &GuestArgs) -> Result<()> {
             bail!("--include {}: no such file or directory on the host", inc.host.display());
         }
     }
-    geometry(&guest.vm).map(drop)
+    guest.vm.machine().check()
 }
 
 /// A new images/runs/<id>/ and the `latest` link to it.
@@ -53,7 +53,8 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
     let guest = &args.guest;
     check_guest_args(guest)?;
     let variants = args.kernel.variants();
-    let prepared = prepare(&variants, &guest.source, &guest.vm)?;
+    let machine = guest.vm.machine();
+    let prepared = prepare(&variants, &guest.source.choice(), machine.accel)?;
     eprintln!("[run] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
     let (run_id, run_dir) = new_run_dir()?;
     let images_dir = paths::images_dir();
@@ -77,7 +78,7 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
             variant,
             config: config.clone(),
             includes: &guest.include,
-            vm: &guest.vm,
+            machine: &machine,
             images_dir: &images_dir,
             image_set: None,
             out_dir: &run_dir,
@@ -109,7 +110,8 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
 pub fn shell(args: &ShellArgs) -> Result<ExitCode> {
     let guest = &args.guest;
     check_guest_args(guest)?;
-    let prepared = prepare(&[args.kernel], &guest.source, &guest.vm)?;
+    let machine = guest.vm.machine();
+    let prepared = prepare(&[args.kernel], &guest.source.choice(), machine.accel)?;
     eprintln!("[shell] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
     let out_dir = paths::images_dir().join("shell");
     let images_dir = paths::images_dir();
@@ -125,7 +127,7 @@ pub fn shell(args: &ShellArgs) -> Result<ExitCode> {
             ..Default::default()
         },
         includes: &guest.include,
-        vm: &guest.vm,
+        machine: &machine,
         images_dir: &images_dir,
         image_set: None,
         out_dir: &out_dir,

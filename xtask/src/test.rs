@@ -10,7 +10,7 @@ use xshell::{cmd, Shell};
 
 use crate::build::deps;
 use crate::build::kernel::Variant;
-use crate::cli::{TestArgs, VmArgs};
+use crate::cli::{Machine, TestArgs};
 use crate::{paths, tidy};
 
 pub const ARTIFACTS_ENV: &str = "DAX_SEAL_ARTIFACTS";
@@ -38,8 +38,8 @@ pub fn cmd(args: &TestArgs) -> Result<ExitCode> {
     eprintln!("[test] building what the VM tests boot");
     let prepared = crate::vm::request::prepare(
         &[Variant::Patched, Variant::Baseline, Variant::Debug],
-        &args.source,
-        &VmArgs::defaults(),
+        &args.source.choice(),
+        Machine::default().accel,
     )?;
     eprintln!("[test] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
     let checked = tidy::checkpatch(&root.join("patches"), &prepared.source_tree)?;

@@ -1,8 +1,10 @@
 //! Conventions CI enforces: patches/series names exactly the patch files
 //! there, each patch is signed off with a kernel-style subject, checkpatch
-//! (from the kernel tree being built) passes `--strict`, and no tracked text
-//! file has trailing whitespace. The cheap checks are unit tests; checkpatch
-//! runs from `cargo xtask test` once the kernel source is at hand.
+//! (from the kernel tree being built) passes `--strict`, no tracked text
+//! file has trailing whitespace, documents stand alone, and no stage of xtask
+//! imports a task or the command line (lib.rs's layering rule). The cheap
+//! checks are unit tests; checkpatch runs from `cargo xtask test` once the
+//! kernel source is at hand.
 
 use std::path::Path;
 
@@ -89,6 +91,62 @@ pub fn checkpatch(patches: &Path, tree: &Path) -> Result<usize> {
 
 /// The type of a `--terse --show-types` finding line:
 /// `file:12: CHECK:BIT_MACRO: Prefer using the BIT macro` -> `BIT_MACRO`.
+/// Each stage and what it may import from the crate: the stages below it
+/// and the modules every layer shares.
+const LAYERS: [(&str, &[&str]); 3] =
+    [("build", &["build"]), ("vm", &["build", "vm"]), ("report", &["build", "vm", "report"])];
+const SHARED: [&str; 3] = ["paths", "jobs", "testing"];
+
+/// `file:line: the STAGE stage imports crate::X` for every `crate::X` path
+/// (in `use` lines or inline) in a stage's files under `src` that the
+/// layering rule does not allow.
+pub fn layering_problems(src: &Path) -> Result<Vec<String>> {
+    let mut bad = Vec::new();
+    for (stage, allowed) in LAYERS {
+        let mut files = Vec::new();
+        let mut dirs = vec![src.join(stage)];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+        for file in files {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let name = file.strip_prefix(src).unwrap_or(&file).display().to_string();
+            for (i, line) in text.lines().enumerate() {
+                for module in imported_modules(line) {
+                    if !allowed.contains(&module) && !SHARED.contains(&module) {
+                        bad.push(format!("{name}:{}: the {stage} stage imports crate::{module}", i + 1));
+                    }
+                }
+            }
+        }
+    }
+    Ok(bad)
+}
+
+/// The top-level modules a line names as `crate::X` (also inside
+/// `use crate::{X::.., Y}`).
+fn imported_modules(line: &str) -> Vec<&str> {
+    let ident = |s: &str| s.find(|c: char| !(c.is_alphanumeric() || c == '_')).map_or(s.len(), |n| n);
+    let mut found = Vec::new();
+    for (at, _) in line.match_indices("crate::") {
+        let rest = &line[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let inner = &group[..group.find('}').unwrap_or(group.len())];
+            found.extend(inner.split(',').map(str::trim).map(|m| &m[..ident(m)]).filter(|m| !m.is_empty()));
+        } else {
+            found.push(&rest[..ident(rest)]);
+        }
+    }
+    found
+}
+
 fn finding_type(line: &str) -> Option<&str> {
     ["ERROR:", "WARNING:", "CHECK:"].iter().find_map(|level| {
         let rest = &line[line.find(&format!(" {level}"))? + level.len() + 1..];
@@ -157,7 +215,14 @@ mod tests {
         let root = project_root();
         let sh = Shell::new().unwrap();
         let _dir = sh.push_dir(&root);
-        let Ok(files) = cmd!(sh, "git ls-files").quiet().read() else { return };
+        let files = match cmd!(sh, "git ls-files").quiet().read() {
+            Ok(files) => files,
+            // A tree without git (an exported tarball) has no list to check.
+            Err(_) if !root.join(".git").exists() => return,
+            // With .git present, a failure (git missing, or its ownership
+            // check refusing a root CI container) must not pass silently.
+            Err(e) => panic!("git ls-files failed in {}: {e}", root.display()),
+        };
         let mut bad = Vec::new();
         for f in files.lines().filter(|f| !f.ends_with(".patch")) {
             let Ok(text) = std::fs::read_to_string(root.join(f)) else { continue };
@@ -168,6 +233,38 @@ mod tests {
             }
         }
         assert!(bad.is_empty(), "trailing whitespace at:\n{}", bad.join("\n"));
+    }
+
+    /// The layering rule of lib.rs: a stage imports only the stages below
+    /// it (build, then vm, then report) and the shared modules, never a
+    /// task nor the command line.
+    #[test]
+    fn no_stage_imports_a_task() {
+        let src = project_root().join("xtask/src");
+        let bad = layering_problems(&src).unwrap();
+        assert!(bad.is_empty(), "stage imports that break the layering rule:\n{}", bad.join("\n"));
+    }
+
+    #[test]
+    fn the_layering_check_can_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        for stage in ["build", "vm", "report"] {
+            std::fs::create_dir(dir.path().join(stage)).unwrap();
+        }
+        std::fs::write(dir.path().join("vm/ok.rs"), "use crate::build::kernel;\nuse crate::paths;\n").unwrap();
+        std::fs::write(dir.path().join("build/up.rs"), "use crate::vm::qemu;\n").unwrap();
+        std::fs::write(dir.path().join("report/task.rs"), "x\n    let c = crate::fuzz::config();\n").unwrap();
+        std::fs::write(dir.path().join("vm/cli.rs"), "use crate::{cli::VmArgs, paths};\n").unwrap();
+        let mut bad = layering_problems(dir.path()).unwrap();
+        bad.sort();
+        assert_eq!(
+            bad,
+            [
+                "build/up.rs:1: the build stage imports crate::vm",
+                "report/task.rs:2: the report stage imports crate::fuzz",
+                "vm/cli.rs:1: the vm stage imports crate::cli",
+            ]
+        );
     }
 
     /// Users have this repository only: its documents may not point at the

@@ -229,7 +229,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(crate::fuzz::config())]
+        #![proptest_config(crate::testing::proptest_config())]
 
         /// What the writer archives, Debian's cpio lists and extracts
         /// byte for byte.

@@ -17,7 +17,6 @@ use xshell::{cmd, Shell};
 
 use crate::build::cpio::{Archive, Entry};
 use crate::build::deps;
-use crate::cli::Include;
 use crate::paths;
 
 pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
@@ -217,6 +216,14 @@ pub fn is_dynamic(elf: &[u8]) -> bool {
 }
 
 /// The per-run archive: the run configuration and the `--include` files.
+/// A host file or directory to add to the initramfs (`--include`), and
+/// where the guest finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Include {
+    pub host: PathBuf,
+    pub guest: String,
+}
+
 pub fn run_archive(config: &RunConfig, includes: &[Include]) -> Result<Vec<u8>> {
     let mut a = Archive::new();
     let json = serde_json::to_vec_pretty(config)?;

@@ -29,7 +29,6 @@ use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
 use crate::build::deps;
-use crate::cli::KernelArgs;
 use crate::paths;
 
 pub const DEFAULT_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
@@ -102,11 +101,20 @@ pub struct Built {
     pub built_now: bool,
 }
 
-pub fn cmd(args: &KernelArgs) -> Result<()> {
-    deps::ensure(deps::Need::for_source(args.source.kernel_src.is_some()))?;
-    let source = resolve_source(args.source.kernel_src.as_deref())?;
-    for variant in args.kernel.variants() {
-        let built = ensure(variant, &source, args.source.rebuild)?;
+/// Which kernel source to build (a tree the user gave, else the packaged
+/// tarball) and whether to rebuild what the cache already has.
+#[derive(Debug, Clone, Default)]
+pub struct SourceChoice {
+    pub tree: Option<PathBuf>,
+    pub rebuild: bool,
+}
+
+/// `cargo xtask kernel`: builds `variants` and says where each one is.
+pub fn cmd(variants: &[Variant], choice: &SourceChoice) -> Result<()> {
+    deps::ensure(deps::Need::for_source(choice.tree.is_some()))?;
+    let source = resolve_source(choice.tree.as_deref())?;
+    for &variant in variants {
+        let built = ensure(variant, &source, choice.rebuild)?;
         println!("{variant}: {} (key {})", built.bzimage.display(), built.key);
     }
     Ok(())

@@ -25,10 +25,11 @@ use dax_seal_protocol::ktap::Verdict;
 use serde::Serialize;
 
 use crate::build::kernel::Variant;
-use crate::cli::{KernelChoice, SourceArgs, VmArgs};
+use crate::cli::{KernelChoice, SourceArgs};
 use crate::paths;
 use crate::report::results::{self, BootRecord, CaseResult, Results, WorkloadRun};
 use crate::vm::boot::{End, KillAt, Outcome};
+use crate::vm::machine::Machine;
 use crate::vm::request::{self, Prepared};
 use crate::vm::scenario::{Scenario, Step};
 
@@ -405,8 +406,8 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
     }
     let seed = args.seed.unwrap_or_else(clock_seed);
     let variants = args.kernel.variants();
-    let vm = VmArgs::defaults();
-    let prepared: Prepared = request::prepare(&variants, &args.source, &vm)?;
+    let vm = Machine::default();
+    let prepared: Prepared = request::prepare(&variants, &args.source.choice(), vm.accel)?;
     eprintln!("[crash] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
     let (run_id, dir) = paths::new_output_dir("crash")?;
     let selected: Vec<u32> = match args.point {

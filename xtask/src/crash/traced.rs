@@ -25,9 +25,9 @@ use serde::Serialize;
 use super::model::{self, Model};
 use super::{clock_seed, result_lines, CrashArgs, VERIFY, WRITE};
 use crate::build::kernel::Variant;
-use crate::cli::VmArgs;
 use crate::paths;
 use crate::report::results::{self, BootRecord, CaseResult, Results, WorkloadRun};
+use crate::vm::machine::AccelChoice;
 use crate::vm::qemu::Accel;
 use crate::vm::request;
 use crate::vm::request::Prepared;
@@ -203,8 +203,7 @@ pub fn run(prepared: &Prepared, variant: Variant, spec: &Spec, dir: &Path) -> Re
     paths::ensure_dir(&trace_dir)?;
     let mut scenario = Scenario::new(prepared, &trace_dir, "model");
     let trace = trace_dir.join("pmem.trace");
-    let mut vm = VmArgs::defaults();
-    vm.plugin = Some(format!(
+    scenario.vm.plugin = Some(format!(
         "{},trace={},image={},window={:#x}:{:#x},marker={:#x}",
         so.display(),
         trace.display(),
@@ -214,9 +213,8 @@ pub fn run(prepared: &Prepared, variant: Variant, spec: &Spec, dir: &Path) -> Re
         flush::MODEL_MARKER
     ));
     // The tracer slows the guest several times over.
-    vm.timeout *= 4;
-    vm.silence *= 4;
-    scenario.vm = vm;
+    scenario.vm.timeout *= 4;
+    scenario.vm.silence *= 4;
     scenario.params = BTreeMap::from([
         ("userspace-flush-write.records".to_string(), spec.records.to_string()),
         ("userspace-flush-write.bug".to_string(), spec.bug.param().to_string()),
@@ -377,10 +375,8 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
         bug: args.bug,
     };
     let variants = args.kernel.variants();
-    let mut vm = VmArgs::defaults();
     // TCG plugins do not run under KVM.
-    vm.accel = crate::cli::AccelChoice::Tcg;
-    let prepared: Prepared = request::prepare(&variants, &args.source, &vm)?;
+    let prepared: Prepared = request::prepare(&variants, &args.source.choice(), AccelChoice::Tcg)?;
     let (run_id, dir) = paths::new_output_dir("crash")?;
     eprintln!("[crash --model] seed {seed:#x}, writer bug {:?}; repeat with --seed {seed:#x}", args.bug);
     let (mut runs, mut boots, mut reports) = (Vec::new(), Vec::new(), Vec::new());

@@ -15,7 +15,7 @@ pub mod spec;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -24,10 +24,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::build::kernel::Variant;
 use crate::build::{deps, rootfs};
-use crate::cli::{SourceArgs, VmArgs};
+use crate::cli::SourceArgs;
 use crate::paths;
 use crate::report::results::{self, BootRecord, CaseResult, Results, WorkloadRun};
 use crate::vm::boot::{End, KillAt};
+use crate::vm::machine::Machine;
 use crate::vm::request::{self, Prepared};
 use crate::vm::scenario::{Scenario, Step};
 use crate::{crash, fstests};
@@ -141,15 +142,15 @@ fn weights(cells: &[Cell], durations: Option<&Path>) -> Result<BTreeMap<String, 
     Ok(w)
 }
 
-fn vm_of(cell: &Cell) -> VmArgs {
-    let mut vm = VmArgs::defaults();
-    vm.memory = cell.memory;
-    vm.cpus = cell.cpus;
-    vm.nvdimms = cell.nvdimms;
-    vm.nvdimm_size = cell.geometry.size;
-    vm.label_size = cell.geometry.label_size;
-    vm.nvdimm_persistence = cell.persistence;
-    vm
+fn vm_of(cell: &Cell) -> Machine {
+    Machine {
+        memory_mib: cell.memory,
+        cpus: cell.cpus,
+        nvdimms: cell.nvdimms,
+        geometry: cell.geometry,
+        persistence: cell.persistence,
+        ..Machine::default()
+    }
 }
 
 /// Runs one cell in `dir`; its verdicts carry the cell id (and step) as
@@ -220,7 +221,7 @@ fn run_cell(
         Work::Fstests { kernels, plans } => {
             let root = fstests_root.context("an fstests cell without a root image")?;
             let mut vm = vm_of(cell);
-            vm.timeout = fstests::BOOT_TIMEOUT;
+            vm.timeout = Duration::from_secs(fstests::BOOT_TIMEOUT);
             // One kernel after the other: the cell is one unit of the shard.
             let booted = fstests::boot_all(prepared, kernels, plans, root, &vm, dir, dir, 1, &cell.id)?;
             eprint!("{}", fstests::comparison_text(&booted.compared));
@@ -289,7 +290,7 @@ pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    let prepared = request::prepare(&variants, &args.source, &VmArgs::defaults())?;
+    let prepared = request::prepare(&variants, &args.source.choice(), Machine::default().accel)?;
     eprintln!("[matrix] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
     let (run_id, dir) = paths::new_output_dir("matrix")?;
     let (mut runs, mut boots, mut cell_results) = (Vec::new(), Vec::new(), Vec::new());

@@ -399,7 +399,7 @@ mod properties {
     use proptest::prelude::*;
 
     proptest! {
-        #![proptest_config(crate::fuzz::config())]
+        #![proptest_config(crate::testing::proptest_config())]
 
         /// Any byte stream, read through any buffer size with any line
         /// limit: every byte is consumed once, no line keeps more than the

@@ -293,7 +293,7 @@ mod properties {
     ];
 
     proptest! {
-        #![proptest_config(crate::fuzz::config())]
+        #![proptest_config(crate::testing::proptest_config())]
 
         /// Any console line: no panic, and what is kept stays bounded.
         #[test]

@@ -222,7 +222,7 @@ mod properties {
     use proptest::prelude::*;
 
     proptest! {
-        #![proptest_config(crate::fuzz::config())]
+        #![proptest_config(crate::testing::proptest_config())]
 
         /// Whatever a sidecar holds, reading it gives a sidecar or an error
         /// that names the file; a valid one reads back as written.

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::AccelChoice;
 use crate::paths;
 use crate::vm::disks::Disk;
+use crate::vm::machine::AccelChoice;
 use crate::vm::nvdimm::Image;
 
 pub const QEMU: &str = "qemu-system-x86_64";

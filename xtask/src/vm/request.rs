@@ -6,16 +6,17 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use dax_seal_protocol::RunConfig;
 
-use crate::build::kernel::{self, Variant};
+use crate::build::initramfs::Include;
+use crate::build::kernel::{self, SourceChoice, Variant};
 use crate::build::{deps, initramfs};
-use crate::cli::{Include, SourceArgs, VmArgs};
 use crate::paths;
 use crate::vm::boot::{self, BootSpec, Outcome};
 use crate::vm::disks;
-use crate::vm::nvdimm::{self, Geometry};
+use crate::vm::machine::{AccelChoice, Machine};
+use crate::vm::nvdimm;
 use crate::vm::qemu::{self, Accel, Console, Vm};
 
 /// Everything built that boots need.
@@ -38,26 +39,17 @@ impl Prepared {
     }
 }
 
-pub fn geometry(vm: &VmArgs) -> Result<Geometry> {
-    let g = Geometry { size: vm.nvdimm_size, label_size: vm.label_size };
-    nvdimm::validate(g)?;
-    if vm.nvdimms == 0 {
-        bail!("--nvdimms 0: the guest needs at least one NVDIMM");
-    }
-    Ok(g)
-}
-
 /// Host packages, kernels, initramfs and the accelerator.
-pub fn prepare(variants: &[Variant], source: &SourceArgs, vm: &VmArgs) -> Result<Prepared> {
-    deps::ensure(deps::Need::for_source(source.kernel_src.is_some()))?;
-    let src = kernel::resolve_source(source.kernel_src.as_deref())?;
+pub fn prepare(variants: &[Variant], source: &SourceChoice, accel: AccelChoice) -> Result<Prepared> {
+    deps::ensure(deps::Need::for_source(source.tree.is_some()))?;
+    let src = kernel::resolve_source(source.tree.as_deref())?;
     let mut kernels = Vec::new();
     for &v in variants {
         kernels.push(kernel::ensure(v, &src, source.rebuild)?);
     }
     let initramfs = initramfs::build()?;
     let probe_kernel = &kernels.first().context("no kernel variant selected")?.bzimage;
-    let (accel, accel_reason) = qemu::resolve_accel(vm.accel, probe_kernel)?;
+    let (accel, accel_reason) = qemu::resolve_accel(accel, probe_kernel)?;
     Ok(Prepared { source_tree: src.tree, kernels, initramfs, accel, accel_reason })
 }
 
@@ -68,7 +60,7 @@ pub struct BootRequest<'a> {
     pub variant: Variant,
     pub config: RunConfig,
     pub includes: &'a [Include],
-    pub vm: &'a VmArgs,
+    pub machine: &'a Machine,
     pub images_dir: &'a Path,
     /// The NVDIMM image set, `nvdimm-<set>-N.img`: the variant's own name
     /// unless a scenario hands one kernel's images to another.
@@ -91,23 +83,25 @@ impl BootRequest<'_> {
     /// The VM this request describes, with its images and initrd made.
     pub fn vm(&self, console: Console) -> Result<Vm> {
         let set = self.image_set.unwrap_or(self.variant.name());
-        let images = nvdimm::prepare(self.images_dir, set, self.vm.nvdimms, geometry(self.vm)?, self.fresh)?;
+        self.machine.check()?;
+        let m = self.machine;
+        let images = nvdimm::prepare(self.images_dir, set, m.nvdimms, m.geometry, self.fresh)?;
         let data = disks::prepare(self.images_dir, set, &dax_seal_protocol::disks_for(&self.config.workloads))?;
         let archive = initramfs::run_archive(&self.config, self.includes)?;
         let initrd = self.file("initrd", "img");
         initramfs::write_initrd(&self.prepared.initramfs.path, &archive, &initrd)?;
         Ok(Vm {
             accel: self.prepared.accel,
-            memory_mib: self.vm.memory,
-            cpus: self.vm.cpus,
+            memory_mib: m.memory_mib,
+            cpus: m.cpus,
             kernel: self.prepared.kernel(self.variant)?.bzimage.clone(),
             initrd: Some(initrd),
             cmdline: qemu::kernel_cmdline(),
             nvdimms: images,
             disks: data,
             root_disk: self.root_disk.map(Path::to_path_buf),
-            persistence: self.vm.nvdimm_persistence.map(|p| p.name().to_string()),
-            plugin: self.vm.plugin.clone(),
+            persistence: m.persistence.map(|p| p.name().to_string()),
+            plugin: m.plugin.clone(),
             results_socket: None,
             console,
         })
@@ -124,8 +118,8 @@ impl BootRequest<'_> {
             vm: self.vm(Console::Piped)?,
             console_log: self.file("console", "log"),
             ktap_log: self.file("results", "ktap"),
-            deadline: Duration::from_secs(self.vm.timeout + self.config.requested_run_time()),
-            silence: Duration::from_secs(self.vm.silence),
+            deadline: self.machine.timeout + Duration::from_secs(self.config.requested_run_time()),
+            silence: self.machine.silence,
             kill_at: self.kill_at.clone(),
         };
         let (nvdimms, data) = (spec.vm.nvdimms.clone(), spec.vm.disks.clone());

@@ -15,14 +15,14 @@ use anyhow::Result;
 use dax_seal_protocol::{DaxMode, Mkfs, RunConfig};
 
 use crate::build::kernel::Variant;
-use crate::cli::VmArgs;
 use crate::vm::boot::{KillAt, Outcome};
+use crate::vm::machine::Machine;
 use crate::vm::request::{BootRequest, Prepared};
 
 /// One image set in one directory, and the boots made on it so far.
 pub struct Scenario<'a> {
     pub prepared: &'a Prepared,
-    pub vm: VmArgs,
+    pub vm: Machine,
     /// Workload parameters, the same for every boot.
     pub params: BTreeMap<String, String>,
     /// `dax=` of each NVDIMM (empty: the defaults), for every boot.
@@ -51,7 +51,7 @@ impl<'a> Scenario<'a> {
     pub fn new(prepared: &'a Prepared, dir: &Path, images: &str) -> Scenario<'a> {
         Scenario {
             prepared,
-            vm: VmArgs::defaults(),
+            vm: Machine::default(),
             params: BTreeMap::new(),
             dax: Vec::new(),
             mkfs: Mkfs::default(),
@@ -116,7 +116,7 @@ impl<'a> Scenario<'a> {
             variant: step.variant,
             config: config.clone(),
             includes: &[],
-            vm: &self.vm,
+            machine: &self.vm,
             images_dir: &self.dir,
             image_set: Some(&self.images),
             out_dir: &self.logs,

@@ -1,0 +1,110 @@
+//! The machine a boot gets: accelerator, memory, CPUs, the NVDIMM set and
+//! the boot's time limits. The VM stage's own description, with its
+//! defaults written once here; the command line (`cli::VmArgs`), the matrix
+//! (a cell's topology and machine) and the tasks that need a particular
+//! machine (fstests, crash --model's tracer) build one of these.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::ValueEnum;
+
+use crate::vm::nvdimm::{self, Geometry};
+
+/// Which accelerator a boot asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccelChoice {
+    /// KVM if a probe boot prints within a deadline, else TCG.
+    Auto,
+    /// KVM; refused when /dev/kvm cannot be opened.
+    Kvm,
+    /// QEMU's software emulation: slower, works everywhere.
+    Tcg,
+}
+
+/// QEMU's `nvdimm-persistence` machine property: what the platform tells
+/// the guest survives a power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Persistence {
+    /// The memory controller's buffers (ADR): software must flush CPU caches.
+    MemCtrl,
+    /// CPU caches too (eADR): a store is durable once visible.
+    Cpu,
+}
+
+impl Persistence {
+    pub fn name(self) -> &'static str {
+        match self {
+            Persistence::MemCtrl => "mem-ctrl",
+            Persistence::Cpu => "cpu",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    pub accel: AccelChoice,
+    pub memory_mib: u64,
+    /// One by default: under TCG, SMP guests sometimes die at boot on an
+    /// int3 from code patching (seen here).
+    pub cpus: u32,
+    /// Two by default: one mounted DAX, one not (the page-cache rows).
+    pub nvdimms: u32,
+    /// Each NVDIMM's size and label area.
+    pub geometry: Geometry,
+    /// Not advertised unless asked for.
+    pub persistence: Option<Persistence>,
+    /// Wall-clock limit of one boot, on top of the time its workloads are
+    /// asked to run (`RunConfig::requested_run_time`).
+    pub timeout: Duration,
+    /// No console or result output for this long is a hang.
+    pub silence: Duration,
+    /// A TCG plugin and its arguments (`PATH,key=value,...`): the
+    /// persistence model's tracer (`crash --model`).
+    pub plugin: Option<String>,
+}
+
+impl Machine {
+    /// What a boot gets unless something asks otherwise.
+    pub const DEFAULT: Machine = Machine {
+        accel: AccelChoice::Auto,
+        memory_mib: 1024,
+        cpus: 1,
+        nvdimms: 2,
+        geometry: Geometry { size: 1 << 30, label_size: 0 },
+        persistence: None,
+        timeout: Duration::from_secs(600),
+        silence: Duration::from_secs(120),
+        plugin: None,
+    };
+
+    /// Refuses a machine no guest can use, naming the flag to change.
+    pub fn check(&self) -> Result<()> {
+        nvdimm::validate(self.geometry)?;
+        if self.nvdimms == 0 {
+            bail!("--nvdimms 0: the guest needs at least one NVDIMM");
+        }
+        Ok(())
+    }
+}
+
+impl Default for Machine {
+    fn default() -> Machine {
+        Machine::DEFAULT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_machine_is_usable_and_bad_ones_are_named() {
+        Machine::default().check().unwrap();
+        let none = Machine { nvdimms: 0, ..Machine::default() };
+        assert!(none.check().unwrap_err().to_string().contains("--nvdimms 0"));
+        let small = Machine { geometry: Geometry { size: 1 << 20, label_size: 0 }, ..Machine::default() };
+        assert!(small.check().is_err());
+    }
+}
