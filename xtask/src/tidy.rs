@@ -98,31 +98,17 @@ const LAYERS: [(&str, &[&str]); 3] =
 const SHARED: [&str; 3] = ["paths", "jobs", "testing"];
 
 /// `file:line: the STAGE stage imports crate::X` for every `crate::X` path
-/// (in `use` lines or inline) in a stage's files under `src` that the
-/// layering rule does not allow.
+/// in a stage's files under `src` (xtask/src) that the layering rule does
+/// not allow.
 pub fn layering_problems(src: &Path) -> Result<Vec<String>> {
     let mut bad = Vec::new();
     for (stage, allowed) in LAYERS {
-        let mut files = Vec::new();
-        let mut dirs = vec![src.join(stage)];
-        while let Some(dir) = dirs.pop() {
-            for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-                let path = entry?.path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else if path.extension().is_some_and(|e| e == "rs") {
-                    files.push(path);
-                }
-            }
-        }
-        for file in files {
+        for file in rust_files(&src.join(stage))? {
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            let name = file.strip_prefix(src).unwrap_or(&file).display().to_string();
-            for (i, line) in text.lines().enumerate() {
-                for module in imported_modules(line) {
-                    if !allowed.contains(&module) && !SHARED.contains(&module) {
-                        bad.push(format!("{name}:{}: the {stage} stage imports crate::{module}", i + 1));
-                    }
+            let name = file.strip_prefix(src).unwrap_or(&file).display();
+            for (line, module) in crate_paths(&text) {
+                if !allowed.contains(&module.as_str()) && !SHARED.contains(&module.as_str()) {
+                    bad.push(format!("{name}:{line}: the {stage} stage imports crate::{module}"));
                 }
             }
         }
@@ -130,18 +116,108 @@ pub fn layering_problems(src: &Path) -> Result<Vec<String>> {
     Ok(bad)
 }
 
-/// The top-level modules a line names as `crate::X` (also inside
-/// `use crate::{X::.., Y}`).
-fn imported_modules(line: &str) -> Vec<&str> {
-    let ident = |s: &str| s.find(|c: char| !(c.is_alphanumeric() || c == '_')).map_or(s.len(), |n| n);
+/// The guest workloads' rule: a module of `src` (guest/workloads/src) uses
+/// fixtures (fixture, swap, cases, workdir, the dax-seal-sys re-exports) and
+/// never a workload module other than its own; only main.rs names the
+/// workloads, to run them. The workload modules are the ones main.rs's
+/// `lookup` runs the catalogue's workloads from.
+pub fn workload_import_problems(src: &Path) -> Result<Vec<String>> {
+    let main = src.join("main.rs");
+    let main_rs = std::fs::read_to_string(&main).with_context(|| format!("reading {}", main.display()))?;
+    let workloads = workload_modules(&main_rs)?;
+    let mut bad = Vec::new();
+    for file in rust_files(src)?.into_iter().filter(|f| *f != main) {
+        let inner = file.strip_prefix(src).unwrap_or(&file);
+        let owner = inner.components().next().map(|c| c.as_os_str().to_string_lossy().into_owned()).unwrap_or_default();
+        let owner = owner.trim_end_matches(".rs");
+        let what = if workloads.iter().any(|w| w == owner) { "workload" } else { "fixture" };
+        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        for (line, used) in crate_paths(&text) {
+            if used != owner && workloads.contains(&used) {
+                bad.push(format!(
+                    "{}:{line}: {what} module {owner} uses crate::{used}, a workload module; move what it needs \
+                     into a fixture (fixture.rs, swap.rs, workdir.rs, cases.rs)",
+                    inner.display()
+                ));
+            }
+        }
+    }
+    Ok(bad)
+}
+
+/// The modules main.rs's `lookup` runs the catalogue's workloads from (its
+/// arms read `"name" => Some(module::function)`), each a `mod` of main.rs.
+fn workload_modules(main_rs: &str) -> Result<Vec<String>> {
+    let declared: Vec<&str> = main_rs.lines().filter_map(|l| l.strip_prefix("mod ")?.strip_suffix(';')).collect();
+    let mut modules = Vec::new();
+    for w in dax_seal_protocol::WORKLOADS {
+        let arm = format!("\"{}\" => Some(", w.name);
+        let Some(module) = main_rs.lines().find_map(|l| l.trim().strip_prefix(&arm)?.split_once("::").map(|(m, _)| m))
+        else {
+            bail!("main.rs: no `{arm}module::function)` arm in lookup for the catalogue's {}", w.name);
+        };
+        if !declared.contains(&module) {
+            bail!("main.rs: lookup runs {} from {module}, which is not a `mod` of main.rs", w.name);
+        }
+        if !modules.iter().any(|m| m == module) {
+            modules.push(module.to_string());
+        }
+    }
+    Ok(modules)
+}
+
+/// Every .rs file under `dir`, sorted.
+fn rust_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The first segment of every `crate::` path in `text`, each with its
+/// line: `a` of `crate::a::b`, `a` and `b` of `crate::{a, b::c}` (also
+/// across lines and nested groups). Comment lines are skipped.
+fn crate_paths(text: &str) -> Vec<(usize, String)> {
+    let line_of = |at: usize| text[..at].matches('\n').count() + 1;
+    let ident = |at: usize| -> (usize, String) {
+        let rest = &text[at..];
+        let start = at + rest.len() - rest.trim_start().len();
+        (start, text[start..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect())
+    };
     let mut found = Vec::new();
-    for (at, _) in line.match_indices("crate::") {
-        let rest = &line[at + "crate::".len()..];
-        if let Some(group) = rest.strip_prefix('{') {
-            let inner = &group[..group.find('}').unwrap_or(group.len())];
-            found.extend(inner.split(',').map(str::trim).map(|m| &m[..ident(m)]).filter(|m| !m.is_empty()));
-        } else {
-            found.push(&rest[..ident(rest)]);
+    for (at, _) in text.match_indices("crate::") {
+        let after = at + "crate::".len();
+        let mut starts = vec![after];
+        if text[after..].starts_with('{') {
+            starts = vec![after + 1];
+            let mut depth = 0;
+            for (i, c) in text[after + 1..].char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => starts.push(after + 1 + i + 1),
+                    _ => {}
+                }
+            }
+        }
+        for start in starts {
+            let (at, name) = ident(start);
+            let line = line_of(at);
+            let comment = text.lines().nth(line - 1).is_some_and(|l| l.trim_start().starts_with("//"));
+            if !name.is_empty() && !comment {
+                found.push((line, name));
+            }
         }
     }
     found
@@ -246,6 +322,44 @@ mod tests {
     }
 
     #[test]
+    fn crate_paths_reads_plain_grouped_and_nested_uses() {
+        let text =
+            "use crate::a::b;\n// crate::hidden\nuse crate::{\n    c::{self, D},\n    e,\n};\nlet x = crate::f::g();\n";
+        let found = crate_paths(text);
+        assert_eq!(found, [(1, "a"), (4, "c"), (5, "e"), (7, "f")].map(|(l, n)| (l, n.to_string())));
+    }
+
+    #[test]
+    fn no_workload_imports_another_workload() {
+        let src = project_root().join("guest/workloads/src");
+        let bad = workload_import_problems(&src).unwrap();
+        assert!(bad.is_empty(), "a module uses another workload:\n{}", bad.join("\n"));
+    }
+
+    #[test]
+    fn the_workload_check_can_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = std::fs::read_to_string(project_root().join("guest/workloads/src/main.rs")).unwrap();
+        std::fs::write(dir.path().join("main.rs"), &real).unwrap();
+        std::fs::write(dir.path().join("fixture.rs"), "use crate::{sys, seal_race::x};\n").unwrap();
+        std::fs::create_dir(dir.path().join("pinned_dma")).unwrap();
+        std::fs::write(
+            dir.path().join("pinned_dma/rdma.rs"),
+            "use crate::pinned_dma;\nuse crate::fixture;\n\nuse crate::seal_lifetime;\n",
+        )
+        .unwrap();
+        let bad = workload_import_problems(dir.path()).unwrap();
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad[0].starts_with("fixture.rs:1: fixture module fixture uses crate::seal_race"), "{bad:?}");
+        assert!(
+            bad[1].starts_with("pinned_dma/rdma.rs:4: workload module pinned_dma uses crate::seal_lifetime"),
+            "{bad:?}"
+        );
+        std::fs::write(dir.path().join("main.rs"), "mod x;\n").unwrap();
+        assert!(workload_import_problems(dir.path()).unwrap_err().to_string().contains("no `\"dax-smoke\" => Some("));
+    }
+
+    #[test]
     fn the_layering_check_can_fail() {
         let dir = tempfile::tempdir().unwrap();
         for stage in ["build", "vm", "report"] {
@@ -254,7 +368,7 @@ mod tests {
         std::fs::write(dir.path().join("vm/ok.rs"), "use crate::build::kernel;\nuse crate::paths;\n").unwrap();
         std::fs::write(dir.path().join("build/up.rs"), "use crate::vm::qemu;\n").unwrap();
         std::fs::write(dir.path().join("report/task.rs"), "x\n    let c = crate::fuzz::config();\n").unwrap();
-        std::fs::write(dir.path().join("vm/cli.rs"), "use crate::{cli::VmArgs, paths};\n").unwrap();
+        std::fs::write(dir.path().join("vm/cli.rs"), "use crate::{\n    cli::VmArgs,\n    paths,\n};\n").unwrap();
         let mut bad = layering_problems(dir.path()).unwrap();
         bad.sort();
         assert_eq!(
@@ -262,7 +376,7 @@ mod tests {
             [
                 "build/up.rs:1: the build stage imports crate::vm",
                 "report/task.rs:2: the report stage imports crate::fuzz",
-                "vm/cli.rs:1: the vm stage imports crate::cli",
+                "vm/cli.rs:2: the vm stage imports crate::cli",
             ]
         );
     }

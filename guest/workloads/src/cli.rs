@@ -18,9 +18,9 @@ use serde_json::Value;
 use dax_seal_protocol::{CLI_BIN, MOUNT_PREFIX};
 
 use crate::cases::Cases;
-use crate::page_cache;
+use crate::fixture::{create, pattern, probe, TmpfsFile};
 use crate::seal;
-use crate::seal_conformance::{self, create, pattern, TmpfsFile};
+use crate::swap::{swapoff, swapon, write_swap_header, SWAP_SIZE};
 use crate::sys::{errno_text, Mapping};
 
 const SIZE: u64 = 1 << 20;
@@ -209,7 +209,7 @@ fn set_up(dir: &Path) -> Result<(Env, String), String> {
     if !Path::new(CLI_BIN).exists() {
         return Err(format!("{CLI_BIN} is not in the initramfs"));
     }
-    let has_seal = seal_conformance::probe(dir).is_ok();
+    let has_seal = probe(dir).is_ok();
     let note = format!(
         "the kernel {} the seal (probed with the syscall, not the CLI)",
         if has_seal { "has" } else { "lacks" }
@@ -420,24 +420,23 @@ fn case_unseal_mapped(env: &Env) -> Check {
 }
 
 fn case_swapfile(env: &Env) -> Check {
-    let dir = page_cache::dir("cli")?;
+    let dir = crate::workdir::fresh_page_cache("cli")?;
     let f = dir.join("swap");
     let r = swapfile_case(env, &f);
-    let _ = page_cache::swapoff(&f);
+    let _ = swapoff(&f);
     let _ = fs::remove_file(&f);
     let _ = fs::remove_dir(&dir);
     r
 }
 
 fn swapfile_case(env: &Env, f: &Path) -> Check {
-    let file = create(f, 0, page_cache::SWAP_SIZE)?;
-    page_cache::write_swap_header(&file, page_cache::SWAP_SIZE)
-        .map_err(|e| format!("swap header: {}", errno_text(&e)))?;
+    let file = create(f, 0, SWAP_SIZE)?;
+    write_swap_header(&file, SWAP_SIZE).map_err(|e| format!("swap header: {}", errno_text(&e)))?;
     drop(file);
     if env.has_seal {
         cli(&["seal", s(f)])?.expect(0)?;
     }
-    page_cache::swapon(f).map_err(|e| format!("swapon: {}", errno_text(&e)))?;
+    swapon(f).map_err(|e| format!("swapon: {}", errno_text(&e)))?;
     let v = cli(&["status", s(f), "--json"])?.expect(0)?.json()?;
     if v[0]["active_swapfile"] != true || v[0]["dax"] != false {
         return Err(format!("status --json of an active swapfile: {v}"));
@@ -447,7 +446,7 @@ fn swapfile_case(env: &Env, f: &Path) -> Check {
     let why = if env.has_seal { "is an active swapfile; swapoff first" } else { NOT_SUPPORTED };
     unseal.expect(1)?.says(why)?;
     seal.expect(1)?.says(why)?;
-    page_cache::swapoff(f).map_err(|e| format!("swapoff: {}", errno_text(&e)))?;
+    swapoff(f).map_err(|e| format!("swapoff: {}", errno_text(&e)))?;
     if env.has_seal {
         cli(&["unseal", s(f)])?.expect(0)?;
     }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use dax_seal_protocol::MOUNT_PREFIX;
 
 use crate::cases::Cases;
-use crate::seal_conformance::create_new;
+use crate::fixture::create_new;
 use crate::sys::{errno_text, mounted, statx_attributes, Mapping, STATX_ATTR_DAX};
 
 const LEN: usize = 2 << 20;

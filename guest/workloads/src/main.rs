@@ -5,8 +5,8 @@
 mod cases;
 mod cli;
 mod dax_smoke;
+mod fixture;
 mod fstests;
-mod page_cache;
 mod pinned_dma;
 mod seal_conformance;
 mod seal_crash;
@@ -14,6 +14,7 @@ mod seal_foreign;
 mod seal_lifetime;
 mod seal_race;
 mod selftest;
+mod swap;
 mod swap_pressure;
 mod userspace_flush;
 mod workdir;

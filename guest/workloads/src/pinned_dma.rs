@@ -30,10 +30,9 @@ use dax_seal_protocol::figure::{self, Figure};
 use dax_seal_protocol::MOUNT_PREFIX;
 
 use crate::cases::{Cases, Outcome};
+use crate::fixture::{create_sparse, is_sealed, pin_counters, probe};
 use crate::ring::{FixedIo, Ring};
 use crate::seal::{self, Extent};
-use crate::seal_conformance::{create_sparse, is_sealed, probe};
-use crate::seal_race::pin_counters;
 use crate::sys::{errno_text, mounted, Mapping};
 
 mod rdma;

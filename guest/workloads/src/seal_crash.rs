@@ -5,7 +5,8 @@
 //! point marker, with no sync in between: the host may SIGKILL QEMU right
 //! there. Verify, on the next boot, finds the file sealed, with no hole or
 //! unwritten extent, with every byte, and prints its map so the host can
-//! compare it with the one before the crash.
+//! compare it with the one before the crash (both as
+//! [`crate::fixture::map_line`] writes it).
 
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -16,8 +17,8 @@ use std::process::ExitCode;
 use dax_seal_protocol::{MOUNT_PREFIX, SEAL_CRASH_POINT};
 
 use crate::cases::Cases;
-use crate::seal::{self, Extent};
-use crate::seal_conformance::{create, describe, is_sealed, pattern};
+use crate::fixture::{create, describe, is_sealed, map_line, pattern};
+use crate::seal;
 use crate::sys::errno_text;
 
 const SIZE: u64 = 1 << 20;
@@ -36,13 +37,6 @@ fn expected() -> Vec<u8> {
         b[off as usize..(off + len) as usize].fill(0);
     }
     b
-}
-
-/// The map as one line: `logical:physical:length:flags` per extent.
-pub fn map_line(map: &[Extent]) -> String {
-    let ext: Vec<String> =
-        map.iter().map(|e| format!("{}:{}:{}:{:#x}", e.logical, e.physical, e.length, e.flags)).collect();
-    format!("map {}", ext.join(" "))
 }
 
 pub fn prepare() -> ExitCode {

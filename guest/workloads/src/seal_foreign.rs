@@ -16,8 +16,8 @@ use std::process::{Command, ExitCode};
 use dax_seal_protocol::MOUNT_PREFIX;
 
 use crate::cases::Cases;
+use crate::fixture::{create, pattern};
 use crate::seal::{self, FIEMAP_EXTENT_SHARED, FIEMAP_EXTENT_UNWRITTEN};
-use crate::seal_conformance::{create, pattern};
 use crate::sys::{errno_text, kmsg_records, statx_attributes};
 
 const SIZE: u64 = 1 << 20;

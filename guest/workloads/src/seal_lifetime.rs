@@ -39,10 +39,8 @@ use std::time::{Duration, Instant};
 use dax_seal_protocol::MOUNT_PREFIX;
 
 use crate::cases::{when_sealable, Cases, Outcome};
-use crate::page_cache;
+use crate::fixture::{create, is_sealed, pattern, pin_counters, probe, probe_online_repair, remount, remount_with};
 use crate::seal::{self, Extent};
-use crate::seal_conformance::{create, is_sealed, pattern, probe, probe_online_repair, remount, remount_with};
-use crate::seal_race::pin_counters;
 use crate::sys::{cpath, errno_text, free_bytes, statx_attributes, Mapping, STATX_ATTR_DAX};
 use crate::trace::{self, TraceEvent};
 
@@ -711,7 +709,7 @@ fn large_sparse_file(path: &Path) -> Result<(File, u64), String> {
 /// Runs `f` on a file in a fresh directory on the page-cache NVDIMM, and
 /// removes both afterwards (unsealing the file first).
 fn on_page_cache_file(env: &Env, name: &str, f: impl FnOnce(&Path) -> Check) -> Outcome {
-    let dir = match page_cache::dir("seal-lifetime") {
+    let dir = match crate::workdir::fresh_page_cache("seal-lifetime") {
         Ok(dir) => dir,
         Err(why) => return Outcome::Done(Err(why)),
     };

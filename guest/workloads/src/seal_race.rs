@@ -12,10 +12,11 @@
 //!
 //! While sealed the toggler re-reads FIEMAP, i_size and st_blocks in a loop
 //! and compares them with what it saw when SEAL returned, which must itself
-//! be a normalised map. At the end, the kernel's long-term pin counters must
-//! balance. On a kernel without the series SEAL gives EOPNOTSUPP: the same
-//! workers then run as a control in which everything must succeed, and the
-//! sealed-only cases skip with that reason.
+//! be a normalised map. At the end, the kernel's long-term pin counters
+//! ([`crate::fixture::pin_counters`]) must balance. On a kernel without the
+//! series SEAL gives EOPNOTSUPP: the same workers then run as a control in
+//! which everything must succeed, and the sealed-only cases skip with that
+//! reason.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -30,9 +31,9 @@ use std::time::{Duration, Instant};
 use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
 
 use crate::cases::{Cases, Expect};
+use crate::fixture::{create, describe, is_sealed, pin_counters, probe};
 use crate::seal::{self, Extent};
-use crate::seal_conformance::{create, describe, probe};
-use crate::sys::{counter, errno_text, Mapping};
+use crate::sys::{errno_text, Mapping};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -461,17 +462,6 @@ fn toggler(files: &Files, phase: &Phase, stop: &AtomicBool, starved: &AtomicU64,
     t
 }
 
-/// nr_foll_pin_acquired and nr_foll_pin_released from /proc/vmstat, after
-/// folding the per-CPU deltas into the totals.
-pub fn pin_counters() -> Result<(u64, u64), String> {
-    // Best effort: without it the totals may lag by a per-CPU batch, which
-    // the caller's retry loop absorbs.
-    let _ = fs::write("/proc/sys/vm/stat_refresh", "1");
-    let text = fs::read_to_string("/proc/vmstat").map_err(|e| format!("/proc/vmstat: {e}"))?;
-    let field = |name: &str| counter(&text, name).ok_or_else(|| format!("/proc/vmstat has no {name}"));
-    Ok((field("nr_foll_pin_acquired")?, field("nr_foll_pin_released")?))
-}
-
 /// A case's verdict: a note on pass, the reason on failure.
 type CaseResult = Result<((), String), String>;
 
@@ -643,7 +633,7 @@ fn pins_balanced(acquired_before: u64) -> CaseResult {
 /// then removable.
 fn tear_down(dir: &Path, has_seal: bool) -> CaseResult {
     let target = dir.join("target");
-    if has_seal && crate::seal_conformance::is_sealed(&target)? {
+    if has_seal && is_sealed(&target)? {
         return Err("the target is still sealed after the toggler's last UNSEAL".into());
     }
     let size = fs::metadata(&target).map_err(|e| format!("stat: {e}"))?.len();

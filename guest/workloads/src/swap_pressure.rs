@@ -32,9 +32,9 @@ use dax_seal_protocol::figure::{self, Figure};
 use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
 
 use crate::cases::{when_sealable, Cases, Outcome};
-use crate::page_cache::{self, swapoff, swapon, write_swap_header};
+use crate::fixture::{create, create_new, create_sparse, is_sealed, probe};
 use crate::seal::{self, Extent};
-use crate::seal_conformance::{create, create_new, create_sparse, is_sealed, probe};
+use crate::swap::{self, swapoff, swapon, write_swap_header};
 use crate::sys::{counter, errno_text, mount_pseudo, mounted, umount, Mapping};
 
 const PAGE: u64 = 4096;
@@ -73,7 +73,7 @@ pub fn run() -> ExitCode {
     let seconds = config.as_ref().ok().and_then(|c| c.param("swap-pressure.seconds").ok()).unwrap_or(5);
     let raw = config.as_ref().ok().and_then(|c| c.param("swap-pressure.raw-pmem").ok()).unwrap_or(0);
     let mut t = Cases::new(CASES.len() + usize::from(raw != 0));
-    let dir = match page_cache::dir("swap-pressure") {
+    let dir = match crate::workdir::fresh_page_cache("swap-pressure") {
         Ok(d) => d,
         Err(e) => {
             for name in CASES {
@@ -192,14 +192,14 @@ fn dax_dir() -> Result<Result<PathBuf, String>, String> {
 fn make(path: &Path, kind: Kind) -> Result<File, String> {
     let _ = fs::remove_file(path);
     let f = match kind {
-        Kind::Sparse => create_sparse(path, page_cache::SWAP_SIZE)?,
+        Kind::Sparse => create_sparse(path, swap::SWAP_SIZE)?,
         Kind::Dax => {
             let f = create_new(path)?;
-            seal::fallocate(&f, 0, 0, page_cache::SWAP_SIZE).map_err(|e| format!("fallocate: {}", errno_text(&e)))?;
+            seal::fallocate(&f, 0, 0, swap::SWAP_SIZE).map_err(|e| format!("fallocate: {}", errno_text(&e)))?;
             f
         }
         Kind::Reflinked => {
-            let f = create(path, 0x5e, page_cache::SWAP_SIZE)?;
+            let f = create(path, 0x5e, swap::SWAP_SIZE)?;
             let clone = path.with_extension("clone");
             let _ = fs::remove_file(&clone);
             let c = OpenOptions::new()
@@ -211,7 +211,7 @@ fn make(path: &Path, kind: Kind) -> Result<File, String> {
             f
         }
     };
-    write_swap_header(&f, page_cache::SWAP_SIZE).map_err(|e| format!("swap header: {}", errno_text(&e)))?;
+    write_swap_header(&f, swap::SWAP_SIZE).map_err(|e| format!("swap header: {}", errno_text(&e)))?;
     Ok(f)
 }
 

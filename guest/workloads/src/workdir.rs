@@ -5,15 +5,17 @@
 //! name that never repeats (this boot's id and the PID) and a mark saying
 //! which run made it; at start, every directory an earlier boot left for the
 //! same workload is unsealed, swapped off and removed, and the workload says
-//! whose it was.
+//! whose it was. [`fresh`] makes such a directory on a given mount,
+//! [`fresh_page_cache`] on the NVDIMM mounted `dax=never`.
 
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use dax_seal_protocol::RunConfig;
+use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
 
-use crate::page_cache::swapoff;
 use crate::seal;
+use crate::swap::swapoff;
+use crate::sys::mounted;
 
 /// The file in each work directory that names who made it.
 const MARK: &str = ".made-by";
@@ -86,4 +88,16 @@ pub fn fresh(mount: &Path, name: &str) -> Result<PathBuf, String> {
     );
     fs::write(dir.join(MARK), mark).map_err(|e| format!("writing {}: {e}", dir.join(MARK).display()))?;
     Ok(dir)
+}
+
+/// A fresh directory on the first NVDIMM mounted with dax=never, made for
+/// `name` (see [`fresh`]).
+pub fn fresh_page_cache(name: &str) -> Result<PathBuf, String> {
+    let mount = (1..8)
+        .map(|i| PathBuf::from(format!("{MOUNT_PREFIX}{i}")))
+        .find(|m| mounted(m).is_ok_and(|(_, opts)| opts.split(',').any(|o| o == "dax=never")))
+        .ok_or_else(|| {
+            "no NVDIMM is mounted dax=never: boot with two NVDIMMs and --dax always,never (the defaults)".to_string()
+        })?;
+    fresh(&mount, name)
 }

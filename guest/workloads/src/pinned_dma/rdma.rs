@@ -21,9 +21,8 @@ use dax_seal_rdma::{link_add, Mr, Verbs};
 
 use super::{nvdimm_ranges, verify, verify_file, PAGE};
 use crate::cases::{Cases, Outcome};
+use crate::fixture::{create_sparse, pin_counters};
 use crate::seal::{self, Extent};
-use crate::seal_conformance::create_sparse;
-use crate::seal_race::pin_counters;
 use crate::sys::{errno_text, Mapping};
 
 const NETDEV: &str = "dummy0";

@@ -10,9 +10,15 @@
 //! EOPNOTSUPP: the sealed legs then report SKIP with that reason and the
 //! controls still run, so the host can check both kernels disagree exactly
 //! where the contract says.
+//!
+//! `mod.rs` holds the table, the runner and the space and remount cases;
+//! `ops.rs` the operations, `rules.rs` the seal's own rules, `pins.rs`
+//! long-term pins, `page_cache.rs` the rows on the `dax=never` NVDIMM
+//! (sealed swapfile, page-cache pins). What other workloads share with it
+//! (files, the seal probe, remount, the tmpfs file) is in
+//! [`crate::fixture`].
 
 use std::alloc::{self, Layout};
-use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
@@ -25,19 +31,18 @@ use std::time::Duration;
 use dax_seal_protocol::MOUNT_PREFIX;
 
 use crate::cases::{when_sealable, Cases, Expect, Outcome};
-use crate::page_cache;
+use crate::fixture::{create, describe, is_sealed, pattern, probe, probe_online_repair, remount, TmpfsFile};
 use crate::seal::{self, Extent};
-use crate::sys::{cpath, errno_text, free_bytes, mount_pseudo, mounted, statx_attributes, Mapping, STATX_ATTR_DAX};
+use crate::sys::{errno_text, free_bytes, statx_attributes, Mapping, STATX_ATTR_DAX};
 
 mod ops;
+mod page_cache;
 mod pins;
 mod rules;
 
-pub use ops::probe_online_repair;
 use ops::*;
 use pins::*;
 use rules::*;
-pub use rules::{describe, TmpfsFile};
 
 /// Size of every target file: 64 blocks of 4 KiB.
 const SIZE: u64 = 256 * 1024;
@@ -161,7 +166,12 @@ pub fn run() -> ExitCode {
         }
         return t.exit();
     }
-    let env = Env { mount, dir: dir.clone(), page_cache: page_cache::dir("seal-conformance"), has_seal: probe(&dir) };
+    let env = Env {
+        mount,
+        dir: dir.clone(),
+        page_cache: crate::workdir::fresh_page_cache("seal-conformance"),
+        has_seal: probe(&dir),
+    };
     match &env.has_seal {
         Ok(()) => t.note("SEAL works on this kernel: sealed legs run"),
         Err(why) => t.note(&format!("sealed legs skip: {why}")),
@@ -208,63 +218,6 @@ impl Env {
     fn sealed(&self, f: impl FnOnce() -> Check) -> Outcome {
         when_sealable(&self.has_seal, f)
     }
-}
-
-/// SEAL on a scratch file: 0 means the series is there; EOPNOTSUPP means a
-/// kernel without it. Anything else is reported through the cases that need
-/// the seal (they fail, never skip).
-pub fn probe(dir: &Path) -> Result<(), String> {
-    let path = dir.join("probe");
-    let r = (|| {
-        let f = create(&path, 0x11, SIZE)?;
-        match seal::seal(&f) {
-            Ok(()) => {
-                seal::unseal(&f).map_err(|e| format!("UNSEAL of the probe: {}", errno_text(&e)))?;
-                Ok(Ok(()))
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                Ok(Err("SEAL returns EOPNOTSUPP: this kernel lacks the block-map seal series".to_string()))
-            }
-            Err(e) => Err(format!("SEAL of a fresh file: {}", errno_text(&e))),
-        }
-    })();
-    let _ = fs::remove_file(&path);
-    match r {
-        Ok(verdict) => verdict,
-        // A kernel whose SEAL fails oddly must fail the sealed legs, so run
-        // them: they report the real errno.
-        Err(_) => Ok(()),
-    }
-}
-
-pub fn pattern(seed: u8, len: u64) -> Vec<u8> {
-    (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(seed as u32 % 31) as u8 ^ seed).collect()
-}
-
-/// A new, empty file opened for reading and writing; one that exists is an
-/// error.
-pub fn create_new(path: &Path) -> Result<File, String> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| format!("create {}: {}", path.display(), errno_text(&e)))
-}
-
-/// A new sparse file of `len` bytes (no blocks allocated).
-pub fn create_sparse(path: &Path, len: u64) -> Result<File, String> {
-    let f = create_new(path)?;
-    f.set_len(len).map_err(|e| format!("ftruncate {}: {}", path.display(), errno_text(&e)))?;
-    Ok(f)
-}
-
-pub fn create(path: &Path, seed: u8, len: u64) -> Result<File, String> {
-    let _ = fs::remove_file(path);
-    let mut f = create_new(path)?;
-    f.write_all(&pattern(seed, len)).map_err(|e| format!("write {}: {}", path.display(), errno_text(&e)))?;
-    f.sync_all().map_err(|e| format!("fsync {}: {}", path.display(), errno_text(&e)))?;
-    Ok(f)
 }
 
 /// The file a row operates on, sealed or not, with a helper file beside it.
@@ -474,11 +427,6 @@ fn case_enospc(env: &Env) -> Outcome {
     })
 }
 
-/// Whether statx reports the file sealed.
-pub fn is_sealed(path: &Path) -> Result<bool, String> {
-    statx_attributes(path).map(|(a, _)| a & seal::STATX_ATTR_IOMAP_IMMUTABLE != 0)
-}
-
 fn case_remount(env: &Env) -> Outcome {
     env.sealed(|| {
         let path = env.path("remount");
@@ -502,33 +450,4 @@ fn case_remount(env: &Env) -> Outcome {
             other => Err(format!("ftruncate after remount: {other:?}, expected ETXTBSY")),
         }
     })
-}
-
-/// umount and mount again with the same device and options.
-pub fn remount(mount: &Path) -> Result<(), String> {
-    remount_with(mount, |options| options.to_vec()).map(|_| ())
-}
-
-/// umount, and mount again on the same device with the options `change`
-/// makes of the current ones. Returns the current ones, for putting them
-/// back. The current ones are those the harness chose (`dax=`); the
-/// defaults /proc/mounts lists besides (attr2, inode64, ...) are left to
-/// the kernel, which logs a deprecation for some of them when passed.
-pub fn remount_with(mount: &Path, change: impl FnOnce(&[String]) -> Vec<String>) -> Result<Vec<String>, String> {
-    let (dev, opts) = mounted(mount)?;
-    let m = mount.to_string_lossy();
-    let old: Vec<String> = opts.split(',').filter(|o| o.starts_with("dax=")).map(str::to_string).collect();
-    let data = change(&old).join(",");
-    let c = |s: &str| CString::new(s).map_err(|_| format!("NUL in {s:?}"));
-    let (cdev, cdir, cdata, xfs) = (c(&dev)?, c(&m)?, c(&data)?, c("xfs")?);
-    // SAFETY: valid C strings.
-    unsafe {
-        if libc::umount(cdir.as_ptr()) != 0 {
-            return Err(format!("umount {m}: {}", errno_text(&io::Error::last_os_error())));
-        }
-        if libc::mount(cdev.as_ptr(), cdir.as_ptr(), xfs.as_ptr(), 0, cdata.as_ptr().cast()) != 0 {
-            return Err(format!("mount {dev} on {m} ({data}): {}", errno_text(&io::Error::last_os_error())));
-        }
-    }
-    Ok(old)
 }

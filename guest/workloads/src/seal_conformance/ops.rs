@@ -261,23 +261,6 @@ pub(super) fn op_rebuild_data_fork(t: &Target) -> io::Result<Want> {
     seal::rebuild_data_fork(&t.file).map(|()| Want::Same)
 }
 
-/// A forced rebuild of a data fork needs CONFIG_XFS_ONLINE_REPAIR (every
-/// variant has it) and the reverse-mapping btree, which the guest's mkfs
-/// enables; filesystems made by older versions of the harness lack it.
-pub fn probe_online_repair(dir: &Path) -> Result<(), String> {
-    let path = dir.join("probe-repair");
-    let r = create(&path, 3, BLOCK).and_then(|f| match seal::rebuild_data_fork(&f) {
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOTTY)) => Err(format!(
-            "online repair cannot rebuild a data fork here ({}): it needs CONFIG_XFS_ONLINE_REPAIR and a \
-             filesystem made with rmapbt=1, as the harness makes them (run with --fresh to remake an older one)",
-            errno_text(&e)
-        )),
-        _ => Ok(()),
-    });
-    let _ = fs::remove_file(&path);
-    r
-}
-
 pub(super) fn op_unlink(t: &Target) -> io::Result<Want> {
     fs::remove_file(&t.path).map(|()| Want::Gone)
 }

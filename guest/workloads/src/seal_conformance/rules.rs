@@ -40,35 +40,6 @@ pub(super) fn case_normalise(env: &Env) -> Outcome {
     })
 }
 
-/// What a map contains: "hole", "unwritten", "shared", "delalloc", or
-/// "written" when it is none of those and covers [0, size).
-pub fn describe(map: &[Extent], size: u64) -> String {
-    let mut kinds = Vec::new();
-    let mut next = 0;
-    let mut hole = false;
-    for e in map {
-        hole |= e.logical != next;
-        next = e.logical + e.length;
-    }
-    hole |= next < size;
-    let flag = |f: u32| map.iter().any(|e| e.flags & f != 0);
-    for (present, name) in [
-        (hole, "hole"),
-        (flag(seal::FIEMAP_EXTENT_UNWRITTEN), "unwritten"),
-        (flag(seal::FIEMAP_EXTENT_SHARED), "shared"),
-        (flag(seal::FIEMAP_EXTENT_DELALLOC), "delalloc"),
-    ] {
-        if present {
-            kinds.push(name);
-        }
-    }
-    if kinds.is_empty() {
-        "written".into()
-    } else {
-        kinds.join(", ")
-    }
-}
-
 pub(super) fn case_idempotent(env: &Env) -> Outcome {
     env.sealed(|| {
         let path = env.path("idempotent");
@@ -231,32 +202,6 @@ pub(super) fn case_bad_arguments(env: &Env) -> Outcome {
         }
     })();
     Outcome::Done(r)
-}
-
-/// A file on a private tmpfs mount, unmounted on drop.
-pub struct TmpfsFile {
-    pub dir: PathBuf,
-    pub file: File,
-}
-
-impl TmpfsFile {
-    pub fn new() -> Result<TmpfsFile, String> {
-        let dir = PathBuf::from(format!("/run/seal-conformance-tmpfs.{}", std::process::id()));
-        fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-        mount_pseudo(c"tmpfs", &dir).map_err(|e| errno_text(&e))?;
-        let file = create(&dir.join("f"), 0x50, SIZE)?;
-        Ok(TmpfsFile { dir, file })
-    }
-}
-
-impl Drop for TmpfsFile {
-    fn drop(&mut self) {
-        if let Ok(c) = cpath(&self.dir) {
-            // SAFETY: valid C string; a lazy detach cannot hurt the caller.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
-        let _ = fs::remove_dir(&self.dir);
-    }
 }
 
 pub(super) fn case_unseal_mapped(env: &Env) -> Outcome {

@@ -11,9 +11,9 @@ use std::time::Instant;
 use dax_seal_protocol::figure::{self, Figure};
 use dax_seal_protocol::flush::LATENCY_PREFIX;
 
+use crate::fixture::{create_new, create_sparse};
 use crate::persist::Persist;
 use crate::seal;
-use crate::seal_conformance::{create_new, create_sparse};
 use crate::sys::{errno_text, Mapping};
 
 const PAGE: usize = 4096;

@@ -34,9 +34,9 @@ use dax_seal_protocol::flush::{self, Bug, Tally, FDATASYNC_CONTROL, SEALED, SPAR
 use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
 
 use crate::cases::Cases;
+use crate::fixture::{create_new, create_sparse, describe, is_sealed, map_line, probe, remount};
 use crate::persist::{flush_lines, store_fence, Persist, LINE};
 use crate::seal::{self, Extent};
-use crate::seal_conformance::{create_new, create_sparse, describe, is_sealed, probe, remount};
 use crate::sys::{errno_text, kmsg_records, Mapping};
 use record::RECORD;
 
@@ -63,7 +63,7 @@ fn capacity(records: u64) -> u64 {
 /// verifier checks it.
 fn map_fingerprint(file: &File) -> Result<(u64, String, Vec<Extent>), String> {
     let map = seal::fiemap(file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
-    let line = crate::seal_crash::map_line(&map);
+    let line = map_line(&map);
     Ok((record::tag(&line), line, map))
 }
 

@@ -1,64 +1,20 @@
 //! The seal contract's page-cache rows, on the NVDIMM mounted `dax=never`:
 //! a sealed swapfile, and long-term pins of page-cache pages (still EFAULT,
-//! as in 6.12). Part of `seal-conformance`.
+//! as in 6.12). Part of `seal-conformance`, which runs them after its
+//! table; the directory they run in comes from
+//! [`crate::workdir::fresh_page_cache`], the swapfile helpers from
+//! [`crate::swap`].
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use dax_seal_protocol::MOUNT_PREFIX;
-
+use crate::fixture::{create, is_sealed};
 use crate::seal::{self, Extent};
-use crate::seal_conformance::create;
-use crate::sys::{cpath, errno_text, mounted, Mapping};
+use crate::swap::{swapoff, swapon, write_swap_header, SWAP_SIZE};
+use crate::sys::{errno_text, Mapping};
 
 const PAGE: u64 = 4096;
-/// The swapfile: 4 MiB, enough pages for swapon to accept it.
-pub const SWAP_SIZE: u64 = 4 << 20;
-
-/// A fresh directory on the first NVDIMM mounted with dax=never, made for
-/// `name` (see [`crate::workdir`]).
-pub fn dir(name: &str) -> Result<PathBuf, String> {
-    let mount = (1..8)
-        .map(|i| PathBuf::from(format!("{MOUNT_PREFIX}{i}")))
-        .find(|m| mounted(m).is_ok_and(|(_, opts)| opts.split(',').any(|o| o == "dax=never")))
-        .ok_or_else(|| {
-            "no NVDIMM is mounted dax=never: boot with two NVDIMMs and --dax always,never (the defaults)".to_string()
-        })?;
-    crate::workdir::fresh(&mount, name)
-}
-
-/// Writes a version-1 Linux swap header (what mkswap writes): `info` at
-/// byte 1024, the SWAPSPACE2 magic in the last ten bytes of page 0.
-pub fn write_swap_header(f: &File, len: u64) -> io::Result<()> {
-    let mut page = vec![0u8; PAGE as usize];
-    let last_page = (len / PAGE - 1) as u32;
-    page[1024..1028].copy_from_slice(&1u32.to_ne_bytes()); // version
-    page[1028..1032].copy_from_slice(&last_page.to_ne_bytes());
-    // nr_badpages 0; uuid and label left zero.
-    page[PAGE as usize - 10..].copy_from_slice(b"SWAPSPACE2");
-    f.write_all_at(&page, 0)?;
-    f.sync_all()
-}
-
-pub fn swapon(path: &Path) -> io::Result<()> {
-    let c = cpath(path)?;
-    // SAFETY: a valid C path; no flags.
-    if unsafe { libc::swapon(c.as_ptr(), 0) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-pub fn swapoff(path: &Path) -> io::Result<()> {
-    let c = cpath(path)?;
-    // SAFETY: a valid C path.
-    if unsafe { libc::swapoff(c.as_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
 
 fn map_of(f: &File) -> Result<Vec<Extent>, String> {
     seal::fiemap(f).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))
@@ -102,7 +58,7 @@ impl Drop for ActiveSwap<'_> {
 /// The contract's swapon row: a sealed file becomes a swapfile, and while
 /// it is active neither SEAL nor UNSEAL applies (ETXTBSY); swapon and
 /// swapoff leave the map alone and the seal survives swapoff.
-pub fn sealed_swapfile(dir: &Path) -> Result<String, String> {
+pub(super) fn sealed_swapfile(dir: &Path) -> Result<String, String> {
     let path = dir.join("swap-sealed");
     let f = create(&path, 0x5e, SWAP_SIZE)?;
     write_swap_header(&f, SWAP_SIZE).map_err(|e| format!("swap header: {}", errno_text(&e)))?;
@@ -117,7 +73,7 @@ pub fn sealed_swapfile(dir: &Path) -> Result<String, String> {
     if during != sealed_map || after != sealed_map {
         return Err(format!("the map moved: sealed {sealed_map:?}, active {during:?}, after swapoff {after:?}"));
     }
-    let still_sealed = crate::seal_conformance::is_sealed(&path)?;
+    let still_sealed = is_sealed(&path)?;
     let truncate = f.set_len(PAGE);
     seal::unseal(&f).map_err(|e| format!("UNSEAL after swapoff: {}", errno_text(&e)))?;
     let _ = fs::remove_file(&path);
@@ -134,7 +90,7 @@ pub fn sealed_swapfile(dir: &Path) -> Result<String, String> {
 
 /// 6.12's own swapfile rule, on both kernels: an active swapfile refuses
 /// every fallocate mode with ETXTBSY.
-pub fn swapfile_control(dir: &Path) -> Result<String, String> {
+pub(super) fn swapfile_control(dir: &Path) -> Result<String, String> {
     let path = dir.join("swap-control");
     let f = create(&path, 0x5e, SWAP_SIZE)?;
     write_swap_header(&f, SWAP_SIZE).map_err(|e| format!("swap header: {}", errno_text(&e)))?;
@@ -149,7 +105,7 @@ pub fn swapfile_control(dir: &Path) -> Result<String, String> {
 
 /// Long-term write pins of page-cache pages stay refused (EFAULT), sealed
 /// or not: the seal is about the block map, not about writeback.
-pub fn page_cache_pin(dir: &Path, sealed: bool) -> Result<String, String> {
+pub(super) fn page_cache_pin(dir: &Path, sealed: bool) -> Result<String, String> {
     let path = dir.join(if sealed { "pin-sealed" } else { "pin-control" });
     let f = create(&path, 0x5f, 64 * 1024)?;
     if sealed {

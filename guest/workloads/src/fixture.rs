@@ -1,0 +1,206 @@
+//! What every workload builds its cases from: files filled with a known
+//! pattern (or sparse, or empty), the seal's state as statx and FIEMAP show
+//! it, the probes that say whether this kernel and filesystem can seal or
+//! rebuild a data fork at all, umount and mount again, a file on tmpfs, and
+//! the kernel's long-term pin counters.
+//!
+//! A workload module uses these, [`crate::swap`], [`crate::workdir`] and
+//! [`crate::cases`], never another workload module (a unit test in main.rs
+//! enforces it).
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::seal::{self, Extent};
+use crate::sys::{counter, cpath, errno_text, mount_pseudo, mounted, statx_attributes};
+
+/// Size of the probe's scratch file and of the tmpfs file: 64 blocks of
+/// 4 KiB.
+const SIZE: u64 = 256 * 1024;
+const BLOCK: u64 = 4096;
+
+/// `len` bytes of the fill pattern `seed` names; [`create`] writes it.
+pub fn pattern(seed: u8, len: u64) -> Vec<u8> {
+    (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(seed as u32 % 31) as u8 ^ seed).collect()
+}
+
+/// A new, empty file opened for reading and writing; one that exists is an
+/// error.
+pub fn create_new(path: &Path) -> Result<File, String> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| format!("create {}: {}", path.display(), errno_text(&e)))
+}
+
+/// A new sparse file of `len` bytes (no blocks allocated).
+pub fn create_sparse(path: &Path, len: u64) -> Result<File, String> {
+    let f = create_new(path)?;
+    f.set_len(len).map_err(|e| format!("ftruncate {}: {}", path.display(), errno_text(&e)))?;
+    Ok(f)
+}
+
+/// A file of `len` bytes of [`pattern`] `seed`, fsynced, in place of
+/// whatever `path` was.
+pub fn create(path: &Path, seed: u8, len: u64) -> Result<File, String> {
+    let _ = fs::remove_file(path);
+    let mut f = create_new(path)?;
+    f.write_all(&pattern(seed, len)).map_err(|e| format!("write {}: {}", path.display(), errno_text(&e)))?;
+    f.sync_all().map_err(|e| format!("fsync {}: {}", path.display(), errno_text(&e)))?;
+    Ok(f)
+}
+
+/// Whether statx reports the file sealed.
+pub fn is_sealed(path: &Path) -> Result<bool, String> {
+    statx_attributes(path).map(|(a, _)| a & seal::STATX_ATTR_IOMAP_IMMUTABLE != 0)
+}
+
+/// What a map contains: "hole", "unwritten", "shared", "delalloc", or
+/// "written" when it is none of those and covers [0, size).
+pub fn describe(map: &[Extent], size: u64) -> String {
+    let mut kinds = Vec::new();
+    let mut next = 0;
+    let mut hole = false;
+    for e in map {
+        hole |= e.logical != next;
+        next = e.logical + e.length;
+    }
+    hole |= next < size;
+    let flag = |f: u32| map.iter().any(|e| e.flags & f != 0);
+    for (present, name) in [
+        (hole, "hole"),
+        (flag(seal::FIEMAP_EXTENT_UNWRITTEN), "unwritten"),
+        (flag(seal::FIEMAP_EXTENT_SHARED), "shared"),
+        (flag(seal::FIEMAP_EXTENT_DELALLOC), "delalloc"),
+    ] {
+        if present {
+            kinds.push(name);
+        }
+    }
+    if kinds.is_empty() {
+        "written".into()
+    } else {
+        kinds.join(", ")
+    }
+}
+
+/// The map as one line: `logical:physical:length:flags` per extent.
+pub fn map_line(map: &[Extent]) -> String {
+    let ext: Vec<String> =
+        map.iter().map(|e| format!("{}:{}:{}:{:#x}", e.logical, e.physical, e.length, e.flags)).collect();
+    format!("map {}", ext.join(" "))
+}
+
+/// SEAL on a scratch file: 0 means the series is there; EOPNOTSUPP means a
+/// kernel without it. Anything else is reported through the cases that need
+/// the seal (they fail, never skip).
+pub fn probe(dir: &Path) -> Result<(), String> {
+    let path = dir.join("probe");
+    let r = (|| {
+        let f = create(&path, 0x11, SIZE)?;
+        match seal::seal(&f) {
+            Ok(()) => {
+                seal::unseal(&f).map_err(|e| format!("UNSEAL of the probe: {}", errno_text(&e)))?;
+                Ok(Ok(()))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                Ok(Err("SEAL returns EOPNOTSUPP: this kernel lacks the block-map seal series".to_string()))
+            }
+            Err(e) => Err(format!("SEAL of a fresh file: {}", errno_text(&e))),
+        }
+    })();
+    let _ = fs::remove_file(&path);
+    match r {
+        Ok(verdict) => verdict,
+        // A kernel whose SEAL fails oddly must fail the sealed legs, so run
+        // them: they report the real errno.
+        Err(_) => Ok(()),
+    }
+}
+
+/// A forced rebuild of a data fork needs CONFIG_XFS_ONLINE_REPAIR (every
+/// variant has it) and the reverse-mapping btree, which the guest's mkfs
+/// enables; filesystems made by older versions of the harness lack it.
+pub fn probe_online_repair(dir: &Path) -> Result<(), String> {
+    let path = dir.join("probe-repair");
+    let r = create(&path, 3, BLOCK).and_then(|f| match seal::rebuild_data_fork(&f) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOTTY)) => Err(format!(
+            "online repair cannot rebuild a data fork here ({}): it needs CONFIG_XFS_ONLINE_REPAIR and a \
+             filesystem made with rmapbt=1, as the harness makes them (run with --fresh to remake an older one)",
+            errno_text(&e)
+        )),
+        _ => Ok(()),
+    });
+    let _ = fs::remove_file(&path);
+    r
+}
+
+/// umount and mount again with the same device and options.
+pub fn remount(mount: &Path) -> Result<(), String> {
+    remount_with(mount, |options| options.to_vec()).map(|_| ())
+}
+
+/// umount, and mount again on the same device with the options `change`
+/// makes of the current ones. Returns the current ones, for putting them
+/// back. The current ones are those the harness chose (`dax=`); the
+/// defaults /proc/mounts lists besides (attr2, inode64, ...) are left to
+/// the kernel, which logs a deprecation for some of them when passed.
+pub fn remount_with(mount: &Path, change: impl FnOnce(&[String]) -> Vec<String>) -> Result<Vec<String>, String> {
+    let (dev, opts) = mounted(mount)?;
+    let m = mount.to_string_lossy();
+    let old: Vec<String> = opts.split(',').filter(|o| o.starts_with("dax=")).map(str::to_string).collect();
+    let data = change(&old).join(",");
+    let c = |s: &str| CString::new(s).map_err(|_| format!("NUL in {s:?}"));
+    let (cdev, cdir, cdata, xfs) = (c(&dev)?, c(&m)?, c(&data)?, c("xfs")?);
+    // SAFETY: valid C strings.
+    unsafe {
+        if libc::umount(cdir.as_ptr()) != 0 {
+            return Err(format!("umount {m}: {}", errno_text(&io::Error::last_os_error())));
+        }
+        if libc::mount(cdev.as_ptr(), cdir.as_ptr(), xfs.as_ptr(), 0, cdata.as_ptr().cast()) != 0 {
+            return Err(format!("mount {dev} on {m} ({data}): {}", errno_text(&io::Error::last_os_error())));
+        }
+    }
+    Ok(old)
+}
+
+/// A file on a private tmpfs mount, unmounted on drop.
+pub struct TmpfsFile {
+    pub dir: PathBuf,
+    pub file: File,
+}
+
+impl TmpfsFile {
+    pub fn new() -> Result<TmpfsFile, String> {
+        let dir = PathBuf::from(format!("/run/seal-conformance-tmpfs.{}", std::process::id()));
+        fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        mount_pseudo(c"tmpfs", &dir).map_err(|e| errno_text(&e))?;
+        let file = create(&dir.join("f"), 0x50, SIZE)?;
+        Ok(TmpfsFile { dir, file })
+    }
+}
+
+impl Drop for TmpfsFile {
+    fn drop(&mut self) {
+        if let Ok(c) = cpath(&self.dir) {
+            // SAFETY: valid C string; a lazy detach cannot hurt the caller.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+/// nr_foll_pin_acquired and nr_foll_pin_released from /proc/vmstat, after
+/// folding the per-CPU deltas into the totals.
+pub fn pin_counters() -> Result<(u64, u64), String> {
+    // Best effort: without it the totals may lag by a per-CPU batch, which
+    // the caller's retry loop absorbs.
+    let _ = fs::write("/proc/sys/vm/stat_refresh", "1");
+    let text = fs::read_to_string("/proc/vmstat").map_err(|e| format!("/proc/vmstat: {e}"))?;
+    let field = |name: &str| counter(&text, name).ok_or_else(|| format!("/proc/vmstat has no {name}"));
+    Ok((field("nr_foll_pin_acquired")?, field("nr_foll_pin_released")?))
+}
