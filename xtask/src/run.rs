@@ -137,10 +137,7 @@ pub fn shell(args: &ShellArgs) -> Result<ExitCode> {
         root_disk: None,
     };
     paths::ensure_dir(&out_dir)?;
-    let _images = paths::lock(
-        &images_dir.join(format!("nvdimm-{}.lock", args.kernel.name())),
-        &format!("the NVDIMM images {}/nvdimm-{}-*.img", images_dir.display(), args.kernel.name()),
-    )?;
+    let _images = request.images().lock()?;
     let vm = request.vm(Console::Interactive)?;
     let argv = qemu::argv(&vm);
     eprintln!("[shell] {} {}", qemu::QEMU, boot::shell_quote(&argv));

@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use xshell::Shell;
 
 use crate::build::deps;
-use crate::build::kernel::{self, Variant};
+use crate::build::kernel::{self, Variant, WorkTree};
 use crate::cli::SeriesArgs;
 use crate::paths;
 
@@ -57,36 +57,26 @@ pub fn cmd(args: &SeriesArgs) -> Result<ExitCode> {
         requested.extend(kernel::parse_fragment(name, text)?);
     }
     let cache = paths::cache_dir()?;
-    let work = cache.join("work").join("series");
-    let _lock = paths::lock(&cache.join("work").join("series.lock"), "the series work tree")?;
-    let (src, build) = (work.join("src"), work.join("build"));
-    if src.exists() {
-        fs::remove_dir_all(&src).with_context(|| format!("removing {}", src.display()))?;
-    }
-    paths::ensure_dir(&build)?;
-    let sh = Shell::new()?;
-    kernel::link_tree(&sh, &src_tree.tree, &src)?;
+    let work = WorkTree::lock("series", "the series work tree")?;
+    work.relink(&src_tree.tree)?;
     // The previous check left build/ compiled from the whole series: every
     // file a patch touches gets a fresh mtime, so step 0 compiles it pristine.
     let touched: BTreeSet<String> = series.iter().flat_map(|(_, bytes)| kernel::files_touched(bytes)).collect();
-    for file in &touched {
-        let path = src.join(file);
-        if path.is_file() {
-            kernel::refresh(&path)?;
-        }
-    }
-    kernel::configure("series", &src, &build, &fragments, &requested)?;
+    work.refresh(&touched)?;
+    let (src, build) = (&work.src, &work.build);
+    let sh = Shell::new()?;
+    kernel::configure("series", src, build, &fragments, &requested)?;
     let patches = root.join("patches");
     let mut steps = Vec::new();
     for k in 0..=series.len() {
         let name = if k == 0 { "(pristine)".to_string() } else { series[k - 1].0.clone() };
         if k > 0 {
-            kernel::apply_patch(&sh, &src, &patches.join(&name))?;
+            kernel::apply_patch(&sh, src, &patches.join(&name))?;
         }
         eprintln!("[series] step {k}/{}: {name}", series.len());
         let log = build.join(format!("series-step-{k}.log"));
         let start = Instant::now();
-        let compiled = kernel::make(&format!("series {k}"), &src, &build, &cache, &log).with_context(|| {
+        let compiled = kernel::make(&format!("series {k}"), src, build, &cache, &log).with_context(|| {
             format!("the series does not build with patches 1..{k} applied (the last one is patches/{name})")
         })?;
         let text = fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;

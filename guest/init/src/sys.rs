@@ -1,21 +1,12 @@
 //! The few system calls PID 1 makes itself: mounting, syncing, powering off,
 //! and the panic hook that turns a bug in this binary into a clean power-off.
 
-use std::ffi::CString;
-
 use crate::log;
 
 fn mount(source: &str, target: &str, fstype: &str, data: &str) -> Result<(), String> {
     let _ = std::fs::create_dir_all(target);
-    let c = |s: &str| CString::new(s).map_err(|_| format!("NUL byte in {s:?}"));
-    let (src, tgt, fs, dat) = (c(source)?, c(target)?, c(fstype)?, c(data)?);
-    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
-    let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fs.as_ptr(), 0, dat.as_ptr().cast()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(format!("mount -t {fstype} {source} {target} -o '{data}': {}", std::io::Error::last_os_error()))
-    }
+    dax_seal_sys::sys::mount(source, std::path::Path::new(target), fstype, data)
+        .map_err(|e| format!("mount -t {fstype} {source} {target} -o '{data}': {e}"))
 }
 
 pub fn mount_fs(source: &str, target: &str, fstype: &str, data: &str) -> Result<(), String> {
@@ -51,11 +42,8 @@ pub fn power_off() -> ! {
     sync();
     if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
         for target in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|t| t.starts_with("/mnt/")) {
-            if let Ok(t) = CString::new(target) {
-                // SAFETY: valid NUL-terminated path.
-                if unsafe { libc::umount(t.as_ptr()) } != 0 {
-                    log(&format!("umount {target}: {}", std::io::Error::last_os_error()));
-                }
+            if let Err(e) = dax_seal_sys::sys::umount(std::path::Path::new(target)) {
+                log(&format!("umount {target}: {e}"));
             }
         }
     }

@@ -15,16 +15,24 @@ pub fn cpath(path: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("NUL in {}", path.display())))
 }
 
+/// mount(2): `source` on `at` as `fstype` with the options in `data`. The
+/// error is the system call's own (its errno kept); callers say what they
+/// were mounting.
+pub fn mount(source: &str, at: &Path, fstype: &str, data: &str) -> io::Result<()> {
+    let c = |s: &str| CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("NUL in {s:?}")));
+    let (source, target, fstype, data) = (c(source)?, cpath(at)?, c(fstype)?, c(data)?);
+    // SAFETY: NUL-terminated strings that outlive the call.
+    if unsafe { libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, data.as_ptr().cast()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Mounts a filesystem that needs no device or options (tmpfs, tracefs,
 /// cgroup2) on `at`; the error says what was mounted where.
 pub fn mount_pseudo(fstype: &CStr, at: &Path) -> io::Result<()> {
-    let target = cpath(at)?;
-    // SAFETY: NUL-terminated strings that outlive the call; no data argument.
-    if unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) } != 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("mount -t {} {}: {e}", fstype.to_string_lossy(), at.display())));
-    }
-    Ok(())
+    let name = fstype.to_string_lossy();
+    mount(&name, at, &name, "").map_err(|e| io::Error::new(e.kind(), format!("mount -t {name} {}: {e}", at.display())))
 }
 
 /// Unmounts what is mounted on `at`.

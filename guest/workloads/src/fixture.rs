@@ -8,13 +8,12 @@
 //! [`crate::cases`], never another workload module (a unit test in main.rs
 //! enforces it).
 
-use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::seal::{self, Extent};
-use crate::sys::{counter, cpath, errno_text, mount_pseudo, mounted, statx_attributes};
+use crate::sys::{self, counter, cpath, errno_text, mount_pseudo, mounted, statx_attributes, umount};
 
 /// Size of the probe's scratch file and of the tmpfs file: 64 blocks of
 /// 4 KiB.
@@ -154,17 +153,8 @@ pub fn remount_with(mount: &Path, change: impl FnOnce(&[String]) -> Vec<String>)
     let m = mount.to_string_lossy();
     let old: Vec<String> = opts.split(',').filter(|o| o.starts_with("dax=")).map(str::to_string).collect();
     let data = change(&old).join(",");
-    let c = |s: &str| CString::new(s).map_err(|_| format!("NUL in {s:?}"));
-    let (cdev, cdir, cdata, xfs) = (c(&dev)?, c(&m)?, c(&data)?, c("xfs")?);
-    // SAFETY: valid C strings.
-    unsafe {
-        if libc::umount(cdir.as_ptr()) != 0 {
-            return Err(format!("umount {m}: {}", errno_text(&io::Error::last_os_error())));
-        }
-        if libc::mount(cdev.as_ptr(), cdir.as_ptr(), xfs.as_ptr(), 0, cdata.as_ptr().cast()) != 0 {
-            return Err(format!("mount {dev} on {m} ({data}): {}", errno_text(&io::Error::last_os_error())));
-        }
-    }
+    umount(mount).map_err(|e| format!("umount {m}: {}", errno_text(&e)))?;
+    sys::mount(&dev, mount, "xfs", &data).map_err(|e| format!("mount {dev} on {m} ({data}): {}", errno_text(&e)))?;
     Ok(old)
 }
 

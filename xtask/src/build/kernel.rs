@@ -388,19 +388,17 @@ pub fn ensure(variant: Variant, source: &Source, rebuild: bool) -> Result<Built>
         config: out.join("config"),
         built_now,
     };
-    let work = cache.join("work").join(variant.name());
-    let _lock =
-        paths::lock(&cache.join("work").join(format!("{variant}.lock")), &format!("the {variant} kernel's work tree"))?;
+    let work = WorkTree::lock(variant.name(), &format!("the {variant} kernel's work tree"))?;
     if !rebuild && out.join("bzImage").is_file() {
         return Ok(built(false));
     }
     eprintln!("[kernel {variant}] building key {key} from {}", source.description);
-    let src = prepare_work_tree(variant, source, &series, &work, rebuild)?;
-    let build = work.join("build");
-    paths::ensure_dir(&build)?;
-    configure(variant.name(), &src, &build, &fragments, &requested)?;
+    prepare_work_tree(variant, source, &series, &work, rebuild)?;
+    let (src, build) = (&work.src, &work.build);
+    paths::ensure_dir(build)?;
+    configure(variant.name(), src, build, &fragments, &requested)?;
     let log = build.join("build.log");
-    make(variant.name(), &src, &build, &cache, &log)?;
+    make(variant.name(), src, build, &cache, &log)?;
 
     let tmp = cache.join("kernels").join(format!("{key}.partial-{}", std::process::id()));
     paths::ensure_dir(&tmp)?;
@@ -415,17 +413,62 @@ pub fn ensure(variant: Variant, source: &Source, rebuild: bool) -> Result<Built>
     Ok(built(true))
 }
 
-/// Makes `work/src` the source plus the series. Reused when neither changed.
+/// A kernel work tree in the build cache, `work/<name>/`: `src` (the
+/// pristine source as a hard-link farm, plus patches) and `build` (make's
+/// output directory), held under `work/<name>.lock` while it lives. Every
+/// work tree has its own name: a kernel variant's, or `series`.
+pub struct WorkTree {
+    pub dir: PathBuf,
+    pub src: PathBuf,
+    pub build: PathBuf,
+    _lock: paths::Lock,
+}
+
+impl WorkTree {
+    /// Waits for the work tree `name` (saying who holds it) and holds it;
+    /// `what` names it in that message.
+    pub fn lock(name: &str, what: &str) -> Result<WorkTree> {
+        let work = paths::cache_dir()?.join("work");
+        let _lock = paths::lock(&work.join(format!("{name}.lock")), what)?;
+        let dir = work.join(name);
+        Ok(WorkTree { src: dir.join("src"), build: dir.join("build"), dir, _lock })
+    }
+
+    /// Makes `src` a fresh link farm of `pristine` (what was there before is
+    /// removed) and makes sure `build` exists.
+    pub fn relink(&self, pristine: &Path) -> Result<()> {
+        if self.src.exists() {
+            fs::remove_dir_all(&self.src).with_context(|| format!("removing {}", self.src.display()))?;
+        }
+        paths::ensure_dir(&self.build)?;
+        link_tree(&Shell::new()?, pristine, &self.src)
+    }
+
+    /// Gives each of `files` (paths in `src`) a fresh mtime, so make
+    /// rebuilds what depends on them: files a series changed that are back
+    /// to pristine links with their old mtimes.
+    pub fn refresh<'a>(&self, files: impl IntoIterator<Item = &'a String>) -> Result<()> {
+        for file in files {
+            let path = self.src.join(file);
+            if path.is_file() {
+                refresh(&path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Makes the work tree's `src` the source plus the series. Reused when
+/// neither changed.
 fn prepare_work_tree(
     variant: Variant,
     source: &Source,
     series: &[(String, Vec<u8>)],
-    work: &Path,
+    work: &WorkTree,
     rebuild: bool,
-) -> Result<PathBuf> {
-    let src = work.join("src");
-    let build = work.join("build");
-    let state_path = work.join("state.json");
+) -> Result<()> {
+    let (src, build) = (&work.src, &work.build);
+    let state_path = work.dir.join("state.json");
     let mut h = Sha256::new();
     for (name, bytes) in series {
         h.update(name);
@@ -436,39 +479,28 @@ fn prepare_work_tree(
     if old.source_id != source.id || rebuild {
         // Another source (or a forced rebuild): nothing in build/ is reusable.
         if build.exists() {
-            fs::remove_dir_all(&build).with_context(|| format!("removing {}", build.display()))?;
+            fs::remove_dir_all(build).with_context(|| format!("removing {}", build.display()))?;
         }
     } else if old.series_key == series_key && src.join("Makefile").is_file() {
-        return Ok(src);
+        return Ok(());
     }
     let _ = fs::remove_file(&state_path);
-    if src.exists() {
-        fs::remove_dir_all(&src).with_context(|| format!("removing {}", src.display()))?;
-    }
-    paths::ensure_dir(work)?;
+    work.relink(&source.tree)?;
     let sh = Shell::new()?;
-    link_tree(&sh, &source.tree, &src)?;
     let mut touched = BTreeSet::new();
     let patches = paths::project_root().join("patches");
     for (name, bytes) in series {
-        apply_patch(&sh, &src, &patches.join(name))?;
+        apply_patch(&sh, src, &patches.join(name))?;
         touched.extend(files_touched(bytes));
     }
-    // Files the previous series changed and this one does not are back to
-    // pristine links with old mtimes: give them fresh ones so make rebuilds
-    // what depends on them.
-    for file in old.touched.difference(&touched) {
-        let path = src.join(file);
-        if path.is_file() {
-            refresh(&path)?;
-        }
-    }
+    // Files the previous series changed and this one does not.
+    work.refresh(old.touched.difference(&touched))?;
     let state = WorkState { source_id: source.id.clone(), series_key, touched };
     paths::write_atomic(&state_path, &serde_json::to_vec_pretty(&state)?)?;
     if !series.is_empty() {
         eprintln!("[kernel {variant}] applied {} patches", series.len());
     }
-    Ok(src)
+    Ok(())
 }
 
 /// Makes `src` a hard-link farm of `pristine` (a copy across filesystems).

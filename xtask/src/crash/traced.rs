@@ -148,13 +148,6 @@ pub fn sample(n: usize, count: usize, seed: u64) -> Vec<usize> {
     chosen
 }
 
-/// An NVDIMM image and its sidecar (`IMAGE.toml`, which says xtask made it).
-fn image_files(image: &Path) -> [PathBuf; 2] {
-    let mut sidecar = image.as_os_str().to_owned();
-    sidecar.push(".toml");
-    [image.to_path_buf(), PathBuf::from(sidecar)]
-}
-
 fn copy_sparse(from: &Path, to: &Path) -> Result<()> {
     let status = Command::new("cp")
         .args(["--sparse=always", "--reflink=auto"])
@@ -173,7 +166,7 @@ fn copy_sparse(from: &Path, to: &Path) -> Result<()> {
 fn materialize(trace: &Scenario, model: &Model, point: &model::Point, image: &model::Image, dir: &Path) -> Result<()> {
     paths::ensure_dir(dir)?;
     for i in 0..2 {
-        for from in image_files(&trace.image(i)) {
+        for from in trace.images().nvdimm_files(i) {
             copy_sparse(&from, &dir.join(from.file_name().context("image name")?))?;
         }
     }
@@ -302,7 +295,7 @@ pub fn run(prepared: &Prepared, variant: Variant, spec: &Spec, dir: &Path) -> Re
             if failure.is_none() {
                 // A passing image is not kept (44 MB each here); its logs
                 // are. A failing one stays for replay.
-                for file in (0..2).flat_map(|i| image_files(&verify.image(i))) {
+                for file in (0..2).flat_map(|i| verify.images().nvdimm_files(i)) {
                     let _ = std::fs::remove_file(file);
                 }
             }

@@ -13,6 +13,7 @@ use dax_seal_protocol::disks::{self, DataDisk, DiskBus, HostCheck, HostImage};
 use dax_seal_protocol::ktap::{Case, Group, Verdict};
 
 use crate::paths;
+use crate::vm::images::ImageSet;
 use crate::vm::nvdimm::Image;
 
 /// A data disk and its image for one boot.
@@ -22,13 +23,13 @@ pub struct Disk {
     pub path: PathBuf,
 }
 
-/// Writes `disk-<set>-<name>.img` in `dir` for each disk, pattern and all,
-/// fresh for every boot: the pattern is the boot's input.
-pub fn prepare(dir: &Path, set: &str, infos: &[&'static DataDisk]) -> Result<Vec<Disk>> {
+/// Writes the set's image of each disk, pattern and all, fresh for every
+/// boot: the pattern is the boot's input.
+pub fn prepare(set: ImageSet, infos: &[&'static DataDisk]) -> Result<Vec<Disk>> {
     infos
         .iter()
         .map(|&info| {
-            let path = dir.join(format!("disk-{set}-{}.img", info.name));
+            let path = set.disk(info.name);
             write_image(&path, info).with_context(|| format!("writing data disk image {}", path.display()))?;
             Ok(Disk { info, path })
         })
@@ -174,7 +175,7 @@ mod tests {
         let info = &disks::DATA_DISKS[0];
         let small = DataDisk { size: 1 << 20, ..*info };
         let leaked: &'static DataDisk = Box::leak(Box::new(small));
-        let data = prepare(dir.path(), "t", &[leaked]).unwrap();
+        let data = prepare(ImageSet::new(dir.path(), "t"), &[leaked]).unwrap();
         // An "NVDIMM" whose bytes 8 KiB.. hold the disk's bytes 4 KiB..
         let mut nv = vec![0u8; 64 << 10];
         disks::fill_pattern(info.seed, 4096, &mut nv[8192..16384]);

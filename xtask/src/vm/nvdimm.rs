@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::paths;
+use crate::vm::images::{sidecar_of, ImageSet};
 
 const MIB: u64 = 1 << 20;
 pub const MIN_SIZE: u64 = 512 * MIB;
@@ -68,15 +69,15 @@ pub fn validate(g: Geometry) -> Result<()> {
     Ok(())
 }
 
-/// Images `nvdimm-<set>-<i>.img` in `dir`: reused when they match, created
-/// when missing, recreated when `fresh`. Refuses foreign or damaged files.
-pub fn prepare(dir: &Path, set: &str, count: u32, g: Geometry, fresh: bool) -> Result<Vec<Image>> {
+/// The set's `count` NVDIMM images: reused when they match, created when
+/// missing, recreated when `fresh`. Refuses foreign or damaged files.
+pub fn prepare(set: ImageSet, count: u32, g: Geometry, fresh: bool) -> Result<Vec<Image>> {
     validate(g)?;
-    paths::ensure_dir(dir)?;
+    paths::ensure_dir(set.dir)?;
     // Check every image before changing any, so a refusal changes nothing.
     let mut plan = Vec::new();
     for i in 0..count {
-        let path = dir.join(format!("nvdimm-{set}-{i}.img"));
+        let path = set.nvdimm(i);
         let sidecar_path = sidecar_of(&path);
         let create = match (path.exists(), read_sidecar(&sidecar_path)?) {
             (false, _) => true,
@@ -127,12 +128,6 @@ pub fn prepare(dir: &Path, set: &str, count: u32, g: Geometry, fresh: bool) -> R
     Ok(images)
 }
 
-fn sidecar_of(image: &Path) -> PathBuf {
-    let mut s = image.as_os_str().to_owned();
-    s.push(".toml");
-    PathBuf::from(s)
-}
-
 fn read_sidecar(path: &Path) -> Result<Option<Sidecar>> {
     if !path.exists() {
         return Ok(None);
@@ -175,30 +170,31 @@ mod tests {
     #[test]
     fn create_reuse_and_refuse() {
         let dir = tempfile::tempdir().unwrap();
-        let imgs = prepare(dir.path(), "t", 2, G, false).unwrap();
+        let imgs = prepare(ImageSet::new(dir.path(), "t"), 2, G, false).unwrap();
         assert_eq!(imgs.len(), 2);
         assert_eq!(fs::metadata(&imgs[0].path).unwrap().len(), G.size);
         // Contents survive a reuse.
         fs::write(dir.path().join("marker"), "").unwrap();
         use std::os::unix::fs::FileExt;
         fs::OpenOptions::new().write(true).open(&imgs[1].path).unwrap().write_all_at(b"data", 4096).unwrap();
-        prepare(dir.path(), "t", 2, G, false).unwrap();
+        prepare(ImageSet::new(dir.path(), "t"), 2, G, false).unwrap();
         let mut buf = [0u8; 4];
         fs::File::open(&imgs[1].path).unwrap().read_exact_at(&mut buf, 4096).unwrap();
         assert_eq!(&buf, b"data");
 
         // Other geometry: refused, nothing changed.
-        let err = prepare(dir.path(), "t", 2, Geometry { size: 1 << 30, label_size: 0 }, false).unwrap_err();
+        let err =
+            prepare(ImageSet::new(dir.path(), "t"), 2, Geometry { size: 1 << 30, label_size: 0 }, false).unwrap_err();
         assert!(err.to_string().contains("--fresh"), "{err}");
         assert_eq!(fs::metadata(&imgs[0].path).unwrap().len(), G.size);
 
         // Truncated image: refused.
         fs::OpenOptions::new().write(true).open(&imgs[0].path).unwrap().set_len(4096).unwrap();
-        let err = prepare(dir.path(), "t", 2, G, false).unwrap_err();
+        let err = prepare(ImageSet::new(dir.path(), "t"), 2, G, false).unwrap_err();
         assert!(err.to_string().contains("truncated or damaged"), "{err}");
 
         // --fresh recreates ours.
-        prepare(dir.path(), "t", 2, G, true).unwrap();
+        prepare(ImageSet::new(dir.path(), "t"), 2, G, true).unwrap();
         fs::File::open(&imgs[1].path).unwrap().read_exact_at(&mut buf, 4096).unwrap();
         assert_eq!(buf, [0; 4]);
     }
@@ -209,7 +205,7 @@ mod tests {
         let foreign = dir.path().join("nvdimm-t-0.img");
         fs::write(&foreign, "precious").unwrap();
         for fresh in [false, true] {
-            let err = prepare(dir.path(), "t", 1, G, fresh).unwrap_err();
+            let err = prepare(ImageSet::new(dir.path(), "t"), 1, G, fresh).unwrap_err();
             assert!(err.to_string().contains("not created by xtask"), "{err}");
             assert_eq!(fs::read(&foreign).unwrap(), b"precious");
         }

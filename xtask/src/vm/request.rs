@@ -15,6 +15,7 @@ use crate::build::{deps, initramfs};
 use crate::paths;
 use crate::vm::boot::{self, BootSpec, Outcome};
 use crate::vm::disks;
+use crate::vm::images::ImageSet;
 use crate::vm::machine::{AccelChoice, Machine};
 use crate::vm::nvdimm;
 use crate::vm::qemu::{self, Accel, Console, Vm};
@@ -76,17 +77,21 @@ pub struct BootRequest<'a> {
 }
 
 impl BootRequest<'_> {
+    /// The image set this boot uses.
+    pub fn images(&self) -> ImageSet<'_> {
+        ImageSet::new(self.images_dir, self.image_set.unwrap_or(self.variant.name()))
+    }
+
     fn file(&self, stem: &str, ext: &str) -> PathBuf {
         self.out_dir.join(format!("{stem}-{}{}.{ext}", self.variant, self.tag))
     }
 
     /// The VM this request describes, with its images and initrd made.
     pub fn vm(&self, console: Console) -> Result<Vm> {
-        let set = self.image_set.unwrap_or(self.variant.name());
         self.machine.check()?;
-        let m = self.machine;
-        let images = nvdimm::prepare(self.images_dir, set, m.nvdimms, m.geometry, self.fresh)?;
-        let data = disks::prepare(self.images_dir, set, &dax_seal_protocol::disks_for(&self.config.workloads))?;
+        let (m, set) = (self.machine, self.images());
+        let images = nvdimm::prepare(set, m.nvdimms, m.geometry, self.fresh)?;
+        let data = disks::prepare(set, &dax_seal_protocol::disks_for(&self.config.workloads))?;
         let archive = initramfs::run_archive(&self.config, self.includes)?;
         let initrd = self.file("initrd", "img");
         initramfs::write_initrd(&self.prepared.initramfs.path, &archive, &initrd)?;
@@ -109,11 +114,7 @@ impl BootRequest<'_> {
 
     pub fn boot(&self) -> Result<Outcome> {
         paths::ensure_dir(self.out_dir)?;
-        let set = self.image_set.unwrap_or(self.variant.name());
-        let _images = paths::lock(
-            &self.images_dir.join(format!("nvdimm-{set}.lock")),
-            &format!("the NVDIMM images {}/nvdimm-{set}-*.img", self.images_dir.display()),
-        )?;
+        let _images = self.images().lock()?;
         let spec = BootSpec {
             vm: self.vm(Console::Piped)?,
             console_log: self.file("console", "log"),

@@ -16,6 +16,7 @@ use dax_seal_protocol::{DaxMode, Mkfs, RunConfig};
 
 use crate::build::kernel::Variant;
 use crate::vm::boot::{KillAt, Outcome};
+use crate::vm::images::ImageSet;
 use crate::vm::machine::Machine;
 use crate::vm::request::{BootRequest, Prepared};
 
@@ -83,14 +84,19 @@ impl<'a> Scenario<'a> {
         &self.logs
     }
 
-    /// The images' file names for NVDIMM `i`.
+    /// The scenario's image set.
+    pub fn images(&self) -> ImageSet<'_> {
+        ImageSet::new(&self.dir, &self.images)
+    }
+
+    /// The backing file of NVDIMM `i`.
     pub fn image(&self, i: u32) -> PathBuf {
-        self.dir.join(format!("nvdimm-{}-{i}.img", self.images))
+        self.images().nvdimm(i)
     }
 
     /// The image of data disk `name`, as the last boot that needed it left it.
     pub fn disk(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("disk-{}-{name}.img", self.images))
+        self.images().disk(name)
     }
 
     /// Boots `step` on the scenario's images; returns what the guest was
