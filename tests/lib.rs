@@ -10,8 +10,8 @@ use std::time::Duration;
 use dax_seal_protocol::ktap::Verdict;
 use xtask::build::kernel::Variant;
 use xtask::report::results::{self, CaseResult, WorkloadRun};
+use xtask::vm::boot::BootOutcome;
 pub use xtask::vm::boot::KillAt;
-use xtask::vm::boot::Outcome;
 use xtask::vm::request::Prepared;
 use xtask::vm::scenario::{Scenario, Step};
 
@@ -54,7 +54,7 @@ impl std::ops::DerefMut for Guest {
 
 /// What one boot did, judged as a run would judge it.
 pub struct Booted {
-    pub outcome: Outcome,
+    pub outcome: BootOutcome,
     pub runs: Vec<WorkloadRun>,
 }
 

@@ -396,7 +396,7 @@ fn cold_build() -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use dax_seal_protocol::figure::{self, Figure};
-    use dax_seal_protocol::ktap::{Outcome, Writer};
+    use dax_seal_protocol::ktap::{TestResult, Writer};
 
     use super::*;
     use crate::report::results::{judge, test_outcome, verdict_of};
@@ -427,12 +427,12 @@ mod tests {
                 note = format!("{note}\n{}", Figure::new(name.clone(), value, "MiB/s").line());
             }
             sub.diag(&note).unwrap();
-            sub.result(i + 1, &format!("{wording} case {i}"), &Outcome::Pass).unwrap();
+            sub.result(i + 1, &format!("{wording} case {i}"), &TestResult::Pass).unwrap();
         }
         let mut stream = w.into_inner();
         stream.extend(sub.into_inner());
         let mut w = Writer::new(stream);
-        w.result(1, "pinned-dma", &Outcome::Pass).unwrap();
+        w.result(1, "pinned-dma", &TestResult::Pass).unwrap();
         let stream = String::from_utf8(w.into_inner()).unwrap();
         let runs = judge(PATCHED, &["pinned-dma".to_string()], &test_outcome(&stream, End::PoweredOff));
         Results { verdict: verdict_of(&runs), run_id: "r".into(), runs, boots: Vec::new(), xtask_peak_rss_kib: 0 }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use dax_seal_sys::calls::{statx, STATX_ATTR_DAX};
 use dax_seal_sys::seal::{self, Extent, FIEMAP_EXTENT_DELALLOC, FIEMAP_EXTENT_SHARED, FIEMAP_EXTENT_UNWRITTEN};
-use dax_seal_sys::sys::{statx, STATX_ATTR_DAX};
 
 /// What `status` reports for one file.
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]

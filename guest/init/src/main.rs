@@ -7,20 +7,20 @@
 //! each as KTAP, and powers off. It never panics on purpose: every error is a
 //! `not ok` line with the reason, and even a bug ends in sync and power-off.
 
+mod machine;
 mod nvdimm;
 mod report;
-mod sys;
 
 use std::process::ExitStatus;
 
-use dax_seal_protocol::{ktap::Outcome, RunConfig, SHELL_BANNER};
+use dax_seal_protocol::{ktap::TestResult, RunConfig, SHELL_BANNER};
 
 use report::Report;
 
 fn main() {
-    sys::install_panic_hook();
+    machine::install_panic_hook();
     std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-    sys::mount_pseudo_filesystems();
+    machine::mount_pseudo_filesystems();
     let mut report = Report::open();
     let config = RunConfig::read();
     // Without a configuration only the failed set-up can be reported.
@@ -29,8 +29,8 @@ fn main() {
     let config = match config {
         Ok(config) => config,
         Err(reason) => {
-            report.single("setup", &Outcome::Fail(reason));
-            sys::power_off();
+            report.single("setup", &TestResult::Fail(reason));
+            machine::power_off();
         }
     };
     log(&format!("kernel variant {}, workloads {:?}", config.kernel, config.workloads));
@@ -38,20 +38,20 @@ fn main() {
 
     if config.shell {
         run_shell();
-        sys::power_off();
+        machine::power_off();
     }
     for name in &config.workloads {
         if mounted {
             report.workload(name);
         } else {
-            report.single(name, &Outcome::Fail("set-up failed: no DAX filesystem to run on".into()));
+            report.single(name, &TestResult::Fail("set-up failed: no DAX filesystem to run on".into()));
         }
     }
     if !config.exec.is_empty() {
         report.exec_commands(&config.exec);
     }
     report.finish();
-    sys::power_off();
+    machine::power_off();
 }
 
 /// Interactive busybox shell on the console with job control.
@@ -72,7 +72,7 @@ pub fn describe_status(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(sig)) => format!("killed by signal {sig} ({})", sys::signal_name(sig)),
+        (None, Some(sig)) => format!("killed by signal {sig} ({})", machine::signal_name(sig)),
         _ => "ended in an unknown way".to_string(),
     }
 }

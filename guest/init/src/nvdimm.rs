@@ -12,10 +12,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dax_seal_protocol::{ktap::Outcome, DaxMode, Mkfs, MOUNT_PREFIX};
+use dax_seal_protocol::{ktap::TestResult, DaxMode, Mkfs, MOUNT_PREFIX};
 
+use crate::machine;
 use crate::report::Report;
-use crate::sys;
 
 const ND: &str = "/sys/bus/nd/devices";
 const ND_PMEM: &str = "/sys/bus/nd/drivers/nd_pmem";
@@ -56,7 +56,7 @@ pub fn set_up_all(report: &mut Report, fresh: bool, mkfs: Mkfs, dax: impl Fn(usi
     let regions = regions();
     if regions.is_empty() {
         let reason = format!("no NVDIMM region under {ND}: is QEMU given -machine nvdimm=on and the kernel ACPI_NFIT?");
-        report.single("setup", &Outcome::Fail(reason));
+        report.single("setup", &TestResult::Fail(reason));
         return false;
     }
     let mut sub = report.subtest("setup", regions.len() * 3);
@@ -68,7 +68,7 @@ pub fn set_up_all(report: &mut Report, fresh: bool, mkfs: Mkfs, dax: impl Fn(usi
             (format!("pmem{i} fsdax namespace"), &|_| ensure_fsdax(region)),
             (format!("pmem{i} xfs"), &|dev| ensure_xfs(dev, fresh, mkfs).map(|how| (dev.to_string(), how))),
             (format!("pmem{i} mount {option}"), &|dev| {
-                sys::mount_fs(dev, &mount_point, "xfs", &option)
+                machine::mount_fs(dev, &mount_point, "xfs", &option)
                     .map(|()| (dev.to_string(), format!("{dev} on {mount_point}")))
             }),
         ];
@@ -77,20 +77,20 @@ pub fn set_up_all(report: &mut Report, fresh: bool, mkfs: Mkfs, dax: impl Fn(usi
         let mut dev: Result<String, String> = Ok(String::new());
         for (name, f) in steps {
             let outcome = match &dev {
-                Err(_) => Outcome::Fail("not attempted: an earlier step failed".into()),
+                Err(_) => TestResult::Fail("not attempted: an earlier step failed".into()),
                 Ok(d) => match f(d) {
                     Ok((next, how)) => {
                         sub.diag(&how);
                         dev = Ok(next);
-                        Outcome::Pass
+                        TestResult::Pass
                     }
                     Err(reason) => {
                         dev = Err(reason.clone());
-                        Outcome::Fail(reason)
+                        TestResult::Fail(reason)
                     }
                 },
             };
-            all_ok &= outcome == Outcome::Pass;
+            all_ok &= outcome == TestResult::Pass;
             sub.case(&name, outcome);
         }
     }

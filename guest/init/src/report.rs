@@ -8,7 +8,7 @@ use std::io::{BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use dax_seal_protocol::ktap::{is_ktap_line, Outcome, Parser, Verdict, Writer};
+use dax_seal_protocol::ktap::{is_ktap_line, Parser, TestResult, Verdict, Writer};
 use dax_seal_protocol::{read_line_bounded, MAX_LINE, RESULTS_PORT, WORKLOADS_BIN};
 
 use crate::{describe_status, log};
@@ -64,7 +64,7 @@ impl Report {
     }
 
     /// A top-level test with no subtest.
-    pub fn single(&mut self, name: &str, outcome: &Outcome) {
+    pub fn single(&mut self, name: &str, outcome: &TestResult) {
         let n = self.next();
         Self::check(self.out.result(n, name, outcome));
     }
@@ -87,7 +87,7 @@ impl Report {
             Ok(c) => c,
             Err(e) => {
                 let reason = format!("cannot start {WORKLOADS_BIN} {name}: {e}");
-                Self::check(self.out.result(number, name, &Outcome::Fail(reason)));
+                Self::check(self.out.result(number, name, &TestResult::Fail(reason)));
                 return;
             }
         };
@@ -108,7 +108,7 @@ impl Report {
             }
         }
         let outcome = match child.wait() {
-            Err(e) => Outcome::Fail(format!("waiting for the workload failed: {e}")),
+            Err(e) => TestResult::Fail(format!("waiting for the workload failed: {e}")),
             Ok(status) => {
                 let (group, _) = parser.finish(Duration::ZERO);
                 judge(&group, (!status.success()).then(|| describe_status(status)))
@@ -124,13 +124,13 @@ impl Report {
         for command in commands {
             log(&format!("exec: {command}"));
             let outcome = match run_shell(command) {
-                Err(e) => Outcome::Fail(format!("cannot run /bin/sh: {e}")),
+                Err(e) => TestResult::Fail(format!("cannot run /bin/sh: {e}")),
                 Ok((output, status)) => {
                     sub.diag(&String::from_utf8_lossy(&output));
                     if status.success() {
-                        Outcome::Pass
+                        TestResult::Pass
                     } else {
-                        Outcome::Fail(describe_status(status))
+                        TestResult::Fail(describe_status(status))
                     }
                 }
             };
@@ -160,22 +160,22 @@ impl Report {
 }
 
 /// Init's verdict on a finished workload.
-fn judge(group: &dax_seal_protocol::ktap::Group, abnormal_exit: Option<String>) -> Outcome {
+fn judge(group: &dax_seal_protocol::ktap::Group, abnormal_exit: Option<String>) -> TestResult {
     if let Some(how) = abnormal_exit {
-        return Outcome::Fail(format!("workload {how}"));
+        return TestResult::Fail(format!("workload {how}"));
     }
     if group.plan.is_none() && group.cases.is_empty() {
-        return Outcome::Fail("workload printed no result".into());
+        return TestResult::Fail("workload printed no result".into());
     }
     let failed = group.cases.iter().filter(|c| c.verdict == Verdict::Fail).count();
     let missing = group.missing().len();
     if failed + missing > 0 {
-        return Outcome::Fail(format!("{failed} failed, {missing} never reported"));
+        return TestResult::Fail(format!("{failed} failed, {missing} never reported"));
     }
     if !group.cases.is_empty() && group.cases.iter().all(|c| c.verdict == Verdict::Skip) {
-        return Outcome::Skip("every case skipped".into());
+        return TestResult::Skip("every case skipped".into());
     }
-    Outcome::Pass
+    TestResult::Pass
 }
 
 /// A subtest being written case by case.
@@ -196,9 +196,9 @@ impl Subtest<'_> {
         Report::check(Writer::nested(self.report.writer(), 1).diag(text));
     }
 
-    pub fn case(&mut self, name: &str, outcome: Outcome) {
+    pub fn case(&mut self, name: &str, outcome: TestResult) {
         self.case += 1;
-        if matches!(outcome, Outcome::Fail(_)) {
+        if matches!(outcome, TestResult::Fail(_)) {
             self.failed += 1;
         }
         let case = self.case;
@@ -208,9 +208,9 @@ impl Subtest<'_> {
     /// Writes the subtest's own result line.
     pub fn end(self) {
         let outcome = if self.failed == 0 {
-            Outcome::Pass
+            TestResult::Pass
         } else {
-            Outcome::Fail(format!("{} of {} failed", self.failed, self.case))
+            TestResult::Fail(format!("{} of {} failed", self.failed, self.case))
         };
         Report::check(self.report.out.result(self.number, &self.name, &outcome));
     }

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-/// Outcome of one test as the guest reports it.
+/// TestResult of one test as the guest reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum TestResult {
     Pass,
     Fail(String),
     Skip(String),
@@ -64,13 +64,13 @@ impl<W: Write> Writer<W> {
         Ok(())
     }
 
-    pub fn result(&mut self, number: usize, name: &str, outcome: &Outcome) -> io::Result<()> {
+    pub fn result(&mut self, number: usize, name: &str, outcome: &TestResult) -> io::Result<()> {
         let name = clean(name);
         let text = match outcome {
-            Outcome::Pass => format!("ok {number} {name}"),
-            Outcome::Fail(reason) => format!("not ok {number} {name} # {}", one_line(reason)),
-            Outcome::Skip(reason) => format!("ok {number} {name} # SKIP {}", one_line(reason)),
-            Outcome::Known(reason) => format!("ok {number} {name} # XFAIL {}", one_line(reason)),
+            TestResult::Pass => format!("ok {number} {name}"),
+            TestResult::Fail(reason) => format!("not ok {number} {name} # {}", one_line(reason)),
+            TestResult::Skip(reason) => format!("ok {number} {name} # SKIP {}", one_line(reason)),
+            TestResult::Known(reason) => format!("ok {number} {name} # XFAIL {}", one_line(reason)),
         };
         self.line(text.trim_end())
     }
@@ -100,7 +100,7 @@ pub enum Verdict {
     Pass,
     Fail,
     Skip,
-    /// A known failure ([`Outcome::Known`]).
+    /// A known failure ([`TestResult::Known`]).
     Known,
 }
 
@@ -413,15 +413,15 @@ mod tests {
         let mut sub = Writer::nested(Vec::new(), 1);
         sub.subtest_header("smoke").unwrap();
         sub.plan(3).unwrap();
-        sub.result(1, "a", &Outcome::Pass).unwrap();
+        sub.result(1, "a", &TestResult::Pass).unwrap();
         sub.diag("errno 22\nsecond line").unwrap();
-        sub.result(2, "b#c", &Outcome::Fail("bad\nthing".into())).unwrap();
-        sub.result(3, "c", &Outcome::Skip("no pmem".into())).unwrap();
+        sub.result(2, "b#c", &TestResult::Fail("bad\nthing".into())).unwrap();
+        sub.result(3, "c", &TestResult::Skip("no pmem".into())).unwrap();
         let mut out = w.into_inner();
         out.extend(sub.into_inner());
         let mut w = Writer::new(out);
-        w.result(1, "smoke", &Outcome::Fail("1 case failed".into())).unwrap();
-        w.result(2, "other", &Outcome::Pass).unwrap();
+        w.result(1, "smoke", &TestResult::Fail("1 case failed".into())).unwrap();
+        w.result(2, "other", &TestResult::Pass).unwrap();
         let text = String::from_utf8(w.into_inner()).unwrap();
         assert!(text.contains("    not ok 2 b_c # bad / thing\n"), "{text}");
 
@@ -543,17 +543,17 @@ mod properties {
     #[derive(Debug, Clone)]
     struct Tree {
         name: String,
-        outcome: Outcome,
+        outcome: TestResult,
         diags: Vec<String>,
         children: Vec<Tree>,
     }
 
     fn tree(depth: u32) -> BoxedStrategy<Tree> {
         let outcome = prop_oneof![
-            Just(Outcome::Pass),
-            "[a-z][a-z0-9 ]{0,15}[a-z]".prop_map(Outcome::Fail),
-            "[a-z][a-z0-9 ]{0,15}[a-z]".prop_map(Outcome::Skip),
-            "[a-z][a-z0-9 ]{0,15}[a-z]".prop_map(Outcome::Known),
+            Just(TestResult::Pass),
+            "[a-z][a-z0-9 ]{0,15}[a-z]".prop_map(TestResult::Fail),
+            "[a-z][a-z0-9 ]{0,15}[a-z]".prop_map(TestResult::Skip),
+            "[a-z][a-z0-9 ]{0,15}[a-z]".prop_map(TestResult::Known),
         ];
         let leaf = ("[a-z][a-z0-9_-]{0,12}", outcome, prop::collection::vec("[a-z][a-z0-9 =]{0,20}", 0..3));
         if depth == 0 {
@@ -587,10 +587,10 @@ mod properties {
             assert_eq!(c.number, i + 1);
             assert_eq!(c.name, t.name);
             let (verdict, reason) = match &t.outcome {
-                Outcome::Pass => (Verdict::Pass, None),
-                Outcome::Fail(r) => (Verdict::Fail, Some(r.clone())),
-                Outcome::Skip(r) => (Verdict::Skip, Some(r.clone())),
-                Outcome::Known(r) => (Verdict::Known, Some(r.clone())),
+                TestResult::Pass => (Verdict::Pass, None),
+                TestResult::Fail(r) => (Verdict::Fail, Some(r.clone())),
+                TestResult::Skip(r) => (Verdict::Skip, Some(r.clone())),
+                TestResult::Known(r) => (Verdict::Known, Some(r.clone())),
             };
             assert_eq!((c.verdict, c.reason.clone()), (verdict, reason));
             let diags: Vec<String> = t.diags.iter().map(|d| d.trim_end().to_string()).collect();

@@ -5,12 +5,13 @@
 //!   SEAL and UNSEAL, FIEMAP, FSGETXATTR/FSSETXATTR, the remap and XFS
 //!   ioctls;
 //! - [`ring`]: a minimal io_uring for fixed-buffer pins and I/O through them;
-//! - [`sys`]: statx, shared mappings, errno text;
+//! - [`calls`]: statx, shared mappings and msync, mount and umount, errno
+//!   text;
 //! - [`trace`]: kernel trace events through tracefs;
 //! - [`persist`]: cache write-back and fence instructions, from CPUID.
 
+pub mod calls;
 pub mod persist;
 pub mod ring;
 pub mod seal;
-pub mod sys;
 pub mod trace;

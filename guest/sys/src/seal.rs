@@ -9,7 +9,7 @@ use std::mem::size_of;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use crate::sys::cpath;
+use crate::calls::cpath;
 
 pub use crate::ring::Ring;
 

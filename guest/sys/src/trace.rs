@@ -26,7 +26,7 @@ impl TraceEvent {
     pub fn enable(system: &str, name: &str) -> io::Result<TraceEvent> {
         let root = Path::new(TRACEFS);
         if !root.join("trace").exists() {
-            crate::sys::mount_pseudo(c"tracefs", root)?;
+            crate::calls::mount_pseudo(c"tracefs", root)?;
         }
         let dir = root.join("events").join(system).join(name);
         if !dir.join("enable").exists() {

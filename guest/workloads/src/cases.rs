@@ -4,7 +4,7 @@
 use std::io::{self, Stdout};
 use std::process::ExitCode;
 
-use dax_seal_protocol::ktap::{Outcome as Ktap, Writer};
+use dax_seal_protocol::ktap::{TestResult as Ktap, Writer};
 
 /// What the contract says an operation gives: success or one errno.
 #[derive(Clone, Copy)]
@@ -31,17 +31,17 @@ impl Expect {
 }
 
 /// The result of a case that may depend on the kernel having the series.
-pub enum Outcome {
+pub enum Attempt {
     Done(Result<String, String>),
     Skip(String),
 }
 
 /// Runs `f` only when SEAL works on this kernel (`has_seal` is the
 /// workload's probe); otherwise the case skips with the probe's reason.
-pub fn when_sealable(has_seal: &Result<(), String>, f: impl FnOnce() -> Result<String, String>) -> Outcome {
+pub fn when_sealable(has_seal: &Result<(), String>, f: impl FnOnce() -> Result<String, String>) -> Attempt {
     match has_seal {
-        Ok(()) => Outcome::Done(f()),
-        Err(why) => Outcome::Skip(why.clone()),
+        Ok(()) => Attempt::Done(f()),
+        Err(why) => Attempt::Skip(why.clone()),
     }
 }
 
@@ -86,12 +86,12 @@ impl Cases {
     }
 
     /// Reports a case that may have skipped.
-    pub fn outcome(&mut self, name: &str, outcome: Outcome) {
+    pub fn outcome(&mut self, name: &str, outcome: Attempt) {
         match outcome {
-            Outcome::Done(r) => {
+            Attempt::Done(r) => {
                 self.check(name, r.map(|n| ((), n)));
             }
-            Outcome::Skip(why) => self.skip(name, &why),
+            Attempt::Skip(why) => self.skip(name, &why),
         }
     }
 

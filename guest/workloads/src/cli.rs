@@ -17,11 +17,11 @@ use serde_json::Value;
 
 use dax_seal_protocol::{CLI_BIN, MOUNT_PREFIX};
 
+use crate::calls::{errno_text, Mapping};
 use crate::cases::Cases;
 use crate::fixture::{create, pattern, probe, TmpfsFile};
 use crate::seal;
 use crate::swap::{swapoff, swapon, write_swap_header, SWAP_SIZE};
-use crate::sys::{errno_text, Mapping};
 
 const SIZE: u64 = 1 << 20;
 const NOT_SUPPORTED: &str = "this kernel or filesystem does not support block-map sealing";

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 
 use dax_seal_protocol::MOUNT_PREFIX;
 
+use crate::calls::{errno_text, mounted, statx_attributes, Mapping, STATX_ATTR_DAX};
 use crate::cases::Cases;
 use crate::fixture::create_new;
-use crate::sys::{errno_text, mounted, statx_attributes, Mapping, STATX_ATTR_DAX};
 
 const LEN: usize = 2 << 20;
 

@@ -12,8 +12,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::calls::{self, counter, cpath, errno_text, mount_pseudo, mounted, statx_attributes, umount};
 use crate::seal::{self, Extent};
-use crate::sys::{self, counter, cpath, errno_text, mount_pseudo, mounted, statx_attributes, umount};
 
 /// Size of the probe's scratch file and of the tmpfs file: 64 blocks of
 /// 4 KiB.
@@ -154,7 +154,7 @@ pub fn remount_with(mount: &Path, change: impl FnOnce(&[String]) -> Vec<String>)
     let old: Vec<String> = opts.split(',').filter(|o| o.starts_with("dax=")).map(str::to_string).collect();
     let data = change(&old).join(",");
     umount(mount).map_err(|e| format!("umount {m}: {}", errno_text(&e)))?;
-    sys::mount(&dev, mount, "xfs", &data).map_err(|e| format!("mount {dev} on {m} ({data}): {}", errno_text(&e)))?;
+    calls::mount(&dev, mount, "xfs", &data).map_err(|e| format!("mount {dev} on {m} ({data}): {}", errno_text(&e)))?;
     Ok(old)
 }
 

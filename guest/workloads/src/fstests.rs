@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use dax_seal_protocol::fstests::{self, Plan, Section, FSTESTS_DIR, ROOT_MOUNT, ROOT_SERIAL};
 use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
 
+use crate::calls;
 use crate::cases::Cases;
-use crate::sys;
 
 /// A test still running after this long is killed and fails.
 const TEST_LIMIT: Duration = Duration::from_secs(1800);
@@ -95,7 +95,7 @@ enum Listed {
 /// the tests.
 fn set_up(section: &Section, plan: &Plan) -> Result<Vec<Listed>, String> {
     let root = Path::new(ROOT_MOUNT);
-    if sys::mounted(root).is_err() {
+    if calls::mounted(root).is_err() {
         let dev = root_device()?;
         std::fs::create_dir_all(root).map_err(|e| format!("mkdir {ROOT_MOUNT}: {e}"))?;
         busybox(&["mount", "-t", "ext4", &dev, ROOT_MOUNT])?;
@@ -172,8 +172,8 @@ fn nvdimm_devices() -> Result<(String, String), String> {
 /// Unmounts NVDIMM `i` where init mounted it and returns its block device.
 fn free_nvdimm(i: usize) -> Result<String, String> {
     let mount = PathBuf::from(format!("{MOUNT_PREFIX}{i}"));
-    let (dev, _) = sys::mounted(&mount).map_err(|e| format!("NVDIMM {i}: {e}"))?;
-    sys::umount(&mount).map_err(|e| format!("umount {}: {e}", mount.display()))?;
+    let (dev, _) = calls::mounted(&mount).map_err(|e| format!("NVDIMM {i}: {e}"))?;
+    calls::umount(&mount).map_err(|e| format!("umount {}: {e}", mount.display()))?;
     Ok(dev)
 }
 

@@ -19,7 +19,7 @@ mod swap_pressure;
 mod userspace_flush;
 mod workdir;
 
-use dax_seal_sys::{persist, ring, seal, sys, trace};
+use dax_seal_sys::{calls, persist, ring, seal, trace};
 
 use std::process::ExitCode;
 

@@ -29,11 +29,11 @@ use dax_seal_protocol::disks::{self, DataDisk, HostCheck, HostImage, PatternRang
 use dax_seal_protocol::figure::{self, Figure};
 use dax_seal_protocol::MOUNT_PREFIX;
 
-use crate::cases::{Cases, Outcome};
+use crate::calls::{errno_text, mounted, Mapping};
+use crate::cases::{Attempt, Cases};
 use crate::fixture::{create_sparse, is_sealed, pin_counters, probe};
 use crate::ring::{FixedIo, Ring};
 use crate::seal::{self, Extent};
-use crate::sys::{errno_text, mounted, Mapping};
 
 mod rdma;
 
@@ -513,7 +513,7 @@ fn disk_dma(
                 .chain(disk_cases.iter().map(String::as_str))
                 .chain(["dma-lands-in-the-sealed-files-blocks"])
             {
-                t.outcome(name, Outcome::Skip(why.clone()));
+                t.outcome(name, Attempt::Skip(why.clone()));
             }
             return;
         }

@@ -16,10 +16,10 @@ use std::process::ExitCode;
 
 use dax_seal_protocol::{MOUNT_PREFIX, SEAL_CRASH_POINT};
 
+use crate::calls::errno_text;
 use crate::cases::Cases;
 use crate::fixture::{create, describe, is_sealed, map_line, pattern};
 use crate::seal;
-use crate::sys::errno_text;
 
 const SIZE: u64 = 1 << 20;
 const HOLE: (u64, u64) = (64 << 10, 64 << 10);

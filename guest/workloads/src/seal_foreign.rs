@@ -15,10 +15,10 @@ use std::process::{Command, ExitCode};
 
 use dax_seal_protocol::MOUNT_PREFIX;
 
+use crate::calls::{errno_text, kmsg_records, statx_attributes};
 use crate::cases::Cases;
 use crate::fixture::{create, pattern};
 use crate::seal::{self, FIEMAP_EXTENT_SHARED, FIEMAP_EXTENT_UNWRITTEN};
-use crate::sys::{errno_text, kmsg_records, statx_attributes};
 
 const SIZE: u64 = 1 << 20;
 

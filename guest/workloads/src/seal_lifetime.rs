@@ -38,10 +38,10 @@ use std::time::{Duration, Instant};
 
 use dax_seal_protocol::MOUNT_PREFIX;
 
-use crate::cases::{when_sealable, Cases, Outcome};
+use crate::calls::{cpath, errno_text, free_bytes, statx_attributes, Mapping, STATX_ATTR_DAX};
+use crate::cases::{when_sealable, Attempt, Cases};
 use crate::fixture::{create, is_sealed, pattern, pin_counters, probe, probe_online_repair, remount, remount_with};
 use crate::seal::{self, Extent};
-use crate::sys::{cpath, errno_text, free_bytes, statx_attributes, Mapping, STATX_ATTR_DAX};
 use crate::trace::{self, TraceEvent};
 
 /// The size of the reproduction in the report that found the eviction hole.
@@ -50,7 +50,7 @@ const PAGE: u64 = 4096;
 
 type Check = Result<String, String>;
 
-type Case = fn(&Env) -> Outcome;
+type Case = fn(&Env) -> Attempt;
 
 /// Every case, each exactly one KTAP result, in order.
 const CASES: &[(&str, Case)] = &[
@@ -79,7 +79,7 @@ impl Env {
     }
 
     /// Runs `f` only on a kernel with the series.
-    fn sealed(&self, f: impl FnOnce() -> Check) -> Outcome {
+    fn sealed(&self, f: impl FnOnce() -> Check) -> Attempt {
         when_sealable(&self.has_seal, f)
     }
 }
@@ -208,7 +208,7 @@ impl Pinned {
     }
 }
 
-fn case_control(env: &Env) -> Outcome {
+fn case_control(env: &Env) -> Attempt {
     let path = env.path("control");
     let r = (|| {
         let file = create(&path, 0x62, SIZE)?;
@@ -223,12 +223,12 @@ fn case_control(env: &Env) -> Outcome {
         }
     })();
     let _ = fs::remove_file(&path);
-    Outcome::Done(r)
+    Attempt::Done(r)
 }
 
 /// umount evicts every inode and drops its DAX entries. The pin must not
 /// warn there, and must still hold once the filesystem is mounted again.
-fn case_umount(env: &Env) -> Outcome {
+fn case_umount(env: &Env) -> Attempt {
     env.sealed(|| {
         let (pinned, file) = seal_pin_unmap(&env.path("umount"))?;
         drop(file);
@@ -238,7 +238,7 @@ fn case_umount(env: &Env) -> Outcome {
 }
 
 /// Memory pressure evicts unused inodes too; drop_caches asks for it.
-fn case_drop_caches(env: &Env) -> Outcome {
+fn case_drop_caches(env: &Env) -> Attempt {
     env.sealed(|| {
         let (pinned, file) = seal_pin_unmap(&env.path("drop-caches"))?;
         drop(file);
@@ -255,7 +255,7 @@ fn drop_caches() -> Result<(), String> {
 /// evicts the inode at its last reference. A sealed file's flag cannot
 /// change (ETXTBSY); its pin holds through eviction; once unsealed the
 /// flag changes again.
-fn case_dax_inode(env: &Env) -> Outcome {
+fn case_dax_inode(env: &Env) -> Attempt {
     env.sealed(|| {
         let old = remount_with(&env.mount, |opts| {
             opts.iter().filter(|o| !o.starts_with("dax")).cloned().chain(["dax=inode".to_string()]).collect()
@@ -310,7 +310,7 @@ fn dax_inode(dir: &Path) -> Check {
 /// pages of the synced range: none before the pin, all of them after it,
 /// none outside it, and all of them again once munmap, close and
 /// drop_caches have evicted the inode the pin was taken through.
-fn case_fsync(env: &Env) -> Outcome {
+fn case_fsync(env: &Env) -> Attempt {
     env.sealed(|| {
         let path = env.path("fsync");
         let r = fsync_writes_back_pins(&path);
@@ -421,9 +421,9 @@ fn fsync_writes_back_pins(path: &Path) -> Check {
 /// Online repair of the data and COW forks is refused before its set-up
 /// drops the file's DAX entries; inode repair runs. The pin and the seal
 /// hold through all three.
-fn case_repair(env: &Env) -> Outcome {
+fn case_repair(env: &Env) -> Attempt {
     if let Err(why) = probe_online_repair(&env.dir) {
-        return Outcome::Skip(why);
+        return Attempt::Skip(why);
     }
     env.sealed(|| {
         let (pinned, file) = seal_pin_unmap(&env.path("repair"))?;
@@ -525,7 +525,7 @@ fn mapped_by(path: &Path) -> Vec<String> {
 /// holder. It then vmsplices a page of the mapping into a pipe and unmaps:
 /// the pipe still holds the device page, so UNSEAL still gives EBUSY. When
 /// the reader exits, UNSEAL gives 0.
-fn case_unprivileged_reader(env: &Env) -> Outcome {
+fn case_unprivileged_reader(env: &Env) -> Attempt {
     env.sealed(|| {
         let path = env.path("reader");
         let r = unprivileged_reader(&path);
@@ -625,7 +625,7 @@ fn reader_child(path: &CString, parent: &Steps) -> ! {
 /// splice(2) from a DAX file copies into the pipe (6.12's vfs_splice_read
 /// does so for DAX): the pipe holds no page of the file, so UNSEAL gives 0
 /// while the data waits in the pipe, and the bytes read back are the file's.
-fn case_splice(env: &Env) -> Outcome {
+fn case_splice(env: &Env) -> Attempt {
     env.sealed(|| {
         let path = env.path("splice");
         let r = (|| {
@@ -676,7 +676,7 @@ const KILL_AFTER_FILLED: u64 = 64 << 20;
 /// and leave a consistent, unsealed file: the data it had, zeroes in what
 /// was filled, a data fork that scrub finds clean, and a SEAL that then
 /// completes.
-fn case_sigkill(env: &Env) -> Outcome {
+fn case_sigkill(env: &Env) -> Attempt {
     on_page_cache_file(env, "sigkill", sigkill_during_fill)
 }
 
@@ -708,10 +708,10 @@ fn large_sparse_file(path: &Path) -> Result<(File, u64), String> {
 
 /// Runs `f` on a file in a fresh directory on the page-cache NVDIMM, and
 /// removes both afterwards (unsealing the file first).
-fn on_page_cache_file(env: &Env, name: &str, f: impl FnOnce(&Path) -> Check) -> Outcome {
+fn on_page_cache_file(env: &Env, name: &str, f: impl FnOnce(&Path) -> Check) -> Attempt {
     let dir = match crate::workdir::fresh_page_cache("seal-lifetime") {
         Ok(dir) => dir,
-        Err(why) => return Outcome::Done(Err(why)),
+        Err(why) => return Attempt::Done(Err(why)),
     };
     let r = env.sealed(|| {
         let path = dir.join(name);
@@ -806,7 +806,7 @@ fn sigkill_during_fill(path: &Path) -> Check {
 /// answers while SEAL runs, instead of waiting for the whole fill. Counted
 /// without a clock threshold: reads must complete in the middle third of
 /// the SEAL call, where a SEAL holding the iolock throughout allows none.
-fn case_readers(env: &Env) -> Outcome {
+fn case_readers(env: &Env) -> Attempt {
     on_page_cache_file(env, "readers", readers_during_seal)
 }
 

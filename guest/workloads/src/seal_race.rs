@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 
 use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
 
+use crate::calls::{errno_text, Mapping};
 use crate::cases::{Cases, Expect};
 use crate::fixture::{create, describe, is_sealed, pin_counters, probe};
 use crate::seal::{self, Extent};
-use crate::sys::{errno_text, Mapping};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;

@@ -8,7 +8,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::sys::cpath;
+use crate::calls::cpath;
 
 const PAGE: u64 = 4096;
 /// The swapfile: 4 MiB, enough pages for swapon to accept it.

@@ -31,11 +31,11 @@ use dax_seal_protocol::disks::{fill_pattern, first_pattern_mismatch};
 use dax_seal_protocol::figure::{self, Figure};
 use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
 
-use crate::cases::{when_sealable, Cases, Outcome};
+use crate::calls::{counter, errno_text, mount_pseudo, mounted, umount, Mapping};
+use crate::cases::{when_sealable, Attempt, Cases};
 use crate::fixture::{create, create_new, create_sparse, is_sealed, probe};
 use crate::seal::{self, Extent};
 use crate::swap::{self, swapoff, swapon, write_swap_header};
-use crate::sys::{counter, errno_text, mount_pseudo, mounted, umount, Mapping};
 
 const PAGE: u64 = 4096;
 /// The group's memory.max, and the working set: four times that.
@@ -107,10 +107,10 @@ pub fn run() -> ExitCode {
     let dax = dax_dir();
     let dax_case = |t: &mut Cases, name: &str, sealed_only: bool, f: &dyn Fn(&Path) -> Check| {
         let outcome = match (&dax, sealed_only) {
-            (Err(e), _) => Outcome::Done(Err(e.clone())),
-            (Ok(Err(why)), _) => Outcome::Skip(why.clone()),
+            (Err(e), _) => Attempt::Done(Err(e.clone())),
+            (Ok(Err(why)), _) => Attempt::Skip(why.clone()),
             (Ok(Ok(d)), true) => when_sealable(&has_seal, || f(d)),
-            (Ok(Ok(d)), false) => Outcome::Done(f(d)),
+            (Ok(Ok(d)), false) => Attempt::Done(f(d)),
         };
         t.outcome(name, outcome);
     };

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
 
+use crate::calls::mounted;
 use crate::seal;
 use crate::swap::swapoff;
-use crate::sys::mounted;
 
 /// The file in each work directory that names who made it.
 const MARK: &str = ".made-by";

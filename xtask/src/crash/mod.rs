@@ -28,7 +28,7 @@ use crate::build::kernel::Variant;
 use crate::cli::{KernelChoice, SourceArgs};
 use crate::paths;
 use crate::report::results::{self, BootRecord, CaseResult, Results, WorkloadRun};
-use crate::vm::boot::{End, KillAt, Outcome};
+use crate::vm::boot::{BootOutcome, End, KillAt};
 use crate::vm::machine::Machine;
 use crate::vm::request::{self, Prepared};
 use crate::vm::scenario::{Scenario, Step};
@@ -152,14 +152,14 @@ pub struct Point {
 
 /// The lines of a boot's results log (every line the host read, also after
 /// the kill).
-fn result_lines(outcome: &Outcome) -> Vec<String> {
+fn result_lines(outcome: &BootOutcome) -> Vec<String> {
     std::fs::read_to_string(&outcome.ktap_log).map(|t| t.lines().map(str::to_string).collect()).unwrap_or_default()
 }
 
 /// Boot 1's verdict: killed at the moment, set-up and the writers' files
 /// ready; returns the acknowledgement counts and the sealed map's
 /// fingerprint.
-fn judge_writer(outcome: &Outcome) -> Result<(BTreeMap<String, u64>, Option<u64>), String> {
+fn judge_writer(outcome: &BootOutcome) -> Result<(BTreeMap<String, u64>, Option<u64>), String> {
     let top = &outcome.ktap.cases;
     for name in ["setup", WRITE] {
         let Some(case) = top.iter().find(|c| c.name == name) else {
@@ -206,7 +206,7 @@ pub fn run_point(
     scenario.params = BTreeMap::from([("userspace-flush-write.records".to_string(), records.to_string())]);
     let write = Step { variant, workloads: &[WRITE], exec: &[], kill_at: Some(moment.kill_at()) };
     let (_, first) = scenario.boot(&write)?;
-    let request = |outcome: &Outcome| BootRecord::of(variant.name(), scenario.prepared, outcome);
+    let request = |outcome: &BootOutcome| BootRecord::of(variant.name(), scenario.prepared, outcome);
     let mut boots = vec![request(&first)];
     let mut cases = Vec::new();
     let mut point = Point {

@@ -13,11 +13,11 @@ use anyhow::{bail, Context as _};
 use dax_seal_protocol::disks::HOST_CHECK_PREFIX;
 use dax_seal_protocol::figure::Figure;
 use dax_seal_protocol::flush;
-use dax_seal_protocol::ktap::{Case, Outcome as KtapOutcome, Verdict, Writer, OVERFLOW_CASE};
+use dax_seal_protocol::ktap::{Case, TestResult, Verdict, Writer, OVERFLOW_CASE};
 use serde::{Deserialize, Serialize};
 
 use crate::paths;
-use crate::vm::boot::{End, Outcome};
+use crate::vm::boot::{BootOutcome, End};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaseResult {
@@ -98,7 +98,7 @@ pub struct BootRecord {
 impl BootRecord {
     /// What `outcome`, a boot of `kernel` prepared as in `prepared`, leaves
     /// in results.json.
-    pub fn of(kernel: &str, prepared: &crate::vm::request::Prepared, outcome: &Outcome) -> BootRecord {
+    pub fn of(kernel: &str, prepared: &crate::vm::request::Prepared, outcome: &BootOutcome) -> BootRecord {
         BootRecord {
             kernel: kernel.to_string(),
             label: String::new(),
@@ -237,7 +237,7 @@ pub fn overall(cases: &[CaseResult]) -> Verdict {
 
 /// The host's verdicts for one boot that was expected to report the
 /// top-level tests `expected` (in order).
-pub fn judge(kernel: &str, expected: &[String], outcome: &Outcome) -> Vec<WorkloadRun> {
+pub fn judge(kernel: &str, expected: &[String], outcome: &BootOutcome) -> Vec<WorkloadRun> {
     let mut runs = Vec::new();
     let run = |workload: &str, cases: Vec<CaseResult>| WorkloadRun::new(kernel, workload, cases);
     let top = &outcome.ktap.cases;
@@ -304,7 +304,7 @@ pub fn judged(
     kernel: &str,
     prepared: &crate::vm::request::Prepared,
     config: &dax_seal_protocol::RunConfig,
-    outcome: &Outcome,
+    outcome: &BootOutcome,
 ) -> (Vec<WorkloadRun>, BootRecord) {
     (judge(kernel, &config.expected_tests(), outcome), BootRecord::of(kernel, prepared, outcome))
 }
@@ -506,10 +506,10 @@ pub fn junit(results: &Results) -> String {
 pub fn ktap(results: &Results) -> String {
     let mut w = Writer::new(Vec::new());
     let outcome = |v: Verdict, detail: &str| match v {
-        Verdict::Pass => KtapOutcome::Pass,
-        Verdict::Fail => KtapOutcome::Fail(detail.lines().next().unwrap_or("failed").to_string()),
-        Verdict::Skip => KtapOutcome::Skip(detail.lines().next().unwrap_or("").to_string()),
-        Verdict::Known => KtapOutcome::Known(detail.lines().next().unwrap_or("").to_string()),
+        Verdict::Pass => TestResult::Pass,
+        Verdict::Fail => TestResult::Fail(detail.lines().next().unwrap_or("failed").to_string()),
+        Verdict::Skip => TestResult::Skip(detail.lines().next().unwrap_or("").to_string()),
+        Verdict::Known => TestResult::Known(detail.lines().next().unwrap_or("").to_string()),
     };
     let mut text = Vec::new();
     let _ = w.header().and_then(|()| w.plan(results.runs.len()));
@@ -545,13 +545,13 @@ pub fn write_all(dir: &Path, results: &Results) -> Result<String> {
 /// A boot that sent `stream` on the results port and ended as `end`, for
 /// the tests of everything that reads judged results.
 #[cfg(test)]
-pub fn test_outcome(stream: &str, end: End) -> Outcome {
+pub fn test_outcome(stream: &str, end: End) -> BootOutcome {
     let mut p = dax_seal_protocol::ktap::Parser::new();
     for (i, l) in stream.lines().enumerate() {
         p.feed(l, Duration::from_millis(100 * i as u64));
     }
     let (ktap, ignored) = p.finish(Duration::from_secs(9));
-    Outcome {
+    BootOutcome {
         end,
         ktap,
         ignored,
@@ -569,7 +569,7 @@ pub fn test_outcome(stream: &str, end: End) -> Outcome {
 mod tests {
     use super::*;
 
-    fn outcome(stream: &str, end: End) -> Outcome {
+    fn outcome(stream: &str, end: End) -> BootOutcome {
         test_outcome(stream, end)
     }
 

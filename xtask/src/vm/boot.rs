@@ -132,7 +132,7 @@ impl End {
 }
 
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub struct BootOutcome {
     pub end: End,
     pub ktap: Group,
     /// Lines on the results channel that were not KTAP.
@@ -193,7 +193,7 @@ pub fn shell_quote(args: &[String]) -> String {
         .join(" ")
 }
 
-pub fn boot(mut spec: BootSpec) -> Result<Outcome> {
+pub fn boot(mut spec: BootSpec) -> Result<BootOutcome> {
     qemu::check_installed()?;
     let sock_dir = tempfile::Builder::new().prefix("dax-seal-").tempdir().context("creating a socket directory")?;
     let socket = sock_dir.path().join("ktap.sock");
@@ -368,7 +368,7 @@ pub fn boot(mut spec: BootSpec) -> Result<Outcome> {
         other => other,
     };
     let (ktap, ignored) = parser.finish(elapsed);
-    Ok(Outcome {
+    Ok(BootOutcome {
         end,
         ktap,
         ignored,

@@ -13,7 +13,7 @@ use crate::build::initramfs::Include;
 use crate::build::kernel::{self, SourceChoice, Variant};
 use crate::build::{deps, initramfs};
 use crate::paths;
-use crate::vm::boot::{self, BootSpec, Outcome};
+use crate::vm::boot::{self, BootOutcome, BootSpec};
 use crate::vm::disks;
 use crate::vm::images::ImageSet;
 use crate::vm::machine::{AccelChoice, Machine};
@@ -112,7 +112,7 @@ impl BootRequest<'_> {
         })
     }
 
-    pub fn boot(&self) -> Result<Outcome> {
+    pub fn boot(&self) -> Result<BootOutcome> {
         paths::ensure_dir(self.out_dir)?;
         let _images = self.images().lock()?;
         let spec = BootSpec {

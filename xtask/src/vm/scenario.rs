@@ -15,7 +15,7 @@ use anyhow::Result;
 use dax_seal_protocol::{DaxMode, Mkfs, RunConfig};
 
 use crate::build::kernel::Variant;
-use crate::vm::boot::{KillAt, Outcome};
+use crate::vm::boot::{BootOutcome, KillAt};
 use crate::vm::images::ImageSet;
 use crate::vm::machine::Machine;
 use crate::vm::request::{BootRequest, Prepared};
@@ -101,7 +101,7 @@ impl<'a> Scenario<'a> {
 
     /// Boots `step` on the scenario's images; returns what the guest was
     /// asked to run (for judging) and how the boot went.
-    pub fn boot(&self, step: &Step) -> Result<(RunConfig, Outcome)> {
+    pub fn boot(&self, step: &Step) -> Result<(RunConfig, BootOutcome)> {
         let config = RunConfig {
             kernel: step.variant.name().into(),
             workloads: step.workloads.iter().map(|s| s.to_string()).collect(),

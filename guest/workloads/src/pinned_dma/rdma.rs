@@ -20,10 +20,10 @@ use dax_seal_protocol::figure::{self, Figure};
 use dax_seal_rdma::{link_add, Mr, Verbs};
 
 use super::{nvdimm_ranges, verify, verify_file, PAGE};
-use crate::cases::{Cases, Outcome};
+use crate::calls::{errno_text, Mapping};
+use crate::cases::{Attempt, Cases};
 use crate::fixture::{create_sparse, pin_counters};
 use crate::seal::{self, Extent};
-use crate::sys::{errno_text, Mapping};
 
 const NETDEV: &str = "dummy0";
 const IBDEV: &str = "rxe0";
@@ -144,7 +144,7 @@ pub fn run(t: &mut Cases, dir: &Path, mount_pmem: Result<(String, u32, u64), Str
     t.check(CASES[1], unsealed_refused(&v, dir).map(|n| ((), n)));
     if let Err(why) = sealed_ok {
         for name in &CASES[2..] {
-            t.outcome(name, Outcome::Skip(why.clone()));
+            t.outcome(name, Attempt::Skip(why.clone()));
         }
         return;
     }

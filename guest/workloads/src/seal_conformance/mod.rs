@@ -30,10 +30,10 @@ use std::time::Duration;
 
 use dax_seal_protocol::MOUNT_PREFIX;
 
-use crate::cases::{when_sealable, Cases, Expect, Outcome};
+use crate::calls::{errno_text, free_bytes, statx_attributes, Mapping, STATX_ATTR_DAX};
+use crate::cases::{when_sealable, Attempt, Cases, Expect};
 use crate::fixture::{create, describe, is_sealed, pattern, probe, probe_online_repair, remount, TmpfsFile};
 use crate::seal::{self, Extent};
-use crate::sys::{errno_text, free_bytes, statx_attributes, Mapping, STATX_ATTR_DAX};
 
 mod ops;
 mod page_cache;
@@ -129,7 +129,7 @@ const ROWS: &[Row] = &[
     Row { name: "fssetxattr-dax-flag-round-trip", sealed: TXT, control: OK, op: op_fssetxattr_dax, probe: None },
 ];
 
-type Special = fn(&Env) -> Outcome;
+type Special = fn(&Env) -> Attempt;
 
 /// The cases after the table, each exactly one KTAP result.
 const SPECIAL: &[(&str, Special)] = &[
@@ -215,7 +215,7 @@ impl Env {
     }
 
     /// Runs `f` only on a kernel with the series.
-    fn sealed(&self, f: impl FnOnce() -> Check) -> Outcome {
+    fn sealed(&self, f: impl FnOnce() -> Check) -> Attempt {
         when_sealable(&self.has_seal, f)
     }
 }
@@ -383,23 +383,23 @@ fn judge(row: &Row, sealed: bool, target: &Target) -> Check {
     }
 }
 
-fn case_swap_sealed(env: &Env) -> Outcome {
+fn case_swap_sealed(env: &Env) -> Attempt {
     on_page_cache(env, true, page_cache::sealed_swapfile)
 }
 
-fn case_swap_control(env: &Env) -> Outcome {
+fn case_swap_control(env: &Env) -> Attempt {
     on_page_cache(env, false, page_cache::swapfile_control)
 }
 
-fn case_page_cache_pin_sealed(env: &Env) -> Outcome {
+fn case_page_cache_pin_sealed(env: &Env) -> Attempt {
     on_page_cache(env, true, |dir| page_cache::page_cache_pin(dir, true))
 }
 
-fn case_page_cache_pin_control(env: &Env) -> Outcome {
+fn case_page_cache_pin_control(env: &Env) -> Attempt {
     on_page_cache(env, false, |dir| page_cache::page_cache_pin(dir, false))
 }
 
-fn case_enospc(env: &Env) -> Outcome {
+fn case_enospc(env: &Env) -> Attempt {
     env.sealed(|| {
         let before = free_bytes(&env.dir)?;
         let path = env.path("enospc");
@@ -427,7 +427,7 @@ fn case_enospc(env: &Env) -> Outcome {
     })
 }
 
-fn case_remount(env: &Env) -> Outcome {
+fn case_remount(env: &Env) -> Attempt {
     env.sealed(|| {
         let path = env.path("remount");
         let file = create(&path, 0x53, SIZE)?;

@@ -9,10 +9,10 @@ use std::fs::{self, File};
 use std::io;
 use std::path::Path;
 
+use crate::calls::{errno_text, Mapping};
 use crate::fixture::{create, is_sealed};
 use crate::seal::{self, Extent};
 use crate::swap::{swapoff, swapon, write_swap_header, SWAP_SIZE};
-use crate::sys::{errno_text, Mapping};
 
 const PAGE: u64 = 4096;
 

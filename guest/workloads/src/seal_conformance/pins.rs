@@ -21,7 +21,7 @@ pub(super) fn pin_then_unmap(file: &File) -> Result<(seal::Ring, io::Result<()>)
 /// file's bytes in them, which the sealed file then reads back, without its
 /// map moving. UNSEAL is refused while the pin holds (even after munmap)
 /// and allowed after UNREGISTER.
-pub(super) fn case_pin_sealed(env: &Env) -> Outcome {
+pub(super) fn case_pin_sealed(env: &Env) -> Attempt {
     env.sealed(|| {
         let (path, out, source) = (env.path("pin"), env.path("pin.out"), env.path("pin.source"));
         let r = pin_round_trip(&path, &out, &source);
@@ -104,7 +104,7 @@ pub(super) const WAITS_FOR_PIN_AFTER: Duration = Duration::from_secs(20);
 /// that asks the kernel to break the file's layouts. UNSEAL answers EBUSY,
 /// a second SEAL 0, and the refused map changes ETXTBSY, each at once; the
 /// pin still moves data afterwards, and the map has not moved.
-pub(super) fn case_pinned_and_mapped(env: &Env) -> Outcome {
+pub(super) fn case_pinned_and_mapped(env: &Env) -> Attempt {
     env.sealed(|| {
         let (path, other) = (env.path("pinned-mapped"), env.path("pinned-mapped.other"));
         let r = pinned_and_mapped(&path, &other);
@@ -217,7 +217,7 @@ pub(super) fn errno_or_success(r: &io::Result<()>) -> String {
 
 /// Unsealed fsdax files keep 6.12's refusal of long-term pins, on both
 /// kernels.
-pub(super) fn case_pin_control(env: &Env) -> Outcome {
+pub(super) fn case_pin_control(env: &Env) -> Attempt {
     let r = (|| -> Check {
         let path = env.path("pin-control");
         let file = create(&path, 0x55, SIZE)?;
@@ -231,15 +231,15 @@ pub(super) fn case_pin_control(env: &Env) -> Outcome {
             other => Err(format!("REGISTER_BUFFERS on an unsealed DAX mapping: {other:?}, expected EOPNOTSUPP")),
         }
     })();
-    Outcome::Done(r)
+    Attempt::Done(r)
 }
 
 /// A case on the page-cache (dax=never) NVDIMM; it skips, with the reason,
 /// when the guest has none. `seal_only` cases also skip without the series.
-pub(super) fn on_page_cache(env: &Env, seal_only: bool, f: impl FnOnce(&Path) -> Check) -> Outcome {
+pub(super) fn on_page_cache(env: &Env, seal_only: bool, f: impl FnOnce(&Path) -> Check) -> Attempt {
     match &env.page_cache {
-        Err(why) => Outcome::Skip(why.clone()),
+        Err(why) => Attempt::Skip(why.clone()),
         Ok(dir) if seal_only => env.sealed(|| f(dir)),
-        Ok(dir) => Outcome::Done(f(dir)),
+        Ok(dir) => Attempt::Done(f(dir)),
     }
 }

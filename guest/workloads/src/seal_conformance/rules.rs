@@ -3,7 +3,7 @@
 
 use super::*;
 
-pub(super) fn case_normalise(env: &Env) -> Outcome {
+pub(super) fn case_normalise(env: &Env) -> Attempt {
     env.sealed(|| {
         let path = env.path("normalise");
         let other_path = env.path("normalise.other");
@@ -40,7 +40,7 @@ pub(super) fn case_normalise(env: &Env) -> Outcome {
     })
 }
 
-pub(super) fn case_idempotent(env: &Env) -> Outcome {
+pub(super) fn case_idempotent(env: &Env) -> Attempt {
     env.sealed(|| {
         let path = env.path("idempotent");
         let file = create(&path, 0x43, SIZE)?;
@@ -56,7 +56,7 @@ pub(super) fn case_idempotent(env: &Env) -> Outcome {
     })
 }
 
-pub(super) fn case_visibility(env: &Env) -> Outcome {
+pub(super) fn case_visibility(env: &Env) -> Attempt {
     env.sealed(|| {
         let path = env.path("visible");
         let file = create(&path, 0x44, SIZE)?;
@@ -83,11 +83,11 @@ pub(super) fn case_visibility(env: &Env) -> Outcome {
 }
 
 /// Not a sealed leg: the mask is asserted on both kernels, in opposite ways.
-pub(super) fn case_statx_mask(env: &Env) -> Outcome {
+pub(super) fn case_statx_mask(env: &Env) -> Attempt {
     let path = env.path("mask");
     let r = create(&path, 0x45, BLOCK).and_then(|_| statx_attributes(&path));
     let _ = fs::remove_file(&path);
-    Outcome::Done(r.and_then(|(attrs, mask)| {
+    Attempt::Done(r.and_then(|(attrs, mask)| {
         let advertised = mask & seal::STATX_ATTR_IOMAP_IMMUTABLE != 0;
         if attrs & STATX_ATTR_DAX == 0 {
             return Err(format!("stx_attributes {attrs:#x} lacks STATX_ATTR_DAX"));
@@ -101,7 +101,7 @@ pub(super) fn case_statx_mask(env: &Env) -> Outcome {
     }))
 }
 
-pub(super) fn case_privilege(env: &Env) -> Outcome {
+pub(super) fn case_privilege(env: &Env) -> Attempt {
     env.sealed(|| {
         let unsealed_path = env.path("privilege.unsealed");
         let sealed_path = env.path("privilege.sealed");
@@ -154,7 +154,7 @@ pub(super) fn in_child(f: impl FnOnce() -> io::Result<()>) -> Result<i32, String
 
 /// Argument checks. On a kernel without the series every call gives
 /// EOPNOTSUPP (an unknown mode), which is asserted too.
-pub(super) fn case_bad_arguments(env: &Env) -> Outcome {
+pub(super) fn case_bad_arguments(env: &Env) -> Attempt {
     let has = env.has_seal.is_ok();
     let r = (|| -> Check {
         let path = env.path("badargs");
@@ -201,10 +201,10 @@ pub(super) fn case_bad_arguments(env: &Env) -> Outcome {
             Err(wrong.join("; "))
         }
     })();
-    Outcome::Done(r)
+    Attempt::Done(r)
 }
 
-pub(super) fn case_unseal_mapped(env: &Env) -> Outcome {
+pub(super) fn case_unseal_mapped(env: &Env) -> Attempt {
     env.sealed(|| {
         let path = env.path("mapped");
         let file = create(&path, 0x51, SIZE)?;

@@ -11,10 +11,10 @@ use std::time::Instant;
 use dax_seal_protocol::figure::{self, Figure};
 use dax_seal_protocol::flush::LATENCY_PREFIX;
 
+use crate::calls::{errno_text, Mapping};
 use crate::fixture::{create_new, create_sparse};
 use crate::persist::Persist;
 use crate::seal;
-use crate::sys::{errno_text, Mapping};
 
 const PAGE: usize = 4096;
 /// Pages measured per file.

@@ -33,11 +33,11 @@ use dax_seal_protocol::figure::{self, Figure};
 use dax_seal_protocol::flush::{self, Bug, Tally, FDATASYNC_CONTROL, SEALED, SPARSE_CONTROL, SPARSE_MAP_SYNC};
 use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
 
+use crate::calls::{errno_text, kmsg_records, Mapping};
 use crate::cases::Cases;
 use crate::fixture::{create_new, create_sparse, describe, is_sealed, map_line, probe, remount};
 use crate::persist::{flush_lines, store_fence, Persist, LINE};
 use crate::seal::{self, Extent};
-use crate::sys::{errno_text, kmsg_records, Mapping};
 use record::RECORD;
 
 type Check = Result<String, String>;

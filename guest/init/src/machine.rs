@@ -1,11 +1,11 @@
-//! The few system calls PID 1 makes itself: mounting, syncing, powering off,
+//! What PID 1 does to the machine itself: mounting, syncing, powering off,
 //! and the panic hook that turns a bug in this binary into a clean power-off.
 
 use crate::log;
 
 fn mount(source: &str, target: &str, fstype: &str, data: &str) -> Result<(), String> {
     let _ = std::fs::create_dir_all(target);
-    dax_seal_sys::sys::mount(source, std::path::Path::new(target), fstype, data)
+    dax_seal_sys::calls::mount(source, std::path::Path::new(target), fstype, data)
         .map_err(|e| format!("mount -t {fstype} {source} {target} -o '{data}': {e}"))
 }
 
@@ -42,7 +42,7 @@ pub fn power_off() -> ! {
     sync();
     if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
         for target in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|t| t.starts_with("/mnt/")) {
-            if let Err(e) = dax_seal_sys::sys::umount(std::path::Path::new(target)) {
+            if let Err(e) = dax_seal_sys::calls::umount(std::path::Path::new(target)) {
                 log(&format!("umount {target}: {e}"));
             }
         }
