@@ -205,7 +205,7 @@ pub fn boot(mut spec: BootSpec) -> Result<BootOutcome> {
     let command_line = format!("{} {}", qemu::QEMU, shell_quote(&args));
     let mut console_log =
         File::create(&spec.console_log).with_context(|| format!("creating {}", spec.console_log.display()))?;
-    let mut ktap_log = File::create(&spec.ktap_log).with_context(|| format!("creating {}", spec.ktap_log.display()))?;
+    let ktap_log = File::create(&spec.ktap_log).with_context(|| format!("creating {}", spec.ktap_log.display()))?;
     writeln!(console_log, "# {command_line}")?;
 
     let mut child = Command::new(qemu::QEMU)
@@ -218,156 +218,46 @@ pub fn boot(mut spec: BootSpec) -> Result<BootOutcome> {
     let stdout = child.stdout.take().context("QEMU stdout")?;
     let mut stderr = child.stderr.take().context("QEMU stderr")?;
     let mut qemu = Qemu(child);
-    let start = Instant::now();
-    // Bounded: a guest that writes faster than the loop below judges is
-    // slowed down (its QEMU blocks on a full pipe), not buffered.
+    // Bounded: a guest that writes faster than the watch judges is slowed
+    // down (its QEMU blocks on a full pipe), not buffered.
     let (tx, rx) = mpsc::sync_channel(1024);
-
-    let console_tx = tx.clone();
-    let console_thread = std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut buf = Vec::new();
-        let mut total = 0u64;
-        // Lines are split on '\n' by hand: the console is not always UTF-8.
-        while let Ok(n @ 1..) = read_line_bounded(&mut reader, &mut buf, MAX_LINE) {
-            total += n as u64;
-            if total > MAX_CHANNEL_BYTES {
-                let _ = console_tx.send(Event::Flood("console", total));
-                break;
-            }
-            let _ = console_log.write_all(&buf).and_then(|()| console_log.flush());
-            let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
-            // Once the boot is judged nobody listens; keep logging to the end.
-            let _ = console_tx.send(Event::Console(line));
-        }
-        let _ = console_tx.send(Event::ConsoleEof);
-    });
     let stop = Arc::new(AtomicBool::new(false));
-    let ktap_stop = stop.clone();
-    let ktap_thread = std::thread::spawn(move || {
-        let stream = loop {
-            match listener.accept() {
-                Ok((s, _)) => break Some(s),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && !ktap_stop.load(Ordering::Relaxed) => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(_) => break None,
-            }
-        };
-        if let Some(s) = stream {
-            let _ = s.set_nonblocking(false);
-            let mut reader = BufReader::new(s);
-            let (mut buf, mut total) = (Vec::new(), 0u64);
-            while let Ok(n @ 1..) = read_line_bounded(&mut reader, &mut buf, MAX_LINE) {
-                total += n as u64;
-                if total > MAX_CHANNEL_BYTES {
-                    let _ = tx.send(Event::Flood("results port", total));
-                    break;
-                }
-                let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
-                let _ = writeln!(ktap_log, "{line}").and_then(|()| ktap_log.flush());
-                // After a kill the lines still in flight are logged (the crash
-                // campaign counts the acknowledgements among them).
-                let _ = tx.send(Event::Ktap(line));
-            }
-        }
-        let _ = tx.send(Event::KtapEof);
-    });
+    let readers = [
+        std::thread::spawn({
+            let tx = tx.clone();
+            move || read_console(stdout, console_log, &tx)
+        }),
+        std::thread::spawn({
+            let stop = stop.clone();
+            move || read_results(&listener, ktap_log, &tx, &stop)
+        }),
+    ];
     let stderr_thread = std::thread::spawn(move || {
         let mut text = String::new();
         let _ = stderr.by_ref().take(64 << 10).read_to_string(&mut text);
         text
     });
 
-    let mut scanner = Scanner::new();
-    let mut parser = Parser::new();
-    let mut first_ktap_at = None;
-    let mut tail: std::collections::VecDeque<String> = Default::default();
-    let mut last_activity = Instant::now();
-    let mut report_seen: Option<Instant> = None;
-    let mut console_eof: Option<Instant> = None;
-    let mut ktap_eof = false;
-    let mut kill_deadline: Option<Instant> = None;
+    let mut watch = Watch::new(&spec);
     let end = loop {
-        let wait = kill_deadline.map_or(Duration::from_millis(100), |t| {
-            t.saturating_duration_since(Instant::now()).min(Duration::from_millis(100))
-        });
-        match rx.recv_timeout(wait) {
-            Ok(Event::Console(line)) => {
-                last_activity = Instant::now();
-                if scanner.feed(&line).is_some() && report_seen.is_none() {
-                    report_seen = Some(Instant::now());
-                }
-                if tail.len() == 40 {
-                    tail.pop_front();
-                }
-                tail.push_back(line);
-            }
-            Ok(Event::Ktap(line)) => {
-                last_activity = Instant::now();
-                first_ktap_at.get_or_insert(start.elapsed());
-                parser.feed(&line, start.elapsed());
-                if let Some(kill) = spec.kill_at.as_ref().filter(|k| line.trim_end().ends_with(k.marker.as_str())) {
-                    kill_deadline.get_or_insert(Instant::now() + kill.delay);
-                }
-            }
-            Ok(Event::Flood(channel, bytes)) => break End::Flood { channel: channel.into(), bytes },
-            Ok(Event::ConsoleEof) => console_eof = Some(Instant::now()),
-            Ok(Event::KtapEof) => ktap_eof = true,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                console_eof.get_or_insert_with(Instant::now);
-                ktap_eof = true;
-            }
+        if let Some(end) = watch.see(rx.recv_timeout(watch.wait())) {
+            break end;
         }
-        if let (Some(t), Some(kill)) = (kill_deadline, &spec.kill_at) {
-            if Instant::now() >= t {
-                // Child::kill is SIGKILL: the guest gets no chance to sync.
-                let _ = qemu.0.kill();
-                break End::Killed { moment: kill.describe() };
-            }
-        }
-        if let Some(at) = console_eof {
-            // QEMU is gone (or going): collect its status once results drained.
-            if ktap_eof || at.elapsed() > DRAIN {
-                let status = qemu.0.wait().context("waiting for QEMU")?;
-                break match &scanner.first {
-                    Some(report) => End::KernelReport { report: report.clone() },
-                    None if status.success() => End::PoweredOff,
-                    None => End::QemuFailed { status: qemu_status(status), stderr: String::new() },
-                };
-            }
-            continue;
-        }
-        if let (Some(at), Some(report)) = (report_seen, &scanner.first) {
-            if scanner.report_complete() || at.elapsed() > REPORT_GRACE {
-                break End::KernelReport { report: report.clone() };
-            }
-        }
-        if last_activity.elapsed() > spec.silence {
-            break End::Hang { silent_secs: last_activity.elapsed().as_secs() };
-        }
-        if start.elapsed() > spec.deadline {
-            break End::Deadline { secs: start.elapsed().as_secs() };
+        if let Some(end) = watch.ended(&mut qemu)? {
+            break end;
         }
     };
-    let elapsed = start.elapsed();
+    let elapsed = watch.start.elapsed();
     stop.store(true, Ordering::Relaxed);
     // The readers must not block on a full channel nobody reads.
     drop(rx);
     drop(qemu);
-    let _ = console_thread.join();
-    let _ = ktap_thread.join();
-    let stderr_text = stderr_thread.join().unwrap_or_default();
-    let end = match end {
-        End::QemuFailed { status, .. } => End::QemuFailed { status, stderr: stderr_text },
-        // QEMU quit before the guest said anything, and said why itself.
-        End::PoweredOff if first_ktap_at.is_none() && !stderr_text.trim().is_empty() => {
-            End::QemuFailed { status: "exit 0 before any result".into(), stderr: stderr_text }
-        }
-        other => other,
-    };
-    let (ktap, ignored) = parser.finish(elapsed);
+    for reader in readers {
+        let _ = reader.join();
+    }
+    let end = with_stderr(end, stderr_thread.join().unwrap_or_default(), watch.first_ktap_at.is_some());
+    let (first_ktap_at, console_tail) = (watch.first_ktap_at, watch.tail.into_iter().collect());
+    let (ktap, ignored) = watch.parser.finish(elapsed);
     Ok(BootOutcome {
         end,
         ktap,
@@ -377,9 +267,187 @@ pub fn boot(mut spec: BootSpec) -> Result<BootOutcome> {
         console_log: spec.console_log,
         ktap_log: spec.ktap_log,
         command_line,
-        console_tail: tail.into_iter().collect(),
+        console_tail,
         host_checks: Vec::new(),
     })
+}
+
+/// Streams the console to its log and to the watch, line by line (split on
+/// '\n' by hand: the console is not always UTF-8), until QEMU closes it or
+/// it floods.
+fn read_console(stdout: impl Read, mut log: File, tx: &mpsc::SyncSender<Event>) {
+    let mut reader = BufReader::new(stdout);
+    let (mut buf, mut total) = (Vec::new(), 0u64);
+    while let Ok(n @ 1..) = read_line_bounded(&mut reader, &mut buf, MAX_LINE) {
+        total += n as u64;
+        if total > MAX_CHANNEL_BYTES {
+            let _ = tx.send(Event::Flood("console", total));
+            break;
+        }
+        let _ = log.write_all(&buf).and_then(|()| log.flush());
+        let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
+        // Once the boot is judged nobody listens; keep logging to the end.
+        let _ = tx.send(Event::Console(line));
+    }
+    let _ = tx.send(Event::ConsoleEof);
+}
+
+/// Waits for QEMU to connect the results port (until `stop`), then streams
+/// it to its log and to the watch until it closes or floods.
+fn read_results(listener: &UnixListener, mut log: File, tx: &mpsc::SyncSender<Event>, stop: &AtomicBool) {
+    let stream = loop {
+        match listener.accept() {
+            Ok((s, _)) => break Some(s),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && !stop.load(Ordering::Relaxed) => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) => break None,
+        }
+    };
+    if let Some(s) = stream {
+        let _ = s.set_nonblocking(false);
+        let mut reader = BufReader::new(s);
+        let (mut buf, mut total) = (Vec::new(), 0u64);
+        while let Ok(n @ 1..) = read_line_bounded(&mut reader, &mut buf, MAX_LINE) {
+            total += n as u64;
+            if total > MAX_CHANNEL_BYTES {
+                let _ = tx.send(Event::Flood("results port", total));
+                break;
+            }
+            let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
+            let _ = writeln!(log, "{line}").and_then(|()| log.flush());
+            // After a kill the lines still in flight are logged (the crash
+            // campaign counts the acknowledgements among them).
+            let _ = tx.send(Event::Ktap(line));
+        }
+    }
+    let _ = tx.send(Event::KtapEof);
+}
+
+/// What the host has seen of one boot so far, and the rules that end it.
+struct Watch<'a> {
+    spec: &'a BootSpec,
+    start: Instant,
+    scanner: Scanner,
+    parser: Parser,
+    first_ktap_at: Option<Duration>,
+    /// The last console lines.
+    tail: std::collections::VecDeque<String>,
+    last_activity: Instant,
+    report_seen: Option<Instant>,
+    console_eof: Option<Instant>,
+    ktap_eof: bool,
+    kill_deadline: Option<Instant>,
+}
+
+impl<'a> Watch<'a> {
+    fn new(spec: &'a BootSpec) -> Watch<'a> {
+        let now = Instant::now();
+        Watch {
+            spec,
+            start: now,
+            scanner: Scanner::new(),
+            parser: Parser::new(),
+            first_ktap_at: None,
+            tail: Default::default(),
+            last_activity: now,
+            report_seen: None,
+            console_eof: None,
+            ktap_eof: false,
+            kill_deadline: None,
+        }
+    }
+
+    /// How long to wait for the next event: a tenth of a second, less when
+    /// a kill is due sooner.
+    fn wait(&self) -> Duration {
+        self.kill_deadline.map_or(Duration::from_millis(100), |t| {
+            t.saturating_duration_since(Instant::now()).min(Duration::from_millis(100))
+        })
+    }
+
+    /// Takes in one event (or a timeout); a flood ends the boot at once.
+    fn see(&mut self, event: Result<Event, mpsc::RecvTimeoutError>) -> Option<End> {
+        match event {
+            Ok(Event::Console(line)) => {
+                self.last_activity = Instant::now();
+                if self.scanner.feed(&line).is_some() && self.report_seen.is_none() {
+                    self.report_seen = Some(Instant::now());
+                }
+                if self.tail.len() == 40 {
+                    self.tail.pop_front();
+                }
+                self.tail.push_back(line);
+            }
+            Ok(Event::Ktap(line)) => {
+                self.last_activity = Instant::now();
+                self.first_ktap_at.get_or_insert(self.start.elapsed());
+                self.parser.feed(&line, self.start.elapsed());
+                if let Some(kill) = self.spec.kill_at.as_ref().filter(|k| line.trim_end().ends_with(k.marker.as_str()))
+                {
+                    self.kill_deadline.get_or_insert(Instant::now() + kill.delay);
+                }
+            }
+            Ok(Event::Flood(channel, bytes)) => return Some(End::Flood { channel: channel.into(), bytes }),
+            Ok(Event::ConsoleEof) => self.console_eof = Some(Instant::now()),
+            Ok(Event::KtapEof) => self.ktap_eof = true,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                self.console_eof.get_or_insert_with(Instant::now);
+                self.ktap_eof = true;
+            }
+        }
+        None
+    }
+
+    /// Whether the boot has ended, by the first rule that says so: the
+    /// host's kill moment, QEMU gone (once results drained), a complete
+    /// kernel report, silence, the deadline.
+    fn ended(&mut self, qemu: &mut Qemu) -> Result<Option<End>> {
+        if let (Some(t), Some(kill)) = (self.kill_deadline, &self.spec.kill_at) {
+            if Instant::now() >= t {
+                // Child::kill is SIGKILL: the guest gets no chance to sync.
+                let _ = qemu.0.kill();
+                return Ok(Some(End::Killed { moment: kill.describe() }));
+            }
+        }
+        if let Some(at) = self.console_eof {
+            // QEMU is gone (or going): collect its status once results drained.
+            if !self.ktap_eof && at.elapsed() <= DRAIN {
+                return Ok(None);
+            }
+            let status = qemu.0.wait().context("waiting for QEMU")?;
+            return Ok(Some(match &self.scanner.first {
+                Some(report) => End::KernelReport { report: report.clone() },
+                None if status.success() => End::PoweredOff,
+                None => End::QemuFailed { status: qemu_status(status), stderr: String::new() },
+            }));
+        }
+        if let (Some(at), Some(report)) = (self.report_seen, &self.scanner.first) {
+            if self.scanner.report_complete() || at.elapsed() > REPORT_GRACE {
+                return Ok(Some(End::KernelReport { report: report.clone() }));
+            }
+        }
+        if self.last_activity.elapsed() > self.spec.silence {
+            return Ok(Some(End::Hang { silent_secs: self.last_activity.elapsed().as_secs() }));
+        }
+        if self.start.elapsed() > self.spec.deadline {
+            return Ok(Some(End::Deadline { secs: self.start.elapsed().as_secs() }));
+        }
+        Ok(None)
+    }
+}
+
+/// The end with what QEMU printed on stderr: a failure's reason, or the
+/// reason a boot that "powered off" before any result was QEMU quitting.
+fn with_stderr(end: End, stderr: String, any_result: bool) -> End {
+    match end {
+        End::QemuFailed { status, .. } => End::QemuFailed { status, stderr },
+        End::PoweredOff if !any_result && !stderr.trim().is_empty() => {
+            End::QemuFailed { status: "exit 0 before any result".into(), stderr }
+        }
+        other => other,
+    }
 }
 
 #[cfg(test)]
