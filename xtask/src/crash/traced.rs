@@ -186,15 +186,59 @@ fn materialize(trace: &Scenario, model: &Model, point: &model::Point, image: &mo
 
 /// The whole model run on `variant`, in `dir`.
 pub fn run(prepared: &Prepared, variant: Variant, spec: &Spec, dir: &Path) -> Result<ModelRun> {
-    let so = plugin()?;
     // TCG plugins do not run under KVM: every boot of the model is TCG.
     let mut tcg = prepared.clone();
     tcg.accel = Accel::Tcg;
     tcg.accel_reason = "the persistence model's tracer is a TCG plugin".into();
     let prepared = &tcg;
-    let trace_dir = dir.join("trace");
-    paths::ensure_dir(&trace_dir)?;
-    let mut scenario = Scenario::new(prepared, &trace_dir, "model");
+    let traced = trace_writer(prepared, variant, spec, &dir.join("trace"))?;
+    let (mut runs, mut boots) = (traced.runs.clone(), traced.boots.clone());
+    let mut points = Vec::new();
+    for index in sample(traced.model.points.len(), spec.points as usize, spec.seed) {
+        let (result, run, booted) = verify_point(prepared, variant, spec, &traced, index, dir)?;
+        points.push(result);
+        runs.push(run);
+        boots.extend(booted);
+    }
+    let model = &traced.model;
+    Ok(ModelRun {
+        kernel: variant.name().to_string(),
+        bug: spec.bug,
+        seed: spec.seed,
+        records: spec.records,
+        trace_ms: traced.trace_ms,
+        trace_events: traced.events,
+        stores: model.stores,
+        flushes: model.flushes,
+        fences: model.fences,
+        markers: model.markers,
+        crash_points: model.points.len(),
+        points,
+        runs,
+        boots,
+    })
+}
+
+/// The writer's boot under the tracer, and the model made of its trace.
+struct Traced<'a> {
+    /// The traced boot's scenario, whose images the crash images start from.
+    scenario: Scenario<'a>,
+    model: Model,
+    /// The sealed file's map fingerprint, for the verifier.
+    map: u64,
+    events: u64,
+    trace_ms: u64,
+    runs: Vec<WorkloadRun>,
+    boots: Vec<BootRecord>,
+}
+
+/// Boots the sealed writer under the tracer in `trace_dir`, checks what it
+/// reported, and replays its trace into the model; the trace must account
+/// for every flush and every acknowledgement.
+fn trace_writer<'a>(prepared: &'a Prepared, variant: Variant, spec: &Spec, trace_dir: &Path) -> Result<Traced<'a>> {
+    let so = plugin()?;
+    paths::ensure_dir(trace_dir)?;
+    let mut scenario = Scenario::new(prepared, trace_dir, "model");
     let trace = trace_dir.join("pmem.trace");
     scenario.vm.plugin = Some(format!(
         "{},trace={},image={},window={:#x}:{:#x},marker={:#x}",
@@ -218,8 +262,7 @@ pub fn run(prepared: &Prepared, variant: Variant, spec: &Spec, dir: &Path) -> Re
     let (config, outcome) = scenario.boot(&Step { variant, workloads: &[WRITE], exec: &[], kill_at: None })?;
     let trace_ms = started.elapsed().as_millis() as u64;
     let (runs, boot) = results::judged(variant.name(), prepared, &config, &outcome);
-    let mut runs: Vec<WorkloadRun> = runs.into_iter().map(|r| r.labelled("model trace")).collect();
-    let mut boots = vec![boot.labelled("model trace")];
+    let runs: Vec<WorkloadRun> = runs.into_iter().map(|r| r.labelled("model trace")).collect();
     if runs.iter().any(|r| r.verdict == Verdict::Fail) || !outcome.end.is_clean() {
         bail!("the traced writer boot failed ({}); console: {}", outcome.end.describe(), outcome.console_log.display());
     }
@@ -257,86 +300,72 @@ pub fn run(prepared: &Prepared, variant: Variant, spec: &Spec, dir: &Path) -> Re
         model.fences,
         model.markers
     );
-    let mut points = Vec::new();
-    for index in sample(model.points.len(), spec.points as usize, spec.seed) {
-        let point = &model.points[index];
-        let point_started = Instant::now();
-        let images = model::images(point, spec.seed, spec.images);
-        let acked = point.acked;
-        let mut result = PointResult {
-            point: point.describe(),
-            acked,
-            pending_lines: point.lines.iter().filter(|l| l.pending() > 0).count(),
-            generated: images.len(),
-            booted: 0,
-            failed: 0,
-            first_failure: None,
-            elapsed_ms: 0,
-        };
-        let mut cases = Vec::new();
-        for (j, image) in images.iter().enumerate().take(spec.boot) {
-            let image_dir = dir.join(format!("point-{index}")).join(format!("image-{j}"));
-            materialize(&scenario, &model, point, image, &image_dir)?;
-            let mut verify = Scenario::new(prepared, &image_dir, "model");
-            verify.params = BTreeMap::from([
-                (flush::acked_param(SEALED), acked.to_string()),
-                (flush::MAP_PARAM.to_string(), map.to_string()),
-            ]);
-            let (config, out) = verify.boot(&Step { variant, workloads: &[VERIFY], exec: &[], kill_at: None })?;
-            let who = format!("model point {index} image {j}");
-            boots.push(BootRecord::of(variant.name(), prepared, &out).labelled(&who));
-            let judged = results::judge(variant.name(), &config.expected_tests(), &out);
-            let failure = judged
-                .iter()
-                .flat_map(|r| &r.cases)
-                .find(|c| c.verdict == Verdict::Fail)
-                .map(|c| format!("{}: {}", c.name, c.detail.lines().next().unwrap_or("")));
-            result.booted += 1;
-            if failure.is_none() {
-                // A passing image is not kept (44 MB each here); its logs
-                // are. A failing one stays for replay.
-                for file in (0..2).flat_map(|i| verify.images().nvdimm_files(i)) {
-                    let _ = std::fs::remove_file(file);
-                }
+    let boots = vec![boot.labelled("model trace")];
+    Ok(Traced { scenario, model, map, events: events.len() as u64, trace_ms, runs, boots })
+}
+
+/// Crash point `index` of the model: its sampled images made and booted
+/// under the verifier (at most `spec.boot` of them), as one run with a case
+/// per image.
+fn verify_point(
+    prepared: &Prepared,
+    variant: Variant,
+    spec: &Spec,
+    traced: &Traced,
+    index: usize,
+    dir: &Path,
+) -> Result<(PointResult, WorkloadRun, Vec<BootRecord>)> {
+    let point = &traced.model.points[index];
+    let started = Instant::now();
+    let images = model::images(point, spec.seed, spec.images);
+    let mut result = PointResult {
+        point: point.describe(),
+        acked: point.acked,
+        pending_lines: point.lines.iter().filter(|l| l.pending() > 0).count(),
+        generated: images.len(),
+        booted: 0,
+        failed: 0,
+        first_failure: None,
+        elapsed_ms: 0,
+    };
+    let (mut cases, mut boots) = (Vec::new(), Vec::new());
+    for (j, image) in images.iter().enumerate().take(spec.boot) {
+        let image_dir = dir.join(format!("point-{index}")).join(format!("image-{j}"));
+        materialize(&traced.scenario, &traced.model, point, image, &image_dir)?;
+        let mut verify = Scenario::new(prepared, &image_dir, "model");
+        verify.params = BTreeMap::from([
+            (flush::acked_param(SEALED), point.acked.to_string()),
+            (flush::MAP_PARAM.to_string(), traced.map.to_string()),
+        ]);
+        let (config, out) = verify.boot(&Step { variant, workloads: &[VERIFY], exec: &[], kill_at: None })?;
+        boots.push(BootRecord::of(variant.name(), prepared, &out).labelled(&format!("model point {index} image {j}")));
+        let judged = results::judge(variant.name(), &config.expected_tests(), &out);
+        let failure = judged
+            .iter()
+            .flat_map(|r| &r.cases)
+            .find(|c| c.verdict == Verdict::Fail)
+            .map(|c| format!("{}: {}", c.name, c.detail.lines().next().unwrap_or("")));
+        result.booted += 1;
+        if failure.is_none() {
+            // A passing image is not kept (44 MB each here); its logs are.
+            // A failing one stays for replay.
+            for file in (0..2).flat_map(|i| verify.images().nvdimm_files(i)) {
+                let _ = std::fs::remove_file(file);
             }
-            let dropped = image.dropped(point);
-            let verdict = if failure.is_some() { Verdict::Fail } else { Verdict::Pass };
-            if let Some(f) = &failure {
-                result.failed += 1;
-                if result.first_failure.is_none() {
-                    result.first_failure = Some(format!("image {j} (drops {dropped}): {f}"));
-                }
-            }
-            cases.push(CaseResult::new(
-                &format!("image {j}"),
-                verdict,
-                format!("drops {dropped}{}", failure.map_or(String::new(), |f| format!("\n{f}"))),
-            ));
         }
-        result.elapsed_ms = point_started.elapsed().as_millis() as u64;
-        let verdict = if result.failed > 0 { Verdict::Fail } else { Verdict::Pass };
-        runs.push(
-            WorkloadRun { verdict, ..WorkloadRun::new(variant.name(), &format!("point {acked}"), cases) }
-                .labelled("model"),
-        );
-        points.push(result);
+        let dropped = image.dropped(point);
+        let verdict = if failure.is_some() { Verdict::Fail } else { Verdict::Pass };
+        if let Some(f) = &failure {
+            result.failed += 1;
+            result.first_failure.get_or_insert_with(|| format!("image {j} (drops {dropped}): {f}"));
+        }
+        let detail = format!("drops {dropped}{}", failure.map_or(String::new(), |f| format!("\n{f}")));
+        cases.push(CaseResult::new(&format!("image {j}"), verdict, detail));
     }
-    Ok(ModelRun {
-        kernel: variant.name().to_string(),
-        bug: spec.bug,
-        seed: spec.seed,
-        records: spec.records,
-        trace_ms,
-        trace_events: events.len() as u64,
-        stores: model.stores,
-        flushes: model.flushes,
-        fences: model.fences,
-        markers: model.markers,
-        crash_points: model.points.len(),
-        points,
-        runs,
-        boots,
-    })
+    result.elapsed_ms = started.elapsed().as_millis() as u64;
+    // Fails when an image failed.
+    let run = WorkloadRun::new(variant.name(), &format!("point {}", point.acked), cases).labelled("model");
+    Ok((result, run, boots))
 }
 
 /// The per-point table.
