@@ -161,29 +161,7 @@ pub fn run(t: &mut Cases, dir: &Path, mount_pmem: Result<(String, u32, u64), Str
     };
     fill_pattern(SEED, 0, anon.as_mut_slice());
 
-    // Set-up: seal, map, time registrations (bench figure), register.
-    let mut setup = || -> Result<(SealedRegion, String), String> {
-        let path = dir.join("rdma-sealed");
-        let file = create_sparse(&path, SIZE)?;
-        seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
-        let map = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
-        let mut mapping =
-            Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
-        let sealed_ms = registration_ms(&v, mapping.as_mut_ptr(), SIZE as usize)?;
-        let anon_ms = registration_ms(&v, anon.as_mut_ptr(), SIZE as usize)?;
-        let note = format!(
-            "{} MiB sealed in {} extent(s); ibv_reg_mr median of {REG_ROUNDS}: sealed DAX {sealed_ms:.2} ms, \
-             anonymous {anon_ms:.2} ms\n{}",
-            SIZE >> 20,
-            map.len(),
-            figure::lines(&[
-                Figure::new(figure::REG_MR_SEALED, sealed_ms, "ms"),
-                Figure::new(figure::REG_MR_ANONYMOUS, anon_ms, "ms"),
-            ])
-        );
-        Ok((SealedRegion { path, file, mapping, map }, note))
-    };
-    let Some(mut s) = t.check(CASES[2], setup()) else {
+    let Some(mut s) = t.check(CASES[2], sealed_region(&v, dir, &mut anon)) else {
         for name in &CASES[3..] {
             t.blocked(name, CASES[2]);
         }
@@ -216,68 +194,108 @@ pub fn run(t: &mut Cases, dir: &Path, mount_pmem: Result<(String, u32, u64), Str
             return;
         }
     };
-
-    let mut traffic = || -> Result<String, String> {
-        let (acquired, _) = pin_counters()?;
-        let pinned = acquired.saturating_sub(pins0);
-        if pinned < 2 * SIZE / PAGE {
-            return Err(format!("two registrations moved nr_foll_pin_acquired by {pinned}, not {}", 2 * SIZE / PAGE));
-        }
-        let (sent0, rcvd0) = packets()?;
-        let write = transfer(&v, true, &anon_mr, &sealed_mr)?;
-        verify_file("the sealed file after RDMA WRITE", &s.file, 0, SIZE, SEED, 0)?;
-        s.still_sealed("RDMA WRITE")?;
-        anon.as_mut_slice().fill(0);
-        let read = transfer(&v, false, &anon_mr, &sealed_mr)?;
-        verify("the peer buffer after RDMA READ from the sealed file", SEED, 0, anon.as_mut_slice())?;
-        s.still_sealed("RDMA READ")?;
-        let (sent, rcvd) = packets()?;
-        let (sent, rcvd) = (sent - sent0, rcvd - rcvd0);
-        // Each direction moves SIZE in packets of at most the path MTU (4096).
-        let least = 2 * SIZE / 4096;
-        if sent < least || rcvd < least {
-            return Err(format!(
-                "{IBDEV} sent {sent} and received {rcvd} packets, fewer than {least}: rxe did not move the data"
-            ));
-        }
-        Ok(format!(
-            "{pinned} pins; RDMA WRITE of {} MiB into the sealed region {write:.0} MiB/s, RDMA READ from it {read:.0} MiB/s; \
-             read(2) and the peer buffer show the pattern; {IBDEV} sent {sent} and received {rcvd} packets; map unchanged, \
-             UNSEAL EBUSY",
-            SIZE >> 20
-        ))
-    };
-    if t.check(CASES[3], traffic().map(|n| ((), n))).is_none() {
+    if t.check(CASES[3], traffic(&v, &s, &mut anon, (&sealed_mr, &anon_mr), pins0).map(|n| ((), n))).is_none() {
         t.blocked(CASES[4], CASES[3]);
         return;
     }
+    super::report(t, CASES[4], release(s, sealed_mr, anon_mr, mount_pmem));
+}
 
-    let finish = || -> Result<(String, Vec<HostCheck>), String> {
-        let (device, index, base) = mount_pmem?;
-        let check = HostCheck {
-            name: "RDMA WRITE is in the sealed file's blocks of the NVDIMM image".into(),
-            image: HostImage::Nvdimm(index),
-            ranges: nvdimm_ranges(&s.map, base, SIZE, &[SEED]),
-        };
-        // Unmapped, only the region's pins hold the seal.
-        drop(s.mapping);
-        match seal::unseal(&s.file) {
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
-            other => return Err(format!("UNSEAL after munmap with the region registered: {other:?}, expected EBUSY")),
-        }
-        sealed_mr.deregister().map_err(|e| format!("ibv_dereg_mr: {}", errno_text(&e)))?;
-        drop(anon_mr);
-        let (acquired, released) = pin_counters()?;
-        seal::unseal(&s.file).map_err(|e| format!("UNSEAL after ibv_dereg_mr: {}", errno_text(&e)))?;
-        Ok((
-            format!(
-                "after munmap UNSEAL EBUSY while the region lives, 0 after ibv_dereg_mr (nr_foll_pin_acquired \
-                 {acquired}, released {released}); the file's blocks at {device} offset(s) {} + data offset {base:#x} \
-                 go to the host",
-                s.map.iter().map(|e| format!("{:#x}", e.physical)).collect::<Vec<_>>().join(", ")
-            ),
-            vec![check],
-        ))
+/// Set-up: seals a file, maps it MAP_SYNC and times `ibv_reg_mr` of it
+/// against `anon` (the bench's figures).
+fn sealed_region(v: &Verbs, dir: &Path, anon: &mut Mapping) -> Result<(SealedRegion, String), String> {
+    let path = dir.join("rdma-sealed");
+    let file = create_sparse(&path, SIZE)?;
+    seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+    let map = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
+    let mut mapping = Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    let sealed_ms = registration_ms(v, mapping.as_mut_ptr(), SIZE as usize)?;
+    let anon_ms = registration_ms(v, anon.as_mut_ptr(), SIZE as usize)?;
+    let note = format!(
+        "{} MiB sealed in {} extent(s); ibv_reg_mr median of {REG_ROUNDS}: sealed DAX {sealed_ms:.2} ms, \
+         anonymous {anon_ms:.2} ms\n{}",
+        SIZE >> 20,
+        map.len(),
+        figure::lines(&[
+            Figure::new(figure::REG_MR_SEALED, sealed_ms, "ms"),
+            Figure::new(figure::REG_MR_ANONYMOUS, anon_ms, "ms"),
+        ])
+    );
+    Ok((SealedRegion { path, file, mapping, map }, note))
+}
+
+/// RDMA WRITE from `anon` into the sealed region and READ back, through
+/// the two registrations: the pins moved, the bytes arrived both ways, the
+/// packets went through rxe, and the file stayed sealed with the same map.
+fn traffic(
+    v: &Verbs,
+    s: &SealedRegion,
+    anon: &mut Mapping,
+    (sealed_mr, anon_mr): (&Mr, &Mr),
+    pins0: u64,
+) -> Result<String, String> {
+    let (acquired, _) = pin_counters()?;
+    let pinned = acquired.saturating_sub(pins0);
+    if pinned < 2 * SIZE / PAGE {
+        return Err(format!("two registrations moved nr_foll_pin_acquired by {pinned}, not {}", 2 * SIZE / PAGE));
+    }
+    let (sent0, rcvd0) = packets()?;
+    let write = transfer(v, true, anon_mr, sealed_mr)?;
+    verify_file("the sealed file after RDMA WRITE", &s.file, 0, SIZE, SEED, 0)?;
+    s.still_sealed("RDMA WRITE")?;
+    anon.as_mut_slice().fill(0);
+    let read = transfer(v, false, anon_mr, sealed_mr)?;
+    verify("the peer buffer after RDMA READ from the sealed file", SEED, 0, anon.as_mut_slice())?;
+    s.still_sealed("RDMA READ")?;
+    let (sent, rcvd) = packets()?;
+    let (sent, rcvd) = (sent - sent0, rcvd - rcvd0);
+    // Each direction moves SIZE in packets of at most the path MTU (4096).
+    let least = 2 * SIZE / 4096;
+    if sent < least || rcvd < least {
+        return Err(format!(
+            "{IBDEV} sent {sent} and received {rcvd} packets, fewer than {least}: rxe did not move the data"
+        ));
+    }
+    Ok(format!(
+        "{pinned} pins; RDMA WRITE of {} MiB into the sealed region {write:.0} MiB/s, RDMA READ from it {read:.0} MiB/s; \
+         read(2) and the peer buffer show the pattern; {IBDEV} sent {sent} and received {rcvd} packets; map unchanged, \
+         UNSEAL EBUSY",
+        SIZE >> 20
+    ))
+}
+
+/// Unmaps the region (its pins alone must keep UNSEAL at EBUSY), then
+/// deregisters: UNSEAL works, and the host checks the file's blocks in the
+/// NVDIMM image.
+fn release(
+    s: SealedRegion,
+    sealed_mr: Mr,
+    anon_mr: Mr,
+    mount_pmem: Result<(String, u32, u64), String>,
+) -> Result<(String, Vec<HostCheck>), String> {
+    let (device, index, base) = mount_pmem?;
+    let check = HostCheck {
+        name: "RDMA WRITE is in the sealed file's blocks of the NVDIMM image".into(),
+        image: HostImage::Nvdimm(index),
+        ranges: nvdimm_ranges(&s.map, base, SIZE, &[SEED]),
     };
-    super::report(t, CASES[4], finish());
+    // Unmapped, only the region's pins hold the seal.
+    drop(s.mapping);
+    match seal::unseal(&s.file) {
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+        other => return Err(format!("UNSEAL after munmap with the region registered: {other:?}, expected EBUSY")),
+    }
+    sealed_mr.deregister().map_err(|e| format!("ibv_dereg_mr: {}", errno_text(&e)))?;
+    drop(anon_mr);
+    let (acquired, released) = pin_counters()?;
+    seal::unseal(&s.file).map_err(|e| format!("UNSEAL after ibv_dereg_mr: {}", errno_text(&e)))?;
+    Ok((
+        format!(
+            "after munmap UNSEAL EBUSY while the region lives, 0 after ibv_dereg_mr (nr_foll_pin_acquired \
+             {acquired}, released {released}); the file's blocks at {device} offset(s) {} + data offset {base:#x} \
+             go to the host",
+            s.map.iter().map(|e| format!("{:#x}", e.physical)).collect::<Vec<_>>().join(", ")
+        ),
+        vec![check],
+    ))
 }
