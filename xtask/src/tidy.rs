@@ -119,8 +119,8 @@ pub fn layering_problems(src: &Path) -> Result<Vec<String>> {
 /// The guest workloads' rule: a module of `src` (guest/workloads/src) uses
 /// fixtures (fixture, swap, cases, workdir, the dax-seal-sys re-exports) and
 /// never a workload module other than its own; only main.rs names the
-/// workloads, to run them. The workload modules are the ones main.rs's
-/// `lookup` runs the catalogue's workloads from.
+/// workloads, to run them. The workload modules are the ones main.rs runs
+/// the catalogue's workloads from.
 pub fn workload_import_problems(src: &Path) -> Result<Vec<String>> {
     let main = src.join("main.rs");
     let main_rs = std::fs::read_to_string(&main).with_context(|| format!("reading {}", main.display()))?;
@@ -145,16 +145,18 @@ pub fn workload_import_problems(src: &Path) -> Result<Vec<String>> {
     Ok(bad)
 }
 
-/// The modules main.rs's `lookup` runs the catalogue's workloads from (its
-/// arms read `"name" => Some(module::function)`), each a `mod` of main.rs.
+/// The modules main.rs runs the catalogue's workloads from (its
+/// `IMPLEMENTED` entries read `("name", module::function)`), each a `mod`
+/// of main.rs.
 fn workload_modules(main_rs: &str) -> Result<Vec<String>> {
     let declared: Vec<&str> = main_rs.lines().filter_map(|l| l.strip_prefix("mod ")?.strip_suffix(';')).collect();
     let mut modules = Vec::new();
     for w in dax_seal_protocol::WORKLOADS {
-        let arm = format!("\"{}\" => Some(", w.name);
-        let Some(module) = main_rs.lines().find_map(|l| l.trim().strip_prefix(&arm)?.split_once("::").map(|(m, _)| m))
+        let entry = format!("(\"{}\", ", w.name);
+        let Some(module) =
+            main_rs.lines().find_map(|l| l.trim().strip_prefix(&entry)?.split_once("::").map(|(m, _)| m))
         else {
-            bail!("main.rs: no `{arm}module::function)` arm in lookup for the catalogue's {}", w.name);
+            bail!("main.rs: no `{entry}module::function)` entry in IMPLEMENTED for the catalogue's {}", w.name);
         };
         if !declared.contains(&module) {
             bail!("main.rs: lookup runs {} from {module}, which is not a `mod` of main.rs", w.name);
@@ -356,7 +358,7 @@ mod tests {
             "{bad:?}"
         );
         std::fs::write(dir.path().join("main.rs"), "mod x;\n").unwrap();
-        assert!(workload_import_problems(dir.path()).unwrap_err().to_string().contains("no `\"dax-smoke\" => Some("));
+        assert!(workload_import_problems(dir.path()).unwrap_err().to_string().contains("no `(\"dax-smoke\", "));
     }
 
     #[test]
