@@ -272,28 +272,22 @@ pub fn boot(mut spec: BootSpec) -> Result<BootOutcome> {
     })
 }
 
-/// Streams the console to its log and to the watch, line by line (split on
-/// '\n' by hand: the console is not always UTF-8), until QEMU closes it or
-/// it floods.
+/// Streams the console to its log and to the watch until QEMU closes it
+/// or it floods. The log gets the bytes as they came: the console is not
+/// always UTF-8.
 fn read_console(stdout: impl Read, mut log: File, tx: &mpsc::SyncSender<Event>) {
-    let mut reader = BufReader::new(stdout);
-    let (mut buf, mut total) = (Vec::new(), 0u64);
-    while let Ok(n @ 1..) = read_line_bounded(&mut reader, &mut buf, MAX_LINE) {
-        total += n as u64;
-        if total > MAX_CHANNEL_BYTES {
-            let _ = tx.send(Event::Flood("console", total));
-            break;
-        }
-        let _ = log.write_all(&buf).and_then(|()| log.flush());
-        let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
-        // Once the boot is judged nobody listens; keep logging to the end.
-        let _ = tx.send(Event::Console(line));
-    }
+    let log_line = |buf: &[u8], _: &str| {
+        let _ = log.write_all(buf).and_then(|()| log.flush());
+    };
+    // Once the boot is judged nobody listens; keep logging to the end.
+    stream_lines(BufReader::new(stdout), "console", log_line, tx, Event::Console);
     let _ = tx.send(Event::ConsoleEof);
 }
 
 /// Waits for QEMU to connect the results port (until `stop`), then streams
-/// it to its log and to the watch until it closes or floods.
+/// it to its log and to the watch until it closes or floods. After a kill
+/// the lines still in flight are logged too (the crash campaign counts the
+/// acknowledgements among them).
 fn read_results(listener: &UnixListener, mut log: File, tx: &mpsc::SyncSender<Event>, stop: &AtomicBool) {
     let stream = loop {
         match listener.accept() {
@@ -306,22 +300,35 @@ fn read_results(listener: &UnixListener, mut log: File, tx: &mpsc::SyncSender<Ev
     };
     if let Some(s) = stream {
         let _ = s.set_nonblocking(false);
-        let mut reader = BufReader::new(s);
-        let (mut buf, mut total) = (Vec::new(), 0u64);
-        while let Ok(n @ 1..) = read_line_bounded(&mut reader, &mut buf, MAX_LINE) {
-            total += n as u64;
-            if total > MAX_CHANNEL_BYTES {
-                let _ = tx.send(Event::Flood("results port", total));
-                break;
-            }
-            let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
+        let log_line = |_: &[u8], line: &str| {
             let _ = writeln!(log, "{line}").and_then(|()| log.flush());
-            // After a kill the lines still in flight are logged (the crash
-            // campaign counts the acknowledgements among them).
-            let _ = tx.send(Event::Ktap(line));
-        }
+        };
+        stream_lines(BufReader::new(s), "results port", log_line, tx, Event::Ktap);
     }
     let _ = tx.send(Event::KtapEof);
+}
+
+/// Reads `channel` line by line (split on '\n' by hand, each at most
+/// MAX_LINE bytes), logging each (raw bytes and text) and sending it as
+/// `event`, until it ends or passes MAX_CHANNEL_BYTES, which is a flood.
+fn stream_lines(
+    mut reader: impl std::io::BufRead,
+    channel: &'static str,
+    mut log: impl FnMut(&[u8], &str),
+    tx: &mpsc::SyncSender<Event>,
+    event: fn(String) -> Event,
+) {
+    let (mut buf, mut total) = (Vec::new(), 0u64);
+    while let Ok(n @ 1..) = read_line_bounded(&mut reader, &mut buf, MAX_LINE) {
+        total += n as u64;
+        if total > MAX_CHANNEL_BYTES {
+            let _ = tx.send(Event::Flood(channel, total));
+            return;
+        }
+        let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
+        log(&buf, &line);
+        let _ = tx.send(event(line));
+    }
 }
 
 /// What the host has seen of one boot so far, and the rules that end it.
