@@ -196,7 +196,7 @@ pub struct BenchArgs {
     /// Repetitions of each measurement (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
-    /// Also measure a cold kernel build (empty ccache and build cache; ~10 minutes).
+    /// Also measure a cold kernel build (empty ccache and build cache; 9 to 20 minutes on 2 cores).
     #[arg(long)]
     pub cold: bool,
 }
