@@ -129,7 +129,7 @@ impl Booted {
 
     fn results(&self) -> results::Results {
         results::Results {
-            verdict: results::verdict_of(&self.runs),
+            verdict: results::verdict_of(&self.runs, false),
             run_id: "test".into(),
             runs: self.runs.clone(),
             boots: Vec::new(),
@@ -138,7 +138,7 @@ impl Booted {
     }
 
     pub fn passed(&self) -> bool {
-        results::verdict_of(&self.runs) == Verdict::Pass
+        results::verdict_of(&self.runs, false) == Verdict::Pass
     }
 
     pub fn elapsed(&self) -> Duration {

@@ -945,6 +945,51 @@ fn hostile_guests_fail_with_a_reason_and_cannot_grow_the_host() {
     }
 }
 
+/// `--rerun-failed`: selftest-flaky with a seed that fails its first
+/// attempt and passes its second. Without reruns the run fails; with
+/// `--rerun-failed 3` it passes after one rerun and the case is flaky in
+/// every output, with its earlier failure; `--flaky-fails` fails the same
+/// run; a seed that fails three attempts stays failed after two reruns.
+#[test]
+fn rerun_failed_reports_flaky_cases_and_flaky_fails_fails_them() {
+    use dax_seal_protocol::selftest_flaky_fails as fails;
+    let once = (1..10_000u64).find(|&s| fails(s, 0, 50) && !fails(s, 1, 50)).expect("a seed failing once");
+    let thrice = (1..10_000u64).find(|&s| (0..3).all(|a| fails(s, a, 50))).expect("a seed failing three times");
+    let run = |seed: u64, extra: &[&str]| {
+        let images = tempfile::tempdir().unwrap();
+        let param = format!("selftest-flaky.seed={seed}");
+        let mut args = vec!["run", "--kernel", "patched", "--workload", "selftest-flaky", "--param", &param];
+        args.extend(extra);
+        let out = xtask(&args, images.path());
+        let latest = images.path().join("runs/latest");
+        let read = |f: &str| std::fs::read_to_string(latest.join(f)).unwrap_or_default();
+        (out.status.code(), results_of(images.path()), read("junit.xml"), read("results.ktap"), read("summary.txt"))
+    };
+    let (code, json, ..) = run(once, &[]);
+    assert_eq!(code, Some(1), "{json:#?}");
+
+    let (code, json, junit, ktap, summary) = run(once, &["--rerun-failed", "3"]);
+    assert_eq!(code, Some(0), "{summary}");
+    let flaky = json.runs.iter().find(|r| r.workload == "selftest-flaky").expect("the workload's run");
+    assert_eq!(flaky.verdict, Verdict::Flaky, "{summary}");
+    assert_eq!(flaky.cases[0].attempts.len(), 1, "{summary}");
+    assert!(flaky.cases[0].attempts[0].starts_with("attempt 0: attempt 0 fails"), "{summary}");
+    assert_eq!(json.boots.len(), 2, "one rerun boot: {summary}");
+    assert!(junit.contains("<flakyFailure message=\"attempt 0: attempt 0 fails"), "{junit}");
+    assert!(ktap.contains("# flaky: passed on a rerun after 1 failed attempt(s)"), "{ktap}");
+    assert!(summary.contains("1 flaky"), "{summary}");
+
+    let (code, json, ..) = run(once, &["--rerun-failed", "3", "--flaky-fails"]);
+    assert_eq!(code, Some(1), "{json:#?}");
+
+    let (code, json, junit, ..) = run(thrice, &["--rerun-failed", "2"]);
+    assert_eq!(code, Some(1), "{json:#?}");
+    let stuck = json.runs.iter().find(|r| r.workload == "selftest-flaky").expect("the workload's run");
+    assert_eq!((stuck.verdict, stuck.cases[0].attempts.len()), (Verdict::Fail, 2), "{json:#?}");
+    assert_eq!(json.boots.len(), 3, "{json:#?}");
+    assert!(junit.matches("<rerunFailure").count() == 2, "{junit}");
+}
+
 /// `cargo xtask ARGS` started in the background on private images, its
 /// stderr in a file.
 fn xtask_spawn(args: &[&str], images: &std::path::Path, stderr: &std::path::Path) -> std::process::Child {

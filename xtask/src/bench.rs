@@ -435,7 +435,13 @@ mod tests {
         w.result(1, "pinned-dma", &TestResult::Pass).unwrap();
         let stream = String::from_utf8(w.into_inner()).unwrap();
         let runs = judge(PATCHED, &["pinned-dma".to_string()], &test_outcome(&stream, End::PoweredOff));
-        Results { verdict: verdict_of(&runs), run_id: "r".into(), runs, boots: Vec::new(), xtask_peak_rss_kib: 0 }
+        Results {
+            verdict: verdict_of(&runs, false),
+            run_id: "r".into(),
+            runs,
+            boots: Vec::new(),
+            xtask_peak_rss_kib: 0,
+        }
     }
 
     #[test]

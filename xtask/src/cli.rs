@@ -149,6 +149,15 @@ pub struct RunArgs {
     /// guest keeps about one busy). The summary's order does not change.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub jobs: Option<u32>,
+    /// Boot a kernel's failed workloads again, up to N times, each time on
+    /// fresh images of their own; a failure that passes on a rerun is
+    /// reported flaky (0 to 10).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub rerun_failed: u32,
+    /// Flaky workloads fail the run (by default they are reported, and
+    /// the run passes).
+    #[arg(long)]
+    pub flaky_fails: bool,
     #[command(flatten)]
     pub guest: GuestArgs,
 }

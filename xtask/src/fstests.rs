@@ -223,7 +223,8 @@ pub fn compare(runs: &mut [WorkloadRun]) -> Vec<Compared> {
             let key = (run.workload.clone(), case.name.clone());
             let base = if is_baseline { None } else { baseline.get(&key).copied() };
             let class = match (case.verdict, is_baseline, base) {
-                (Verdict::Pass, ..) => Class::Pass,
+                // A test that passed on a rerun passed.
+                (Verdict::Pass | Verdict::Flaky, ..) => Class::Pass,
                 (Verdict::Skip, ..) => Class::NotRun,
                 (Verdict::Known, ..) => Class::Known,
                 (Verdict::Fail, true, _) if !compared_with => Class::Fail,
@@ -234,7 +235,7 @@ pub fn compare(runs: &mut [WorkloadRun]) -> Vec<Compared> {
                         Class::Known
                     }
                 }
-                (Verdict::Fail, false, Some(Verdict::Pass)) => Class::Regression,
+                (Verdict::Fail, false, Some(Verdict::Pass | Verdict::Flaky)) => Class::Regression,
                 (Verdict::Fail, false, Some(Verdict::Fail | Verdict::Known)) => Class::Known,
                 (Verdict::Fail, false, _) => Class::Fail,
             };
@@ -347,7 +348,8 @@ pub fn boot_all(
         eprintln!("[fstests] booting {variant}: sections {}", config.workloads.join(", "));
         let outcome = request.boot()?;
         eprintln!("[fstests] {variant}: {} after {:.1} s", outcome.end.describe(), outcome.elapsed.as_secs_f64());
-        Ok(results::judged(variant.name(), prepared, &config, &outcome))
+        let (runs, boot) = results::judged(variant.name(), prepared, &config, &outcome);
+        Ok((runs, [boot]))
     });
     let (mut runs, boots) = results::gather(booted)?;
     let compared = compare(&mut runs);
@@ -388,7 +390,7 @@ pub fn cmd(args: &FstestsArgs) -> Result<ExitCode> {
         jobs,
         &format!("fstests {run_id}"),
     )?;
-    let verdict = results::verdict_of(&booted.runs);
+    let verdict = results::verdict_of(&booted.runs, false);
     let results = Results {
         verdict,
         run_id,
@@ -513,7 +515,7 @@ mod tests {
         assert_eq!(verdict(1, "generic/4"), Known);
         assert_eq!((runs[0].verdict, runs[1].verdict), (Fail, Known));
         assert!(runs[0].cases[2].detail.starts_with("REGRESSION"));
-        assert_eq!(results::verdict_of(&runs[1..]), Verdict::Pass, "known failures alone do not fail a run");
+        assert_eq!(results::verdict_of(&runs[1..], false), Verdict::Pass, "known failures alone do not fail a run");
         let text = comparison_text(&compared);
         assert!(
             text.contains("REGRESSIONS (fail with the series, pass on the baseline): patched/dax generic/2"),

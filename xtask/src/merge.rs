@@ -110,7 +110,8 @@ pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
         }
     }
     // Bench pages alone carry figures, not verdicts: nothing to fail.
-    let verdict = if runs.is_empty() && !benches.is_empty() { Verdict::Pass } else { results::verdict_of(&runs) };
+    let verdict =
+        if runs.is_empty() && !benches.is_empty() { Verdict::Pass } else { results::verdict_of(&runs, false) };
     let (run_id, out) = match &args.out {
         Some(dir) => {
             paths::ensure_dir(dir)?;

@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use dax_seal_protocol::disks::DATA_DISKS;
+use dax_seal_protocol::ktap::Verdict;
 use dax_seal_protocol::RunConfig;
 
 use crate::cli::{GuestArgs, RunArgs, ShellArgs};
 use crate::paths;
-use crate::report::results::{self, Results};
+use crate::report::results::{self, Results, WorkloadRun};
 use crate::vm::boot;
 use crate::vm::qemu::{self, Console};
 use crate::vm::request::{prepare, BootRequest};
@@ -43,6 +45,17 @@ fn check_guest_args(guest: &GuestArgs) -> Result<()> {
     guest.vm.machine().check()
 }
 
+/// What a rerun boots after the attempts whose judged runs are `runs`:
+/// the workloads that failed, and the `--exec` commands if they did; all
+/// of them when set-up or the boot itself failed.
+fn failed_again(runs: &[WorkloadRun], workloads: &[String], exec: &[String]) -> (Vec<String>, Vec<String>) {
+    let failed = |w: &str| runs.iter().any(|r| r.workload == w && r.verdict == Verdict::Fail);
+    let all = failed("setup") || failed("boot");
+    let again = workloads.iter().filter(|w| all || failed(w)).cloned().collect();
+    let exec = if all || failed("exec") { exec.to_vec() } else { Vec::new() };
+    (again, exec)
+}
+
 /// A new images/runs/<id>/ and the `latest` link to it.
 fn new_run_dir() -> Result<(String, PathBuf)> {
     paths::new_output_dir("runs")
@@ -61,42 +74,69 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
     let jobs = args.jobs.map_or_else(crate::jobs::default_jobs, |j| j as usize);
     // Each variant boots on its own images; up to `jobs` at once.
     let booted = crate::jobs::in_parallel(jobs, variants.clone(), |variant| -> Result<_> {
-        let config = RunConfig {
-            kernel: variant.name().to_string(),
-            workloads: workloads.clone(),
-            exec: args.exec.clone(),
-            fresh: guest.fresh,
-            shell: false,
-            params: args.params.iter().cloned().collect(),
-            dax: guest.dax.0.clone(),
-            run: format!("run {run_id}"),
-            mkfs: Default::default(),
-            fstests: Default::default(),
+        let boot = |attempt: u32, workloads: &[String], exec: &[String]| -> Result<_> {
+            let config = RunConfig {
+                kernel: variant.name().to_string(),
+                workloads: workloads.to_vec(),
+                exec: exec.to_vec(),
+                fresh: guest.fresh,
+                shell: false,
+                params: args.params.iter().cloned().collect(),
+                dax: guest.dax.0.clone(),
+                run: format!("run {run_id}"),
+                mkfs: Default::default(),
+                fstests: Default::default(),
+                attempt,
+            };
+            // A rerun boots on fresh images of its own in the run's
+            // directory: the user's images keep what the first boot left.
+            let rerun_set = format!("{variant}-rerun{attempt}");
+            let tag = if attempt == 0 { String::new() } else { format!("-rerun{attempt}") };
+            let request = BootRequest {
+                prepared: &prepared,
+                variant,
+                config: config.clone(),
+                includes: &guest.include,
+                machine: &machine,
+                images_dir: if attempt == 0 { &images_dir } else { &run_dir },
+                image_set: (attempt > 0).then_some(rerun_set.as_str()),
+                out_dir: &run_dir,
+                fresh: guest.fresh || attempt > 0,
+                tag: &tag,
+                kill_at: None,
+                root_disk: None,
+            };
+            eprintln!("[run] booting {variant}{tag}: workloads {}", workloads.join(", "));
+            let outcome = request.boot()?;
+            eprintln!("[run] {variant}{tag}: {} after {:.1} s", outcome.end.describe(), outcome.elapsed.as_secs_f64());
+            if !outcome.end.is_clean() {
+                eprintln!("[run] {variant}{tag}: QEMU command line: {}", outcome.command_line);
+            }
+            if attempt > 0 {
+                // Fresh images for one rerun: not kept after it.
+                let set = request.images();
+                let nvdimms = (0..machine.nvdimms).flat_map(|i| set.nvdimm_files(i));
+                for file in nvdimms.chain(DATA_DISKS.iter().map(|d| set.disk(d.name))) {
+                    let _ = std::fs::remove_file(file);
+                }
+            }
+            Ok(results::judged(variant.name(), &prepared, &config, &outcome))
         };
-        let request = BootRequest {
-            prepared: &prepared,
-            variant,
-            config: config.clone(),
-            includes: &guest.include,
-            machine: &machine,
-            images_dir: &images_dir,
-            image_set: None,
-            out_dir: &run_dir,
-            fresh: guest.fresh,
-            tag: "",
-            kill_at: None,
-            root_disk: None,
-        };
-        eprintln!("[run] booting {variant}: workloads {}", workloads.join(", "));
-        let outcome = request.boot()?;
-        eprintln!("[run] {variant}: {} after {:.1} s", outcome.end.describe(), outcome.elapsed.as_secs_f64());
-        if !outcome.end.is_clean() {
-            eprintln!("[run] {variant}: QEMU command line: {}", outcome.command_line);
+        let (mut runs, first) = boot(0, &workloads, &args.exec)?;
+        let mut boots = vec![first];
+        for attempt in 1..=args.rerun_failed {
+            let (again, exec) = failed_again(&runs, &workloads, &args.exec);
+            if again.is_empty() && exec.is_empty() {
+                break;
+            }
+            let (rerun, record) = boot(attempt, &again, &exec)?;
+            boots.push(record.labelled(&format!("rerun {attempt}")));
+            runs = results::fold_rerun(runs, rerun, attempt);
         }
-        Ok(results::judged(variant.name(), &prepared, &config, &outcome))
+        Ok((runs, boots))
     });
     let (runs, boots) = results::gather(booted)?;
-    let verdict = results::verdict_of(&runs);
+    let verdict = results::verdict_of(&runs, args.flaky_fails);
     let results = Results { verdict, run_id, runs, boots, xtask_peak_rss_kib: results::peak_rss_kib() };
     // The verdicts reach the terminal even when the disk is too full to
     // keep them.

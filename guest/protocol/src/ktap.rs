@@ -102,6 +102,10 @@ pub enum Verdict {
     Skip,
     /// A known failure ([`TestResult::Known`]).
     Known,
+    /// Failed, then passed when the host ran it again (`--rerun-failed`):
+    /// the host's verdict, never the guest's; it fails a run only when
+    /// asked to (`--flaky-fails`).
+    Flaky,
 }
 
 impl Verdict {
@@ -112,6 +116,7 @@ impl Verdict {
             Verdict::Fail => "fail",
             Verdict::Skip => "skip",
             Verdict::Known => "known",
+            Verdict::Flaky => "flaky",
         }
     }
 }

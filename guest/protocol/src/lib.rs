@@ -103,6 +103,10 @@ pub struct RunConfig {
     /// The XFS features new filesystems are made with.
     #[serde(default)]
     pub mkfs: Mkfs,
+    /// Which attempt at these workloads this boot is: 0, then 1, 2, ... for
+    /// the host's reruns of failed ones (`--rerun-failed`).
+    #[serde(default)]
+    pub attempt: u32,
     /// What each fstests section workload runs, by section name
     /// ([`fstests::SECTIONS`]).
     #[serde(default)]
@@ -371,7 +375,20 @@ pub const WORKLOADS: &[WorkloadInfo] = &[
         default: false,
         disks: &[],
     },
+    WorkloadInfo {
+        name: "selftest-flaky",
+        summary: "harness self-test: fails on a seeded fraction of attempts (selftest-flaky.percent), for reruns",
+        default: false,
+        disks: &[],
+    },
 ];
+
+/// Whether `selftest-flaky` fails on attempt `attempt` (0 the first boot,
+/// then each rerun) of a run seeded with `seed`: in `percent` of the
+/// (seed, attempt) pairs. Host tests pick seeds with it.
+pub fn selftest_flaky_fails(seed: u64, attempt: u32, percent: u64) -> bool {
+    disks::mix64(seed.wrapping_mul(disks::GOLDEN) ^ u64::from(attempt)) % 100 < percent
+}
 
 /// One workload parameter: a whole number within bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -475,6 +492,22 @@ pub const PARAMS: &[ParamInfo] = &[
         run_time: false,
     },
     ParamInfo {
+        name: "selftest-flaky.percent",
+        summary: "the share of attempts (in percent) on which selftest-flaky fails",
+        default: 50,
+        min: 0,
+        max: 100,
+        run_time: false,
+    },
+    ParamInfo {
+        name: "selftest-flaky.seed",
+        summary: "the seed that, with the attempt number, decides whether selftest-flaky fails",
+        default: 1,
+        min: 0,
+        max: u32::MAX as u64,
+        run_time: false,
+    },
+    ParamInfo {
         name: "userspace-flush-verify.acked-sealed",
         summary: "records of the sealed writer the host holds acknowledgements for (set by cargo xtask crash)",
         default: 0,
@@ -540,6 +573,16 @@ mod tests {
         }
     }
 
+    /// selftest-flaky fails on about the share of attempts it is given,
+    /// and never or always at the ends.
+    #[test]
+    fn selftest_flaky_fails_on_its_share() {
+        let fails = |percent| (0..1000).filter(|&a| selftest_flaky_fails(7, a, percent)).count();
+        assert_eq!(fails(0), 0);
+        assert_eq!(fails(100), 1000);
+        assert!((400..600).contains(&fails(50)), "{}", fails(50));
+    }
+
     #[test]
     fn run_time_counts_only_selected_workloads() {
         assert_eq!(config(&["dax-smoke", "seal-conformance"], &[]).requested_run_time(), 0);
@@ -581,6 +624,7 @@ mod properties {
             any::<String>(),
         )
             .prop_map(|(kernel, workloads, exec, (fresh, shell), params, dax, run)| RunConfig {
+                attempt: run.len() as u32,
                 kernel,
                 workloads: workloads.into_iter().map(str::to_string).collect(),
                 exec,

@@ -49,6 +49,7 @@ const IMPLEMENTED: &[(&str, Workload)] = &[
     ("selftest-flood", selftest::flood),
     ("selftest-bad-ktap", selftest::bad_ktap),
     ("selftest-fork-bomb", selftest::fork_bomb),
+    ("selftest-flaky", selftest::flaky),
 ];
 
 fn lookup(name: &str) -> Option<Workload> {

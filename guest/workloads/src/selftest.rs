@@ -5,6 +5,23 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+/// One case that fails on the seeded share of attempts
+/// (`selftest-flaky.percent` of them, decided by `selftest-flaky.seed` and
+/// the attempt number the host gives), for the host's reruns.
+pub fn flaky() -> ExitCode {
+    let mut t = crate::cases::Cases::new(1);
+    let verdict = dax_seal_protocol::RunConfig::read().and_then(|c| {
+        let (seed, percent) = (c.param("selftest-flaky.seed")?, c.param("selftest-flaky.percent")?);
+        if dax_seal_protocol::selftest_flaky_fails(seed, c.attempt, percent) {
+            Err(format!("attempt {} fails (seed {seed}, {percent}% of attempts fail)", c.attempt))
+        } else {
+            Ok(((), format!("attempt {} passes (seed {seed}, {percent}% of attempts fail)", c.attempt)))
+        }
+    });
+    t.check("seeded-outcome", verdict);
+    t.exit()
+}
+
 /// Exits without printing any result.
 pub fn silent() -> ExitCode {
     ExitCode::SUCCESS

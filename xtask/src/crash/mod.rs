@@ -435,7 +435,7 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
         runs.push(campaign_run(variant.name(), control_saw_loss(variant.name(), &points, args.point.is_some())));
     }
     let elapsed = start.elapsed();
-    let verdict = results::verdict_of(&runs);
+    let verdict = results::verdict_of(&runs, false);
     let results = Results { verdict, run_id, runs, boots, xtask_peak_rss_kib: results::peak_rss_kib() };
     let table = table(&points);
     println!("{table}");

@@ -435,7 +435,7 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
         reports.push(done);
     }
     let results = Results {
-        verdict: results::verdict_of(&runs),
+        verdict: results::verdict_of(&runs, false),
         run_id,
         runs,
         boots,

@@ -305,7 +305,7 @@ pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
     });
     for (c, ran, elapsed_ms) in done {
         let (mut r, b) = ran?;
-        let verdict = results::verdict_of(&r);
+        let verdict = results::verdict_of(&r, false);
         if r.is_empty() {
             let nothing = CaseResult::new("(cell)", Verdict::Fail, "the cell judged nothing".into());
             r.push(WorkloadRun::new("", "(cell)", vec![nothing]).labelled(&c.id));
@@ -315,7 +315,7 @@ pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
         runs.extend(r);
         boots.extend(b);
     }
-    let verdict = results::verdict_of(&runs);
+    let verdict = results::verdict_of(&runs, false);
     let results = Results { verdict, run_id, runs, boots, xtask_peak_rss_kib: results::peak_rss_kib() };
     let written = results::write_all(&dir, &results)
         .and_then(|_| paths::write_atomic(&dir.join("cells.json"), &serde_json::to_vec_pretty(&cell_results)?));

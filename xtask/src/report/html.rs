@@ -17,15 +17,6 @@ fn esc(text: &str) -> String {
     super::results::xml_escape(text)
 }
 
-fn word(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Pass => "pass",
-        Verdict::Fail => "fail",
-        Verdict::Skip => "skip",
-        Verdict::Known => "known",
-    }
-}
-
 /// Log2 microsecond buckets and their counts.
 pub type Buckets = Vec<(u32, u64)>;
 
@@ -231,7 +222,7 @@ pub fn changes(before: &[WorkloadRun], now: &[WorkloadRun]) -> Vec<(String, Stri
     let flatten = |runs: &[WorkloadRun]| -> BTreeMap<String, &'static str> {
         runs.iter()
             .flat_map(|r| {
-                r.cases.iter().map(move |c| (format!("{} / {} / {}", r.who(), r.workload, c.name), word(c.verdict)))
+                r.cases.iter().map(move |c| (format!("{} / {} / {}", r.who(), r.workload, c.name), c.verdict.as_str()))
             })
             .collect()
     };
@@ -263,7 +254,7 @@ pub fn page_since(results: &Results, previous: Option<(&str, &[WorkloadRun])>) -
          <title>dax-seal results</title><style>\
          body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}\
          td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}\
-         .pass{background:#dfd}.fail{background:#fdd}.skip{background:#eee}.known{background:#ffe9c4}\
+         .pass{background:#dfd}.fail{background:#fdd}.skip{background:#eee}.known{background:#ffe9c4}.flaky{background:#f5e0ff}\
          pre{background:#f6f6f6;padding:6px;white-space:pre-wrap;max-width:100em}\
          </style></head><body>\n",
     );
@@ -272,43 +263,49 @@ pub fn page_since(results: &Results, previous: Option<(&str, &[WorkloadRun])>) -
         out,
         "<h1 id=\"verdict\" class=\"{}\">{}</h1><p>run {}: <span id=\"passed\">{}</span> passed, \
          <span id=\"failed\">{}</span> failed, <span id=\"skipped\">{}</span> skipped, \
-         <span id=\"known\">{}</span> known failures</p>",
+         <span id=\"flaky\">{}</span> flaky, <span id=\"known\">{}</span> known failures</p>",
         results.verdict.as_str(),
         results.verdict.as_str().to_uppercase(),
         esc(&results.run_id),
         count(Verdict::Pass),
         count(Verdict::Fail),
         count(Verdict::Skip),
+        count(Verdict::Flaky),
         count(Verdict::Known)
     );
-    out.push_str("<h2>Verdicts</h2><table id=\"verdicts\"><tr><th>kernel or cell</th><th>workload</th><th>pass</th><th>fail</th><th>skip</th><th>known</th><th>verdict</th></tr>\n");
+    out.push_str("<h2>Verdicts</h2><table id=\"verdicts\"><tr><th>kernel or cell</th><th>workload</th><th>pass</th><th>fail</th><th>skip</th><th>flaky</th><th>known</th><th>verdict</th></tr>\n");
     for r in &results.runs {
         let n = |v: Verdict| r.cases.iter().filter(|c| c.verdict == v).count();
         let _ = writeln!(
             out,
-            "<tr class=\"run {}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            word(r.verdict),
+            "<tr class=\"run {}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            r.verdict.as_str(),
             esc(&r.who()),
             esc(&r.workload),
             n(Verdict::Pass),
             n(Verdict::Fail),
             n(Verdict::Skip),
+            n(Verdict::Flaky),
             n(Verdict::Known),
-            word(r.verdict)
+            r.verdict.as_str()
         );
     }
     out.push_str("</table>\n<h2>Failures</h2>\n");
     let mut failures = 0;
     for r in &results.runs {
-        for c in r.cases.iter().filter(|c| c.verdict == Verdict::Fail) {
+        for c in r.cases.iter().filter(|c| matches!(c.verdict, Verdict::Fail | Verdict::Flaky)) {
             failures += 1;
+            let earlier: String = c.attempts.iter().map(|a| format!("\nearlier {a}")).collect();
             let _ = writeln!(
                 out,
-                "<div class=\"failure\"><h3>{} / {} / {}</h3><pre>{}</pre>",
+                "<div class=\"failure {}\"><h3>{} / {} / {}{}</h3><pre>{}{}</pre>",
+                c.verdict.as_str(),
                 esc(&r.who()),
                 esc(&r.workload),
                 esc(&c.name),
-                esc(&c.detail)
+                if c.verdict == Verdict::Flaky { " (flaky: passed on a rerun)" } else { "" },
+                esc(&c.detail),
+                esc(&earlier)
             );
             let console = results.boots.iter().find(|b| b.judged(r)).and_then(|b| console_tail(&b.console_log, 30));
             if let Some(tail) = console {

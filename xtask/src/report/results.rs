@@ -28,6 +28,10 @@ pub struct CaseResult {
     /// What the case measured (`dax-seal figure` lines), by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub figures: Vec<Figure>,
+    /// Its earlier failed attempts, oldest first (`attempt N: reason`),
+    /// when the host ran it again (`--rerun-failed`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<String>,
 }
 
 /// What one workload reported on one boot, judged.
@@ -214,7 +218,14 @@ fn case_result(c: &Case) -> CaseResult {
 impl CaseResult {
     /// A verdict the host reached itself (no guest duration).
     pub fn new(name: &str, verdict: Verdict, detail: String) -> CaseResult {
-        CaseResult { name: name.to_string(), verdict, detail, duration_ms: 0, figures: Vec::new() }
+        CaseResult {
+            name: name.to_string(),
+            verdict,
+            detail,
+            duration_ms: 0,
+            figures: Vec::new(),
+            attempts: Vec::new(),
+        }
     }
 }
 
@@ -228,6 +239,8 @@ pub fn overall(cases: &[CaseResult]) -> Verdict {
         Verdict::Fail
     } else if !cases.is_empty() && cases.iter().all(|c| c.verdict == Verdict::Skip) {
         Verdict::Skip
+    } else if cases.iter().any(|c| c.verdict == Verdict::Flaky) {
+        Verdict::Flaky
     } else if cases.iter().any(|c| c.verdict == Verdict::Known) {
         Verdict::Known
     } else {
@@ -309,25 +322,30 @@ pub fn judged(
     (judge(kernel, &config.expected_tests(), outcome), BootRecord::of(kernel, prepared, outcome))
 }
 
-/// The judged boots of several kernels, in order, as one list of runs and
-/// one of boots; the first error stops it.
-pub fn gather(booted: Vec<Result<(Vec<WorkloadRun>, BootRecord)>>) -> Result<(Vec<WorkloadRun>, Vec<BootRecord>)> {
+/// The judged boots of several kernels (each kernel's runs and its boots,
+/// reruns included), in order, as one list of runs and one of boots; the
+/// first error stops it.
+pub fn gather<B: IntoIterator<Item = BootRecord>>(
+    booted: Vec<Result<(Vec<WorkloadRun>, B)>>,
+) -> Result<(Vec<WorkloadRun>, Vec<BootRecord>)> {
     let mut runs = Vec::new();
     let mut boots = Vec::new();
     for b in booted {
-        let (r, boot) = b?;
+        let (r, kernel_boots) = b?;
         runs.extend(r);
-        boots.push(boot);
+        boots.extend(kernel_boots);
     }
     Ok((runs, boots))
 }
 
 /// The verdict of a whole run, campaign, matrix cell or merge: it fails
-/// when any workload failed or nothing was judged at all. A boot that did
-/// not end cleanly is already a failed `boot` workload (`judge`), unless a
-/// task ended it on purpose (a crash point). Every task decides here.
-pub fn verdict_of(runs: &[WorkloadRun]) -> Verdict {
-    if runs.is_empty() || runs.iter().any(|r| r.verdict == Verdict::Fail) {
+/// when any workload failed, or was flaky and `flaky_fails`, or nothing was
+/// judged at all. A boot that did not end cleanly is already a failed
+/// `boot` workload (`judge`), unless a task ended it on purpose (a crash
+/// point). Every task decides here.
+pub fn verdict_of(runs: &[WorkloadRun], flaky_fails: bool) -> Verdict {
+    let fails = |v: Verdict| v == Verdict::Fail || (flaky_fails && v == Verdict::Flaky);
+    if runs.is_empty() || runs.iter().any(|r| fails(r.verdict)) {
         Verdict::Fail
     } else {
         Verdict::Pass
@@ -336,11 +354,52 @@ pub fn verdict_of(runs: &[WorkloadRun]) -> Verdict {
 
 fn verdict_word(v: Verdict) -> &'static str {
     match v {
-        Verdict::Pass => "pass",
         Verdict::Fail => "FAIL",
-        Verdict::Skip => "skip",
-        Verdict::Known => "known",
+        other => other.as_str(),
     }
+}
+
+/// Folds a rerun of the failed workloads (`attempt` 1, 2, ...) into the
+/// runs of the attempts before it, case by case (by workload and name): a
+/// case that failed before and passes now is flaky, one that fails again
+/// stays failed, and each carries the reasons of its earlier failed
+/// attempts. A failed run the rerun did not report again (a `boot` entry
+/// for a hang that did not recur) becomes flaky. Runs that did not fail
+/// keep their earlier verdicts; a failure new in the rerun is added.
+pub fn fold_rerun(earlier: Vec<WorkloadRun>, mut rerun: Vec<WorkloadRun>, attempt: u32) -> Vec<WorkloadRun> {
+    let before = |c: &CaseResult| {
+        let mut attempts = c.attempts.clone();
+        attempts.push(format!("attempt {}: {}", attempt - 1, c.detail.lines().next().unwrap_or("failed")));
+        attempts
+    };
+    let mut out = Vec::new();
+    for e in earlier {
+        let again = rerun.iter().position(|r| r.workload == e.workload).map(|i| rerun.remove(i));
+        if e.verdict != Verdict::Fail {
+            out.push(e);
+            continue;
+        }
+        let mut cases = again.as_ref().map_or_else(Vec::new, |r| r.cases.clone());
+        for old in e.cases.iter().filter(|c| c.verdict == Verdict::Fail) {
+            match cases.iter_mut().find(|c| c.name == old.name) {
+                Some(c) => {
+                    c.attempts = before(old);
+                    if c.verdict == Verdict::Pass {
+                        c.verdict = Verdict::Flaky;
+                    }
+                }
+                None => cases.push(CaseResult {
+                    verdict: Verdict::Flaky,
+                    detail: format!("did not happen again on attempt {attempt}"),
+                    attempts: before(old),
+                    ..old.clone()
+                }),
+            }
+        }
+        out.push(WorkloadRun { verdict: overall(&cases), cases, ..e });
+    }
+    out.extend(rerun.into_iter().filter(|r| r.verdict == Verdict::Fail));
+    out
 }
 
 /// The table printed at the end of a run.
@@ -396,6 +455,9 @@ pub fn summary(results: &Results) -> String {
         let shown = |c: &&CaseResult| (c.verdict != Verdict::Pass || r.workload == "exec") && !c.detail.is_empty();
         for c in r.cases.iter().filter(shown) {
             let _ = writeln!(out, "\n{} {} / {}: {}", r.who(), r.workload, c.name, shown_detail(&c.detail));
+            for a in &c.attempts {
+                let _ = writeln!(out, "    earlier {a}");
+            }
         }
     }
     let _ = writeln!(out);
@@ -417,11 +479,15 @@ pub fn summary(results: &Results) -> String {
     let count = |v: Verdict| results.runs.iter().flat_map(|r| &r.cases).filter(|c| c.verdict == v).count();
     let _ = writeln!(
         out,
-        "\n{}: {} passed, {} failed, {} skipped{}",
+        "\n{}: {} passed, {} failed, {} skipped{}{}",
         if results.verdict == Verdict::Pass { "PASS" } else { "FAIL" },
         count(Verdict::Pass),
         count(Verdict::Fail),
         count(Verdict::Skip),
+        match count(Verdict::Flaky) {
+            0 => String::new(),
+            n => format!(", {n} flaky (failed, then passed on a rerun)"),
+        },
         match count(Verdict::Known) {
             0 => String::new(),
             n => format!(", {n} known failures (fail on the baseline too)"),
@@ -476,9 +542,16 @@ pub fn junit(results: &Results) -> String {
             match c.verdict {
                 Verdict::Pass => out.push_str("/>\n"),
                 Verdict::Fail => {
+                    // A failure that failed on its reruns too: the earlier
+                    // ones after it, in Surefire's form.
+                    let earlier: String = c
+                        .attempts
+                        .iter()
+                        .map(|a| format!("      <rerunFailure message=\"{}\"/>\n", xml_escape(a)))
+                        .collect();
                     let _ = writeln!(
                         out,
-                        ">\n      <failure message=\"{first}\">{}</failure>\n    </testcase>",
+                        ">\n      <failure message=\"{first}\">{}</failure>\n{earlier}    </testcase>",
                         xml_escape(&c.detail)
                     );
                 }
@@ -493,6 +566,15 @@ pub fn junit(results: &Results) -> String {
                         ">\n      <skipped type=\"known-failure\" message=\"known failure: {first}\">{}</skipped>\n    </testcase>",
                         xml_escape(&c.detail)
                     );
+                }
+                // Surefire's form, which Jenkins, GitLab and others read: a
+                // passed test with the failures it had on earlier runs.
+                Verdict::Flaky => {
+                    out.push_str(">\n");
+                    for a in &c.attempts {
+                        let _ = writeln!(out, "      <flakyFailure message=\"{}\"/>", xml_escape(a));
+                    }
+                    out.push_str("    </testcase>\n");
                 }
             }
         }
@@ -510,6 +592,9 @@ pub fn ktap(results: &Results) -> String {
         Verdict::Fail => TestResult::Fail(detail.lines().next().unwrap_or("failed").to_string()),
         Verdict::Skip => TestResult::Skip(detail.lines().next().unwrap_or("").to_string()),
         Verdict::Known => TestResult::Known(detail.lines().next().unwrap_or("").to_string()),
+        // KTAP has no flaky directive: an ok, with the earlier attempts as
+        // diagnostics before it.
+        Verdict::Flaky => TestResult::Pass,
     };
     let mut text = Vec::new();
     let _ = w.header().and_then(|()| w.plan(results.runs.len()));
@@ -519,6 +604,12 @@ pub fn ktap(results: &Results) -> String {
         let mut sub = Writer::nested(Vec::new(), 1);
         let _ = sub.subtest_header(&name).and_then(|()| sub.plan(r.cases.len()));
         for (j, c) in r.cases.iter().enumerate() {
+            if c.verdict == Verdict::Flaky {
+                let _ = sub.diag(&format!("flaky: passed on a rerun after {} failed attempt(s)", c.attempts.len()));
+            }
+            for a in &c.attempts {
+                let _ = sub.diag(&format!("earlier {a}"));
+            }
             let _ = sub.result(j + 1, &c.name, &outcome(c.verdict, &c.detail));
         }
         text.extend(sub.into_inner());
@@ -582,8 +673,13 @@ mod tests {
         assert_eq!(case.figures, [Figure::new("virtio.read-fixed-qd16", 2063.5, "MiB/s")]);
         // A malformed figure line stays in the prose, where a reader sees it.
         assert_eq!(case.detail, "qd16 2063 MiB/s\ndax-seal figure bad NaN x");
-        let results =
-            Results { verdict: verdict_of(&runs), run_id: "r".into(), runs, boots: Vec::new(), xtask_peak_rss_kib: 0 };
+        let results = Results {
+            verdict: verdict_of(&runs, false),
+            run_id: "r".into(),
+            runs,
+            boots: Vec::new(),
+            xtask_peak_rss_kib: 0,
+        };
         assert_eq!(results.figure("patched", "w", "virtio.read-fixed-qd16").unwrap(), 2063.5);
         let missing = results.figure("patched", "w", "nvme.read-fixed-qd16").unwrap_err().to_string();
         assert!(missing.contains("no figure nvme.read-fixed-qd16") && missing.contains("virtio.read-fixed-qd16"));
@@ -613,8 +709,13 @@ mod tests {
             .collect();
         assert_eq!(runs[1].kernel, "patched");
         assert_eq!(runs[1].who(), "patched model point 3 image 1");
-        let results =
-            Results { verdict: verdict_of(&runs), run_id: "r".into(), runs, boots: Vec::new(), xtask_peak_rss_kib: 0 };
+        let results = Results {
+            verdict: verdict_of(&runs, false),
+            run_id: "r".into(),
+            runs,
+            boots: Vec::new(),
+            xtask_peak_rss_kib: 0,
+        };
         assert!(summary(&results).contains("patched model point 3 image 1  w"), "{}", summary(&results));
         assert!(junit(&results).contains("<testsuite name=\"patched model point 3 image 1/w\""));
         let back: Results = serde_json::from_slice(&serde_json::to_vec(&results).unwrap()).unwrap();
@@ -623,7 +724,62 @@ mod tests {
         assert!(results.figure("patched", "w", "x").unwrap_err().to_string().contains("did not run"));
         let host = WorkloadRun::new("", "missing cells", Vec::new()).labelled("matrix");
         assert_eq!(host.who(), "matrix");
-        assert_eq!(verdict_of(&[]), Verdict::Fail, "a task that judged nothing fails");
+        assert_eq!(verdict_of(&[], false), Verdict::Fail, "a task that judged nothing fails");
+    }
+
+    #[test]
+    fn a_rerun_makes_a_passing_failure_flaky_and_keeps_every_reason() {
+        let case = |name: &str, v: Verdict, detail: &str| CaseResult::new(name, v, detail.into());
+        let run = |w: &str, cases: Vec<CaseResult>| WorkloadRun::new("patched", w, cases);
+        let first = vec![
+            run("setup", vec![case("pmem0", Verdict::Pass, "")]),
+            run("w", vec![case("a", Verdict::Pass, ""), case("b", Verdict::Fail, "b broke\nmore")]),
+            run("x", vec![case("c", Verdict::Fail, "c broke")]),
+            run("boot", vec![case("hang", Verdict::Fail, "hang: no output for 120 s")]),
+        ];
+        // Attempt 1: w's b passes, x's c fails again, the hang is gone, setup reruns.
+        let second = vec![
+            run("setup", vec![case("pmem0", Verdict::Pass, "")]),
+            run("w", vec![case("a", Verdict::Pass, ""), case("b", Verdict::Pass, "")]),
+            run("x", vec![case("c", Verdict::Fail, "c broke again")]),
+        ];
+        let folded = fold_rerun(first, second, 1);
+        assert_eq!(
+            verdicts(&folded),
+            [("setup", Verdict::Pass), ("w", Verdict::Flaky), ("x", Verdict::Fail), ("boot", Verdict::Flaky)]
+        );
+        assert_eq!(folded[1].cases[1].attempts, ["attempt 0: b broke"]);
+        assert_eq!(folded[2].cases[0].attempts, ["attempt 0: c broke"]);
+        assert!(folded[3].cases[0].detail.contains("did not happen again on attempt 1"));
+        assert_eq!(verdict_of(&folded, false), Verdict::Fail, "x still fails");
+        // Attempt 2: x passes; every earlier reason is kept, oldest first.
+        let third = vec![run("x", vec![case("c", Verdict::Pass, "")])];
+        let folded = fold_rerun(folded, third, 2);
+        assert_eq!(folded[2].verdict, Verdict::Flaky);
+        assert_eq!(folded[2].cases[0].attempts, ["attempt 0: c broke", "attempt 1: c broke again"]);
+        assert_eq!(verdict_of(&folded, false), Verdict::Pass, "flaky passes by default");
+        assert_eq!(verdict_of(&folded, true), Verdict::Fail, "--flaky-fails");
+        let results = Results {
+            verdict: Verdict::Pass,
+            run_id: "r".into(),
+            runs: folded,
+            boots: Vec::new(),
+            xtask_peak_rss_kib: 0,
+        };
+        let x = junit(&results);
+        assert!(x.contains("<flakyFailure message=\"attempt 1: c broke again\"/>"), "{x}");
+        let k = ktap(&results);
+        assert!(k.contains("# flaky: passed on a rerun after 2 failed attempt(s)") && k.contains("ok 1 c"), "{k}");
+        assert!(summary(&results).contains("3 flaky (failed, then passed on a rerun)"), "{}", summary(&results));
+        // A failure that fails on every rerun keeps its reruns in JUnit.
+        let stuck = fold_rerun(
+            vec![run("x", vec![case("c", Verdict::Fail, "one")])],
+            vec![run("x", vec![case("c", Verdict::Fail, "two")])],
+            1,
+        );
+        let results = Results { runs: stuck, ..results };
+        assert!(junit(&results)
+            .contains("<failure message=\"two\">two</failure>\n      <rerunFailure message=\"attempt 0: one\"/>"));
     }
 
     #[test]
@@ -631,7 +787,7 @@ mod tests {
         let runs = judge("patched", &names(&["setup", "w"]), &outcome(GOOD, End::PoweredOff));
         assert_eq!(verdicts(&runs), [("setup", Verdict::Pass), ("w", Verdict::Pass)]);
         assert_eq!(runs[1].cases[1].verdict, Verdict::Skip);
-        assert_eq!(verdict_of(&runs), Verdict::Pass);
+        assert_eq!(verdict_of(&runs, false), Verdict::Pass);
     }
 
     #[test]
@@ -657,7 +813,7 @@ mod tests {
         let runs = judge("patched", &names(&["setup", "w", "x"]), &outcome(GOOD, End::PoweredOff));
         assert_eq!(runs[2].verdict, Verdict::Fail);
         assert!(runs[2].cases[0].detail.contains("never reported"));
-        assert_eq!(verdict_of(&runs), Verdict::Fail);
+        assert_eq!(verdict_of(&runs, false), Verdict::Fail);
     }
 
     #[test]
@@ -705,7 +861,13 @@ mod tests {
 
     fn sample_results() -> Results {
         let runs = judge("patched", &names(&["setup", "w", "gone"]), &outcome(GOOD, End::PoweredOff));
-        Results { verdict: verdict_of(&runs), run_id: "r1".into(), runs, boots: Vec::new(), xtask_peak_rss_kib: 0 }
+        Results {
+            verdict: verdict_of(&runs, false),
+            run_id: "r1".into(),
+            runs,
+            boots: Vec::new(),
+            xtask_peak_rss_kib: 0,
+        }
     }
 
     #[test]

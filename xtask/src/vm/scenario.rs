@@ -113,6 +113,7 @@ impl<'a> Scenario<'a> {
             mkfs: self.mkfs,
             fstests: Default::default(),
             run: format!("scenario {} boot {}", self.logs.display(), self.boots.get() + 1),
+            attempt: 0,
         };
         let n = self.boots.get() + 1;
         self.boots.set(n);
