@@ -990,6 +990,39 @@ fn rerun_failed_reports_flaky_cases_and_flaky_fails_fails_them() {
     assert!(junit.matches("<rerunFailure").count() == 2, "{junit}");
 }
 
+/// `matrix --rerun-failed`: a cell whose suite fails once is run again in
+/// a directory of its own and reported flaky (cells.json, results.json),
+/// and the shard passes; with `--flaky-fails` it fails.
+#[test]
+fn matrix_reruns_a_failed_cell_and_reports_it_flaky() {
+    use dax_seal_protocol::selftest_flaky_fails as fails;
+    let once = (1..10_000u64).find(|&s| fails(s, 0, 50) && !fails(s, 1, 50)).expect("a seed failing once");
+    let images = tempfile::tempdir().unwrap();
+    let file = images.path().join("flaky.toml");
+    // The seed fails attempt 0 and passes attempt 1: the cell's rerun
+    // passes only because the guest is told it is attempt 1.
+    std::fs::write(
+        &file,
+        format!(
+            "[suites.flaky]\nworkloads = [\"selftest-flaky\"]\nparams = {{ \"selftest-flaky.seed\" = {once} }}\n\n\
+             [[cells]]\nkernels = [\"patched\"]\nsuites = [\"flaky\"]\nweight = 5\n"
+        ),
+    )
+    .unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let out = xtask(&["matrix", &file, "--rerun-failed", "2"], images.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let latest = images.path().join("matrix/latest");
+    let cells = std::fs::read_to_string(latest.join("cells.json")).unwrap();
+    assert!(cells.contains("\"verdict\": \"flaky\""), "{cells}");
+    let json = Results::read(&latest).unwrap();
+    let run = json.runs.iter().find(|r| r.workload == "selftest-flaky").expect("the suite's run");
+    assert_eq!((run.verdict, run.cases[0].attempts.len()), (Verdict::Flaky, 1), "{stdout}");
+    let out = xtask(&["matrix", &file, "--rerun-failed", "2", "--flaky-fails"], images.path());
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
 /// `cargo xtask ARGS` started in the background on private images, its
 /// stderr in a file.
 fn xtask_spawn(args: &[&str], images: &std::path::Path, stderr: &std::path::Path) -> std::process::Child {

@@ -3,12 +3,15 @@
 //! passed through (the harness probes KVM and falls back to TCG), the
 //! kernel build cache and ccache cached under a key of the project's own
 //! kernel inputs, an fstests checkout for the fstests cells (cloned from
-//! kernel.org, named by DAX_SEAL_FSTESTS), artifacts per shard, and a merge
-//! job that runs whatever happened and fails when a cell is missing or
-//! failed.
+//! kernel.org, named by DAX_SEAL_FSTESTS), each failed cell run again up to
+//! twice (a failure that passes on a rerun is reported flaky and does not
+//! fail the night), artifacts per shard, and a merge job that runs whatever
+//! happened and fails when a cell is missing or failed.
 
 /// Where the workflow lives, from the project root.
 pub const WORKFLOW: &str = ".github/workflows/nightly.yml";
+/// How many times a shard runs a failed cell again (`--rerun-failed`).
+const RERUNS: u32 = 2;
 
 /// The workflow for `shards` shards of the matrix file `file` (a path
 /// relative to the project root).
@@ -61,7 +64,7 @@ jobs:
           git clone --depth 1 https://git.kernel.org/pub/scm/fs/xfs/xfstests-dev.git "$RUNNER_TEMP/fstests"
           echo "DAX_SEAL_FSTESTS=$RUNNER_TEMP/fstests" >> "$GITHUB_ENV"
       - name: Run shard ${{{{ matrix.shard }}}}
-        run: cargo xtask matrix {file} --shard ${{{{ matrix.shard }}}}/{shards}
+        run: cargo xtask matrix {file} --shard ${{{{ matrix.shard }}}}/{shards} --rerun-failed {RERUNS}
       - name: Keep the results
         if: always()
         uses: actions/upload-artifact@v4

@@ -60,6 +60,13 @@ pub struct MatrixArgs {
     /// Write .github/workflows/nightly.yml running N shards of FILE, and stop.
     #[arg(long, value_name = "N")]
     pub emit_github: Option<u32>,
+    /// Run a failed cell again, up to N times, each time in a directory of
+    /// its own; a failure that passes on a rerun is reported flaky (0 to 10).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub rerun_failed: u32,
+    /// Flaky cells fail the shard (by default they are reported and pass).
+    #[arg(long)]
+    pub flaky_fails: bool,
     /// The fstests checkout fstests cells build their root image from.
     #[arg(long, value_name = "DIR", env = crate::test::FSTESTS_ENV)]
     pub fstests_src: Option<PathBuf>,
@@ -153,17 +160,46 @@ fn vm_of(cell: &Cell) -> Machine {
     }
 }
 
-/// Runs one cell in `dir`; its verdicts carry the cell id (and step) as
-/// their label.
+/// Runs `cell` in `dir/<id>`, and while it fails, again (up to `reruns`
+/// times) in `dir/<id>-rerunK` on new images, folding each rerun into the
+/// attempts before it: a failure that passes on a rerun is flaky.
+fn run_cell_again(
+    prepared: &Prepared,
+    cell: &Cell,
+    dir: &Path,
+    fstests_root: Option<&Path>,
+    reruns: u32,
+) -> Result<(Vec<WorkloadRun>, Vec<BootRecord>)> {
+    let (mut runs, mut boots) = run_cell(prepared, cell, &dir.join(&cell.id), fstests_root, 0)?;
+    for attempt in 1..=reruns {
+        if results::verdict_of(&runs, false) != Verdict::Fail {
+            break;
+        }
+        eprintln!("[matrix] cell {}: failed; rerun {attempt} of {reruns}", cell.id);
+        let rerun_dir = dir.join(format!("{}-rerun{attempt}", cell.id));
+        let (again, more) = run_cell(prepared, cell, &rerun_dir, fstests_root, attempt)?;
+        runs = results::fold_rerun(runs, again, attempt);
+        boots.extend(more.into_iter().map(|b| {
+            let label = format!("{} rerun {attempt}", b.label);
+            b.labelled(&label)
+        }));
+    }
+    Ok((runs, boots))
+}
+
+/// Runs one cell in `dir` as attempt `attempt` (0, or a rerun's number);
+/// its verdicts carry the cell id (and step) as their label.
 /// `fstests_root` is the root image fstests cells boot with.
 fn run_cell(
     prepared: &Prepared,
     cell: &Cell,
     dir: &Path,
     fstests_root: Option<&Path>,
+    attempt: u32,
 ) -> Result<(Vec<WorkloadRun>, Vec<BootRecord>)> {
     let mut scenario = Scenario::new(prepared, dir, "cell");
     scenario.vm = vm_of(cell);
+    scenario.attempt = attempt;
     scenario.dax = cell.dax.clone();
     scenario.mkfs = cell.mkfs;
     let label = |n: usize| format!("{} step {n}", cell.id);
@@ -208,6 +244,7 @@ fn run_cell(
             let done = crash::run_points(prepared, *kernel, (*seed, &all), *records, (dir, "cell"), |s| {
                 s.vm = scenario.vm.clone();
                 s.mkfs = cell.mkfs;
+                s.attempt = attempt;
             })?;
             let mut points = Vec::new();
             for p in done {
@@ -299,13 +336,17 @@ pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
     let done = crate::jobs::in_parallel(jobs, selected.clone(), |c| {
         eprintln!("[matrix] cell {} ({} s by weight)", c.id, weight(c));
         let start = Instant::now();
-        let ran =
-            run_cell(&prepared, c, &dir.join(&c.id), fstests_root.as_deref()).with_context(|| format!("cell {}", c.id));
+        let ran = run_cell_again(&prepared, c, &dir, fstests_root.as_deref(), args.rerun_failed)
+            .with_context(|| format!("cell {}", c.id));
         (c, ran, start.elapsed().as_millis() as u64)
     });
     for (c, ran, elapsed_ms) in done {
         let (mut r, b) = ran?;
-        let verdict = results::verdict_of(&r, false);
+        // A cell that passed only on a rerun says so in cells.json.
+        let verdict = match results::verdict_of(&r, args.flaky_fails) {
+            Verdict::Pass if r.iter().any(|r| r.verdict == Verdict::Flaky) => Verdict::Flaky,
+            v => v,
+        };
         if r.is_empty() {
             let nothing = CaseResult::new("(cell)", Verdict::Fail, "the cell judged nothing".into());
             r.push(WorkloadRun::new("", "(cell)", vec![nothing]).labelled(&c.id));
@@ -315,7 +356,7 @@ pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
         runs.extend(r);
         boots.extend(b);
     }
-    let verdict = results::verdict_of(&runs, false);
+    let verdict = results::verdict_of(&runs, args.flaky_fails);
     let results = Results { verdict, run_id, runs, boots, xtask_peak_rss_kib: results::peak_rss_kib() };
     let written = results::write_all(&dir, &results)
         .and_then(|_| paths::write_atomic(&dir.join("cells.json"), &serde_json::to_vec_pretty(&cell_results)?));

@@ -360,7 +360,8 @@ fn verdict_word(v: Verdict) -> &'static str {
 }
 
 /// Folds a rerun of the failed workloads (`attempt` 1, 2, ...) into the
-/// runs of the attempts before it, case by case (by workload and name): a
+/// runs of the attempts before it, case by case (by kernel, label,
+/// workload and case name): a
 /// case that failed before and passes now is flaky, one that fails again
 /// stays failed, and each carries the reasons of its earlier failed
 /// attempts. A failed run the rerun did not report again (a `boot` entry
@@ -374,7 +375,8 @@ pub fn fold_rerun(earlier: Vec<WorkloadRun>, mut rerun: Vec<WorkloadRun>, attemp
     };
     let mut out = Vec::new();
     for e in earlier {
-        let again = rerun.iter().position(|r| r.workload == e.workload).map(|i| rerun.remove(i));
+        let same = |r: &WorkloadRun| (&r.kernel, &r.label, &r.workload) == (&e.kernel, &e.label, &e.workload);
+        let again = rerun.iter().position(same).map(|i| rerun.remove(i));
         if e.verdict != Verdict::Fail {
             out.push(e);
             continue;

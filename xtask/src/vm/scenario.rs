@@ -30,6 +30,9 @@ pub struct Scenario<'a> {
     pub dax: Vec<DaxMode>,
     /// XFS features of filesystems the first boot makes.
     pub mkfs: Mkfs,
+    /// Which attempt at its workloads every boot is (a rerun of a failed
+    /// matrix cell counts from 1), as the guest is told.
+    pub attempt: u32,
     dir: PathBuf,
     logs: PathBuf,
     images: String,
@@ -56,6 +59,7 @@ impl<'a> Scenario<'a> {
             params: BTreeMap::new(),
             dax: Vec::new(),
             mkfs: Mkfs::default(),
+            attempt: 0,
             dir: dir.to_path_buf(),
             logs: dir.to_path_buf(),
             images: images.to_string(),
@@ -113,7 +117,7 @@ impl<'a> Scenario<'a> {
             mkfs: self.mkfs,
             fstests: Default::default(),
             run: format!("scenario {} boot {}", self.logs.display(), self.boots.get() + 1),
-            attempt: 0,
+            attempt: self.attempt,
         };
         let n = self.boots.get() + 1;
         self.boots.set(n);
