@@ -1023,6 +1023,29 @@ fn matrix_reruns_a_failed_cell_and_reports_it_flaky() {
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
+/// Kernel trees as data: the 7.3 tree's baseline (its source downloaded
+/// from trixie-backports on first use, through a private apt state) boots
+/// dax-smoke under its own name, on its own image set, and its patched
+/// kernel is refused until the series is ported.
+#[test]
+fn a_second_kernel_tree_boots_under_its_own_name() {
+    let images = tempfile::tempdir().unwrap();
+    let out = xtask(&["run", "--tree", "7.3", "--kernel", "baseline", "--workload", "dax-smoke"], images.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let json = results_of(images.path());
+    assert!(json.runs.iter().all(|r| r.kernel == "baseline-7.3"), "{json:#?}");
+    let smoke = json.runs.iter().find(|r| r.workload == "dax-smoke").expect("dax-smoke ran");
+    assert_eq!((smoke.verdict, smoke.cases.len()), (Verdict::Pass, SMOKE_CASES.len()), "{stdout}");
+    assert!(images.path().join("nvdimm-baseline-7.3-0.img").is_file());
+    assert!(!images.path().join("nvdimm-baseline-0.img").exists(), "the default tree's images are not used");
+    assert!(images.path().join("runs/latest/console-baseline-7.3.log").is_file());
+    let out = xtask(&["run", "--tree", "7.3", "--kernel", "patched", "--workload", "dax-smoke"], images.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("the 7.3 tree has no series yet"), "{stderr}");
+}
+
 /// `cargo xtask ARGS` started in the background on private images, its
 /// stderr in a file.
 fn xtask_spawn(args: &[&str], images: &std::path::Path, stderr: &std::path::Path) -> std::process::Child {

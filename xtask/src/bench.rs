@@ -22,6 +22,7 @@ use dax_seal_protocol::{figure, flush};
 
 use crate::build::initramfs;
 use crate::build::kernel::{self, Variant};
+use crate::build::trees;
 use crate::cli::BenchArgs;
 use crate::paths;
 use crate::report::html::{self, Chart};
@@ -386,7 +387,7 @@ fn cold_build() -> Result<f64> {
         .tempdir_in(paths::cache_dir()?.parent().unwrap_or(Path::new("/tmp")))?;
     std::env::set_var("DAX_SEAL_CACHE", cache.path());
     let start = Instant::now();
-    let source = kernel::resolve_source(None)?;
+    let source = kernel::resolve_source(&kernel::SourceChoice { tree: trees::find(None)?, dir: None, rebuild: false })?;
     kernel::ensure(Variant::Baseline, &source, false)?;
     let secs = start.elapsed().as_secs_f64();
     std::env::remove_var("DAX_SEAL_CACHE");

@@ -36,7 +36,12 @@ impl KernelChoice {
 
 #[derive(Debug, Clone, Args)]
 pub struct SourceArgs {
-    /// Kernel tree to build instead of /usr/src/linux-source-6.12.tar.xz.
+    /// Kernel tree of kernel-config/trees.toml to build (default: its
+    /// first, 6.12).
+    #[arg(long, value_name = "NAME")]
+    pub tree: Option<String>,
+    /// A directory holding the tree's source to build instead of its
+    /// Debian package.
     #[arg(long, value_name = "DIR")]
     pub kernel_src: Option<PathBuf>,
     /// Rebuild the kernels even when the cache has them.
@@ -45,9 +50,25 @@ pub struct SourceArgs {
 }
 
 impl SourceArgs {
-    /// What the build stage is asked for.
-    pub fn choice(&self) -> SourceChoice {
-        SourceChoice { tree: self.kernel_src.clone(), rebuild: self.rebuild }
+    /// What the build stage is asked for; an unknown tree lists the known
+    /// ones.
+    pub fn choice(&self) -> anyhow::Result<SourceChoice> {
+        let tree = crate::build::trees::find(self.tree.as_deref())?;
+        Ok(SourceChoice { tree, dir: self.kernel_src.clone(), rebuild: self.rebuild })
+    }
+
+    /// The same, for a task that runs on the default tree only so far: any
+    /// other --tree is refused, naming the tasks that take it.
+    pub fn default_tree_choice(&self, task: &str) -> anyhow::Result<SourceChoice> {
+        let choice = self.choice()?;
+        if !choice.tree.is_default()? {
+            anyhow::bail!(
+                "cargo xtask {task} runs on the default kernel tree only so far; --tree {} is taken by run, \
+                 shell, kernel and series",
+                choice.tree.name
+            );
+        }
+        Ok(choice)
     }
 }
 
@@ -173,7 +194,12 @@ pub struct ShellArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct SeriesArgs {
-    /// Kernel tree to build instead of /usr/src/linux-source-6.12.tar.xz.
+    /// Kernel tree of kernel-config/trees.toml whose series to check
+    /// (default: its first, 6.12).
+    #[arg(long, value_name = "NAME")]
+    pub tree: Option<String>,
+    /// A directory holding the tree's source to build instead of its
+    /// Debian package.
     #[arg(long, value_name = "DIR")]
     pub kernel_src: Option<PathBuf>,
 }

@@ -367,7 +367,7 @@ pub fn cmd(args: &FstestsArgs) -> Result<ExitCode> {
     let root = rootfs::ensure(&args.src, args.rebuild_root)?;
     let variants = args.kernel.variants();
     let vm = machine(args.accel, Duration::from_secs(args.timeout));
-    let prepared = request::prepare(&variants, &args.source.choice(), vm.accel)?;
+    let prepared = request::prepare(&variants, &args.source.default_tree_choice("fstests")?, vm.accel)?;
     eprintln!("[fstests] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
     for (section, plan) in &plans {
         eprintln!(

@@ -52,7 +52,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::Deps => deps::ensure(deps::Need::all()).map(|()| ExitCode::SUCCESS),
-        Task::Kernel(args) => kernel::cmd(&args.kernel.variants(), &args.source.choice()).map(|()| ExitCode::SUCCESS),
+        Task::Kernel(args) => {
+            args.source.choice().and_then(|c| kernel::cmd(&args.kernel.variants(), &c)).map(|()| ExitCode::SUCCESS)
+        }
         Task::Initramfs => initramfs::cmd().map(|()| ExitCode::SUCCESS),
         Task::Run(args) => run::cmd(&args),
         Task::Shell(args) => run::shell(&args),

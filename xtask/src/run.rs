@@ -67,7 +67,7 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
     check_guest_args(guest)?;
     let variants = args.kernel.variants();
     let machine = guest.vm.machine();
-    let prepared = prepare(&variants, &guest.source.choice(), machine.accel)?;
+    let prepared = prepare(&variants, &guest.source.choice()?, machine.accel)?;
     eprintln!("[run] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
     let (run_id, run_dir) = new_run_dir()?;
     let images_dir = paths::images_dir();
@@ -76,7 +76,7 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
     let booted = crate::jobs::in_parallel(jobs, variants.clone(), |variant| -> Result<_> {
         let boot = |attempt: u32, workloads: &[String], exec: &[String]| -> Result<_> {
             let config = RunConfig {
-                kernel: variant.name().to_string(),
+                kernel: prepared.name(variant).to_string(),
                 workloads: workloads.to_vec(),
                 exec: exec.to_vec(),
                 fresh: guest.fresh,
@@ -90,7 +90,7 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
             };
             // A rerun boots on fresh images of its own in the run's
             // directory: the user's images keep what the first boot left.
-            let rerun_set = format!("{variant}-rerun{attempt}");
+            let rerun_set = format!("{}-rerun{attempt}", prepared.name(variant));
             let tag = if attempt == 0 { String::new() } else { format!("-rerun{attempt}") };
             let request = BootRequest {
                 prepared: &prepared,
@@ -106,11 +106,12 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
                 kill_at: None,
                 root_disk: None,
             };
-            eprintln!("[run] booting {variant}{tag}: workloads {}", workloads.join(", "));
+            let name = prepared.name(variant);
+            eprintln!("[run] booting {name}{tag}: workloads {}", workloads.join(", "));
             let outcome = request.boot()?;
-            eprintln!("[run] {variant}{tag}: {} after {:.1} s", outcome.end.describe(), outcome.elapsed.as_secs_f64());
+            eprintln!("[run] {name}{tag}: {} after {:.1} s", outcome.end.describe(), outcome.elapsed.as_secs_f64());
             if !outcome.end.is_clean() {
-                eprintln!("[run] {variant}{tag}: QEMU command line: {}", outcome.command_line);
+                eprintln!("[run] {name}{tag}: QEMU command line: {}", outcome.command_line);
             }
             if attempt > 0 {
                 // Fresh images for one rerun: not kept after it.
@@ -120,7 +121,7 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
                     let _ = std::fs::remove_file(file);
                 }
             }
-            Ok(results::judged(variant.name(), &prepared, &config, &outcome))
+            Ok(results::judged(prepared.name(variant), &prepared, &config, &outcome))
         };
         let (mut runs, first) = boot(0, &workloads, &args.exec)?;
         let mut boots = vec![first];
@@ -151,7 +152,7 @@ pub fn shell(args: &ShellArgs) -> Result<ExitCode> {
     let guest = &args.guest;
     check_guest_args(guest)?;
     let machine = guest.vm.machine();
-    let prepared = prepare(&[args.kernel], &guest.source.choice(), machine.accel)?;
+    let prepared = prepare(&[args.kernel], &guest.source.choice()?, machine.accel)?;
     eprintln!("[shell] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
     let out_dir = paths::images_dir().join("shell");
     let images_dir = paths::images_dir();
@@ -159,7 +160,7 @@ pub fn shell(args: &ShellArgs) -> Result<ExitCode> {
         prepared: &prepared,
         variant: args.kernel,
         config: RunConfig {
-            kernel: args.kernel.name().into(),
+            kernel: prepared.name(args.kernel).into(),
             fresh: guest.fresh,
             shell: true,
             dax: guest.dax.0.clone(),

@@ -15,6 +15,7 @@ use xshell::Shell;
 
 use crate::build::deps;
 use crate::build::kernel::{self, Variant, WorkTree};
+use crate::build::trees;
 use crate::cli::SeriesArgs;
 use crate::paths;
 
@@ -45,19 +46,21 @@ pub fn table(steps: &[Step]) -> String {
 
 pub fn cmd(args: &SeriesArgs) -> Result<ExitCode> {
     deps::ensure(deps::Need::for_source(args.kernel_src.is_some()))?;
-    let src_tree = kernel::resolve_source(args.kernel_src.as_deref())?;
+    let tree = trees::find(args.tree.as_deref())?;
+    let choice = kernel::SourceChoice { tree: tree.clone(), dir: args.kernel_src.clone(), rebuild: false };
+    let src_tree = kernel::resolve_source(&choice)?;
     let root = paths::project_root();
-    let series = kernel::read_series(&root.join("patches"))?;
+    let series = kernel::read_series(&root.join(&tree.series))?;
     if series.is_empty() {
-        bail!("patches/series lists no patch: there is nothing to check");
+        bail!("{}/series lists no patch: there is nothing to check", tree.series);
     }
-    let fragments = Variant::Patched.fragments(&root.join("kernel-config"))?;
+    let fragments = Variant::Patched.fragments(&root.join("kernel-config"), &tree)?;
     let mut requested = Vec::new();
     for (name, text) in &fragments {
         requested.extend(kernel::parse_fragment(name, text)?);
     }
     let cache = paths::cache_dir()?;
-    let work = WorkTree::lock("series", "the series work tree")?;
+    let work = WorkTree::lock(&format!("series-{}", tree.name), &format!("the {} series work tree", tree.name))?;
     work.relink(&src_tree.tree)?;
     // The previous check left build/ compiled from the whole series: every
     // file a patch touches gets a fresh mtime, so step 0 compiles it pristine.
@@ -66,7 +69,7 @@ pub fn cmd(args: &SeriesArgs) -> Result<ExitCode> {
     let (src, build) = (&work.src, &work.build);
     let sh = Shell::new()?;
     kernel::configure("series", src, build, &fragments, &requested)?;
-    let patches = root.join("patches");
+    let patches = root.join(&tree.series);
     let mut steps = Vec::new();
     for k in 0..=series.len() {
         let name = if k == 0 { "(pristine)".to_string() } else { series[k - 1].0.clone() };

@@ -38,7 +38,7 @@ pub fn cmd(args: &TestArgs) -> Result<ExitCode> {
     eprintln!("[test] building what the VM tests boot");
     let prepared = crate::vm::request::prepare(
         &[Variant::Patched, Variant::Baseline, Variant::Debug],
-        &args.source.choice(),
+        &args.source.default_tree_choice("test")?,
         Machine::default().accel,
     )?;
     eprintln!("[test] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);

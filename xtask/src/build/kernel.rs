@@ -29,9 +29,9 @@ use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
 use crate::build::deps;
+use crate::build::trees::{self, Tree};
 use crate::paths;
 
-pub const DEFAULT_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
 /// Bump when the build procedure changes in a way the inputs do not show.
 const RECIPE: &str = "dax-seal kernel recipe 1: allnoconfig + fragments, bzImage";
 
@@ -61,13 +61,15 @@ impl Variant {
         self != Variant::Baseline
     }
 
-    /// Its config fragments: kernel-config/*.config, then (debug only)
+    /// Its config fragments on `tree`: kernel-config/*.config, then the
+    /// tree's own directory of fragments if it has one, then (debug only)
     /// kernel-config/debug/*.config, each named relative to kernel-config/.
-    pub fn fragments(self, dir: &Path) -> Result<Vec<(String, String)>> {
+    pub fn fragments(self, dir: &Path, tree: &Tree) -> Result<Vec<(String, String)>> {
         let mut fragments = read_fragments(dir)?;
-        if self == Variant::Debug {
-            let extra = read_fragments(&dir.join("debug"))?;
-            fragments.extend(extra.into_iter().map(|(name, text)| (format!("debug/{name}"), text)));
+        let extra = tree.fragments.iter().map(String::as_str).chain((self == Variant::Debug).then_some("debug"));
+        for sub in extra {
+            let more = read_fragments(&dir.join(sub))?;
+            fragments.extend(more.into_iter().map(|(name, text)| (format!("{sub}/{name}"), text)));
         }
         Ok(fragments)
     }
@@ -82,6 +84,8 @@ impl std::fmt::Display for Variant {
 /// A kernel source ready to be copied into a work tree.
 #[derive(Debug, Clone)]
 pub struct Source {
+    /// The kernel tree of the project's table this source is.
+    pub of: Tree,
     /// The unmodified tree.
     pub tree: PathBuf,
     /// Identity of its contents (tarball hash, or a digest of the tree's
@@ -93,7 +97,12 @@ pub struct Source {
 /// A built kernel.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Built {
+    /// The kernel tree's name (`kernel-config/trees.toml`).
+    pub tree: String,
     pub variant: Variant,
+    /// What names it everywhere (work tree, image set, logs, result rows):
+    /// [`kernel_name`].
+    pub name: String,
     pub key: String,
     pub bzimage: PathBuf,
     pub config: PathBuf,
@@ -101,40 +110,48 @@ pub struct Built {
     pub built_now: bool,
 }
 
-/// Which kernel source to build (a tree the user gave, else the packaged
-/// tarball) and whether to rebuild what the cache already has.
-#[derive(Debug, Clone, Default)]
+/// Which kernel tree to build, from which source (a directory the user
+/// gave, else the tree's Debian package), and whether to rebuild what the
+/// cache already has.
+#[derive(Debug, Clone)]
 pub struct SourceChoice {
-    pub tree: Option<PathBuf>,
+    pub tree: Tree,
+    pub dir: Option<PathBuf>,
     pub rebuild: bool,
 }
 
 /// `cargo xtask kernel`: builds `variants` and says where each one is.
 pub fn cmd(variants: &[Variant], choice: &SourceChoice) -> Result<()> {
-    deps::ensure(deps::Need::for_source(choice.tree.is_some()))?;
-    let source = resolve_source(choice.tree.as_deref())?;
+    deps::ensure(deps::Need::for_source(choice.dir.is_some()))?;
+    let source = resolve_source(choice)?;
     for &variant in variants {
         let built = ensure(variant, &source, choice.rebuild)?;
-        println!("{variant}: {} (key {})", built.bzimage.display(), built.key);
+        println!("{} {variant}: {} (key {})", built.tree, built.bzimage.display(), built.key);
     }
     Ok(())
 }
 
-/// The default tarball, or a tree the user named.
-pub fn resolve_source(tree: Option<&Path>) -> Result<Source> {
-    match tree {
+/// The chosen tree's source: the directory the user named, else the tree's
+/// package tarball (the host's, or downloaded into the cache).
+pub fn resolve_source(choice: &SourceChoice) -> Result<Source> {
+    let of = choice.tree.clone();
+    match &choice.dir {
         Some(dir) => {
-            validate_tree(dir)?;
+            validate_tree(dir, &of)?;
             let tree = dir.canonicalize().with_context(|| format!("cannot resolve {}", dir.display()))?;
             let id = tree_identity(&tree)?;
-            Ok(Source { description: format!("tree {}", tree.display()), tree, id })
+            Ok(Source { description: format!("tree {}", tree.display()), of, tree, id })
         }
-        None => extract_tarball(Path::new(DEFAULT_TARBALL)),
+        None => {
+            let tarball = of.tarball()?;
+            extract_tarball(&tarball, of)
+        }
     }
 }
 
-/// Checks that `dir` looks like a clean Linux 6.x tree.
-pub fn validate_tree(dir: &Path) -> Result<()> {
+/// Checks that `dir` looks like a clean x86 Linux tree of `of`'s major
+/// version (another minor release is accepted, with a note).
+pub fn validate_tree(dir: &Path, of: &Tree) -> Result<()> {
     let makefile = dir.join("Makefile");
     let text = fs::read_to_string(&makefile).unwrap_or_default();
     let field = |name: &str| {
@@ -144,19 +161,32 @@ pub fn validate_tree(dir: &Path) -> Result<()> {
     let (Some(version), Some(patchlevel)) = (field("VERSION"), field("PATCHLEVEL")) else {
         bail!(
             "{} is not a kernel source tree: {} has no VERSION and PATCHLEVEL lines.\n\
-             Pass the top directory of a Linux 6.12 tree to --kernel-src, or leave it out to use {DEFAULT_TARBALL}.",
+             Pass the top directory of a Linux {} tree to --kernel-src, or leave it out to use {}'s package.",
             dir.display(),
-            makefile.display()
+            makefile.display(),
+            of.name,
+            of.name
         );
     };
     if !dir.join("arch/x86/Kconfig").is_file() {
         bail!("{} is a kernel tree without arch/x86: an x86_64 tree is needed", dir.display());
     }
-    if version != "6" {
-        bail!("{} is Linux {version}.{patchlevel}; the project targets 6.12 (any 6.x tree is accepted)", dir.display());
+    let (major, minor) = trees::version(&of.name).unwrap_or_default();
+    if version != major.to_string() {
+        bail!(
+            "{} is Linux {version}.{patchlevel}, not a tree for {} (any {major}.x tree is accepted); choose the \
+             tree with --tree",
+            dir.display(),
+            of.name
+        );
     }
-    if patchlevel != "12" {
-        eprintln!("[kernel] note: {} is Linux 6.{patchlevel}; the series is written for 6.12", dir.display());
+    if patchlevel != minor.to_string() {
+        eprintln!(
+            "[kernel] note: {} is Linux {version}.{patchlevel}; the {} series is written for {}",
+            dir.display(),
+            of.name,
+            of.name
+        );
     }
     for leftover in [".config", "include/config"] {
         if dir.join(leftover).exists() {
@@ -201,10 +231,10 @@ pub fn tree_identity(tree: &Path) -> Result<String> {
 
 /// Extracts the tarball once into the cache; its identity is the SHA-256 of
 /// its bytes, remembered per (path, size, mtime) so it is hashed only once.
-fn extract_tarball(tarball: &Path) -> Result<Source> {
+fn extract_tarball(tarball: &Path, of: Tree) -> Result<Source> {
     use std::os::unix::fs::MetadataExt;
     let meta = fs::metadata(tarball).with_context(|| {
-        format!("kernel source {} is missing: install linux-source-6.12 or pass --kernel-src DIR", tarball.display())
+        format!("kernel source {} is missing: install {} or pass --kernel-src DIR", tarball.display(), of.package)
     })?;
     let cache = paths::cache_dir()?;
     let stamp = format!("{}|{}|{}.{}", tarball.display(), meta.len(), meta.mtime(), meta.mtime_nsec());
@@ -238,8 +268,8 @@ fn extract_tarball(tarball: &Path) -> Result<Source> {
         .map(|e| e.path())
         .find(|p| p.join("Makefile").is_file())
         .with_context(|| format!("{} holds no kernel tree; delete it and retry", dest.display()))?;
-    validate_tree(&top)?;
-    Ok(Source { description: format!("{} ({id})", tarball.display()), tree: top, id })
+    validate_tree(&top, &of)?;
+    Ok(Source { description: format!("{} ({id})", tarball.display()), of, tree: top, id })
 }
 
 /// patches/series: patch file names in order (comments and blanks skipped).
@@ -369,11 +399,30 @@ struct WorkState {
     touched: BTreeSet<String>,
 }
 
+/// The name of `tree`'s `variant` kernel: the variant's own (`patched`) on
+/// the default tree, so that its images, logs and result rows keep their
+/// names; `patched-7.3` on another, so that no two trees share a work
+/// tree, an image set or a row.
+pub fn kernel_name(tree: &Tree, variant: Variant) -> Result<String> {
+    Ok(if tree.is_default()? { variant.name().to_string() } else { format!("{variant}-{}", tree.name) })
+}
+
 /// Returns the kernel for `variant`, building it if its key is not cached.
 pub fn ensure(variant: Variant, source: &Source, rebuild: bool) -> Result<Built> {
     let root = paths::project_root();
-    let series = if variant.has_series() { read_series(&root.join("patches"))? } else { Vec::new() };
-    let fragments = variant.fragments(&root.join("kernel-config"))?;
+    let tree = &source.of;
+    let series = match variant.has_series() {
+        true if !root.join(&tree.series).join("series").is_file() => bail!(
+            "the {} tree has no series yet ({}/series is missing): its baseline builds, its {variant} kernel needs \
+             the series ported to {}",
+            tree.name,
+            tree.series,
+            tree.name
+        ),
+        true => read_series(&root.join(&tree.series))?,
+        false => Vec::new(),
+    };
+    let fragments = variant.fragments(&root.join("kernel-config"), tree)?;
     let mut requested = Vec::new();
     for (name, text) in &fragments {
         requested.extend(parse_fragment(name, text)?);
@@ -381,24 +430,27 @@ pub fn ensure(variant: Variant, source: &Source, rebuild: bool) -> Result<Built>
     let key = build_key(&source.id, &series, &fragments, &compiler_identity()?);
     let cache = paths::cache_dir()?;
     let out = cache.join("kernels").join(&key);
+    let name = kernel_name(tree, variant)?;
     let built = |built_now| Built {
+        tree: tree.name.clone(),
         variant,
+        name: name.clone(),
         key: key.clone(),
         bzimage: out.join("bzImage"),
         config: out.join("config"),
         built_now,
     };
-    let work = WorkTree::lock(variant.name(), &format!("the {variant} kernel's work tree"))?;
+    let work = WorkTree::lock(&name, &format!("the {} {variant} kernel's work tree", tree.name))?;
     if !rebuild && out.join("bzImage").is_file() {
         return Ok(built(false));
     }
-    eprintln!("[kernel {variant}] building key {key} from {}", source.description);
-    prepare_work_tree(variant, source, &series, &work, rebuild)?;
+    eprintln!("[kernel {name}] building key {key} from {}", source.description);
+    prepare_work_tree(&name, source, &series, &work, rebuild)?;
     let (src, build) = (&work.src, &work.build);
     paths::ensure_dir(build)?;
-    configure(variant.name(), src, build, &fragments, &requested)?;
+    configure(&name, src, build, &fragments, &requested)?;
     let log = build.join("build.log");
-    make(variant.name(), src, build, &cache, &log)?;
+    make(&name, src, build, &cache, &log)?;
 
     let tmp = cache.join("kernels").join(format!("{key}.partial-{}", std::process::id()));
     paths::ensure_dir(&tmp)?;
@@ -461,7 +513,7 @@ impl WorkTree {
 /// Makes the work tree's `src` the source plus the series. Reused when
 /// neither changed.
 fn prepare_work_tree(
-    variant: Variant,
+    name: &str,
     source: &Source,
     series: &[(String, Vec<u8>)],
     work: &WorkTree,
@@ -488,7 +540,7 @@ fn prepare_work_tree(
     work.relink(&source.tree)?;
     let sh = Shell::new()?;
     let mut touched = BTreeSet::new();
-    let patches = paths::project_root().join("patches");
+    let patches = paths::project_root().join(&source.of.series);
     for (name, bytes) in series {
         apply_patch(&sh, src, &patches.join(name))?;
         touched.extend(files_touched(bytes));
@@ -498,7 +550,7 @@ fn prepare_work_tree(
     let state = WorkState { source_id: source.id.clone(), series_key, touched };
     paths::write_atomic(&state_path, &serde_json::to_vec_pretty(&state)?)?;
     if !series.is_empty() {
-        eprintln!("[kernel {variant}] applied {} patches", series.len());
+        eprintln!("[kernel {name}] applied {} patches", series.len());
     }
     Ok(())
 }
@@ -788,18 +840,22 @@ mod tests {
 
     #[test]
     fn tree_validation() {
+        let trees = trees::load().unwrap();
+        let (t612, t73) = (&trees[0], trees.iter().find(|t| t.name == "7.3").unwrap());
         let dir = tempfile::tempdir().unwrap();
-        let err = validate_tree(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("is not a kernel source tree"), "{err}");
+        let err = validate_tree(dir.path(), t612).unwrap_err().to_string();
+        assert!(err.contains("is not a kernel source tree") && err.contains("Linux 6.12 tree"), "{err}");
         fs::write(dir.path().join("Makefile"), "VERSION = 6\nPATCHLEVEL = 12\n").unwrap();
-        assert!(validate_tree(dir.path()).unwrap_err().to_string().contains("arch/x86"));
+        assert!(validate_tree(dir.path(), t612).unwrap_err().to_string().contains("arch/x86"));
         fs::create_dir_all(dir.path().join("arch/x86")).unwrap();
         fs::write(dir.path().join("arch/x86/Kconfig"), "").unwrap();
-        validate_tree(dir.path()).unwrap();
+        validate_tree(dir.path(), t612).unwrap();
+        let other = validate_tree(dir.path(), t73).unwrap_err().to_string();
+        assert!(other.contains("not a tree for 7.3") && other.contains("--tree"), "{other}");
         fs::write(dir.path().join(".config"), "").unwrap();
-        assert!(validate_tree(dir.path()).unwrap_err().to_string().contains("mrproper"));
+        assert!(validate_tree(dir.path(), t612).unwrap_err().to_string().contains("mrproper"));
         fs::write(dir.path().join("Makefile"), "VERSION = 5\nPATCHLEVEL = 15\n").unwrap();
         fs::remove_file(dir.path().join(".config")).unwrap();
-        assert!(validate_tree(dir.path()).unwrap_err().to_string().contains("Linux 5.15"));
+        assert!(validate_tree(dir.path(), t612).unwrap_err().to_string().contains("Linux 5.15"));
     }
 }

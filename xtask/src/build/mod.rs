@@ -1,4 +1,5 @@
 //! Build stage: what the VMs boot. Host packages (`deps`), the kernel
+//! trees (`trees`, their table and Debian package sources), the kernel
 //! variants (`kernel`), the guest initramfs (`initramfs`) and its archive
 //! format (`cpio`), and fstests' Debian root image (`rootfs`). Nothing here
 //! boots anything.
@@ -8,3 +9,4 @@ pub mod deps;
 pub mod initramfs;
 pub mod kernel;
 pub mod rootfs;
+pub mod trees;

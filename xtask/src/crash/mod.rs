@@ -407,7 +407,7 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
     let seed = args.seed.unwrap_or_else(clock_seed);
     let variants = args.kernel.variants();
     let vm = Machine::default();
-    let prepared: Prepared = request::prepare(&variants, &args.source.choice(), vm.accel)?;
+    let prepared: Prepared = request::prepare(&variants, &args.source.default_tree_choice("crash")?, vm.accel)?;
     eprintln!("[crash] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
     let (run_id, dir) = paths::new_output_dir("crash")?;
     let selected: Vec<u32> = match args.point {

@@ -398,7 +398,8 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
     };
     let variants = args.kernel.variants();
     // TCG plugins do not run under KVM.
-    let prepared: Prepared = request::prepare(&variants, &args.source.choice(), AccelChoice::Tcg)?;
+    let prepared: Prepared =
+        request::prepare(&variants, &args.source.default_tree_choice("crash --model")?, AccelChoice::Tcg)?;
     let (run_id, dir) = paths::new_output_dir("crash")?;
     eprintln!("[crash --model] seed {seed:#x}, writer bug {:?}; repeat with --seed {seed:#x}", args.bug);
     let (mut runs, mut boots, mut reports) = (Vec::new(), Vec::new(), Vec::new());

@@ -327,7 +327,7 @@ pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    let prepared = request::prepare(&variants, &args.source.choice(), Machine::default().accel)?;
+    let prepared = request::prepare(&variants, &args.source.default_tree_choice("matrix")?, Machine::default().accel)?;
     eprintln!("[matrix] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
     let (run_id, dir) = paths::new_output_dir("matrix")?;
     let (mut runs, mut boots, mut cell_results) = (Vec::new(), Vec::new(), Vec::new());

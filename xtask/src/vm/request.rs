@@ -38,12 +38,18 @@ impl Prepared {
             .find(|k| k.variant == variant)
             .with_context(|| format!("the {variant} kernel was not built"))
     }
+
+    /// What names `variant`'s kernel in image sets, logs and result rows
+    /// (`kernel::kernel_name`).
+    pub fn name(&self, variant: Variant) -> &str {
+        self.kernel(variant).map_or(variant.name(), |k| k.name.as_str())
+    }
 }
 
 /// Host packages, kernels, initramfs and the accelerator.
 pub fn prepare(variants: &[Variant], source: &SourceChoice, accel: AccelChoice) -> Result<Prepared> {
-    deps::ensure(deps::Need::for_source(source.tree.is_some()))?;
-    let src = kernel::resolve_source(source.tree.as_deref())?;
+    deps::ensure(deps::Need::for_source(source.dir.is_some()))?;
+    let src = kernel::resolve_source(source)?;
     let mut kernels = Vec::new();
     for &v in variants {
         kernels.push(kernel::ensure(v, &src, source.rebuild)?);
@@ -79,11 +85,11 @@ pub struct BootRequest<'a> {
 impl BootRequest<'_> {
     /// The image set this boot uses.
     pub fn images(&self) -> ImageSet<'_> {
-        ImageSet::new(self.images_dir, self.image_set.unwrap_or(self.variant.name()))
+        ImageSet::new(self.images_dir, self.image_set.unwrap_or(self.prepared.name(self.variant)))
     }
 
     fn file(&self, stem: &str, ext: &str) -> PathBuf {
-        self.out_dir.join(format!("{stem}-{}{}.{ext}", self.variant, self.tag))
+        self.out_dir.join(format!("{stem}-{}{}.{ext}", self.prepared.name(self.variant), self.tag))
     }
 
     /// The VM this request describes, with its images and initrd made.
