@@ -440,7 +440,7 @@ pub fn ensure(variant: Variant, source: &Source, rebuild: bool) -> Result<Built>
         config: out.join("config"),
         built_now,
     };
-    let work = WorkTree::lock(&name, &format!("the {} {variant} kernel's work tree", tree.name))?;
+    let work = WorkTree::lock(&name, &format!("the {name} kernel's work tree"))?;
     if !rebuild && out.join("bzImage").is_file() {
         return Ok(built(false));
     }
