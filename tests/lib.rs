@@ -134,6 +134,7 @@ impl Booted {
             runs: self.runs.clone(),
             boots: Vec::new(),
             xtask_peak_rss_kib: 0,
+            rates: Vec::new(),
         }
     }
 

@@ -953,8 +953,8 @@ fn hostile_guests_fail_with_a_reason_and_cannot_grow_the_host() {
 #[test]
 fn rerun_failed_reports_flaky_cases_and_flaky_fails_fails_them() {
     use dax_seal_protocol::selftest_flaky_fails as fails;
-    let once = (1..10_000u64).find(|&s| fails(s, 0, 50) && !fails(s, 1, 50)).expect("a seed failing once");
-    let thrice = (1..10_000u64).find(|&s| (0..3).all(|a| fails(s, a, 50))).expect("a seed failing three times");
+    let once = (1..10_000u64).find(|&s| fails(s, 0, 0, 50) && !fails(s, 0, 1, 50)).expect("a seed failing once");
+    let thrice = (1..10_000u64).find(|&s| (0..3).all(|a| fails(s, 0, a, 50))).expect("a seed failing three times");
     let run = |seed: u64, extra: &[&str]| {
         let images = tempfile::tempdir().unwrap();
         let param = format!("selftest-flaky.seed={seed}");
@@ -973,9 +973,9 @@ fn rerun_failed_reports_flaky_cases_and_flaky_fails_fails_them() {
     let flaky = json.runs.iter().find(|r| r.workload == "selftest-flaky").expect("the workload's run");
     assert_eq!(flaky.verdict, Verdict::Flaky, "{summary}");
     assert_eq!(flaky.cases[0].attempts.len(), 1, "{summary}");
-    assert!(flaky.cases[0].attempts[0].starts_with("attempt 0: attempt 0 fails"), "{summary}");
+    assert!(flaky.cases[0].attempts[0].starts_with("attempt 0: loop 0 attempt 0 fails"), "{summary}");
     assert_eq!(json.boots.len(), 2, "one rerun boot: {summary}");
-    assert!(junit.contains("<flakyFailure message=\"attempt 0: attempt 0 fails"), "{junit}");
+    assert!(junit.contains("<flakyFailure message=\"attempt 0: loop 0 attempt 0 fails"), "{junit}");
     assert!(ktap.contains("# flaky: passed on a rerun after 1 failed attempt(s)"), "{ktap}");
     assert!(summary.contains("1 flaky"), "{summary}");
 
@@ -990,13 +990,42 @@ fn rerun_failed_reports_flaky_cases_and_flaky_fails_fails_them() {
     assert!(junit.matches("<rerunFailure").count() == 2, "{junit}");
 }
 
+/// `--loop`: selftest-flaky over ten loops fails exactly on the loops its
+/// seed says (`selftest_flaky_fails` of each loop), and the rates say so;
+/// `--loop-until-fail` stops after the first failed loop.
+#[test]
+fn loops_report_each_cases_failure_rate_and_loop_until_fail_stops() {
+    use dax_seal_protocol::selftest_flaky_fails as fails;
+    let seed = 7;
+    let expected = (0..10).filter(|&i| fails(seed, i, 0, 50)).count() as u32;
+    assert!(expected > 0 && expected < 10, "seed {seed} should both pass and fail over ten loops");
+    let images = tempfile::tempdir().unwrap();
+    let param = format!("selftest-flaky.seed={seed}");
+    let base = ["run", "--kernel", "patched", "--workload", "selftest-flaky", "--param", &param];
+    let out = xtask(&[&base[..], &["--loop", "10"]].concat(), images.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "a failed loop fails the run: {stdout}");
+    let json = results_of(images.path());
+    assert_eq!(json.boots.len(), 10, "{stdout}");
+    let rate = json.rates.iter().find(|r| r.case == "seeded-outcome").expect("the case's rate");
+    assert_eq!((rate.loops, rate.failed), (10, expected), "{stdout}");
+    assert!((rate.failure_rate - f64::from(expected) / 10.0).abs() < 1e-9, "{stdout}");
+    assert!(stdout.contains(&format!("{expected} failed, 0 flaky of 10")), "{stdout}");
+    assert!(images.path().join("runs/latest/console-patched-loop10.log").is_file());
+
+    let first_failure = (0..10).find(|&i| fails(seed, i, 0, 50)).unwrap() + 1;
+    let out = xtask(&[&base[..], &["--loop-until-fail", "--loop", "10"]].concat(), images.path());
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(results_of(images.path()).boots.len() as u32, first_failure);
+}
+
 /// `matrix --rerun-failed`: a cell whose suite fails once is run again in
 /// a directory of its own and reported flaky (cells.json, results.json),
 /// and the shard passes; with `--flaky-fails` it fails.
 #[test]
 fn matrix_reruns_a_failed_cell_and_reports_it_flaky() {
     use dax_seal_protocol::selftest_flaky_fails as fails;
-    let once = (1..10_000u64).find(|&s| fails(s, 0, 50) && !fails(s, 1, 50)).expect("a seed failing once");
+    let once = (1..10_000u64).find(|&s| fails(s, 0, 0, 50) && !fails(s, 0, 1, 50)).expect("a seed failing once");
     let images = tempfile::tempdir().unwrap();
     let file = images.path().join("flaky.toml");
     // The seed fails attempt 0 and passes attempt 1: the cell's rerun

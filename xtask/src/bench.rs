@@ -442,6 +442,7 @@ mod tests {
             runs,
             boots: Vec::new(),
             xtask_peak_rss_kib: 0,
+            rates: Vec::new(),
         }
     }
 

@@ -179,8 +179,26 @@ pub struct RunArgs {
     /// the run passes).
     #[arg(long)]
     pub flaky_fails: bool,
+    /// Run the whole selection N times (1 to 1000) and report each case's
+    /// pass, fail and flaky counts and its failure rate.
+    #[arg(long = "loop", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub loop_count: Option<u32>,
+    /// Stop looping after the first loop that failed (a soak: up to 1000
+    /// loops unless --loop says otherwise).
+    #[arg(long)]
+    pub loop_until_fail: bool,
+    /// Start no new loop after this many seconds.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub loop_seconds: Option<u64>,
     #[command(flatten)]
     pub guest: GuestArgs,
+}
+
+impl RunArgs {
+    /// How many times the selection runs at most.
+    pub fn loops(&self) -> u32 {
+        self.loop_count.unwrap_or(if self.loop_until_fail { 1000 } else { 1 })
+    }
 }
 
 #[derive(Debug, Clone, Args)]

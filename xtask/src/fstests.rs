@@ -397,6 +397,7 @@ pub fn cmd(args: &FstestsArgs) -> Result<ExitCode> {
         runs: booted.runs,
         boots: booted.boots,
         xtask_peak_rss_kib: results::peak_rss_kib(),
+        rates: Vec::new(),
     };
     let written = results::write_all(&out_dir, &results).and_then(|_| {
         paths::write_atomic(&out_dir.join("fstests.json"), &serde_json::to_vec_pretty(&booted.compared)?)

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use dax_seal_protocol::disks::DATA_DISKS;
@@ -72,73 +73,114 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
     let (run_id, run_dir) = new_run_dir()?;
     let images_dir = paths::images_dir();
     let jobs = args.jobs.map_or_else(crate::jobs::default_jobs, |j| j as usize);
-    // Each variant boots on its own images; up to `jobs` at once.
-    let booted = crate::jobs::in_parallel(jobs, variants.clone(), |variant| -> Result<_> {
-        let boot = |attempt: u32, workloads: &[String], exec: &[String]| -> Result<_> {
-            let config = RunConfig {
-                kernel: prepared.name(variant).to_string(),
-                workloads: workloads.to_vec(),
-                exec: exec.to_vec(),
-                fresh: guest.fresh,
-                shell: false,
-                params: args.params.iter().cloned().collect(),
-                dax: guest.dax.0.clone(),
-                run: format!("run {run_id}"),
-                mkfs: Default::default(),
-                fstests: Default::default(),
-                attempt,
-            };
-            // A rerun boots on fresh images of its own in the run's
-            // directory: the user's images keep what the first boot left.
-            let rerun_set = format!("{}-rerun{attempt}", prepared.name(variant));
-            let tag = if attempt == 0 { String::new() } else { format!("-rerun{attempt}") };
-            let request = BootRequest {
-                prepared: &prepared,
-                variant,
-                config: config.clone(),
-                includes: &guest.include,
-                machine: &machine,
-                images_dir: if attempt == 0 { &images_dir } else { &run_dir },
-                image_set: (attempt > 0).then_some(rerun_set.as_str()),
-                out_dir: &run_dir,
-                fresh: guest.fresh || attempt > 0,
-                tag: &tag,
-                kill_at: None,
-                root_disk: None,
-            };
-            let name = prepared.name(variant);
-            eprintln!("[run] booting {name}{tag}: workloads {}", workloads.join(", "));
-            let outcome = request.boot()?;
-            eprintln!("[run] {name}{tag}: {} after {:.1} s", outcome.end.describe(), outcome.elapsed.as_secs_f64());
-            if !outcome.end.is_clean() {
-                eprintln!("[run] {name}{tag}: QEMU command line: {}", outcome.command_line);
-            }
-            if attempt > 0 {
-                // Fresh images for one rerun: not kept after it.
-                let set = request.images();
-                let nvdimms = (0..machine.nvdimms).flat_map(|i| set.nvdimm_files(i));
-                for file in nvdimms.chain(DATA_DISKS.iter().map(|d| set.disk(d.name))) {
-                    let _ = std::fs::remove_file(file);
+    let loops = args.loops();
+    let started = Instant::now();
+    let (mut runs, mut boots) = (Vec::new(), Vec::new());
+    for iteration in 0..loops {
+        // Each iteration's logs and runs are told apart when there are several.
+        let looped = if loops > 1 { format!("-loop{}", iteration + 1) } else { String::new() };
+        // Each variant boots on its own images; up to `jobs` at once.
+        let booted = crate::jobs::in_parallel(jobs, variants.clone(), |variant| -> Result<_> {
+            let boot = |attempt: u32, workloads: &[String], exec: &[String]| -> Result<_> {
+                let config = RunConfig {
+                    kernel: prepared.name(variant).to_string(),
+                    workloads: workloads.to_vec(),
+                    exec: exec.to_vec(),
+                    fresh: guest.fresh,
+                    shell: false,
+                    params: args.params.iter().cloned().collect(),
+                    dax: guest.dax.0.clone(),
+                    run: format!("run {run_id}"),
+                    mkfs: Default::default(),
+                    fstests: Default::default(),
+                    attempt,
+                    iteration,
+                };
+                // A rerun boots on fresh images of its own in the run's
+                // directory: the user's images keep what the first boot left.
+                let rerun_set = format!("{}{looped}-rerun{attempt}", prepared.name(variant));
+                let tag = if attempt == 0 { looped.clone() } else { format!("{looped}-rerun{attempt}") };
+                let request = BootRequest {
+                    prepared: &prepared,
+                    variant,
+                    config: config.clone(),
+                    includes: &guest.include,
+                    machine: &machine,
+                    images_dir: if attempt == 0 { &images_dir } else { &run_dir },
+                    image_set: (attempt > 0).then_some(rerun_set.as_str()),
+                    out_dir: &run_dir,
+                    fresh: guest.fresh || attempt > 0,
+                    tag: &tag,
+                    kill_at: None,
+                    root_disk: None,
+                };
+                let name = prepared.name(variant);
+                eprintln!("[run] booting {name}{tag}: workloads {}", workloads.join(", "));
+                let outcome = request.boot()?;
+                eprintln!("[run] {name}{tag}: {} after {:.1} s", outcome.end.describe(), outcome.elapsed.as_secs_f64());
+                if !outcome.end.is_clean() {
+                    eprintln!("[run] {name}{tag}: QEMU command line: {}", outcome.command_line);
                 }
+                if attempt > 0 {
+                    // Fresh images for one rerun: not kept after it.
+                    let set = request.images();
+                    let nvdimms = (0..machine.nvdimms).flat_map(|i| set.nvdimm_files(i));
+                    for file in nvdimms.chain(DATA_DISKS.iter().map(|d| set.disk(d.name))) {
+                        let _ = std::fs::remove_file(file);
+                    }
+                }
+                Ok(results::judged(prepared.name(variant), &prepared, &config, &outcome))
+            };
+            let (mut runs, first) = boot(0, &workloads, &args.exec)?;
+            let mut boots = vec![first];
+            for attempt in 1..=args.rerun_failed {
+                let (again, exec) = failed_again(&runs, &workloads, &args.exec);
+                if again.is_empty() && exec.is_empty() {
+                    break;
+                }
+                let (rerun, record) = boot(attempt, &again, &exec)?;
+                boots.push(record.labelled(&format!("rerun {attempt}")));
+                runs = results::fold_rerun(runs, rerun, attempt);
             }
-            Ok(results::judged(prepared.name(variant), &prepared, &config, &outcome))
+            Ok((runs, boots))
+        });
+
+        let (r, b) = results::gather(booted)?;
+        let failed = results::verdict_of(&r, args.flaky_fails) == Verdict::Fail;
+        let label = |l: &str| {
+            if loops > 1 {
+                format!("loop {} {l}", iteration + 1).trim_end().to_string()
+            } else {
+                l.to_string()
+            }
         };
-        let (mut runs, first) = boot(0, &workloads, &args.exec)?;
-        let mut boots = vec![first];
-        for attempt in 1..=args.rerun_failed {
-            let (again, exec) = failed_again(&runs, &workloads, &args.exec);
-            if again.is_empty() && exec.is_empty() {
-                break;
-            }
-            let (rerun, record) = boot(attempt, &again, &exec)?;
-            boots.push(record.labelled(&format!("rerun {attempt}")));
-            runs = results::fold_rerun(runs, rerun, attempt);
+        runs.extend(r.into_iter().map(|r| {
+            let l = label(&r.label);
+            r.labelled(&l)
+        }));
+        boots.extend(b.into_iter().map(|b| {
+            let l = label(&b.label);
+            b.labelled(&l)
+        }));
+        if loops > 1 {
+            eprintln!("[run] loop {}/{loops}: {}", iteration + 1, if failed { "failed" } else { "passed" });
         }
-        Ok((runs, boots))
-    });
-    let (runs, boots) = results::gather(booted)?;
+        if failed && args.loop_until_fail {
+            eprintln!("[run] --loop-until-fail: stopping after the first failed loop");
+            break;
+        }
+        if args.loop_seconds.is_some_and(|s| started.elapsed().as_secs() >= s) && iteration + 1 < loops {
+            eprintln!(
+                "[run] --loop-seconds: {} s passed, stopping after loop {}",
+                started.elapsed().as_secs(),
+                iteration + 1
+            );
+            break;
+        }
+    }
+    let rates = if loops > 1 { results::rates(&runs) } else { Vec::new() };
     let verdict = results::verdict_of(&runs, args.flaky_fails);
-    let results = Results { verdict, run_id, runs, boots, xtask_peak_rss_kib: results::peak_rss_kib() };
+    let results = Results { verdict, run_id, runs, boots, xtask_peak_rss_kib: results::peak_rss_kib(), rates };
     // The verdicts reach the terminal even when the disk is too full to
     // keep them.
     let written = results::write_all(&run_dir, &results);

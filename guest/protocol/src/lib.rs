@@ -107,6 +107,9 @@ pub struct RunConfig {
     /// the host's reruns of failed ones (`--rerun-failed`).
     #[serde(default)]
     pub attempt: u32,
+    /// Which loop of the run this boot belongs to (`--loop`), from 0.
+    #[serde(default)]
+    pub iteration: u32,
     /// What each fstests section workload runs, by section name
     /// ([`fstests::SECTIONS`]).
     #[serde(default)]
@@ -384,10 +387,12 @@ pub const WORKLOADS: &[WorkloadInfo] = &[
 ];
 
 /// Whether `selftest-flaky` fails on attempt `attempt` (0 the first boot,
-/// then each rerun) of a run seeded with `seed`: in `percent` of the
-/// (seed, attempt) pairs. Host tests pick seeds with it.
-pub fn selftest_flaky_fails(seed: u64, attempt: u32, percent: u64) -> bool {
-    disks::mix64(seed.wrapping_mul(disks::GOLDEN) ^ u64::from(attempt)) % 100 < percent
+/// then each rerun) of loop `iteration` of a run seeded with `seed`: in
+/// `percent` of the (seed, iteration, attempt) triples. Host tests pick
+/// seeds with it.
+pub fn selftest_flaky_fails(seed: u64, iteration: u32, attempt: u32, percent: u64) -> bool {
+    let input = (u64::from(iteration) << 32) | u64::from(attempt);
+    disks::mix64(seed.wrapping_mul(disks::GOLDEN) ^ input) % 100 < percent
 }
 
 /// One workload parameter: a whole number within bounds.
@@ -577,7 +582,7 @@ mod tests {
     /// and never or always at the ends.
     #[test]
     fn selftest_flaky_fails_on_its_share() {
-        let fails = |percent| (0..1000).filter(|&a| selftest_flaky_fails(7, a, percent)).count();
+        let fails = |percent| (0..1000).filter(|&i| selftest_flaky_fails(7, i, 0, percent)).count();
         assert_eq!(fails(0), 0);
         assert_eq!(fails(100), 1000);
         assert!((400..600).contains(&fails(50)), "{}", fails(50));
@@ -625,6 +630,7 @@ mod properties {
         )
             .prop_map(|(kernel, workloads, exec, (fresh, shell), params, dax, run)| RunConfig {
                 attempt: run.len() as u32,
+                iteration: exec.len() as u32,
                 kernel,
                 workloads: workloads.into_iter().map(str::to_string).collect(),
                 exec,

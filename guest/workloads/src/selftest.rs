@@ -12,10 +12,11 @@ pub fn flaky() -> ExitCode {
     let mut t = crate::cases::Cases::new(1);
     let verdict = dax_seal_protocol::RunConfig::read().and_then(|c| {
         let (seed, percent) = (c.param("selftest-flaky.seed")?, c.param("selftest-flaky.percent")?);
-        if dax_seal_protocol::selftest_flaky_fails(seed, c.attempt, percent) {
-            Err(format!("attempt {} fails (seed {seed}, {percent}% of attempts fail)", c.attempt))
+        let which = format!("loop {} attempt {}", c.iteration, c.attempt);
+        if dax_seal_protocol::selftest_flaky_fails(seed, c.iteration, c.attempt, percent) {
+            Err(format!("{which} fails (seed {seed}, {percent}% of attempts fail)"))
         } else {
-            Ok(((), format!("attempt {} passes (seed {seed}, {percent}% of attempts fail)", c.attempt)))
+            Ok(((), format!("{which} passes (seed {seed}, {percent}% of attempts fail)")))
         }
     });
     t.check("seeded-outcome", verdict);

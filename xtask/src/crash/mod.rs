@@ -436,7 +436,8 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
     }
     let elapsed = start.elapsed();
     let verdict = results::verdict_of(&runs, false);
-    let results = Results { verdict, run_id, runs, boots, xtask_peak_rss_kib: results::peak_rss_kib() };
+    let results =
+        Results { verdict, run_id, runs, boots, xtask_peak_rss_kib: results::peak_rss_kib(), rates: Vec::new() };
     let table = table(&points);
     println!("{table}");
     let report = serde_json::json!({ "seed": seed, "points": points, "elapsed_ms": elapsed.as_millis() as u64 });

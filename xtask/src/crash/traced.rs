@@ -441,6 +441,7 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
         runs,
         boots,
         xtask_peak_rss_kib: results::peak_rss_kib(),
+        rates: Vec::new(),
     };
     results::write_all(&dir, &results)
         .and_then(|_| paths::write_atomic(&dir.join("model.json"), &serde_json::to_vec_pretty(&reports)?))

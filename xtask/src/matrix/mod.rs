@@ -357,7 +357,8 @@ pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
         boots.extend(b);
     }
     let verdict = results::verdict_of(&runs, args.flaky_fails);
-    let results = Results { verdict, run_id, runs, boots, xtask_peak_rss_kib: results::peak_rss_kib() };
+    let results =
+        Results { verdict, run_id, runs, boots, xtask_peak_rss_kib: results::peak_rss_kib(), rates: Vec::new() };
     let written = results::write_all(&dir, &results)
         .and_then(|_| paths::write_atomic(&dir.join("cells.json"), &serde_json::to_vec_pretty(&cell_results)?));
     println!("{}", results::summary(&results));

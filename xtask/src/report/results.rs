@@ -143,6 +143,63 @@ pub struct Results {
     /// The most memory xtask itself held during the run (VmHWM), in KiB: a
     /// misbehaving guest must not be able to grow it.
     pub xtask_peak_rss_kib: u64,
+    /// Each case's counts over the loops of a `run --loop`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rates: Vec<CaseRate>,
+}
+
+/// One case over several loops: how often it passed, failed, was flaky or
+/// skipped, and the share of loops it failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseRate {
+    pub kernel: String,
+    pub workload: String,
+    pub case: String,
+    pub loops: u32,
+    pub passed: u32,
+    pub failed: u32,
+    pub flaky: u32,
+    pub skipped: u32,
+    /// `failed / loops`.
+    pub failure_rate: f64,
+}
+
+/// The counts of every case over the loops in `runs` (the same kernel,
+/// workload and case under different labels), in the order first seen.
+pub fn rates(runs: &[WorkloadRun]) -> Vec<CaseRate> {
+    let mut out: Vec<CaseRate> = Vec::new();
+    for r in runs {
+        for c in &r.cases {
+            let at =
+                match out.iter().position(|x| (&x.kernel, &x.workload, &x.case) == (&r.kernel, &r.workload, &c.name)) {
+                    Some(at) => at,
+                    None => {
+                        out.push(CaseRate {
+                            kernel: r.kernel.clone(),
+                            workload: r.workload.clone(),
+                            case: c.name.clone(),
+                            loops: 0,
+                            passed: 0,
+                            failed: 0,
+                            flaky: 0,
+                            skipped: 0,
+                            failure_rate: 0.0,
+                        });
+                        out.len() - 1
+                    }
+                };
+            let x = &mut out[at];
+            x.loops += 1;
+            match c.verdict {
+                Verdict::Pass | Verdict::Known => x.passed += 1,
+                Verdict::Fail => x.failed += 1,
+                Verdict::Flaky => x.flaky += 1,
+                Verdict::Skip => x.skipped += 1,
+            }
+            x.failure_rate = f64::from(x.failed) / f64::from(x.loops);
+        }
+    }
+    out
 }
 
 impl Results {
@@ -478,6 +535,28 @@ pub fn summary(results: &Results) -> String {
     if results.xtask_peak_rss_kib > 0 {
         let _ = writeln!(out, "xtask peak memory: {:.1} MiB", results.xtask_peak_rss_kib as f64 / 1024.0);
     }
+    if !results.rates.is_empty() {
+        let unsteady: Vec<&CaseRate> = results.rates.iter().filter(|c| c.failed + c.flaky > 0).collect();
+        let _ = writeln!(
+            out,
+            "\nover the loops: {} case(s) passed every time{}",
+            results.rates.len() - unsteady.len(),
+            if unsteady.is_empty() { "" } else { "; these did not:" }
+        );
+        let rows: Vec<[String; 5]> = unsteady
+            .iter()
+            .map(|c| {
+                [
+                    c.kernel.clone(),
+                    c.workload.clone(),
+                    c.case.clone(),
+                    format!("{} failed, {} flaky of {}", c.failed, c.flaky, c.loops),
+                    format!("failure rate {:.0}%", 100.0 * c.failure_rate),
+                ]
+            })
+            .collect();
+        out.push_str(&columns(rows.iter(), 60));
+    }
     let count = |v: Verdict| results.runs.iter().flat_map(|r| &r.cases).filter(|c| c.verdict == v).count();
     let _ = writeln!(
         out,
@@ -681,6 +760,7 @@ mod tests {
             runs,
             boots: Vec::new(),
             xtask_peak_rss_kib: 0,
+            rates: Vec::new(),
         };
         assert_eq!(results.figure("patched", "w", "virtio.read-fixed-qd16").unwrap(), 2063.5);
         let missing = results.figure("patched", "w", "nvme.read-fixed-qd16").unwrap_err().to_string();
@@ -717,6 +797,7 @@ mod tests {
             runs,
             boots: Vec::new(),
             xtask_peak_rss_kib: 0,
+            rates: Vec::new(),
         };
         assert!(summary(&results).contains("patched model point 3 image 1  w"), "{}", summary(&results));
         assert!(junit(&results).contains("<testsuite name=\"patched model point 3 image 1/w\""));
@@ -767,6 +848,7 @@ mod tests {
             runs: folded,
             boots: Vec::new(),
             xtask_peak_rss_kib: 0,
+            rates: Vec::new(),
         };
         let x = junit(&results);
         assert!(x.contains("<flakyFailure message=\"attempt 1: c broke again\"/>"), "{x}");
@@ -782,6 +864,38 @@ mod tests {
         let results = Results { runs: stuck, ..results };
         assert!(junit(&results)
             .contains("<failure message=\"two\">two</failure>\n      <rerunFailure message=\"attempt 0: one\"/>"));
+    }
+
+    #[test]
+    fn loops_count_each_case_and_the_summary_names_the_unsteady_ones() {
+        let case = |name: &str, v: Verdict| CaseResult::new(name, v, String::new());
+        let looped = |i: u32, b: Verdict| {
+            WorkloadRun::new("patched", "w", vec![case("a", Verdict::Pass), case("b", b)])
+                .labelled(&format!("loop {i}"))
+        };
+        let runs = vec![
+            looped(1, Verdict::Pass),
+            looped(2, Verdict::Fail),
+            looped(3, Verdict::Flaky),
+            looped(4, Verdict::Fail),
+        ];
+        let r = rates(&runs);
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].loops, r[0].passed, r[0].failed), (4, 4, 0));
+        assert_eq!((r[1].passed, r[1].failed, r[1].flaky, r[1].failure_rate), (1, 2, 1, 0.5));
+        let results = Results {
+            verdict: verdict_of(&runs, false),
+            run_id: "r".into(),
+            runs,
+            boots: Vec::new(),
+            xtask_peak_rss_kib: 0,
+            rates: r,
+        };
+        let s = summary(&results);
+        assert!(s.contains("over the loops: 1 case(s) passed every time; these did not:"), "{s}");
+        assert!(s.contains("2 failed, 1 flaky of 4  failure rate 50%"), "{s}");
+        let back: Results = serde_json::from_slice(&serde_json::to_vec(&results).unwrap()).unwrap();
+        assert_eq!(back.rates, results.rates);
     }
 
     #[test]
@@ -869,6 +983,7 @@ mod tests {
             runs,
             boots: Vec::new(),
             xtask_peak_rss_kib: 0,
+            rates: Vec::new(),
         }
     }
 

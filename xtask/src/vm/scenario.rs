@@ -118,6 +118,7 @@ impl<'a> Scenario<'a> {
             fstests: Default::default(),
             run: format!("scenario {} boot {}", self.logs.display(), self.boots.get() + 1),
             attempt: self.attempt,
+            iteration: 0,
         };
         let n = self.boots.get() + 1;
         self.boots.set(n);
