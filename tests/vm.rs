@@ -1019,6 +1019,69 @@ fn loops_report_each_cases_failure_rate_and_loop_until_fail_stops() {
     assert_eq!(results_of(images.path()).boots.len() as u32, first_failure);
 }
 
+/// `report --history`: four earlier nights and tonight's merge, written as
+/// results.json files: the summary names the regression, the fix, the
+/// flaky case and the slow case, history.json holds every case, and
+/// report.html's history table opens in chromium. A directory that is not
+/// a report output is named and skipped.
+#[test]
+fn report_history_names_the_regression_the_fix_the_flaky_and_the_slow_case() {
+    use xtask::report::results::{CaseResult, WorkloadRun};
+    let dir = tempfile::tempdir().unwrap();
+    let night = |n: usize, cases: &[(&str, Verdict, u64)]| {
+        let cases =
+            cases.iter().map(|(c, v, ms)| CaseResult { duration_ms: *ms, ..CaseResult::new(c, *v, String::new()) });
+        let runs = vec![WorkloadRun::new("patched", "w", cases.collect()).labelled("cell")];
+        let verdict = xtask::report::results::verdict_of(&runs, false);
+        let results = Results {
+            verdict,
+            run_id: format!("night {n}"),
+            runs,
+            boots: Vec::new(),
+            xtask_peak_rss_kib: 0,
+            rates: Vec::new(),
+        };
+        let d = dir.path().join(format!("night-{n}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("results.json"), serde_json::to_vec(&results).unwrap()).unwrap();
+        d.to_string_lossy().into_owned()
+    };
+    use Verdict::{Fail, Flaky, Pass};
+    let nights = [
+        night(1, &[("broke", Pass, 100), ("mended", Fail, 100), ("wobbly", Pass, 100), ("slower", Pass, 2000)]),
+        night(2, &[("broke", Pass, 100), ("mended", Fail, 100), ("wobbly", Flaky, 100), ("slower", Pass, 2100)]),
+        night(3, &[("broke", Fail, 100), ("mended", Pass, 100), ("wobbly", Pass, 100), ("slower", Pass, 1900)]),
+        night(4, &[("broke", Pass, 100), ("mended", Pass, 100), ("wobbly", Pass, 100), ("slower", Pass, 2000)]),
+    ];
+    let tonight =
+        night(5, &[("broke", Fail, 100), ("mended", Pass, 100), ("wobbly", Pass, 100), ("slower", Pass, 9000)]);
+    let junk = dir.path().join("junk");
+    std::fs::create_dir_all(&junk).unwrap();
+    let out_dir = dir.path().join("out").to_string_lossy().into_owned();
+    let mut args = vec!["report", "--out", out_dir.as_str()];
+    for d in nights.iter().map(String::as_str).chain([junk.to_str().unwrap()]) {
+        args.extend(["--history", d]);
+    }
+    args.push(&tonight);
+    let out = xtask(&args, dir.path());
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "tonight has a failure: {stdout}{stderr}");
+    assert!(stdout.contains("history over 5 night(s): 4 case(s), 4 with a trend"), "{stdout}");
+    for line in [
+        "REGRESSION  patched cell / w / broke",
+        "fixed       patched cell / w / mended",
+        "flaky       patched cell / w / wobbly",
+        "slow        patched cell / w / slower",
+    ] {
+        assert!(stdout.contains(line), "{line}: {stdout}");
+    }
+    assert!(stderr.contains("--history") && stderr.contains("junk") && stderr.contains("skipped"), "{stderr}");
+    let history = std::fs::read_to_string(dir.path().join("out/history.json")).unwrap();
+    assert!(history.contains("\"regression\"") && history.contains("\"slow\""), "{history}");
+    let dom = chromium_dom_and_screenshot(&dir.path().join("out/report.html"));
+    assert_eq!(dom.matches("<tr class=\"history\">").count(), 4, "{dom}");
+}
+
 /// `matrix --rerun-failed`: a cell whose suite fails once is run again in
 /// a directory of its own and reported flaky (cells.json, results.json),
 /// and the shard passes; with `--flaky-fails` it fails.

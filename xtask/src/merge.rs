@@ -15,8 +15,8 @@ use dax_seal_protocol::ktap::Verdict;
 
 use crate::matrix::{spec, CellResult};
 use crate::paths;
-use crate::report::html;
 use crate::report::results::{self, BootRecord, CaseResult, Results, WorkloadRun};
+use crate::report::{history, html};
 
 /// The merged results.json: a run's results plus where they came from and
 /// every matrix cell's verdict.
@@ -37,6 +37,11 @@ pub struct ReportArgs {
     /// which verdicts changed since it.
     #[arg(long, value_name = "DIR")]
     pub previous: Option<PathBuf>,
+    /// An earlier merged output (repeatable, oldest first): the summary,
+    /// history.json and report.html give each case's history over those
+    /// nights and tonight's, with regressions, fixes, flaky and slow cases.
+    #[arg(long = "history", value_name = "DIR")]
+    pub history: Vec<PathBuf>,
     /// Where to write the merged outputs (default images/report/<id>/).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -146,6 +151,24 @@ pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
         None => html::page(&results),
     };
     let page = benches.iter().fold(page, |page, (source, figures)| html::with_figures(&page, source, figures));
+    let page = if args.history.is_empty() {
+        page
+    } else {
+        let mut nights: Vec<Results> = args
+            .history
+            .iter()
+            .filter_map(|dir| {
+                Results::read(dir)
+                    .map_err(|e| eprintln!("[report] --history {}: skipped, not a report output: {e:#}", dir.display()))
+                    .ok()
+            })
+            .collect();
+        nights.push(results.clone());
+        let cases = history::history(&nights, history::Rules::default());
+        println!("{}", history::text(&cases, nights.len()));
+        paths::write_atomic(&out.join("history.json"), &serde_json::to_vec_pretty(&cases)?)?;
+        html::with_section(&page, &history::html(&cases, nights.len()))
+    };
     paths::write_atomic(&out.join("report.html"), page.as_bytes())?;
     if let Some((changed, _)) = since {
         println!(

@@ -6,12 +6,16 @@
 //! kernel.org, named by DAX_SEAL_FSTESTS), each failed cell run again up to
 //! twice (a failure that passes on a rerun is reported flaky and does not
 //! fail the night), artifacts per shard, and a merge job that runs whatever
-//! happened and fails when a cell is missing or failed.
+//! happened, reads the last nights' merged reports from a cache as history
+//! (`report --history`: regressions, fixes, flaky and slow cases), adds
+//! tonight's, and fails when a cell is missing or failed.
 
 /// Where the workflow lives, from the project root.
 pub const WORKFLOW: &str = ".github/workflows/nightly.yml";
 /// How many times a shard runs a failed cell again (`--rerun-failed`).
 const RERUNS: u32 = 2;
+/// How many earlier nights the merge reads as history (`report --history`).
+const NIGHTS: u32 = 14;
 
 /// The workflow for `shards` shards of the matrix file `file` (a path
 /// relative to the project root).
@@ -91,8 +95,28 @@ jobs:
       - uses: actions/download-artifact@v4
         with:
           path: shards
-      - name: Merge; fail on a missing or failed cell
-        run: cargo xtask report --matrix {file} --out report shards/*
+      - name: Earlier nights' merged reports
+        uses: actions/cache/restore@v4
+        with:
+          path: history
+          key: history-${{{{ github.run_id }}}}
+          restore-keys: history-
+      - name: Merge, with the history of the last {NIGHTS} nights; fail on a missing or failed cell
+        run: |
+          earlier=""
+          for d in $(ls -d history/*/ 2>/dev/null | sort | tail -n {NIGHTS}); do earlier="$earlier --history $d"; done
+          cargo xtask report --matrix {file} --out report $earlier shards/*
+      - name: Keep tonight's report in the history
+        if: always()
+        run: |
+          mkdir -p history
+          if [ -f report/results.json ]; then cp -r report "history/$(date -u +%Y%m%dT%H%M%S)-${{{{ github.run_id }}}}"; fi
+          ls -d history/*/ | sort | head -n -{NIGHTS} | xargs -r rm -rf
+      - uses: actions/cache/save@v4
+        if: always()
+        with:
+          path: history
+          key: history-${{{{ github.run_id }}}}
       - name: Keep the merged report
         if: always()
         uses: actions/upload-artifact@v4

@@ -170,6 +170,11 @@ pub fn with_figures(page: &str, source: &str, figures: &[Chart]) -> String {
     for f in figures {
         section.push_str(&figure_block(f));
     }
+    with_section(page, &section)
+}
+
+/// `page` with `section` (HTML) added before its end.
+pub fn with_section(page: &str, section: &str) -> String {
     match page.rfind("</body>") {
         Some(at) => format!("{}{section}{}", &page[..at], &page[at..]),
         None => format!("{page}{section}"),
@@ -255,6 +260,8 @@ pub fn page_since(results: &Results, previous: Option<(&str, &[WorkloadRun])>) -
          body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}\
          td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}\
          .pass{background:#dfd}.fail{background:#fdd}.skip{background:#eee}.known{background:#ffe9c4}.flaky{background:#f5e0ff}\
+         .night{font-size:1.2em}.night.pass{color:#3a3}.night.fail{color:#c22}.night.flaky{color:#a3c}\
+         .night.skip,.night.known{color:#999}.night.absent{color:#eee}\
          pre{background:#f6f6f6;padding:6px;white-space:pre-wrap;max-width:100em}\
          </style></head><body>\n",
     );

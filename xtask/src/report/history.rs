@@ -1,0 +1,308 @@
+//! History over nights: each case's verdicts and durations in earlier
+//! merged results (oldest first) and tonight's, and what they add up to:
+//! pass, fail and flaky counts, the first night it failed, its failure
+//! rate, and whether it regressed (never failed before the window, fails
+//! in enough nights of it), was fixed (failed before, passes throughout
+//! the window), is flaky (flaky, or both passes and fails without being
+//! either), or became slow (tonight it took more than `slow_factor` times
+//! its median over the nights before).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use dax_seal_protocol::ktap::Verdict;
+use serde::Serialize;
+
+use super::results::{columns, xml_escape, Results};
+
+/// The thresholds; `Default` is the documented rule.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// The last `window` nights decide regressions and fixes (3).
+    pub window: usize,
+    /// A case that never failed before the window and fails in this many
+    /// of its nights regressed (2).
+    pub failures: usize,
+    /// Tonight's duration above this many times the earlier median is slow
+    /// (3.0) ...
+    pub slow_factor: f64,
+    /// ... when it is also at least this long, in ms (1000), and there are
+    /// at least two earlier nights.
+    pub slow_floor_ms: u64,
+}
+
+impl Default for Rules {
+    fn default() -> Rules {
+        Rules { window: 3, failures: 2, slow_factor: 3.0, slow_floor_ms: 1000 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trend {
+    Regression,
+    Fix,
+    Flaky,
+    Slow,
+}
+
+/// One case over the nights.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseHistory {
+    /// `kernel-and-label / workload / case`, as report.html names it.
+    pub case: String,
+    /// Its verdict each night, oldest first (None: it did not run).
+    pub nights: Vec<Option<Verdict>>,
+    pub passed: usize,
+    pub failed: usize,
+    pub flaky: usize,
+    /// The first night (from 0) it failed.
+    pub first_failed: Option<usize>,
+    /// Failed nights over the nights it ran.
+    pub failure_rate: f64,
+    /// Tonight's duration and the median of the nights before, in ms.
+    pub duration_ms: Option<u64>,
+    pub median_ms: Option<u64>,
+    pub trends: Vec<Trend>,
+}
+
+/// The history of every case in `nights` (oldest first, tonight last), in
+/// the order cases first appear.
+pub fn history(nights: &[Results], rules: Rules) -> Vec<CaseHistory> {
+    let mut order: Vec<String> = Vec::new();
+    let mut seen: BTreeMap<String, Vec<Option<(Verdict, u64)>>> = BTreeMap::new();
+    for (n, night) in nights.iter().enumerate() {
+        for r in &night.runs {
+            for c in &r.cases {
+                let key = format!("{} / {} / {}", r.who(), r.workload, c.name);
+                let slots = seen.entry(key.clone()).or_insert_with(|| {
+                    order.push(key);
+                    vec![None; nights.len()]
+                });
+                slots[n] = Some((c.verdict, c.duration_ms));
+            }
+        }
+    }
+    order.into_iter().map(|case| judge(case.clone(), &seen[&case], rules)).collect()
+}
+
+fn judge(case: String, slots: &[Option<(Verdict, u64)>], rules: Rules) -> CaseHistory {
+    let verdicts: Vec<Option<Verdict>> = slots.iter().map(|s| s.map(|(v, _)| v)).collect();
+    let count = |v: Verdict| verdicts.iter().filter(|x| **x == Some(v)).count();
+    let (passed, failed, flaky) =
+        (count(Verdict::Pass) + count(Verdict::Known), count(Verdict::Fail), count(Verdict::Flaky));
+    let ran = verdicts.iter().filter(|v| v.is_some()).count();
+    let split = verdicts.len().saturating_sub(rules.window);
+    let (before, window) = verdicts.split_at(split);
+    let fails = |vs: &[Option<Verdict>]| vs.iter().filter(|v| **v == Some(Verdict::Fail)).count();
+    let mut trends = Vec::new();
+    if fails(before) == 0 && fails(window) >= rules.failures {
+        trends.push(Trend::Regression);
+    }
+    if fails(before) > 0
+        && !window.is_empty()
+        && window.iter().all(|v| matches!(v, Some(Verdict::Pass | Verdict::Known)))
+    {
+        trends.push(Trend::Fix);
+    }
+    if flaky > 0 || (failed > 0 && passed > 0 && trends.is_empty()) {
+        trends.push(Trend::Flaky);
+    }
+    let duration_ms = slots.last().copied().flatten().map(|(_, d)| d);
+    let mut earlier: Vec<u64> = slots[..slots.len().saturating_sub(1)].iter().flatten().map(|(_, d)| *d).collect();
+    earlier.sort_unstable();
+    let median_ms = (!earlier.is_empty()).then(|| earlier[earlier.len() / 2]);
+    if let (Some(now), Some(median)) = (duration_ms, median_ms) {
+        if earlier.len() >= 2 && now >= rules.slow_floor_ms && now as f64 > rules.slow_factor * median as f64 {
+            trends.push(Trend::Slow);
+        }
+    }
+    CaseHistory {
+        case,
+        first_failed: verdicts.iter().position(|v| *v == Some(Verdict::Fail)),
+        failure_rate: if ran == 0 { 0.0 } else { failed as f64 / ran as f64 },
+        nights: verdicts,
+        passed,
+        failed,
+        flaky,
+        duration_ms,
+        median_ms,
+        trends,
+    }
+}
+
+/// The cases with a trend, for the summary: one line each.
+pub fn text(cases: &[CaseHistory], nights: usize) -> String {
+    let marked: Vec<&CaseHistory> = cases.iter().filter(|c| !c.trends.is_empty()).collect();
+    let mut out = format!("\nhistory over {nights} night(s): {} case(s), {} with a trend\n", cases.len(), marked.len());
+    let rows: Vec<[String; 4]> = marked
+        .iter()
+        .map(|c| {
+            let trends: Vec<&str> = c.trends.iter().map(|t| trend_word(*t)).collect();
+            [
+                trends.join(", "),
+                c.case.clone(),
+                strip(&c.nights),
+                match (c.duration_ms, c.median_ms) {
+                    (Some(now), Some(median)) if c.trends.contains(&Trend::Slow) => {
+                        format!("{:.1} s against a median of {:.1} s", now as f64 / 1000.0, median as f64 / 1000.0)
+                    }
+                    _ => format!(
+                        "failed {} of {} night(s) ({:.0}%){}",
+                        c.failed,
+                        c.nights.iter().flatten().count(),
+                        100.0 * c.failure_rate,
+                        c.first_failed.map_or(String::new(), |n| format!(", first on night {}", n + 1))
+                    ),
+                },
+            ]
+        })
+        .collect();
+    out.push_str(&columns(rows.iter(), 70));
+    let _ = write!(out, "");
+    out
+}
+
+fn trend_word(t: Trend) -> &'static str {
+    match t {
+        Trend::Regression => "REGRESSION",
+        Trend::Fix => "fixed",
+        Trend::Flaky => "flaky",
+        Trend::Slow => "slow",
+    }
+}
+
+/// The nights as one character each, oldest first: `.` pass, `F` fail,
+/// `~` flaky, `s` skip, `k` known, ` ` did not run.
+pub fn strip(nights: &[Option<Verdict>]) -> String {
+    nights
+        .iter()
+        .map(|v| match v {
+            Some(Verdict::Pass) => '.',
+            Some(Verdict::Fail) => 'F',
+            Some(Verdict::Flaky) => '~',
+            Some(Verdict::Skip) => 's',
+            Some(Verdict::Known) => 'k',
+            None => ' ',
+        })
+        .collect()
+}
+
+/// report.html's history section: the cases with a trend first, each with
+/// a strip of coloured cells, one per night.
+pub fn html(cases: &[CaseHistory], nights: usize) -> String {
+    let mut out = format!(
+        "<h2 id=\"history\">History over {nights} night(s)</h2><table id=\"history-table\"><tr><th>trend</th>\
+         <th>case</th><th>nights (oldest first)</th><th>failed</th><th>rate</th></tr>\n"
+    );
+    let mut sorted: Vec<&CaseHistory> = cases.iter().collect();
+    sorted.sort_by_key(|c| c.trends.is_empty());
+    for c in sorted {
+        let cells: String = c
+            .nights
+            .iter()
+            .map(|v| {
+                let class = v.map_or("absent", |v| v.as_str());
+                format!("<span class=\"night {class}\" title=\"{class}\">&#9632;</span>")
+            })
+            .collect();
+        let trends: Vec<&str> = c.trends.iter().map(|t| trend_word(*t)).collect();
+        let _ = writeln!(
+            out,
+            "<tr class=\"history\"><td>{}</td><td>{}</td><td>{cells}</td><td>{}</td><td>{:.0}%</td></tr>",
+            xml_escape(&trends.join(", ")),
+            xml_escape(&c.case),
+            c.failed,
+            100.0 * c.failure_rate
+        );
+    }
+    out.push_str("</table>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::results::{CaseResult, WorkloadRun};
+
+    /// A night where each (case, verdict, ms) ran in workload `w` on patched.
+    fn night(cases: &[(&str, Verdict, u64)]) -> Results {
+        let cases = cases
+            .iter()
+            .map(|(n, v, ms)| CaseResult { duration_ms: *ms, ..CaseResult::new(n, *v, String::new()) })
+            .collect();
+        let runs = vec![WorkloadRun::new("patched", "w", cases)];
+        Results {
+            verdict: Verdict::Pass,
+            run_id: "n".into(),
+            runs,
+            boots: Vec::new(),
+            xtask_peak_rss_kib: 0,
+            rates: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn five_nights_show_a_regression_a_fix_a_flaky_case_and_a_slow_one() {
+        use Verdict::*;
+        let nights: Vec<Results> = [
+            [
+                ("steady", Pass, 100),
+                ("broke", Pass, 100),
+                ("mended", Fail, 100),
+                ("wobbly", Pass, 100),
+                ("slower", Pass, 2000),
+            ],
+            [
+                ("steady", Pass, 100),
+                ("broke", Pass, 100),
+                ("mended", Fail, 100),
+                ("wobbly", Flaky, 100),
+                ("slower", Pass, 2100),
+            ],
+            [
+                ("steady", Pass, 100),
+                ("broke", Fail, 100),
+                ("mended", Pass, 100),
+                ("wobbly", Pass, 100),
+                ("slower", Pass, 1900),
+            ],
+            [
+                ("steady", Pass, 100),
+                ("broke", Pass, 100),
+                ("mended", Pass, 100),
+                ("wobbly", Pass, 100),
+                ("slower", Pass, 2000),
+            ],
+            [
+                ("steady", Pass, 100),
+                ("broke", Fail, 100),
+                ("mended", Pass, 100),
+                ("wobbly", Pass, 100),
+                ("slower", Pass, 9000),
+            ],
+        ]
+        .iter()
+        .map(|n| night(n))
+        .collect();
+        let h = history(&nights, Rules::default());
+        let trends = |name: &str| h.iter().find(|c| c.case.ends_with(name)).unwrap().trends.clone();
+        assert_eq!(trends("steady"), []);
+        assert_eq!(trends("broke"), [Trend::Regression]);
+        assert_eq!(trends("mended"), [Trend::Fix]);
+        assert_eq!(trends("wobbly"), [Trend::Flaky]);
+        assert_eq!(trends("slower"), [Trend::Slow]);
+        let broke = h.iter().find(|c| c.case.ends_with("broke")).unwrap();
+        assert_eq!((broke.failed, broke.first_failed, broke.failure_rate), (2, Some(2), 0.4));
+        assert_eq!(strip(&broke.nights), "..F.F");
+        let t = text(&h, 5);
+        assert!(t.contains("history over 5 night(s): 5 case(s), 4 with a trend"), "{t}");
+        assert!(t.contains("REGRESSION") && t.contains("..F.F") && t.contains("first on night 3"), "{t}");
+        assert!(t.contains("9.0 s against a median of 2.0 s"), "{t}");
+        let page = html(&h, 5);
+        assert_eq!(page.matches("<tr class=\"history\">").count(), 5);
+        // One failure in the window is not yet a regression.
+        let h = history(&nights[..4], Rules::default());
+        assert_eq!(h.iter().find(|c| c.case.ends_with("broke")).unwrap().trends, [Trend::Flaky]);
+    }
+}
