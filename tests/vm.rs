@@ -1082,6 +1082,55 @@ fn report_history_names_the_regression_the_fix_the_flaky_and_the_slow_case() {
     assert_eq!(dom.matches("<tr class=\"history\">").count(), 4, "{dom}");
 }
 
+/// Known failures in a matrix: a cell whose selftest-flaky always fails
+/// passes the shard when the list names it (the case is `known`, with the
+/// entry's reason), an entry no failure matched is reported as no longer
+/// seen, and without the entry the shard fails. A bad list is refused
+/// before anything boots, naming its file and line.
+#[test]
+fn matrix_applies_the_known_failure_list() {
+    let images = tempfile::tempdir().unwrap();
+    let file = images.path().join("always.toml");
+    std::fs::write(
+        &file,
+        "[suites.always]\nworkloads = [\"selftest-flaky\"]\nparams = { \"selftest-flaky.percent\" = 100 }\n\n\
+         [[cells]]\nkernels = [\"patched\"]\nsuites = [\"always\"]\nweight = 5\n",
+    )
+    .unwrap();
+    let list = images.path().join("known.txt");
+    std::fs::write(
+        &list,
+        "* / selftest-flaky / seeded-outcome | 100% | it fails on purpose | this test\n\
+         * / dax-smoke / * | 5% | an old failure | nowhere\n",
+    )
+    .unwrap();
+    let (file, list_arg) = (file.to_string_lossy().into_owned(), list.to_string_lossy().into_owned());
+    let out = xtask(&["matrix", &file, "--known-failures", &list_arg], images.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let json = Results::read(&images.path().join("matrix/latest")).unwrap();
+    let case = &json.runs.iter().find(|r| r.workload == "selftest-flaky").expect("the suite ran").cases[0];
+    assert_eq!(case.verdict, Verdict::Known, "{stdout}");
+    assert!(
+        case.detail.contains("it fails on purpose") && case.detail.contains("tracked: this test"),
+        "{}",
+        case.detail
+    );
+    assert!(stdout.contains("1 entr(ies) matched a failure, 1 not seen in this run"), "{stdout}");
+    assert!(stdout.contains("known failure no longer seen: * / dax-smoke / *"), "{stdout}");
+
+    std::fs::write(&list, "").unwrap();
+    let out = xtask(&["matrix", &file, "--known-failures", &list_arg], images.path());
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+
+    std::fs::write(&list, "# fine\n* / w / c | often | why | where\n").unwrap();
+    let out = xtask(&["matrix", &file, "--known-failures", &list_arg], images.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("known.txt:2") && stderr.contains("not a percentage"), "{stderr}");
+    assert!(!stderr.contains("booting"), "refused before anything boots: {stderr}");
+}
+
 /// `matrix --rerun-failed`: a cell whose suite fails once is run again in
 /// a directory of its own and reported flaky (cells.json, results.json),
 /// and the shard passes; with `--flaky-fails` it fails.

@@ -25,6 +25,7 @@ use crate::build::kernel::Variant;
 use crate::build::{deps, rootfs};
 use crate::cli::{AccelChoice, KernelChoice, SourceArgs};
 use crate::paths;
+use crate::report::known;
 use crate::report::results::{self, BootRecord, Results, WorkloadRun};
 use crate::vm::machine::Machine;
 use crate::vm::request::{self, BootRequest, Prepared};
@@ -47,6 +48,9 @@ pub struct FstestsArgs {
     /// Section to run (repeatable): dax (mounted dax=always) or nondax (dax=never); default: each with tests.
     #[arg(long = "section", value_name = "S")]
     pub sections: Vec<String>,
+    /// The known-failure list to apply (default tests/known-failures/<tree>.txt).
+    #[arg(long, value_name = "FILE")]
+    pub known_failures: Option<PathBuf>,
     /// Tests never to run: one DIR/NUMBER a line, `#` comments (fstests' -E format).
     #[arg(long, value_name = "FILE")]
     pub exclude: Option<PathBuf>,
@@ -242,7 +246,7 @@ pub fn compare(runs: &mut [WorkloadRun]) -> Vec<Compared> {
             match class {
                 Class::Known if case.verdict == Verdict::Fail => {
                     case.verdict = Verdict::Known;
-                    case.detail = format!("known failure: fails on the baseline too\n{}", case.detail);
+                    case.detail = format!("{SHARED_WITH_BASELINE}\n{}", case.detail);
                 }
                 Class::Fixed => {
                     case.verdict = Verdict::Known;
@@ -356,18 +360,44 @@ pub fn boot_all(
     Ok(Booted { runs, boots, compared })
 }
 
+/// How the comparison marks a failure the baseline shares: the candidates
+/// the known-failure list is proposed from.
+pub const SHARED_WITH_BASELINE: &str = "known failure: fails on the baseline too";
+
+/// Applies the tree's known-failure list to `runs` and says what it did,
+/// proposing entries for the failures the baseline shares that it lacks.
+pub fn apply_known(list: &Path, entries: &[known::Entry], runs: &mut [WorkloadRun]) -> String {
+    let applied = known::apply(entries, runs);
+    let proposed: Vec<String> = runs
+        .iter()
+        .flat_map(|r| {
+            let who = r.who();
+            r.cases
+                .iter()
+                .filter(|c| c.verdict == Verdict::Known && c.detail.starts_with(SHARED_WITH_BASELINE))
+                .map(move |c| format!("{who} / {} / {}", r.workload, c.name))
+        })
+        .filter(|case| !entries.iter().any(|e| known::matches(&e.case, case)))
+        .collect();
+    known::text(list, &applied, &proposed)
+}
+
 pub fn cmd(args: &FstestsArgs) -> Result<ExitCode> {
     let exclude = match &args.exclude {
         Some(p) => read_exclude(p)?,
         None => Vec::new(),
     };
+    let choice = args.source.default_tree_choice("fstests")?;
+    // A bad list is refused before anything boots.
+    let known_list = args.known_failures.clone().unwrap_or_else(|| known::list_for(&choice.tree.name));
+    let entries = known::load(&known_list)?;
     let plans = plans(&args.groups, &args.tests, &args.sections, &exclude)?;
     rootfs::validate_source(&args.src)?;
     deps::ensure(deps::Need::for_fstests(args.source.kernel_src.is_some()))?;
     let root = rootfs::ensure(&args.src, args.rebuild_root)?;
     let variants = args.kernel.variants();
     let vm = machine(args.accel, Duration::from_secs(args.timeout));
-    let prepared = request::prepare(&variants, &args.source.default_tree_choice("fstests")?, vm.accel)?;
+    let prepared = request::prepare(&variants, &choice, vm.accel)?;
     eprintln!("[fstests] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
     for (section, plan) in &plans {
         eprintln!(
@@ -379,7 +409,7 @@ pub fn cmd(args: &FstestsArgs) -> Result<ExitCode> {
     }
     let (run_id, out_dir) = paths::new_output_dir("fstests")?;
     let jobs = args.jobs.map_or_else(crate::jobs::default_jobs, |j| j as usize);
-    let booted = boot_all(
+    let mut booted = boot_all(
         &prepared,
         &variants,
         &plans,
@@ -390,6 +420,7 @@ pub fn cmd(args: &FstestsArgs) -> Result<ExitCode> {
         jobs,
         &format!("fstests {run_id}"),
     )?;
+    let known_text = apply_known(&known_list, &entries, &mut booted.runs);
     let verdict = results::verdict_of(&booted.runs, false);
     let results = Results {
         verdict,
@@ -404,6 +435,7 @@ pub fn cmd(args: &FstestsArgs) -> Result<ExitCode> {
     });
     let mut summary = results::summary(&results);
     summary.push_str(&comparison_text(&booted.compared));
+    summary.push_str(&known_text);
     println!("{summary}");
     written.context("the verdicts above could not be saved")?;
     paths::write_atomic(&out_dir.join("summary.txt"), summary.as_bytes())?;

@@ -26,6 +26,7 @@ use crate::build::kernel::Variant;
 use crate::build::{deps, rootfs};
 use crate::cli::SourceArgs;
 use crate::paths;
+use crate::report::known;
 use crate::report::results::{self, BootRecord, CaseResult, Results, WorkloadRun};
 use crate::vm::boot::{End, KillAt};
 use crate::vm::machine::Machine;
@@ -67,6 +68,9 @@ pub struct MatrixArgs {
     /// Flaky cells fail the shard (by default they are reported and pass).
     #[arg(long)]
     pub flaky_fails: bool,
+    /// The known-failure list to apply (default tests/known-failures/<tree>.txt).
+    #[arg(long, value_name = "FILE")]
+    pub known_failures: Option<PathBuf>,
     /// The fstests checkout fstests cells build their root image from.
     #[arg(long, value_name = "DIR", env = crate::test::FSTESTS_ENV)]
     pub fstests_src: Option<PathBuf>,
@@ -271,6 +275,10 @@ fn run_cell(
 
 pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
     let cells = spec::load(&args.file)?;
+    let choice = args.source.default_tree_choice("matrix")?;
+    // A bad known-failure list is refused before anything boots.
+    let list = args.known_failures.clone().unwrap_or_else(|| known::list_for(&choice.tree.name));
+    let entries = known::load(&list)?;
     if let Some(n) = args.emit_github {
         if n == 0 {
             bail!("--emit-github 0: give the number of shards, at least 1");
@@ -327,7 +335,7 @@ pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    let prepared = request::prepare(&variants, &args.source.default_tree_choice("matrix")?, Machine::default().accel)?;
+    let prepared = request::prepare(&variants, &choice, Machine::default().accel)?;
     eprintln!("[matrix] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
     let (run_id, dir) = paths::new_output_dir("matrix")?;
     let (mut runs, mut boots, mut cell_results) = (Vec::new(), Vec::new(), Vec::new());
@@ -340,8 +348,21 @@ pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
             .with_context(|| format!("cell {}", c.id));
         (c, ran, start.elapsed().as_millis() as u64)
     });
+    let mut cell_runs = Vec::new();
     for (c, ran, elapsed_ms) in done {
-        let (mut r, b) = ran?;
+        let (r, b) = ran?;
+        cell_runs.push((c, r, b, elapsed_ms));
+    }
+    // The list applies to every cell's runs at once (an entry not seen in
+    // any cell is named), before the cells' verdicts.
+    let counts: Vec<usize> = cell_runs.iter().map(|(_, r, ..)| r.len()).collect();
+    let mut all: Vec<WorkloadRun> = cell_runs.iter_mut().flat_map(|(_, r, ..)| std::mem::take(r)).collect();
+    let known_text = fstests::apply_known(&list, &entries, &mut all);
+    let mut all = all.into_iter();
+    for ((_, r, ..), n) in cell_runs.iter_mut().zip(counts) {
+        r.extend(all.by_ref().take(n));
+    }
+    for (c, mut r, b, elapsed_ms) in cell_runs {
         // A cell that passed only on a rerun says so in cells.json.
         let verdict = match results::verdict_of(&r, args.flaky_fails) {
             Verdict::Pass if r.iter().any(|r| r.verdict == Verdict::Flaky) => Verdict::Flaky,
@@ -361,7 +382,7 @@ pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
         Results { verdict, run_id, runs, boots, xtask_peak_rss_kib: results::peak_rss_kib(), rates: Vec::new() };
     let written = results::write_all(&dir, &results)
         .and_then(|_| paths::write_atomic(&dir.join("cells.json"), &serde_json::to_vec_pretty(&cell_results)?));
-    println!("{}", results::summary(&results));
+    println!("{}{known_text}", results::summary(&results));
     written.context("the verdicts above could not be saved")?;
     println!("outputs: {} (cells.json for --durations and cargo xtask report)", dir.display());
     Ok(results.exit_code())

@@ -4,4 +4,5 @@
 
 pub mod history;
 pub mod html;
+pub mod known;
 pub mod results;
