@@ -51,6 +51,10 @@ pub struct FstestsArgs {
     /// The known-failure list to apply (default tests/known-failures/<tree>.txt).
     #[arg(long, value_name = "FILE")]
     pub known_failures: Option<PathBuf>,
+    /// Run a failed test again, alone, up to N times (fstests' check -L);
+    /// one that passes on a rerun is reported flaky (0 to 10).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub rerun_failed: u32,
     /// Tests never to run: one DIR/NUMBER a line, `#` comments (fstests' -E format).
     #[arg(long, value_name = "FILE")]
     pub exclude: Option<PathBuf>,
@@ -144,7 +148,7 @@ pub fn parse_exclude(text: &str) -> Result<Vec<String>, (usize, String)> {
 }
 
 /// The configuration of one fstests boot: set-up, then each section.
-pub fn run_config(variant: Variant, plans: &BTreeMap<String, Plan>, run: &str) -> RunConfig {
+pub fn run_config(variant: Variant, plans: &BTreeMap<String, Plan>, run: &str, attempt: u32) -> RunConfig {
     let workloads = fstests::SECTIONS.iter().filter(|s| plans.contains_key(s.name)).map(|s| s.workload.to_string());
     RunConfig {
         kernel: variant.name().to_string(),
@@ -153,6 +157,7 @@ pub fn run_config(variant: Variant, plans: &BTreeMap<String, Plan>, run: &str) -
         dax: vec![DaxMode::Always, DaxMode::Never],
         fstests: plans.clone(),
         run: run.to_string(),
+        attempt,
         ..RunConfig::default()
     }
 }
@@ -188,6 +193,10 @@ pub struct Compared {
     pub class: Class,
     pub here: Verdict,
     pub baseline: Option<Verdict>,
+    /// With `--rerun-failed`: how many times it ran, and how many of those
+    /// failed (its failure rate over the attempts).
+    pub attempts: usize,
+    pub failures: usize,
 }
 
 fn is_section(r: &WorkloadRun) -> bool {
@@ -264,6 +273,8 @@ pub fn compare(runs: &mut [WorkloadRun]) -> Vec<Compared> {
                 class,
                 here: case.verdict,
                 baseline: base,
+                attempts: case.attempts.len() + 1,
+                failures: case.attempts.len() + usize::from(case.verdict == Verdict::Fail),
             });
         }
         run.verdict = results::overall(&run.cases);
@@ -320,6 +331,17 @@ pub struct Booted {
     pub compared: Vec<Compared>,
 }
 
+/// Where and how the fstests boots of one task run.
+pub struct Boots<'a> {
+    pub prepared: &'a Prepared,
+    pub root: &'a Path,
+    pub machine: &'a Machine,
+    pub images_dir: &'a Path,
+    pub out_dir: &'a Path,
+    pub jobs: usize,
+    pub run: &'a str,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn boot_all(
     prepared: &Prepared,
@@ -332,8 +354,24 @@ pub fn boot_all(
     jobs: usize,
     run: &str,
 ) -> Result<Booted> {
-    let booted = crate::jobs::in_parallel(jobs, variants.to_vec(), |variant| -> Result<_> {
-        let config = run_config(variant, plans, run);
+    let boots = Boots { prepared, root, machine, images_dir, out_dir, jobs, run };
+    let plans: Vec<(Variant, BTreeMap<String, Plan>)> = variants.iter().map(|&v| (v, plans.clone())).collect();
+    let (mut runs, boots) = boot_each(&boots, plans, 0)?;
+    let compared = compare(&mut runs);
+    Ok(Booted { runs, boots, compared })
+}
+
+/// Boots each kernel with its own plans (attempt `attempt`: 0, or a
+/// rerun's number), up to `jobs` at once; the judged runs, not compared.
+pub fn boot_each(
+    b: &Boots,
+    plans: Vec<(Variant, BTreeMap<String, Plan>)>,
+    attempt: u32,
+) -> Result<(Vec<WorkloadRun>, Vec<BootRecord>)> {
+    let Boots { prepared, root, machine, images_dir, out_dir, jobs, run } = *b;
+    let booted = crate::jobs::in_parallel(jobs, plans, |(variant, plans)| -> Result<_> {
+        let config = run_config(variant, &plans, run, attempt);
+        let tag = if attempt == 0 { String::new() } else { format!("-rerun{attempt}") };
         let set = format!("fstests-{variant}");
         let request = BootRequest {
             prepared,
@@ -345,19 +383,37 @@ pub fn boot_all(
             image_set: Some(&set),
             out_dir,
             fresh: false,
-            tag: "",
+            tag: &tag,
             kill_at: None,
             root_disk: Some(root),
         };
-        eprintln!("[fstests] booting {variant}: sections {}", config.workloads.join(", "));
+        eprintln!("[fstests] booting {variant}{tag}: sections {}", config.workloads.join(", "));
         let outcome = request.boot()?;
         eprintln!("[fstests] {variant}: {} after {:.1} s", outcome.end.describe(), outcome.elapsed.as_secs_f64());
         let (runs, boot) = results::judged(variant.name(), prepared, &config, &outcome);
-        Ok((runs, [boot]))
+        let label = if attempt == 0 { String::new() } else { format!("rerun {attempt}") };
+        Ok((runs, [boot.labelled(&label)]))
     });
-    let (mut runs, boots) = results::gather(booted)?;
-    let compared = compare(&mut runs);
-    Ok(Booted { runs, boots, compared })
+    results::gather(booted)
+}
+
+/// What a rerun of the failed tests boots: for each kernel with a failed
+/// test, a plan per section naming exactly those tests.
+fn failed_tests(runs: &[WorkloadRun], variants: &[Variant]) -> Vec<(Variant, BTreeMap<String, Plan>)> {
+    let mut out = Vec::new();
+    for &variant in variants {
+        let mut plans: BTreeMap<String, Plan> = BTreeMap::new();
+        for r in runs.iter().filter(|r| r.kernel == variant.name()) {
+            let Some(section) = fstests::section_of_workload(&r.workload) else { continue };
+            for c in r.cases.iter().filter(|c| c.verdict == Verdict::Fail && is_test(&c.name)) {
+                plans.entry(section.name.to_string()).or_default().tests.push(c.name.clone());
+            }
+        }
+        if !plans.is_empty() {
+            out.push((variant, plans));
+        }
+    }
+    out
 }
 
 /// How the comparison marks a failure the baseline shares: the candidates
@@ -409,17 +465,32 @@ pub fn cmd(args: &FstestsArgs) -> Result<ExitCode> {
     }
     let (run_id, out_dir) = paths::new_output_dir("fstests")?;
     let jobs = args.jobs.map_or_else(crate::jobs::default_jobs, |j| j as usize);
-    let mut booted = boot_all(
-        &prepared,
-        &variants,
-        &plans,
-        &root.image,
-        &vm,
-        &paths::images_dir(),
-        &out_dir,
+    let run = format!("fstests {run_id}");
+    let boots = Boots {
+        prepared: &prepared,
+        root: &root.image,
+        machine: &vm,
+        images_dir: &paths::images_dir(),
+        out_dir: &out_dir,
         jobs,
-        &format!("fstests {run_id}"),
-    )?;
+        run: &run,
+    };
+    let first: Vec<(Variant, BTreeMap<String, Plan>)> = variants.iter().map(|&v| (v, plans.clone())).collect();
+    let (mut runs, mut boot_records) = boot_each(&boots, first, 0)?;
+    // check -L's rule: a failed test runs again, alone, up to N times.
+    for attempt in 1..=args.rerun_failed {
+        let again = failed_tests(&runs, &variants);
+        if again.is_empty() {
+            break;
+        }
+        let tests: usize = again.iter().flat_map(|(_, p)| p.values()).map(|p| p.tests.len()).sum();
+        eprintln!("[fstests] rerun {attempt} of {}: {tests} failed test(s)", args.rerun_failed);
+        let (rerun, more) = boot_each(&boots, again, attempt)?;
+        runs = results::fold_rerun(runs, rerun, attempt);
+        boot_records.extend(more);
+    }
+    let compared = compare(&mut runs);
+    let mut booted = Booted { runs, boots: boot_records, compared };
     let known_text = apply_known(&known_list, &entries, &mut booted.runs);
     let verdict = results::verdict_of(&booted.runs, false);
     let results = Results {
@@ -573,9 +644,26 @@ mod tests {
     #[test]
     fn the_boot_asks_for_each_planned_section_on_two_nvdimms() {
         let p = plans(&[], &[], &s(&["nondax"]), &[]).unwrap();
-        let c = run_config(Variant::Patched, &p, "fstests x");
+        let c = run_config(Variant::Patched, &p, "fstests x", 0);
         assert_eq!(c.workloads, ["fstests-nondax"]);
         assert_eq!(c.expected_tests(), ["setup", "fstests-nondax"]);
         assert_eq!(machine(AccelChoice::Tcg, Duration::from_secs(600)).nvdimms, 2);
     }
+
+    #[test]
+    fn a_rerun_boots_exactly_the_failed_tests_of_each_kernel() {
+        let runs = vec![
+            run("patched", "fstests-dax", &[("xfs/550", Verdict::Fail), ("generic/1", Verdict::Pass)]),
+            run("patched", "fstests-nondax", &[("generic/2", Verdict::Fail), ("(workload)", Verdict::Fail)]),
+            run("baseline", "fstests-dax", &[("xfs/550", Verdict::Pass)]),
+        ];
+        let again = failed_tests(&runs, &[Variant::Patched, Variant::Baseline]);
+        assert_eq!(again.len(), 1, "the baseline has nothing to rerun");
+        let (variant, plans) = &again[0];
+        assert_eq!(*variant, Variant::Patched);
+        assert_eq!(plans["dax"].tests, ["xfs/550"]);
+        assert_eq!(plans["nondax"].tests, ["generic/2"], "only tests, not the workload's own entry");
+        assert!(plans["dax"].groups.is_empty());
+    }
+
 }
