@@ -128,14 +128,7 @@ impl Booted {
     }
 
     fn results(&self) -> results::Results {
-        results::Results {
-            verdict: results::verdict_of(&self.runs, false),
-            run_id: "test".into(),
-            runs: self.runs.clone(),
-            boots: Vec::new(),
-            xtask_peak_rss_kib: 0,
-            rates: Vec::new(),
-        }
+        results::Results::of_runs("test", self.runs.clone())
     }
 
     pub fn passed(&self) -> bool {

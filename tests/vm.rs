@@ -1032,15 +1032,7 @@ fn report_history_names_the_regression_the_fix_the_flaky_and_the_slow_case() {
         let cases =
             cases.iter().map(|(c, v, ms)| CaseResult { duration_ms: *ms, ..CaseResult::new(c, *v, String::new()) });
         let runs = vec![WorkloadRun::new("patched", "w", cases.collect()).labelled("cell")];
-        let verdict = xtask::report::results::verdict_of(&runs, false);
-        let results = Results {
-            verdict,
-            run_id: format!("night {n}"),
-            runs,
-            boots: Vec::new(),
-            xtask_peak_rss_kib: 0,
-            rates: Vec::new(),
-        };
+        let results = Results::of_runs(&format!("night {n}"), runs);
         let d = dir.path().join(format!("night-{n}"));
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("results.json"), serde_json::to_vec(&results).unwrap()).unwrap();

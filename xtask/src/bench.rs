@@ -400,7 +400,7 @@ mod tests {
     use dax_seal_protocol::ktap::{TestResult, Writer};
 
     use super::*;
-    use crate::report::results::{judge, test_outcome, verdict_of};
+    use crate::report::results::{judge, test_outcome};
     use crate::vm::boot::End;
 
     #[test]
@@ -436,14 +436,7 @@ mod tests {
         w.result(1, "pinned-dma", &TestResult::Pass).unwrap();
         let stream = String::from_utf8(w.into_inner()).unwrap();
         let runs = judge(PATCHED, &["pinned-dma".to_string()], &test_outcome(&stream, End::PoweredOff));
-        Results {
-            verdict: verdict_of(&runs, false),
-            run_id: "r".into(),
-            runs,
-            boots: Vec::new(),
-            xtask_peak_rss_kib: 0,
-            rates: Vec::new(),
-        }
+        Results::of_runs("r", runs)
     }
 
     #[test]

@@ -665,5 +665,4 @@ mod tests {
         assert_eq!(plans["nondax"].tests, ["generic/2"], "only tests, not the workload's own entry");
         assert!(plans["dax"].groups.is_empty());
     }
-
 }

@@ -125,7 +125,7 @@ pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
         None => paths::new_output_dir("report")?,
     };
     // The summary lists the verdicts, not the boots of every shard.
-    let results = Results { verdict, run_id, runs, boots: Vec::new(), xtask_peak_rss_kib: 0, rates: Vec::new() };
+    let results = Results { verdict, ..Results::of_runs(&run_id, runs) };
     let summary = results::summary(&results);
     let written = results::write_all(&out, &results).and_then(|_| {
         let merged = Merged {

@@ -232,14 +232,7 @@ mod tests {
             .map(|(n, v, ms)| CaseResult { duration_ms: *ms, ..CaseResult::new(n, *v, String::new()) })
             .collect();
         let runs = vec![WorkloadRun::new("patched", "w", cases)];
-        Results {
-            verdict: Verdict::Pass,
-            run_id: "n".into(),
-            runs,
-            boots: Vec::new(),
-            xtask_peak_rss_kib: 0,
-            rates: Vec::new(),
-        }
+        Results::of_runs("n", runs)
     }
 
     #[test]

@@ -203,6 +203,19 @@ pub fn rates(runs: &[WorkloadRun]) -> Vec<CaseRate> {
 }
 
 impl Results {
+    /// Results of `runs` alone (no boots), judged by [`verdict_of`]: what a
+    /// merge, a test or a history night holds.
+    pub fn of_runs(run_id: &str, runs: Vec<WorkloadRun>) -> Results {
+        Results {
+            verdict: verdict_of(&runs, false),
+            run_id: run_id.to_string(),
+            runs,
+            boots: Vec::new(),
+            xtask_peak_rss_kib: 0,
+            rates: Vec::new(),
+        }
+    }
+
     /// The process exit status of a task whose verdict this is.
     pub fn exit_code(&self) -> std::process::ExitCode {
         match self.verdict {
@@ -754,14 +767,7 @@ mod tests {
         assert_eq!(case.figures, [Figure::new("virtio.read-fixed-qd16", 2063.5, "MiB/s")]);
         // A malformed figure line stays in the prose, where a reader sees it.
         assert_eq!(case.detail, "qd16 2063 MiB/s\ndax-seal figure bad NaN x");
-        let results = Results {
-            verdict: verdict_of(&runs, false),
-            run_id: "r".into(),
-            runs,
-            boots: Vec::new(),
-            xtask_peak_rss_kib: 0,
-            rates: Vec::new(),
-        };
+        let results = Results::of_runs("r", runs);
         assert_eq!(results.figure("patched", "w", "virtio.read-fixed-qd16").unwrap(), 2063.5);
         let missing = results.figure("patched", "w", "nvme.read-fixed-qd16").unwrap_err().to_string();
         assert!(missing.contains("no figure nvme.read-fixed-qd16") && missing.contains("virtio.read-fixed-qd16"));
@@ -791,14 +797,7 @@ mod tests {
             .collect();
         assert_eq!(runs[1].kernel, "patched");
         assert_eq!(runs[1].who(), "patched model point 3 image 1");
-        let results = Results {
-            verdict: verdict_of(&runs, false),
-            run_id: "r".into(),
-            runs,
-            boots: Vec::new(),
-            xtask_peak_rss_kib: 0,
-            rates: Vec::new(),
-        };
+        let results = Results::of_runs("r", runs);
         assert!(summary(&results).contains("patched model point 3 image 1  w"), "{}", summary(&results));
         assert!(junit(&results).contains("<testsuite name=\"patched model point 3 image 1/w\""));
         let back: Results = serde_json::from_slice(&serde_json::to_vec(&results).unwrap()).unwrap();
@@ -842,14 +841,7 @@ mod tests {
         assert_eq!(folded[2].cases[0].attempts, ["attempt 0: c broke", "attempt 1: c broke again"]);
         assert_eq!(verdict_of(&folded, false), Verdict::Pass, "flaky passes by default");
         assert_eq!(verdict_of(&folded, true), Verdict::Fail, "--flaky-fails");
-        let results = Results {
-            verdict: Verdict::Pass,
-            run_id: "r".into(),
-            runs: folded,
-            boots: Vec::new(),
-            xtask_peak_rss_kib: 0,
-            rates: Vec::new(),
-        };
+        let results = Results::of_runs("r", folded);
         let x = junit(&results);
         assert!(x.contains("<flakyFailure message=\"attempt 1: c broke again\"/>"), "{x}");
         let k = ktap(&results);
@@ -883,14 +875,7 @@ mod tests {
         assert_eq!(r.len(), 2);
         assert_eq!((r[0].loops, r[0].passed, r[0].failed), (4, 4, 0));
         assert_eq!((r[1].passed, r[1].failed, r[1].flaky, r[1].failure_rate), (1, 2, 1, 0.5));
-        let results = Results {
-            verdict: verdict_of(&runs, false),
-            run_id: "r".into(),
-            runs,
-            boots: Vec::new(),
-            xtask_peak_rss_kib: 0,
-            rates: r,
-        };
+        let results = Results { rates: r, ..Results::of_runs("r", runs) };
         let s = summary(&results);
         assert!(s.contains("over the loops: 1 case(s) passed every time; these did not:"), "{s}");
         assert!(s.contains("2 failed, 1 flaky of 4  failure rate 50%"), "{s}");
@@ -977,14 +962,7 @@ mod tests {
 
     fn sample_results() -> Results {
         let runs = judge("patched", &names(&["setup", "w", "gone"]), &outcome(GOOD, End::PoweredOff));
-        Results {
-            verdict: verdict_of(&runs, false),
-            run_id: "r1".into(),
-            runs,
-            boots: Vec::new(),
-            xtask_peak_rss_kib: 0,
-            rates: Vec::new(),
-        }
+        Results::of_runs("r1", runs)
     }
 
     #[test]
