@@ -36,7 +36,7 @@ enum Task {
     Matrix(matrix::MatrixArgs),
     /// Merge runs and matrix shards into one set of verdicts; fail on a missing or failed cell.
     Report(merge::ReportArgs),
-    /// Check the series is bisectable: build every prefix of patches/series in turn.
+    /// Check the series is bisectable: build every prefix of a tree's series in turn.
     Series(cli::SeriesArgs),
     /// Write daxctl-immutable's man pages and shell completions from its clap definition.
     CliDocs(cli::CliDocsArgs),

@@ -1,5 +1,5 @@
 //! `cargo xtask series`: is the series bisectable? Builds the pristine
-//! source, then applies patches/series one patch at a time and rebuilds
+//! source, then applies the tree's series (patches/6.12/series) one patch at a time and rebuilds
 //! after each, in one incremental tree (`work/series/`, ccache shared with
 //! the variants), on the patched variant's configuration. A prefix that
 //! does not build, or a patch after which the compiler warns, fails the

@@ -42,7 +42,8 @@ pub fn cmd(args: &TestArgs) -> Result<ExitCode> {
         Machine::default().accel,
     )?;
     eprintln!("[test] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
-    let checked = tidy::checkpatch(&root.join("patches"), &prepared.source_tree)?;
+    let series = root.join(&args.source.default_tree_choice("test")?.tree.series);
+    let checked = tidy::checkpatch(&series, &prepared.source_tree)?;
     eprintln!("[test] checkpatch --strict: {checked} patch(es) clean");
     let artifacts = root.join("target/dax-seal/artifacts.json");
     paths::write_atomic(&artifacts, &serde_json::to_vec_pretty(&prepared)?)?;

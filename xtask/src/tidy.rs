@@ -1,4 +1,4 @@
-//! Conventions CI enforces: patches/series names exactly the patch files
+//! Conventions CI enforces: each tree's series (patches/<tree>/series) names exactly the patch files
 //! there, each patch is signed off with a kernel-style subject, checkpatch
 //! (from the kernel tree being built) passes `--strict`, no tracked text
 //! file has trailing whitespace, documents stand alone, and no stage of xtask
@@ -21,7 +21,7 @@ pub fn series_problems(patches: &Path) -> Result<Vec<String>> {
     for e in std::fs::read_dir(patches).with_context(|| format!("reading {}", patches.display()))? {
         let name = e?.file_name().to_string_lossy().into_owned();
         if name.ends_with(".patch") && !listed.contains(&name.as_str()) {
-            problems.push(format!("patches/{name} is not in patches/series"));
+            problems.push(format!("{}/{name} is not in its series", patches.display()));
         }
     }
     for (name, bytes) in &series {
@@ -246,8 +246,22 @@ mod tests {
 
     #[test]
     fn series_matches_the_patch_files_and_headers_are_kernel_style() {
-        let problems = series_problems(&project_root().join("patches")).unwrap();
-        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        // Every tree's series that exists (a tree being ported may have none).
+        for tree in crate::build::trees::load().unwrap() {
+            let dir = project_root().join(&tree.series);
+            if dir.join("series").is_file() {
+                let problems = series_problems(&dir).unwrap();
+                assert!(problems.is_empty(), "{}: {}", tree.name, problems.join("\n"));
+            }
+        }
+        // No patch file lies outside a tree's series directory.
+        let stray: Vec<_> = std::fs::read_dir(project_root().join("patches"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_file())
+            .map(|e| e.path().display().to_string())
+            .collect();
+        assert!(stray.is_empty(), "files in patches/ belong in a tree's series directory: {stray:?}");
     }
 
     #[test]
@@ -283,7 +297,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("series"), "# none\n").unwrap();
         std::fs::write(dir.path().join("0001-x.patch"), "").unwrap();
-        assert_eq!(series_problems(dir.path()).unwrap(), ["patches/0001-x.patch is not in patches/series"]);
+        assert_eq!(
+            series_problems(dir.path()).unwrap(),
+            [format!("{}/0001-x.patch is not in its series", dir.path().display())]
+        );
         std::fs::write(dir.path().join("series"), "0002-missing.patch\n").unwrap();
         assert!(series_problems(dir.path()).is_err());
     }

@@ -38,7 +38,7 @@ pub const KERNEL_BUILD: &[Requirement] = &[
     req(Program("bc"), "bc", "kernel build"),
     req(Program("perl"), "perl", "kernel build"),
     req(Program("ccache"), "ccache", "compiler cache for kernel builds"),
-    req(Program("patch"), "patch", "applying patches/series"),
+    req(Program("patch"), "patch", "applying the patch series"),
     req(Program("xz"), "xz-utils", "extracting the kernel tarball"),
     req(File("/usr/include/libelf.h"), "libelf-dev", "objtool"),
     req(File("/usr/include/openssl/ssl.h"), "libssl-dev", "kernel build host tools"),

@@ -1,5 +1,5 @@
 //! The kernel variants: where their source comes from, the content-addressed
-//! key that decides whether a build is needed, applying patches/series,
+//! key that decides whether a build is needed, applying the tree's series,
 //! configuring from kernel-config/ fragments (and checking every requested
 //! option took), and the ccache-backed out-of-tree build.
 //!
@@ -38,7 +38,7 @@ const RECIPE: &str = "dax-seal kernel recipe 1: allnoconfig + fragments, bzImage
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Variant {
-    /// With patches/series applied.
+    /// With the tree's series (patches/<tree>/series) applied.
     Patched,
     /// The same source without the series.
     Baseline,
@@ -56,7 +56,7 @@ impl Variant {
         }
     }
 
-    /// Whether the variant carries patches/series.
+    /// Whether the variant carries the tree's series.
     pub fn has_series(self) -> bool {
         self != Variant::Baseline
     }
@@ -272,7 +272,8 @@ fn extract_tarball(tarball: &Path, of: Tree) -> Result<Source> {
     Ok(Source { description: format!("{} ({id})", tarball.display()), of, tree: top, id })
 }
 
-/// patches/series: patch file names in order (comments and blanks skipped).
+/// A series file (patches/<tree>/series): patch file names in order
+/// (comments and blanks skipped).
 pub fn read_series(patches: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let series = patches.join("series");
     let text = fs::read_to_string(&series).with_context(|| format!("cannot read {}", series.display()))?;
@@ -584,7 +585,7 @@ pub fn apply_patch(sh: &Shell, src: &Path, patch: &Path) -> Result<()> {
         let text = String::from_utf8_lossy(&dry.stdout).into_owned() + &String::from_utf8_lossy(&dry.stderr);
         bail!(
             "patches/{name} does not apply to the kernel source:\n{}\n\
-             Rebase the patch onto Linux 6.12 (or fix patches/series), then run again. \
+             Rebase the patch onto the tree (or fix its series file), then run again. \
              The source tree was not changed.",
             text.trim_end()
         );
