@@ -1050,7 +1050,11 @@ fn report_history_names_the_regression_the_fix_the_flaky_and_the_slow_case() {
     let junk = dir.path().join("junk");
     std::fs::create_dir_all(&junk).unwrap();
     let out_dir = dir.path().join("out").to_string_lossy().into_owned();
-    let mut args = vec!["report", "--out", out_dir.as_str()];
+    let list = dir.path().join("known.txt");
+    std::fs::write(&list, "* / w / mended | 40% | it was broken | this test\n* / w / broke | 40% | it breaks | here\n")
+        .unwrap();
+    let list = list.to_string_lossy().into_owned();
+    let mut args = vec!["report", "--out", out_dir.as_str(), "--known-failures", &list, "--gone-after", "3"];
     for d in nights.iter().map(String::as_str).chain([junk.to_str().unwrap()]) {
         args.extend(["--history", d]);
     }
@@ -1068,6 +1072,8 @@ fn report_history_names_the_regression_the_fix_the_flaky_and_the_slow_case() {
         assert!(stdout.contains(line), "{line}: {stdout}");
     }
     assert!(stderr.contains("--history") && stderr.contains("junk") && stderr.contains("skipped"), "{stderr}");
+    assert!(stdout.contains("known failure no longer seen for 3 night(s): * / w / mended"), "{stdout}");
+    assert!(!stdout.contains("no longer seen for 3 night(s): * / w / broke"), "{stdout}");
     let history = std::fs::read_to_string(dir.path().join("out/history.json")).unwrap();
     assert!(history.contains("\"regression\"") && history.contains("\"slow\""), "{history}");
     let dom = chromium_dom_and_screenshot(&dir.path().join("out/report.html"));

@@ -16,7 +16,7 @@ use dax_seal_protocol::ktap::Verdict;
 use crate::matrix::{spec, CellResult};
 use crate::paths;
 use crate::report::results::{self, BootRecord, CaseResult, Results, WorkloadRun};
-use crate::report::{history, html};
+use crate::report::{history, html, known};
 
 /// The merged results.json: a run's results plus where they came from and
 /// every matrix cell's verdict.
@@ -42,6 +42,19 @@ pub struct ReportArgs {
     /// nights and tonight's, with regressions, fixes, flaky and slow cases.
     #[arg(long = "history", value_name = "DIR")]
     pub history: Vec<PathBuf>,
+    /// A known-failure list (tests/known-failures/<tree>.txt): with
+    /// --history, its entries that matched no failure for --gone-after
+    /// nights are named, so the list can shrink.
+    #[arg(long, value_name = "FILE")]
+    pub known_failures: Option<PathBuf>,
+    /// Nights without a match after which a known failure is reported as
+    /// no longer seen.
+    #[arg(long, value_name = "N", default_value_t = 7)]
+    pub gone_after: usize,
+    /// Flaky workloads fail the merge (by default they are reported, and
+    /// pass).
+    #[arg(long)]
+    pub flaky_fails: bool,
     /// Where to write the merged outputs (default images/report/<id>/).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -115,8 +128,11 @@ pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
         }
     }
     // Bench pages alone carry figures, not verdicts: nothing to fail.
-    let verdict =
-        if runs.is_empty() && !benches.is_empty() { Verdict::Pass } else { results::verdict_of(&runs, false) };
+    let verdict = if runs.is_empty() && !benches.is_empty() {
+        Verdict::Pass
+    } else {
+        results::verdict_of(&runs, args.flaky_fails)
+    };
     let (run_id, out) = match &args.out {
         Some(dir) => {
             paths::ensure_dir(dir)?;
@@ -166,6 +182,11 @@ pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
         nights.push(results.clone());
         let cases = history::history(&nights, history::Rules::default());
         println!("{}", history::text(&cases, nights.len()));
+        if let Some(list) = &args.known_failures {
+            for (e, quiet) in history::gone(&known::load(list)?, &nights, args.gone_after) {
+                println!("known failure no longer seen for {quiet} night(s): {} ({}): {}", e.case, e.origin, e.reason);
+            }
+        }
         paths::write_atomic(&out.join("history.json"), &serde_json::to_vec_pretty(&cases)?)?;
         html::with_section(&page, &history::html(&cases, nights.len()))
     };

@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use dax_seal_protocol::ktap::Verdict;
 use serde::Serialize;
 
+use super::known::{self, Entry};
 use super::results::{columns, xml_escape, Results};
 
 /// The thresholds; `Default` is the documented rule.
@@ -188,6 +189,28 @@ pub fn strip(nights: &[Option<Verdict>]) -> String {
         .collect()
 }
 
+/// The known-failure entries no failure matched in each of the last
+/// `nights` nights or more (a failed or known case the entry's pattern
+/// matches), with how many nights that has been: candidates to remove.
+pub fn gone(entries: &[Entry], history: &[Results], nights: usize) -> Vec<(Entry, usize)> {
+    let mut out = Vec::new();
+    for e in entries {
+        let seen = |night: &Results| {
+            night.runs.iter().any(|r| {
+                r.cases.iter().any(|c| {
+                    matches!(c.verdict, Verdict::Fail | Verdict::Known)
+                        && known::matches(&e.case, &format!("{} / {} / {}", r.who(), r.workload, c.name))
+                })
+            })
+        };
+        let quiet = history.iter().rev().take_while(|n| !seen(n)).count();
+        if quiet >= nights && nights > 0 {
+            out.push((e.clone(), quiet));
+        }
+    }
+    out
+}
+
 /// report.html's history section: the cases with a trend first, each with
 /// a strip of coloured cells, one per night.
 pub fn html(cases: &[CaseHistory], nights: usize) -> String {
@@ -297,5 +320,11 @@ mod tests {
         // One failure in the window is not yet a regression.
         let h = history(&nights[..4], Rules::default());
         assert_eq!(h.iter().find(|c| c.case.ends_with("broke")).unwrap().trends, [Trend::Flaky]);
+        // A known-failure entry for mended has not matched for three nights.
+        let entries =
+            known::parse("k", "* / w / mended | 40% | was broken | here\n* / w / broke | 40% | x | y\n").unwrap();
+        let g = gone(&entries, &nights, 3);
+        assert_eq!(g.iter().map(|(e, n)| (e.case.as_str(), *n)).collect::<Vec<_>>(), [("* / w / mended", 3)]);
+        assert!(gone(&entries, &nights, 4).is_empty());
     }
 }
