@@ -125,6 +125,17 @@ impl Samples {
         median(self.0.get_mut(name).map_or(&mut [][..], |v| &mut v[..]))
     }
 
+    /// The `n` figures under `prefix` with the largest medians, largest
+    /// first, named without the prefix.
+    fn slowest(&mut self, prefix: &str, n: usize) -> Vec<(String, f64)> {
+        let names: Vec<String> = self.0.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
+        let mut all: Vec<(String, f64)> =
+            names.into_iter().map(|k| (k[prefix.len()..].to_string(), self.median(&k))).collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1));
+        all.truncate(n);
+        all
+    }
+
     /// Each figure the bench takes from `workload` on the patched kernel;
     /// the first missing one is an error naming it.
     fn take(&mut self, results: &Results, workload: &str) -> Result<()> {
@@ -172,8 +183,9 @@ const PATCHED: &str = "patched";
 /// The wall time of a whole warm `run`, nothing to rebuild.
 const WARM: &str = "warm-run";
 
-const CAMPAIGNS: [Campaign; 4] = [
+const CAMPAIGNS: [Campaign; 5] = [
     Campaign { name: "dax-smoke", args: SMOKE, take: smoke_figures },
+    Campaign { name: "initcalls", args: INITCALLS, take: initcall_figures },
     Campaign { name: "pinned-dma", args: DMA, take: |r, s| s.take(r, "pinned-dma") },
     Campaign { name: "swap-pressure", args: SWAP, take: |r, s| s.take(r, "swap-pressure") },
     Campaign { name: "userspace-flush", args: FLUSH, take: |r, s| s.take(r, "userspace-flush") },
@@ -190,8 +202,49 @@ fn smoke_figures(results: &Results, samples: &mut Samples) -> Result<()> {
         let run = run.with_context(|| format!("dax-smoke did not run on the {kernel} kernel"))?;
         samples
             .push(&format!("{kernel}.dax-smoke"), run.cases.iter().map(|c| c.duration_ms as f64).sum::<f64>() / 1000.0);
+        let console = boot.map(|b| b.console_log.clone()).unwrap_or_default();
+        let text = std::fs::read_to_string(&console).with_context(|| format!("reading {}", console.display()))?;
+        let at = kernel_to_init(&text).with_context(|| format!("{}: no 'Run /init' line", console.display()))?;
+        samples.push(&format!("{kernel}.kernel-to-init"), at);
     }
     Ok(())
+}
+
+/// Each initcall's time (µs) in the boots with initcall_debug, per kernel.
+fn initcall_figures(results: &Results, samples: &mut Samples) -> Result<()> {
+    for variant in [Variant::Patched, Variant::Baseline] {
+        let kernel = variant.name();
+        let boot = results.boots.iter().find(|b| b.kernel == kernel).with_context(|| format!("no {kernel} boot"))?;
+        let text = std::fs::read_to_string(&boot.console_log)
+            .with_context(|| format!("reading {}", boot.console_log.display()))?;
+        let calls = initcalls(&text);
+        if calls.is_empty() {
+            bail!("{}: no initcall_debug lines (was the kernel-arg taken?)", boot.console_log.display());
+        }
+        for (name, usecs) in calls {
+            samples.push(&format!("{kernel}.initcall.{name}"), usecs as f64);
+        }
+    }
+    Ok(())
+}
+
+/// The kernel's timestamp (s) at "Run /init as init process".
+fn kernel_to_init(console: &str) -> Option<f64> {
+    let line = console.lines().find(|l| l.contains("Run /init as init process"))?;
+    line.trim_start().strip_prefix('[')?.split(']').next()?.trim().parse().ok()
+}
+
+/// `initcall NAME+0x../0x.. returned R after N usecs` lines: each name and N.
+fn initcalls(console: &str) -> Vec<(String, u64)> {
+    console
+        .lines()
+        .filter_map(|l| {
+            let rest = &l[l.find("] initcall ")? + "] initcall ".len()..];
+            let name = rest.split(['+', ' ']).next()?;
+            let usecs = rest.split(" after ").nth(1)?.strip_suffix(" usecs")?.trim().parse().ok()?;
+            Some((name.to_string(), usecs))
+        })
+        .collect()
 }
 
 /// Every fault histogram line userspace-flush reported in one run.
@@ -232,6 +285,20 @@ fn charts(s: &mut Samples, initramfs_bytes: u64) -> Charts {
         Chart::new("boot to first KTAP line", "s", &[("patched", f[0]), ("baseline", f[1])])
             .target(format!("<= {} s", FIRST_KTAP_TARGET.as_secs()), f[0].max(f[1]) <= FIRST_KTAP_TARGET.as_secs_f64()),
     );
+    let k = [s.median("patched.kernel-to-init"), s.median("baseline.kernel-to-init")];
+    charts.add(
+        format!("  kernel start to init: patched {:.2} s, baseline {:.2} s (kernel timestamps)", k[0], k[1]),
+        Chart::new("kernel start to init", "s", &[("patched", k[0]), ("baseline", k[1])]),
+    );
+    for kernel in ["patched", "baseline"] {
+        let slowest = s.slowest(&format!("{kernel}.initcall."), 10);
+        let listed: Vec<String> = slowest.iter().map(|(n, us)| format!("{n} {:.0} ms", us / 1000.0)).collect();
+        let bars: Vec<(&str, f64)> = slowest.iter().map(|(n, us)| (n.as_str(), us / 1000.0)).collect();
+        charts.add(
+            format!("  ten slowest initcalls, {kernel} (median ms, initcall_debug): {}", listed.join(", ")),
+            Chart::new(&format!("ten slowest initcalls, {kernel}"), "ms", &bars),
+        );
+    }
     let d = [s.median("patched.dax-smoke"), s.median("baseline.dax-smoke")];
     charts.add(
         format!("  dax-smoke workload: patched {:.3} s, baseline {:.3} s, ratio {:.2}", d[0], d[1], d[0] / d[1]),
@@ -320,6 +387,10 @@ impl Charts {
 
 /// `cargo xtask run` arguments of the timed runs.
 const SMOKE: &[&str] = &["--workload", "dax-smoke"];
+/// The same boots with every initcall's time on the console (which slows
+/// the boot itself: only the initcalls are taken from these).
+const INITCALLS: &[&str] =
+    &["--workload", "dax-smoke", "--kernel-arg", "initcall_debug", "--kernel-arg", "ignore_loglevel"];
 const DMA: &[&str] = &["--kernel", "patched", "--workload", "pinned-dma"];
 const FLUSH: &[&str] = &["--kernel", "patched", "--workload", "userspace-flush"];
 /// A third NVDIMM, overwritten by swap-pressure as the raw swap device.
@@ -457,5 +528,22 @@ mod tests {
         let err = Samples::default().take(&dma_results("x", Some(&gone)), "pinned-dma").unwrap_err();
         let text = format!("{err:#}");
         assert!(text.contains(&format!("reported no figure {gone}")), "{text}");
+    }
+
+    #[test]
+    fn boot_figures_come_from_the_console() {
+        let console = "[    0.384929] pci 0000:00:00.0: calling  quirk+0x0/0x10 @ 1\n\
+                       [    0.400000] initcall acpi_init+0x0/0x500 returned 0 after 208000 usecs\n\
+                       [    0.500000] initcall pty_init+0x0/0x230 returned 0 after 136208 usecs\n\
+                       dax-seal-init: not a kernel line, initcall x after 5 usecs\n\
+                       [    1.899870] Run /init as init process\n";
+        assert_eq!(initcalls(console), [("acpi_init".to_string(), 208000), ("pty_init".to_string(), 136208)]);
+        assert_eq!(kernel_to_init(console), Some(1.89987));
+        assert_eq!(kernel_to_init("no init here"), None);
+        let mut s = Samples::default();
+        for (n, v) in [("k.initcall.a", 5.0), ("k.initcall.b", 9.0), ("k.initcall.c", 1.0), ("k.other", 99.0)] {
+            s.push(n, v);
+        }
+        assert_eq!(s.slowest("k.initcall.", 2), [("b".to_string(), 9.0), ("a".to_string(), 5.0)]);
     }
 }

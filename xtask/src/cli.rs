@@ -114,6 +114,10 @@ pub struct VmArgs {
     /// A boot with no console or result output for this long is a hang.
     #[arg(long, default_value_t = Machine::DEFAULT.silence.as_secs(), value_name = "SECS", value_parser = clap::value_parser!(u64).range(5..))]
     pub silence: u64,
+    /// A word to add to the guest kernel's command line (repeatable), e.g.
+    /// initcall_debug.
+    #[arg(long = "kernel-arg", value_name = "ARG")]
+    pub kernel_args: Vec<String>,
 }
 
 impl VmArgs {
@@ -129,6 +133,7 @@ impl VmArgs {
             timeout: std::time::Duration::from_secs(self.timeout),
             silence: std::time::Duration::from_secs(self.silence),
             plugin: None,
+            kernel_args: self.kernel_args.clone(),
         }
     }
 }

@@ -63,6 +63,9 @@ pub struct Machine {
     /// A TCG plugin and its arguments (`PATH,key=value,...`): the
     /// persistence model's tracer (`crash --model`).
     pub plugin: Option<String>,
+    /// Words added to the kernel command line (`--kernel-arg`), after the
+    /// harness's own.
+    pub kernel_args: Vec<String>,
 }
 
 impl Machine {
@@ -77,6 +80,7 @@ impl Machine {
         timeout: Duration::from_secs(600),
         silence: Duration::from_secs(120),
         plugin: None,
+        kernel_args: Vec::new(),
     };
 
     /// Refuses a machine no guest can use, naming the flag to change.
@@ -84,6 +88,13 @@ impl Machine {
         nvdimm::validate(self.geometry)?;
         if self.nvdimms == 0 {
             bail!("--nvdimms 0: the guest needs at least one NVDIMM");
+        }
+        if let Some(bad) = self
+            .kernel_args
+            .iter()
+            .find(|a| a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"'))
+        {
+            bail!("--kernel-arg {bad:?}: give one word of the kernel command line per --kernel-arg, without spaces or quotes");
         }
         Ok(())
     }
@@ -106,5 +117,7 @@ mod tests {
         assert!(none.check().unwrap_err().to_string().contains("--nvdimms 0"));
         let small = Machine { geometry: Geometry { size: 1 << 20, label_size: 0 }, ..Machine::default() };
         assert!(small.check().is_err());
+        let spaced = Machine { kernel_args: vec!["a b".into()], ..Machine::default() };
+        assert!(spaced.check().unwrap_err().to_string().contains("one word"));
     }
 }

@@ -107,7 +107,10 @@ impl BootRequest<'_> {
             cpus: m.cpus,
             kernel: self.prepared.kernel(self.variant)?.bzimage.clone(),
             initrd: Some(initrd),
-            cmdline: qemu::kernel_cmdline(),
+            cmdline: std::iter::once(qemu::kernel_cmdline())
+                .chain(m.kernel_args.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(" "),
             nvdimms: images,
             disks: data,
             root_disk: self.root_disk.map(Path::to_path_buf),
