@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use dax_seal_protocol::disks::DATA_DISKS;
 use dax_seal_protocol::ktap::Verdict;
 use dax_seal_protocol::RunConfig;
 
@@ -123,11 +122,7 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
                 }
                 if attempt > 0 {
                     // Fresh images for one rerun: not kept after it.
-                    let set = request.images();
-                    let nvdimms = (0..machine.nvdimms).flat_map(|i| set.nvdimm_files(i));
-                    for file in nvdimms.chain(DATA_DISKS.iter().map(|d| set.disk(d.name))) {
-                        let _ = std::fs::remove_file(file);
-                    }
+                    request.images().remove(machine.nvdimms);
                 }
                 Ok(results::judged(prepared.name(variant), &prepared, &config, &outcome))
             };

@@ -41,6 +41,17 @@ impl<'a> ImageSet<'a> {
         self.dir.join(format!("disk-{}-{name}.img", self.name))
     }
 
+    /// Deletes the set's first `nvdimms` NVDIMM images (each before its
+    /// sidecar) and its data disk images, as far as they exist: a set made
+    /// for one boot and not kept.
+    pub fn remove(&self, nvdimms: u32) {
+        let images = (0..nvdimms).flat_map(|i| self.nvdimm_files(i));
+        let disks = dax_seal_protocol::disks::DATA_DISKS.iter().map(|d| self.disk(d.name));
+        for file in images.chain(disks) {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+
     /// Waits until no other guest uses the set (saying who does), then
     /// holds it until the lock is dropped.
     pub fn lock(&self) -> Result<paths::Lock> {
