@@ -1,5 +1,6 @@
-//! Conventions CI enforces: each tree's series (patches/<tree>/series) names exactly the patch files
-//! there, each patch is signed off with a kernel-style subject, checkpatch
+//! Conventions CI enforces: each tree's series (patches/<tree>/series), and
+//! its upstream fixes (patches/<tree>/fixes/series), names exactly the patch
+//! files there, each patch is signed off with a kernel-style subject, checkpatch
 //! (from the kernel tree being built) passes `--strict`, no tracked text
 //! file has trailing whitespace, documents stand alone, and no stage of xtask
 //! imports a task or the command line (lib.rs's layering rule). The cheap
@@ -59,7 +60,8 @@ pub fn patch_problems(name: &str, text: &str) -> Vec<String> {
 /// finding's type (for example BIT_MACRO) in a sentence that says
 /// "checkpatch", as kernel commit messages do.
 pub fn checkpatch(patches: &Path, tree: &Path) -> Result<usize> {
-    let series = kernel::read_series(patches)?;
+    let mut series = kernel::tree_fixes(patches)?;
+    series.extend(kernel::read_series(patches)?);
     let script = tree.join("scripts/checkpatch.pl");
     let sh = Shell::new()?;
     let mut failed = Vec::new();
@@ -248,10 +250,13 @@ mod tests {
     fn series_matches_the_patch_files_and_headers_are_kernel_style() {
         // Every tree's series that exists (a tree being ported may have none).
         for tree in crate::build::trees::load().unwrap() {
-            let dir = project_root().join(&tree.series);
-            if dir.join("series").is_file() {
-                let problems = series_problems(&dir).unwrap();
-                assert!(problems.is_empty(), "{}: {}", tree.name, problems.join("\n"));
+            let series = project_root().join(&tree.series);
+            // The series, and the upstream fixes the tree carries.
+            for dir in [series.clone(), series.join(kernel::FIXES)] {
+                if dir.join("series").is_file() {
+                    let problems = series_problems(&dir).unwrap();
+                    assert!(problems.is_empty(), "{}: {}", tree.name, problems.join("\n"));
+                }
             }
         }
         // No patch file lies outside a tree's series directory.

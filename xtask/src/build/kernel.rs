@@ -40,7 +40,8 @@ const RECIPE: &str = "dax-seal kernel recipe 1: allnoconfig + fragments, bzImage
 pub enum Variant {
     /// With the tree's series (patches/<tree>/series) applied.
     Patched,
-    /// The same source without the series.
+    /// The same source without the series (with the tree's upstream fixes,
+    /// as every variant).
     Baseline,
     /// The series plus kernel-config/debug/: lockdep, KASAN, DEBUG_VM,
     /// XFS_DEBUG and online repair.
@@ -287,6 +288,21 @@ pub fn read_series(patches: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     Ok(out)
 }
 
+/// Where a tree's series directory keeps the upstream fixes the tree needs.
+pub const FIXES: &str = "fixes";
+
+/// The tree's fixes (`<series dir>/fixes/series`, if there is one): upstream
+/// fixes every kernel of the tree carries, the baseline too, before the seal
+/// series. Named `fixes/<file>`, relative to the series directory, so that
+/// they apply from there and key the build apart from the series' own.
+pub fn tree_fixes(series_dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let dir = series_dir.join(FIXES);
+    if !dir.join("series").is_file() {
+        return Ok(Vec::new());
+    }
+    Ok(read_series(&dir)?.into_iter().map(|(name, bytes)| (format!("{FIXES}/{name}"), bytes)).collect())
+}
+
 /// The files a patch changes (its `+++ b/…` lines).
 pub fn files_touched(patch: &[u8]) -> BTreeSet<String> {
     String::from_utf8_lossy(patch)
@@ -412,7 +428,8 @@ pub fn kernel_name(tree: &Tree, variant: Variant) -> Result<String> {
 pub fn ensure(variant: Variant, source: &Source, rebuild: bool) -> Result<Built> {
     let root = paths::project_root();
     let tree = &source.of;
-    let series = match variant.has_series() {
+    let mut series = tree_fixes(&root.join(&tree.series))?;
+    series.extend(match variant.has_series() {
         true if !root.join(&tree.series).join("series").is_file() => bail!(
             "the {} tree has no series yet ({}/series is missing): its baseline builds, its {variant} kernel needs \
              the series ported to {}",
@@ -422,7 +439,7 @@ pub fn ensure(variant: Variant, source: &Source, rebuild: bool) -> Result<Built>
         ),
         true => read_series(&root.join(&tree.series))?,
         false => Vec::new(),
-    };
+    });
     let fragments = variant.fragments(&root.join("kernel-config"), tree)?;
     let mut requested = Vec::new();
     for (name, text) in &fragments {
