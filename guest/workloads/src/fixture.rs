@@ -11,6 +11,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::calls::{self, counter, cpath, errno_text, mount_pseudo, mounted, statx_attributes, umount};
 use crate::seal::{self, Extent};
@@ -193,4 +194,33 @@ pub fn pin_counters() -> Result<(u64, u64), String> {
     let text = fs::read_to_string("/proc/vmstat").map_err(|e| format!("/proc/vmstat: {e}"))?;
     let field = |name: &str| counter(&text, name).ok_or_else(|| format!("/proc/vmstat has no {name}"));
     Ok((field("nr_foll_pin_acquired")?, field("nr_foll_pin_released")?))
+}
+
+/// How long the pins of a ring may outlive IORING_UNREGISTER_BUFFERS.
+const PINS_SETTLE: Duration = Duration::from_secs(5);
+
+/// The pin counters once every long-term pin taken so far has been let go,
+/// for a case that just released its last one (`what`). Linux 7.3's
+/// io_uring drops a registered buffer's pins only when every request that
+/// used the buffer has been freed, and a request that an io-wq worker
+/// completed is freed by task work after its completion was posted: the
+/// pins can outlive IORING_UNREGISTER_BUFFERS by milliseconds (6.12 waited
+/// for them). Pins still held after [`PINS_SETTLE`] are an error. Only for
+/// cases that pin nothing else meanwhile: the counters are global.
+pub fn pins_settled(what: &str) -> Result<(u64, u64), String> {
+    let since = Instant::now();
+    loop {
+        let (acquired, released) = pin_counters()?;
+        if acquired == released {
+            return Ok((acquired, released));
+        }
+        if since.elapsed() > PINS_SETTLE {
+            return Err(format!(
+                "{} pins still held {} s after {what} (nr_foll_pin_acquired {acquired}, released {released})",
+                acquired.saturating_sub(released),
+                PINS_SETTLE.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }

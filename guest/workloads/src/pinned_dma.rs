@@ -31,7 +31,7 @@ use dax_seal_protocol::MOUNT_PREFIX;
 
 use crate::calls::{errno_text, mounted, Mapping};
 use crate::cases::{Attempt, Cases};
-use crate::fixture::{create_sparse, is_sealed, pin_counters, probe};
+use crate::fixture::{create_sparse, is_sealed, pin_counters, pins_settled, probe};
 use crate::ring::{FixedIo, Ring};
 use crate::seal::{self, Extent};
 
@@ -394,7 +394,7 @@ fn lands_in_blocks(mut s: Sealed, devs: &[Dev], mount: &Path) -> Result<(String,
     s.ring.unregister().map_err(|e| format!("UNREGISTER_BUFFERS: {}", errno_text(&e)))?;
     // UNSEAL also refuses while the file is mapped.
     drop(s.mapping);
-    let (acquired, released) = pin_counters()?;
+    let (acquired, released) = pins_settled("UNREGISTER_BUFFERS")?;
     seal::unseal(&s.file).map_err(|e| format!("UNSEAL after unregistering: {}", errno_text(&e)))?;
     Ok((
         format!(

@@ -40,7 +40,9 @@ use dax_seal_protocol::MOUNT_PREFIX;
 
 use crate::calls::{cpath, errno_text, free_bytes, statx_attributes, Mapping, STATX_ATTR_DAX};
 use crate::cases::{when_sealable, Attempt, Cases};
-use crate::fixture::{create, is_sealed, pattern, pin_counters, probe, probe_online_repair, remount, remount_with};
+use crate::fixture::{
+    create, is_sealed, pattern, pin_counters, pins_settled, probe, probe_online_repair, remount, remount_with,
+};
 use crate::seal::{self, Extent};
 use crate::trace::{self, TraceEvent};
 
@@ -191,7 +193,7 @@ impl Pinned {
             ));
         }
         self.ring.unregister().map_err(|e| format!("UNREGISTER_BUFFERS: {}", errno_text(&e)))?;
-        let (acquired, released) = pin_counters()?;
+        let (acquired, released) = pins_settled("UNREGISTER_BUFFERS")?;
         seal::unseal(&file).map_err(|e| format!("UNSEAL after unregister: {}", errno_text(&e)))?;
         let pinned = acquired.saturating_sub(self.pins_before);
         if pinned < SIZE / PAGE {
@@ -403,7 +405,7 @@ fn fsync_writes_back_pins(path: &Path) -> Check {
     expect("fsync after munmap, close and drop_caches", pinned)?;
 
     ring.unregister().map_err(|e| format!("UNREGISTER_BUFFERS: {}", errno_text(&e)))?;
-    let (acquired, released) = pin_counters()?;
+    let (acquired, released) = pins_settled("UNREGISTER_BUFFERS")?;
     file.sync_all().map_err(|e| format!("fsync: {}", errno_text(&e)))?;
     expect("fsync after the ring let go", 0)?;
     seal::unseal(&file).map_err(|e| format!("UNSEAL after unregister: {}", errno_text(&e)))?;

@@ -60,6 +60,7 @@ pub(super) fn pin_round_trip(path: &Path, out: &Path, source: &Path) -> Check {
     drop(map);
     let busy = seal::unseal(&file);
     let unregistered = ring.unregister();
+    let settled = unregistered.as_ref().map_err(|e| errno_text(e)).and_then(|()| pins_settled("UNREGISTER_BUFFERS"));
     let after = seal::unseal(&file);
     let want = HALF as u32;
     match written {
@@ -88,6 +89,7 @@ pub(super) fn pin_round_trip(path: &Path, out: &Path, source: &Path) -> Check {
         other => return Err(format!("UNSEAL while pinned (after munmap): {other:?}, expected EBUSY")),
     }
     unregistered.map_err(|e| format!("UNREGISTER_BUFFERS: {}", errno_text(&e)))?;
+    settled?;
     after.map_err(|e| format!("UNSEAL after unregister: {}", errno_text(&e)))?;
     Ok(format!(
         "REGISTER_BUFFERS 0; WRITE_FIXED {HALF} bytes out and READ_FIXED {HALF} bytes in, both verified, map \
