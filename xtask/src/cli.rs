@@ -37,7 +37,7 @@ impl KernelChoice {
 #[derive(Debug, Clone, Args)]
 pub struct SourceArgs {
     /// Kernel tree of kernel-config/trees.toml to build (default: its
-    /// first, 6.12).
+    /// first, 7.3).
     #[arg(long, value_name = "NAME")]
     pub tree: Option<String>,
     /// A directory holding the tree's source to build instead of its
@@ -218,7 +218,7 @@ pub struct ShellArgs {
 #[derive(Debug, Clone, Args)]
 pub struct SeriesArgs {
     /// Kernel tree of kernel-config/trees.toml whose series to check
-    /// (default: its first, 6.12).
+    /// (default: its first, 7.3).
     #[arg(long, value_name = "NAME")]
     pub tree: Option<String>,
     /// A directory holding the tree's source to build instead of its

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use xtask::build::{deps, initramfs, kernel};
 use xtask::{bench, cli, cli_docs, crash, fstests, fuzz, matrix, merge, run, series, test};
 
-/// Build Linux 6.12 with and without the block-map seal series, boot it on
+/// Build Linux (7.3, and 6.12) with and without the block-map seal series, boot it on
 /// emulated NVDIMMs under QEMU and judge what the guest workloads report.
 #[derive(Parser)]
 #[command(name = "cargo xtask", arg_required_else_help = true)]

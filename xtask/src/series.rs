@@ -1,5 +1,5 @@
 //! `cargo xtask series`: is the series bisectable? Builds the pristine
-//! source, then applies the tree's series (patches/6.12/series) one patch at a time and rebuilds
+//! source, then applies the tree's series (patches/<tree>/series, after its fixes/) one patch at a time and rebuilds
 //! after each, in one incremental tree (`work/series/`, ccache shared with
 //! the variants), on the patched variant's configuration. A prefix that
 //! does not build, or a patch after which the compiler warns, fails the
@@ -64,12 +64,19 @@ pub fn cmd(args: &SeriesArgs) -> Result<ExitCode> {
     work.relink(&src_tree.tree)?;
     // The previous check left build/ compiled from the whole series: every
     // file a patch touches gets a fresh mtime, so step 0 compiles it pristine.
-    let touched: BTreeSet<String> = series.iter().flat_map(|(_, bytes)| kernel::files_touched(bytes)).collect();
+    // The tree's upstream fixes belong to the pristine step: every kernel of
+    // the tree carries them.
+    let fixes = kernel::tree_fixes(&root.join(&tree.series))?;
+    let touched: BTreeSet<String> =
+        fixes.iter().chain(&series).flat_map(|(_, bytes)| kernel::files_touched(bytes)).collect();
     work.refresh(&touched)?;
     let (src, build) = (&work.src, &work.build);
     let sh = Shell::new()?;
     kernel::configure("series", src, build, &fragments, &requested)?;
     let patches = root.join(&tree.series);
+    for (name, _) in &fixes {
+        kernel::apply_patch(&sh, src, &patches.join(name))?;
+    }
     let mut steps = Vec::new();
     for k in 0..=series.len() {
         let name = if k == 0 { "(pristine)".to_string() } else { series[k - 1].0.clone() };

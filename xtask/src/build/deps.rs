@@ -44,9 +44,13 @@ pub const KERNEL_BUILD: &[Requirement] = &[
     req(File("/usr/include/openssl/ssl.h"), "libssl-dev", "kernel build host tools"),
 ];
 
-/// The default kernel source.
-pub const KERNEL_SOURCE: &[Requirement] =
-    &[req(File("/usr/src/linux-source-6.12.tar.xz"), "linux-source-6.12", "default kernel source")];
+/// Fetching a kernel tree's source: its Debian package, downloaded through
+/// a private apt state and unpacked (build/trees.rs), when the host does
+/// not have it installed.
+pub const KERNEL_SOURCE: &[Requirement] = &[
+    req(Program("apt-get"), "apt", "downloading a kernel tree's source package"),
+    req(Program("dpkg-deb"), "dpkg", "unpacking a kernel tree's source package"),
+];
 
 /// What goes into the guest initramfs.
 pub const GUEST: &[Requirement] = &[
@@ -202,7 +206,7 @@ mod tests {
             let p = packages(&need);
             assert!(p.contains(&"chromium") && p.contains(&"cpio") && p.contains(&"gcc"), "{p:?}");
         }
-        assert!(packages(&Need::all()).contains(&"linux-source-6.12"));
-        assert!(!packages(&Need::for_tests(true)).contains(&"linux-source-6.12"));
+        assert!(packages(&Need::all()).contains(&"dpkg"));
+        assert!(!packages(&Need::for_tests(true)).contains(&"dpkg"));
     }
 }

@@ -285,7 +285,7 @@ pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
         }
         let path = paths::project_root().join(github::WORKFLOW);
         let file = args.file.strip_prefix(paths::project_root()).unwrap_or(&args.file);
-        paths::write_atomic(&path, github::workflow(&file.to_string_lossy(), n).as_bytes())?;
+        paths::write_atomic(&path, github::workflow(&file.to_string_lossy(), n, &choice.tree.name).as_bytes())?;
         println!("wrote {} ({n} shards of {})", path.display(), args.file.display());
         return Ok(ExitCode::SUCCESS);
     }

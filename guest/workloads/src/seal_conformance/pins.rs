@@ -60,7 +60,7 @@ pub(super) fn pin_round_trip(path: &Path, out: &Path, source: &Path) -> Check {
     drop(map);
     let busy = seal::unseal(&file);
     let unregistered = ring.unregister();
-    let settled = unregistered.as_ref().map_err(|e| errno_text(e)).and_then(|()| pins_settled("UNREGISTER_BUFFERS"));
+    let settled = unregistered.as_ref().map_err(errno_text).and_then(|()| pins_settled("UNREGISTER_BUFFERS"));
     let after = seal::unseal(&file);
     let want = HALF as u32;
     match written {
@@ -142,6 +142,7 @@ pub(super) fn pinned_and_mapped(path: &Path, other: &Path) -> Check {
     let written = ring.write_fixed(other_file, 0, base, BLOCK as u32);
     let unregistered = ring.unregister();
     drop(map);
+    let settled = unregistered.as_ref().map_err(errno_text).and_then(|()| pins_settled("UNREGISTER_BUFFERS"));
     let after = seal::unseal(file);
     let told: Vec<String> = calls
         .iter()
@@ -177,6 +178,7 @@ pub(super) fn pinned_and_mapped(path: &Path, other: &Path) -> Check {
         return Err("WRITE_FIXED through the pin wrote other bytes than the sealed file holds".into());
     }
     unregistered.map_err(|e| format!("UNREGISTER_BUFFERS: {}", errno_text(&e)))?;
+    settled?;
     after.map_err(|e| format!("UNSEAL after munmap and unregister: {}", errno_text(&e)))?;
     Ok(format!("with the pin held through a live mapping: {}; the pin then moved data, map unchanged", told.join(", ")))
 }
