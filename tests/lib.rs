@@ -62,7 +62,7 @@ impl Guest {
     /// A guest on `variant`, with images named after it.
     pub fn new(variant: Variant) -> Guest {
         let dir = tempfile::Builder::new().prefix("dax-seal-vmtest-").tempdir().expect("temporary directory");
-        let scenario = Scenario::new(prepared(), dir.path(), variant.name());
+        let scenario = Scenario::new(prepared(), dir.path(), prepared().name(variant));
         Guest { variant, scenario, _dir: dir }
     }
 
@@ -93,7 +93,7 @@ impl Guest {
 
     fn step(&self, step: &Step) -> Booted {
         let (config, outcome) = self.scenario.boot(step).unwrap_or_else(|e| panic!("boot failed to start: {e:#}"));
-        let runs = results::judge(step.variant.name(), &config.expected_tests(), &outcome);
+        let runs = results::judge(prepared().name(step.variant), &config.expected_tests(), &outcome);
         Booted { outcome, runs }
     }
 }

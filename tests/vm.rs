@@ -109,7 +109,7 @@ fn damaged_nvdimm_contents_fail_setup_with_a_reason() {
     assert!(first.passed(), "{}", first.explain());
     // Scribble over the start of the namespace: the fsdax info block and the
     // XFS superblock are gone, the data behind them is not zero.
-    let image = g.images_dir().join("nvdimm-baseline-0.img");
+    let image = g.images_dir().join(format!("nvdimm-{}-0.img", default_name("baseline")));
     let f = std::fs::OpenOptions::new().write(true).open(&image).expect("image");
     std::os::unix::fs::FileExt::write_all_at(&f, &vec![0xa5; 64 << 20], 0).expect("scribble");
     drop(f);
@@ -119,6 +119,12 @@ fn damaged_nvdimm_contents_fail_setup_with_a_reason() {
     let reasons: String = b.run("setup").cases.iter().map(|c| c.detail.clone()).collect::<Vec<_>>().join("\n");
     assert!(reasons.contains("--fresh"), "the reason should say how to start over\n{}", b.explain());
     assert_eq!(b.run("dax-smoke").verdict, Verdict::Fail, "{}", b.explain());
+}
+
+/// What the default tree's `variant` kernel is called in rows, logs and
+/// image sets (`patched-7.3`).
+fn default_name(variant: &str) -> String {
+    format!("{variant}-{}", xtask::build::trees::find(None).expect("the tree table").name)
 }
 
 /// `cargo xtask ARGS` as a user types it, from the project root.
@@ -143,14 +149,16 @@ fn cli_run_writes_verdicts_and_exits_zero() {
     let latest = images.path().join("runs/latest");
     let json = Results::read(&latest).unwrap();
     assert_eq!(json.verdict, Verdict::Pass, "{json:#?}");
-    for kernel in ["patched", "baseline"] {
-        let smoke = json.runs.iter().find(|r| r.kernel == kernel && r.workload == "dax-smoke").expect(kernel);
+    for kernel in ["patched", "baseline"].map(default_name) {
+        let smoke = json.runs.iter().find(|r| r.kernel == kernel && r.workload == "dax-smoke").expect(&kernel);
         assert_eq!(smoke.verdict, Verdict::Pass);
         assert_eq!(smoke.cases.len(), SMOKE_CASES.len());
     }
     let junit = std::fs::read_to_string(latest.join("junit.xml")).unwrap();
-    assert!(junit.contains("<testsuite name=\"baseline/dax-smoke\""), "{junit}");
-    for file in ["console-patched.log", "console-baseline.log", "results.ktap", "summary.txt", "report.html"] {
+    let suite = format!("<testsuite name=\"{}/dax-smoke\"", default_name("baseline"));
+    assert!(junit.contains(&suite), "every suite names its tree: {junit}");
+    let consoles = ["patched", "baseline"].map(|k| format!("console-{}.log", default_name(k)));
+    for file in consoles.iter().map(String::as_str).chain(["results.ktap", "summary.txt", "report.html"]) {
         assert!(latest.join(file).is_file(), "{file}");
     }
     assert!(stdout.contains("PASS:"), "{stdout}");
@@ -1012,7 +1020,7 @@ fn loops_report_each_cases_failure_rate_and_loop_until_fail_stops() {
     assert_eq!((rate.loops, rate.failed), (10, expected), "{stdout}");
     assert!((rate.failure_rate - f64::from(expected) / 10.0).abs() < 1e-9, "{stdout}");
     assert!(stdout.contains(&format!("{expected} failed, 0 flaky of 10")), "{stdout}");
-    assert!(images.path().join("runs/latest/console-patched-loop10.log").is_file());
+    assert!(images.path().join(format!("runs/latest/console-{}-loop10.log", default_name("patched"))).is_file());
 
     let first_failure = (0..10).find(|&i| fails(seed, i, 0, 50)).unwrap() + 1;
     let out = xtask(&[&base[..], &["--loop-until-fail", "--loop", "10"]].concat(), images.path());
@@ -1163,22 +1171,27 @@ fn matrix_reruns_a_failed_cell_and_reports_it_flaky() {
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
-/// Kernel trees as data: the 6.12 tree (the backport; 7.3 is the default)
-/// boots dax-smoke under its own names, on its own image set, and its
-/// series keeps seal-conformance's contract against its own baseline; an
-/// unknown tree is refused with the known ones.
+/// Kernel trees as data: `--tree all` boots dax-smoke on every tree,
+/// each under its own names and on its own image set; the 6.12 series (the
+/// backport; 7.3 is the default) keeps seal-conformance's contract against
+/// its own baseline; an unknown tree is refused with the known ones.
 #[test]
 fn a_second_kernel_tree_boots_under_its_own_name() {
     let images = tempfile::tempdir().unwrap();
-    let out = xtask(&["run", "--tree", "6.12", "--kernel", "baseline", "--workload", "dax-smoke"], images.path());
+    let out = xtask(&["run", "--tree", "all", "--kernel", "baseline", "--workload", "dax-smoke"], images.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let json = results_of(images.path());
-    assert!(json.runs.iter().all(|r| r.kernel == "baseline-6.12"), "{json:#?}");
-    let smoke = json.runs.iter().find(|r| r.workload == "dax-smoke").expect("dax-smoke ran");
-    assert_eq!((smoke.verdict, smoke.cases.len()), (Verdict::Pass, SMOKE_CASES.len()), "{stdout}");
+    let mut kernels: Vec<&str> = json.runs.iter().map(|r| r.kernel.as_str()).collect();
+    kernels.dedup();
+    assert_eq!(kernels, ["baseline-7.3", "baseline-6.12"], "--tree all runs every tree, in the table's order");
+    for kernel in kernels {
+        let smoke = json.runs.iter().find(|r| r.kernel == kernel && r.workload == "dax-smoke").expect(kernel);
+        assert_eq!((smoke.verdict, smoke.cases.len()), (Verdict::Pass, SMOKE_CASES.len()), "{kernel}: {stdout}");
+        assert!(stdout.lines().any(|l| l.starts_with(kernel) && l.contains("dax-smoke")), "{stdout}");
+    }
     assert!(images.path().join("nvdimm-baseline-6.12-0.img").is_file());
-    assert!(!images.path().join("nvdimm-baseline-0.img").exists(), "the default tree's images are not used");
+    assert!(images.path().join("nvdimm-baseline-7.3-0.img").is_file(), "each tree boots on images of its own");
     assert!(images.path().join("runs/latest/console-baseline-6.12.log").is_file());
     let out = xtask(&["run", "--tree", "6.12", "--workload", "seal-conformance"], images.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -1350,7 +1363,7 @@ fn host_fault_an_nvdimm_truncated_mid_run_is_named_and_then_refused() {
     );
     qemu_on(images.path(), Duration::from_secs(600)).expect("QEMU never started");
     std::thread::sleep(Duration::from_secs(8));
-    let image = images.path().join("nvdimm-patched-0.img");
+    let image = images.path().join(format!("nvdimm-{}-0.img", default_name("patched")));
     std::fs::OpenOptions::new().write(true).open(&image).unwrap().set_len(64 << 20).unwrap();
     let status = run.wait().unwrap();
     assert_eq!(status.code(), Some(1), "{}", std::fs::read_to_string(&err).unwrap_or_default());
@@ -1583,7 +1596,7 @@ fn fstests_one_quick_test_per_section_passes_on_both_kernels() {
         text
     };
     assert!(booted.boots.iter().all(|b| b.end.is_clean()), "{}", explain());
-    for kernel in ["patched", "baseline"] {
+    for kernel in ["patched", "baseline"].map(default_name) {
         let case = |workload: &str, name: &str| {
             let run = booted.runs.iter().find(|r| r.kernel == kernel && r.workload == workload).expect(workload);
             run.cases

@@ -67,26 +67,35 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
+    let trees: Vec<String> = trees::select(args.tree.as_deref())?.into_iter().map(|t| t.name).collect();
     let images = tempfile::Builder::new().prefix("dax-seal-bench-").tempdir()?;
-    // One untimed run builds whatever is missing and makes the filesystems.
-    eprintln!("[bench] warm-up run (builds what is missing)");
-    run_once(images.path(), SMOKE)?;
+    // One untimed run per tree builds whatever is missing and makes the
+    // filesystems.
+    for tree in &trees {
+        eprintln!("[bench] warm-up run on {tree} (builds what is missing)");
+        run_once(images.path(), tree, SMOKE)?;
+    }
     let mut samples = Samples::default();
     let mut histograms = Vec::new();
     for campaign in CAMPAIGNS {
         for i in 0..args.runs {
-            let start = Instant::now();
-            let results = run_once(images.path(), campaign.args)?;
-            // The smoke runs time the whole `run` too.
-            if campaign.args == SMOKE {
-                samples.push(WARM, start.elapsed().as_secs_f64());
+            // The trees take turns, so that what the machine does meanwhile
+            // weighs on both alike.
+            for tree in &trees {
+                let start = Instant::now();
+                let results = run_once(images.path(), tree, campaign.args)?;
+                let mut samples = samples.of(tree);
+                // The smoke runs time the whole `run` too.
+                if campaign.args == SMOKE {
+                    samples.push(WARM, start.elapsed().as_secs_f64());
+                }
+                (campaign.take)(&results, &mut samples)?;
+                let lines = latency_lines(&results, tree);
+                if !lines.is_empty() {
+                    histograms.push(lines.into_iter().map(|l| format!("{tree} {l}")).collect());
+                }
+                eprintln!("[bench] {tree} {} run {}/{}", campaign.name, i + 1, args.runs);
             }
-            (campaign.take)(&results, &mut samples)?;
-            let lines = latency_lines(&results);
-            if !lines.is_empty() {
-                histograms.push(lines);
-            }
-            eprintln!("[bench] {} run {}/{}", campaign.name, i + 1, args.runs);
         }
     }
     let bench_dir = paths::images_dir().join("bench");
@@ -95,14 +104,29 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
     paths::write_atomic(&latency_file, &serde_json::to_vec_pretty(&histograms)?)?;
     let initramfs = initramfs::build()?;
 
-    println!("benchmark (medians of {} runs, accelerator as `cargo xtask run` chooses it)", args.runs);
-    let mut charts = charts(&mut samples, initramfs.compressed_bytes);
+    println!(
+        "benchmark of {} (medians of {} runs, accelerator as `cargo xtask run` chooses it)",
+        trees.join(" and "),
+        args.runs
+    );
+    let mut charts = charts(&mut samples, &trees, initramfs.compressed_bytes);
     if args.cold {
-        let secs = cold_build()?;
+        let mut bars = Vec::new();
+        for tree in &trees {
+            for variant in [Variant::Patched, Variant::Baseline] {
+                let secs = cold_build(tree, variant)?;
+                bars.push((format!("{variant} {tree}"), secs));
+            }
+        }
+        let listed: Vec<String> = bars.iter().map(|(k, s)| format!("{k} {s:.0} s")).collect();
+        let bars: Vec<(&str, f64)> = bars.iter().map(|(k, s)| (k.as_str(), *s)).collect();
         charts.add(
-            format!("  cold kernel build (baseline; empty build cache and ccache): {secs:.0} s"),
-            Chart::new("cold kernel build (baseline)", "s", &[("baseline", secs)]),
+            format!("  cold kernel build (empty build cache and ccache): {}", listed.join(", ")),
+            Chart::new("cold kernel build", "s", &bars),
         );
+    }
+    if trees.len() > 1 {
+        println!("{}", comparison(&mut samples, &trees));
     }
     let page = bench_dir.join("bench.html");
     paths::write_atomic(&bench_dir.join("bench.json"), &serde_json::to_vec_pretty(&charts.0)?)?;
@@ -111,11 +135,44 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Every value of each named figure over a bench's runs.
+/// Every value of each named figure over a bench's runs, per tree
+/// (`TREE:NAME`).
 #[derive(Default)]
 struct Samples(BTreeMap<String, Vec<f64>>);
 
+/// The figures of one tree: what a campaign takes from a run on it.
+struct TreeSamples<'a> {
+    all: &'a mut Samples,
+    tree: &'a str,
+}
+
+impl TreeSamples<'_> {
+    fn push(&mut self, name: &str, value: f64) {
+        self.all.push(&format!("{}:{name}", self.tree), value);
+    }
+
+    /// Each figure the bench takes from `workload` on the tree's patched
+    /// kernel; the first missing one is an error naming it.
+    fn take(&mut self, results: &Results, workload: &str) -> Result<()> {
+        let patched = kernel::kernel_name(self.tree, Variant::Patched);
+        for name in figure_names(workload) {
+            let value = results.figure(&patched, workload, &name).context("cargo xtask bench reads this figure")?;
+            self.push(&name, value);
+        }
+        Ok(())
+    }
+}
+
 impl Samples {
+    fn of<'a>(&'a mut self, tree: &'a str) -> TreeSamples<'a> {
+        TreeSamples { all: self, tree }
+    }
+
+    /// The median of `name` on `tree`.
+    fn at(&mut self, tree: &str, name: &str) -> f64 {
+        self.median(&format!("{tree}:{name}"))
+    }
+
     fn push(&mut self, name: &str, value: f64) {
         self.0.entry(name.to_string()).or_default().push(value);
     }
@@ -135,16 +192,6 @@ impl Samples {
         all.truncate(n);
         all
     }
-
-    /// Each figure the bench takes from `workload` on the patched kernel;
-    /// the first missing one is an error naming it.
-    fn take(&mut self, results: &Results, workload: &str) -> Result<()> {
-        for name in figure_names(workload) {
-            let value = results.figure(PATCHED, workload, &name).context("cargo xtask bench reads this figure")?;
-            self.push(&name, value);
-        }
-        Ok(())
-    }
 }
 
 /// One set of timed runs of `workload`: `cargo xtask run ARGS`, and the
@@ -152,7 +199,7 @@ impl Samples {
 struct Campaign {
     name: &'static str,
     args: &'static [&'static str],
-    take: fn(&Results, &mut Samples) -> Result<()>,
+    take: fn(&Results, &mut TreeSamples) -> Result<()>,
 }
 
 /// The figures the bench takes from `workload` on the patched kernel (a
@@ -179,7 +226,6 @@ pub fn figure_names(workload: &str) -> Vec<String> {
     names
 }
 
-const PATCHED: &str = "patched";
 /// The wall time of a whole warm `run`, nothing to rebuild.
 const WARM: &str = "warm-run";
 
@@ -192,13 +238,14 @@ const CAMPAIGNS: [Campaign; 5] = [
 ];
 
 /// Boot to first KTAP line and the dax-smoke time of each kernel.
-fn smoke_figures(results: &Results, samples: &mut Samples) -> Result<()> {
+fn smoke_figures(results: &Results, samples: &mut TreeSamples) -> Result<()> {
     for variant in [Variant::Patched, Variant::Baseline] {
+        let name = kernel::kernel_name(samples.tree, variant);
         let kernel = variant.name();
-        let boot = results.boots.iter().find(|b| b.kernel == kernel);
+        let boot = results.boots.iter().find(|b| b.kernel == name);
         let first = boot.and_then(|b| b.first_ktap_ms).with_context(|| format!("the {kernel} boot sent no KTAP"))?;
         samples.push(&format!("{kernel}.first-ktap"), first as f64 / 1000.0);
-        let run = results.runs.iter().find(|r| r.kernel == kernel && r.workload == "dax-smoke");
+        let run = results.runs.iter().find(|r| r.kernel == name && r.workload == "dax-smoke");
         let run = run.with_context(|| format!("dax-smoke did not run on the {kernel} kernel"))?;
         samples
             .push(&format!("{kernel}.dax-smoke"), run.cases.iter().map(|c| c.duration_ms as f64).sum::<f64>() / 1000.0);
@@ -211,10 +258,11 @@ fn smoke_figures(results: &Results, samples: &mut Samples) -> Result<()> {
 }
 
 /// Each initcall's time (µs) in the boots with initcall_debug, per kernel.
-fn initcall_figures(results: &Results, samples: &mut Samples) -> Result<()> {
+fn initcall_figures(results: &Results, samples: &mut TreeSamples) -> Result<()> {
     for variant in [Variant::Patched, Variant::Baseline] {
+        let name = kernel::kernel_name(samples.tree, variant);
         let kernel = variant.name();
-        let boot = results.boots.iter().find(|b| b.kernel == kernel).with_context(|| format!("no {kernel} boot"))?;
+        let boot = results.boots.iter().find(|b| b.kernel == name).with_context(|| format!("no {name} boot"))?;
         let text = std::fs::read_to_string(&boot.console_log)
             .with_context(|| format!("reading {}", boot.console_log.display()))?;
         let calls = initcalls(&text);
@@ -248,8 +296,9 @@ fn initcalls(console: &str) -> Vec<(String, u64)> {
 }
 
 /// Every fault histogram line userspace-flush reported in one run.
-fn latency_lines(results: &Results) -> Vec<String> {
-    let runs = results.runs.iter().filter(|r| r.kernel == PATCHED && r.workload == "userspace-flush");
+fn latency_lines(results: &Results, tree: &str) -> Vec<String> {
+    let patched = kernel::kernel_name(tree, Variant::Patched);
+    let runs = results.runs.iter().filter(|r| r.kernel == patched && r.workload == "userspace-flush");
     let details = runs.flat_map(|r| &r.cases).map(|c| c.detail.as_str());
     details.flat_map(str::lines).filter(|l| html::histogram(l).is_some()).map(str::to_string).collect()
 }
@@ -270,39 +319,71 @@ fn summed_histograms(runs: &[Vec<String>]) -> Vec<(String, Vec<(u32, u64)>)> {
     summed.into_iter().map(|(k, b)| (k, b.into_iter().collect())).collect()
 }
 
-/// The medians as printed lines and charts, with their targets.
-fn charts(s: &mut Samples, initramfs_bytes: u64) -> Charts {
+/// The medians as printed lines and charts, with their targets: each
+/// figure of every tree, side by side in one chart.
+fn charts(s: &mut Samples, trees: &[String], initramfs_bytes: u64) -> Charts {
     let mut charts = Charts::default();
-    let warm = s.median(WARM);
+    // One value per tree, labelled with the tree.
+    let per_tree = |s: &mut Samples, name: &str| -> Vec<(String, f64)> {
+        trees.iter().map(|t| (t.clone(), s.at(t, name))).collect()
+    };
+    let listed = |v: &[(String, f64)], unit: &str, digits: usize| -> String {
+        v.iter().map(|(l, x)| format!("{l} {x:.digits$}{unit}")).collect::<Vec<_>>().join(", ")
+    };
+    let bars = |v: &[(String, f64)]| -> Vec<(String, f64)> { v.to_vec() };
+    let warm = per_tree(s, WARM);
     charts.add(
-        format!("  warm `cargo xtask run --workload dax-smoke` (both kernels), nothing to rebuild: {warm:.1} s"),
-        Chart::new("warm run, nothing to rebuild", "s", &[("both kernels", warm)])
-            .target(format!("<= {} s", WARM_RUN_TARGET.as_secs()), warm <= WARM_RUN_TARGET.as_secs_f64()),
+        format!(
+            "  warm `cargo xtask run --workload dax-smoke` (both kernels), nothing to rebuild: {}",
+            listed(&warm, " s", 1)
+        ),
+        Chart::owned("warm run, nothing to rebuild", "s", bars(&warm)).target(
+            format!("<= {} s", WARM_RUN_TARGET.as_secs()),
+            warm.iter().all(|(_, w)| *w <= WARM_RUN_TARGET.as_secs_f64()),
+        ),
     );
-    let f = [s.median("patched.first-ktap"), s.median("baseline.first-ktap")];
+    // Patched and baseline of each tree.
+    let both = |s: &mut Samples, name: &str| -> Vec<(String, f64)> {
+        let mut v = Vec::new();
+        for t in trees {
+            for k in ["patched", "baseline"] {
+                v.push((format!("{k} {t}"), s.at(t, &format!("{k}.{name}"))));
+            }
+        }
+        v
+    };
+    let ratios = |v: &[(String, f64)]| -> String {
+        let r: Vec<String> = v.chunks(2).zip(trees).map(|(p, t)| format!("{t} {:.2}", p[0].1 / p[1].1)).collect();
+        format!("patched/baseline {}", r.join(", "))
+    };
+    let f = both(s, "first-ktap");
     charts.add(
-        format!("  boot to first KTAP line: patched {:.2} s, baseline {:.2} s, ratio {:.2}", f[0], f[1], f[0] / f[1]),
-        Chart::new("boot to first KTAP line", "s", &[("patched", f[0]), ("baseline", f[1])])
-            .target(format!("<= {} s", FIRST_KTAP_TARGET.as_secs()), f[0].max(f[1]) <= FIRST_KTAP_TARGET.as_secs_f64()),
+        format!("  boot to first KTAP line: {}; {}", listed(&f, " s", 2), ratios(&f)),
+        Chart::owned("boot to first KTAP line", "s", bars(&f)).target(
+            format!("<= {} s", FIRST_KTAP_TARGET.as_secs()),
+            f.iter().all(|(_, x)| *x <= FIRST_KTAP_TARGET.as_secs_f64()),
+        ),
     );
-    let k = [s.median("patched.kernel-to-init"), s.median("baseline.kernel-to-init")];
+    let k = both(s, "kernel-to-init");
     charts.add(
-        format!("  kernel start to init: patched {:.2} s, baseline {:.2} s (kernel timestamps)", k[0], k[1]),
-        Chart::new("kernel start to init", "s", &[("patched", k[0]), ("baseline", k[1])]),
+        format!("  kernel start to init (kernel timestamps): {}", listed(&k, " s", 2)),
+        Chart::owned("kernel start to init", "s", bars(&k)),
     );
-    for kernel in ["patched", "baseline"] {
-        let slowest = s.slowest(&format!("{kernel}.initcall."), 10);
-        let listed: Vec<String> = slowest.iter().map(|(n, us)| format!("{n} {:.0} ms", us / 1000.0)).collect();
-        let bars: Vec<(&str, f64)> = slowest.iter().map(|(n, us)| (n.as_str(), us / 1000.0)).collect();
-        charts.add(
-            format!("  ten slowest initcalls, {kernel} (median ms, initcall_debug): {}", listed.join(", ")),
-            Chart::new(&format!("ten slowest initcalls, {kernel}"), "ms", &bars),
-        );
+    for t in trees {
+        for kernel in ["patched", "baseline"] {
+            let slowest = s.slowest(&format!("{t}:{kernel}.initcall."), 10);
+            let listed: Vec<String> = slowest.iter().map(|(n, us)| format!("{n} {:.0} ms", us / 1000.0)).collect();
+            let bars: Vec<(&str, f64)> = slowest.iter().map(|(n, us)| (n.as_str(), us / 1000.0)).collect();
+            charts.add(
+                format!("  ten slowest initcalls, {kernel} {t} (median ms, initcall_debug): {}", listed.join(", ")),
+                Chart::new(&format!("ten slowest initcalls, {kernel} {t}"), "ms", &bars),
+            );
+        }
     }
-    let d = [s.median("patched.dax-smoke"), s.median("baseline.dax-smoke")];
+    let d = both(s, "dax-smoke");
     charts.add(
-        format!("  dax-smoke workload: patched {:.3} s, baseline {:.3} s, ratio {:.2}", d[0], d[1], d[0] / d[1]),
-        Chart::new("dax-smoke workload", "s", &[("patched", d[0]), ("baseline", d[1])]),
+        format!("  dax-smoke workload: {}; {}", listed(&d, " s", 3), ratios(&d)),
+        Chart::owned("dax-smoke workload", "s", bars(&d)),
     );
     let mib = initramfs_bytes as f64 / (1 << 20) as f64;
     charts.add(
@@ -310,64 +391,133 @@ fn charts(s: &mut Samples, initramfs_bytes: u64) -> Charts {
         Chart::new("compressed initramfs", "MiB", &[("initramfs", mib)])
             .target(format!("<= {} MiB", INITRAMFS_TARGET >> 20), initramfs_bytes <= INITRAMFS_TARGET),
     );
+    // The patched kernel's figures, against their reference in the same boot.
+    let pair = |s: &mut Samples, a: &str, b: &str, labels: [&str; 2]| -> Vec<(String, f64)> {
+        let mut v = Vec::new();
+        for t in trees {
+            v.push((format!("{} {t}", labels[0]), s.at(t, a)));
+            v.push((format!("{} {t}", labels[1]), s.at(t, b)));
+        }
+        v
+    };
+    let pair_ratios = |v: &[(String, f64)]| -> Vec<(String, f64)> {
+        v.chunks(2).zip(trees).map(|(p, t)| (t.clone(), p[0].1 / p[1].1)).collect()
+    };
     for disk in DATA_DISKS {
-        let sealed = s.median(&figure::read_fixed(disk.name, DMA_DEPTH));
-        let anon = s.median(&figure::read_fixed_anonymous(disk.name, DMA_DEPTH));
+        let v = pair(
+            s,
+            &figure::read_fixed(disk.name, DMA_DEPTH),
+            &figure::read_fixed_anonymous(disk.name, DMA_DEPTH),
+            ["sealed pmem", "anonymous"],
+        );
+        let r = pair_ratios(&v);
         let title = format!("{} READ_FIXED qd{DMA_DEPTH} into the pinned pages", disk.name);
         charts.add(
-            format!("  {title}: sealed pmem {sealed:.0} MiB/s, anonymous {anon:.0} MiB/s, ratio {:.2}", sealed / anon),
-            Chart::new(&title, "MiB/s", &[("sealed pmem", sealed), ("anonymous", anon)])
-                .target(format!("ratio >= {DMA_RATIO_TARGET}"), sealed / anon >= DMA_RATIO_TARGET),
+            format!("  {title}: {}; ratio {}", listed(&v, " MiB/s", 0), listed(&r, "", 2)),
+            Chart::owned(&title, "MiB/s", bars(&v))
+                .target(format!("ratio >= {DMA_RATIO_TARGET}"), r.iter().all(|(_, x)| *x >= DMA_RATIO_TARGET)),
         );
     }
-    let (sealed, anon) = (s.median(figure::REG_MR_SEALED), s.median(figure::REG_MR_ANONYMOUS));
+    let v = pair(s, figure::REG_MR_SEALED, figure::REG_MR_ANONYMOUS, ["sealed DAX", "anonymous"]);
     charts.add(
         format!(
-            "  Soft-RoCE ibv_reg_mr of 16 MiB (median of 5 per run): sealed DAX {sealed:.2} ms, anonymous {anon:.2} ms, \
-             ratio {:.2}",
-            sealed / anon
+            "  Soft-RoCE ibv_reg_mr of 16 MiB (median of 5 per run): {}; ratio {}",
+            listed(&v, " ms", 2),
+            listed(&pair_ratios(&v), "", 2)
         ),
-        Chart::new("Soft-RoCE ibv_reg_mr of 16 MiB", "ms", &[("sealed DAX", sealed), ("anonymous", anon)]),
+        Chart::owned("Soft-RoCE ibv_reg_mr of 16 MiB", "ms", bars(&v)),
     );
-    let [sealed, raw] = SWAP_DEVICES.map(|(d, _)| s.median(&figure::swap_throughput(d)));
+    let [(sealed, l0), (raw, l1)] = SWAP_DEVICES.map(|(d, label)| (figure::swap_throughput(d), label));
+    let v = pair(s, &sealed, &raw, [l0, l1]);
+    let r = pair_ratios(&v);
     charts.add(
-        format!(
-            "  swap-out + swap-in under cgroup pressure: sealed swapfile {sealed:.0} MiB/s, raw pmem device {raw:.0} \
-             MiB/s, ratio {:.2}",
-            sealed / raw
-        ),
-        Chart::new(
-            "swap under cgroup pressure",
-            "MiB/s",
-            &SWAP_DEVICES.map(|(_, label)| label).iter().copied().zip([sealed, raw]).collect::<Vec<_>>(),
-        )
-        .target(format!("ratio >= {SWAP_RATIO_TARGET}"), sealed / raw >= SWAP_RATIO_TARGET),
+        format!("  swap-out + swap-in under cgroup pressure: {}; ratio {}", listed(&v, " MiB/s", 0), listed(&r, "", 2)),
+        Chart::owned("swap under cgroup pressure", "MiB/s", bars(&v))
+            .target(format!("ratio >= {SWAP_RATIO_TARGET}"), r.iter().all(|(_, x)| *x >= SWAP_RATIO_TARGET)),
     );
-    let rate: Vec<f64> = WRITERS.iter().map(|(w, _)| s.median(&figure::commit_rate(w))).collect();
+    let mut rates = Vec::new();
+    for t in trees {
+        for (w, label) in WRITERS {
+            rates.push((format!("{label} {t}"), s.at(t, &figure::commit_rate(w))));
+        }
+    }
+    let commit: Vec<(String, f64)> =
+        rates.chunks(WRITERS.len()).zip(trees).map(|(r, t)| (t.clone(), r[0].1 / r[2].1)).collect();
     charts.add(
         format!(
-            "  userspace-flush commit rate: sealed MAP_SYNC + {{clwb,sfence}} {:.0}/s, sparse MAP_SYNC {:.0}/s, \
-             write + fdatasync {:.0}/s; sealed/fdatasync {:.1}x",
-            rate[0],
-            rate[1],
-            rate[2],
-            rate[0] / rate[2]
+            "  userspace-flush commit rate: {}; sealed/fdatasync {}",
+            listed(&rates, "/s", 0),
+            listed(&commit, "x", 1)
         ),
-        Chart::new(
-            "userspace-flush commit rate",
-            "records/s",
-            &WRITERS.iter().map(|(_, label)| *label).zip(rate.iter().copied()).collect::<Vec<_>>(),
-        )
-        .target(format!("sealed/fdatasync >= {COMMIT_RATIO_TARGET}x"), rate[0] / rate[2] >= COMMIT_RATIO_TARGET),
+        Chart::owned("userspace-flush commit rate", "records/s", bars(&rates)).target(
+            format!("sealed/fdatasync >= {COMMIT_RATIO_TARGET}x"),
+            commit.iter().all(|(_, x)| *x >= COMMIT_RATIO_TARGET),
+        ),
     );
     for kind in FAULT_KINDS {
-        let (p50, p99) = (s.median(&figure::fault(kind, 50)), s.median(&figure::fault(kind, 99)));
+        let v = pair(s, &figure::fault(kind, 50), &figure::fault(kind, 99), ["p50", "p99"]);
         charts.add(
-            format!("  first-touch MAP_SYNC write fault, {kind} file: p50 {p50:.1} us, p99 {p99:.1} us"),
-            Chart::new(&format!("first-touch MAP_SYNC write fault, {kind} file"), "us", &[("p50", p50), ("p99", p99)]),
+            format!("  first-touch MAP_SYNC write fault, {kind} file: {}", listed(&v, " us", 1)),
+            Chart::owned(&format!("first-touch MAP_SYNC write fault, {kind} file"), "us", bars(&v)),
         );
     }
     charts
+}
+
+/// The figures that say where one tree is faster or slower than another:
+/// the first tree's median over each other's, and which way is better.
+const COMPARED: [(&str, &str, bool); 8] = [
+    ("boot to first KTAP line, patched", "patched.first-ktap", false),
+    ("kernel start to init, patched", "patched.kernel-to-init", false),
+    ("dax-smoke workload, patched", "patched.dax-smoke", false),
+    ("Soft-RoCE ibv_reg_mr of a sealed mapping", figure::REG_MR_SEALED, false),
+    ("sealed swapfile throughput", "swap.sealed-swapfile", true),
+    ("sealed MAP_SYNC commit rate", "commit.sealed", true),
+    ("first-touch fault p50, sealed file", "fault.sealed.p50", false),
+    ("first-touch fault p99, sealed file", "fault.sealed.p99", false),
+];
+
+/// The side-by-side table of `--tree all`: each compared figure on every
+/// tree, and the first tree's value over each other's.
+fn comparison(s: &mut Samples, trees: &[String]) -> String {
+    let (first, others) = trees.split_first().map_or(("", &[][..]), |(f, o)| (f.as_str(), o));
+    let mut header = vec!["figure".to_string()];
+    header.extend(trees.iter().cloned());
+    header.extend(others.iter().map(|o| format!("{first}/{o}")));
+    let mut rows = vec![header];
+    for (label, key, higher_is_better) in COMPARED {
+        let name = figure_key(key);
+        let values: Vec<f64> = trees.iter().map(|t| s.at(t, &name)).collect();
+        let mut row = vec![label.to_string()];
+        row.extend(values.iter().map(|v| format!("{v:.3}")));
+        for v in &values[1..] {
+            let ratio = values[0] / v;
+            let better = if higher_is_better { ratio > 1.0 } else { ratio < 1.0 };
+            row.push(format!("{ratio:.2} ({} on {first})", if better { "better" } else { "worse" }));
+        }
+        rows.push(row);
+    }
+    let widths: Vec<usize> =
+        (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let lines: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+            format!("  {}", cells.join("  ").trim_end())
+        })
+        .collect();
+    format!("{} side by side (medians):\n{}", trees.join(" and "), lines.join("\n"))
+}
+
+/// The sample name behind a [`COMPARED`] key.
+fn figure_key(key: &str) -> String {
+    match key {
+        "swap.sealed-swapfile" => figure::swap_throughput(SWAP_DEVICES[0].0),
+        "commit.sealed" => figure::commit_rate(flush::SEALED),
+        "fault.sealed.p50" => figure::fault("sealed", 50),
+        "fault.sealed.p99" => figure::fault("sealed", 99),
+        other => other.to_string(),
+    }
 }
 
 /// The charts of one bench run, in the order printed.
@@ -410,10 +560,10 @@ const FAULT_KINDS: [&str; 3] = ["sealed", "preallocated", "sparse"];
 
 /// One `cargo xtask run ARGS` on the given images, through cargo as a user
 /// types it; returns its results.json.
-fn run_once(images: &Path, args: &[&str]) -> Result<Results> {
+fn run_once(images: &Path, tree: &str, args: &[&str]) -> Result<Results> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
-        .args(["run", "--quiet", "--package", "xtask", "--", "run"])
+        .args(["run", "--quiet", "--package", "xtask", "--", "run", "--tree", tree])
         .args(args)
         .current_dir(paths::project_root())
         .env("DAX_SEAL_IMAGES", images)
@@ -427,7 +577,7 @@ fn run_once(images: &Path, args: &[&str]) -> Result<Results> {
         let kept = paths::images_dir().join("bench").join(format!("failed-{}", paths::timestamp()));
         let copied = copy_dir(&images.join("runs/latest"), &kept);
         bail!(
-            "`xtask run {}` failed ({status}); {}",
+            "`xtask run --tree {tree} {}` failed ({status}); {}",
             args.join(" "),
             match copied {
                 Ok(()) => format!("its outputs (results.json, summary.txt, consoles) are in {}", kept.display()),
@@ -451,17 +601,21 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Builds the baseline kernel with a private, empty cache directory.
-fn cold_build() -> Result<f64> {
+/// Builds `tree`'s `variant` kernel with a private, empty cache directory
+/// (build cache and ccache; the source comes from the usual cache, so that
+/// a download is not timed).
+fn cold_build(tree: &str, variant: Variant) -> Result<f64> {
+    let source =
+        kernel::resolve_source(&kernel::SourceChoice { tree: trees::find(Some(tree))?, dir: None, rebuild: false })?;
     let cache = tempfile::Builder::new()
         .prefix("dax-seal-cold-")
         .tempdir_in(paths::cache_dir()?.parent().unwrap_or(Path::new("/tmp")))?;
     std::env::set_var("DAX_SEAL_CACHE", cache.path());
     let start = Instant::now();
-    let source = kernel::resolve_source(&kernel::SourceChoice { tree: trees::find(None)?, dir: None, rebuild: false })?;
-    kernel::ensure(Variant::Baseline, &source, false)?;
+    let built = kernel::ensure(variant, &source, false);
     let secs = start.elapsed().as_secs_f64();
     std::env::remove_var("DAX_SEAL_CACHE");
+    built?;
     Ok(secs)
 }
 
@@ -506,7 +660,7 @@ mod tests {
         let mut w = Writer::new(stream);
         w.result(1, "pinned-dma", &TestResult::Pass).unwrap();
         let stream = String::from_utf8(w.into_inner()).unwrap();
-        let runs = judge(PATCHED, &["pinned-dma".to_string()], &test_outcome(&stream, End::PoweredOff));
+        let runs = judge("patched-7.3", &["pinned-dma".to_string()], &test_outcome(&stream, End::PoweredOff));
         Results::of_runs("r", runs)
     }
 
@@ -514,18 +668,18 @@ mod tests {
     fn the_bench_reads_figures_whatever_the_cases_say() {
         for wording in ["qd16 at some MiB/s", "entirely different prose, anonymous qd16"] {
             let mut samples = Samples::default();
-            samples.take(&dma_results(wording, None), "pinned-dma").unwrap();
-            assert_eq!(samples.median(figure::REG_MR_SEALED), 100.0);
-            assert_eq!(samples.median(figure::REG_MR_ANONYMOUS), 101.0);
-            assert_eq!(samples.median(&figure::read_fixed("virtio", DMA_DEPTH)), 102.0);
-            assert_eq!(samples.median(&figure::read_fixed_anonymous("nvme", DMA_DEPTH)), 105.0);
+            samples.of("7.3").take(&dma_results(wording, None), "pinned-dma").unwrap();
+            assert_eq!(samples.at("7.3", figure::REG_MR_SEALED), 100.0);
+            assert_eq!(samples.at("7.3", figure::REG_MR_ANONYMOUS), 101.0);
+            assert_eq!(samples.at("7.3", &figure::read_fixed("virtio", DMA_DEPTH)), 102.0);
+            assert_eq!(samples.at("7.3", &figure::read_fixed_anonymous("nvme", DMA_DEPTH)), 105.0);
         }
     }
 
     #[test]
     fn a_missing_figure_is_named() {
         let gone = figure::read_fixed_anonymous("nvme", DMA_DEPTH);
-        let err = Samples::default().take(&dma_results("x", Some(&gone)), "pinned-dma").unwrap_err();
+        let err = Samples::default().of("7.3").take(&dma_results("x", Some(&gone)), "pinned-dma").unwrap_err();
         let text = format!("{err:#}");
         assert!(text.contains(&format!("reported no figure {gone}")), "{text}");
     }

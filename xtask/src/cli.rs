@@ -36,8 +36,8 @@ impl KernelChoice {
 
 #[derive(Debug, Clone, Args)]
 pub struct SourceArgs {
-    /// Kernel tree of kernel-config/trees.toml to build (default: its
-    /// first, 7.3).
+    /// Kernel tree of kernel-config/trees.toml (default: its first, 7.3);
+    /// `all` for every tree, where the task takes several (run, bench).
     #[arg(long, value_name = "NAME")]
     pub tree: Option<String>,
     /// A directory holding the tree's source to build instead of its
@@ -50,25 +50,29 @@ pub struct SourceArgs {
 }
 
 impl SourceArgs {
-    /// What the build stage is asked for; an unknown tree lists the known
-    /// ones.
+    /// What the build stage is asked for, for a task that takes one tree;
+    /// an unknown tree lists the known ones.
     pub fn choice(&self) -> anyhow::Result<SourceChoice> {
+        if self.tree.as_deref() == Some(crate::build::trees::ALL) {
+            anyhow::bail!(
+                "--tree all is taken by run and bench; this task runs on one tree at a time: give --tree NAME"
+            );
+        }
         let tree = crate::build::trees::find(self.tree.as_deref())?;
         Ok(SourceChoice { tree, dir: self.kernel_src.clone(), rebuild: self.rebuild })
     }
 
-    /// The same, for a task that runs on the default tree only so far: any
-    /// other --tree is refused, naming the tasks that take it.
-    pub fn default_tree_choice(&self, task: &str) -> anyhow::Result<SourceChoice> {
-        let choice = self.choice()?;
-        if !choice.tree.is_default()? {
-            anyhow::bail!(
-                "cargo xtask {task} runs on the default kernel tree only so far; --tree {} is taken by run, \
-                 shell, kernel and series",
-                choice.tree.name
-            );
+    /// The same for every tree `--tree` names (`all`: each in the table's
+    /// order). A source directory is one tree's: refused with `all`.
+    pub fn choices(&self) -> anyhow::Result<Vec<SourceChoice>> {
+        let trees = crate::build::trees::select(self.tree.as_deref())?;
+        if trees.len() > 1 && self.kernel_src.is_some() {
+            anyhow::bail!("--kernel-src holds one tree's source; give the tree it is with --tree NAME, not --tree all");
         }
-        Ok(choice)
+        Ok(trees
+            .into_iter()
+            .map(|tree| SourceChoice { tree, dir: self.kernel_src.clone(), rebuild: self.rebuild })
+            .collect())
     }
 }
 
@@ -254,9 +258,14 @@ pub struct BenchArgs {
     /// Repetitions of each measurement (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
-    /// Also measure a cold kernel build (empty ccache and build cache; 9 to 20 minutes on 2 cores).
+    /// Also measure cold builds of each tree's patched and baseline kernel
+    /// (empty ccache and build cache; about 20 minutes each on 2 cores).
     #[arg(long)]
     pub cold: bool,
+    /// Kernel tree to measure (default: the first of
+    /// kernel-config/trees.toml); `all` measures every tree side by side.
+    #[arg(long, value_name = "NAME")]
+    pub tree: Option<String>,
 }
 
 pub fn parse_include(text: &str) -> Result<Include, String> {

@@ -9,7 +9,7 @@
 //! the baseline too is a known failure, shown and counted as such, never as
 //! a pass; a test that did not run says why.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -21,7 +21,7 @@ use dax_seal_protocol::ktap::Verdict;
 use dax_seal_protocol::{DaxMode, RunConfig};
 use serde::Serialize;
 
-use crate::build::kernel::Variant;
+use crate::build::kernel::{self, Variant};
 use crate::build::{deps, rootfs};
 use crate::cli::{AccelChoice, KernelChoice, SourceArgs};
 use crate::paths;
@@ -148,10 +148,10 @@ pub fn parse_exclude(text: &str) -> Result<Vec<String>, (usize, String)> {
 }
 
 /// The configuration of one fstests boot: set-up, then each section.
-pub fn run_config(variant: Variant, plans: &BTreeMap<String, Plan>, run: &str, attempt: u32) -> RunConfig {
+pub fn run_config(kernel: &str, plans: &BTreeMap<String, Plan>, run: &str, attempt: u32) -> RunConfig {
     let workloads = fstests::SECTIONS.iter().filter(|s| plans.contains_key(s.name)).map(|s| s.workload.to_string());
     RunConfig {
-        kernel: variant.name().to_string(),
+        kernel: kernel.to_string(),
         workloads: workloads.collect(),
         // init mounts both NVDIMMs before the sections take them over.
         dax: vec![DaxMode::Always, DaxMode::Never],
@@ -203,6 +203,15 @@ fn is_section(r: &WorkloadRun) -> bool {
     fstests::section_of_workload(&r.workload).is_some()
 }
 
+/// The tree a kernel's rows belong to (`kernel::kernel_name`).
+fn tree_of(kernel: &str) -> &str {
+    kernel::parse_kernel_name(kernel).map_or("", |(_, tree)| tree)
+}
+
+fn is_baseline(kernel: &str) -> bool {
+    kernel::parse_kernel_name(kernel).is_some_and(|(v, _)| v == Variant::Baseline)
+}
+
 fn is_test(name: &str) -> bool {
     fstests::check_test(name).is_ok()
 }
@@ -211,19 +220,23 @@ fn is_test(name: &str) -> bool {
 /// the failures the baseline shares (and the baseline's own failures) as
 /// known; regressions stay failures. Without a baseline nothing changes.
 pub fn compare(runs: &mut [WorkloadRun]) -> Vec<Compared> {
-    let baseline: BTreeMap<(String, String), Verdict> = runs
+    // Each kernel is compared with its own tree's baseline.
+    let key = |r: &WorkloadRun, case: &str| (tree_of(&r.kernel).to_string(), r.workload.clone(), case.to_string());
+    let baseline: BTreeMap<(String, String, String), Verdict> = runs
         .iter()
-        .filter(|r| r.kernel == Variant::Baseline.name() && is_section(r))
-        .flat_map(|r| {
-            r.cases.iter().filter(|c| is_test(&c.name)).map(|c| ((r.workload.clone(), c.name.clone()), c.verdict))
-        })
+        .filter(|r| is_baseline(&r.kernel) && is_section(r))
+        .flat_map(|r| r.cases.iter().filter(|c| is_test(&c.name)).map(|c| (key(r, &c.name), c.verdict)))
         .collect();
-    // Only a baseline beside another kernel is a reference.
-    let compared_with = runs.iter().any(|r| r.kernel != Variant::Baseline.name() && is_section(r));
-    let passed_elsewhere: BTreeMap<(String, String), bool> = runs
+    // Only a baseline beside another kernel of its tree is a reference.
+    let compared_with: BTreeSet<String> = runs
         .iter()
-        .filter(|r| r.kernel != Variant::Baseline.name() && is_section(r))
-        .flat_map(|r| r.cases.iter().map(|c| ((r.workload.clone(), c.name.clone()), c.verdict == Verdict::Pass)))
+        .filter(|r| !is_baseline(&r.kernel) && is_section(r))
+        .map(|r| tree_of(&r.kernel).to_string())
+        .collect();
+    let passed_elsewhere: BTreeMap<(String, String, String), bool> = runs
+        .iter()
+        .filter(|r| !is_baseline(&r.kernel) && is_section(r))
+        .flat_map(|r| r.cases.iter().map(|c| (key(r, &c.name), c.verdict == Verdict::Pass)))
         .fold(BTreeMap::new(), |mut m, (k, pass)| {
             *m.entry(k).or_insert(false) |= pass;
             m
@@ -231,9 +244,11 @@ pub fn compare(runs: &mut [WorkloadRun]) -> Vec<Compared> {
     let mut out = Vec::new();
     for run in runs.iter_mut().filter(|r| is_section(r)) {
         let section = fstests::section_of_workload(&run.workload).map_or("", |s| s.name).to_string();
-        let is_baseline = run.kernel == Variant::Baseline.name();
+        let is_baseline = is_baseline(&run.kernel);
+        let compared_with = compared_with.contains(tree_of(&run.kernel));
+        let tree = tree_of(&run.kernel).to_string();
         for case in run.cases.iter_mut().filter(|c| is_test(&c.name)) {
-            let key = (run.workload.clone(), case.name.clone());
+            let key = (tree.clone(), run.workload.clone(), case.name.clone());
             let base = if is_baseline { None } else { baseline.get(&key).copied() };
             let class = match (case.verdict, is_baseline, base) {
                 // A test that passed on a rerun passed.
@@ -370,9 +385,10 @@ pub fn boot_each(
 ) -> Result<(Vec<WorkloadRun>, Vec<BootRecord>)> {
     let Boots { prepared, root, machine, images_dir, out_dir, jobs, run } = *b;
     let booted = crate::jobs::in_parallel(jobs, plans, |(variant, plans)| -> Result<_> {
-        let config = run_config(variant, &plans, run, attempt);
+        let kernel = prepared.name(variant);
+        let config = run_config(kernel, &plans, run, attempt);
         let tag = if attempt == 0 { String::new() } else { format!("-rerun{attempt}") };
-        let set = format!("fstests-{variant}");
+        let set = format!("fstests-{kernel}");
         let request = BootRequest {
             prepared,
             variant,
@@ -387,10 +403,10 @@ pub fn boot_each(
             kill_at: None,
             root_disk: Some(root),
         };
-        eprintln!("[fstests] booting {variant}{tag}: sections {}", config.workloads.join(", "));
+        eprintln!("[fstests] booting {kernel}{tag}: sections {}", config.workloads.join(", "));
         let outcome = request.boot()?;
-        eprintln!("[fstests] {variant}: {} after {:.1} s", outcome.end.describe(), outcome.elapsed.as_secs_f64());
-        let (runs, boot) = results::judged(variant.name(), prepared, &config, &outcome);
+        eprintln!("[fstests] {kernel}: {} after {:.1} s", outcome.end.describe(), outcome.elapsed.as_secs_f64());
+        let (runs, boot) = results::judged(kernel, prepared, &config, &outcome);
         let label = if attempt == 0 { String::new() } else { format!("rerun {attempt}") };
         Ok((runs, [boot.labelled(&label)]))
     });
@@ -399,11 +415,15 @@ pub fn boot_each(
 
 /// What a rerun of the failed tests boots: for each kernel with a failed
 /// test, a plan per section naming exactly those tests.
-fn failed_tests(runs: &[WorkloadRun], variants: &[Variant]) -> Vec<(Variant, BTreeMap<String, Plan>)> {
+fn failed_tests(
+    runs: &[WorkloadRun],
+    variants: &[Variant],
+    name: impl Fn(Variant) -> String,
+) -> Vec<(Variant, BTreeMap<String, Plan>)> {
     let mut out = Vec::new();
     for &variant in variants {
         let mut plans: BTreeMap<String, Plan> = BTreeMap::new();
-        for r in runs.iter().filter(|r| r.kernel == variant.name()) {
+        for r in runs.iter().filter(|r| r.kernel == name(variant)) {
             let Some(section) = fstests::section_of_workload(&r.workload) else { continue };
             for c in r.cases.iter().filter(|c| c.verdict == Verdict::Fail && is_test(&c.name)) {
                 plans.entry(section.name.to_string()).or_default().tests.push(c.name.clone());
@@ -443,7 +463,7 @@ pub fn cmd(args: &FstestsArgs) -> Result<ExitCode> {
         Some(p) => read_exclude(p)?,
         None => Vec::new(),
     };
-    let choice = args.source.default_tree_choice("fstests")?;
+    let choice = args.source.choice()?;
     // A bad list is refused before anything boots.
     let known_list = args.known_failures.clone().unwrap_or_else(|| known::list_for(&choice.tree.name));
     let entries = known::load(&known_list)?;
@@ -479,7 +499,7 @@ pub fn cmd(args: &FstestsArgs) -> Result<ExitCode> {
     let (mut runs, mut boot_records) = boot_each(&boots, first, 0)?;
     // check -L's rule: a failed test runs again, alone, up to N times.
     for attempt in 1..=args.rerun_failed {
-        let again = failed_tests(&runs, &variants);
+        let again = failed_tests(&runs, &variants, |v| prepared.name(v).to_string());
         if again.is_empty() {
             break;
         }
@@ -578,7 +598,7 @@ mod tests {
         use Verdict::*;
         let mut runs = vec![
             run(
-                "patched",
+                "patched-7.3",
                 "fstests-dax",
                 &[
                     ("fstests set-up and test list", Pass),
@@ -591,7 +611,7 @@ mod tests {
                 ],
             ),
             run(
-                "baseline",
+                "baseline-7.3",
                 "fstests-dax",
                 &[
                     ("fstests set-up and test list", Pass),
@@ -605,13 +625,13 @@ mod tests {
         ];
         let compared = compare(&mut runs);
         let class = |k: &str, t: &str| compared.iter().find(|c| c.kernel == k && c.test == t).unwrap().class;
-        assert_eq!(class("patched", "generic/1"), Class::Pass);
-        assert_eq!(class("patched", "generic/2"), Class::Regression);
-        assert_eq!(class("patched", "generic/3"), Class::Known);
-        assert_eq!(class("baseline", "generic/3"), Class::Known);
-        assert_eq!(class("baseline", "generic/4"), Class::Fixed);
-        assert_eq!(class("patched", "generic/5"), Class::NotRun);
-        assert_eq!(class("patched", "generic/6"), Class::Fail, "the baseline never reported it");
+        assert_eq!(class("patched-7.3", "generic/1"), Class::Pass);
+        assert_eq!(class("patched-7.3", "generic/2"), Class::Regression);
+        assert_eq!(class("patched-7.3", "generic/3"), Class::Known);
+        assert_eq!(class("baseline-7.3", "generic/3"), Class::Known);
+        assert_eq!(class("baseline-7.3", "generic/4"), Class::Fixed);
+        assert_eq!(class("patched-7.3", "generic/5"), Class::NotRun);
+        assert_eq!(class("patched-7.3", "generic/6"), Class::Fail, "the baseline never reported it");
         let verdict = |k: usize, t: &str| runs[k].cases.iter().find(|c| c.name == t).unwrap().verdict;
         assert_eq!(verdict(0, "generic/2"), Fail);
         assert_eq!(verdict(0, "generic/3"), Known);
@@ -622,21 +642,21 @@ mod tests {
         assert_eq!(results::verdict_of(&runs[1..], false), Verdict::Pass, "known failures alone do not fail a run");
         let text = comparison_text(&compared);
         assert!(
-            text.contains("REGRESSIONS (fail with the series, pass on the baseline): patched/dax generic/2"),
+            text.contains("REGRESSIONS (fail with the series, pass on the baseline): patched-7.3/dax generic/2"),
             "{text}"
         );
-        assert!(
-            text.contains("known failures (fail on the baseline too): patched/dax generic/3, baseline/dax generic/3")
-        );
+        assert!(text.contains(
+            "known failures (fail on the baseline too): patched-7.3/dax generic/3, baseline-7.3/dax generic/3"
+        ));
     }
 
     #[test]
     fn without_a_baseline_failures_stay_failures() {
-        let mut runs = vec![run("patched", "fstests-nondax", &[("generic/472", Verdict::Fail)])];
+        let mut runs = vec![run("patched-7.3", "fstests-nondax", &[("generic/472", Verdict::Fail)])];
         let compared = compare(&mut runs);
         assert_eq!(compared[0].class, Class::Fail);
         assert_eq!(runs[0].cases[0].verdict, Verdict::Fail);
-        let mut runs = vec![run("baseline", "fstests-nondax", &[("generic/472", Verdict::Fail)])];
+        let mut runs = vec![run("baseline-7.3", "fstests-nondax", &[("generic/472", Verdict::Fail)])];
         assert_eq!(compare(&mut runs)[0].class, Class::Fail);
         assert_eq!(runs[0].verdict, Verdict::Fail);
     }
@@ -644,7 +664,7 @@ mod tests {
     #[test]
     fn the_boot_asks_for_each_planned_section_on_two_nvdimms() {
         let p = plans(&[], &[], &s(&["nondax"]), &[]).unwrap();
-        let c = run_config(Variant::Patched, &p, "fstests x", 0);
+        let c = run_config("patched-7.3", &p, "fstests x", 0);
         assert_eq!(c.workloads, ["fstests-nondax"]);
         assert_eq!(c.expected_tests(), ["setup", "fstests-nondax"]);
         assert_eq!(machine(AccelChoice::Tcg, Duration::from_secs(600)).nvdimms, 2);
@@ -653,11 +673,11 @@ mod tests {
     #[test]
     fn a_rerun_boots_exactly_the_failed_tests_of_each_kernel() {
         let runs = vec![
-            run("patched", "fstests-dax", &[("xfs/550", Verdict::Fail), ("generic/1", Verdict::Pass)]),
-            run("patched", "fstests-nondax", &[("generic/2", Verdict::Fail), ("(workload)", Verdict::Fail)]),
-            run("baseline", "fstests-dax", &[("xfs/550", Verdict::Pass)]),
+            run("patched-7.3", "fstests-dax", &[("xfs/550", Verdict::Fail), ("generic/1", Verdict::Pass)]),
+            run("patched-7.3", "fstests-nondax", &[("generic/2", Verdict::Fail), ("(workload)", Verdict::Fail)]),
+            run("baseline-7.3", "fstests-dax", &[("xfs/550", Verdict::Pass)]),
         ];
-        let again = failed_tests(&runs, &[Variant::Patched, Variant::Baseline]);
+        let again = failed_tests(&runs, &[Variant::Patched, Variant::Baseline], |v| format!("{v}-7.3"));
         assert_eq!(again.len(), 1, "the baseline has nothing to rerun");
         let (variant, plans) = &again[0];
         assert_eq!(*variant, Variant::Patched);

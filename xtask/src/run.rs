@@ -15,7 +15,7 @@ use crate::paths;
 use crate::report::results::{self, Results, WorkloadRun};
 use crate::vm::boot;
 use crate::vm::qemu::{self, Console};
-use crate::vm::request::{prepare, BootRequest};
+use crate::vm::request::{prepare, prepare_streaming, BootRequest, Ready};
 
 /// Workload names as given, or the default set; unknown names are refused.
 pub fn select_workloads(names: &[String]) -> Result<Vec<String>> {
@@ -61,86 +61,136 @@ fn new_run_dir() -> Result<(String, PathBuf)> {
     paths::new_output_dir("runs")
 }
 
+/// What every boot of one `run` shares.
+struct Ctx<'a> {
+    args: &'a RunArgs,
+    workloads: &'a [String],
+    machine: &'a crate::vm::machine::Machine,
+    run_id: &'a str,
+    run_dir: &'a std::path::Path,
+    images_dir: &'a std::path::Path,
+    loops: u32,
+}
+
+/// One kernel's boots in loop `iteration`: the first, then reruns of what
+/// failed (`--rerun-failed`); its judged runs and boot records.
+fn boot_kernel(ctx: &Ctx, ready: &Ready, iteration: u32) -> Result<(Vec<WorkloadRun>, Vec<results::BootRecord>)> {
+    let (args, guest, machine) = (ctx.args, &ctx.args.guest, ctx.machine);
+    let (prepared, variant) = (&ready.prepared, ready.variant);
+    let name = prepared.name(variant);
+    // Each iteration's logs and runs are told apart when there are several.
+    let looped = if ctx.loops > 1 { format!("-loop{}", iteration + 1) } else { String::new() };
+    let boot = |attempt: u32, workloads: &[String], exec: &[String]| -> Result<_> {
+        let config = RunConfig {
+            kernel: name.to_string(),
+            workloads: workloads.to_vec(),
+            exec: exec.to_vec(),
+            fresh: guest.fresh,
+            shell: false,
+            params: args.params.iter().cloned().collect(),
+            dax: guest.dax.0.clone(),
+            run: format!("run {}", ctx.run_id),
+            mkfs: Default::default(),
+            fstests: Default::default(),
+            attempt,
+            iteration,
+        };
+        // A rerun boots on fresh images of its own in the run's directory:
+        // the user's images keep what the first boot left.
+        let rerun_set = format!("{name}{looped}-rerun{attempt}");
+        let tag = if attempt == 0 { looped.clone() } else { format!("{looped}-rerun{attempt}") };
+        let request = BootRequest {
+            prepared,
+            variant,
+            config: config.clone(),
+            includes: &guest.include,
+            machine,
+            images_dir: if attempt == 0 { ctx.images_dir } else { ctx.run_dir },
+            image_set: (attempt > 0).then_some(rerun_set.as_str()),
+            out_dir: ctx.run_dir,
+            fresh: guest.fresh || attempt > 0,
+            tag: &tag,
+            kill_at: None,
+            root_disk: None,
+        };
+        eprintln!("[run] booting {name}{tag}: workloads {}", workloads.join(", "));
+        let outcome = request.boot()?;
+        eprintln!("[run] {name}{tag}: {} after {:.1} s", outcome.end.describe(), outcome.elapsed.as_secs_f64());
+        if !outcome.end.is_clean() {
+            eprintln!("[run] {name}{tag}: QEMU command line: {}", outcome.command_line);
+        }
+        if attempt > 0 {
+            // Fresh images for one rerun: not kept after it.
+            request.images().remove(machine.nvdimms);
+        }
+        Ok(results::judged(name, prepared, &config, &outcome))
+    };
+    let (mut runs, first) = boot(0, ctx.workloads, &args.exec)?;
+    let mut boots = vec![first];
+    for attempt in 1..=args.rerun_failed {
+        let (again, exec) = failed_again(&runs, ctx.workloads, &args.exec);
+        if again.is_empty() && exec.is_empty() {
+            break;
+        }
+        let (rerun, record) = boot(attempt, &again, &exec)?;
+        boots.push(record.labelled(&format!("rerun {attempt}")));
+        runs = results::fold_rerun(runs, rerun, attempt);
+    }
+    // Its verdicts as soon as it is done, while other kernels build or boot.
+    eprintln!("[run] {}", results::kernel_line(name, &runs));
+    Ok((runs, boots))
+}
+
 pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
     let workloads = select_workloads(&args.workloads)?;
     let guest = &args.guest;
     check_guest_args(guest)?;
     let variants = args.kernel.variants();
     let machine = guest.vm.machine();
-    let prepared = prepare(&variants, &guest.source.choice()?, machine.accel)?;
-    eprintln!("[run] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
+    let choices = guest.source.choices()?;
     let (run_id, run_dir) = new_run_dir()?;
     let images_dir = paths::images_dir();
     let jobs = args.jobs.map_or_else(crate::jobs::default_jobs, |j| j as usize);
     let loops = args.loops();
+    let ctx = Ctx {
+        args,
+        workloads: &workloads,
+        machine: &machine,
+        run_id: &run_id,
+        run_dir: &run_dir,
+        images_dir: &images_dir,
+        loops,
+    };
     let started = Instant::now();
     let (mut runs, mut boots) = (Vec::new(), Vec::new());
+    // The first loop boots each kernel as soon as it is built; later loops
+    // boot them all again, up to `jobs` at once.
+    let mut ready: Vec<Ready> = Vec::new();
+    let mut first: Vec<Result<(Vec<WorkloadRun>, Vec<results::BootRecord>)>> = Vec::new();
+    let build_failures = prepare_streaming(&choices, &variants, machine.accel, |batch| {
+        if ready.is_empty() {
+            eprintln!("[run] accelerator: {} ({})", batch[0].prepared.accel.name(), batch[0].prepared.accel_reason);
+        }
+        first.extend(crate::jobs::in_parallel(jobs, batch.iter().collect(), |r| boot_kernel(&ctx, r, 0)));
+        ready.extend(batch);
+        Ok(())
+    })?;
+    // A kernel that did not build fails the run, with what make said.
+    let built: Vec<WorkloadRun> = build_failures
+        .iter()
+        .map(|f| {
+            let case = results::CaseResult::new("kernel build", Verdict::Fail, format!("{:#}", f.error));
+            WorkloadRun::new(&f.kernel, "build", vec![case])
+        })
+        .collect();
     for iteration in 0..loops {
-        // Each iteration's logs and runs are told apart when there are several.
-        let looped = if loops > 1 { format!("-loop{}", iteration + 1) } else { String::new() };
-        // Each variant boots on its own images; up to `jobs` at once.
-        let booted = crate::jobs::in_parallel(jobs, variants.clone(), |variant| -> Result<_> {
-            let boot = |attempt: u32, workloads: &[String], exec: &[String]| -> Result<_> {
-                let config = RunConfig {
-                    kernel: prepared.name(variant).to_string(),
-                    workloads: workloads.to_vec(),
-                    exec: exec.to_vec(),
-                    fresh: guest.fresh,
-                    shell: false,
-                    params: args.params.iter().cloned().collect(),
-                    dax: guest.dax.0.clone(),
-                    run: format!("run {run_id}"),
-                    mkfs: Default::default(),
-                    fstests: Default::default(),
-                    attempt,
-                    iteration,
-                };
-                // A rerun boots on fresh images of its own in the run's
-                // directory: the user's images keep what the first boot left.
-                let rerun_set = format!("{}{looped}-rerun{attempt}", prepared.name(variant));
-                let tag = if attempt == 0 { looped.clone() } else { format!("{looped}-rerun{attempt}") };
-                let request = BootRequest {
-                    prepared: &prepared,
-                    variant,
-                    config: config.clone(),
-                    includes: &guest.include,
-                    machine: &machine,
-                    images_dir: if attempt == 0 { &images_dir } else { &run_dir },
-                    image_set: (attempt > 0).then_some(rerun_set.as_str()),
-                    out_dir: &run_dir,
-                    fresh: guest.fresh || attempt > 0,
-                    tag: &tag,
-                    kill_at: None,
-                    root_disk: None,
-                };
-                let name = prepared.name(variant);
-                eprintln!("[run] booting {name}{tag}: workloads {}", workloads.join(", "));
-                let outcome = request.boot()?;
-                eprintln!("[run] {name}{tag}: {} after {:.1} s", outcome.end.describe(), outcome.elapsed.as_secs_f64());
-                if !outcome.end.is_clean() {
-                    eprintln!("[run] {name}{tag}: QEMU command line: {}", outcome.command_line);
-                }
-                if attempt > 0 {
-                    // Fresh images for one rerun: not kept after it.
-                    request.images().remove(machine.nvdimms);
-                }
-                Ok(results::judged(prepared.name(variant), &prepared, &config, &outcome))
-            };
-            let (mut runs, first) = boot(0, &workloads, &args.exec)?;
-            let mut boots = vec![first];
-            for attempt in 1..=args.rerun_failed {
-                let (again, exec) = failed_again(&runs, &workloads, &args.exec);
-                if again.is_empty() && exec.is_empty() {
-                    break;
-                }
-                let (rerun, record) = boot(attempt, &again, &exec)?;
-                boots.push(record.labelled(&format!("rerun {attempt}")));
-                runs = results::fold_rerun(runs, rerun, attempt);
-            }
-            Ok((runs, boots))
-        });
-
-        let (r, b) = results::gather(booted)?;
+        let booted = if iteration == 0 {
+            std::mem::take(&mut first)
+        } else {
+            crate::jobs::in_parallel(jobs, ready.iter().collect(), |r| boot_kernel(&ctx, r, iteration))
+        };
+        let (mut r, b) = results::gather(booted)?;
+        r.extend(built.iter().cloned());
         let failed = results::verdict_of(&r, args.flaky_fails) == Verdict::Fail;
         let label = |l: &str| {
             if loops > 1 {

@@ -86,7 +86,7 @@ pub fn cmd(args: &SeriesArgs) -> Result<ExitCode> {
         eprintln!("[series] step {k}/{}: {name}", series.len());
         let log = build.join(format!("series-step-{k}.log"));
         let start = Instant::now();
-        let compiled = kernel::make(&format!("series {k}"), src, build, &cache, &log).with_context(|| {
+        let compiled = kernel::make(&format!("series {k}"), src, build, &cache, &log, None).with_context(|| {
             format!("the series does not build with patches 1..{k} applied (the last one is patches/{name})")
         })?;
         let text = fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;

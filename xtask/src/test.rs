@@ -38,11 +38,11 @@ pub fn cmd(args: &TestArgs) -> Result<ExitCode> {
     eprintln!("[test] building what the VM tests boot");
     let prepared = crate::vm::request::prepare(
         &[Variant::Patched, Variant::Baseline, Variant::Debug],
-        &args.source.default_tree_choice("test")?,
+        &args.source.choice()?,
         Machine::default().accel,
     )?;
     eprintln!("[test] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
-    let series = root.join(&args.source.default_tree_choice("test")?.tree.series);
+    let series = root.join(&args.source.choice()?.tree.series);
     let checked = tidy::checkpatch(&series, &prepared.source_tree)?;
     eprintln!("[test] checkpatch --strict: {checked} patch(es) clean");
     let artifacts = root.join("target/dax-seal/artifacts.json");

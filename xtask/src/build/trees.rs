@@ -91,10 +91,26 @@ pub fn find(name: Option<&str>) -> Result<Tree> {
         None => Ok(trees[0].clone()),
         Some(name) => trees.iter().find(|t| t.name == name).cloned().with_context(|| {
             let known: Vec<&str> = trees.iter().map(|t| t.name.as_str()).collect();
-            format!("no kernel tree {name:?}; the known trees ({TABLE}) are {}", known.join(", "))
+            format!(
+                "no kernel tree {name:?}; the known trees ({TABLE}) are {}, and `{ALL}` names them all where a task \
+                 takes several",
+                known.join(", ")
+            )
         }),
     }
 }
+
+/// What `--tree` names: every tree for `all`, else the one tree `find`
+/// gives.
+pub fn select(name: Option<&str>) -> Result<Vec<Tree>> {
+    match name {
+        Some(ALL) => load(),
+        other => Ok(vec![find(other)?]),
+    }
+}
+
+/// The `--tree` value that names every tree.
+pub const ALL: &str = "all";
 
 /// `(major, minor)` of a `MAJOR.MINOR` name.
 pub fn version(name: &str) -> Option<(u32, u32)> {
@@ -257,6 +273,10 @@ mod tests {
         assert!(trees.iter().any(|t| t.name == "6.12" && t.suite == "bookworm"));
         let err = format!("{:#}", find(Some("5.4")).unwrap_err());
         assert!(err.contains("no kernel tree \"5.4\"") && err.contains("7.3, 6.12"), "{err}");
+        let all: Vec<String> = select(Some(ALL)).unwrap().into_iter().map(|t| t.name).collect();
+        assert_eq!(all, ["7.3", "6.12"]);
+        assert_eq!(select(None).unwrap()[0].name, "7.3");
+        assert_eq!(select(Some("6.12")).unwrap().len(), 1);
     }
 
     #[test]

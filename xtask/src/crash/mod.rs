@@ -206,11 +206,11 @@ pub fn run_point(
     scenario.params = BTreeMap::from([("userspace-flush-write.records".to_string(), records.to_string())]);
     let write = Step { variant, workloads: &[WRITE], exec: &[], kill_at: Some(moment.kill_at()) };
     let (_, first) = scenario.boot(&write)?;
-    let request = |outcome: &BootOutcome| BootRecord::of(variant.name(), scenario.prepared, outcome);
+    let request = |outcome: &BootOutcome| BootRecord::of(scenario.prepared.name(variant), scenario.prepared, outcome);
     let mut boots = vec![request(&first)];
     let mut cases = Vec::new();
     let mut point = Point {
-        kernel: variant.name().to_string(),
+        kernel: scenario.prepared.name(variant).to_string(),
         point: k,
         seed,
         moment,
@@ -251,7 +251,7 @@ pub fn run_point(
     let verify = Step { variant, workloads: &[VERIFY], exec: &[], kill_at: None };
     let (config, second) = scenario.boot(&verify)?;
     boots.push(request(&second));
-    for r in results::judge(variant.name(), &config.expected_tests(), &second) {
+    for r in results::judge(scenario.prepared.name(variant), &config.expected_tests(), &second) {
         // Set-up's cases are shown only when one failed.
         if r.workload == "setup" && r.verdict != Verdict::Fail {
             continue;
@@ -407,7 +407,7 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
     let seed = args.seed.unwrap_or_else(clock_seed);
     let variants = args.kernel.variants();
     let vm = Machine::default();
-    let prepared: Prepared = request::prepare(&variants, &args.source.default_tree_choice("crash")?, vm.accel)?;
+    let prepared: Prepared = request::prepare(&variants, &args.source.choice()?, vm.accel)?;
     eprintln!("[crash] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
     let (run_id, dir) = paths::new_output_dir("crash")?;
     let selected: Vec<u32> = match args.point {
@@ -417,14 +417,15 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
     eprintln!(
         "[crash] seed {seed:#x}: {} point(s) on {}; repeat one with --seed {seed:#x} --point K",
         selected.len(),
-        variants.iter().map(|v| v.name()).collect::<Vec<_>>().join(", ")
+        variants.iter().map(|&v| prepared.name(v)).collect::<Vec<_>>().join(", ")
     );
     let start = Instant::now();
     let (mut points, mut runs, mut boots) = (Vec::new(), Vec::new(), Vec::new());
     for &variant in &variants {
-        let images = dir.join(variant.name());
+        let kernel = prepared.name(variant);
+        let images = dir.join(kernel);
         paths::ensure_dir(&images)?;
-        let done = run_points(&prepared, variant, (seed, &selected), records, (&images, variant.name()), |s| {
+        let done = run_points(&prepared, variant, (seed, &selected), records, (&images, kernel), |s| {
             s.vm = vm.clone();
         })?;
         for p in done {
@@ -432,7 +433,7 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
             runs.push(p.run);
             boots.extend(p.boots);
         }
-        runs.push(campaign_run(variant.name(), control_saw_loss(variant.name(), &points, args.point.is_some())));
+        runs.push(campaign_run(kernel, control_saw_loss(kernel, &points, args.point.is_some())));
     }
     let elapsed = start.elapsed();
     let verdict = results::verdict_of(&runs, false);

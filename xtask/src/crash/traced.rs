@@ -202,7 +202,7 @@ pub fn run(prepared: &Prepared, variant: Variant, spec: &Spec, dir: &Path) -> Re
     }
     let model = &traced.model;
     Ok(ModelRun {
-        kernel: variant.name().to_string(),
+        kernel: prepared.name(variant).to_string(),
         bug: spec.bug,
         seed: spec.seed,
         records: spec.records,
@@ -261,7 +261,7 @@ fn trace_writer<'a>(prepared: &'a Prepared, variant: Variant, spec: &Spec, trace
     let started = Instant::now();
     let (config, outcome) = scenario.boot(&Step { variant, workloads: &[WRITE], exec: &[], kill_at: None })?;
     let trace_ms = started.elapsed().as_millis() as u64;
-    let (runs, boot) = results::judged(variant.name(), prepared, &config, &outcome);
+    let (runs, boot) = results::judged(prepared.name(variant), prepared, &config, &outcome);
     let runs: Vec<WorkloadRun> = runs.into_iter().map(|r| r.labelled("model trace")).collect();
     if runs.iter().any(|r| r.verdict == Verdict::Fail) || !outcome.end.is_clean() {
         bail!("the traced writer boot failed ({}); console: {}", outcome.end.describe(), outcome.console_log.display());
@@ -338,8 +338,10 @@ fn verify_point(
             (flush::MAP_PARAM.to_string(), traced.map.to_string()),
         ]);
         let (config, out) = verify.boot(&Step { variant, workloads: &[VERIFY], exec: &[], kill_at: None })?;
-        boots.push(BootRecord::of(variant.name(), prepared, &out).labelled(&format!("model point {index} image {j}")));
-        let judged = results::judge(variant.name(), &config.expected_tests(), &out);
+        boots.push(
+            BootRecord::of(prepared.name(variant), prepared, &out).labelled(&format!("model point {index} image {j}")),
+        );
+        let judged = results::judge(prepared.name(variant), &config.expected_tests(), &out);
         let failure = judged
             .iter()
             .flat_map(|r| &r.cases)
@@ -362,7 +364,7 @@ fn verify_point(
     }
     result.elapsed_ms = started.elapsed().as_millis() as u64;
     // Fails when an image failed.
-    let run = WorkloadRun::new(variant.name(), &format!("point {}", point.acked), cases).labelled("model");
+    let run = WorkloadRun::new(prepared.name(variant), &format!("point {}", point.acked), cases).labelled("model");
     Ok((result, run, boots))
 }
 
@@ -396,13 +398,12 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
     };
     let variants = args.kernel.variants();
     // TCG plugins do not run under KVM.
-    let prepared: Prepared =
-        request::prepare(&variants, &args.source.default_tree_choice("crash --model")?, AccelChoice::Tcg)?;
+    let prepared: Prepared = request::prepare(&variants, &args.source.choice()?, AccelChoice::Tcg)?;
     let (run_id, dir) = paths::new_output_dir("crash")?;
     eprintln!("[crash --model] seed {seed:#x}, writer bug {:?}; repeat with --seed {seed:#x}", args.bug);
     let (mut runs, mut boots, mut reports) = (Vec::new(), Vec::new(), Vec::new());
     for &variant in &variants {
-        let done = run(&prepared, variant, &spec, &dir.join(variant.name()))?;
+        let done = run(&prepared, variant, &spec, &dir.join(prepared.name(variant)))?;
         let failed = done.images_failed();
         let booted: usize = done.points.iter().map(|p| p.booted).sum();
         let (ok, rule) = match args.bug {
@@ -411,9 +412,10 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
             }
             bug => (failed > 0, format!("the {bug:?} writer lost acknowledged records in {failed} of {booted} images")),
         };
-        println!("{variant}:\n{}", table(&done));
+        println!("{}:\n{}", prepared.name(variant), table(&done));
         println!(
-            "{variant}: {} ({rule}); trace of {} records took {:.1} s",
+            "{}: {} ({rule}); trace of {} records took {:.1} s",
+            prepared.name(variant),
             if ok { "PASS" } else { "FAIL" },
             done.records,
             done.trace_ms as f64 / 1000.0
@@ -427,7 +429,7 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
             r
         }));
         runs.push(
-            WorkloadRun::new(variant.name(), "model", vec![CaseResult::new("the model's rule", verdict, rule)])
+            WorkloadRun::new(prepared.name(variant), "model", vec![CaseResult::new("the model's rule", verdict, rule)])
                 .labelled("model"),
         );
         boots.extend(done.boots.iter().cloned());

@@ -215,11 +215,11 @@ fn run_cell(
             let (config, outcome) =
                 scenario.boot(&Step { variant: *kernel, workloads: &names, exec: &[], kill_at: None })?;
             runs.extend(
-                results::judge(kernel.name(), &config.expected_tests(), &outcome)
+                results::judge(prepared.name(*kernel), &config.expected_tests(), &outcome)
                     .into_iter()
                     .map(|r| r.labelled(&cell.id)),
             );
-            boots.push(BootRecord::of(kernel.name(), prepared, &outcome).labelled(&cell.id));
+            boots.push(BootRecord::of(prepared.name(*kernel), prepared, &outcome).labelled(&cell.id));
         }
         Work::Steps(steps) => {
             for (n, step) in steps.iter().enumerate() {
@@ -228,7 +228,7 @@ fn run_cell(
                 let killed = kill_at.is_some();
                 let (config, outcome) =
                     scenario.boot(&Step { variant: step.kernel, workloads: &names, exec: &[], kill_at })?;
-                let (kernel, who) = (step.kernel.name(), label(n + 1));
+                let (kernel, who) = (prepared.name(step.kernel), label(n + 1));
                 if killed {
                     // A boot meant to die: it must die at its marker, and
                     // what it reported before must not have failed.
@@ -256,8 +256,8 @@ fn run_cell(
                 boots.extend(p.boots.into_iter().map(|b| b.labelled(&cell.id)));
                 points.push(p.point);
             }
-            let check = crash::control_saw_loss(kernel.name(), &points, false);
-            runs.push(crash::campaign_run(kernel.name(), check).labelled(&cell.id));
+            let check = crash::control_saw_loss(prepared.name(*kernel), &points, false);
+            runs.push(crash::campaign_run(prepared.name(*kernel), check).labelled(&cell.id));
         }
         Work::Fstests { kernels, plans } => {
             let root = fstests_root.context("an fstests cell without a root image")?;
@@ -275,7 +275,7 @@ fn run_cell(
 
 pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
     let cells = spec::load(&args.file)?;
-    let choice = args.source.default_tree_choice("matrix")?;
+    let choice = args.source.choice()?;
     // A bad known-failure list is refused before anything boots.
     let list = args.known_failures.clone().unwrap_or_else(|| known::list_for(&choice.tree.name));
     let entries = known::load(&list)?;
@@ -285,8 +285,10 @@ pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
         }
         let path = paths::project_root().join(github::WORKFLOW);
         let file = args.file.strip_prefix(paths::project_root()).unwrap_or(&args.file);
-        paths::write_atomic(&path, github::workflow(&file.to_string_lossy(), n, &choice.tree.name).as_bytes())?;
-        println!("wrote {} ({n} shards of {})", path.display(), args.file.display());
+        let trees = crate::build::trees::load()?;
+        let names: Vec<&str> = trees.iter().map(|t| t.name.as_str()).collect();
+        paths::write_atomic(&path, github::workflow(&file.to_string_lossy(), n, &names).as_bytes())?;
+        println!("wrote {} ({n} shards of {} on each of {})", path.display(), args.file.display(), names.join(", "));
         return Ok(ExitCode::SUCCESS);
     }
     let w = weights(&cells, args.durations.as_deref())?;

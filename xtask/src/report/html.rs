@@ -92,6 +92,11 @@ impl Chart {
         }
     }
 
+    /// The same, with bars whose labels are made at run time.
+    pub fn owned(title: &str, unit: &str, bars: Vec<(String, f64)>) -> Chart {
+        Chart { title: title.to_string(), unit: unit.to_string(), bars, target: None }
+    }
+
     pub fn target(mut self, what: String, met: bool) -> Chart {
         self.target = Some(Target { what, met });
         self

@@ -503,6 +503,23 @@ pub fn columns<'a, const N: usize>(rows: impl Iterator<Item = &'a [String; N]> +
     out
 }
 
+/// One kernel's verdicts on one line, as a run prints them when that kernel
+/// is done: each workload's verdict, then the cases that failed.
+pub fn kernel_line(kernel: &str, runs: &[WorkloadRun]) -> String {
+    let workloads: Vec<String> = runs.iter().map(|r| format!("{} {}", r.workload, verdict_word(r.verdict))).collect();
+    let failed: Vec<String> = runs
+        .iter()
+        .flat_map(|r| {
+            r.cases.iter().filter(|c| c.verdict == Verdict::Fail).map(move |c| format!("{} / {}", r.workload, c.name))
+        })
+        .collect();
+    let mut line = format!("{kernel} verdicts: {}", workloads.join(", "));
+    if !failed.is_empty() {
+        line.push_str(&format!("; failed: {}", failed.join(", ")));
+    }
+    line
+}
+
 pub fn summary(results: &Results) -> String {
     let mut out = String::new();
     let rows: Vec<[String; 5]> = results

@@ -107,7 +107,7 @@ impl<'a> Scenario<'a> {
     /// asked to run (for judging) and how the boot went.
     pub fn boot(&self, step: &Step) -> Result<(RunConfig, BootOutcome)> {
         let config = RunConfig {
-            kernel: step.variant.name().into(),
+            kernel: self.prepared.name(step.variant).into(),
             workloads: step.workloads.iter().map(|s| s.to_string()).collect(),
             exec: step.exec.iter().map(|s| s.to_string()).collect(),
             fresh: self.blank.get(),
