@@ -15,7 +15,7 @@ use crate::paths;
 use crate::report::results::{self, Results, WorkloadRun};
 use crate::vm::boot;
 use crate::vm::qemu::{self, Console};
-use crate::vm::request::{prepare, prepare_streaming, BootRequest, Ready};
+use crate::vm::request::{prepare, BootRequest, Ready, Streaming};
 
 /// Workload names as given, or the default set; unknown names are refused.
 pub fn select_workloads(names: &[String]) -> Result<Vec<String>> {
@@ -147,7 +147,9 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
     check_guest_args(guest)?;
     let variants = args.kernel.variants();
     let machine = guest.vm.machine();
-    let choices = guest.source.choices()?;
+    // Bad input (a source, a missing package) is refused before the run's
+    // directory exists.
+    let streaming = Streaming::new(&guest.source.choices()?, &variants)?;
     let (run_id, run_dir) = new_run_dir()?;
     let images_dir = paths::images_dir();
     let jobs = args.jobs.map_or_else(crate::jobs::default_jobs, |j| j as usize);
@@ -167,7 +169,7 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
     // boot them all again, up to `jobs` at once.
     let mut ready: Vec<Ready> = Vec::new();
     let mut first: Vec<Result<(Vec<WorkloadRun>, Vec<results::BootRecord>)>> = Vec::new();
-    let build_failures = prepare_streaming(&choices, &variants, machine.accel, |batch| {
+    let build_failures = streaming.run(machine.accel, |batch| {
         if ready.is_empty() {
             eprintln!("[run] accelerator: {} ({})", batch[0].prepared.accel.name(), batch[0].prepared.accel_reason);
         }

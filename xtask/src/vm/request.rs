@@ -73,86 +73,100 @@ pub struct BuildFailed {
     pub error: anyhow::Error,
 }
 
-/// `variants` of every tree in `sources`, handed to `boot` as soon as they
-/// are ready rather than once all are built: every kernel the cache holds
-/// comes in the first batch (booted side by side, as before); a kernel being
-/// built boots while the next one compiles, so that a fresh machine sees
-/// the patched kernel's verdicts while the baseline builds. Host packages,
-/// every tree's source and the initramfs come first, and an error there
-/// stops everything; a kernel that fails to build is reported, and the
-/// others still build and boot.
-pub fn prepare_streaming(
-    sources: &[SourceChoice],
-    variants: &[Variant],
-    accel: AccelChoice,
-    mut boot: impl FnMut(Vec<Ready>) -> Result<()>,
-) -> Result<Vec<BuildFailed>> {
-    deps::ensure(deps::Need::for_source(sources.iter().any(|s| s.dir.is_some())))?;
-    let mut srcs = Vec::new();
-    for source in sources {
-        srcs.push((kernel::resolve_source(source)?, source.rebuild));
-    }
-    let initramfs = initramfs::build()?;
-    // Kernels the cache holds first, so that they boot at once.
-    let mut wanted: Vec<(&kernel::Source, bool, Variant)> =
-        srcs.iter().flat_map(|(src, rebuild)| variants.iter().map(move |&v| (src, *rebuild, v))).collect();
-    wanted.sort_by_key(|(src, rebuild, v)| *rebuild || !kernel::cached(*v, src).unwrap_or(false));
-    let (tx, rx) = std::sync::mpsc::channel::<Result<kernel::Built, BuildFailed>>();
-    let mut failed = Vec::new();
-    std::thread::scope(|scope| -> Result<()> {
-        let builder = scope.spawn(move || {
-            for (src, rebuild, variant) in wanted {
-                let built = kernel::ensure(variant, src, rebuild)
-                    .map_err(|error| BuildFailed { kernel: kernel::kernel_name(&src.of.name, variant), error });
-                if tx.send(built).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut resolved: Option<(qemu::Accel, String)> = None;
-        // Each batch: one kernel (waiting for it), and every other one ready
-        // by then.
-        while let Ok(first) = rx.recv() {
-            let mut batch = Vec::new();
-            for built in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
-                match built {
-                    Ok(k) => batch.push(k),
-                    Err(f) => {
-                        eprintln!("[build] the {} kernel failed to build: {:#}", f.kernel, f.error);
-                        failed.push(f);
-                    }
-                }
-            }
-            if batch.is_empty() {
-                continue;
-            }
-            if resolved.is_none() {
-                resolved = Some(qemu::resolve_accel(accel, &batch[0].bzimage)?);
-            }
-            let (accel, accel_reason) = resolved.clone().context("no accelerator")?;
-            let ready = batch
-                .into_iter()
-                .map(|k| {
-                    let source_tree =
-                        srcs.iter().find(|(s, _)| s.of.name == k.tree).map(|(s, _)| s.tree.clone()).unwrap_or_default();
-                    Ready {
-                        variant: k.variant,
-                        prepared: Prepared {
-                            source_tree,
-                            kernels: vec![k],
-                            initramfs: initramfs.clone(),
-                            accel,
-                            accel_reason: accel_reason.clone(),
-                        },
-                    }
-                })
-                .collect();
-            boot(ready)?;
+/// What a run boots, resolved before anything is built or written: host
+/// packages, every tree's source and the initramfs ([`Streaming::new`]);
+/// then the kernels, handed over as they are built ([`Streaming::run`]).
+pub struct Streaming {
+    srcs: Vec<(kernel::Source, bool)>,
+    variants: Vec<Variant>,
+    initramfs: initramfs::Built,
+}
+
+impl Streaming {
+    /// Host packages, every tree's source and the initramfs; an error here
+    /// stops everything before a kernel is built.
+    pub fn new(sources: &[SourceChoice], variants: &[Variant]) -> Result<Streaming> {
+        deps::ensure(deps::Need::for_source(sources.iter().any(|s| s.dir.is_some())))?;
+        let mut srcs = Vec::new();
+        for source in sources {
+            srcs.push((kernel::resolve_source(source)?, source.rebuild));
         }
-        builder.join().map_err(|_| anyhow::anyhow!("the kernel build thread panicked"))?;
-        Ok(())
-    })?;
-    Ok(failed)
+        let initramfs = initramfs::build()?;
+        Ok(Streaming { srcs, variants: variants.to_vec(), initramfs })
+    }
+
+    /// The kernels, handed to `boot` as soon as they are ready rather than
+    /// once all are built: every kernel the cache holds comes in the first
+    /// batch (booted side by side, as before); a kernel being built boots
+    /// while the next one compiles, so that a fresh machine sees the
+    /// patched kernel's verdicts while the baseline builds. A kernel that
+    /// fails to build is reported, and the others still build and boot.
+    pub fn run(self, accel: AccelChoice, mut boot: impl FnMut(Vec<Ready>) -> Result<()>) -> Result<Vec<BuildFailed>> {
+        let Streaming { srcs, variants, initramfs } = self;
+        // Kernels the cache holds first, so that they boot at once.
+        let mut wanted: Vec<(&kernel::Source, bool, Variant)> =
+            srcs.iter().flat_map(|(src, rebuild)| variants.iter().map(move |&v| (src, *rebuild, v))).collect();
+        wanted.sort_by_key(|(src, rebuild, v)| *rebuild || !kernel::cached(*v, src).unwrap_or(false));
+        let (tx, rx) = std::sync::mpsc::channel::<Result<kernel::Built, BuildFailed>>();
+        let mut failed = Vec::new();
+        std::thread::scope(|scope| -> Result<()> {
+            let builder = scope.spawn(move || {
+                for (src, rebuild, variant) in wanted {
+                    let built = kernel::ensure(variant, src, rebuild)
+                        .map_err(|error| BuildFailed { kernel: kernel::kernel_name(&src.of.name, variant), error });
+                    if tx.send(built).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut resolved: Option<(qemu::Accel, String)> = None;
+            // Each batch: one kernel (waiting for it), and every other one
+            // ready by then.
+            while let Ok(first) = rx.recv() {
+                let mut batch = Vec::new();
+                for built in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                    match built {
+                        Ok(k) => batch.push(k),
+                        Err(f) => {
+                            eprintln!("[build] the {} kernel failed to build: {:#}", f.kernel, f.error);
+                            failed.push(f);
+                        }
+                    }
+                }
+                if batch.is_empty() {
+                    continue;
+                }
+                if resolved.is_none() {
+                    resolved = Some(qemu::resolve_accel(accel, &batch[0].bzimage)?);
+                }
+                let (accel, accel_reason) = resolved.clone().context("no accelerator")?;
+                let ready = batch
+                    .into_iter()
+                    .map(|k| {
+                        let source_tree = srcs
+                            .iter()
+                            .find(|(s, _)| s.of.name == k.tree)
+                            .map(|(s, _)| s.tree.clone())
+                            .unwrap_or_default();
+                        Ready {
+                            variant: k.variant,
+                            prepared: Prepared {
+                                source_tree,
+                                kernels: vec![k],
+                                initramfs: initramfs.clone(),
+                                accel,
+                                accel_reason: accel_reason.clone(),
+                            },
+                        }
+                    })
+                    .collect();
+                boot(ready)?;
+            }
+            builder.join().map_err(|_| anyhow::anyhow!("the kernel build thread panicked"))?;
+            Ok(())
+        })?;
+        Ok(failed)
+    }
 }
 
 /// One boot of `variant` with `config`, on the images in `images_dir`,
