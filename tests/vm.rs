@@ -429,6 +429,7 @@ const LIFETIME_SEALED: [&str; 9] = [
     "splice-copies-and-holds-nothing",
     "seal-interrupted-by-sigkill",
     "readers-progress-during-seal",
+    "namespace-teardown-waits-for-pin",
 ];
 
 /// seal-lifetime on both kernels. Patched: a sealed file's pin outlives
@@ -436,7 +437,9 @@ const LIFETIME_SEALED: [&str; 9] = [
 /// change, online repair), fsync writes back exactly the pinned pages,
 /// with no kernel report on the way (the old
 /// series warned in dax_disassociate_entry on umount, and unsealed under
-/// the pin once mounted again). Baseline: the sealed cases skip with
+/// the pin once mounted again), and unbinding the namespace under the pin
+/// waits for it (without the pagemap reference the unpin oopsed in
+/// io_release_ubuf on the gone vmemmap). Baseline: the sealed cases skip with
 /// EOPNOTSUPP, and the control shows why there is nothing to outlive there.
 #[test]
 fn seal_lifetime_pins_outlive_the_inode_on_patched_only() {
@@ -464,6 +467,8 @@ fn seal_lifetime_pins_outlive_the_inode_on_patched_only() {
         fsync.contains("256 after READ_FIXED") && fsync.contains("256 after munmap, close and drop_caches"),
         "{fsync}"
     );
+    let teardown = &patched.case("seal-lifetime", "namespace-teardown-waits-for-pin").detail;
+    assert!(teardown.contains("still waited") && teardown.contains("512 pins acquired"), "{teardown}");
 }
 
 /// The cases of pinned-dma that need the series, one DMA case per disk.

@@ -224,3 +224,55 @@ pub fn pins_settled(what: &str) -> Result<(u64, u64), String> {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// The fsdax namespace under a mounted filesystem, as libnvdimm names it
+/// (the pfn device bound to nd_pmem, `pfn0.1`), for taking it down and
+/// bringing it back as `ndctl disable-namespace` and `enable-namespace` do.
+pub struct Namespace {
+    /// The nd device bound to nd_pmem.
+    pub name: String,
+    /// Its block device (`/dev/pmem0`) and the filesystem's mount options.
+    pub dev: String,
+    pub data: String,
+}
+
+const ND_PMEM: &str = "/sys/bus/nd/drivers/nd_pmem";
+
+impl Namespace {
+    /// The namespace of what is mounted on `mount`.
+    pub fn of(mount: &Path) -> Result<Namespace, String> {
+        let (dev, opts) = mounted(mount)?;
+        let block = Path::new(&dev).file_name().ok_or_else(|| format!("{dev} names no block device"))?;
+        let link = Path::new("/sys/block").join(block).join("device");
+        let nd = fs::canonicalize(&link).map_err(|e| format!("{}: {e}", link.display()))?;
+        let name = nd.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or("no nd device name")?;
+        let data = opts.split(',').filter(|o| o.starts_with("dax=")).collect::<Vec<_>>().join(",");
+        Ok(Namespace { name, dev, data })
+    }
+
+    /// Unbinds it from nd_pmem: the block device and its pagemap go. The
+    /// write returns when the kernel has let the device's memory go.
+    pub fn unbind(&self) -> Result<(), String> {
+        fs::write(format!("{ND_PMEM}/unbind"), &self.name)
+            .map_err(|e| format!("unbind {} from nd_pmem: {e}", self.name))
+    }
+
+    /// Binds it again and waits for its block device to come back.
+    pub fn bind(&self) -> Result<(), String> {
+        fs::write(format!("{ND_PMEM}/bind"), &self.name).map_err(|e| format!("bind {} to nd_pmem: {e}", self.name))?;
+        let since = Instant::now();
+        while !Path::new(&self.dev).exists() {
+            if since.elapsed() > Duration::from_secs(10) {
+                return Err(format!("{} did not come back within 10 s of binding {}", self.dev, self.name));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Mounts its filesystem on `mount` with the options it had.
+    pub fn mount(&self, mount: &Path) -> Result<(), String> {
+        calls::mount(&self.dev, mount, "xfs", &self.data)
+            .map_err(|e| format!("mount {} on {} ({}): {}", self.dev, mount.display(), self.data, errno_text(&e)))
+    }
+}

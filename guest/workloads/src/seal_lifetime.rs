@@ -22,6 +22,11 @@
 //! UNSEAL at EBUSY (the documented price of the promise) and are found in
 //! /proc; a splice(2) from the file copies and holds nothing.
 //!
+//! The last case tears the device down under a pin (umount, then unbind the
+//! fsdax namespace from nd_pmem, as `ndctl disable-namespace` does): the pin
+//! owns a reference on the device's pagemap, so the unbind waits until the
+//! ring lets go, and the namespace, the filesystem and the seal come back.
+//!
 //! On a kernel without the series SEAL gives EOPNOTSUPP and the sealed cases
 //! skip; the control (a long-term pin of an unsealed DAX file is refused
 //! with EOPNOTSUPP) runs on both.
@@ -38,10 +43,11 @@ use std::time::{Duration, Instant};
 
 use dax_seal_protocol::MOUNT_PREFIX;
 
-use crate::calls::{cpath, errno_text, free_bytes, statx_attributes, Mapping, STATX_ATTR_DAX};
+use crate::calls::{cpath, errno_text, free_bytes, statx_attributes, umount, Mapping, STATX_ATTR_DAX};
 use crate::cases::{when_sealable, Attempt, Cases};
 use crate::fixture::{
     create, is_sealed, pattern, pin_counters, pins_settled, probe, probe_online_repair, remount, remount_with,
+    Namespace,
 };
 use crate::seal::{self, Extent};
 use crate::trace::{self, TraceEvent};
@@ -66,6 +72,7 @@ const CASES: &[(&str, Case)] = &[
     ("splice-copies-and-holds-nothing", case_splice),
     ("seal-interrupted-by-sigkill", case_sigkill),
     ("readers-progress-during-seal", case_readers),
+    ("namespace-teardown-waits-for-pin", case_namespace_teardown),
 ];
 
 struct Env {
@@ -236,6 +243,93 @@ fn case_umount(env: &Env) -> Attempt {
         drop(file);
         remount(&env.mount).map_err(|e| format!("{e} (umount is allowed while a sealed file is pinned)"))?;
         pinned.still_holds("munmap, close, umount and mount")
+    })
+}
+
+/// How long an unbind must still be waiting for the pin before the pin goes.
+const TEARDOWN_WAITS: Duration = Duration::from_secs(2);
+/// How soon the unbind must finish once the pin is gone.
+const TEARDOWN_FINISHES: Duration = Duration::from_secs(30);
+
+/// Tearing the device down under a pin, as an administrator would: seal,
+/// pin, close, umount, then unbind the fsdax namespace from nd_pmem (what
+/// `ndctl disable-namespace` does). The pin owns a reference on the
+/// device's pagemap, so the unbind waits for it: the device's struct pages
+/// (kept on the NVDIMM itself) must not go while the ring can still unpin
+/// them, nor its memory while a device can still write into it. Once the
+/// ring lets go the unbind finishes; bound again, the namespace and the
+/// file come back, still sealed, and UNSEAL gives 0. Last of the cases: a
+/// kernel that lets the pages go oopses when the pin is dropped.
+fn case_namespace_teardown(env: &Env) -> Attempt {
+    env.sealed(|| {
+        let path = env.path("teardown");
+        let (pinned, file) = seal_pin_unmap(&path)?;
+        drop(file);
+        let ns = Namespace::of(&env.mount)?;
+        umount(&env.mount).map_err(|e| format!("umount {}: {}", env.mount.display(), errno_text(&e)))?;
+        let started = Instant::now();
+        let unbind = {
+            let ns = Namespace { name: ns.name.clone(), dev: ns.dev.clone(), data: ns.data.clone() };
+            std::thread::spawn(move || ns.unbind().map(|()| Instant::now()))
+        };
+        std::thread::sleep(TEARDOWN_WAITS);
+        let waited = !unbind.is_finished();
+        if !waited {
+            // Dropping the pin now would unpin struct pages that are gone.
+            let done = unbind.join().map_err(|_| "the unbind thread panicked".to_string())?;
+            return Err(format!(
+                "unbinding {} returned ({done:?}, after {:.1} s) while the ring still pinned {SIZE} bytes of its \
+                 memory: the pin does not own the device's pagemap, and unpinning now touches freed struct pages",
+                ns.name,
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        let unpinned = Instant::now();
+        let Pinned { ring, pins_before, map, .. } = pinned;
+        ring.unregister().map_err(|e| format!("UNREGISTER_BUFFERS: {}", errno_text(&e)))?;
+        drop(ring);
+        let (acquired, released) = pins_settled("UNREGISTER_BUFFERS and close")?;
+        while !unbind.is_finished() {
+            if unpinned.elapsed() > TEARDOWN_FINISHES {
+                return Err(format!(
+                    "unbinding {} still waits {} s after the last pin went (nr_foll_pin_acquired {acquired}, \
+                     released {released})",
+                    ns.name,
+                    TEARDOWN_FINISHES.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let done = unbind.join().map_err(|_| "the unbind thread panicked".to_string())??;
+        let after_unpin = done.saturating_duration_since(unpinned);
+        ns.bind()?;
+        ns.mount(&env.mount)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("reopen {} after the namespace came back: {}", path.display(), errno_text(&e)))?;
+        let map_after = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
+        let sealed = is_sealed(&path)?;
+        let unsealed = seal::unseal(&file);
+        drop(file);
+        let _ = fs::remove_file(&path);
+        if !sealed || map_after != map {
+            return Err(format!("after the namespace came back: sealed {sealed}, map {map:?} -> {map_after:?}"));
+        }
+        unsealed.map_err(|e| format!("UNSEAL once the pin and the teardown are over: {}", errno_text(&e)))?;
+        let pinned = acquired.saturating_sub(pins_before);
+        if pinned < SIZE / PAGE {
+            return Err(format!("nr_foll_pin_acquired moved by {pinned}, fewer than the {} pages", SIZE / PAGE));
+        }
+        Ok(format!(
+            "unbinding {} ({}) still waited {} s into the pin and finished {:.0} ms after the ring let go ({pinned} \
+             pins acquired and released); bound and mounted again, the file is sealed with the same map, UNSEAL 0",
+            ns.name,
+            ns.dev,
+            TEARDOWN_WAITS.as_secs(),
+            after_unpin.as_secs_f64() * 1000.0
+        ))
     })
 }
 

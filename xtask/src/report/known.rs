@@ -102,14 +102,16 @@ pub struct Applied {
 }
 
 /// Marks every failed case an entry matches as known, with the entry's
-/// reason, rate and tracking; the runs' verdicts follow.
+/// reason, rate and tracking; the runs' verdicts follow. A case already
+/// known (fstests found it failing on the baseline too) is seen by the
+/// entry as well, and gains its reason: the entry still describes it.
 pub fn apply(entries: &[Entry], runs: &mut [WorkloadRun]) -> Applied {
     let mut applied = Applied::default();
     for e in entries {
         let mut hit = false;
         for r in runs.iter_mut() {
             let who = r.who();
-            for c in r.cases.iter_mut().filter(|c| c.verdict == Verdict::Fail) {
+            for c in r.cases.iter_mut().filter(|c| matches!(c.verdict, Verdict::Fail | Verdict::Known)) {
                 if matches(&e.case, &format!("{who} / {} / {}", r.workload, c.name)) {
                     hit = true;
                     c.verdict = Verdict::Known;
@@ -230,6 +232,14 @@ mod tests {
         assert_eq!(runs[0].cases[1].verdict, Verdict::Fail, "unlisted");
         assert_eq!(runs[0].verdict, Verdict::Fail);
         assert_eq!((applied.seen.len(), applied.not_seen[0].case.as_str()), (1, "patched / w / gone"));
+        // A failure the baseline shares is already known: an entry naming it
+        // has seen it all the same.
+        let entries = parse("k.txt", "* / fstests-dax / xfs/552 | 100% | poison | docs").unwrap();
+        let shared = CaseResult::new("xfs/552", Verdict::Known, "known failure: fails on the baseline too".into());
+        let mut runs = vec![WorkloadRun::new("patched-7.3", "fstests-dax", vec![shared])];
+        let applied = apply(&entries, &mut runs);
+        assert_eq!((applied.seen.len(), applied.not_seen.len(), runs[0].cases[0].verdict), (1, 0, Verdict::Known));
+        assert!(runs[0].cases[0].detail.contains("poison"), "{}", runs[0].cases[0].detail);
         assert_eq!(
             proposals(&["patched / fstests-dax / xfs/551".into()]),
             "patched / fstests-dax / xfs/551 | 100% | REASON | TRACKED\n"

@@ -436,7 +436,10 @@ fn verdict_word(v: Verdict) -> &'static str {
 /// stays failed, and each carries the reasons of its earlier failed
 /// attempts. A failed run the rerun did not report again (a `boot` entry
 /// for a hang that did not recur) becomes flaky. Runs that did not fail
-/// keep their earlier verdicts; a failure new in the rerun is added.
+/// keep their earlier verdicts; a failure new in the rerun is added. A
+/// case that did not fail before keeps its earlier result unless the rerun
+/// saw it fail: a rerun of only the failed tests (fstests' `check -L`)
+/// loses none of the tests that passed.
 pub fn fold_rerun(earlier: Vec<WorkloadRun>, mut rerun: Vec<WorkloadRun>, attempt: u32) -> Vec<WorkloadRun> {
     let before = |c: &CaseResult| {
         let mut attempts = c.attempts.clone();
@@ -451,23 +454,30 @@ pub fn fold_rerun(earlier: Vec<WorkloadRun>, mut rerun: Vec<WorkloadRun>, attemp
             out.push(e);
             continue;
         }
-        let mut cases = again.as_ref().map_or_else(Vec::new, |r| r.cases.clone());
-        for old in e.cases.iter().filter(|c| c.verdict == Verdict::Fail) {
-            match cases.iter_mut().find(|c| c.name == old.name) {
-                Some(c) => {
+        let mut new = again.map_or_else(Vec::new, |r| r.cases);
+        let mut take = |name: &str| new.iter().position(|c| c.name == name).map(|i| new.remove(i));
+        let mut cases = Vec::new();
+        for old in &e.cases {
+            let c = match (old.verdict, take(&old.name)) {
+                (Verdict::Fail, Some(mut c)) => {
                     c.attempts = before(old);
                     if c.verdict == Verdict::Pass {
                         c.verdict = Verdict::Flaky;
                     }
+                    c
                 }
-                None => cases.push(CaseResult {
+                (Verdict::Fail, None) => CaseResult {
                     verdict: Verdict::Flaky,
                     detail: format!("did not happen again on attempt {attempt}"),
                     attempts: before(old),
                     ..old.clone()
-                }),
-            }
+                },
+                (_, Some(c)) if c.verdict == Verdict::Fail => c,
+                _ => old.clone(),
+            };
+            cases.push(c);
         }
+        cases.extend(new);
         out.push(WorkloadRun { verdict: overall(&cases), cases, ..e });
     }
     out.extend(rerun.into_iter().filter(|r| r.verdict == Verdict::Fail));
@@ -873,6 +883,41 @@ mod tests {
         let results = Results { runs: stuck, ..results };
         assert!(junit(&results)
             .contains("<failure message=\"two\">two</failure>\n      <rerunFailure message=\"attempt 0: one\"/>"));
+    }
+
+    /// fstests' reruns boot only the failed tests: the tests that passed on
+    /// the first attempt stay, in their place, with their own details.
+    #[test]
+    fn a_rerun_of_only_the_failed_cases_loses_none_of_the_others() {
+        let case = |name: &str, v: Verdict, detail: &str| CaseResult::new(name, v, detail.into());
+        let run = |cases: Vec<CaseResult>| WorkloadRun::new("patched-7.3", "fstests-dax", cases);
+        let first = vec![run(vec![
+            case("fstests set-up and test list", Verdict::Pass, "14 tests selected"),
+            case("generic/413", Verdict::Pass, "35 s"),
+            case("xfs/550", Verdict::Fail, "output mismatch"),
+            case("generic/470", Verdict::Skip, "needs LOGWRITES_DEV"),
+        ])];
+        let second = vec![run(vec![
+            case("fstests set-up and test list", Verdict::Pass, "1 tests selected"),
+            case("xfs/550", Verdict::Pass, ""),
+        ])];
+        let folded = fold_rerun(first, second, 1);
+        let got: Vec<(&str, Verdict, &str)> =
+            folded[0].cases.iter().map(|c| (c.name.as_str(), c.verdict, c.detail.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("fstests set-up and test list", Verdict::Pass, "14 tests selected"),
+                ("generic/413", Verdict::Pass, "35 s"),
+                ("xfs/550", Verdict::Flaky, ""),
+                ("generic/470", Verdict::Skip, "needs LOGWRITES_DEV"),
+            ]
+        );
+        // A case that passed before and fails in the rerun counts.
+        let first = vec![run(vec![case("a", Verdict::Pass, ""), case("b", Verdict::Fail, "b")])];
+        let second = vec![run(vec![case("a", Verdict::Fail, "a now"), case("b", Verdict::Pass, "")])];
+        let folded = fold_rerun(first, second, 1);
+        assert_eq!((folded[0].cases[0].verdict, folded[0].verdict), (Verdict::Fail, Verdict::Fail));
     }
 
     #[test]
