@@ -419,7 +419,7 @@ fn assert_sealed_only(patched: &Booted, baseline: &Booted, workload: &str, name:
 }
 
 /// The cases of seal-lifetime that need the series.
-const LIFETIME_SEALED: [&str; 9] = [
+const LIFETIME_SEALED: [&str; 10] = [
     "pin-outlives-umount",
     "pin-outlives-drop-caches",
     "dax-flag-fixed-while-sealed-dax-inode",
