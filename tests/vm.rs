@@ -121,10 +121,12 @@ fn damaged_nvdimm_contents_fail_setup_with_a_reason() {
     assert_eq!(b.run("dax-smoke").verdict, Verdict::Fail, "{}", b.explain());
 }
 
-/// What the default tree's `variant` kernel is called in rows, logs and
-/// image sets (`patched-7.3`).
+/// What the tested tree's `variant` kernel is called in rows, logs and
+/// image sets (`patched-7.3`): the tree `cargo xtask test --tree` names,
+/// else the default.
 fn default_name(variant: &str) -> String {
-    format!("{variant}-{}", xtask::build::trees::find(None).expect("the tree table").name)
+    let tree = std::env::var(xtask::cli::TREE_ENV).ok();
+    format!("{variant}-{}", xtask::build::trees::find(tree.as_deref()).expect("the tree table").name)
 }
 
 /// `cargo xtask ARGS` as a user types it, from the project root.

@@ -34,11 +34,16 @@ impl KernelChoice {
     }
 }
 
+/// The kernel tree a task runs on when `--tree` is not given; `cargo xtask
+/// test --tree NAME` sets it for the VM tests, so that the tests which run
+/// `cargo xtask` themselves boot the same tree.
+pub const TREE_ENV: &str = "DAX_SEAL_TREE";
+
 #[derive(Debug, Clone, Args)]
 pub struct SourceArgs {
     /// Kernel tree of kernel-config/trees.toml (default: its first, 7.3);
     /// `all` for every tree, where the task takes several (run, bench).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", env = TREE_ENV)]
     pub tree: Option<String>,
     /// A directory holding the tree's source to build instead of its
     /// Debian package.
@@ -264,7 +269,7 @@ pub struct BenchArgs {
     pub cold: bool,
     /// Kernel tree to measure (default: the first of
     /// kernel-config/trees.toml); `all` measures every tree side by side.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", env = TREE_ENV)]
     pub tree: Option<String>,
 }
 

@@ -48,6 +48,8 @@ pub fn cmd(args: &TestArgs) -> Result<ExitCode> {
     let artifacts = root.join("target/dax-seal/artifacts.json");
     paths::write_atomic(&artifacts, &serde_json::to_vec_pretty(&prepared)?)?;
     let _env = sh.push_env(ARTIFACTS_ENV, &artifacts);
+    // The tests that run `cargo xtask` themselves take the same tree.
+    let _tree = sh.push_env(crate::cli::TREE_ENV, &args.source.choice()?.tree.name);
     eprintln!("[test] VM tests");
     // Each TCG guest keeps about one host core busy.
     let threads = format!("--test-threads={}", args.jobs.map_or_else(crate::jobs::default_jobs, |j| j as usize));

@@ -646,7 +646,7 @@ pub fn apply_patch(sh: &Shell, src: &Path, patch: &Path) -> Result<()> {
             text.trim_end()
         );
     }
-    cmd!(sh, "patch {args...} {patch}").quiet().run().with_context(|| format!("applying patches/{name}"))?;
+    cmd!(sh, "patch --silent {args...} {patch}").quiet().run().with_context(|| format!("applying patches/{name}"))?;
     Ok(())
 }
 
