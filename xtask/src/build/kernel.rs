@@ -634,19 +634,21 @@ pub fn refresh(path: &Path) -> Result<()> {
 /// Applies one patch; a patch that does not apply changes nothing and the
 /// error names it and the rejected hunks.
 pub fn apply_patch(sh: &Shell, src: &Path, patch: &Path) -> Result<()> {
-    let name = patch.file_name().unwrap_or_default().to_string_lossy();
+    // patches/7.3/0004-....patch: the path names the tree as well.
+    let root = paths::project_root();
+    let name = patch.strip_prefix(&root).unwrap_or(patch).display().to_string();
     let args = ["-d", &src.to_string_lossy(), "-p1", "--forward", "--batch", "--no-backup-if-mismatch", "-i"];
     let dry = cmd!(sh, "patch --dry-run {args...} {patch}").quiet().ignore_status().output()?;
     if !dry.status.success() {
         let text = String::from_utf8_lossy(&dry.stdout).into_owned() + &String::from_utf8_lossy(&dry.stderr);
         bail!(
-            "patches/{name} does not apply to the kernel source:\n{}\n\
+            "{name} does not apply to the kernel source:\n{}\n\
              Rebase the patch onto the tree (or fix its series file), then run again. \
              The source tree was not changed.",
             text.trim_end()
         );
     }
-    cmd!(sh, "patch --silent {args...} {patch}").quiet().run().with_context(|| format!("applying patches/{name}"))?;
+    cmd!(sh, "patch --silent {args...} {patch}").quiet().run().with_context(|| format!("applying {name}"))?;
     Ok(())
 }
 
@@ -972,7 +974,7 @@ mod tests {
         .unwrap();
         let sh = Shell::new().unwrap();
         let err = format!("{:#}", apply_patch(&sh, &src, &patch).unwrap_err());
-        assert!(err.contains("patches/0001-a-b.patch does not apply"), "{err}");
+        assert!(err.contains("/0001-a-b.patch does not apply"), "{err}");
         assert!(err.contains("Hunk #1 FAILED"), "{err}");
         // The hunk that would have applied (b.c) was not applied either.
         assert_eq!(fs::read_to_string(src.join("b.c")).unwrap(), "x\n");
