@@ -421,7 +421,7 @@ fn assert_sealed_only(patched: &Booted, baseline: &Booted, workload: &str, name:
 }
 
 /// The cases of seal-lifetime that need the series.
-const LIFETIME_SEALED: [&str; 10] = [
+const LIFETIME_SEALED: [&str; 11] = [
     "pin-outlives-umount",
     "pin-outlives-drop-caches",
     "dax-flag-fixed-while-sealed-dax-inode",
@@ -431,6 +431,7 @@ const LIFETIME_SEALED: [&str; 10] = [
     "splice-copies-and-holds-nothing",
     "seal-interrupted-by-sigkill",
     "readers-progress-during-seal",
+    "umount-waits-for-a-plain-reference",
     "namespace-teardown-waits-for-pin",
 ];
 
@@ -471,6 +472,12 @@ fn seal_lifetime_pins_outlive_the_inode_on_patched_only() {
     );
     let teardown = &patched.case("seal-lifetime", "namespace-teardown-waits-for-pin").detail;
     assert!(teardown.contains("still waited") && teardown.contains("512 pins acquired"), "{teardown}");
+    // A vmspliced page holds no pagemap: from 6.15 on, umount waits for it.
+    let plain = &patched.case("seal-lifetime", "umount-waits-for-a-plain-reference").detail;
+    let tree = &vm_tests::prepared().kernels[0].tree;
+    let waits = xtask::build::trees::version(tree).is_some_and(|v| v >= (6, 15));
+    let want = if waits { "umount still waited" } else { "does not wait at eviction" };
+    assert!(plain.contains(want) && plain.contains("UNSEAL 0"), "{tree}: {plain}");
 }
 
 /// The cases of pinned-dma that need the series, one DMA case per disk.

@@ -46,8 +46,8 @@ use dax_seal_protocol::MOUNT_PREFIX;
 use crate::calls::{cpath, errno_text, free_bytes, statx_attributes, umount, Mapping, STATX_ATTR_DAX};
 use crate::cases::{when_sealable, Attempt, Cases};
 use crate::fixture::{
-    create, is_sealed, pattern, pin_counters, pins_settled, probe, probe_online_repair, remount, remount_with,
-    Namespace,
+    create, is_sealed, kernel_version, pattern, pin_counters, pins_settled, probe, probe_online_repair, remount,
+    remount_with, Namespace,
 };
 use crate::seal::{self, Extent};
 use crate::trace::{self, TraceEvent};
@@ -72,6 +72,7 @@ const CASES: &[(&str, Case)] = &[
     ("splice-copies-and-holds-nothing", case_splice),
     ("seal-interrupted-by-sigkill", case_sigkill),
     ("readers-progress-during-seal", case_readers),
+    ("umount-waits-for-a-plain-reference", case_plain_reference),
     ("namespace-teardown-waits-for-pin", case_namespace_teardown),
 ];
 
@@ -244,6 +245,107 @@ fn case_umount(env: &Env) -> Attempt {
         remount(&env.mount).map_err(|e| format!("{e} (umount is allowed while a sealed file is pinned)"))?;
         pinned.still_holds("munmap, close, umount and mount")
     })
+}
+
+/// How long an umount must still be waiting for a page reference.
+const UMOUNT_WAITS: Duration = Duration::from_secs(1);
+
+/// A page of a sealed file vmspliced into a pipe is held by a plain page
+/// reference, not a pin: it holds no pagemap, so eviction must wait for it
+/// as for any file's page (only pins may outlive a sealed file's inode).
+/// umount still waits a second after it started; draining the pipe lets it
+/// finish, and the pipe gave back the file's bytes. 6.12 never waited at
+/// eviction, for any file: there umount returns at once and the case says
+/// so.
+fn case_plain_reference(env: &Env) -> Attempt {
+    env.sealed(|| {
+        let path = env.path("vmspliced");
+        let r = (|| {
+            let file = create(&path, 0x65, SIZE)?;
+            seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+            let mut pipe = [0; 2];
+            // SAFETY: pipe() fills the array.
+            if unsafe { libc::pipe(pipe.as_mut_ptr()) } != 0 {
+                return Err(format!("pipe: {}", errno_text(&io::Error::last_os_error())));
+            }
+            let pipe = Pipe(pipe);
+            let mapping = Mapping::shared(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+            let iov = libc::iovec { iov_base: mapping.as_ptr() as *mut libc::c_void, iov_len: PAGE as usize };
+            // SAFETY: one iovec over our own mapping, into our own pipe.
+            let n = unsafe { libc::vmsplice(pipe.0[1], &iov, 1, 0) };
+            if n != PAGE as isize {
+                return Err(format!("vmsplice of a page of the sealed mapping: {n}"));
+            }
+            drop(mapping);
+            drop(file);
+            let ns = Namespace::of(&env.mount)?;
+            let mount = env.mount.clone();
+            let started = Instant::now();
+            let umount_thread =
+                std::thread::spawn(move || umount(&mount).map(|()| Instant::now()).map_err(|e| errno_text(&e)));
+            std::thread::sleep(UMOUNT_WAITS);
+            let waited = !umount_thread.is_finished();
+            let drained = Instant::now();
+            let mut back = vec![0u8; PAGE as usize];
+            // SAFETY: reading into our own buffer.
+            let got = unsafe { libc::read(pipe.0[0], back.as_mut_ptr().cast(), back.len()) };
+            drop(pipe);
+            while !umount_thread.is_finished() {
+                if drained.elapsed() > TEARDOWN_FINISHES {
+                    return Err(format!(
+                        "umount still waits {} s after the pipe was drained",
+                        TEARDOWN_FINISHES.as_secs()
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let done = umount_thread.join().map_err(|_| "the umount thread panicked".to_string())?;
+            let done = done.map_err(|e| format!("umount {}: {e}", env.mount.display()))?;
+            ns.mount(&env.mount)?;
+            if got != PAGE as isize || back != pattern(0x65, SIZE)[..PAGE as usize] {
+                return Err("the pipe did not give back the sealed file's bytes".into());
+            }
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| format!("reopen {}: {}", path.display(), errno_text(&e)))?;
+            seal::unseal(&file).map_err(|e| format!("UNSEAL after the pipe was drained: {}", errno_text(&e)))?;
+            let waits_at_eviction = kernel_version()? >= (6, 15);
+            match (waits_at_eviction, waited) {
+                (true, true) => Ok(format!(
+                    "umount still waited {} s after it started while a pipe held a vmspliced page, and finished \
+                     {:.0} ms after the pipe was drained; the pipe gave back the file's bytes; UNSEAL 0",
+                    UMOUNT_WAITS.as_secs(),
+                    done.saturating_duration_since(drained).as_secs_f64() * 1000.0
+                )),
+                (true, false) => Err(format!(
+                    "umount returned after {:.1} s while a pipe held a vmspliced page of the sealed file: that \
+                     reference holds no pagemap, and the page could outlive its namespace",
+                    done.saturating_duration_since(started).as_secs_f64()
+                )),
+                (false, _) => Ok(format!(
+                    "this kernel does not wait at eviction for any file (before 6.15): umount {} while a pipe held \
+                     a vmspliced page; the pipe gave back the file's bytes; UNSEAL 0",
+                    if waited { "waited" } else { "returned at once" }
+                )),
+            }
+        })();
+        let _ = fs::remove_file(&path);
+        r
+    })
+}
+
+/// Both ends of a pipe, closed on drop.
+struct Pipe([libc::c_int; 2]);
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        // SAFETY: closing descriptors this value owns.
+        unsafe {
+            libc::close(self.0[0]);
+            libc::close(self.0[1]);
+        }
+    }
 }
 
 /// How long an unbind must still be waiting for the pin before the pin goes.
