@@ -315,7 +315,7 @@ pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
             println!("{:<56} {:<24} {:>5} s{shard}", c.id, kernels.join(","), weight(c));
         }
         let total: u64 = selected.iter().map(|c| weight(c)).sum();
-        println!("{} cells, {:.1} min by weight", selected.len(), total as f64 / 60.0);
+        println!("{} cells on the {} tree, {:.1} min by weight", selected.len(), choice.tree.name, total as f64 / 60.0);
         return Ok(ExitCode::SUCCESS);
     }
     if selected.is_empty() {
