@@ -715,7 +715,9 @@ pub fn last_build(cache: &Path, tree: &str, variant: Variant) -> Option<BuildRec
         Variant::Debug => 0,
         _ => 1,
     };
-    records.into_iter().rev().max_by_key(rank)
+    // Oldest first: of equally ranked records, max_by_key keeps the last,
+    // the newest.
+    records.into_iter().max_by_key(rank)
 }
 
 /// The progress line of a build: files so far, time, and with an earlier
@@ -882,6 +884,7 @@ mod tests {
         // The patched build beats a later debug one and a one-patch rebuild.
         let got = last_build(cache.path(), "7.3", Variant::Baseline).unwrap();
         assert_eq!((got.variant, got.files), (Variant::Patched, 1500));
+
         assert_eq!(last_build(cache.path(), "7.3", Variant::Debug).unwrap().files, 2400);
         let line = progress("baseline-7.3", 500, 300, "fs/dax.o", Some(&got));
         assert!(
@@ -891,6 +894,11 @@ mod tests {
         let line = progress("baseline-7.3", 1600, 900, "x.o", Some(&got));
         assert!(line.contains("(the last 7.3 patched build compiled 1500)"), "{line}");
         assert!(!progress("patched-7.3", 5, 3, "x.o", None).contains("about"));
+        // Of two full builds of the same rank, the newer counts.
+        record("e", "7.3", Variant::Patched, 1600, "20261206-050000");
+        assert_eq!(last_build(cache.path(), "7.3", Variant::Baseline).unwrap().files, 1600);
+        record("f", "7.3", Variant::Patched, 1550, "20261206-000000");
+        assert_eq!(last_build(cache.path(), "7.3", Variant::Baseline).unwrap().files, 1600, "not the oldest");
     }
 
     #[test]
