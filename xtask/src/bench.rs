@@ -330,14 +330,13 @@ fn charts(s: &mut Samples, trees: &[String], initramfs_bytes: u64) -> Charts {
     let listed = |v: &[(String, f64)], unit: &str, digits: usize| -> String {
         v.iter().map(|(l, x)| format!("{l} {x:.digits$}{unit}")).collect::<Vec<_>>().join(", ")
     };
-    let bars = |v: &[(String, f64)]| -> Vec<(String, f64)> { v.to_vec() };
     let warm = per_tree(s, WARM);
     charts.add(
         format!(
             "  warm `cargo xtask run --workload dax-smoke` (both kernels), nothing to rebuild: {}",
             listed(&warm, " s", 1)
         ),
-        Chart::owned("warm run, nothing to rebuild", "s", bars(&warm)).target(
+        Chart::owned("warm run, nothing to rebuild", "s", warm.clone()).target(
             format!("<= {} s", WARM_RUN_TARGET.as_secs()),
             warm.iter().all(|(_, w)| *w <= WARM_RUN_TARGET.as_secs_f64()),
         ),
@@ -359,7 +358,7 @@ fn charts(s: &mut Samples, trees: &[String], initramfs_bytes: u64) -> Charts {
     let f = both(s, "first-ktap");
     charts.add(
         format!("  boot to first KTAP line: {}; {}", listed(&f, " s", 2), ratios(&f)),
-        Chart::owned("boot to first KTAP line", "s", bars(&f)).target(
+        Chart::owned("boot to first KTAP line", "s", f.clone()).target(
             format!("<= {} s", FIRST_KTAP_TARGET.as_secs()),
             f.iter().all(|(_, x)| *x <= FIRST_KTAP_TARGET.as_secs_f64()),
         ),
@@ -367,7 +366,7 @@ fn charts(s: &mut Samples, trees: &[String], initramfs_bytes: u64) -> Charts {
     let k = both(s, "kernel-to-init");
     charts.add(
         format!("  kernel start to init (kernel timestamps): {}", listed(&k, " s", 2)),
-        Chart::owned("kernel start to init", "s", bars(&k)),
+        Chart::owned("kernel start to init", "s", k),
     );
     for t in trees {
         for kernel in ["patched", "baseline"] {
@@ -383,7 +382,7 @@ fn charts(s: &mut Samples, trees: &[String], initramfs_bytes: u64) -> Charts {
     let d = both(s, "dax-smoke");
     charts.add(
         format!("  dax-smoke workload: {}; {}", listed(&d, " s", 3), ratios(&d)),
-        Chart::owned("dax-smoke workload", "s", bars(&d)),
+        Chart::owned("dax-smoke workload", "s", d),
     );
     let mib = initramfs_bytes as f64 / (1 << 20) as f64;
     charts.add(
@@ -414,7 +413,7 @@ fn charts(s: &mut Samples, trees: &[String], initramfs_bytes: u64) -> Charts {
         let title = format!("{} READ_FIXED qd{DMA_DEPTH} into the pinned pages", disk.name);
         charts.add(
             format!("  {title}: {}; ratio {}", listed(&v, " MiB/s", 0), listed(&r, "", 2)),
-            Chart::owned(&title, "MiB/s", bars(&v))
+            Chart::owned(&title, "MiB/s", v)
                 .target(format!("ratio >= {DMA_RATIO_TARGET}"), r.iter().all(|(_, x)| *x >= DMA_RATIO_TARGET)),
         );
     }
@@ -425,14 +424,14 @@ fn charts(s: &mut Samples, trees: &[String], initramfs_bytes: u64) -> Charts {
             listed(&v, " ms", 2),
             listed(&pair_ratios(&v), "", 2)
         ),
-        Chart::owned("Soft-RoCE ibv_reg_mr of 16 MiB", "ms", bars(&v)),
+        Chart::owned("Soft-RoCE ibv_reg_mr of 16 MiB", "ms", v),
     );
     let [(sealed, l0), (raw, l1)] = SWAP_DEVICES.map(|(d, label)| (figure::swap_throughput(d), label));
     let v = pair(s, &sealed, &raw, [l0, l1]);
     let r = pair_ratios(&v);
     charts.add(
         format!("  swap-out + swap-in under cgroup pressure: {}; ratio {}", listed(&v, " MiB/s", 0), listed(&r, "", 2)),
-        Chart::owned("swap under cgroup pressure", "MiB/s", bars(&v))
+        Chart::owned("swap under cgroup pressure", "MiB/s", v)
             .target(format!("ratio >= {SWAP_RATIO_TARGET}"), r.iter().all(|(_, x)| *x >= SWAP_RATIO_TARGET)),
     );
     let mut rates = Vec::new();
@@ -449,7 +448,7 @@ fn charts(s: &mut Samples, trees: &[String], initramfs_bytes: u64) -> Charts {
             listed(&rates, "/s", 0),
             listed(&commit, "x", 1)
         ),
-        Chart::owned("userspace-flush commit rate", "records/s", bars(&rates)).target(
+        Chart::owned("userspace-flush commit rate", "records/s", rates).target(
             format!("sealed/fdatasync >= {COMMIT_RATIO_TARGET}x"),
             commit.iter().all(|(_, x)| *x >= COMMIT_RATIO_TARGET),
         ),
@@ -458,24 +457,26 @@ fn charts(s: &mut Samples, trees: &[String], initramfs_bytes: u64) -> Charts {
         let v = pair(s, &figure::fault(kind, 50), &figure::fault(kind, 99), ["p50", "p99"]);
         charts.add(
             format!("  first-touch MAP_SYNC write fault, {kind} file: {}", listed(&v, " us", 1)),
-            Chart::owned(&format!("first-touch MAP_SYNC write fault, {kind} file"), "us", bars(&v)),
+            Chart::owned(&format!("first-touch MAP_SYNC write fault, {kind} file"), "us", v),
         );
     }
     charts
 }
 
 /// The figures that say where one tree is faster or slower than another:
-/// the first tree's median over each other's, and which way is better.
-const COMPARED: [(&str, &str, bool); 8] = [
-    ("boot to first KTAP line, patched", "patched.first-ktap", false),
-    ("kernel start to init, patched", "patched.kernel-to-init", false),
-    ("dax-smoke workload, patched", "patched.dax-smoke", false),
-    ("Soft-RoCE ibv_reg_mr of a sealed mapping", figure::REG_MR_SEALED, false),
-    ("sealed swapfile throughput", "swap.sealed-swapfile", true),
-    ("sealed MAP_SYNC commit rate", "commit.sealed", true),
-    ("first-touch fault p50, sealed file", "fault.sealed.p50", false),
-    ("first-touch fault p99, sealed file", "fault.sealed.p99", false),
-];
+/// label, sample name, and whether higher is better.
+fn compared() -> [(&'static str, String, bool); 8] {
+    [
+        ("boot to first KTAP line, patched", "patched.first-ktap".into(), false),
+        ("kernel start to init, patched", "patched.kernel-to-init".into(), false),
+        ("dax-smoke workload, patched", "patched.dax-smoke".into(), false),
+        ("Soft-RoCE ibv_reg_mr of a sealed mapping", figure::REG_MR_SEALED.into(), false),
+        ("sealed swapfile throughput", figure::swap_throughput(SWAP_DEVICES[0].0), true),
+        ("sealed MAP_SYNC commit rate", figure::commit_rate(flush::SEALED), true),
+        ("first-touch fault p50, sealed file", figure::fault("sealed", 50), false),
+        ("first-touch fault p99, sealed file", figure::fault("sealed", 99), false),
+    ]
+}
 
 /// The side-by-side table of `--tree all`: each compared figure on every
 /// tree, and the first tree's value over each other's.
@@ -485,8 +486,7 @@ fn comparison(s: &mut Samples, trees: &[String]) -> String {
     header.extend(trees.iter().cloned());
     header.extend(others.iter().map(|o| format!("{first}/{o}")));
     let mut rows = vec![header];
-    for (label, key, higher_is_better) in COMPARED {
-        let name = figure_key(key);
+    for (label, name, higher_is_better) in compared() {
         let values: Vec<f64> = trees.iter().map(|t| s.at(t, &name)).collect();
         let mut row = vec![label.to_string()];
         row.extend(values.iter().map(|v| format!("{v:.3}")));
@@ -497,27 +497,9 @@ fn comparison(s: &mut Samples, trees: &[String]) -> String {
         }
         rows.push(row);
     }
-    let widths: Vec<usize> =
-        (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
-    let lines: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-            format!("  {}", cells.join("  ").trim_end())
-        })
-        .collect();
+    let table = crate::report::results::columns(rows.iter(), usize::MAX);
+    let lines: Vec<String> = table.lines().map(|l| format!("  {l}")).collect();
     format!("{} side by side (medians):\n{}", trees.join(" and "), lines.join("\n"))
-}
-
-/// The sample name behind a [`COMPARED`] key.
-fn figure_key(key: &str) -> String {
-    match key {
-        "swap.sealed-swapfile" => figure::swap_throughput(SWAP_DEVICES[0].0),
-        "commit.sealed" => figure::commit_rate(flush::SEALED),
-        "fault.sealed.p50" => figure::fault("sealed", 50),
-        "fault.sealed.p99" => figure::fault("sealed", 99),
-        other => other.to_string(),
-    }
 }
 
 /// The charts of one bench run, in the order printed.
@@ -682,6 +664,26 @@ mod tests {
         let err = Samples::default().of("7.3").take(&dma_results("x", Some(&gone)), "pinned-dma").unwrap_err();
         let text = format!("{err:#}");
         assert!(text.contains(&format!("reported no figure {gone}")), "{text}");
+    }
+
+    #[test]
+    fn the_side_by_side_table_says_which_tree_is_better() {
+        let mut s = Samples::default();
+        for (tree, boot, commit) in [("7.3", 2.0, 100.0), ("6.12", 1.0, 50.0)] {
+            let mut t = s.of(tree);
+            t.push("patched.first-ktap", boot);
+            t.push(&figure::commit_rate(flush::SEALED), commit);
+        }
+        let table = comparison(&mut s, &["7.3".to_string(), "6.12".to_string()]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], "7.3 and 6.12 side by side (medians):");
+        assert!(lines[1].starts_with("  figure") && lines[1].ends_with("7.3/6.12"), "{table}");
+        let row = |label: &str| lines.iter().find(|l| l.trim_start().starts_with(label)).unwrap().to_string();
+        assert!(row("boot to first KTAP line").ends_with("2.00 (worse on 7.3)"), "{table}");
+        assert!(row("sealed MAP_SYNC commit rate").ends_with("2.00 (better on 7.3)"), "{table}");
+        // Every row's ratio column starts where the header's does.
+        let at = lines[1].find("7.3/6.12").unwrap();
+        assert_eq!(row("sealed MAP_SYNC commit rate").find("2.00"), Some(at), "{table}");
     }
 
     #[test]

@@ -498,16 +498,18 @@ fn shown_detail(detail: &str) -> String {
 
 /// Rows as left-aligned columns two spaces apart, each column as wide as
 /// its widest cell up to `max` characters.
-pub fn columns<'a, const N: usize>(rows: impl Iterator<Item = &'a [String; N]> + Clone, max: usize) -> String {
-    let mut widths = [0usize; N];
+pub fn columns<'a, R: AsRef<[String]> + 'a>(rows: impl Iterator<Item = &'a R> + Clone, max: usize) -> String {
+    let mut widths: Vec<usize> = Vec::new();
     for row in rows.clone() {
+        let row = row.as_ref();
+        widths.resize(widths.len().max(row.len()), 0);
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count()).min(max);
         }
     }
     let mut out = String::new();
     for row in rows {
-        let cells: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let cells: Vec<String> = row.as_ref().iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         let _ = writeln!(out, "{}", cells.join("  ").trim_end());
     }
     out
