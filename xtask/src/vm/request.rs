@@ -103,18 +103,23 @@ impl Streaming {
     /// fails to build is reported, and the others still build and boot.
     pub fn run(self, accel: AccelChoice, mut boot: impl FnMut(Vec<Ready>) -> Result<()>) -> Result<Vec<BuildFailed>> {
         let Streaming { srcs, variants, initramfs } = self;
-        // Kernels the cache holds first, so that they boot at once.
+        // Kernels the cache holds first, so that they boot at once (each
+        // key computed once: it runs gcc and ld --version and reads the
+        // series).
         let mut wanted: Vec<(&kernel::Source, bool, Variant)> =
             srcs.iter().flat_map(|(src, rebuild)| variants.iter().map(move |&v| (src, *rebuild, v))).collect();
-        wanted.sort_by_key(|(src, rebuild, v)| *rebuild || !kernel::cached(*v, src).unwrap_or(false));
-        let (tx, rx) = std::sync::mpsc::channel::<Result<kernel::Built, BuildFailed>>();
+        wanted.sort_by_cached_key(|(src, rebuild, v)| *rebuild || !kernel::cached(*v, src).unwrap_or(false));
         let mut failed = Vec::new();
         std::thread::scope(|scope| -> Result<()> {
+            // The receiver lives in this closure: when a boot fails and the
+            // closure returns, the builder's next send fails and it stops
+            // after the kernel it is building, before the scope joins it.
+            let (tx, rx) = std::sync::mpsc::channel::<(&kernel::Source, Result<kernel::Built, BuildFailed>)>();
             let builder = scope.spawn(move || {
                 for (src, rebuild, variant) in wanted {
                     let built = kernel::ensure(variant, src, rebuild)
                         .map_err(|error| BuildFailed { kernel: kernel::kernel_name(&src.of.name, variant), error });
-                    if tx.send(built).is_err() {
+                    if tx.send((src, built)).is_err() {
                         break;
                     }
                 }
@@ -124,40 +129,31 @@ impl Streaming {
             // ready by then.
             while let Ok(first) = rx.recv() {
                 let mut batch = Vec::new();
-                for built in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                for (src, built) in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
                     match built {
-                        Ok(k) => batch.push(k),
+                        Ok(k) => batch.push((src, k)),
                         Err(f) => {
                             eprintln!("[build] the {} kernel failed to build: {:#}", f.kernel, f.error);
                             failed.push(f);
                         }
                     }
                 }
-                if batch.is_empty() {
-                    continue;
-                }
-                if resolved.is_none() {
-                    resolved = Some(qemu::resolve_accel(accel, &batch[0].bzimage)?);
-                }
-                let (accel, accel_reason) = resolved.clone().context("no accelerator")?;
+                let Some((_, k)) = batch.first() else { continue };
+                let (accel, accel_reason) = match &resolved {
+                    Some(r) => r.clone(),
+                    None => resolved.insert(qemu::resolve_accel(accel, &k.bzimage)?).clone(),
+                };
                 let ready = batch
                     .into_iter()
-                    .map(|k| {
-                        let source_tree = srcs
-                            .iter()
-                            .find(|(s, _)| s.of.name == k.tree)
-                            .map(|(s, _)| s.tree.clone())
-                            .unwrap_or_default();
-                        Ready {
-                            variant: k.variant,
-                            prepared: Prepared {
-                                source_tree,
-                                kernels: vec![k],
-                                initramfs: initramfs.clone(),
-                                accel,
-                                accel_reason: accel_reason.clone(),
-                            },
-                        }
+                    .map(|(src, k)| Ready {
+                        variant: k.variant,
+                        prepared: Prepared {
+                            source_tree: src.tree.clone(),
+                            kernels: vec![k],
+                            initramfs: initramfs.clone(),
+                            accel,
+                            accel_reason: accel_reason.clone(),
+                        },
                     })
                     .collect();
                 boot(ready)?;
