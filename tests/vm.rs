@@ -1196,8 +1196,7 @@ fn a_second_kernel_tree_boots_under_its_own_name() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let json = results_of(images.path());
-    let mut kernels: Vec<&str> = json.runs.iter().map(|r| r.kernel.as_str()).collect();
-    kernels.dedup();
+    let kernels = kernels_of(&json);
     assert_eq!(kernels, ["baseline-7.3", "baseline-6.12"], "--tree all runs every tree, in the table's order");
     for kernel in kernels {
         let smoke = json.runs.iter().find(|r| r.kernel == kernel && r.workload == "dax-smoke").expect(kernel);
@@ -1211,8 +1210,7 @@ fn a_second_kernel_tree_boots_under_its_own_name() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let json = results_of(images.path());
-    let mut kernels: Vec<&str> = json.runs.iter().map(|r| r.kernel.as_str()).collect();
-    kernels.dedup();
+    let kernels = kernels_of(&json);
     assert_eq!(kernels, ["patched-6.12", "baseline-6.12"], "{stdout}");
     let patched = json.runs.iter().find(|r| r.workload == "seal-conformance").expect("patched-6.12 ran it");
     assert!(patched.cases.iter().filter(|c| c.verdict == Verdict::Pass).count() > 50, "{stdout}");
@@ -1220,6 +1218,13 @@ fn a_second_kernel_tree_boots_under_its_own_name() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no kernel tree \"5.4\"") && stderr.contains("7.3, 6.12"), "{stderr}");
+}
+
+/// The kernels of a run's rows, in order, each once.
+fn kernels_of(json: &Results) -> Vec<&str> {
+    let mut kernels: Vec<&str> = json.runs.iter().map(|r| r.kernel.as_str()).collect();
+    kernels.dedup();
+    kernels
 }
 
 /// `cargo xtask ARGS` started in the background on private images, its

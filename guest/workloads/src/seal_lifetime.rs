@@ -263,12 +263,7 @@ fn case_plain_reference(env: &Env) -> Attempt {
         let r = (|| {
             let file = create(&path, 0x65, SIZE)?;
             seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
-            let mut pipe = [0; 2];
-            // SAFETY: pipe() fills the array.
-            if unsafe { libc::pipe(pipe.as_mut_ptr()) } != 0 {
-                return Err(format!("pipe: {}", errno_text(&io::Error::last_os_error())));
-            }
-            let pipe = Pipe(pipe);
+            let pipe = Pipe::new()?;
             let mapping = Mapping::shared(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
             let iov = libc::iovec { iov_base: mapping.as_ptr() as *mut libc::c_void, iov_len: PAGE as usize };
             // SAFETY: one iovec over our own mapping, into our own pipe.
@@ -337,6 +332,17 @@ fn case_plain_reference(env: &Env) -> Attempt {
 
 /// Both ends of a pipe, closed on drop.
 struct Pipe([libc::c_int; 2]);
+
+impl Pipe {
+    fn new() -> Result<Pipe, String> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe() fills the array.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return Err(format!("pipe: {}", errno_text(&io::Error::last_os_error())));
+        }
+        Ok(Pipe(fds))
+    }
+}
 
 impl Drop for Pipe {
     fn drop(&mut self) {
@@ -829,24 +835,16 @@ fn case_splice(env: &Env) -> Attempt {
         let r = (|| {
             let file = create(&path, 0x64, SIZE)?;
             seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
-            let mut pipe = [0; 2];
-            // SAFETY: pipe() fills the array.
-            if unsafe { libc::pipe(pipe.as_mut_ptr()) } != 0 {
-                return Err(format!("pipe: {}", errno_text(&io::Error::last_os_error())));
-            }
+            let pipe = Pipe::new()?;
             let mut off: libc::loff_t = 0;
             // SAFETY: valid descriptors and offset.
             let n =
-                unsafe { libc::splice(file.as_raw_fd(), &mut off, pipe[1], std::ptr::null_mut(), PAGE as usize, 0) };
+                unsafe { libc::splice(file.as_raw_fd(), &mut off, pipe.0[1], std::ptr::null_mut(), PAGE as usize, 0) };
             let unsealed = seal::unseal(&file);
             let mut back = vec![0u8; PAGE as usize];
             // SAFETY: reading into our own buffer.
-            let got = unsafe { libc::read(pipe[0], back.as_mut_ptr().cast(), back.len()) };
-            // SAFETY: closing our own pipe.
-            unsafe {
-                libc::close(pipe[0]);
-                libc::close(pipe[1]);
-            }
+            let got = unsafe { libc::read(pipe.0[0], back.as_mut_ptr().cast(), back.len()) };
+            drop(pipe);
             if n != PAGE as isize {
                 return Err(format!("splice of a page of the sealed file: {n}"));
             }
