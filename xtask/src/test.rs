@@ -36,20 +36,21 @@ pub fn cmd(args: &TestArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("[test] building what the VM tests boot");
+    let choice = args.source.choice()?;
     let prepared = crate::vm::request::prepare(
         &[Variant::Patched, Variant::Baseline, Variant::Debug],
-        &args.source.choice()?,
+        &choice,
         Machine::default().accel,
     )?;
     eprintln!("[test] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
-    let series = root.join(&args.source.choice()?.tree.series);
+    let series = root.join(&choice.tree.series);
     let checked = tidy::checkpatch(&series, &prepared.source_tree)?;
     eprintln!("[test] checkpatch --strict: {checked} patch(es) clean");
     let artifacts = root.join("target/dax-seal/artifacts.json");
     paths::write_atomic(&artifacts, &serde_json::to_vec_pretty(&prepared)?)?;
     let _env = sh.push_env(ARTIFACTS_ENV, &artifacts);
     // The tests that run `cargo xtask` themselves take the same tree.
-    let _tree = sh.push_env(crate::cli::TREE_ENV, &args.source.choice()?.tree.name);
+    let _tree = sh.push_env(crate::cli::TREE_ENV, &choice.tree.name);
     eprintln!("[test] VM tests");
     // Each TCG guest keeps about one host core busy.
     let threads = format!("--test-threads={}", args.jobs.map_or_else(crate::jobs::default_jobs, |j| j as usize));

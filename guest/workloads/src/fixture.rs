@@ -228,6 +228,7 @@ pub fn pins_settled(what: &str) -> Result<(u64, u64), String> {
 /// The fsdax namespace under a mounted filesystem, as libnvdimm names it
 /// (the pfn device bound to nd_pmem, `pfn0.1`), for taking it down and
 /// bringing it back as `ndctl disable-namespace` and `enable-namespace` do.
+#[derive(Clone)]
 pub struct Namespace {
     /// The nd device bound to nd_pmem.
     pub name: String,

@@ -377,7 +377,7 @@ fn case_namespace_teardown(env: &Env) -> Attempt {
         umount(&env.mount).map_err(|e| format!("umount {}: {}", env.mount.display(), errno_text(&e)))?;
         let started = Instant::now();
         let unbind = {
-            let ns = Namespace { name: ns.name.clone(), dev: ns.dev.clone(), data: ns.data.clone() };
+            let ns = ns.clone();
             std::thread::spawn(move || ns.unbind().map(|()| Instant::now()))
         };
         std::thread::sleep(TEARDOWN_WAITS);

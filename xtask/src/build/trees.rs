@@ -119,11 +119,6 @@ pub fn version(name: &str) -> Option<(u32, u32)> {
 }
 
 impl Tree {
-    /// Whether this is the table's first tree.
-    pub fn is_default(&self) -> Result<bool> {
-        Ok(load()?.first() == Some(self))
-    }
-
     /// The tree's source tarball: the host's, when the package is installed,
     /// else the package's, downloaded into the build cache.
     pub fn tarball(&self) -> Result<PathBuf> {
