@@ -66,6 +66,13 @@ impl Guest {
         Guest { variant, scenario, _dir: dir }
     }
 
+    /// Every boot of this guest gets `cpus` virtual CPUs (one by default),
+    /// for races that need two threads running at once.
+    pub fn with_cpus(mut self, cpus: u32) -> Guest {
+        self.scenario.vm.cpus = cpus;
+        self
+    }
+
     pub fn images_dir(&self) -> &Path {
         self.scenario.dir()
     }

@@ -322,21 +322,23 @@ pub const WORKLOADS: &[WorkloadInfo] = &[
     },
     WorkloadInfo {
         name: "seal-foreign-prepare",
-        summary: "mixed kernels, boot 1 (patched): seal five files",
+        summary: "mixed kernels, boot 1 (patched): seal five files, and two more for the foreign kernel to leave work \
+                  in",
         default: false,
         disks: &[],
     },
     WorkloadInfo {
         name: "seal-foreign-change",
         summary: "mixed kernels, boot 2 (a kernel without the series): punch, clone, truncate up and down four of \
-                  the sealed files",
+                  the sealed files; unlink a sealed file while open and shut down mid-clone into another",
         default: false,
         disks: &[],
     },
     WorkloadInfo {
         name: "seal-foreign-verify",
         summary: "mixed kernels, boot 3 (patched): the three broken seals are reported (statx, SEAL EUCLEAN, one \
-                  log line each, daxctl-immutable status), the whole ones kept, UNSEAL then SEAL recovers",
+                  log line each, daxctl-immutable status), the whole ones kept, UNSEAL then SEAL recovers; the unlinked sealed \
+                  file freed and the cut-short clone replayed at mount, each seal dropped with one line",
         default: false,
         disks: &[],
     },

@@ -31,6 +31,7 @@ extern "C" {
     fn dsr_open(ibdev: *const c_char, err: *mut c_char, len: usize) -> *mut RawCtx;
     fn dsr_close(ctx: *mut RawCtx);
     fn dsr_reg(ctx: *mut RawCtx, addr: *mut c_void, len: usize) -> *mut RawMr;
+    fn dsr_reg_read_only(ctx: *mut RawCtx, addr: *mut c_void, len: usize) -> *mut RawMr;
     fn dsr_dereg(mr: *mut RawMr) -> c_int;
     #[allow(clippy::too_many_arguments)]
     fn dsr_rdma(
@@ -101,6 +102,23 @@ impl Verbs {
     pub unsafe fn register(&self, addr: *mut u8, len: usize) -> io::Result<Mr<'_>> {
         // SAFETY: the caller keeps the range mapped; the context is open.
         let mr = unsafe { dsr_reg(self.ctx.as_ptr(), addr.cast(), len) };
+        self.region(mr, addr, len)
+    }
+
+    /// Registers `len` bytes at `addr` for remote read only: the kernel
+    /// pins the pages long-term without write access, so a read-only
+    /// mapping can be registered.
+    ///
+    /// # Safety
+    /// As for [`Verbs::register`].
+    pub unsafe fn register_read_only(&self, addr: *const u8, len: usize) -> io::Result<Mr<'_>> {
+        // SAFETY: the caller keeps the range mapped; the context is open;
+        // nothing writes through the region.
+        let mr = unsafe { dsr_reg_read_only(self.ctx.as_ptr(), addr.cast_mut().cast(), len) };
+        self.region(mr, addr.cast_mut(), len)
+    }
+
+    fn region(&self, mr: *mut RawMr, addr: *mut u8, len: usize) -> io::Result<Mr<'_>> {
         match NonNull::new(mr) {
             Some(mr) => Ok(Mr { mr, addr, len, live: true, _verbs: PhantomData }),
             None => Err(io::Error::last_os_error()),

@@ -365,6 +365,12 @@ struct ibv_mr *dsr_reg(struct dsr_ctx *c, void *addr, size_t length)
 			  IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ);
 }
 
+/* A region peers may only read: the kernel pins its pages without FOLL_WRITE. */
+struct ibv_mr *dsr_reg_read_only(struct dsr_ctx *c, void *addr, size_t length)
+{
+	return ibv_reg_mr(c->pd, addr, length, IBV_ACCESS_REMOTE_READ);
+}
+
 /* 0 or a positive errno, as ibv_dereg_mr. */
 int dsr_dereg(struct ibv_mr *mr)
 {

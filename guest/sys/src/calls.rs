@@ -201,14 +201,24 @@ impl Mapping {
         Mapping::map(file.as_raw_fd(), len, flags)
     }
 
+    /// A shared mapping that can only be read: what a file opened
+    /// read-only allows.
+    pub fn shared_read_only(file: &File, len: usize) -> io::Result<Mapping> {
+        Mapping::map_prot(std::ptr::null_mut(), file.as_raw_fd(), len, libc::MAP_SHARED, libc::PROT_READ)
+    }
+
     fn map(fd: i32, len: usize, flags: i32) -> io::Result<Mapping> {
         Mapping::map_at(std::ptr::null_mut(), fd, len, flags)
     }
 
     fn map_at(addr: *mut libc::c_void, fd: i32, len: usize, flags: i32) -> io::Result<Mapping> {
+        Mapping::map_prot(addr, fd, len, flags, libc::PROT_READ | libc::PROT_WRITE)
+    }
+
+    fn map_prot(addr: *mut libc::c_void, fd: i32, len: usize, flags: i32, prot: i32) -> io::Result<Mapping> {
         // SAFETY: a fresh mapping (of a valid fd, or anonymous); where
         // `addr` is given, MAP_FIXED_NOREPLACE never replaces a mapping.
-        let ptr = unsafe { libc::mmap(addr, len, libc::PROT_READ | libc::PROT_WRITE, flags, fd, 0) };
+        let ptr = unsafe { libc::mmap(addr, len, prot, flags, fd, 0) };
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }

@@ -114,6 +114,9 @@ const FIDEDUPERANGE: u64 = ioc(IOC_READ | IOC_WRITE, 0x94, 54, 24);
 const SWAPEXT_SIZE: usize = 192;
 const XFS_IOC_SWAPEXT: u64 = ioc(IOC_READ | IOC_WRITE, b'X', 109, SWAPEXT_SIZE);
 const XFS_IOC_EXCHANGE_RANGE: u64 = ioc(IOC_WRITE, b'X', 129, size_of::<ExchangeRange>());
+const XFS_IOC_GOINGDOWN: u64 = ioc(IOC_READ, b'X', 125, size_of::<u32>());
+/// XFS_FSOP_GOING_FLAGS_LOGFLUSH: write the log out, then shut down.
+const XFS_GOING_LOGFLUSH: u32 = 1;
 const XFS_IOC_SCRUB_METADATA: u64 = ioc(IOC_READ | IOC_WRITE, b'X', 60, size_of::<ScrubMetadata>());
 
 /// struct xfs_scrub_metadata (linux/xfs_fs.h), 64 bytes.
@@ -244,6 +247,16 @@ pub fn ficlonerange(dest: &File, dest_offset: u64, src: &File, src_offset: u64, 
     check(unsafe { libc::ioctl(dest.as_raw_fd(), FICLONERANGE as _, &arg) })
 }
 
+/// XFS_IOC_GOINGDOWN with the log written out first: what a power cut does
+/// right after the last committed transaction reached the log. The
+/// filesystem of `file` refuses every change afterwards, until it is
+/// mounted again (fstests' `godown`).
+pub fn xfs_shut_down(file: &File) -> io::Result<()> {
+    let flags = XFS_GOING_LOGFLUSH;
+    // SAFETY: the kernel reads one u32.
+    check(unsafe { libc::ioctl(file.as_raw_fd(), XFS_IOC_GOINGDOWN as _, &flags) })
+}
+
 /// FIDEDUPERANGE of one range into one destination; the per-destination
 /// status is returned as the error, like the ioctl's own.
 pub fn dedupe(src: &File, dest: &File, offset: u64, len: u64) -> io::Result<u64> {
@@ -353,33 +366,60 @@ pub fn truncate_path(path: &Path, len: u64) -> io::Result<()> {
     check(unsafe { libc::truncate(c.as_ptr(), len as i64) })
 }
 
-/// Drops CAP_LINUX_IMMUTABLE from the calling thread's effective, permitted
-/// and inheritable sets (capset(2), version 3).
-pub fn drop_cap_linux_immutable() -> io::Result<()> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_LINUX_IMMUTABLE_BIT: u32 = 1 << 9;
+
+/// Changes the calling thread's capability sets (capget/capset(2),
+/// version 3) with `change`, which sees the first data word.
+fn change_caps(change: impl FnOnce(&mut CapData)) -> io::Result<()> {
     const VERSION_3: u32 = 0x2008_0522;
-    const CAP_LINUX_IMMUTABLE: u32 = 9;
-    let mut head = Header { version: VERSION_3, pid: 0 };
-    let mut data = [Data::default(); 2];
+    let mut head = CapHeader { version: VERSION_3, pid: 0 };
+    let mut data = [CapData::default(); 2];
     // SAFETY: capget/capset with a v3 header and two data words.
     cvt(unsafe { libc::syscall(libc::SYS_capget, &mut head, data.as_mut_ptr()) })?;
-    let d = &mut data[0];
-    d.effective &= !(1 << CAP_LINUX_IMMUTABLE);
-    d.permitted &= !(1 << CAP_LINUX_IMMUTABLE);
-    d.inheritable &= !(1 << CAP_LINUX_IMMUTABLE);
+    change(&mut data[0]);
     // SAFETY: as above.
     cvt(unsafe { libc::syscall(libc::SYS_capset, &mut head, data.as_ptr()) }).map(drop)
+}
+
+/// Drops CAP_LINUX_IMMUTABLE from the calling thread's effective, permitted
+/// and inheritable sets, for good.
+pub fn drop_cap_linux_immutable() -> io::Result<()> {
+    change_caps(|d| {
+        d.effective &= !CAP_LINUX_IMMUTABLE_BIT;
+        d.permitted &= !CAP_LINUX_IMMUTABLE_BIT;
+        d.inheritable &= !CAP_LINUX_IMMUTABLE_BIT;
+    })
+}
+
+/// CAP_LINUX_IMMUTABLE out of the calling thread's effective set until the
+/// guard drops (it stays permitted, so it can come back).
+pub struct WithoutCapLinuxImmutable(());
+
+impl WithoutCapLinuxImmutable {
+    pub fn new() -> io::Result<WithoutCapLinuxImmutable> {
+        change_caps(|d| d.effective &= !CAP_LINUX_IMMUTABLE_BIT)?;
+        Ok(WithoutCapLinuxImmutable(()))
+    }
+}
+
+impl Drop for WithoutCapLinuxImmutable {
+    fn drop(&mut self) {
+        let _ = change_caps(|d| d.effective |= d.permitted & CAP_LINUX_IMMUTABLE_BIT);
+    }
 }
 
 #[cfg(test)]
@@ -395,6 +435,7 @@ mod tests {
         assert_eq!(FICLONERANGE, 0x4020_940d);
         assert_eq!(FIDEDUPERANGE, 0xc018_9436);
         assert_eq!(XFS_IOC_SWAPEXT, 0xc0c0_586d);
+        assert_eq!(XFS_IOC_GOINGDOWN, 0x8004_587d);
         assert_eq!(size_of::<ScrubMetadata>(), 64);
         assert_eq!(XFS_IOC_SCRUB_METADATA, 0xc040_583c);
         assert_eq!(size_of::<FiemapExtentRaw>(), 56);

@@ -6,12 +6,21 @@
 //! patched kernel then boots on the same images and must report exactly the
 //! three files whose map is no longer whole, once each in its log, without
 //! a warning, and let the user recover them with UNSEAL and SEAL.
+//!
+//! The foreign boot also leaves work for the patched kernel to finish, as
+//! a power cut would: a sealed file unlinked while open, and a clone into a
+//! sealed file cut short by a shutdown that wrote the log out first. The
+//! patched kernel must free the first and replay the second at mount,
+//! dropping their seals with one line each, instead of refusing the work
+//! (a warning, a mount that fails, a filesystem shut down).
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use dax_seal_protocol::MOUNT_PREFIX;
 
@@ -19,6 +28,7 @@ use crate::calls::{errno_text, kmsg_records, statx_attributes};
 use crate::cases::Cases;
 use crate::fixture::{create, pattern};
 use crate::seal::{self, FIEMAP_EXTENT_SHARED, FIEMAP_EXTENT_UNWRITTEN};
+use crate::workdir::page_cache_mount;
 
 const SIZE: u64 = 1 << 20;
 
@@ -33,6 +43,29 @@ const FILES: [&str; 5] = [PUNCHED, CLONED, GROWN, SHRUNK, UNTOUCHED];
 const BROKEN: [&str; 3] = [PUNCHED, CLONED, GROWN];
 /// Sealed with a whole map after the foreign boot.
 const WHOLE: [&str; 2] = [SHRUNK, UNTOUCHED];
+
+/// Sealed; the foreign kernel zeroes a range of it (FALLOC_FL_ZERO_RANGE),
+/// which leaves unwritten extents, one file on the DAX mount and one on the
+/// dax=never one (page cache).
+const ZEROED: &str = "zeroed";
+/// The range the foreign kernel zeroes.
+const ZEROED_AT: u64 = SIZE / 4;
+const ZEROED_LEN: u64 = SIZE / 4;
+
+/// Sealed, then unlinked while open by the foreign kernel, which stops
+/// before its last close; its inode number is kept in ORPHAN_INO.
+const ORPHAN: &str = "orphan";
+const ORPHAN_INO: &str = "orphan.ino";
+/// Sealed; the foreign kernel clones FRAGMENTS into it and is shut down
+/// while the clone runs.
+const TARGET: &str = "clone-target";
+/// Every other block written: one extent per block, so that the clone
+/// takes one transaction chain per block.
+const FRAGMENTS: &str = "fragments";
+const TARGET_SIZE: u64 = 16 << 20;
+const BLOCK: u64 = 4096;
+/// How long the clone runs before the shutdown.
+const CLONE_HEAD_START: Duration = Duration::from_millis(40);
 
 fn dir() -> PathBuf {
     PathBuf::from(format!("{MOUNT_PREFIX}0/seal-foreign"))
@@ -49,7 +82,7 @@ fn open(name: &str) -> Result<File, String> {
 
 /// Boot 1, patched: five sealed files of SIZE bytes.
 pub fn prepare() -> ExitCode {
-    let mut t = Cases::new(1);
+    let mut t = Cases::new(3);
     let r = (|| {
         let dir = dir();
         let _ = fs::remove_dir_all(&dir);
@@ -58,17 +91,68 @@ pub fn prepare() -> ExitCode {
             let file = create(&dir.join(name), seed(name), SIZE)?;
             seal::seal(&file).map_err(|e| format!("SEAL {name}: {}", errno_text(&e)))?;
         }
-        File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| format!("fsync {}: {e}", dir.display()))?;
+        sync_dir()?;
         Ok(((), format!("sealed {}", FILES.join(", "))))
     })();
     t.check("seal-five-files", r);
+    t.check("seal-files-to-orphan-and-clone-into", prepare_leftovers());
+    t.check("seal-files-to-zero", prepare_zeroed());
     t.exit()
+}
+
+/// The ZEROED file on the DAX mount and on the page-cache one.
+fn zeroed_paths() -> Result<[PathBuf; 2], String> {
+    Ok([dir().join(ZEROED), page_cache_mount()?.join("seal-foreign").join(ZEROED)])
+}
+
+fn prepare_zeroed() -> Result<((), String), String> {
+    let paths = zeroed_paths()?;
+    let page_cache_dir = paths[1].parent().unwrap_or(&paths[1]).to_path_buf();
+    let _ = fs::remove_dir_all(&page_cache_dir);
+    fs::create_dir_all(&page_cache_dir).map_err(|e| format!("mkdir {}: {e}", page_cache_dir.display()))?;
+    for path in &paths {
+        let file = create(path, 0x53, SIZE)?;
+        seal::seal(&file).map_err(|e| format!("SEAL {}: {}", path.display(), errno_text(&e)))?;
+        file.sync_all().map_err(|e| format!("fsync {}: {e}", path.display()))?;
+    }
+    File::open(&page_cache_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("fsync {}: {e}", page_cache_dir.display()))?;
+    Ok(((), format!("sealed {} and {}", paths[0].display(), paths[1].display())))
+}
+
+fn sync_dir() -> Result<(), String> {
+    File::open(dir()).and_then(|d| d.sync_all()).map_err(|e| format!("fsync {}: {e}", dir().display()))
+}
+
+/// The sealed ORPHAN and TARGET, and FRAGMENTS, unsealed.
+fn prepare_leftovers() -> Result<((), String), String> {
+    let dir = dir();
+    let orphan = create(&dir.join(ORPHAN), 0x50, SIZE)?;
+    seal::seal(&orphan).map_err(|e| format!("SEAL {ORPHAN}: {}", errno_text(&e)))?;
+    let ino = orphan.metadata().map_err(|e| format!("stat {ORPHAN}: {e}"))?.ino();
+    fs::write(dir.join(ORPHAN_INO), format!("{ino}\n")).map_err(|e| format!("write {ORPHAN_INO}: {e}"))?;
+    let target = create(&dir.join(TARGET), 0x51, TARGET_SIZE)?;
+    seal::seal(&target).map_err(|e| format!("SEAL {TARGET}: {}", errno_text(&e)))?;
+    let fragments = create(&dir.join(FRAGMENTS), 0, 0)?;
+    let block = pattern(0x52, BLOCK);
+    for i in (0..TARGET_SIZE / BLOCK).step_by(2) {
+        fragments.write_all_at(&block, i * BLOCK).map_err(|e| format!("write {FRAGMENTS}: {e}"))?;
+    }
+    fragments.set_len(TARGET_SIZE).map_err(|e| format!("ftruncate {FRAGMENTS}: {e}"))?;
+    fragments.sync_all().map_err(|e| format!("fsync {FRAGMENTS}: {e}"))?;
+    let extents = seal::fiemap(&fragments).map_err(|e| format!("FIEMAP {FRAGMENTS}: {}", errno_text(&e)))?.len();
+    sync_dir()?;
+    Ok((
+        (),
+        format!("sealed {ORPHAN} (inode {ino:#x}) and {TARGET} ({TARGET_SIZE} bytes); {FRAGMENTS}: {extents} extents"),
+    ))
 }
 
 /// Boot 2, a kernel without the series: each change goes through, since
 /// that kernel does not know the flag.
 pub fn change() -> ExitCode {
-    let mut t = Cases::new(4);
+    let mut t = Cases::new(7);
     let io = |what: &str, r: io::Result<()>| {
         r.map(|()| ((), String::new())).map_err(|e| format!("{what}: {}", errno_text(&e)))
     };
@@ -87,9 +171,77 @@ pub fn change() -> ExitCode {
     );
     t.check("truncate-sealed-file-up", open(GROWN).and_then(|f| io("ftruncate", f.set_len(2 * SIZE))));
     t.check("truncate-sealed-file-down", open(SHRUNK).and_then(|f| io("ftruncate", f.set_len(SIZE / 2))));
-    // Make it all durable before the clean power-off.
-    let _ = File::open(dir()).and_then(|d| d.sync_all());
+    t.check("zero-range-in-sealed-files", zero_range());
+    // Make it all durable before the shutdown below.
+    let _ = sync_dir();
+    t.check("unlink-sealed-file-while-open", unlink_while_open());
+    t.check("clone-into-sealed-file-cut-short", clone_cut_short());
     t.exit()
+}
+
+/// ZERO_RANGE over the middle of both ZEROED files: unwritten extents.
+fn zero_range() -> Result<((), String), String> {
+    let mut notes = Vec::new();
+    for path in zeroed_paths()? {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("open {}: {e}", path.display()))?;
+        seal::fallocate(&file, seal::FALLOC_FL_ZERO_RANGE | seal::FALLOC_FL_KEEP_SIZE, ZEROED_AT, ZEROED_LEN)
+            .map_err(|e| format!("ZERO_RANGE {}: {}", path.display(), errno_text(&e)))?;
+        file.sync_all().map_err(|e| format!("fsync {}: {e}", path.display()))?;
+        let map = seal::fiemap(&file).map_err(|e| format!("FIEMAP {}: {}", path.display(), errno_text(&e)))?;
+        let unwritten = map.iter().filter(|e| e.flags & FIEMAP_EXTENT_UNWRITTEN != 0).count();
+        if unwritten == 0 {
+            return Err(format!("{}: ZERO_RANGE left no unwritten extent: {map:?}", path.display()));
+        }
+        if let Some(dir) = path.parent() {
+            let _ = File::open(dir).and_then(|d| d.sync_all());
+        }
+        notes.push(format!("{}: {unwritten} unwritten extent(s)", path.display()));
+    }
+    Ok(((), notes.join("; ")))
+}
+
+/// Unlinks ORPHAN and keeps it open until the shutdown: its inode stays on
+/// the unlinked list with its blocks.
+fn unlink_while_open() -> Result<((), String), String> {
+    let file = open(ORPHAN)?;
+    fs::remove_file(dir().join(ORPHAN)).map_err(|e| format!("unlink {ORPHAN}: {e}"))?;
+    // Never closed: the shutdown comes first.
+    std::mem::forget(file);
+    Ok(((), format!("{ORPHAN} unlinked, still open")))
+}
+
+/// Clones FRAGMENTS over TARGET and shuts the filesystem down, log written
+/// out, while the clone runs.
+fn clone_cut_short() -> Result<((), String), String> {
+    let target = open(TARGET)?;
+    let fragments = open(FRAGMENTS)?;
+    let start = Instant::now();
+    let clone = thread::spawn(move || {
+        let r = seal::ficlonerange(&target, 0, &fragments, 0, TARGET_SIZE);
+        (r, start.elapsed())
+    });
+    thread::sleep(CLONE_HEAD_START);
+    let down = open(UNTOUCHED)
+        .and_then(|f| seal::xfs_shut_down(&f).map_err(|e| format!("XFS_IOC_GOINGDOWN: {}", errno_text(&e))));
+    let down_at = start.elapsed();
+    let (r, took) = clone.join().map_err(|_| "the clone thread panicked".to_string())?;
+    down?;
+    let how = match r {
+        Ok(()) => "finished".to_string(),
+        Err(e) => format!("ended with {}", errno_text(&e)),
+    };
+    Ok((
+        (),
+        format!(
+            "the clone {how} after {} ms; shut down, log written out, at {} ms",
+            took.as_millis(),
+            down_at.as_millis()
+        ),
+    ))
 }
 
 /// The kernel log lines so far that name `ino` as a broken seal.
@@ -113,12 +265,157 @@ fn ino(name: &str) -> Result<u64, String> {
 
 /// Boot 3, patched again on the same images.
 pub fn verify() -> ExitCode {
-    let mut t = Cases::new(4);
+    let mut t = Cases::new(7);
     t.check("broken-seals-reported", broken_reported());
     t.check("whole-seals-kept", whole_kept());
     t.check("daxctl-immutable-status-says-broken", status_says_broken());
     t.check("unseal-then-seal-recovers", recover());
+    t.check("write-into-unwritten-extent-of-broken-seal-refused", unwritten_refused());
+    t.check("unlinked-sealed-file-freed", orphan_freed());
+    match clone_replayed() {
+        Replay::Dropped(detail) => {
+            t.check("cut-short-clone-replayed", Ok(((), detail)));
+        }
+        Replay::NotInLog(reason) => t.skip("cut-short-clone-replayed", &reason),
+        Replay::Failed(e) => {
+            t.check::<()>("cut-short-clone-replayed", Err(e));
+        }
+    }
     t.exit()
+}
+
+/// A write into the range the foreign kernel zeroed needs the unwritten
+/// extent converted, which the seal's on-disk flag forbids. Through the
+/// page cache, a write that returned success could never be written back:
+/// it must be refused up front, as on the DAX mount. The data stays what
+/// the other kernel left (zeros).
+fn unwritten_refused() -> Result<((), String), String> {
+    let mut notes = Vec::new();
+    for path in zeroed_paths()? {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("open {}: {e}", path.display()))?;
+        match file.write_all_at(&[0xee; BLOCK as usize], ZEROED_AT) {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {}
+            Ok(()) => {
+                // Show what the accepted write becomes.
+                let fsync = file.sync_all().map_err(|e| errno_text(&e)).err().unwrap_or_else(|| "0".into());
+                return Err(format!(
+                    "{}: a write into the unwritten extent of the broken seal returned success (fsync then: {fsync}); \
+                     writeback cannot convert the extent, so it is lost",
+                    path.display()
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{}: a write into the unwritten extent: {}, expected ETXTBSY",
+                    path.display(),
+                    errno_text(&e)
+                ))
+            }
+        }
+        let mut bytes = vec![0xffu8; BLOCK as usize];
+        file.read_exact_at(&mut bytes, ZEROED_AT)
+            .map_err(|e| format!("read {}: {}", path.display(), errno_text(&e)))?;
+        if bytes.iter().any(|&b| b != 0) {
+            return Err(format!("{}: the zeroed range no longer reads as zeros", path.display()));
+        }
+        notes.push(format!("{}: ETXTBSY, still zeros", path.display()));
+    }
+    if let Some(line) = kmsg_records()?.iter().find(|r| r.contains("writeback error")) {
+        return Err(format!("the kernel lost a write at writeback: {line}"));
+    }
+    Ok(((), notes.join("; ")))
+}
+
+/// The line the kernel writes when it drops the seal of `ino` to finish
+/// what a foreign kernel left (`why`).
+fn dropped_lines(ino: u64, why: &str) -> Result<usize, String> {
+    let needle = format!("inode {ino:#x}: sealed, but a kernel without the seal {why}; the seal is dropped");
+    Ok(kmsg_records()?.iter().filter(|r| r.contains(&needle)).count())
+}
+
+/// What XFS logs when it shuts a filesystem down.
+const SHUTDOWN_LINES: [&str; 3] =
+    ["Filesystem has been shut down", "Shutting down filesystem", "xfs_do_force_shutdown"];
+
+/// The filesystem still takes changes: nothing shut it down.
+fn still_writable() -> Result<(), String> {
+    let path = dir().join("still-writable");
+    let file = create(&path, 0x5a, BLOCK)?;
+    file.sync_all().map_err(|e| format!("fsync {}: {}", path.display(), errno_text(&e)))?;
+    fs::remove_file(&path).map_err(|e| format!("unlink {}: {e}", path.display()))?;
+    if let Some(line) = kmsg_records()?.iter().find(|r| SHUTDOWN_LINES.iter().any(|l| r.contains(l))) {
+        return Err(format!("the filesystem was shut down: {line}"));
+    }
+    Ok(())
+}
+
+fn orphan_freed() -> Result<((), String), String> {
+    let path = dir().join(ORPHAN_INO);
+    let text = fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let ino: u64 = text.trim().parse().map_err(|e| format!("{}: {text:?}: {e}", path.display()))?;
+    let n = dropped_lines(ino, "unlinked it")?;
+    if n != 1 {
+        return Err(format!(
+            "{n} kernel log lines say the seal of the unlinked inode {ino:#x} was dropped, expected 1"
+        ));
+    }
+    still_writable()?;
+    Ok(((), format!("inode {ino:#x}: seal dropped and blocks freed at mount, named once; the filesystem takes writes")))
+}
+
+enum Replay {
+    Dropped(String),
+    /// The shutdown fell where no change to TARGET's map was pending.
+    NotInLog(String),
+    Failed(String),
+}
+
+fn clone_replayed() -> Replay {
+    let r = (|| {
+        let ino = ino(TARGET)?;
+        let n = dropped_lines(ino, "left changes to its block map in the log")?;
+        let broken = reports_of(ino)?;
+        Ok::<_, String>((ino, n, broken))
+    })();
+    let (ino, n, broken) = match r {
+        Ok(v) => v,
+        Err(e) => return Replay::Failed(e),
+    };
+    if n == 0 {
+        return Replay::NotInLog(format!(
+            "the shutdown fell where no change to {TARGET}'s map (inode {ino:#x}) was pending in the log; \
+             its seal is reported broken {broken} time(s) instead"
+        ));
+    }
+    let r = (|| {
+        if n != 1 {
+            return Err(format!(
+                "{n} kernel log lines say the seal of {TARGET} (inode {ino:#x}) was dropped, expected 1"
+            ));
+        }
+        let (holds, on_disk) = views(TARGET)?;
+        if holds || on_disk {
+            return Err(format!(
+                "{TARGET} after recovery: statx says sealed {holds}, FSGETXATTR {on_disk}; expected false, false"
+            ));
+        }
+        let file = open(TARGET)?;
+        let mut bytes = vec![0u8; TARGET_SIZE as usize];
+        file.read_exact_at(&mut bytes, 0).map_err(|e| format!("read {TARGET}: {}", errno_text(&e)))?;
+        still_writable()?;
+        Ok(format!(
+            "inode {ino:#x}: recovery replayed the clone's pending changes and dropped the seal, named once; \
+             statx and FSGETXATTR say unsealed, the file reads, the filesystem takes writes"
+        ))
+    })();
+    match r {
+        Ok(detail) => Replay::Dropped(detail),
+        Err(e) => Replay::Failed(e),
+    }
 }
 
 fn broken_reported() -> Result<((), String), String> {

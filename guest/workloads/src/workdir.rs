@@ -93,11 +93,15 @@ pub fn fresh(mount: &Path, name: &str) -> Result<PathBuf, String> {
 /// A fresh directory on the first NVDIMM mounted with dax=never, made for
 /// `name` (see [`fresh`]).
 pub fn fresh_page_cache(name: &str) -> Result<PathBuf, String> {
-    let mount = (1..8)
+    fresh(&page_cache_mount()?, name)
+}
+
+/// The first NVDIMM mounted with dax=never.
+pub fn page_cache_mount() -> Result<PathBuf, String> {
+    (1..8)
         .map(|i| PathBuf::from(format!("{MOUNT_PREFIX}{i}")))
         .find(|m| mounted(m).is_ok_and(|(_, opts)| opts.split(',').any(|o| o == "dax=never")))
         .ok_or_else(|| {
             "no NVDIMM is mounted dax=never: boot with two NVDIMMs and --dax always,never (the defaults)".to_string()
-        })?;
-    fresh(&mount, name)
+        })
 }
