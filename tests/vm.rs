@@ -488,8 +488,12 @@ const DMA_SEALED: [&str; 4] = [
     "dma-lands-in-the-sealed-files-blocks",
 ];
 /// The Soft-RoCE cases of pinned-dma that need the series.
-const RDMA_SEALED: [&str; 3] =
-    ["sealed-dax-reg-mr", "rdma-write-and-read-through-the-sealed-region", "unseal-after-dereg-mr"];
+const RDMA_SEALED: [&str; 4] = [
+    "sealed-dax-reg-mr",
+    "rdma-write-and-read-through-the-sealed-region",
+    "unseal-after-dereg-mr",
+    "read-only-reg-mr-of-sealed-file-needs-write-access",
+];
 /// The host checks a patched pinned-dma asks for.
 const DMA_HOST_CHECKS: [&str; 4] = [
     "host: virtio WRITE_FIXED from the sealed file is in the disk image",
@@ -505,7 +509,9 @@ const DMA_HOST_CHECKS: [&str; 4] = [
 /// images. Soft-RoCE: an rxe link comes up on both kernels; on patched a
 /// sealed DAX mapping registers as an MR, RDMA WRITE and READ move 16 MiB
 /// into and out of it (the port's packet counters show it), and the host
-/// finds the pattern at the file's blocks. Baseline: the sealed cases skip
+/// finds the pattern at the file's blocks; a reader's read-only region of
+/// a sealed file needs CAP_LINUX_IMMUTABLE (EPERM without). Baseline: the
+/// sealed cases skip
 /// with EOPNOTSUPP and ask the host for nothing; the controls (no long-term
 /// pin of an unsealed DAX mapping by io_uring or ibv_reg_mr, a short-term
 /// O_DIRECT read into one works) pass on both. Then the host check is shown
@@ -531,6 +537,8 @@ fn pinned_dma_devices_write_into_sealed_files_on_patched_only() {
     }
     let rdma = &patched.case("pinned-dma", "rdma-write-and-read-through-the-sealed-region").detail;
     assert!(rdma.contains("rxe0 sent") && rdma.contains("UNSEAL EBUSY"), "{rdma}");
+    let reader = &patched.case("pinned-dma", "read-only-reg-mr-of-sealed-file-needs-write-access").detail;
+    assert!(reader.contains("EPERM without CAP_LINUX_IMMUTABLE, 0 with it"), "{reader}");
     for name in &DMA_SEALED[1..3] {
         let d = &patched.case("pinned-dma", name).detail;
         assert!(d.contains("device read 192 MiB") && d.contains("wrote 64 MiB"), "{name}: {d}");

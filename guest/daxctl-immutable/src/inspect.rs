@@ -31,6 +31,19 @@ pub struct Status {
     pub unwritten: bool,
     pub shared: bool,
     pub delalloc: bool,
+    /// Processes that map the file or hold it open (this one excepted):
+    /// where a long-term pin that keeps it sealed can come from. A pin
+    /// that outlived its mapping and its file descriptor names nobody.
+    pub holders: Vec<Holder>,
+}
+
+/// A process that maps a file or holds it open.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    pub command: String,
+    pub maps: bool,
+    pub open: bool,
 }
 
 pub fn status(path: &Path, file: &File) -> io::Result<Status> {
@@ -52,11 +65,57 @@ pub fn status(path: &Path, file: &File) -> io::Result<Status> {
         unwritten: any(FIEMAP_EXTENT_UNWRITTEN),
         shared: any(FIEMAP_EXTENT_SHARED),
         delalloc: any(FIEMAP_EXTENT_DELALLOC),
+        holders: holders(file)?,
+    })
+}
+
+/// Every other process that maps `file` (by device and inode in
+/// /proc/PID/maps) or has it open (/proc/PID/fd). Processes that end or
+/// hide their entries while we look are left out.
+fn holders(file: &File) -> io::Result<Vec<Holder>> {
+    let me = file.metadata()?;
+    let (major, minor) = (libc::major(me.dev()), libc::minor(me.dev()));
+    let own = std::process::id();
+    let mut out = Vec::new();
+    for entry in fs::read_dir("/proc")? {
+        let Some(pid) = entry.ok().and_then(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok())) else {
+            continue;
+        };
+        if pid == own {
+            continue;
+        }
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        let maps = fs::read_to_string(proc.join("maps")).is_ok_and(|m| maps_file(&m, major, minor, me.ino()));
+        let open = fs::read_dir(proc.join("fd")).is_ok_and(|fds| {
+            fds.filter_map(Result::ok)
+                .filter_map(|fd| fs::metadata(fd.path()).ok())
+                .any(|m| m.dev() == me.dev() && m.ino() == me.ino())
+        });
+        if maps || open {
+            let command = fs::read_to_string(proc.join("comm")).map(|c| c.trim().to_string()).unwrap_or_default();
+            out.push(Holder { pid, command, maps, open });
+        }
+    }
+    out.sort_by_key(|h| h.pid);
+    Ok(out)
+}
+
+/// Whether a /proc/PID/maps text has a mapping of the inode `ino` on the
+/// device `major:minor` (its fourth column, in hex, and its fifth).
+pub fn maps_file(maps: &str, major: u32, minor: u32, ino: u64) -> bool {
+    maps.lines().any(|line| {
+        let mut fields = line.split_whitespace().skip(3);
+        let (Some(dev), Some(inode)) = (fields.next(), fields.next()) else { return false };
+        let Some((maj, min)) = dev.split_once(':') else { return false };
+        u32::from_str_radix(maj, 16) == Ok(major)
+            && u32::from_str_radix(min, 16) == Ok(minor)
+            && inode.parse::<u64>() == Ok(ino)
     })
 }
 
 impl Status {
-    /// Two lines: the seal and its neighbours, then the layout.
+    /// Two lines, the seal and its neighbours, then the layout; for a
+    /// sealed file a third, who maps it or has it open.
     pub fn text(&self) -> String {
         let yes_no = |v: Option<bool>, yes: &str, no: &str, unknown: &str| match v {
             Some(true) => yes.to_string(),
@@ -83,7 +142,33 @@ impl Status {
             present(self.unwritten, "unwritten extents"),
             present(self.shared, "shared extents"),
             if self.delalloc { ", delayed allocations" } else { "" },
-        )
+        ) + &self.holders_line()
+    }
+
+    /// For a sealed file, who may hold the seal: the processes that map it
+    /// or have it open.
+    fn holders_line(&self) -> String {
+        if self.sealed != Some(true) && !self.seal_broken {
+            return String::new();
+        }
+        if self.holders.is_empty() {
+            return "  no process maps it or has it open (a pin left after munmap and close names nobody: if UNSEAL \
+                    says EBUSY, look for io_uring rings and RDMA regions)\n"
+                .to_string();
+        }
+        let each: Vec<String> = self
+            .holders
+            .iter()
+            .map(|h| {
+                let how = match (h.maps, h.open) {
+                    (true, true) => "maps it and has it open",
+                    (true, false) => "maps it",
+                    _ => "has it open",
+                };
+                format!("pid {} ({}) {how}", h.pid, h.command)
+            })
+            .collect();
+        format!("  held by: {}\n", each.join("; "))
     }
 }
 
@@ -320,7 +405,7 @@ mod tests {
     }
 
     #[test]
-    fn status_text_says_everything_in_two_lines() {
+    fn status_text_says_everything_and_who_holds_a_seal() {
         let s = Status {
             file: "/mnt/pmem0/f".into(),
             sealed: Some(true),
@@ -334,15 +419,36 @@ mod tests {
             unwritten: false,
             shared: false,
             delalloc: false,
+            holders: vec![
+                Holder { pid: 7, command: "rdma-app".into(), maps: true, open: false },
+                Holder { pid: 9, command: "reader".into(), maps: false, open: true },
+            ],
         };
         assert_eq!(
             s.text(),
             "/mnt/pmem0/f: sealed, DAX, not an active swapfile\n  size 1 MiB (1048576 bytes), allocated 1 MiB, \
-             1 extent; no holes, no unwritten extents, no shared extents\n"
+             1 extent; no holes, no unwritten extents, no shared extents\n  held by: pid 7 (rdma-app) maps it; \
+             pid 9 (reader) has it open\n"
         );
+        let nobody = Status { holders: Vec::new(), ..s.clone() };
+        assert!(nobody.text().contains("no process maps it or has it open"), "{}", nobody.text());
+        let unsealed = Status { sealed: Some(false), ..s.clone() };
+        assert!(!unsealed.text().contains("held by"), "only a seal has holders worth naming");
         let unknown = Status { sealed: None, holes: true, ..s.clone() };
         assert!(unknown.text().contains("seal unknown") && unknown.text().contains("; holes,"));
         let broken = Status { sealed: Some(false), seal_broken: true, ..s };
         assert!(broken.text().contains("seal broken") && broken.text().contains("unseal, then seal again"));
+    }
+
+    #[test]
+    fn maps_file_matches_device_and_inode_only() {
+        let maps = "7f0000000000-7f0000100000 rw-s 00000000 103:00 131 /mnt/pmem0/f\n\
+                    7f0000200000-7f0000300000 r--p 00000000 00:00 0 \n\
+                    7f0000400000-7f0000500000 r--s 00000000 103:01 131 /mnt/pmem1/g\n";
+        assert!(maps_file(maps, 0x103, 0, 131));
+        assert!(maps_file(maps, 0x103, 1, 131));
+        assert!(!maps_file(maps, 0x103, 0, 132), "another inode");
+        assert!(!maps_file(maps, 0x103, 2, 131), "another device");
+        assert!(!maps_file("garbage\n\n1 2 3 zz:yy 131\n", 0x103, 0, 131));
     }
 }

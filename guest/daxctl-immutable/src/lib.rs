@@ -76,7 +76,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show whether each FILE is sealed, DAX or a swapfile, and the shape of its block map
+    /// Show whether each FILE is sealed, DAX or a swapfile, the shape of its block map, and who maps a sealed FILE or has it open
     Status {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,

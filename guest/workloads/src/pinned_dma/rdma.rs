@@ -9,7 +9,9 @@
 //! cannot be registered (6.12's EOPNOTSUPP, both kernels); a sealed one
 //! can; WRITE lands in the file (read(2), the port's packet counters, and
 //! the host's look at the NVDIMM image), READ returns it; the map stays,
-//! UNSEAL is EBUSY while the region exists and 0 after `ibv_dereg_mr`.
+//! UNSEAL is EBUSY while the region exists and 0 after `ibv_dereg_mr`; a
+//! reader (the file open read-only, a read-only region) may only register
+//! a sealed file with CAP_LINUX_IMMUTABLE, since its pin holds the seal.
 
 use std::fs::{self, File};
 use std::path::Path;
@@ -37,12 +39,13 @@ pub const SEED: u64 = 0x4d4a_5eed;
 /// Registrations timed for the bench figure, after a first that faults.
 const REG_ROUNDS: usize = 5;
 
-pub const CASES: [&str; 5] = [
+pub const CASES: [&str; 6] = [
     "rxe-link-up",
     "unsealed-dax-reg-mr-refused",
     "sealed-dax-reg-mr",
     "rdma-write-and-read-through-the-sealed-region",
     "unseal-after-dereg-mr",
+    "read-only-reg-mr-of-sealed-file-needs-write-access",
 ];
 
 /// Packets the rxe port sent and received (its hw_counters).
@@ -148,12 +151,17 @@ pub fn run(t: &mut Cases, dir: &Path, mount_pmem: Result<(String, u32, u64), Str
         }
         return;
     }
+    sealed_cases(t, &v, dir, mount_pmem);
+    t.check(CASES[5], reader_needs_write_access(&v, dir).map(|n| ((), n)));
+}
 
+/// The cases of a sealed region, CASES[2] to CASES[4].
+fn sealed_cases(t: &mut Cases, v: &Verbs, dir: &Path, mount_pmem: Result<(String, u32, u64), String>) {
     let mut anon = match Mapping::anonymous(SIZE as usize) {
         Ok(m) => m,
         Err(e) => {
             let why = format!("mmap of the anonymous peer buffer: {}", errno_text(&e));
-            for name in &CASES[2..] {
+            for name in &CASES[2..5] {
                 t.check::<()>(name, Err(why.clone()));
             }
             return;
@@ -161,8 +169,8 @@ pub fn run(t: &mut Cases, dir: &Path, mount_pmem: Result<(String, u32, u64), Str
     };
     fill_pattern(SEED, 0, anon.as_mut_slice());
 
-    let Some(mut s) = t.check(CASES[2], sealed_region(&v, dir, &mut anon)) else {
-        for name in &CASES[3..] {
+    let Some(mut s) = t.check(CASES[2], sealed_region(v, dir, &mut anon)) else {
+        for name in &CASES[3..5] {
             t.blocked(name, CASES[2]);
         }
         return;
@@ -194,11 +202,82 @@ pub fn run(t: &mut Cases, dir: &Path, mount_pmem: Result<(String, u32, u64), Str
             return;
         }
     };
-    if t.check(CASES[3], traffic(&v, &s, &mut anon, (&sealed_mr, &anon_mr), pins0).map(|n| ((), n))).is_none() {
+    if t.check(CASES[3], traffic(v, &s, &mut anon, (&sealed_mr, &anon_mr), pins0).map(|n| ((), n))).is_none() {
         t.blocked(CASES[4], CASES[3]);
         return;
     }
     super::report(t, CASES[4], release(s, sealed_mr, anon_mr, mount_pmem));
+}
+
+/// A long-term pin holds the seal (UNSEAL EBUSY, unlink EPERM) for as long
+/// as it lives, so only someone who may write the file or change its
+/// immutable flags may take one. A reader, the file open read-only and
+/// mapped read-only, registering a read-only region: EPERM without
+/// CAP_LINUX_IMMUTABLE; with it the region holds (UNSEAL EBUSY until
+/// `ibv_dereg_mr`). The file opened for writing, the same read-only region
+/// needs no capability.
+fn reader_needs_write_access(v: &Verbs, dir: &Path) -> Result<String, String> {
+    let path = dir.join("rdma-reader");
+    let writer = create_sparse(&path, u64::from(CHUNK))?;
+    seal::seal(&writer).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+    let reader = File::open(&path).map_err(|e| format!("open {} read-only: {e}", path.display()))?;
+    let r = (|| {
+        let read_only = Mapping::shared_read_only(&reader, CHUNK as usize)
+            .map_err(|e| format!("mmap read-only: {}", errno_text(&e)))?;
+        let without_cap = {
+            let _lowered = seal::WithoutCapLinuxImmutable::new()
+                .map_err(|e| format!("capset without CAP_LINUX_IMMUTABLE: {}", errno_text(&e)))?;
+            // SAFETY: the mapping outlives the region.
+            unsafe { v.register_read_only(read_only.as_ptr(), CHUNK as usize) }.map(drop)
+        };
+        match without_cap {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            other => {
+                let held = seal::unseal(&writer).map_err(|e| errno_text(&e)).err().unwrap_or_else(|| "0".into());
+                return Err(format!(
+                    "a reader without CAP_LINUX_IMMUTABLE registering a read-only region of the sealed file: {}, \
+                     expected EPERM (UNSEAL then: {held})",
+                    errno_or_ok(&other)
+                ));
+            }
+        }
+        // SAFETY: as above.
+        let with_cap = unsafe { v.register_read_only(read_only.as_ptr(), CHUNK as usize) }
+            .map_err(|e| format!("a reader with CAP_LINUX_IMMUTABLE: ibv_reg_mr {}", errno_text(&e)))?;
+        let busy = seal::unseal(&writer);
+        with_cap.deregister().map_err(|e| format!("ibv_dereg_mr: {}", errno_text(&e)))?;
+        match busy {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            other => return Err(format!("UNSEAL with the reader's region registered: {other:?}, expected EBUSY")),
+        }
+        let mut writable = Mapping::shared(&writer, CHUNK as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+        let by_writer = {
+            let _lowered = seal::WithoutCapLinuxImmutable::new()
+                .map_err(|e| format!("capset without CAP_LINUX_IMMUTABLE: {}", errno_text(&e)))?;
+            // SAFETY: the mapping outlives the region.
+            unsafe { v.register_read_only(writable.as_mut_ptr(), CHUNK as usize) }
+        };
+        by_writer
+            .map_err(|e| {
+                format!("the file open for writing, without CAP_LINUX_IMMUTABLE: ibv_reg_mr {}", errno_text(&e))
+            })?
+            .deregister()
+            .map_err(|e| format!("ibv_dereg_mr: {}", errno_text(&e)))?;
+        Ok("read-only region of a read-only mapping: EPERM without CAP_LINUX_IMMUTABLE, 0 with it (UNSEAL EBUSY \
+            while it lived); the file open for writing: 0 without it"
+            .to_string())
+    })();
+    drop(reader);
+    let _ = seal::unseal(&writer);
+    let _ = fs::remove_file(&path);
+    r
+}
+
+fn errno_or_ok<T>(r: &std::io::Result<T>) -> String {
+    match r {
+        Ok(_) => "0".into(),
+        Err(e) => errno_text(e),
+    }
 }
 
 /// Set-up: seals a file, maps it MAP_SYNC and times `ibv_reg_mr` of it
