@@ -421,7 +421,7 @@ fn assert_sealed_only(patched: &Booted, baseline: &Booted, workload: &str, name:
 }
 
 /// The cases of seal-lifetime that need the series.
-const LIFETIME_SEALED: [&str; 11] = [
+const LIFETIME_SEALED: [&str; 12] = [
     "pin-outlives-umount",
     "pin-outlives-drop-caches",
     "dax-flag-fixed-while-sealed-dax-inode",
@@ -433,6 +433,7 @@ const LIFETIME_SEALED: [&str; 11] = [
     "readers-progress-during-seal",
     "umount-waits-for-a-plain-reference",
     "namespace-teardown-waits-for-pin",
+    "dax-never-mount-refuses-pinned-file",
 ];
 
 /// seal-lifetime on both kernels. Patched: a sealed file's pin outlives
@@ -442,7 +443,8 @@ const LIFETIME_SEALED: [&str; 11] = [
 /// series warned in dax_disassociate_entry on umount, and unsealed under
 /// the pin once mounted again), and unbinding the namespace under the pin
 /// waits for it (without the pagemap reference the unpin oopsed in
-/// io_release_ubuf on the gone vmemmap). Baseline: the sealed cases skip with
+/// io_release_ubuf on the gone vmemmap), and a dax=never mount refuses to
+/// open the file while the pin lives. Baseline: the sealed cases skip with
 /// EOPNOTSUPP, and the control shows why there is nothing to outlive there.
 #[test]
 fn seal_lifetime_pins_outlive_the_inode_on_patched_only() {
@@ -462,8 +464,10 @@ fn seal_lifetime_pins_outlive_the_inode_on_patched_only() {
     }
     let repair = &patched.case("seal-lifetime", "online-repair-keeps-pin-and-seal").detail;
     assert!(repair.contains("data fork EBUSY") && repair.contains("COW fork EBUSY"), "{repair}");
+    let never = &patched.case("seal-lifetime", "dax-never-mount-refuses-pinned-file").detail;
+    assert!(never.contains("remounted dax=never: open EBUSY") && never.contains("reads as written"), "{never}");
     let reader = &patched.case("seal-lifetime", "unprivileged-reader-holds-seal").detail;
-    assert!(reader.contains("/maps"), "{reader}");
+    assert!(reader.contains("daxctl-immutable status: held by: pid ") && reader.contains("maps it"), "{reader}");
     // 2 MiB file, the first half pinned: 256 pages.
     let fsync = &patched.case("seal-lifetime", "fsync-writes-back-pinned-pages").detail;
     assert!(

@@ -257,7 +257,8 @@ pub const WORKLOADS: &[WorkloadInfo] = &[
         name: "seal-lifetime",
         summary: "a sealed file's long-term pin outlives munmap, close and its inode: after umount, drop_caches, \
                   a refused DAX-flag change and online repair UNSEAL is still EBUSY and the pin still lands in the \
-                  file's blocks; fsync writes back the pinned pages; unprivileged readers hold the seal",
+                  file's blocks; a dax=never mount refuses to open it while pinned; fsync writes back the pinned \
+                  pages; unprivileged readers hold the seal",
         default: true,
         disks: &[],
     },

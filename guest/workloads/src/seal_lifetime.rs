@@ -38,7 +38,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use dax_seal_protocol::MOUNT_PREFIX;
@@ -64,6 +64,7 @@ type Case = fn(&Env) -> Attempt;
 const CASES: &[(&str, Case)] = &[
     ("unsealed-dax-pin-refused", case_control),
     ("pin-outlives-umount", case_umount),
+    ("dax-never-mount-refuses-pinned-file", case_dax_never),
     ("pin-outlives-drop-caches", case_drop_caches),
     ("dax-flag-fixed-while-sealed-dax-inode", case_dax_inode),
     ("online-repair-keeps-pin-and-seal", case_repair),
@@ -245,6 +246,57 @@ fn case_umount(env: &Env) -> Attempt {
         remount(&env.mount).map_err(|e| format!("{e} (umount is allowed while a sealed file is pinned)"))?;
         pinned.still_holds("munmap, close, umount and mount")
     })
+}
+
+/// The pin outlives the mount, and a mount without DAX would put a page
+/// cache over blocks a device may still be writing: while the pin lives,
+/// the sealed file cannot be opened on a dax=never mount (EBUSY). Once the
+/// ring lets go it opens and reads as the file did. The mount goes back to
+/// its DAX option after.
+fn case_dax_never(env: &Env) -> Attempt {
+    env.sealed(|| {
+        let path = env.path("dax-never");
+        let (pinned, file) = seal_pin_unmap(&path)?;
+        drop(file);
+        let old = remount_with(&env.mount, |opts| {
+            opts.iter().filter(|o| !o.starts_with("dax")).cloned().chain(["dax=never".to_string()]).collect()
+        })?;
+        let r = dax_never(&pinned);
+        let back = remount_with(&env.mount, |_| old.clone());
+        if let Ok(f) = OpenOptions::new().write(true).open(&path) {
+            let _ = seal::unseal(&f);
+        }
+        let _ = fs::remove_file(&path);
+        let r = r?;
+        back.map_err(|e| format!("putting the mount back: {e}"))?;
+        Ok(r)
+    })
+}
+
+fn dax_never(pinned: &Pinned) -> Check {
+    let path = &pinned.path;
+    let refused = File::open(path);
+    let unregistered = pinned.ring.unregister().map_err(|e| format!("UNREGISTER_BUFFERS: {}", errno_text(&e)));
+    match refused {
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+        other => {
+            return Err(format!(
+                "open of the pinned sealed file on the dax=never mount: {}, expected EBUSY",
+                other.map(|_| "0".to_string()).unwrap_or_else(|e| errno_text(&e))
+            ))
+        }
+    }
+    unregistered?;
+    let (acquired, released) = pins_settled("UNREGISTER_BUFFERS")?;
+    let bytes =
+        fs::read(path).map_err(|e| format!("read {} after the pin went: {}", path.display(), errno_text(&e)))?;
+    if bytes != pattern(0x61, SIZE) {
+        return Err("after the pin went, the file read through the page cache is not the file".into());
+    }
+    Ok(format!(
+        "pinned, unmapped, closed, remounted dax=never: open EBUSY; after UNREGISTER_BUFFERS (pins acquired \
+         {acquired}, released {released}) it opens and reads as written"
+    ))
 }
 
 /// How long an umount must still be waiting for a page reference.
@@ -711,22 +763,25 @@ impl Drop for Steps {
 
 /// The pids whose /proc/PID/maps name `path`: how a user finds who holds
 /// a sealed file mapped.
-fn mapped_by(path: &Path) -> Vec<String> {
-    let needle = path.to_string_lossy().to_string();
-    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let pid = e.file_name().to_string_lossy().to_string();
-            pid.chars().all(|c| c.is_ascii_digit()).then_some(pid)
-        })
-        .filter(|pid| fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains(&needle)))
-        .collect()
+/// What `daxctl-immutable status` says holds the sealed file at `path`:
+/// its "held by" line.
+fn held_by(path: &Path) -> Result<String, String> {
+    let out = Command::new("/usr/bin/daxctl-immutable")
+        .arg("status")
+        .arg(path)
+        .output()
+        .map_err(|e| format!("running daxctl-immutable status: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("held by:"))
+        .map(str::to_string)
+        .ok_or_else(|| format!("daxctl-immutable status {} names no holder: {text:?}", path.display()))
 }
 
 /// An unprivileged reader (uid 65534) maps the sealed file read-only: root's
-/// UNSEAL gives EBUSY and unlink EPERM, and /proc/PID/maps names the
-/// holder. It then vmsplices a page of the mapping into a pipe and unmaps:
+/// UNSEAL gives EBUSY and unlink EPERM, and `daxctl-immutable status`
+/// names the holder by its pid. It then vmsplices a page of the mapping into a pipe and unmaps:
 /// the pipe still holds the device page, so UNSEAL still gives EBUSY. When
 /// the reader exits, UNSEAL gives 0.
 fn case_unprivileged_reader(env: &Env) -> Attempt {
@@ -750,7 +805,7 @@ fn unprivileged_reader(path: &Path) -> Check {
         if child.recv() != Some(b'm') {
             return Err("the unprivileged reader could not map the sealed file read-only".to_string());
         }
-        let holders = mapped_by(path);
+        let holders = held_by(path);
         let mapped = seal::unseal(&file);
         let unlinked = fs::remove_file(path);
         if !child.send(b'v') || child.recv() != Some(b'p') {
@@ -768,8 +823,9 @@ fn unprivileged_reader(path: &Path) -> Check {
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
             other => return Err(format!("unlink of the sealed file: {other:?}, expected EPERM")),
         }
-        if holders.is_empty() {
-            return Err("no /proc/PID/maps names the sealed file while the reader maps it".into());
+        let holders = holders?;
+        if !holders.contains(&format!("pid {pid} ")) {
+            return Err(format!("daxctl-immutable status does not name the reader (pid {pid}): {holders}"));
         }
         Ok(holders)
     })();
@@ -782,9 +838,8 @@ fn unprivileged_reader(path: &Path) -> Check {
     let holders = r?;
     seal::unseal(&file).map_err(|e| format!("UNSEAL after the reader exited: {}", errno_text(&e)))?;
     Ok(format!(
-        "uid 65534 maps the sealed file read-only: UNSEAL EBUSY, unlink EPERM, holder found in /proc/{}/maps; \
-         after it vmspliced a page into a pipe and unmapped: UNSEAL EBUSY; after it exited: UNSEAL 0",
-        holders.join(",")
+        "uid 65534 maps the sealed file read-only: UNSEAL EBUSY, unlink EPERM, daxctl-immutable status: {holders}; \
+         after it vmspliced a page into a pipe and unmapped: UNSEAL EBUSY; after it exited: UNSEAL 0"
     ))
 }
 
