@@ -421,7 +421,7 @@ fn assert_sealed_only(patched: &Booted, baseline: &Booted, workload: &str, name:
 }
 
 /// The cases of seal-lifetime that need the series.
-const LIFETIME_SEALED: [&str; 12] = [
+const LIFETIME_SEALED: [&str; 13] = [
     "pin-outlives-umount",
     "pin-outlives-drop-caches",
     "dax-flag-fixed-while-sealed-dax-inode",
@@ -434,6 +434,7 @@ const LIFETIME_SEALED: [&str; 12] = [
     "umount-waits-for-a-plain-reference",
     "namespace-teardown-waits-for-pin",
     "dax-never-mount-refuses-pinned-file",
+    "unpin-writes-back-what-the-pin-wrote",
 ];
 
 /// seal-lifetime on both kernels. Patched: a sealed file's pin outlives
@@ -464,6 +465,9 @@ fn seal_lifetime_pins_outlive_the_inode_on_patched_only() {
     }
     let repair = &patched.case("seal-lifetime", "online-repair-keeps-pin-and-seal").detail;
     assert!(repair.contains("data fork EBUSY") && repair.contains("COW fork EBUSY"), "{repair}");
+    // 2 MiB file, the first half pinned: 256 pages, each written back once.
+    let unpin = &patched.case("seal-lifetime", "unpin-writes-back-what-the-pin-wrote").detail;
+    assert!(unpin.contains("no fsync: 0 pages written back") && unpin.contains("): 256 pages, each once"), "{unpin}");
     let never = &patched.case("seal-lifetime", "dax-never-mount-refuses-pinned-file").detail;
     assert!(never.contains("remounted dax=never: open EBUSY") && never.contains("reads as written"), "{never}");
     let reader = &patched.case("seal-lifetime", "unprivileged-reader-holds-seal").detail;

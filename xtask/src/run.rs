@@ -149,7 +149,14 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
     let machine = guest.vm.machine();
     // Bad input (a source, a missing package) is refused before the run's
     // directory exists.
-    let streaming = Streaming::new(&guest.source.choices()?, &variants)?;
+    let choices = guest.source.choices()?;
+    let streaming = Streaming::new(&choices, &variants)?;
+    // Kernels boot as they are built, cached ones first; every output lists
+    // them in the order asked for: trees as in the table, then variants.
+    let order: Vec<String> = choices
+        .iter()
+        .flat_map(|c| variants.iter().map(|v| crate::build::kernel::kernel_name(&c.tree.name, *v)))
+        .collect();
     let (run_id, run_dir) = new_run_dir()?;
     let images_dir = paths::images_dir();
     let jobs = args.jobs.map_or_else(crate::jobs::default_jobs, |j| j as usize);
@@ -191,8 +198,11 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
         } else {
             crate::jobs::in_parallel(jobs, ready.iter().collect(), |r| boot_kernel(&ctx, r, iteration))
         };
-        let (mut r, b) = results::gather(booted)?;
+        let (mut r, mut b) = results::gather(booted)?;
         r.extend(built.iter().cloned());
+        let rank = |kernel: &str| order.iter().position(|k| k == kernel).unwrap_or(order.len());
+        r.sort_by_key(|run| rank(&run.kernel));
+        b.sort_by_key(|boot| rank(&boot.kernel));
         let failed = results::verdict_of(&r, args.flaky_fails) == Verdict::Fail;
         let label = |l: &str| {
             if loops > 1 {

@@ -69,6 +69,7 @@ const CASES: &[(&str, Case)] = &[
     ("dax-flag-fixed-while-sealed-dax-inode", case_dax_inode),
     ("online-repair-keeps-pin-and-seal", case_repair),
     ("fsync-writes-back-pinned-pages", case_fsync),
+    ("unpin-writes-back-what-the-pin-wrote", case_unpin_writeback),
     ("unprivileged-reader-holds-seal", case_unprivileged_reader),
     ("splice-copies-and-holds-nothing", case_splice),
     ("seal-interrupted-by-sigkill", case_sigkill),
@@ -671,6 +672,81 @@ fn fsync_writes_back_pins(path: &Path) -> Check {
         "xfs_seal_flush_pinned: 0 pages before the pin; {pinned} after READ_FIXED (fdatasync); 0 for msync of the \
          unpinned half, 1 for one pinned page; {pinned} after munmap, close and drop_caches; 0 once unregistered \
          ({took} pins acquired, nr_foll_pin_acquired {acquired} released {released})"
+    ))
+}
+
+/// What a pin wrote is durable once the pin is released, with no fsync:
+/// READ_FIXED copies into the pinned half of a sealed file, the file is
+/// unmapped and closed, and when the ring lets go every pinned page is
+/// written back from the CPU caches (one fs_dax/dax_unpin_writeback event a
+/// page, since the caches cannot be observed under emulation). Before that
+/// release nothing was written back: no fsync ran, and neither does
+/// anything else for a page a device wrote.
+fn case_unpin_writeback(env: &Env) -> Attempt {
+    env.sealed(|| {
+        let path = env.path("unpin");
+        let r = unpin_writes_back(&path);
+        if let Ok(f) = OpenOptions::new().write(true).open(&path) {
+            let _ = seal::unseal(&f);
+        }
+        let _ = fs::remove_file(&path);
+        let _ = fs::remove_file(path.with_extension("source"));
+        r
+    })
+}
+
+fn unpin_writes_back(path: &Path) -> Check {
+    let event = TraceEvent::enable("fs_dax", "dax_unpin_writeback")
+        .map_err(|e| format!("{e}; releasing a pin of a sealed file reports each page it wrote back there"))?;
+    let file = create(path, 0x66, SIZE)?;
+    seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+    let half = SIZE / 2;
+    let pinned = half / PAGE;
+    let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
+    let mut mapping = Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    ring.register(mapping.as_mut_ptr(), half as usize)
+        .map_err(|e| format!("REGISTER_BUFFERS on the first half: {}", errno_text(&e)))?;
+    let source = create(&path.with_extension("source"), 0x7e, half)?;
+    match ring.read_fixed(&source, 0, mapping.as_mut_ptr(), half as u32) {
+        Ok(n) if u64::from(n) == half => {}
+        other => return Err(format!("READ_FIXED into the pinned half: {other:?}, expected {half}")),
+    }
+    drop(mapping);
+    drop(file);
+    let early = event.take().map_err(|e| format!("reading the trace buffer: {e}"))?;
+    if !early.is_empty() {
+        return Err(format!("{} pages written back before any pin was released", early.len()));
+    }
+    ring.unregister().map_err(|e| format!("UNREGISTER_BUFFERS: {}", errno_text(&e)))?;
+    let (acquired, released) = pins_settled("UNREGISTER_BUFFERS")?;
+    let lines = event.take().map_err(|e| format!("reading the trace buffer: {e}"))?;
+    let mut pages = 0u64;
+    let mut pfns = std::collections::BTreeSet::new();
+    for line in &lines {
+        let nr = trace::field(line, "nr").and_then(|n| n.parse::<u64>().ok());
+        let pfn = trace::field(line, "pfn");
+        match (nr, pfn) {
+            (Some(nr), Some(pfn)) => {
+                pages += nr;
+                pfns.insert(pfn.to_string());
+            }
+            _ => return Err(format!("a dax_unpin_writeback line without pfn and nr: {line:?}")),
+        }
+    }
+    if pages != pinned || pfns.len() as u64 != pinned {
+        return Err(format!(
+            "releasing the ring wrote back {pages} pages ({} distinct), expected each of the {pinned} pinned pages once",
+            pfns.len()
+        ));
+    }
+    let back = fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    if back[..half as usize] != pattern(0x7e, half)[..] {
+        return Err("the file does not read back what READ_FIXED wrote through the pin".into());
+    }
+    Ok(format!(
+        "READ_FIXED into {pinned} pinned pages, munmap, close, no fsync: 0 pages written back; after \
+         UNREGISTER_BUFFERS (pins acquired {acquired}, released {released}): {pages} pages, each once, and the file \
+         reads what the pin wrote"
     ))
 }
 
