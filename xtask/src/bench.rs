@@ -41,6 +41,9 @@ const COMMIT_RATIO_TARGET: f64 = 10.0;
 /// Swap through the sealed swapfile, as a fraction of swap on a raw pmem
 /// device under the same pressure in the same boot.
 const SWAP_RATIO_TARGET: f64 = 0.95;
+/// fsync of an unchanged large sealed file that nothing pinned, over the
+/// same fsync of an unsealed file: the seal's pin walk costs at most this.
+const FSYNC_RATIO_TARGET: f64 = 1.1;
 
 pub fn median(values: &mut [f64]) -> f64 {
     if values.is_empty() {
@@ -220,6 +223,7 @@ pub fn figure_names(workload: &str) -> Vec<String> {
             for kind in FAULT_KINDS {
                 names.extend([figure::fault(kind, 50), figure::fault(kind, 99)]);
             }
+            names.extend([figure::FSYNC_SEALED, figure::FSYNC_SEALED_FIRST, figure::FSYNC_UNSEALED].map(String::from));
         }
         _ => {}
     }
@@ -460,12 +464,25 @@ fn charts(s: &mut Samples, trees: &[String], initramfs_bytes: u64) -> Charts {
             Chart::owned(&format!("first-touch MAP_SYNC write fault, {kind} file"), "us", v),
         );
     }
+    let v = pair(s, figure::FSYNC_SEALED, figure::FSYNC_UNSEALED, ["sealed, never pinned", "unsealed"]);
+    let r = pair_ratios(&v);
+    let first = trees.iter().map(|t| (t.clone(), s.at(t, figure::FSYNC_SEALED_FIRST))).collect::<Vec<_>>();
+    charts.add(
+        format!(
+            "  fsync of an unchanged large file (median of 15 per run): {}; ratio {}; the sealed file's first after SEAL {}",
+            listed(&v, " us", 1),
+            listed(&r, "", 2),
+            listed(&first, " us", 1)
+        ),
+        Chart::owned("fsync of an unchanged large file", "us", v)
+            .target(format!("ratio <= {FSYNC_RATIO_TARGET}"), r.iter().all(|(_, x)| *x <= FSYNC_RATIO_TARGET)),
+    );
     charts
 }
 
 /// The figures that say where one tree is faster or slower than another:
 /// label, sample name, and whether higher is better.
-fn compared() -> [(&'static str, String, bool); 8] {
+fn compared() -> [(&'static str, String, bool); 9] {
     [
         ("boot to first KTAP line, patched", "patched.first-ktap".into(), false),
         ("kernel start to init, patched", "patched.kernel-to-init".into(), false),
@@ -475,6 +492,7 @@ fn compared() -> [(&'static str, String, bool); 8] {
         ("sealed MAP_SYNC commit rate", figure::commit_rate(flush::SEALED), true),
         ("first-touch fault p50, sealed file", figure::fault("sealed", 50), false),
         ("first-touch fault p99, sealed file", figure::fault("sealed", 99), false),
+        ("fsync of a large sealed file nothing pinned", figure::FSYNC_SEALED.into(), false),
     ]
 }
 

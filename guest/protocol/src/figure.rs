@@ -75,6 +75,13 @@ pub const REG_MR_SEALED: &str = "rdma.reg-mr-sealed";
 /// pinned-dma: ms of `ibv_reg_mr` over anonymous memory (median).
 pub const REG_MR_ANONYMOUS: &str = "rdma.reg-mr-anonymous";
 
+/// userspace-flush: µs of an fsync of an unchanged large sealed file that
+/// was never pinned (median), of its first fsync after SEAL, and of an
+/// fsync of an unsealed, preallocated and written file of the same size.
+pub const FSYNC_SEALED: &str = "fsync.sealed-never-pinned";
+pub const FSYNC_SEALED_FIRST: &str = "fsync.sealed-first";
+pub const FSYNC_UNSEALED: &str = "fsync.unsealed";
+
 /// swap-pressure: MiB/s of swap traffic through `device` (`sealed-swapfile`
 /// or `raw-pmem`).
 pub fn swap_throughput(device: &str) -> String {

@@ -283,7 +283,8 @@ pub const WORKLOADS: &[WorkloadInfo] = &[
         name: "userspace-flush",
         summary: "three writers append checksummed records: a sealed file mapped MAP_SYNC made durable with \
                   clwb/clflushopt/clflush and sfence only, a sparse unsealed file with the same flushes, and \
-                  write+fdatasync; after a remount every record is there",
+                  write+fdatasync; after a remount every record is there; first-touch fault latencies, and fsync \
+                  of a large sealed file nothing pinned against an unsealed one",
         default: true,
         disks: &[],
     },

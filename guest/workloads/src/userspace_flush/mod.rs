@@ -20,6 +20,7 @@
 //! each record to the host after its fence, kills QEMU, and runs `-verify`
 //! on the next boot with the host's acknowledgement counts.
 
+mod fsync_cost;
 mod latency;
 mod record;
 
@@ -308,7 +309,7 @@ fn log_recovery() -> Check {
 /// `userspace-flush`: write, remount, verify; then first-touch fault
 /// latencies.
 pub fn run() -> ExitCode {
-    let mut t = Cases::new(12);
+    let mut t = Cases::new(13);
     let records = RunConfig::read().and_then(|c| c.param("userspace-flush.records")).unwrap_or(2048);
     let (mut writers, has_seal) = prepare(&mut t, records);
     let sealed = writers.iter().any(|w| w.name == SEALED);
@@ -343,6 +344,13 @@ pub fn run() -> ExitCode {
         .ok_or_else(|| "this CPU has no cache flush instruction".to_string())
         .and_then(|p| latency::run(&dir(0), p, sealed));
     t.check("first-touch write faults through MAP_SYNC", faults.map(|n| ((), n)));
+    const FSYNC_CASE: &str = "fsync of a large sealed file nothing pinned, against an unsealed one";
+    match &has_seal {
+        Ok(()) => {
+            t.check(FSYNC_CASE, fsync_cost::run(&dir(0)).map(|n| ((), n)));
+        }
+        Err(why) => t.skip(FSYNC_CASE, why),
+    }
     if let Ok(f) = OpenOptions::new().write(true).open(path(SEALED)) {
         let _ = seal::unseal(&f);
     }
