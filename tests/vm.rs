@@ -337,8 +337,9 @@ fn shell_gives_a_prompt_with_the_nvdimm_mounted() {
 
 /// Special cases of seal-conformance that need the series: on a kernel
 /// without it they must skip, never pass.
-const SEAL_ONLY: [&str; 11] = [
+const SEAL_ONLY: [&str; 12] = [
     "seal-normalises-hole-unwritten-shared",
+    "seal-with-extent-size-hint-straddling-eof",
     "io-uring-fixed-buffer-pin-and-io-sealed",
     "seal-unseal-idempotent",
     "visible-in-fsgetxattr-and-statx",

@@ -22,6 +22,7 @@ pub const FALLOC_FL_UNSHARE_RANGE: i32 = 0x40;
 /// Project-local values (include/uapi/linux/falloc.h of the series).
 pub const FALLOC_FL_SEAL_BLOCK_MAP: i32 = 0x100;
 pub const FALLOC_FL_UNSEAL_BLOCK_MAP: i32 = 0x200;
+pub const FS_XFLAG_EXTSIZE: u32 = 0x0000_0800;
 pub const FS_XFLAG_DAX: u32 = 0x0000_8000;
 pub const FS_XFLAG_IOMAP_IMMUTABLE: u32 = 0x0080_0000;
 pub const STATX_ATTR_IOMAP_IMMUTABLE: u64 = 0x0080_0000;

@@ -136,6 +136,7 @@ type Special = fn(&Env) -> Attempt;
 /// The cases after the table, each exactly one KTAP result.
 const SPECIAL: &[(&str, Special)] = &[
     ("seal-normalises-hole-unwritten-shared", case_normalise),
+    ("seal-with-extent-size-hint-straddling-eof", case_extsize_straddling_eof),
     ("seal-unseal-idempotent", case_idempotent),
     ("visible-in-fsgetxattr-and-statx", case_visibility),
     ("statx-mask-advertises-seal", case_statx_mask),

@@ -40,6 +40,51 @@ pub(super) fn case_normalise(env: &Env) -> Attempt {
     })
 }
 
+/// A file with an extent size hint whose last granule straddles EOF: the
+/// fill allocates whole granules, so it leaves blocks beyond EOF that a
+/// seal may not have. SEAL must trim them after the fill and seal the file
+/// (it said EBUSY), with [0, EOF) written and nothing beyond.
+pub(super) fn case_extsize_straddling_eof(env: &Env) -> Attempt {
+    env.sealed(|| {
+        let path = env.path("extsize");
+        let r = extsize_straddling_eof(&path);
+        if let Ok(f) = OpenOptions::new().write(true).open(&path) {
+            let _ = seal::unseal(&f);
+        }
+        let _ = fs::remove_file(&path);
+        r
+    })
+}
+
+fn extsize_straddling_eof(path: &Path) -> Result<String, String> {
+    const HINT: u32 = 16 * BLOCK as u32;
+    let len = 24 * BLOCK;
+    let e = |what: &str, err: io::Error| format!("{what}: {}", errno_text(&err));
+    let file = create(path, 0, 0)?;
+    let mut fa = seal::fsgetxattr(&file).map_err(|x| e("FSGETXATTR", x))?;
+    fa.xflags |= seal::FS_XFLAG_EXTSIZE;
+    fa.extsize = HINT;
+    seal::fssetxattr(&file, &fa).map_err(|x| e("FSSETXATTR extsize", x))?;
+    file.set_len(len).map_err(|x| e("ftruncate", x))?;
+    seal::seal(&file).map_err(|x| {
+        e(&format!("SEAL of a sparse {} KiB file with a {} KiB extent size hint", len >> 10, HINT >> 10), x)
+    })?;
+    let map = seal::fiemap(&file).map_err(|x| e("FIEMAP", x))?;
+    let kinds = describe(&map, len);
+    let end = map.iter().map(|x| x.logical + x.length).max().unwrap_or(0);
+    if kinds != "written" || end != len {
+        return Err(format!("after SEAL the map is {kinds}, ending at {end} (EOF {len}): {map:?}"));
+    }
+    if !snapshot(path)?.sealed {
+        return Err("SEAL returned 0 but the file is not sealed".into());
+    }
+    Ok(format!(
+        "sparse {} KiB file, {} KiB extent size hint: SEAL 0, [0, EOF) written, nothing beyond EOF",
+        len >> 10,
+        HINT >> 10
+    ))
+}
+
 pub(super) fn case_idempotent(env: &Env) -> Attempt {
     env.sealed(|| {
         let path = env.path("idempotent");
