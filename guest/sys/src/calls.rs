@@ -95,6 +95,11 @@ pub fn errno_text(e: &io::Error) -> String {
     }
 }
 
+/// What a call returned, as a case detail says it: `0` or the errno.
+pub fn result_text<T>(r: &io::Result<T>) -> String {
+    r.as_ref().map_or_else(errno_text, |_| "0".into())
+}
+
 /// Bytes an unprivileged user may still allocate on the filesystem of
 /// `path` (statvfs f_bavail).
 pub fn free_bytes(path: &Path) -> Result<u64, String> {

@@ -44,6 +44,22 @@ pub fn create_sparse(path: &Path, len: u64) -> Result<File, String> {
     Ok(f)
 }
 
+/// The middle value of `samples` (the upper one of an even count), as the
+/// figures workloads report are taken; NaN when there is none.
+pub fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Unseals `path` if it is there and sealed, and removes it: what a case
+/// leaves behind, whether it passed or not.
+pub fn remove_sealed(path: &Path) {
+    if let Ok(f) = OpenOptions::new().write(true).open(path) {
+        let _ = seal::unseal(&f);
+    }
+    let _ = fs::remove_file(path);
+}
+
 /// A file of `len` bytes of [`pattern`] `seed`, fsynced, in place of
 /// whatever `path` was.
 pub fn create(path: &Path, seed: u8, len: u64) -> Result<File, String> {

@@ -17,14 +17,14 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use dax_seal_protocol::MOUNT_PREFIX;
 
-use crate::calls::{errno_text, kmsg_records, statx_attributes};
+use crate::calls::{errno_text, kmsg_records, result_text, statx_attributes};
 use crate::cases::Cases;
 use crate::fixture::{create, pattern};
 use crate::seal::{self, FIEMAP_EXTENT_SHARED, FIEMAP_EXTENT_UNWRITTEN};
@@ -76,8 +76,12 @@ fn seed(name: &str) -> u8 {
 }
 
 fn open(name: &str) -> Result<File, String> {
-    let path = dir().join(name);
-    OpenOptions::new().read(true).write(true).open(&path).map_err(|e| format!("open {}: {e}", path.display()))
+    open_path(&dir().join(name))
+}
+
+/// `path` for reading and writing.
+fn open_path(path: &Path) -> Result<File, String> {
+    OpenOptions::new().read(true).write(true).open(path).map_err(|e| format!("open {}: {e}", path.display()))
 }
 
 /// Boot 1, patched: five sealed files of SIZE bytes.
@@ -183,11 +187,7 @@ pub fn change() -> ExitCode {
 fn zero_range() -> Result<((), String), String> {
     let mut notes = Vec::new();
     for path in zeroed_paths()? {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| format!("open {}: {e}", path.display()))?;
+        let file = open_path(&path)?;
         seal::fallocate(&file, seal::FALLOC_FL_ZERO_RANGE | seal::FALLOC_FL_KEEP_SIZE, ZEROED_AT, ZEROED_LEN)
             .map_err(|e| format!("ZERO_RANGE {}: {}", path.display(), errno_text(&e)))?;
         file.sync_all().map_err(|e| format!("fsync {}: {e}", path.display()))?;
@@ -292,16 +292,12 @@ pub fn verify() -> ExitCode {
 fn unwritten_refused() -> Result<((), String), String> {
     let mut notes = Vec::new();
     for path in zeroed_paths()? {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| format!("open {}: {e}", path.display()))?;
+        let file = open_path(&path)?;
         match file.write_all_at(&[0xee; BLOCK as usize], ZEROED_AT) {
             Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {}
             Ok(()) => {
                 // Show what the accepted write becomes.
-                let fsync = file.sync_all().map_err(|e| errno_text(&e)).err().unwrap_or_else(|| "0".into());
+                let fsync = result_text(&file.sync_all());
                 return Err(format!(
                     "{}: a write into the unwritten extent of the broken seal returned success (fsync then: {fsync}); \
                      writeback cannot convert the extent, so it is lost",

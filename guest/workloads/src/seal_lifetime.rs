@@ -43,11 +43,11 @@ use std::time::{Duration, Instant};
 
 use dax_seal_protocol::MOUNT_PREFIX;
 
-use crate::calls::{cpath, errno_text, free_bytes, statx_attributes, umount, Mapping, STATX_ATTR_DAX};
+use crate::calls::{cpath, errno_text, free_bytes, result_text, statx_attributes, umount, Mapping, STATX_ATTR_DAX};
 use crate::cases::{when_sealable, Attempt, Cases};
 use crate::fixture::{
     create, is_sealed, kernel_version, pattern, pin_counters, pins_settled, probe, probe_online_repair, remount,
-    remount_with, Namespace,
+    remount_with, remove_sealed, Namespace,
 };
 use crate::seal::{self, Extent};
 use crate::trace::{self, TraceEvent};
@@ -157,11 +157,8 @@ impl Pinned {
         if r.is_err() {
             // Leave nothing sealed behind on the image.
             let _ = self.ring.unregister();
-            if let Ok(f) = OpenOptions::new().write(true).open(&self.path) {
-                let _ = seal::unseal(&f);
-            }
         }
-        let _ = fs::remove_file(&self.path);
+        remove_sealed(&self.path);
         let _ = fs::remove_file(self.path.with_extension("source"));
         r
     }
@@ -264,10 +261,7 @@ fn case_dax_never(env: &Env) -> Attempt {
         })?;
         let r = dax_never(&pinned);
         let back = remount_with(&env.mount, |_| old.clone());
-        if let Ok(f) = OpenOptions::new().write(true).open(&path) {
-            let _ = seal::unseal(&f);
-        }
-        let _ = fs::remove_file(&path);
+        remove_sealed(&path);
         let r = r?;
         back.map_err(|e| format!("putting the mount back: {e}"))?;
         Ok(r)
@@ -283,7 +277,7 @@ fn dax_never(pinned: &Pinned) -> Check {
         other => {
             return Err(format!(
                 "open of the pinned sealed file on the dax=never mount: {}, expected EBUSY",
-                other.map(|_| "0".to_string()).unwrap_or_else(|e| errno_text(&e))
+                result_text(&other)
             ))
         }
     }
@@ -571,12 +565,7 @@ fn case_fsync(env: &Env) -> Attempt {
     env.sealed(|| {
         let path = env.path("fsync");
         let r = fsync_writes_back_pins(&path);
-        if r.is_err() {
-            if let Ok(f) = OpenOptions::new().write(true).open(&path) {
-                let _ = seal::unseal(&f);
-            }
-        }
-        let _ = fs::remove_file(&path);
+        remove_sealed(&path);
         let _ = fs::remove_file(path.with_extension("source"));
         r
     })
@@ -686,10 +675,7 @@ fn case_unpin_writeback(env: &Env) -> Attempt {
     env.sealed(|| {
         let path = env.path("unpin");
         let r = unpin_writes_back(&path);
-        if let Ok(f) = OpenOptions::new().write(true).open(&path) {
-            let _ = seal::unseal(&f);
-        }
-        let _ = fs::remove_file(&path);
+        remove_sealed(&path);
         let _ = fs::remove_file(path.with_extension("source"));
         r
     })
@@ -768,7 +754,7 @@ fn case_repair(env: &Env) -> Attempt {
             let got = seal::force_repair(&file, sm_type);
             let errno = got.as_ref().err().and_then(io::Error::raw_os_error);
             if errno != want.map(|(e, _)| e) {
-                let got = got.as_ref().map_or_else(errno_text, |()| "0".into());
+                let got = result_text(&got);
                 let want = want.map_or("0", |(_, name)| name);
                 return Err(format!("forced repair of the {name} of a sealed, pinned file: {got}, expected {want}"));
             }
@@ -1043,10 +1029,7 @@ fn on_page_cache_file(env: &Env, name: &str, f: impl FnOnce(&Path) -> Check) -> 
     let r = env.sealed(|| {
         let path = dir.join(name);
         let r = f(&path);
-        if let Ok(f) = OpenOptions::new().write(true).open(&path) {
-            let _ = seal::unseal(&f);
-        }
-        let _ = fs::remove_file(&path);
+        remove_sealed(&path);
         r
     });
     let _ = fs::remove_dir_all(&dir);

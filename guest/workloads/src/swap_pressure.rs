@@ -33,7 +33,7 @@ use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
 
 use crate::calls::{counter, errno_text, mount_pseudo, mounted, umount, Mapping};
 use crate::cases::{when_sealable, Attempt, Cases};
-use crate::fixture::{create, create_new, create_sparse, is_sealed, probe};
+use crate::fixture::{create, create_new, create_sparse, is_sealed, probe, remove_sealed};
 use crate::seal::{self, Extent};
 use crate::swap::{self, swapoff, swapon, write_swap_header};
 
@@ -313,10 +313,7 @@ fn pressure(dir: &Path, group: &Path, sealed: bool, seconds: u64) -> Check {
     let path = dir.join(if sealed { "swap-sealed" } else { "swap-plain" });
     let r = pressure_on(&path, group, sealed, seconds);
     let _ = swapoff(&path);
-    if let Ok(f) = OpenOptions::new().write(true).open(&path) {
-        let _ = seal::unseal(&f);
-    }
-    let _ = fs::remove_file(&path);
+    remove_sealed(&path);
     r
 }
 

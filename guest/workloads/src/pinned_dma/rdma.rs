@@ -22,9 +22,9 @@ use dax_seal_protocol::figure::{self, Figure};
 use dax_seal_rdma::{link_add, Mr, Verbs};
 
 use super::{nvdimm_ranges, verify, verify_file, PAGE};
-use crate::calls::{errno_text, Mapping};
+use crate::calls::{errno_text, result_text, Mapping};
 use crate::cases::{Attempt, Cases};
-use crate::fixture::{create_sparse, pin_counters};
+use crate::fixture::{create_sparse, median, pin_counters};
 use crate::seal::{self, Extent};
 
 const NETDEV: &str = "dummy0";
@@ -72,8 +72,7 @@ fn registration_ms(v: &Verbs, addr: *mut u8, len: usize) -> Result<f64, String> 
             times.push(ms);
         }
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    Ok(median(times))
 }
 
 /// WRITE `src` (the pattern) into `dst` in 1 MiB requests, or READ `dst`
@@ -233,11 +232,11 @@ fn reader_needs_write_access(v: &Verbs, dir: &Path) -> Result<String, String> {
         match without_cap {
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
             other => {
-                let held = seal::unseal(&writer).map_err(|e| errno_text(&e)).err().unwrap_or_else(|| "0".into());
+                let held = result_text(&seal::unseal(&writer));
                 return Err(format!(
                     "a reader without CAP_LINUX_IMMUTABLE registering a read-only region of the sealed file: {}, \
                      expected EPERM (UNSEAL then: {held})",
-                    errno_or_ok(&other)
+                    result_text(&other)
                 ));
             }
         }
@@ -271,13 +270,6 @@ fn reader_needs_write_access(v: &Verbs, dir: &Path) -> Result<String, String> {
     let _ = seal::unseal(&writer);
     let _ = fs::remove_file(&path);
     r
-}
-
-fn errno_or_ok<T>(r: &std::io::Result<T>) -> String {
-    match r {
-        Ok(_) => "0".into(),
-        Err(e) => errno_text(e),
-    }
 }
 
 /// Set-up: seals a file, maps it MAP_SYNC and times `ibv_reg_mr` of it

@@ -33,7 +33,7 @@ use dax_seal_protocol::MOUNT_PREFIX;
 use crate::calls::{errno_text, free_bytes, statx_attributes, Mapping, STATX_ATTR_DAX};
 use crate::cases::{when_sealable, Attempt, Cases, Expect};
 use crate::fixture::{
-    create, describe, is_sealed, pattern, pins_settled, probe, probe_online_repair, remount, TmpfsFile,
+    create, describe, is_sealed, pattern, pins_settled, probe, probe_online_repair, remount, remove_sealed, TmpfsFile,
 };
 use crate::seal::{self, Extent};
 

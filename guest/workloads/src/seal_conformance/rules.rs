@@ -48,10 +48,7 @@ pub(super) fn case_extsize_straddling_eof(env: &Env) -> Attempt {
     env.sealed(|| {
         let path = env.path("extsize");
         let r = extsize_straddling_eof(&path);
-        if let Ok(f) = OpenOptions::new().write(true).open(&path) {
-            let _ = seal::unseal(&f);
-        }
-        let _ = fs::remove_file(&path);
+        remove_sealed(&path);
         r
     })
 }

@@ -14,7 +14,7 @@ use std::time::Instant;
 use dax_seal_protocol::figure::{self, Figure};
 
 use crate::calls::{errno_text, free_bytes};
-use crate::fixture::create_new;
+use crate::fixture::{create_new, median};
 use crate::seal;
 
 /// Timed fsyncs after the first, per file.
@@ -28,11 +28,6 @@ fn fsync_us(file: &File, what: &str) -> Result<f64, String> {
     let start = Instant::now();
     file.sync_all().map_err(|e| format!("fsync of the {what} file: {}", errno_text(&e)))?;
     Ok(start.elapsed().as_nanos() as f64 / 1000.0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// The first fsync and the median of the next ROUNDS, in microseconds.
