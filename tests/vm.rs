@@ -650,9 +650,10 @@ fn swap_pressure_goes_through_the_sealed_map_on_patched_only() {
 /// filesystem down (log written out) in the middle of a clone into another
 /// sealed file: the patched kernel must free the first and replay the
 /// second at mount, dropping each seal with one line, without a warning.
-/// And it zeroes a range of two sealed files (unwritten extents): a write
-/// there is refused, on the DAX mount and through the page cache alike,
-/// rather than accepted and lost at writeback.
+/// And it zeroes a range of two sealed files (unwritten extents) and clones
+/// two others (shared extents): a write into either is refused, on the DAX
+/// mount and through the page cache alike, rather than accepted and lost
+/// at writeback or when its copy-on-write is remapped.
 #[test]
 fn a_seal_broken_by_a_kernel_without_the_series_is_reported_and_recoverable() {
     // Two CPUs, so that the shutdown can land inside the clone's
@@ -668,17 +669,19 @@ fn a_seal_broken_by_a_kernel_without_the_series_is_reported_and_recoverable() {
     // Whether the shutdown left the clone's changes in the log is a race;
     // when it did, they must be replayed (a pass), and never refused. When
     // it did not, the clone target is one more broken seal, beside the
-    // three the test broke and the two zeroed files.
+    // three the test broke, the two zeroed files and the two shared ones.
     let replay = third.case("seal-foreign-verify", "cut-short-clone-replayed");
     eprintln!("replay: {:?} {}", replay.verdict, replay.detail);
     assert_ne!(replay.verdict, Verdict::Fail, "{}", replay.detail);
-    let lines = if replay.verdict == Verdict::Pass { "5" } else { "6" };
+    let lines = if replay.verdict == Verdict::Pass { "7" } else { "8" };
     let exec = third.case("exec", "dmesg | grep -c 'sealed block map changed' || true");
     assert!(exec.detail.lines().any(|l| l.trim() == lines), "one log line per broken seal: {}", exec.detail);
     let broken = &third.case("seal-foreign-verify", "broken-seals-reported").detail;
     assert!(broken.contains("SEAL EUCLEAN") && broken.matches("named once").count() == 3, "{broken}");
     let zeroed = &third.case("seal-foreign-verify", "write-into-unwritten-extent-of-broken-seal-refused").detail;
     assert_eq!(zeroed.matches("ETXTBSY, still zeros").count(), 2, "{zeroed}");
+    let shared = &third.case("seal-foreign-verify", "write-into-shared-extent-of-broken-seal-refused").detail;
+    assert_eq!(shared.matches("ETXTBSY, file and copy unchanged").count(), 2, "{shared}");
     let orphan = third.case("seal-foreign-verify", "unlinked-sealed-file-freed");
     assert!(orphan.detail.contains("seal dropped and blocks freed"), "{}", orphan.detail);
     // The same verification on the images a patched boot never left fails:

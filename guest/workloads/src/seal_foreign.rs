@@ -5,7 +5,10 @@
 //! another, truncates one up and one down, and leaves the last alone; the
 //! patched kernel then boots on the same images and must report exactly the
 //! three files whose map is no longer whole, once each in its log, without
-//! a warning, and let the user recover them with UNSEAL and SEAL.
+//! a warning, and let the user recover them with UNSEAL and SEAL. It also
+//! zeroes a range of two more (unwritten extents) and clones two others
+//! (shared extents), one of each on the DAX mount and one on the page-cache
+//! mount: writes there must be refused, never accepted and lost.
 //!
 //! The foreign boot also leaves work for the patched kernel to finish, as
 //! a power cut would: a sealed file unlinked while open, and a clone into a
@@ -51,6 +54,11 @@ const ZEROED: &str = "zeroed";
 /// The range the foreign kernel zeroes.
 const ZEROED_AT: u64 = SIZE / 4;
 const ZEROED_LEN: u64 = SIZE / 4;
+/// Sealed; the foreign kernel clones it (FICLONE into SHARED_COPY), which
+/// shares its extents, on both mounts like ZEROED.
+const SHARED: &str = "shared";
+const SHARED_COPY: &str = "shared.copy";
+const SHARED_SEED: u8 = 0x54;
 
 /// Sealed, then unlinked while open by the foreign kernel, which stops
 /// before its last close; its inode number is kept in ORPHAN_INO.
@@ -100,29 +108,33 @@ pub fn prepare() -> ExitCode {
     })();
     t.check("seal-five-files", r);
     t.check("seal-files-to-orphan-and-clone-into", prepare_leftovers());
-    t.check("seal-files-to-zero", prepare_zeroed());
+    t.check("seal-files-to-zero-and-share", prepare_on_both_mounts());
     t.exit()
 }
 
-/// The ZEROED file on the DAX mount and on the page-cache one.
-fn zeroed_paths() -> Result<[PathBuf; 2], String> {
-    Ok([dir().join(ZEROED), page_cache_mount()?.join("seal-foreign").join(ZEROED)])
+/// `name` on the DAX mount and on the page-cache one.
+fn on_both_mounts(name: &str) -> Result<[PathBuf; 2], String> {
+    Ok([dir().join(name), page_cache_mount()?.join("seal-foreign").join(name)])
 }
 
-fn prepare_zeroed() -> Result<((), String), String> {
-    let paths = zeroed_paths()?;
-    let page_cache_dir = paths[1].parent().unwrap_or(&paths[1]).to_path_buf();
+/// The ZEROED and SHARED files, sealed, on both mounts.
+fn prepare_on_both_mounts() -> Result<((), String), String> {
+    let zeroed = on_both_mounts(ZEROED)?;
+    let page_cache_dir = zeroed[1].parent().unwrap_or(&zeroed[1]).to_path_buf();
     let _ = fs::remove_dir_all(&page_cache_dir);
     fs::create_dir_all(&page_cache_dir).map_err(|e| format!("mkdir {}: {e}", page_cache_dir.display()))?;
-    for path in &paths {
-        let file = create(path, 0x53, SIZE)?;
+    let mut sealed = Vec::new();
+    for (path, seed) in zeroed.iter().map(|p| (p, 0x53)).chain(on_both_mounts(SHARED)?.iter().map(|p| (p, SHARED_SEED)))
+    {
+        let file = create(path, seed, SIZE)?;
         seal::seal(&file).map_err(|e| format!("SEAL {}: {}", path.display(), errno_text(&e)))?;
         file.sync_all().map_err(|e| format!("fsync {}: {e}", path.display()))?;
+        sealed.push(path.display().to_string());
     }
     File::open(&page_cache_dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| format!("fsync {}: {e}", page_cache_dir.display()))?;
-    Ok(((), format!("sealed {} and {}", paths[0].display(), paths[1].display())))
+    Ok(((), format!("sealed {}", sealed.join(", "))))
 }
 
 fn sync_dir() -> Result<(), String> {
@@ -156,7 +168,7 @@ fn prepare_leftovers() -> Result<((), String), String> {
 /// Boot 2, a kernel without the series: each change goes through, since
 /// that kernel does not know the flag.
 pub fn change() -> ExitCode {
-    let mut t = Cases::new(7);
+    let mut t = Cases::new(8);
     let io = |what: &str, r: io::Result<()>| {
         r.map(|()| ((), String::new())).map_err(|e| format!("{what}: {}", errno_text(&e)))
     };
@@ -176,6 +188,7 @@ pub fn change() -> ExitCode {
     t.check("truncate-sealed-file-up", open(GROWN).and_then(|f| io("ftruncate", f.set_len(2 * SIZE))));
     t.check("truncate-sealed-file-down", open(SHRUNK).and_then(|f| io("ftruncate", f.set_len(SIZE / 2))));
     t.check("zero-range-in-sealed-files", zero_range());
+    t.check("share-extents-of-sealed-files", share_extents());
     // Make it all durable before the shutdown below.
     let _ = sync_dir();
     t.check("unlink-sealed-file-while-open", unlink_while_open());
@@ -186,7 +199,7 @@ pub fn change() -> ExitCode {
 /// ZERO_RANGE over the middle of both ZEROED files: unwritten extents.
 fn zero_range() -> Result<((), String), String> {
     let mut notes = Vec::new();
-    for path in zeroed_paths()? {
+    for path in on_both_mounts(ZEROED)? {
         let file = open_path(&path)?;
         seal::fallocate(&file, seal::FALLOC_FL_ZERO_RANGE | seal::FALLOC_FL_KEEP_SIZE, ZEROED_AT, ZEROED_LEN)
             .map_err(|e| format!("ZERO_RANGE {}: {}", path.display(), errno_text(&e)))?;
@@ -200,6 +213,29 @@ fn zero_range() -> Result<((), String), String> {
             let _ = File::open(dir).and_then(|d| d.sync_all());
         }
         notes.push(format!("{}: {unwritten} unwritten extent(s)", path.display()));
+    }
+    Ok(((), notes.join("; ")))
+}
+
+/// FICLONE of both SHARED files: their extents become shared with the
+/// copies, and the files get the reflink flag that sealing dropped.
+fn share_extents() -> Result<((), String), String> {
+    let mut notes = Vec::new();
+    for path in on_both_mounts(SHARED)? {
+        let file = open_path(&path)?;
+        let copy_path = path.with_file_name(SHARED_COPY);
+        let copy = create(&copy_path, 0, 0)?;
+        seal::ficlone(&copy, &file).map_err(|e| format!("FICLONE {}: {}", path.display(), errno_text(&e)))?;
+        copy.sync_all().map_err(|e| format!("fsync {}: {e}", copy_path.display()))?;
+        let map = seal::fiemap(&file).map_err(|e| format!("FIEMAP {}: {}", path.display(), errno_text(&e)))?;
+        let shared = map.iter().filter(|e| e.flags & FIEMAP_EXTENT_SHARED != 0).count();
+        if shared == 0 {
+            return Err(format!("{}: FICLONE left no shared extent: {map:?}", path.display()));
+        }
+        if let Some(dir) = path.parent() {
+            let _ = File::open(dir).and_then(|d| d.sync_all());
+        }
+        notes.push(format!("{}: {shared} shared extent(s)", path.display()));
     }
     Ok(((), notes.join("; ")))
 }
@@ -265,12 +301,13 @@ fn ino(name: &str) -> Result<u64, String> {
 
 /// Boot 3, patched again on the same images.
 pub fn verify() -> ExitCode {
-    let mut t = Cases::new(7);
+    let mut t = Cases::new(8);
     t.check("broken-seals-reported", broken_reported());
     t.check("whole-seals-kept", whole_kept());
     t.check("daxctl-immutable-status-says-broken", status_says_broken());
     t.check("unseal-then-seal-recovers", recover());
     t.check("write-into-unwritten-extent-of-broken-seal-refused", unwritten_refused());
+    t.check("write-into-shared-extent-of-broken-seal-refused", shared_refused());
     t.check("unlinked-sealed-file-freed", orphan_freed());
     match clone_replayed() {
         Replay::Dropped(detail) => {
@@ -291,7 +328,7 @@ pub fn verify() -> ExitCode {
 /// the other kernel left (zeros).
 fn unwritten_refused() -> Result<((), String), String> {
     let mut notes = Vec::new();
-    for path in zeroed_paths()? {
+    for path in on_both_mounts(ZEROED)? {
         let file = open_path(&path)?;
         match file.write_all_at(&[0xee; BLOCK as usize], ZEROED_AT) {
             Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {}
@@ -323,6 +360,53 @@ fn unwritten_refused() -> Result<((), String), String> {
     if let Some(line) = kmsg_records()?.iter().find(|r| r.contains("writeback error")) {
         return Err(format!("the kernel lost a write at writeback: {line}"));
     }
+    Ok(((), notes.join("; ")))
+}
+
+/// A write into an extent the foreign clone shared needs copy-on-write:
+/// new blocks, remapped into the data fork when the write completes,
+/// which the seal's on-disk flag forbids. Accepted, the write would be
+/// lost when the remap is refused (and the filesystem shut down): it must
+/// be refused up front, on the DAX mount and through the page cache. The
+/// file and its copy keep what they held.
+fn shared_refused() -> Result<((), String), String> {
+    let mut notes = Vec::new();
+    let before = pattern(SHARED_SEED, BLOCK);
+    for path in on_both_mounts(SHARED)? {
+        let file = open_path(&path)?;
+        match file.write_all_at(&[0xee; BLOCK as usize], 0) {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {}
+            Ok(()) => {
+                let fsync = result_text(&file.sync_all());
+                return Err(format!(
+                    "{}: a write into a shared extent of the broken seal returned success (fsync then: {fsync}); \
+                     its copy-on-write cannot be remapped into the sealed map, so it is lost",
+                    path.display()
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{}: a write into a shared extent: {}, expected ETXTBSY",
+                    path.display(),
+                    errno_text(&e)
+                ))
+            }
+        }
+        for p in [path.clone(), path.with_file_name(SHARED_COPY)] {
+            let mut bytes = vec![0u8; BLOCK as usize];
+            open_path(&p)?
+                .read_exact_at(&mut bytes, 0)
+                .map_err(|e| format!("read {}: {}", p.display(), errno_text(&e)))?;
+            if bytes != before {
+                return Err(format!("{}: the shared block no longer reads what was written before", p.display()));
+            }
+        }
+        notes.push(format!("{}: ETXTBSY, file and copy unchanged", path.display()));
+    }
+    if let Some(line) = kmsg_records()?.iter().find(|r| r.contains("writeback error")) {
+        return Err(format!("the kernel lost a write at writeback: {line}"));
+    }
+    still_writable()?;
     Ok(((), notes.join("; ")))
 }
 

@@ -16,6 +16,8 @@
 //! pinned pages itself; the kernel's `xfs_seal_flush_pinned` trace event
 //! says how many it wrote back, and the case checks that this is exactly the
 //! pinned pages of the synced range, before and after the inode is evicted.
+//! A file that nothing can have pinned must not pay for that walk: the
+//! event's `walked` field says when an fsync skipped it.
 //!
 //! Two more cases cover holders that are not root's: an unprivileged
 //! reader's read-only mapping, and a page it vmspliced into a pipe, keep
@@ -70,6 +72,7 @@ const CASES: &[(&str, Case)] = &[
     ("online-repair-keeps-pin-and-seal", case_repair),
     ("fsync-writes-back-pinned-pages", case_fsync),
     ("unpin-writes-back-what-the-pin-wrote", case_unpin_writeback),
+    ("fsync-walks-only-while-a-pin-is-possible", case_fsync_walk),
     ("unprivileged-reader-holds-seal", case_unprivileged_reader),
     ("splice-copies-and-holds-nothing", case_splice),
     ("seal-interrupted-by-sigkill", case_sigkill),
@@ -571,29 +574,44 @@ fn case_fsync(env: &Env) -> Attempt {
     })
 }
 
+/// What one fsync of a sealed file reported in `xfs_seal_flush_pinned`.
+struct Flush {
+    /// Pinned pages it wrote back.
+    pages: u64,
+    /// Whether it walked the file's pages; None on a kernel that does not
+    /// say.
+    walked: Option<bool>,
+}
+
+/// The one `xfs_seal_flush_pinned` event for inode `ino` since the last
+/// call, after `what`.
+fn flush_event(event: &TraceEvent, ino: &str, what: &str) -> Result<Flush, String> {
+    let lines = event.take().map_err(|e| format!("reading the trace buffer after {what}: {e}"))?;
+    let ours: Vec<&String> = lines.iter().filter(|l| trace::field(l, "ino") == Some(ino)).collect();
+    match ours.as_slice() {
+        [line] => Ok(Flush {
+            pages: trace::field(line, "pinned_pages")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| format!("{what}: no pinned_pages in {line:?}"))?,
+            walked: trace::field(line, "walked").map(|w| w != "0"),
+        }),
+        [] => Err(format!("{what}: no xfs_seal_flush_pinned event for inode {ino}")),
+        many => Err(format!(
+            "{what}: {} xfs_seal_flush_pinned events for inode {ino}, expected one:\n{}",
+            many.len(),
+            many.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n")
+        )),
+    }
+}
+
 fn fsync_writes_back_pins(path: &Path) -> Check {
     let event = TraceEvent::enable("xfs", "xfs_seal_flush_pinned")
         .map_err(|e| format!("{e}; fsync of a sealed file reports the pinned pages it wrote back there"))?;
     let file = create(path, 0x63, SIZE)?;
     seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
     let ino = format!("{:#x}", file.metadata().map_err(|e| format!("fstat: {e}"))?.ino());
-    let written_back = |what: &str| -> Result<u64, String> {
-        let lines = event.take().map_err(|e| format!("reading the trace buffer after {what}: {e}"))?;
-        let ours: Vec<&String> = lines.iter().filter(|l| trace::field(l, "ino") == Some(ino.as_str())).collect();
-        match ours.as_slice() {
-            [line] => trace::field(line, "pinned_pages")
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(|| format!("{what}: no pinned_pages in {line:?}")),
-            [] => Err(format!("{what}: no xfs_seal_flush_pinned event for inode {ino}")),
-            many => Err(format!(
-                "{what}: {} xfs_seal_flush_pinned events for inode {ino}, expected one:\n{}",
-                many.len(),
-                many.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n")
-            )),
-        }
-    };
     let expect = |what: &str, want: u64| -> Result<(), String> {
-        match written_back(what)? {
+        match flush_event(&event, &ino, what)?.pages {
             got if got == want => Ok(()),
             got => Err(format!("{what}: fsync wrote back {got} pinned pages, expected {want}")),
         }
@@ -662,6 +680,93 @@ fn fsync_writes_back_pins(path: &Path) -> Check {
          unpinned half, 1 for one pinned page; {pinned} after munmap, close and drop_caches; 0 once unregistered \
          ({took} pins acquired, nr_foll_pin_acquired {acquired} released {released})"
     ))
+}
+
+/// A file that nothing can have pinned should not pay for fsync's walk of
+/// its pages (docs/seal.md, "Writes through pins are durable"). The
+/// `walked` field of `xfs_seal_flush_pinned` says whether an fsync walked:
+/// the first fsync after SEAL does, the next does not; once the file is
+/// mapped every fsync walks (a mapped page can be pinned at any moment);
+/// after a pin taken through the mapping and munmap, fsync walks and
+/// writes the pinned pages back; after the ring lets go, one more walk
+/// finds nothing and the next fsync skips; after umount and mount, which
+/// load the inode again (pins outlive it), one walk again, then none.
+fn case_fsync_walk(env: &Env) -> Attempt {
+    env.sealed(|| {
+        let path = env.path("fsync-walk");
+        let r = fsync_walks_only_when_pinnable(&env.mount, &path);
+        remove_sealed(&path);
+        let _ = fs::remove_file(path.with_extension("source"));
+        r
+    })
+}
+
+fn fsync_walks_only_when_pinnable(mount: &Path, path: &Path) -> Check {
+    let event = TraceEvent::enable("xfs", "xfs_seal_flush_pinned")
+        .map_err(|e| format!("{e}; fsync of a sealed file reports whether it walked there"))?;
+    let file = create(path, 0x65, SIZE)?;
+    seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+    let ino = format!("{:#x}", file.metadata().map_err(|e| format!("fstat: {e}"))?.ino());
+    let mut seen = Vec::new();
+    let mut fsync = |file: &File, what: &str, walk: bool, pages: u64| -> Result<(), String> {
+        event.take().map_err(|e| format!("reading the trace buffer: {e}"))?;
+        file.sync_all().map_err(|e| format!("fsync {what}: {}", errno_text(&e)))?;
+        let got = flush_event(&event, &ino, what)?;
+        let walked = got.walked.ok_or_else(|| {
+            format!("fsync {what}: xfs_seal_flush_pinned has no walked field: the kernel cannot skip the walk")
+        })?;
+        if walked != walk || got.pages != pages {
+            return Err(format!(
+                "fsync {what}: walked {walked}, {} pinned pages written back; expected walked {walk}, {pages}",
+                got.pages
+            ));
+        }
+        seen.push(format!("{what}: {}", if walked { format!("walked ({pages})") } else { "skipped".into() }));
+        Ok(())
+    };
+    fsync(&file, "after SEAL", true, 0)?;
+    fsync(&file, "again, nothing mapped", false, 0)?;
+
+    let half = SIZE / 2;
+    let pinned = half / PAGE;
+    let mut mapping = Mapping::shared(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    // One read fault maps a page that a pin could take.
+    std::hint::black_box(mapping.as_mut_slice()[0]);
+    fsync(&file, "while mapped", true, 0)?;
+    fsync(&file, "while still mapped", true, 0)?;
+
+    let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
+    ring.register(mapping.as_mut_ptr(), half as usize)
+        .map_err(|e| format!("REGISTER_BUFFERS on the first half: {}", errno_text(&e)))?;
+    let addr = mapping.as_mut_ptr();
+    drop(mapping);
+    let source = create(&path.with_extension("source"), 0x7e, half)?;
+    match ring.read_fixed(&source, 0, addr, half as u32) {
+        Ok(n) if u64::from(n) == half => {}
+        other => return Err(format!("READ_FIXED into the pinned half after munmap: {other:?}, expected {half}")),
+    }
+    fsync(&file, "pinned, after munmap", true, pinned)?;
+    fsync(&file, "still pinned", true, pinned)?;
+
+    ring.unregister().map_err(|e| format!("UNREGISTER_BUFFERS: {}", errno_text(&e)))?;
+    pins_settled("UNREGISTER_BUFFERS")?;
+    fsync(&file, "after the ring let go", true, 0)?;
+    fsync(&file, "again, nothing pinned or mapped", false, 0)?;
+
+    // umount reclaims the inode; the mount after it reads it from disk.
+    // (drop_caches may only evict the VFS inode and recycle XFS's, which
+    // keeps what it knew: nothing could pin the file in between.)
+    drop((file, source, ring));
+    remount(mount)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("reopen after umount and mount: {}", errno_text(&e)))?;
+    fsync(&file, "after umount and mount", true, 0)?;
+    fsync(&file, "again", false, 0)?;
+    seal::unseal(&file).map_err(|e| format!("UNSEAL: {}", errno_text(&e)))?;
+    Ok(seen.join("; "))
 }
 
 /// What a pin wrote is durable once the pin is released, with no fsync:
