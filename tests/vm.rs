@@ -422,7 +422,7 @@ fn assert_sealed_only(patched: &Booted, baseline: &Booted, workload: &str, name:
 }
 
 /// The cases of seal-lifetime that need the series.
-const LIFETIME_SEALED: [&str; 13] = [
+const LIFETIME_SEALED: [&str; 16] = [
     "pin-outlives-umount",
     "pin-outlives-drop-caches",
     "dax-flag-fixed-while-sealed-dax-inode",
@@ -436,12 +436,17 @@ const LIFETIME_SEALED: [&str; 13] = [
     "namespace-teardown-waits-for-pin",
     "dax-never-mount-refuses-pinned-file",
     "unpin-writes-back-what-the-pin-wrote",
+    "fsync-walks-only-while-a-pin-is-possible",
+    "seal-of-shared-file-interrupted-by-sigkill",
+    "readers-progress-during-seal-of-shared-file",
 ];
 
 /// seal-lifetime on both kernels. Patched: a sealed file's pin outlives
 /// munmap, close and the inode (umount, drop_caches, a refused DAX-flag
 /// change, online repair), fsync writes back exactly the pinned pages,
-/// with no kernel report on the way (the old
+/// and only while something can have pinned the file, SEAL of large
+/// sparse and cloned files stops between two steps at SIGKILL and lets
+/// readers through, with no kernel report on the way (the old
 /// series warned in dax_disassociate_entry on umount, and unsealed under
 /// the pin once mounted again), and unbinding the namespace under the pin
 /// waits for it (without the pagemap reference the unpin oopsed in
@@ -479,6 +484,12 @@ fn seal_lifetime_pins_outlive_the_inode_on_patched_only() {
         fsync.contains("256 after READ_FIXED") && fsync.contains("256 after munmap, close and drop_caches"),
         "{fsync}"
     );
+    // The walk is skipped exactly while nothing can pin the file.
+    let walk = &patched.case("seal-lifetime", "fsync-walks-only-while-a-pin-is-possible").detail;
+    assert_eq!(walk.matches("skipped").count(), 3, "{walk}");
+    assert!(walk.contains("pinned, after munmap: walked (256)"), "{walk}");
+    let killed = &patched.case("seal-lifetime", "seal-of-shared-file-interrupted-by-sigkill").detail;
+    assert!(killed.contains("MiB copied: SEAL ended") && killed.contains("bytes intact"), "{killed}");
     let teardown = &patched.case("seal-lifetime", "namespace-teardown-waits-for-pin").detail;
     assert!(teardown.contains("still waited") && teardown.contains("512 pins acquired"), "{teardown}");
     // A vmspliced page holds no pagemap: from 6.15 on, umount waits for it.

@@ -19,6 +19,10 @@
 //! A file that nothing can have pinned must not pay for that walk: the
 //! event's `walked` field says when an fsync skipped it.
 //!
+//! SEAL of a large sparse file, and of a large file a clone shares, works
+//! in steps: SIGKILL stops it between two, and readers get answers while
+//! it runs.
+//!
 //! Two more cases cover holders that are not root's: an unprivileged
 //! reader's read-only mapping, and a page it vmspliced into a pipe, keep
 //! UNSEAL at EBUSY (the documented price of the promise) and are found in
@@ -77,6 +81,8 @@ const CASES: &[(&str, Case)] = &[
     ("splice-copies-and-holds-nothing", case_splice),
     ("seal-interrupted-by-sigkill", case_sigkill),
     ("readers-progress-during-seal", case_readers),
+    ("seal-of-shared-file-interrupted-by-sigkill", case_sigkill_shared),
+    ("readers-progress-during-seal-of-shared-file", case_readers_shared),
     ("umount-waits-for-a-plain-reference", case_plain_reference),
     ("namespace-teardown-waits-for-pin", case_namespace_teardown),
 ];
@@ -1087,6 +1093,8 @@ const KILL_FILE_MAX: u64 = 768 << 20;
 /// How far the fill must have got before the kill, so that it is killed in
 /// the middle and not before it started.
 const KILL_AFTER_FILLED: u64 = 64 << 20;
+/// How much more SEAL may do after the kill: two of its 16 MiB steps.
+const KILL_SLACK: u64 = 32 << 20;
 
 /// SEAL of a large sparse file on the page-cache NVDIMM is killed with
 /// SIGKILL in the middle of filling its holes. It must stop between two
@@ -1095,25 +1103,149 @@ const KILL_AFTER_FILLED: u64 = 64 << 20;
 /// was filled, a data fork that scrub finds clean, and a SEAL that then
 /// completes.
 fn case_sigkill(env: &Env) -> Attempt {
-    on_page_cache_file(env, "sigkill", sigkill_during_fill)
+    on_page_cache_file(env, "sigkill", |p| sigkill_during_seal(p, Work::Fill))
+}
+
+/// The same for a large file on the DAX mount whose every extent a clone
+/// shares: SEAL copies it block by block first (unshare, through DAX),
+/// which must stop between two steps too, and leave the file and its
+/// clone reading as before.
+fn case_sigkill_shared(env: &Env) -> Attempt {
+    on_dax_file(env, "sigkill-shared", |p| sigkill_during_seal(p, Work::Unshare))
+}
+
+/// Runs `f` on a file on the DAX mount, and removes it afterwards
+/// (unsealing it first), with the clone `large_shared_file` makes.
+fn on_dax_file(env: &Env, name: &str, f: impl FnOnce(&Path) -> Check) -> Attempt {
+    env.sealed(|| {
+        let path = env.path(name);
+        let r = f(&path);
+        remove_sealed(&path);
+        let _ = fs::remove_file(shared_copy(&path));
+        r
+    })
+}
+
+/// What SEAL of a large file spends its time on before it can seal it.
+#[derive(Clone, Copy)]
+enum Work {
+    /// Zeroing the holes of a sparse file.
+    Fill,
+    /// Copying the extents a clone shares.
+    Unshare,
+}
+
+/// The largest file the unshare cases copy: it needs as much again free.
+const SHARED_FILE_MAX: u64 = 320 << 20;
+const MIB: u64 = 1 << 20;
+
+/// A file for SEAL to work on, its size, and how many bytes of work SEAL
+/// has done so far (`progress`).
+struct Big {
+    file: File,
+    size: u64,
+    work: Work,
+    dir: PathBuf,
+    base: u64,
+}
+
+impl Big {
+    fn new(path: &Path, work: Work) -> Result<Big, String> {
+        let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let (file, size) = match work {
+            Work::Fill => large_sparse_file(path)?,
+            Work::Unshare => large_shared_file(path)?,
+        };
+        let mut big = Big { file, size, work, dir, base: 0 };
+        big.base = big.measure()?;
+        Ok(big)
+    }
+
+    /// Blocks the file holds (fill), or free bytes left (unshare).
+    fn measure(&self) -> Result<u64, String> {
+        match self.work {
+            Work::Fill => Ok(self.file.metadata().map_err(|e| format!("fstat: {e}"))?.blocks() * 512),
+            Work::Unshare => free_bytes(&self.dir),
+        }
+    }
+
+    /// Bytes filled or copied since the file was made.
+    fn progress(&self) -> Result<u64, String> {
+        let now = self.measure()?;
+        Ok(match self.work {
+            Work::Fill => now.saturating_sub(self.base),
+            Work::Unshare => self.base.saturating_sub(now),
+        })
+    }
+
+    fn what(&self) -> &'static str {
+        match self.work {
+            Work::Fill => "filled",
+            Work::Unshare => "copied",
+        }
+    }
+
+    /// The file (and its clone) read what they held before SEAL started.
+    fn intact(&self, path: &Path) -> Result<(), String> {
+        let read = |f: &File, at: u64, len: u64| -> Result<Vec<u8>, String> {
+            let mut buf = vec![0u8; len as usize];
+            f.read_exact_at(&mut buf, at).map_err(|e| format!("pread: {}", errno_text(&e)))?;
+            Ok(buf)
+        };
+        match self.work {
+            Work::Fill => {
+                let (f, size) = (&self.file, self.size);
+                if read(f, 0, PAGE)? != pattern(0x65, PAGE)
+                    || read(f, size - PAGE, PAGE)? != pattern(0x66, PAGE)
+                    || read(f, size / 2, MIB)?.iter().any(|&b| b != 0)
+                {
+                    return Err("the file does not read as before (data at both ends, zeroes)".into());
+                }
+            }
+            Work::Unshare => {
+                let copy = File::open(shared_copy(path)).map_err(|e| format!("open the clone: {e}"))?;
+                let want = pattern(0x67, MIB);
+                for at in [0, (self.size / 2) & !(MIB - 1), self.size - MIB] {
+                    if read(&self.file, at, MIB)? != want || read(&copy, at, MIB)? != want {
+                        return Err(format!("the file or its clone does not read as before at {at}"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where `large_shared_file` puts the clone.
+fn shared_copy(path: &Path) -> PathBuf {
+    path.with_extension("clone")
+}
+
+/// A file as large as a third of its filesystem's free space (at most
+/// SHARED_FILE_MAX), written, and cloned whole: every extent shared.
+fn large_shared_file(path: &Path) -> Result<(File, u64), String> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let size = (settled_free(dir, 3 * SHARED_FILE_MAX)? / 3).min(SHARED_FILE_MAX) & !(MIB - 1);
+    if size < 4 * KILL_AFTER_FILLED {
+        return Err(format!("only {size} bytes for the shared file on {}", dir.display()));
+    }
+    let file = create(path, 0x67, MIB)?;
+    let chunk = pattern(0x67, MIB);
+    for at in (MIB..size).step_by(MIB as usize) {
+        file.write_all_at(&chunk, at).map_err(|e| format!("pwrite: {}", errno_text(&e)))?;
+    }
+    file.sync_all().map_err(|e| format!("fsync: {}", errno_text(&e)))?;
+    let copy = create(&shared_copy(path), 0, 0)?;
+    seal::ficlone(&copy, &file).map_err(|e| format!("FICLONE: {}", errno_text(&e)))?;
+    copy.sync_all().map_err(|e| format!("fsync the clone: {}", errno_text(&e)))?;
+    Ok((file, size))
 }
 
 /// A sparse file as large as the page-cache NVDIMM allows (at most
 /// KILL_FILE_MAX): a page of data at each end, a hole in between.
 fn large_sparse_file(path: &Path) -> Result<(File, u64), String> {
     let dir = path.parent().unwrap_or(Path::new("/"));
-    // Space freed by an earlier case comes back once background
-    // inactivation ran: give it a few seconds.
-    let mut free = 0;
-    for _ in 0..40 {
-        // SAFETY: sync(2) takes no arguments.
-        unsafe { libc::sync() };
-        free = free_bytes(dir)?;
-        if free / 4 * 3 >= KILL_FILE_MAX {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let free = settled_free(dir, KILL_FILE_MAX / 3 * 4)?;
     let size = (free / 4 * 3).min(KILL_FILE_MAX) & !((1 << 20) - 1);
     if size < 4 * KILL_AFTER_FILLED {
         return Err(format!("only {size} bytes free for the sparse file on {}", dir.display()));
@@ -1122,6 +1254,23 @@ fn large_sparse_file(path: &Path) -> Result<(File, u64), String> {
     file.write_all_at(&pattern(0x66, PAGE), size - PAGE).map_err(|e| format!("pwrite: {}", errno_text(&e)))?;
     file.sync_all().map_err(|e| format!("fsync: {}", errno_text(&e)))?;
     Ok((file, size))
+}
+
+/// The free bytes in `dir`'s filesystem once they reach `want`, or after a
+/// few seconds: space freed by an earlier case comes back once background
+/// inactivation ran.
+fn settled_free(dir: &Path, want: u64) -> Result<u64, String> {
+    let mut free = 0;
+    for _ in 0..40 {
+        // SAFETY: sync(2) takes no arguments.
+        unsafe { libc::sync() };
+        free = free_bytes(dir)?;
+        if free >= want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Ok(free)
 }
 
 /// Runs `f` on a file in a fresh directory on the page-cache NVDIMM, and
@@ -1141,24 +1290,24 @@ fn on_page_cache_file(env: &Env, name: &str, f: impl FnOnce(&Path) -> Check) -> 
     r
 }
 
-fn sigkill_during_fill(path: &Path) -> Check {
-    let (file, size) = large_sparse_file(path)?;
-    let blocks_before = file.metadata().map_err(|e| format!("fstat: {e}"))?.blocks() * 512;
+fn sigkill_during_seal(path: &Path, work: Work) -> Check {
+    let big = Big::new(path, work)?;
+    let (file, size, what) = (&big.file, big.size, big.what());
     let (pid, child) = Steps::fork()?;
     if pid == 0 {
         // SAFETY: the forked child makes one system call and leaves with _exit.
         unsafe {
             child.send(b's');
-            let ok = seal::seal(&file).is_ok();
+            let ok = seal::seal(file).is_ok();
             libc::_exit(if ok { 0 } else { 1 })
         }
     }
     let started = child.recv() == Some(b's');
-    // Kill once the fill is well under way; give up after a minute.
+    // Kill once the work is well under way; give up after a minute.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut filled = 0;
     while started && Instant::now() < deadline {
-        filled = file.metadata().map_err(|e| format!("fstat: {e}"))?.blocks() * 512 - blocks_before;
+        filled = big.progress()?;
         if filled >= KILL_AFTER_FILLED {
             break;
         }
@@ -1178,35 +1327,39 @@ fn sigkill_during_fill(path: &Path) -> Check {
         return Err("the child that was to SEAL never started".into());
     }
     if filled < KILL_AFTER_FILLED {
-        return Err(format!("the fill never reached {KILL_AFTER_FILLED} bytes within 60 s (got {filled})"));
+        return Err(format!("SEAL never {what} {KILL_AFTER_FILLED} bytes within 60 s (got {filled})"));
     }
     if !(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL) {
         return Err(format!("SEAL finished before SIGKILL could stop it (child status {status:#x})"));
     }
-    let after = file.metadata().map_err(|e| format!("fstat: {e}"))?.blocks() * 512 - blocks_before;
+    let after = big.progress()?;
     if is_sealed(path)? {
-        return Err(format!("SIGKILL {} ms into the fill, and the file came out sealed", latency.as_millis()));
+        return Err(format!(
+            "SIGKILL {} ms after SEAL {what} {} MiB, and the file came out sealed",
+            latency.as_millis(),
+            filled >> 20
+        ));
     }
-    if after >= size - 2 * PAGE {
-        return Err(format!("SIGKILL did not stop the fill: {after} of {size} bytes filled"));
+    // Measured at most a millisecond before the kill; a step is 16 MiB.
+    if after >= size - 2 * PAGE || after > filled + KILL_SLACK {
+        return Err(format!(
+            "SIGKILL did not stop SEAL between two steps: {} MiB {what} when it was sent, {} of {} MiB when \
+             SEAL ended {} ms later",
+            filled >> 20,
+            after >> 20,
+            size >> 20,
+            latency.as_millis()
+        ));
     }
-    let mut head = vec![0u8; PAGE as usize];
-    let mut tail = vec![0u8; PAGE as usize];
-    let mut middle = vec![0u8; (1 << 20) as usize];
-    file.read_exact_at(&mut head, 0).map_err(|e| format!("pread: {}", errno_text(&e)))?;
-    file.read_exact_at(&mut tail, size - PAGE).map_err(|e| format!("pread: {}", errno_text(&e)))?;
-    file.read_exact_at(&mut middle, size / 2).map_err(|e| format!("pread: {}", errno_text(&e)))?;
-    if head != pattern(0x65, PAGE) || tail != pattern(0x66, PAGE) || middle.iter().any(|&b| b != 0) {
-        return Err("after the interrupted SEAL the file does not read as before (data at both ends, zeroes)".into());
-    }
-    let flags = seal::scrub(&file, seal::XFS_SCRUB_TYPE_BMBTD).map_err(|e| format!("scrub: {}", errno_text(&e)))?;
+    big.intact(path).map_err(|e| format!("after the interrupted SEAL: {e}"))?;
+    let flags = seal::scrub(file, seal::XFS_SCRUB_TYPE_BMBTD).map_err(|e| format!("scrub: {}", errno_text(&e)))?;
     if flags & seal::XFS_SCRUB_OFLAG_BAD != 0 {
         return Err(format!("scrub of the data fork after the interrupted SEAL: flags {flags:#x}"));
     }
     let sealed_at = Instant::now();
-    seal::seal(&file).map_err(|e| format!("SEAL after the interrupted one: {}", errno_text(&e)))?;
+    seal::seal(file).map_err(|e| format!("SEAL after the interrupted one: {}", errno_text(&e)))?;
     Ok(format!(
-        "SIGKILL after {} of {} MiB filled: SEAL ended {} ms later, file unsealed with {} MiB filled, bytes \
+        "SIGKILL after {} of {} MiB {what}: SEAL ended {} ms later, file unsealed with {} MiB {what}, bytes \
          intact, data fork clean; a second SEAL completed in {} ms",
         filled >> 20,
         size >> 20,
@@ -1222,11 +1375,18 @@ fn sigkill_during_fill(path: &Path) -> Check {
 /// without a clock threshold: reads must complete in the middle third of
 /// the SEAL call, where a SEAL holding the iolock throughout allows none.
 fn case_readers(env: &Env) -> Attempt {
-    on_page_cache_file(env, "readers", readers_during_seal)
+    on_page_cache_file(env, "readers", |p| readers_during_seal(p, Work::Fill))
 }
 
-fn readers_during_seal(path: &Path) -> Check {
-    let (file, size) = large_sparse_file(path)?;
+/// The same while SEAL copies the extents a clone shares, on the DAX
+/// mount.
+fn case_readers_shared(env: &Env) -> Attempt {
+    on_dax_file(env, "readers-shared", |p| readers_during_seal(p, Work::Unshare))
+}
+
+fn readers_during_seal(path: &Path, work: Work) -> Check {
+    let big = Big::new(path, work)?;
+    let (file, size) = (&big.file, big.size);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (sealed, started, ended, reads) = std::thread::scope(|s| {
         let reader = s.spawn(|| {
@@ -1243,7 +1403,7 @@ fn readers_during_seal(path: &Path) -> Check {
         });
         std::thread::sleep(Duration::from_millis(50));
         let started = Instant::now();
-        let sealed = seal::seal(&file);
+        let sealed = seal::seal(file);
         let ended = Instant::now();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         (sealed, started, ended, reader.join().unwrap_or_else(|_| Err("the reader panicked".into())))
@@ -1262,8 +1422,12 @@ fn readers_during_seal(path: &Path) -> Check {
             took.as_millis()
         ));
     }
+    let kind = match work {
+        Work::Fill => "sparse",
+        Work::Unshare => "cloned",
+    };
     Ok(format!(
-        "SEAL of a {} MiB sparse file took {} ms; {during} reads completed during it, {middle} in its middle third; \
+        "SEAL of a {} MiB {kind} file took {} ms; {during} reads completed during it, {middle} in its middle third; \
          longest wait between two reads {} ms",
         size >> 20,
         took.as_millis(),
