@@ -293,6 +293,8 @@ pub fn exchange_range(file2: &File, file1: &File, len: u64) -> io::Result<()> {
 /// What a scrub found: corruption (`CORRUPT`, cross-referencing
 /// `XCORRUPT`) or a check it could not finish (`INCOMPLETE`).
 pub const XFS_SCRUB_OFLAG_BAD: u32 = (1 << 1) | (1 << 4) | (1 << 5);
+/// What a scrub found suspicious, short of corruption.
+pub const XFS_SCRUB_OFLAG_WARNING: u32 = 1 << 6;
 
 /// Scrub (check only, no repair) one of `file`'s metadata; returns the
 /// output flags, to be tested against [`XFS_SCRUB_OFLAG_BAD`].

@@ -8,7 +8,9 @@
 //! a warning, and let the user recover them with UNSEAL and SEAL. It also
 //! zeroes a range of two more (unwritten extents) and clones two others
 //! (shared extents), one of each on the DAX mount and one on the page-cache
-//! mount: writes there must be refused, never accepted and lost.
+//! mount: writes there must be refused, never accepted and lost. Online
+//! scrub calls a broken seal a warning, as inode repair (which keeps it)
+//! agrees.
 //!
 //! The foreign boot also leaves work for the patched kernel to finish, as
 //! a power cut would: a sealed file unlinked while open, and a clone into a
@@ -301,10 +303,11 @@ fn ino(name: &str) -> Result<u64, String> {
 
 /// Boot 3, patched again on the same images.
 pub fn verify() -> ExitCode {
-    let mut t = Cases::new(8);
+    let mut t = Cases::new(9);
     t.check("broken-seals-reported", broken_reported());
     t.check("whole-seals-kept", whole_kept());
     t.check("daxctl-immutable-status-says-broken", status_says_broken());
+    t.check("scrub-and-repair-agree-on-broken-seal", scrub_agrees());
     t.check("unseal-then-seal-recovers", recover());
     t.check("write-into-unwritten-extent-of-broken-seal-refused", unwritten_refused());
     t.check("write-into-shared-extent-of-broken-seal-refused", shared_refused());
@@ -319,6 +322,42 @@ pub fn verify() -> ExitCode {
         }
     }
     t.exit()
+}
+
+/// Online scrub of the cloned file's inode: a sealed inode with the
+/// reflink flag is a broken seal, consistent on disk, and inode repair
+/// keeps both flags; so scrub must warn, not call it corrupt (which
+/// repair would never fix). A forced repair changes nothing, and scrub
+/// says the same afterwards.
+fn scrub_agrees() -> Result<((), String), String> {
+    let file = open(CLONED)?;
+    let scrub = |when: &str| -> Result<u32, String> {
+        let flags = seal::scrub(&file, seal::XFS_SCRUB_TYPE_INODE)
+            .map_err(|e| format!("scrub of the inode {when}: {}", errno_text(&e)))?;
+        if flags & seal::XFS_SCRUB_OFLAG_BAD != 0 {
+            return Err(format!(
+                "scrub {when} calls the inode of the broken seal of {CLONED} corrupt (flags {flags:#x}), \
+                 which inode repair does not change"
+            ));
+        }
+        if flags & seal::XFS_SCRUB_OFLAG_WARNING == 0 {
+            return Err(format!("scrub {when} says nothing of the broken seal of {CLONED} (flags {flags:#x})"));
+        }
+        Ok(flags)
+    };
+    let before = scrub("before repair")?;
+    let repair = result_text(&seal::force_repair(&file, seal::XFS_SCRUB_TYPE_INODE));
+    let after = scrub("after a forced repair")?;
+    let (holds, on_disk) = views(CLONED)?;
+    if holds || !on_disk {
+        return Err(format!("{CLONED} after the repair: statx sealed {holds}, FSGETXATTR sealed {on_disk}"));
+    }
+    Ok((
+        (),
+        format!(
+            "scrub flags {before:#x} (warning); forced inode repair: {repair}; scrub then {after:#x}; still a broken seal"
+        ),
+    ))
 }
 
 /// A write into the range the foreign kernel zeroed needs the unwritten
