@@ -861,11 +861,12 @@ fn cli_workload_differs_between_kernels_exactly_where_the_series_matters() {
 }
 
 /// The userspace-flush cases that need the series.
-const FLUSH_SEALED: [&str; 4] = [
+const FLUSH_SEALED: [&str; 5] = [
     "sealed: file ready",
     "sealed: every acknowledged record intact",
     "sealed: still sealed with the same map",
     "fsync of a large sealed file nothing pinned, against an unsealed one",
+    "first MAP_SYNC write faults after SEAL force no fsync",
 ];
 
 /// userspace-flush on both kernels: the sealed writer (MAP_SYNC, clwb and

@@ -5,6 +5,7 @@
 //! microseconds: p50, p99 and a log2 histogram for plotting.
 
 use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Instant;
 
@@ -15,6 +16,7 @@ use crate::calls::{errno_text, Mapping};
 use crate::fixture::{create_new, create_sparse};
 use crate::persist::Persist;
 use crate::seal;
+use crate::trace::{self, TraceEvent};
 
 const PAGE: usize = 4096;
 /// Pages measured per file.
@@ -59,6 +61,52 @@ fn measure(file: &File, persist: Persist) -> Result<Vec<u64>, String> {
         ns.push(start.elapsed().as_nanos() as u64);
     }
     Ok(ns)
+}
+
+/// Faults counted by `first_faults_force_nothing`.
+const FIRST_FAULTS: usize = 4;
+
+/// The first stores through a `MAP_SYNC` mapping of a file just sealed
+/// must not force the log: SEAL commits synchronously, so nothing of the
+/// inode is left for an fsync to make durable, and a fault that runs one
+/// anyway costs what a sparse file's does. Counted through the
+/// `xfs:xfs_file_fsync` event, which the fsync of a synchronous fault
+/// fires; the preallocated file, whose last change an fsync covered, is
+/// the reference.
+pub fn first_faults_force_nothing(dir: &Path, persist: Persist) -> Result<String, String> {
+    let event = TraceEvent::enable("xfs", "xfs_file_fsync")
+        .map_err(|e| format!("{e}; the fsync a MAP_SYNC fault runs is counted there"))?;
+    let mut notes = Vec::new();
+    for kind in ["preallocated", "sealed"] {
+        let file = make(dir, kind)?;
+        let r = (|| {
+            let ino = format!("{:#x}", file.metadata().map_err(|e| format!("fstat: {e}"))?.ino());
+            event.take().map_err(|e| format!("reading the trace buffer: {e}"))?;
+            let mut map =
+                Mapping::shared_sync(&file, PAGES * PAGE).map_err(|e| format!("mmap MAP_SYNC: {}", errno_text(&e)))?;
+            for page in map.as_mut_slice().chunks_mut(PAGE).take(FIRST_FAULTS) {
+                // SAFETY: the first byte of a page of the live mapping.
+                unsafe { std::ptr::write_volatile(page.as_mut_ptr(), 1) };
+                persist.persist(&page[..1]);
+            }
+            drop(map);
+            let lines = event.take().map_err(|e| format!("reading the trace buffer: {e}"))?;
+            Ok::<_, String>(lines.iter().filter(|l| trace::field(l, "ino") == Some(ino.as_str())).count())
+        })();
+        if kind == "sealed" {
+            let _ = seal::unseal(&file);
+        }
+        let _ = fs::remove_file(dir.join(format!("faults-{kind}")));
+        match r? {
+            0 => notes.push(format!("{kind}: no fsync")),
+            n => {
+                return Err(format!(
+                "{kind}: the first {FIRST_FAULTS} MAP_SYNC write faults ran {n} fsync(s) of the file (xfs_file_fsync)"
+            ))
+            }
+        }
+    }
+    Ok(format!("first {FIRST_FAULTS} MAP_SYNC write faults: {}", notes.join("; ")))
 }
 
 fn percentile(sorted: &[u64], p: usize) -> f64 {

@@ -309,7 +309,7 @@ fn log_recovery() -> Check {
 /// `userspace-flush`: write, remount, verify; then first-touch fault
 /// latencies.
 pub fn run() -> ExitCode {
-    let mut t = Cases::new(13);
+    let mut t = Cases::new(14);
     let records = RunConfig::read().and_then(|c| c.param("userspace-flush.records")).unwrap_or(2048);
     let (mut writers, has_seal) = prepare(&mut t, records);
     let sealed = writers.iter().any(|w| w.name == SEALED);
@@ -345,11 +345,19 @@ pub fn run() -> ExitCode {
         .and_then(|p| latency::run(&dir(0), p, sealed));
     t.check("first-touch write faults through MAP_SYNC", faults.map(|n| ((), n)));
     const FSYNC_CASE: &str = "fsync of a large sealed file nothing pinned, against an unsealed one";
+    const FIRST_FAULT_CASE: &str = "first MAP_SYNC write faults after SEAL force no fsync";
     match &has_seal {
         Ok(()) => {
+            let first = Persist::new()
+                .ok_or_else(|| "this CPU has no cache flush instruction".to_string())
+                .and_then(|p| latency::first_faults_force_nothing(&dir(0), p));
+            t.check(FIRST_FAULT_CASE, first.map(|n| ((), n)));
             t.check(FSYNC_CASE, fsync_cost::run(&dir(0)).map(|n| ((), n)));
         }
-        Err(why) => t.skip(FSYNC_CASE, why),
+        Err(why) => {
+            t.skip(FIRST_FAULT_CASE, why);
+            t.skip(FSYNC_CASE, why);
+        }
     }
     if let Ok(f) = OpenOptions::new().write(true).open(path(SEALED)) {
         let _ = seal::unseal(&f);
