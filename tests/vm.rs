@@ -1166,8 +1166,11 @@ fn report_history_names_the_regression_the_fix_the_flaky_and_the_slow_case() {
 /// Known failures in a matrix: a cell whose selftest-flaky always fails
 /// passes the shard when the list names it (the case is `known`, with the
 /// entry's reason), an entry no failure matched is reported as no longer
-/// seen, and without the entry the shard fails. A bad list is refused
-/// before anything boots, naming its file and line.
+/// seen, and without the entry the shard fails. An entry scoped to the
+/// cell's configuration covers it, and one scoped to a topology the file
+/// lacks is refused; with `--history`, the boot's deadline follows the
+/// nights of the same matrix file. A bad list is refused before anything
+/// boots, naming its file and line.
 #[test]
 fn matrix_applies_the_known_failure_list() {
     let images = tempfile::tempdir().unwrap();
@@ -1203,6 +1206,60 @@ fn matrix_applies_the_known_failure_list() {
     std::fs::write(&list, "").unwrap();
     let out = xtask(&["matrix", &file, "--known-failures", &list_arg], images.path());
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // A scoped entry covers the cells with its names, and the history of
+    // this matrix file sets the boot's deadline; a night of another matrix
+    // file is named and skipped.
+    let cell = "always.patched.default.default.default";
+    let night = |name: &str, matrix: &str| {
+        let run = xtask::report::results::WorkloadRun::new(&default_name("patched"), "selftest-flaky", Vec::new());
+        let mut results = Results::of_runs(name, vec![run.labelled(cell)]);
+        results.boots.push(xtask::report::results::BootRecord {
+            kernel: default_name("patched"),
+            label: cell.into(),
+            accel: "tcg".into(),
+            accel_reason: String::new(),
+            end: End::PoweredOff,
+            elapsed_ms: 4000,
+            first_ktap_ms: None,
+            console_log: Default::default(),
+            ktap_log: Default::default(),
+            command_line: String::new(),
+            ignored_result_lines: Vec::new(),
+        });
+        let merged =
+            xtask::merge::Merged { results, merged_from: Vec::new(), cells: Vec::new(), matrix: Some(matrix.into()) };
+        let d = images.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("results.json"), serde_json::to_vec(&merged).unwrap()).unwrap();
+        d.to_string_lossy().into_owned()
+    };
+    let ours = xtask::merge::matrix_name(std::path::Path::new(&file));
+    let (n1, n2, other) = (night("n1", &ours), night("n2", &ours), night("n3", "tests/matrix/smoke.toml"));
+    std::fs::write(&list, "* / selftest-flaky / * | 100% | on purpose | this test | suite=always, machine=default\n")
+        .unwrap();
+    let history = ["--history", &n1, "--history", &n2, "--history", &other];
+    let out = xtask(&[&["matrix", &file, "--known-failures", &list_arg][..], &history].concat(), images.path());
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{cell} on {}: deadline 60 s from history (3 x its median 4.0 s over 2 night(s)",
+            default_name("patched")
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("n3: skipped, merged from another matrix file (tests/matrix/smoke.toml"), "{stderr}");
+    std::fs::write(&list, "* / selftest-flaky / * | 100% | on purpose | this test | topology=adrr\n").unwrap();
+    let out = xtask(&["matrix", &file, "--known-failures", &list_arg], images.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("known.txt:1: no cell of")
+            && stderr.contains("has topology=adrr (its topology names: default)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("booting"), "refused before anything boots: {stderr}");
 
     std::fs::write(&list, "# fine\n* / w / c | often | why | where\n").unwrap();
     let out = xtask(&["matrix", &file, "--known-failures", &list_arg], images.path());

@@ -440,10 +440,16 @@ fn failed_tests(
 /// the known-failure list is proposed from.
 pub const SHARED_WITH_BASELINE: &str = "known failure: fails on the baseline too";
 
-/// Applies the tree's known-failure list to `runs` and says what it did,
-/// proposing entries for the failures the baseline shares that it lacks.
-pub fn apply_known(list: &Path, entries: &[known::Entry], runs: &mut [WorkloadRun]) -> String {
-    let applied = known::apply(entries, runs);
+/// Applies the tree's known-failure list to `runs` (each made in the
+/// configuration `config_of` gives, see [`known::apply`]) and says what it
+/// did, proposing entries for the failures the baseline shares that it lacks.
+pub fn apply_known(
+    list: &Path,
+    entries: &[known::Entry],
+    runs: &mut [WorkloadRun],
+    config_of: impl Fn(&WorkloadRun) -> Option<known::Axes>,
+) -> String {
+    let applied = known::apply(entries, runs, &config_of);
     let proposed: Vec<String> = runs
         .iter()
         .flat_map(|r| {
@@ -453,7 +459,7 @@ pub fn apply_known(list: &Path, entries: &[known::Entry], runs: &mut [WorkloadRu
                 .filter(|c| c.verdict == Verdict::Known && c.detail.starts_with(SHARED_WITH_BASELINE))
                 .map(move |c| format!("{who} / {} / {}", r.workload, c.name))
         })
-        .filter(|case| !entries.iter().any(|e| known::matches(&e.case, case)))
+        .filter(|case| !entries.iter().any(|e| e.scope.is_empty() && known::matches(&e.case, case)))
         .collect();
     known::text(list, &applied, &proposed)
 }
@@ -511,7 +517,8 @@ pub fn cmd(args: &FstestsArgs) -> Result<ExitCode> {
     }
     let compared = compare(&mut runs);
     let mut booted = Booted { runs, boots: boot_records, compared };
-    let known_text = apply_known(&known_list, &entries, &mut booted.runs);
+    // Outside the matrix a run has no cell: scoped entries do not apply.
+    let known_text = apply_known(&known_list, &entries, &mut booted.runs, |_| None);
     let verdict = results::verdict_of(&booted.runs, false);
     let results = Results {
         verdict,

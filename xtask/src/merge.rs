@@ -3,10 +3,12 @@
 //! shards) into one results.json, junit.xml, results.ktap and summary. With
 //! `--matrix FILE`, every cell of that file must be in some shard's
 //! cells.json: a missing cell fails the merge like a failed one, so a shard
-//! that died without results cannot pass unnoticed.
+//! that died without results cannot pass unnoticed. With `--history DIR...`,
+//! earlier merged outputs of the same matrix file and kernel tree join
+//! tonight's as history; any other directory is named and skipped.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -26,6 +28,95 @@ pub struct Merged {
     pub results: Results,
     pub merged_from: Vec<String>,
     pub cells: Vec<CellResult>,
+    /// The matrix file whose cells the merge checked (`--matrix`), named
+    /// from the project root where it lies inside it: history only joins
+    /// nights of the same file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matrix: Option<String>,
+}
+
+/// How a merge names the matrix file `file`: its path from the project
+/// root when it lies inside the project, else the path as given.
+pub fn matrix_name(file: &Path) -> String {
+    let root = paths::project_root();
+    let inside = |f: &Path, r: &Path| f.strip_prefix(r).ok().map(|p| p.display().to_string());
+    match (file.canonicalize(), root.canonicalize()) {
+        (Ok(f), Ok(r)) => inside(&f, &r).unwrap_or_else(|| f.display().to_string()),
+        _ => file.display().to_string(),
+    }
+}
+
+/// The kernel trees `runs` booted (from their kernels' names).
+fn trees(runs: &[WorkloadRun]) -> BTreeSet<String> {
+    runs.iter().filter_map(|r| crate::build::kernel::parse_kernel_name(&r.kernel)).map(|(_, t)| t.to_string()).collect()
+}
+
+/// An earlier output as `--history` reads it.
+#[derive(serde::Deserialize)]
+struct Night {
+    #[serde(flatten)]
+    results: Results,
+    #[serde(default)]
+    matrix: Option<String>,
+    #[serde(default)]
+    cells: Option<Vec<CellResult>>,
+}
+
+/// Boot deadlines from the earlier nights in `dirs` (oldest first) of the
+/// matrix file `file` on kernel tree `tree`.
+pub fn history_deadlines(dirs: &[PathBuf], file: &Path, tree: &str) -> history::Deadlines {
+    let nights = nights("matrix", dirs, Some(&matrix_name(file)), &BTreeSet::from([tree.to_string()]));
+    history::Deadlines::of(&nights)
+}
+
+/// The earlier nights in `dirs` (oldest first) that may join tonight's
+/// history (see [`night`]); the others are named and skipped, on stderr
+/// under `task`'s name.
+fn nights(task: &str, dirs: &[PathBuf], matrix: Option<&str>, tonight: &BTreeSet<String>) -> Vec<Results> {
+    let mut nights = Vec::new();
+    for dir in dirs {
+        match night(dir, matrix, tonight) {
+            Ok((n, note)) => {
+                if let Some(note) = note {
+                    eprintln!("[{task}] --history {}: {note}", dir.display());
+                }
+                nights.push(n);
+            }
+            Err(why) => eprintln!("[{task}] --history {}: skipped, {why}", dir.display()),
+        }
+    }
+    nights
+}
+
+/// The earlier night in `dir`, if it may join tonight's history: a merged
+/// output of the same matrix file (`matrix`, tonight's `--matrix`) that
+/// booted the same kernel trees (`tonight`). Otherwise why not, with what
+/// it is; and a note when it joins without naming its matrix file (merged
+/// before merges recorded theirs).
+fn night(dir: &Path, matrix: Option<&str>, tonight: &BTreeSet<String>) -> Result<(Results, Option<String>), String> {
+    let path = dir.join("results.json");
+    let text = std::fs::read(&path).map_err(|e| format!("not a report output: reading {}: {e}", path.display()))?;
+    let night: Night = serde_json::from_slice(&text)
+        .map_err(|e| format!("not a report output: {} is not a results.json of this version: {e}", path.display()))?;
+    let mut note = None;
+    if let Some(m) = matrix {
+        match (&night.matrix, &night.cells) {
+            (Some(theirs), _) if theirs != m => {
+                return Err(format!("merged from another matrix file ({theirs}; tonight's is {m})"));
+            }
+            (None, None) => return Err(format!("not a matrix merge (no cells; tonight merges {m})")),
+            (None, Some(_)) => {
+                note = Some(format!("names no matrix file (merged before merges recorded theirs); taken as {m}"))
+            }
+            _ => {}
+        }
+    }
+    let theirs = trees(&night.results.runs);
+    if !theirs.is_empty() && !tonight.is_empty() && &theirs != tonight {
+        let list = |t: &BTreeSet<String>| t.iter().cloned().collect::<Vec<_>>().join(", ");
+        return Err(format!("booted another kernel tree ({}; tonight {})", list(&theirs), list(tonight)));
+    }
+    Ok((night.results, note))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -113,8 +204,8 @@ pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
             sources.push(d.display().to_string());
         }
     }
-    if let Some(file) = &args.matrix {
-        let expected = spec::load(file)?;
+    let matrix_cells = args.matrix.as_deref().map(spec::load).transpose()?;
+    if let Some(expected) = &matrix_cells {
         let missing: Vec<CaseResult> = expected
             .iter()
             .filter(|c| !cells.contains_key(&c.id))
@@ -148,6 +239,7 @@ pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
             results: Results { boots, ..results.clone() },
             merged_from: sources.clone(),
             cells: cells.into_values().collect(),
+            matrix: args.matrix.as_deref().map(matrix_name),
         };
         paths::write_atomic(&out.join("results.json"), &serde_json::to_vec_pretty(&merged)?)
     });
@@ -170,20 +262,20 @@ pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
     let page = if args.history.is_empty() {
         page
     } else {
-        let mut nights: Vec<Results> = args
-            .history
-            .iter()
-            .filter_map(|dir| {
-                Results::read(dir)
-                    .map_err(|e| eprintln!("[report] --history {}: skipped, not a report output: {e:#}", dir.display()))
-                    .ok()
-            })
-            .collect();
+        let matrix = args.matrix.as_deref().map(matrix_name);
+        let mut nights = nights("report", &args.history, matrix.as_deref(), &trees(&results.runs));
         nights.push(results.clone());
         let cases = history::history(&nights, history::Rules::default());
         println!("{}", history::text(&cases, nights.len()));
         if let Some(list) = &args.known_failures {
-            for (e, quiet) in history::gone(&known::load(list)?, &nights, args.gone_after) {
+            let cells = matrix_cells.as_deref().unwrap_or_default();
+            let config_of = |r: &WorkloadRun| crate::matrix::cell_of(cells, &r.label).map(|c| c.axes.clone());
+            let entries = known::load(list)?;
+            if let (Some(file), Some(cells)) = (&args.matrix, &matrix_cells) {
+                let axes: Vec<_> = cells.iter().map(|c| c.axes.clone()).collect();
+                known::check_scopes(&entries, &axes, file)?;
+            }
+            for (e, quiet) in history::gone(&entries, &nights, args.gone_after, config_of) {
                 println!("known failure no longer seen for {quiet} night(s): {} ({}): {}", e.case, e.origin, e.reason);
             }
         }
@@ -203,4 +295,62 @@ pub fn cmd(args: &ReportArgs) -> Result<ExitCode> {
     }
     println!("merged {} result directories into {}", sources.len(), out.display());
     Ok(results.exit_code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::results::CaseResult;
+
+    fn write_night(dir: &Path, kernel: &str, matrix: Option<&str>, cells: bool) {
+        let run = WorkloadRun::new(kernel, "w", vec![CaseResult::new("c", Verdict::Pass, String::new())]);
+        let mut json = serde_json::to_value(Results::of_runs("n", vec![run])).unwrap();
+        if let Some(m) = matrix {
+            json["matrix"] = m.into();
+        }
+        if cells {
+            json["cells"] = serde_json::json!([]);
+            json["merged_from"] = serde_json::json!([]);
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("results.json"), serde_json::to_vec(&json).unwrap()).unwrap();
+    }
+
+    /// History joins nights of the same matrix file and tree; another
+    /// file, another tree, a plain run or a directory that is no output at
+    /// all is named with the reason, and an older merge that names no file
+    /// joins with a note.
+    #[test]
+    fn history_nights_from_another_matrix_or_tree_are_skipped_with_the_reason() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = |n: &str| tmp.path().join(n);
+        let nightly = Some("tests/matrix/nightly.toml");
+        write_night(&d("same"), "patched-7.3", nightly, true);
+        write_night(&d("other-file"), "patched-7.3", Some("tests/matrix/smoke.toml"), true);
+        write_night(&d("other-tree"), "patched-6.12", nightly, true);
+        write_night(&d("old-merge"), "patched-7.3", None, true);
+        write_night(&d("a-run"), "patched-7.3", None, false);
+        std::fs::create_dir_all(d("empty")).unwrap();
+        let tonight: BTreeSet<String> = ["7.3".to_string()].into();
+        let judge = |n: &str| night(&d(n), nightly, &tonight).map(|(_, note)| note);
+        assert_eq!(judge("same"), Ok(None));
+        assert_eq!(
+            judge("other-file").unwrap_err(),
+            "merged from another matrix file (tests/matrix/smoke.toml; tonight's is tests/matrix/nightly.toml)"
+        );
+        assert_eq!(judge("other-tree").unwrap_err(), "booted another kernel tree (6.12; tonight 7.3)");
+        assert!(judge("old-merge").unwrap().unwrap().contains("names no matrix file"));
+        assert!(judge("a-run").unwrap_err().starts_with("not a matrix merge"));
+        assert!(judge("empty").unwrap_err().starts_with("not a report output"));
+        // Without --matrix tonight, any output of the same tree joins.
+        assert!(night(&d("a-run"), None, &tonight).is_ok());
+        assert!(night(&d("other-tree"), None, &tonight).is_err());
+    }
+
+    #[test]
+    fn a_matrix_file_is_named_from_the_project_root() {
+        let root = paths::project_root();
+        assert_eq!(matrix_name(&root.join("tests/matrix/../matrix/nightly.toml")), "tests/matrix/nightly.toml");
+        assert_eq!(matrix_name(Path::new("/no/such/m.toml")), "/no/such/m.toml");
+    }
 }

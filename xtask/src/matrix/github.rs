@@ -5,7 +5,8 @@
 //! kernel inputs, an fstests checkout for the fstests cells (cloned from
 //! kernel.org, named by DAX_SEAL_FSTESTS), each failed cell run again up to
 //! twice (a failure that passes on a rerun is reported flaky and does not
-//! fail the night), artifacts per shard, and a merge job per tree that runs
+//! fail the night; each boot's deadline follows the tree's last nights,
+//! read from the history cache), artifacts per shard, and a merge job per tree that runs
 //! whatever happened, applies the tree's known-failure list, reads the tree's
 //! last nights' merged reports from a cache as history (`report --history`:
 //! regressions, fixes, flaky and slow cases), adds tonight's, and fails when
@@ -71,8 +72,17 @@ jobs:
         run: |
           git clone --depth 1 https://git.kernel.org/pub/scm/fs/xfs/xfstests-dev.git "$RUNNER_TEMP/fstests"
           echo "DAX_SEAL_FSTESTS=$RUNNER_TEMP/fstests" >> "$GITHUB_ENV"
+      - name: Earlier nights' merged reports, for boot deadlines that follow history
+        uses: actions/cache/restore@v4
+        with:
+          path: history
+          key: history-${{{{ matrix.tree }}}}-${{{{ github.run_id }}}}
+          restore-keys: history-${{{{ matrix.tree }}}}-
       - name: Run shard ${{{{ matrix.shard }}}} on ${{{{ matrix.tree }}}}
-        run: cargo xtask matrix {file} --tree ${{{{ matrix.tree }}}} --shard ${{{{ matrix.shard }}}}/{shards} --rerun-failed {RERUNS}
+        run: |
+          earlier=""
+          for d in $(ls -d history/*/ 2>/dev/null | sort | tail -n {NIGHTS}); do earlier="$earlier --history $d"; done
+          cargo xtask matrix {file} --tree ${{{{ matrix.tree }}}} --shard ${{{{ matrix.shard }}}}/{shards} --rerun-failed {RERUNS} $earlier
       - name: Keep the results
         if: always()
         uses: actions/upload-artifact@v4
@@ -172,6 +182,11 @@ mod tests {
                 && w.contains("pattern: shard-${{ matrix.tree }}-*")
         );
         assert!(w.contains("key: kernels-${{ matrix.tree }}-") && w.contains("key: history-${{ matrix.tree }}-"));
+        // The shards read the tree's history too: their boots' deadlines follow it.
+        let shard = &w[..w.find("  merge:").unwrap()];
+        assert!(
+            shard.contains("restore-keys: history-${{ matrix.tree }}-") && shard.contains("--rerun-failed 2 $earlier")
+        );
         assert_eq!(trees()[..2], ["7.3", "6.12"], "the committed workflow covers the table's trees");
     }
 

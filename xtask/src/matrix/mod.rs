@@ -26,6 +26,7 @@ use crate::build::kernel::Variant;
 use crate::build::{deps, rootfs};
 use crate::cli::SourceArgs;
 use crate::paths;
+use crate::report::history::Deadlines;
 use crate::report::known;
 use crate::report::results::{self, BootRecord, CaseResult, Results, WorkloadRun};
 use crate::vm::boot::{End, KillAt};
@@ -55,6 +56,12 @@ pub struct MatrixArgs {
     /// durations weigh the cells instead of the file's weights.
     #[arg(long, value_name = "DIR")]
     pub durations: Option<PathBuf>,
+    /// An earlier merged nightly output of this matrix file and tree
+    /// (repeatable, oldest first; others are named and skipped): each boot's
+    /// deadline follows its history, three times its median duration there
+    /// (at least 60 s, at most the deadline it has without history).
+    #[arg(long = "history", value_name = "DIR")]
+    pub history: Vec<PathBuf>,
     /// Cells booted at once (default: the host's cores).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub jobs: Option<u32>,
@@ -136,6 +143,14 @@ pub fn assign(cells: &[Cell], n: u32, weight: impl Fn(&Cell) -> u64) -> BTreeMap
     out
 }
 
+/// The cell a run or boot labelled `label` belongs to: the cell id, or
+/// the id and a step (`ID step N`).
+pub fn cell_of<'a>(cells: &'a [Cell], label: &str) -> Option<&'a Cell> {
+    cells
+        .iter()
+        .find(|c| label == c.id || label.strip_prefix(c.id.as_str()).is_some_and(|rest| rest.starts_with(" step ")))
+}
+
 /// Cell weights: durations from earlier results where known, else the file's.
 fn weights(cells: &[Cell], durations: Option<&Path>) -> Result<BTreeMap<String, u64>> {
     let mut w: BTreeMap<String, u64> = cells.iter().map(|c| (c.id.clone(), c.weight)).collect();
@@ -170,18 +185,18 @@ fn vm_of(cell: &Cell) -> Machine {
 fn run_cell_again(
     prepared: &Prepared,
     cell: &Cell,
-    dir: &Path,
-    fstests_root: Option<&Path>,
+    (dir, fstests_root): (&Path, Option<&Path>),
+    deadlines: &Deadlines,
     reruns: u32,
 ) -> Result<(Vec<WorkloadRun>, Vec<BootRecord>)> {
-    let (mut runs, mut boots) = run_cell(prepared, cell, &dir.join(&cell.id), fstests_root, 0)?;
+    let (mut runs, mut boots) = run_cell(prepared, cell, (&dir.join(&cell.id), fstests_root), deadlines, 0)?;
     for attempt in 1..=reruns {
         if results::verdict_of(&runs, false) != Verdict::Fail {
             break;
         }
         eprintln!("[matrix] cell {}: failed; rerun {attempt} of {reruns}", cell.id);
         let rerun_dir = dir.join(format!("{}-rerun{attempt}", cell.id));
-        let (again, more) = run_cell(prepared, cell, &rerun_dir, fstests_root, attempt)?;
+        let (again, more) = run_cell(prepared, cell, (&rerun_dir, fstests_root), deadlines, attempt)?;
         runs = results::fold_rerun(runs, again, attempt);
         boots.extend(more.into_iter().map(|b| {
             let label = format!("{} rerun {attempt}", b.label);
@@ -193,16 +208,25 @@ fn run_cell_again(
 
 /// Runs one cell in `dir` as attempt `attempt` (0, or a rerun's number);
 /// its verdicts carry the cell id (and step) as their label.
-/// `fstests_root` is the root image fstests cells boot with.
+/// `fstests_root` is the root image fstests cells boot with; each boot's
+/// deadline follows `deadlines`.
 fn run_cell(
     prepared: &Prepared,
     cell: &Cell,
-    dir: &Path,
-    fstests_root: Option<&Path>,
+    (dir, fstests_root): (&Path, Option<&Path>),
+    deadlines: &Deadlines,
     attempt: u32,
 ) -> Result<(Vec<WorkloadRun>, Vec<BootRecord>)> {
     let mut scenario = Scenario::new(prepared, dir, "cell");
     scenario.vm = vm_of(cell);
+    let default_timeout = scenario.vm.timeout;
+    let deadline = |kernel: Variant, label: &str, default: Duration| {
+        let (deadline, why) = deadlines.for_boot(prepared.name(kernel), label, default);
+        if let Some(why) = why {
+            eprintln!("[matrix] {label} on {}: {why}", prepared.name(kernel));
+        }
+        deadline
+    };
     scenario.attempt = attempt;
     scenario.dax = cell.dax.clone();
     scenario.mkfs = cell.mkfs;
@@ -211,6 +235,7 @@ fn run_cell(
     match &cell.work {
         Work::Suite { kernel, workloads, params } => {
             scenario.params = params.clone();
+            scenario.vm.timeout = deadline(*kernel, &cell.id, default_timeout);
             let names: Vec<&str> = workloads.iter().map(String::as_str).collect();
             let (config, outcome) =
                 scenario.boot(&Step { variant: *kernel, workloads: &names, exec: &[], kill_at: None })?;
@@ -226,6 +251,7 @@ fn run_cell(
                 let names: Vec<&str> = step.workloads.iter().map(String::as_str).collect();
                 let kill_at = step.kill_at.as_deref().map(KillAt::at);
                 let killed = kill_at.is_some();
+                scenario.vm.timeout = deadline(step.kernel, &label(n + 1), default_timeout);
                 let (config, outcome) =
                     scenario.boot(&Step { variant: step.kernel, workloads: &names, exec: &[], kill_at })?;
                 let (kernel, who) = (prepared.name(step.kernel), label(n + 1));
@@ -245,6 +271,7 @@ fn run_cell(
         }
         Work::Crash { kernel, points, seed, records } => {
             let all: Vec<u32> = (1..=*points).collect();
+            scenario.vm.timeout = deadline(*kernel, &cell.id, default_timeout);
             let done = crash::run_points(prepared, *kernel, (*seed, &all), *records, (dir, "cell"), |s| {
                 s.vm = scenario.vm.clone();
                 s.mkfs = cell.mkfs;
@@ -262,7 +289,9 @@ fn run_cell(
         Work::Fstests { kernels, plans } => {
             let root = fstests_root.context("an fstests cell without a root image")?;
             let mut vm = vm_of(cell);
-            vm.timeout = Duration::from_secs(fstests::BOOT_TIMEOUT);
+            let default = Duration::from_secs(fstests::BOOT_TIMEOUT);
+            // One deadline for the cell's boots: the longest its kernels' history gives.
+            vm.timeout = kernels.iter().map(|k| deadline(*k, &cell.id, default)).max().unwrap_or(default);
             // One kernel after the other: the cell is one unit of the shard.
             let booted = fstests::boot_all(prepared, kernels, plans, root, &vm, dir, dir, 1, &cell.id)?;
             eprint!("{}", fstests::comparison_text(&booted.compared));
@@ -279,6 +308,10 @@ pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
     // A bad known-failure list is refused before anything boots.
     let list = args.known_failures.clone().unwrap_or_else(|| known::list_for(&choice.tree.name));
     let entries = known::load(&list)?;
+    let axes: Vec<spec::Axes> = cells.iter().map(|c| c.axes.clone()).collect();
+    known::check_scopes(&entries, &axes, &args.file)
+        .with_context(|| format!("the known-failure list {}", list.display()))?;
+    let deadlines = crate::merge::history_deadlines(&args.history, &args.file, &choice.tree.name);
     if let Some(n) = args.emit_github {
         if n == 0 {
             bail!("--emit-github 0: give the number of shards, at least 1");
@@ -346,7 +379,7 @@ pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
     let done = crate::jobs::in_parallel(jobs, selected.clone(), |c| {
         eprintln!("[matrix] cell {} ({} s by weight)", c.id, weight(c));
         let start = Instant::now();
-        let ran = run_cell_again(&prepared, c, &dir, fstests_root.as_deref(), args.rerun_failed)
+        let ran = run_cell_again(&prepared, c, (&dir, fstests_root.as_deref()), &deadlines, args.rerun_failed)
             .with_context(|| format!("cell {}", c.id));
         (c, ran, start.elapsed().as_millis() as u64)
     });
@@ -359,7 +392,8 @@ pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
     // any cell is named), before the cells' verdicts.
     let counts: Vec<usize> = cell_runs.iter().map(|(_, r, ..)| r.len()).collect();
     let mut all: Vec<WorkloadRun> = cell_runs.iter_mut().flat_map(|(_, r, ..)| std::mem::take(r)).collect();
-    let known_text = fstests::apply_known(&list, &entries, &mut all);
+    let known_text =
+        fstests::apply_known(&list, &entries, &mut all, |r| cell_of(&cells, &r.label).map(|c| c.axes.clone()));
     let mut all = all.into_iter();
     for ((_, r, ..), n) in cell_runs.iter_mut().zip(counts) {
         r.extend(all.by_ref().take(n));

@@ -17,6 +17,8 @@ use crate::build::kernel::Variant;
 use crate::cli::{parse_dax_modes, parse_param, parse_size, Persistence};
 use crate::vm::nvdimm::{self, Geometry};
 
+pub use crate::report::known::{Axes, AXES};
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Topology {
@@ -227,6 +229,8 @@ pub struct Cell {
     pub memory: u64,
     pub cpus: u32,
     pub weight: u64,
+    /// Its names on the matrix's axes ([`AXES`]).
+    pub axes: Axes,
 }
 
 impl Cell {
@@ -390,6 +394,27 @@ impl Names<'_> {
         parts.join(".")
     }
 
+    fn axes(&self) -> Axes {
+        let work = match self.kind {
+            Kind::Suite => "suite",
+            Kind::Scenario => "scenario",
+            Kind::Fstests => "fstests",
+        };
+        let mut axes: Axes = [
+            (work, self.work),
+            ("topology", self.topology),
+            ("filesystem", self.filesystem),
+            ("machine", self.machine),
+        ]
+        .into_iter()
+        .map(|(a, n)| (a, n.to_string()))
+        .collect();
+        if let Some(k) = self.kernel {
+            axes.insert("kernel", k.to_string());
+        }
+        axes
+    }
+
     fn excluded_by(&self, x: &Exclude) -> bool {
         let matches = |want: &Option<String>, have: Option<&str>| want.as_deref().is_none_or(|w| Some(w) == have);
         matches(&x.kernel, self.kernel)
@@ -502,5 +527,6 @@ fn build_cell(spec: &MatrixFile, n: &Names, kernels: &[Spanned<String>], weight:
         memory: machine.memory,
         cpus: machine.cpus,
         weight,
+        axes: n.axes(),
     })
 }

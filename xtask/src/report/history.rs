@@ -13,8 +13,8 @@ use std::fmt::Write as _;
 use dax_seal_protocol::ktap::Verdict;
 use serde::Serialize;
 
-use super::known::{self, Entry};
-use super::results::{columns, xml_escape, Results};
+use super::known::{Axes, Entry};
+use super::results::{columns, xml_escape, Results, WorkloadRun};
 
 /// The thresholds; `Default` is the documented rule.
 #[derive(Debug, Clone, Copy)]
@@ -189,21 +189,99 @@ pub fn strip(nights: &[Option<Verdict>]) -> String {
         .collect()
 }
 
+/// Boot deadlines that follow history (the watchdog): a boot gets
+/// [`Deadlines::FACTOR`] times its median duration over the earlier nights
+/// in which the same boot (kernel and label: a matrix cell, or its step)
+/// ended cleanly, once at least [`Deadlines::NIGHTS`] nights had it; never
+/// less than [`Deadlines::FLOOR`], nor more than the deadline it would have
+/// had without history. A hang then ends after a few of its usual
+/// durations instead of the fixed deadline.
+#[derive(Debug, Default)]
+pub struct Deadlines {
+    /// (kernel, label) to its clean durations, one per night (the longest
+    /// that night), in ms.
+    seen: BTreeMap<(String, String), Vec<u64>>,
+}
+
+impl Deadlines {
+    pub const FACTOR: u64 = 3;
+    pub const NIGHTS: usize = 2;
+    pub const FLOOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// From earlier nights' merged results, oldest first.
+    pub fn of(nights: &[Results]) -> Deadlines {
+        let mut seen: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+        for night in nights {
+            let mut longest: BTreeMap<(String, String), u64> = BTreeMap::new();
+            for b in night.boots.iter().filter(|b| b.end.is_clean()) {
+                let slot = longest.entry((b.kernel.clone(), b.label.clone())).or_default();
+                *slot = (*slot).max(b.elapsed_ms);
+            }
+            for (key, ms) in longest {
+                seen.entry(key).or_default().push(ms);
+            }
+        }
+        Deadlines { seen }
+    }
+
+    /// The deadline for the boot of `kernel` labelled `label` whose
+    /// deadline without history is `default`, and, when history set it,
+    /// the sentence that says how.
+    pub fn for_boot(
+        &self,
+        kernel: &str,
+        label: &str,
+        default: std::time::Duration,
+    ) -> (std::time::Duration, Option<String>) {
+        let Some(durations) = self.seen.get(&(kernel.to_string(), label.to_string())) else {
+            return (default, None);
+        };
+        if durations.len() < Self::NIGHTS {
+            return (default, None);
+        }
+        let mut sorted = durations.clone();
+        sorted.sort_unstable();
+        let median = sorted[sorted.len() / 2];
+        let from_history = std::time::Duration::from_millis(median.saturating_mul(Self::FACTOR));
+        let deadline = from_history.clamp(Self::FLOOR.min(default), default);
+        let why = format!(
+            "deadline {} s from history ({} x its median {:.1} s over {} night(s), at least {} s, at most {} s)",
+            deadline.as_secs(),
+            Self::FACTOR,
+            median as f64 / 1000.0,
+            sorted.len(),
+            Self::FLOOR.as_secs(),
+            default.as_secs()
+        );
+        (deadline, Some(why))
+    }
+}
+
 /// The known-failure entries no failure matched in each of the last
 /// `nights` nights or more (a failed or known case the entry's pattern
 /// matches), with how many nights that has been: candidates to remove.
-pub fn gone(entries: &[Entry], history: &[Results], nights: usize) -> Vec<(Entry, usize)> {
+/// `config_of` gives a run's configuration (its matrix cell's axes); a
+/// night that ran nothing a scoped entry covers neither counts as quiet
+/// for it nor ends its quiet nights.
+pub fn gone(
+    entries: &[Entry],
+    history: &[Results],
+    nights: usize,
+    config_of: impl Fn(&WorkloadRun) -> Option<Axes>,
+) -> Vec<(Entry, usize)> {
     let mut out = Vec::new();
     for e in entries {
+        let covered = |night: &Results| night.runs.iter().any(|r| e.covers(config_of(r).as_ref()));
         let seen = |night: &Results| {
             night.runs.iter().any(|r| {
+                let config = config_of(r);
                 r.cases.iter().any(|c| {
                     matches!(c.verdict, Verdict::Fail | Verdict::Known)
-                        && known::matches(&e.case, &format!("{} / {} / {}", r.who(), r.workload, c.name))
+                        && e.names(&format!("{} / {} / {}", r.who(), r.workload, c.name), config.as_ref())
                 })
             })
         };
-        let quiet = history.iter().rev().take_while(|n| !seen(n)).count();
+        let quiet = history.iter().rev().filter(|n| covered(n)).take_while(|n| !seen(n)).count();
         if quiet >= nights && nights > 0 {
             out.push((e.clone(), quiet));
         }
@@ -246,7 +324,8 @@ pub fn html(cases: &[CaseHistory], nights: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::results::{CaseResult, WorkloadRun};
+    use crate::report::known;
+    use crate::report::results::CaseResult;
 
     /// A night where each (case, verdict, ms) ran in workload `w` on patched.
     fn night(cases: &[(&str, Verdict, u64)]) -> Results {
@@ -323,8 +402,74 @@ mod tests {
         // A known-failure entry for mended has not matched for three nights.
         let entries =
             known::parse("k", "* / w / mended | 40% | was broken | here\n* / w / broke | 40% | x | y\n").unwrap();
-        let g = gone(&entries, &nights, 3);
+        let g = gone(&entries, &nights, 3, |_| None);
         assert_eq!(g.iter().map(|(e, n)| (e.case.as_str(), *n)).collect::<Vec<_>>(), [("* / w / mended", 3)]);
-        assert!(gone(&entries, &nights, 4).is_empty());
+        assert!(gone(&entries, &nights, 4, |_| None).is_empty());
+    }
+
+    /// A scoped entry counts only the nights that ran its configuration:
+    /// nights without an adr cell neither make it quiet nor end its quiet.
+    #[test]
+    fn a_scoped_entry_is_quiet_only_on_nights_that_ran_its_configuration() {
+        let cell = |label: &str, v: Verdict| {
+            let runs = vec![
+                WorkloadRun::new("patched-7.3", "w", vec![CaseResult::new("c", v, String::new())]).labelled(label)
+            ];
+            Results::of_runs("n", runs)
+        };
+        let nights = [
+            cell("adr", Verdict::Fail),
+            cell("eadr", Verdict::Fail),
+            cell("adr", Verdict::Pass),
+            cell("eadr", Verdict::Pass),
+            cell("eadr", Verdict::Pass),
+        ];
+        let entries = known::parse("k", "* / w / c | 50% | adr only | here | topology=adr\n").unwrap();
+        let config = |r: &WorkloadRun| Some([("topology", r.label.clone())].into_iter().collect::<Axes>());
+        let g = gone(&entries, &nights, 1, config);
+        assert_eq!(g.iter().map(|(e, n)| (e.origin.as_str(), *n)).collect::<Vec<_>>(), [("k:1", 1)]);
+        assert!(gone(&entries, &nights, 2, config).is_empty(), "one adr night without it, not three");
+        assert!(gone(&entries, &nights, 1, |_| None).is_empty(), "outside the matrix it covers nothing");
+    }
+
+    /// The watchdog: a boot's deadline is three times its median over the
+    /// nights it ended cleanly, within the floor and the default; too few
+    /// nights, another label or another kernel keep the default.
+    #[test]
+    fn boot_deadlines_follow_the_nights_before() {
+        use crate::report::results::BootRecord;
+        use crate::vm::boot::End;
+        use std::time::Duration;
+        let boot = |label: &str, end: End, ms: u64| BootRecord {
+            kernel: "patched-7.3".into(),
+            label: label.into(),
+            accel: "tcg".into(),
+            accel_reason: String::new(),
+            end,
+            elapsed_ms: ms,
+            first_ktap_ms: None,
+            console_log: Default::default(),
+            ktap_log: Default::default(),
+            command_line: String::new(),
+            ignored_result_lines: Vec::new(),
+        };
+        let night = |boots: Vec<BootRecord>| Results { boots, ..Results::of_runs("n", Vec::new()) };
+        let nights = [
+            night(vec![boot("cell", End::PoweredOff, 40_000), boot("quick", End::PoweredOff, 2_000)]),
+            night(vec![boot("cell", End::PoweredOff, 50_000), boot("cell", End::PoweredOff, 20_000)]),
+            night(vec![boot("cell", End::Deadline { secs: 600 }, 600_000), boot("quick", End::PoweredOff, 3_000)]),
+            night(vec![boot("cell", End::PoweredOff, 45_000)]),
+        ];
+        let d = Deadlines::of(&nights);
+        let default = Duration::from_secs(600);
+        let (deadline, why) = d.for_boot("patched-7.3", "cell", default);
+        // Clean nights: 40, 50 (the longest of two) and 45 s; median 45.
+        assert_eq!(deadline, Duration::from_secs(135));
+        assert!(why.unwrap().contains("3 x its median 45.0 s over 3 night(s)"));
+        assert_eq!(d.for_boot("patched-7.3", "quick", default).0, Deadlines::FLOOR, "the floor");
+        assert_eq!(d.for_boot("patched-7.3", "cell", Duration::from_secs(100)).0, Duration::from_secs(100));
+        assert_eq!(d.for_boot("baseline-7.3", "cell", default), (default, None), "another kernel");
+        let one = Deadlines::of(&nights[..1]);
+        assert_eq!(one.for_boot("patched-7.3", "cell", default), (default, None), "one night is too few");
     }
 }
