@@ -422,7 +422,7 @@ fn assert_sealed_only(patched: &Booted, baseline: &Booted, workload: &str, name:
 }
 
 /// The cases of seal-lifetime that need the series.
-const LIFETIME_SEALED: [&str; 16] = [
+const LIFETIME_SEALED: [&str; 17] = [
     "pin-outlives-umount",
     "pin-outlives-drop-caches",
     "dax-flag-fixed-while-sealed-dax-inode",
@@ -439,6 +439,7 @@ const LIFETIME_SEALED: [&str; 16] = [
     "fsync-walks-only-while-a-pin-is-possible",
     "seal-of-shared-file-interrupted-by-sigkill",
     "readers-progress-during-seal-of-shared-file",
+    "mappings-outside-each-step-survive-seal",
 ];
 
 /// seal-lifetime on both kernels. Patched: a sealed file's pin outlives
@@ -446,7 +447,8 @@ const LIFETIME_SEALED: [&str; 16] = [
 /// change, online repair), fsync writes back exactly the pinned pages,
 /// and only while something can have pinned the file, SEAL of large
 /// sparse and cloned files stops between two steps at SIGKILL and lets
-/// readers through, with no kernel report on the way (the old
+/// readers through (and keeps mappings outside each step's range), with
+/// no kernel report on the way (the old
 /// series warned in dax_disassociate_entry on umount, and unsealed under
 /// the pin once mounted again), and unbinding the namespace under the pin
 /// waits for it (without the pagemap reference the unpin oopsed in

@@ -83,6 +83,7 @@ const CASES: &[(&str, Case)] = &[
     ("readers-progress-during-seal", case_readers),
     ("seal-of-shared-file-interrupted-by-sigkill", case_sigkill_shared),
     ("readers-progress-during-seal-of-shared-file", case_readers_shared),
+    ("mappings-outside-each-step-survive-seal", case_mappings_survive),
     ("umount-waits-for-a-plain-reference", case_plain_reference),
     ("namespace-teardown-waits-for-pin", case_namespace_teardown),
 ];
@@ -1382,6 +1383,72 @@ fn case_readers(env: &Env) -> Attempt {
 /// mount.
 fn case_readers_shared(env: &Env) -> Attempt {
     on_dax_file(env, "readers-shared", |p| readers_during_seal(p, Work::Unshare))
+}
+
+/// SEAL of a large sparse file on the DAX mount breaks layouts (unmaps,
+/// waits for DMA, drops DAX entries) only over the range each prefill step
+/// fills: a thread that keeps touching the file's first page, written and
+/// outside every step, keeps its mapping while SEAL runs instead of
+/// refaulting after every step, as when each step broke the whole file's
+/// layouts. Counted in the thread's own minor faults
+/// (getrusage(RUSAGE_THREAD)): at most the one after SEAL's locked pass,
+/// which breaks the whole file's layouts once.
+fn case_mappings_survive(env: &Env) -> Attempt {
+    on_dax_file(env, "mapped-during-seal", mapped_during_seal)
+}
+
+/// Most refaults of a page outside every step that SEAL may cause.
+const SEAL_REFAULTS_MAX: i64 = 2;
+
+fn mapped_during_seal(path: &Path) -> Check {
+    let big = Big::new(path, Work::Fill)?;
+    let file = &big.file;
+    let mapping = Mapping::shared(file, PAGE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    let first = mapping.as_ptr() as usize;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let minor_faults = || {
+        // SAFETY: getrusage fills the struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid pointer to the struct above.
+        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+        usage.ru_minflt
+    };
+    let (sealed, faults) = std::thread::scope(|s| {
+        let toucher = s.spawn(|| {
+            // SAFETY: the first byte of the mapping, which outlives the scope.
+            let touch = || unsafe { std::ptr::read_volatile(first as *const u8) };
+            let seed = touch();
+            let before = minor_faults();
+            let mut touches = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if touch() != seed {
+                    return Err("the mapped page changed while SEAL ran".to_string());
+                }
+                touches += 1;
+            }
+            Ok((minor_faults() - before, touches))
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let sealed = seal::seal(file);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (sealed, toucher.join().unwrap_or_else(|_| Err("the toucher panicked".into())))
+    });
+    sealed.map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+    let (faults, touches) = faults?;
+    let filled = big.progress()?;
+    let steps = filled.div_ceil(16 * MIB);
+    if steps < 4 {
+        return Err(format!("SEAL filled {filled} bytes, {steps} step(s): too few to tell"));
+    }
+    let what = format!(
+        "the first page, outside every step, refaulted {faults} time(s) ({touches} touches) while SEAL filled {} MiB \
+         in {steps} steps",
+        filled >> 20
+    );
+    if faults > SEAL_REFAULTS_MAX {
+        return Err(format!("{what}: each step breaks the whole file's layouts"));
+    }
+    Ok(what)
 }
 
 fn readers_during_seal(path: &Path, work: Work) -> Check {
