@@ -42,6 +42,11 @@ pub struct Tree {
     pub package: String,
     /// The Debian suite that carries the package.
     pub suite: String,
+    /// The archive that serves the suite (default the Debian mirror,
+    /// http://deb.debian.org/debian; a security suite is served by
+    /// http://deb.debian.org/debian-security).
+    #[serde(default)]
+    pub mirror: Option<String>,
     /// The tree's patch series (`series` plus patch files), relative to
     /// the project root.
     pub series: String,
@@ -73,6 +78,12 @@ pub fn parse(text: &str) -> Result<Vec<Tree>> {
         let word = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-.+".contains(c));
         if !word(&t.package) || !word(&t.suite) {
             bail!("tree {}: package {:?} and suite {:?} must be Debian names", t.name, t.package, t.suite);
+        }
+        if let Some(m) = &t.mirror {
+            let ok = (m.starts_with("http://") || m.starts_with("https://")) && !m.contains(char::is_whitespace);
+            if !ok {
+                bail!("tree {}: mirror {m:?} must be an http:// or https:// address", t.name);
+            }
         }
         for dir in std::iter::once(&t.series).chain(&t.fragments) {
             if dir.is_empty() || dir.starts_with('/') || dir.split('/').any(|c| c == "..") {
@@ -142,7 +153,8 @@ impl Tree {
         if tarball.is_file() {
             return Ok(tarball);
         }
-        let apt = AptState::new(&cache.join("apt").join(&self.suite), &self.suite)?;
+        let mirror = self.mirror.as_deref().unwrap_or(MIRROR);
+        let apt = AptState::new(&cache.join("apt").join(&self.suite), mirror, &self.suite)?;
         let deb_dir = cache.join("debs").join(format!("{}.download", self.package));
         paths::ensure_dir(&deb_dir)?;
         let (deb, sha256) = apt.download(&self.package, &deb_dir)?;
@@ -178,16 +190,17 @@ impl Tree {
 /// configuration but its trusted keys, and writes only here.
 struct AptState {
     options: Vec<String>,
+    /// `SUITE (MIRROR)`, for messages.
     suite: String,
 }
 
 impl AptState {
-    fn new(dir: &Path, suite: &str) -> Result<AptState> {
+    fn new(dir: &Path, mirror: &str, suite: &str) -> Result<AptState> {
         for sub in ["lists/partial", "archives/partial"] {
             paths::ensure_dir(&dir.join(sub))?;
         }
         let sources = dir.join("sources.list");
-        paths::write_atomic(&sources, format!("deb {MIRROR} {suite} main\n").as_bytes())?;
+        paths::write_atomic(&sources, format!("deb {mirror} {suite} main\n").as_bytes())?;
         let status = dir.join("status");
         if !status.exists() {
             fs::write(&status, "").with_context(|| format!("creating {}", status.display()))?;
@@ -197,11 +210,11 @@ impl AptState {
         let opts = &options;
         cmd!(sh, "apt-get {opts...} update").quiet().read_stderr().map_err(|e| {
             anyhow::anyhow!(
-                "apt-get update for {suite} ({MIRROR}) failed, through the private apt state in {}: {e}",
+                "apt-get update for {suite} ({mirror}) failed, through the private apt state in {}: {e}",
                 dir.display()
             )
         })?;
-        Ok(AptState { options, suite: suite.to_string() })
+        Ok(AptState { options, suite: format!("{suite} ({mirror})") })
     }
 
     /// Downloads `package` into `into`; returns the file and the SHA256 the
@@ -210,15 +223,16 @@ impl AptState {
         let options = &self.options;
         let sh = Shell::new()?;
         let _dir = sh.push_dir(into);
-        let show = cmd!(sh, "apt-cache {options...} show {package}").quiet().read().with_context(|| {
-            format!("{package} is not in {} ({MIRROR}): apt-cache show {package} failed", self.suite)
-        })?;
+        let show = cmd!(sh, "apt-cache {options...} show {package}")
+            .quiet()
+            .read()
+            .with_context(|| format!("{package} is not in {}: apt-cache show {package} failed", self.suite))?;
         let (filename, sha256) = candidate(&show).with_context(|| {
             format!("apt-cache show {package} in {} gave no Filename and SHA256:\n{show}", self.suite)
         })?;
         eprintln!("[kernel] downloading {package} from {} ({filename})", self.suite);
         cmd!(sh, "apt-get {options...} download {package}").quiet().run().with_context(|| {
-            format!("apt-get download {package} from {} ({MIRROR}) failed; what is cached is kept", self.suite)
+            format!("apt-get download {package} from {} failed; what is cached is kept", self.suite)
         })?;
         let name = filename.rsplit('/').next().unwrap_or(&filename).replace("%3a", ":");
         Ok((into.join(name), sha256))
@@ -265,7 +279,10 @@ mod tests {
     fn the_project_table_parses_and_names_the_default_first() {
         let trees = load().unwrap();
         assert_eq!((trees[0].name.as_str(), trees[0].suite.as_str()), ("7.3", "trixie-backports"));
-        assert!(trees.iter().any(|t| t.name == "6.12" && t.suite == "bookworm"));
+        // Debian 12 carries 6.12 in its security suite only.
+        assert!(trees.iter().any(|t| t.name == "6.12"
+            && t.suite == "bookworm-security"
+            && t.mirror.as_deref() == Some("http://deb.debian.org/debian-security")));
         let err = format!("{:#}", find(Some("5.4")).unwrap_err());
         assert!(err.contains("no kernel tree \"5.4\"") && err.contains("7.3, 6.12"), "{err}");
         let all: Vec<String> = select(Some(ALL)).unwrap().into_iter().map(|t| t.name).collect();
@@ -286,6 +303,7 @@ mod tests {
             (one.replace("bookworm", "book worm"), "Debian names"),
             (one.replace("\"patches\"", "\"../elsewhere\""), "inside the project"),
             (format!("{one}colour = \"red\"\n"), "unknown field"),
+            (format!("{one}mirror = \"ftp://x\"\n"), "http:// or https://"),
         ] {
             let err = format!("{:#}", parse(&text).unwrap_err());
             assert!(err.contains(needle), "{needle}: {err}");
