@@ -110,9 +110,8 @@ fn judge(case: String, slots: &[Option<(Verdict, u64)>], rules: Rules) -> CaseHi
         trends.push(Trend::Flaky);
     }
     let duration_ms = slots.last().copied().flatten().map(|(_, d)| d);
-    let mut earlier: Vec<u64> = slots[..slots.len().saturating_sub(1)].iter().flatten().map(|(_, d)| *d).collect();
-    earlier.sort_unstable();
-    let median_ms = (!earlier.is_empty()).then(|| earlier[earlier.len() / 2]);
+    let earlier: Vec<u64> = slots[..slots.len().saturating_sub(1)].iter().flatten().map(|(_, d)| *d).collect();
+    let median_ms = median(&earlier);
     if let (Some(now), Some(median)) = (duration_ms, median_ms) {
         if earlier.len() >= 2 && now >= rules.slow_floor_ms && now as f64 > rules.slow_factor * median as f64 {
             trends.push(Trend::Slow);
@@ -130,6 +129,14 @@ fn judge(case: String, slots: &[Option<(Verdict, u64)>], rules: Rules) -> CaseHi
         median_ms,
         trends,
     }
+}
+
+/// The median of `values` (the upper one of an even count), None when
+/// there are none.
+fn median(values: &[u64]) -> Option<u64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied()
 }
 
 /// The cases with a trend, for the summary: one line each.
@@ -239,9 +246,9 @@ impl Deadlines {
         if durations.len() < Self::NIGHTS {
             return (default, None);
         }
-        let mut sorted = durations.clone();
-        sorted.sort_unstable();
-        let median = sorted[sorted.len() / 2];
+        let Some(median) = median(durations) else {
+            return (default, None);
+        };
         let from_history = std::time::Duration::from_millis(median.saturating_mul(Self::FACTOR));
         let deadline = from_history.clamp(Self::FLOOR.min(default), default);
         let why = format!(
@@ -249,7 +256,7 @@ impl Deadlines {
             deadline.as_secs(),
             Self::FACTOR,
             median as f64 / 1000.0,
-            sorted.len(),
+            durations.len(),
             Self::FLOOR.as_secs(),
             default.as_secs()
         );
