@@ -293,16 +293,3 @@ impl Namespace {
             .map_err(|e| format!("mount {} on {} ({}): {}", self.dev, mount.display(), self.data, errno_text(&e)))
     }
 }
-
-/// The running kernel's (major, minor), from /proc/sys/kernel/osrelease:
-/// for the few cases whose contract differs between the trees (6.15
-/// reworked fsdax page references).
-pub fn kernel_version() -> Result<(u32, u32), String> {
-    let release = fs::read_to_string("/proc/sys/kernel/osrelease").map_err(|e| format!("osrelease: {e}"))?;
-    let mut parts = release.trim().split(['.', '-']);
-    let mut next = || parts.next().and_then(|p| p.parse::<u32>().ok());
-    match (next(), next()) {
-        (Some(major), Some(minor)) => Ok((major, minor)),
-        _ => Err(format!("cannot read a version in the kernel release {release:?}")),
-    }
-}

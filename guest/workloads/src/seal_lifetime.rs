@@ -28,10 +28,12 @@
 //! UNSEAL at EBUSY (the documented price of the promise) and are found in
 //! /proc; a splice(2) from the file copies and holds nothing.
 //!
-//! The last case tears the device down under a pin (umount, then unbind the
-//! fsdax namespace from nd_pmem, as `ndctl disable-namespace` does): the pin
-//! owns a reference on the device's pagemap, so the unbind waits until the
-//! ring lets go, and the namespace, the filesystem and the seal come back.
+//! The last two cases tear the device down (umount, then unbind the fsdax
+//! namespace from nd_pmem, as `ndctl disable-namespace` does) under pages
+//! vmspliced into pipes and under a pin: every reference to an fsdax page
+//! holds the device's pagemap, so the umount goes through, the unbind waits
+//! until the pipes are drained or the ring lets go, and the namespace, the
+//! filesystem and the seal come back.
 //!
 //! On a kernel without the series SEAL gives EOPNOTSUPP and the sealed cases
 //! skip; the control (a long-term pin of an unsealed DAX file is refused
@@ -52,7 +54,7 @@ use dax_seal_protocol::MOUNT_PREFIX;
 use crate::calls::{cpath, errno_text, free_bytes, result_text, statx_attributes, umount, Mapping, STATX_ATTR_DAX};
 use crate::cases::{when_sealable, Attempt, Cases};
 use crate::fixture::{
-    create, is_sealed, kernel_version, pattern, pin_counters, pins_settled, probe, probe_online_repair, remount,
+    create, is_sealed, pattern, pin_counters, pins_settled, probe, probe_online_repair, remount,
     remount_with, remove_sealed, Namespace,
 };
 use crate::seal::{self, Extent};
@@ -84,7 +86,7 @@ const CASES: &[(&str, Case)] = &[
     ("seal-of-shared-file-interrupted-by-sigkill", case_sigkill_shared),
     ("readers-progress-during-seal-of-shared-file", case_readers_shared),
     ("mappings-outside-each-step-survive-seal", case_mappings_survive),
-    ("umount-waits-for-a-plain-reference", case_plain_reference),
+    ("namespace-teardown-waits-for-plain-references", case_plain_references),
     ("namespace-teardown-waits-for-pin", case_namespace_teardown),
 ];
 
@@ -304,55 +306,79 @@ fn dax_never(pinned: &Pinned) -> Check {
     ))
 }
 
-/// How long an umount must still be waiting for a page reference.
-const UMOUNT_WAITS: Duration = Duration::from_secs(1);
+/// How many plain references the vmsplice case takes on one page: past
+/// GUP_PIN_COUNTING_BIAS (1024), where a base page's count alone reads as
+/// pinned.
+const SPLICED_REFS: usize = 1280;
+/// Pipe buffers per pipe: F_SETPIPE_SZ of 1 MiB.
+const PIPE_SLOTS: usize = 256;
+/// How long an umount may take with nothing to wait for.
+const UMOUNT_PROMPT: Duration = Duration::from_secs(10);
 
-/// A page of a sealed file vmspliced into a pipe is held by a plain page
-/// reference, not a pin: it holds no pagemap, so eviction must wait for it
-/// as for any file's page (only pins may outlive a sealed file's inode).
-/// umount still waits a second after it started; draining the pipe lets it
-/// finish, and the pipe gave back the file's bytes. 6.12 never waited at
-/// eviction, for any file: there umount returns at once and the case says
-/// so.
-fn case_plain_reference(env: &Env) -> Attempt {
+/// A page of a sealed file vmspliced into pipes is held by plain page
+/// references, not pins: 1280 of them, more than GUP_PIN_COUNTING_BIAS, so
+/// that the page's count alone cannot tell them from a pin (the review
+/// that found the use-after-free took 1024). Every reference to an fsdax
+/// page holds the device's pagemap, so nothing of a sealed file holds up
+/// its eviction: the umount goes through, and the unbind of the namespace
+/// waits for the pipes instead. Draining them lets it finish; bound again,
+/// the file is sealed with its map, and the pipe gave back its bytes. A
+/// kernel whose plain references hold no pagemap lets the unbind go
+/// through, and the pipes then drop references to freed struct pages.
+fn case_plain_references(env: &Env) -> Attempt {
     env.sealed(|| {
         let path = env.path("vmspliced");
         let r = (|| {
             let file = create(&path, 0x65, SIZE)?;
             seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
-            let pipe = Pipe::new()?;
+            let map = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
             let mapping = Mapping::shared(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
-            let iov = libc::iovec { iov_base: mapping.as_ptr() as *mut libc::c_void, iov_len: PAGE as usize };
-            // SAFETY: one iovec over our own mapping, into our own pipe.
-            let n = unsafe { libc::vmsplice(pipe.0[1], &iov, 1, 0) };
-            if n != PAGE as isize {
-                return Err(format!("vmsplice of a page of the sealed mapping: {n}"));
-            }
+            let pipes = splice_page_into_pipes(mapping.as_ptr(), SPLICED_REFS)?;
             drop(mapping);
             drop(file);
             let ns = Namespace::of(&env.mount)?;
-            let mount = env.mount.clone();
             let started = Instant::now();
-            let umount_thread =
-                std::thread::spawn(move || umount(&mount).map(|()| Instant::now()).map_err(|e| errno_text(&e)));
-            std::thread::sleep(UMOUNT_WAITS);
-            let waited = !umount_thread.is_finished();
+            umount(&env.mount).map_err(|e| format!("umount {}: {}", env.mount.display(), errno_text(&e)))?;
+            let umounted = started.elapsed();
+            if umounted > UMOUNT_PROMPT {
+                return Err(format!(
+                    "umount took {:.1} s while pipes held {SPLICED_REFS} references to a page of the sealed file: \
+                     eviction waited for them",
+                    umounted.as_secs_f64()
+                ));
+            }
+            let unbind = {
+                let ns = ns.clone();
+                std::thread::spawn(move || ns.unbind().map(|()| Instant::now()))
+            };
+            std::thread::sleep(TEARDOWN_WAITS);
+            if unbind.is_finished() {
+                // Draining the pipes now would drop references to freed struct pages.
+                let done = unbind.join().map_err(|_| "the unbind thread panicked".to_string())?;
+                std::mem::forget(pipes);
+                return Err(format!(
+                    "unbinding {} returned ({done:?}) while pipes held {SPLICED_REFS} references to a page of its \
+                     memory: plain references do not hold the device's pagemap",
+                    ns.name
+                ));
+            }
             let drained = Instant::now();
             let mut back = vec![0u8; PAGE as usize];
-            // SAFETY: reading into our own buffer.
-            let got = unsafe { libc::read(pipe.0[0], back.as_mut_ptr().cast(), back.len()) };
-            drop(pipe);
-            while !umount_thread.is_finished() {
+            // SAFETY: reading into our own buffer from our own pipe.
+            let got = unsafe { libc::read(pipes[0].0[0], back.as_mut_ptr().cast(), back.len()) };
+            drop(pipes);
+            while !unbind.is_finished() {
                 if drained.elapsed() > TEARDOWN_FINISHES {
                     return Err(format!(
-                        "umount still waits {} s after the pipe was drained",
+                        "unbinding {} still waits {} s after the pipes were drained",
+                        ns.name,
                         TEARDOWN_FINISHES.as_secs()
                     ));
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            let done = umount_thread.join().map_err(|_| "the umount thread panicked".to_string())?;
-            let done = done.map_err(|e| format!("umount {}: {e}", env.mount.display()))?;
+            let done = unbind.join().map_err(|_| "the unbind thread panicked".to_string())??;
+            ns.bind()?;
             ns.mount(&env.mount)?;
             if got != PAGE as isize || back != pattern(0x65, SIZE)[..PAGE as usize] {
                 return Err("the pipe did not give back the sealed file's bytes".into());
@@ -360,31 +386,53 @@ fn case_plain_reference(env: &Env) -> Attempt {
             let file = OpenOptions::new()
                 .write(true)
                 .open(&path)
-                .map_err(|e| format!("reopen {}: {}", path.display(), errno_text(&e)))?;
-            seal::unseal(&file).map_err(|e| format!("UNSEAL after the pipe was drained: {}", errno_text(&e)))?;
-            let waits_at_eviction = kernel_version()? >= (6, 15);
-            match (waits_at_eviction, waited) {
-                (true, true) => Ok(format!(
-                    "umount still waited {} s after it started while a pipe held a vmspliced page, and finished \
-                     {:.0} ms after the pipe was drained; the pipe gave back the file's bytes; UNSEAL 0",
-                    UMOUNT_WAITS.as_secs(),
-                    done.saturating_duration_since(drained).as_secs_f64() * 1000.0
-                )),
-                (true, false) => Err(format!(
-                    "umount returned after {:.1} s while a pipe held a vmspliced page of the sealed file: that \
-                     reference holds no pagemap, and the page could outlive its namespace",
-                    done.saturating_duration_since(started).as_secs_f64()
-                )),
-                (false, _) => Ok(format!(
-                    "this kernel does not wait at eviction for any file (before 6.15): umount {} while a pipe held \
-                     a vmspliced page; the pipe gave back the file's bytes; UNSEAL 0",
-                    if waited { "waited" } else { "returned at once" }
-                )),
+                .map_err(|e| format!("reopen {} after the namespace came back: {}", path.display(), errno_text(&e)))?;
+            let map_after = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
+            if !is_sealed(&path)? || map_after != map {
+                return Err(format!("after the namespace came back: map {map:?} -> {map_after:?}, or not sealed"));
             }
+            seal::unseal(&file).map_err(|e| format!("UNSEAL after the pipes were drained: {}", errno_text(&e)))?;
+            Ok(format!(
+                "{SPLICED_REFS} vmspliced references to one page: umount took {:.0} ms; unbinding {} still waited \
+                 {} s and finished {:.0} ms after the pipes were drained; the pipe gave back the file's bytes; bound \
+                 again, sealed with the same map, UNSEAL 0",
+                umounted.as_secs_f64() * 1000.0,
+                ns.name,
+                TEARDOWN_WAITS.as_secs(),
+                done.saturating_duration_since(drained).as_secs_f64() * 1000.0
+            ))
         })();
         let _ = fs::remove_file(&path);
         r
     })
+}
+
+/// vmsplices the page at `page` into as many pipes as it takes to hold
+/// `refs` references to it, one per pipe buffer.
+fn splice_page_into_pipes(page: *const u8, refs: usize) -> Result<Vec<Pipe>, String> {
+    let mut pipes = Vec::new();
+    let mut taken = 0;
+    while taken < refs {
+        let pipe = Pipe::new()?;
+        let want = PIPE_SLOTS.min(refs - taken);
+        // SAFETY: F_SETPIPE_SZ on our own pipe.
+        let size = unsafe { libc::fcntl(pipe.0[1], libc::F_SETPIPE_SZ, (PIPE_SLOTS as u64 * PAGE) as libc::c_int) };
+        if size < (want as u64 * PAGE) as libc::c_int {
+            return Err(format!("F_SETPIPE_SZ: {size} ({})", errno_text(&io::Error::last_os_error())));
+        }
+        let iov = vec![libc::iovec { iov_base: page as *mut libc::c_void, iov_len: PAGE as usize }; want];
+        // SAFETY: the iovecs cover one page of our own mapping, into our own pipe.
+        let n = unsafe { libc::vmsplice(pipe.0[1], iov.as_ptr(), iov.len(), 0) };
+        if n != (want as u64 * PAGE) as isize {
+            return Err(format!(
+                "vmsplice of {want} copies of a page of the sealed mapping: {n} ({})",
+                errno_text(&io::Error::last_os_error())
+            ));
+        }
+        taken += want;
+        pipes.push(pipe);
+    }
+    Ok(pipes)
 }
 
 /// Both ends of a pipe, closed on drop.
