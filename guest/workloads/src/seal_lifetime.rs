@@ -33,7 +33,9 @@
 //! vmspliced into pipes and under a pin: every reference to an fsdax page
 //! holds the device's pagemap, so the umount goes through, the unbind waits
 //! until the pipes are drained or the ring lets go, and the namespace, the
-//! filesystem and the seal come back.
+//! filesystem and the seal come back. Before them, on every kernel, an
+//! unbind after a shared futex and a /proc/self/mem read of a DAX mapping
+//! (references the kernel takes and releases at once) must finish.
 //!
 //! On a kernel without the series SEAL gives EOPNOTSUPP and the sealed cases
 //! skip; the control (a long-term pin of an unsealed DAX file is refused
@@ -86,6 +88,7 @@ const CASES: &[(&str, Case)] = &[
     ("seal-of-shared-file-interrupted-by-sigkill", case_sigkill_shared),
     ("readers-progress-during-seal-of-shared-file", case_readers_shared),
     ("mappings-outside-each-step-survive-seal", case_mappings_survive),
+    ("namespace-teardown-after-released-references", case_released_references),
     ("namespace-teardown-waits-for-plain-references", case_plain_references),
     ("namespace-teardown-waits-for-pin", case_namespace_teardown),
 ];
@@ -304,6 +307,67 @@ fn dax_never(pinned: &Pinned) -> Check {
         "pinned, unmapped, closed, remounted dax=never: open EBUSY; after UNREGISTER_BUFFERS (pins acquired \
          {acquired}, released {released}) it opens and reads as written"
     ))
+}
+
+/// Plain references that the kernel drops through folio_put() rather than
+/// put_page(): a shared futex on a DAX mapping (get_futex_key()) and a read
+/// of /proc/self/mem at a DAX address (__access_remote_vm()). Both take the
+/// page with GUP and let it go at once, so once the file is unmapped,
+/// closed and unmounted the namespace holds nothing: the unbind must
+/// finish. A kernel that counts those references against the device's
+/// pagemap but misses their release (6.12's folio_put() did not see fsdax
+/// pages) waits for ever. No seal is needed: this runs on every kernel.
+fn case_released_references(env: &Env) -> Attempt {
+    let path = env.path("futex-proc-mem");
+    let check = (|| {
+        let file = create(&path, 0x66, SIZE)?;
+        let mapping = Mapping::shared(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+        let addr = mapping.as_ptr() as u64;
+        // SAFETY: a shared (not private) FUTEX_WAKE on a word of our own mapping.
+        let woken = unsafe { libc::syscall(libc::SYS_futex, addr as *const u32, libc::FUTEX_WAKE, 1, 0, 0, 0) };
+        if woken < 0 {
+            return Err(format!("FUTEX_WAKE on the DAX mapping: {}", errno_text(&io::Error::last_os_error())));
+        }
+        let mem = File::open("/proc/self/mem").map_err(|e| format!("open /proc/self/mem: {}", errno_text(&e)))?;
+        let mut back = vec![0u8; PAGE as usize];
+        mem.read_exact_at(&mut back, addr).map_err(|e| format!("pread /proc/self/mem: {}", errno_text(&e)))?;
+        if back != pattern(0x66, SIZE)[..PAGE as usize] {
+            return Err("/proc/self/mem did not read the DAX file's bytes".into());
+        }
+        drop(mem);
+        drop(mapping);
+        drop(file);
+        let ns = Namespace::of(&env.mount)?;
+        umount(&env.mount).map_err(|e| format!("umount {}: {}", env.mount.display(), errno_text(&e)))?;
+        let started = Instant::now();
+        let unbind = {
+            let ns = ns.clone();
+            std::thread::spawn(move || ns.unbind().map(|()| Instant::now()))
+        };
+        while !unbind.is_finished() {
+            if started.elapsed() > TEARDOWN_FINISHES {
+                // The unbind thread stays in D state: leave it, the hung-task report names it.
+                return Err(format!(
+                    "unbinding {} still waits {} s after a shared futex and a /proc/self/mem read let go of \
+                     their pages: their releases did not give back the device's pagemap",
+                    ns.name,
+                    TEARDOWN_FINISHES.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let done = unbind.join().map_err(|_| "the unbind thread panicked".to_string())??;
+        ns.bind()?;
+        ns.mount(&env.mount)?;
+        Ok(format!(
+            "a shared FUTEX_WAKE and a /proc/self/mem read of the DAX mapping, then munmap, close, umount: unbinding \
+             {} finished in {:.0} ms; bound and mounted again",
+            ns.name,
+            done.saturating_duration_since(started).as_secs_f64() * 1000.0
+        ))
+    })();
+    let _ = fs::remove_file(&path);
+    Attempt::Done(check)
 }
 
 /// How many plain references the vmsplice case takes on one page: past
