@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: the figures the project holds itself to, as medians
 //! of several runs measured side by side: warm end-to-end `run` with nothing
 //! to rebuild, boot to the first KTAP line and dax-smoke time per kernel
-//! variant (with the patched/baseline ratio), the compressed initramfs size,
+//! variant (with the patched/baseline ratio), the initramfs size,
 //! device DMA (READ_FIXED) into a sealed file's pinned pages against the
 //! same into anonymous memory and Soft-RoCE memory registration of a sealed
 //! DAX mapping against anonymous memory (pinned-dma, patched kernel), swap
@@ -30,7 +30,7 @@ use crate::report::results::Results;
 
 /// Targets on the reference machine (2 cores, TCG).
 const WARM_RUN_TARGET: Duration = Duration::from_secs(30);
-const FIRST_KTAP_TARGET: Duration = Duration::from_secs(4);
+const FIRST_KTAP_TARGET: Duration = Duration::from_secs(1);
 const INITRAMFS_TARGET: u64 = 16 << 20;
 /// READ_FIXED into sealed pmem pages, as a fraction of the same into
 /// anonymous memory from the same disk in the same boot.
@@ -112,7 +112,7 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
         trees.join(" and "),
         args.runs
     );
-    let mut charts = charts(&mut samples, &trees, initramfs.compressed_bytes);
+    let mut charts = charts(&mut samples, &trees, initramfs.bytes);
     if args.cold {
         let mut bars = Vec::new();
         for tree in &trees {
@@ -390,8 +390,8 @@ fn charts(s: &mut Samples, trees: &[String], initramfs_bytes: u64) -> Charts {
     );
     let mib = initramfs_bytes as f64 / (1 << 20) as f64;
     charts.add(
-        format!("  compressed initramfs: {mib:.2} MiB"),
-        Chart::new("compressed initramfs", "MiB", &[("initramfs", mib)])
+        format!("  initramfs (uncompressed): {mib:.2} MiB"),
+        Chart::new("initramfs", "MiB", &[("initramfs", mib)])
             .target(format!("<= {} MiB", INITRAMFS_TARGET >> 20), initramfs_bytes <= INITRAMFS_TARGET),
     );
     // The patched kernel's figures, against their reference in the same boot.

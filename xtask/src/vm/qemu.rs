@@ -77,6 +77,11 @@ pub fn kernel_cmdline() -> String {
         // An Oops ends the guest at once instead of leaving it half alive; the
         // host scanner has already recorded the report from the console.
         "oops=panic",
+        // PCI interrupts are routed through the BIOS's table, not ACPI's
+        // link devices: evaluating those under TCG cost 0.3 s of every
+        // boot, and the virtio and NVMe devices use MSI-X anyway. ACPI
+        // still describes the NVDIMMs (NFIT) and powers the guest off.
+        "acpi=noirq",
     ]
     .join(" ")
 }
@@ -132,7 +137,17 @@ fn machine_args(nvdimm: bool, persistence: Option<&str>) -> Vec<String> {
     if let Some(p) = persistence.filter(|_| nvdimm) {
         machine.push_str(&format!(",nvdimm-persistence={p}"));
     }
-    vec!["-machine".into(), machine]
+    // No PCI hotplug in the ACPI tables: nothing is hot-plugged, and the
+    // guest's ACPI interpreter spent about 0.1 s of every boot (under TCG)
+    // on the slots' methods.
+    vec![
+        "-machine".into(),
+        machine,
+        "-global".into(),
+        "PIIX4_PM.acpi-root-pci-hotplug=off".into(),
+        "-global".into(),
+        "PIIX4_PM.acpi-pci-hotplug-with-bridge-support=off".into(),
+    ]
 }
 
 fn memory_args(memory_mib: u64, cpus: u32, nvdimms: &[Image]) -> Vec<String> {
@@ -364,6 +379,11 @@ mod tests {
     fn argv_has_every_piece() {
         let a = argv(&vm());
         assert_eq!(after(&a, "-machine"), ["pc,nvdimm=on"]);
+        assert_eq!(
+            after(&a, "-global"),
+            ["PIIX4_PM.acpi-root-pci-hotplug=off", "PIIX4_PM.acpi-pci-hotplug-with-bridge-support=off"],
+            "no PCI hotplug methods for the guest's ACPI interpreter to load"
+        );
         assert_eq!(after(&a, "-accel"), ["tcg,thread=single"], "two vCPUs share one TCG thread");
         assert_eq!(after(&argv(&Vm { cpus: 1, ..vm() }), "-accel"), ["tcg"]);
         assert_eq!(after(&a, "-m"), ["1024M,slots=2,maxmem=2560M"]);
