@@ -74,6 +74,10 @@ pub fn write_fixed(disk: &str, depth: usize) -> String {
 pub const REG_MR_SEALED: &str = "rdma.reg-mr-sealed";
 /// pinned-dma: ms of `ibv_reg_mr` over anonymous memory (median).
 pub const REG_MR_ANONYMOUS: &str = "rdma.reg-mr-anonymous";
+/// pinned-dma: the same over anonymous memory kept in base pages
+/// (MADV_NOHUGEPAGE), as a sealed file is mapped: GUP grabs a transparent
+/// huge page in one step, and a base page at a time otherwise.
+pub const REG_MR_ANONYMOUS_BASE: &str = "rdma.reg-mr-anonymous-base-pages";
 
 /// userspace-flush: µs of an fsync of an unchanged large sealed file that
 /// was never pinned (median), of its first fsync after SEAL, and of an
