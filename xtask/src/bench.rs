@@ -211,7 +211,9 @@ pub fn figure_names(workload: &str) -> Vec<String> {
     let mut names = Vec::new();
     match workload {
         "pinned-dma" => {
-            names.extend([figure::REG_MR_SEALED, figure::REG_MR_ANONYMOUS, figure::REG_MR_ANONYMOUS_BASE].map(String::from));
+            names.extend(
+                [figure::REG_MR_SEALED, figure::REG_MR_ANONYMOUS, figure::REG_MR_ANONYMOUS_BASE].map(String::from),
+            );
             for disk in DATA_DISKS {
                 names.push(figure::read_fixed(disk.name, DMA_DEPTH));
                 names.push(figure::read_fixed_anonymous(disk.name, DMA_DEPTH));

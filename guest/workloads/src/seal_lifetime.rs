@@ -56,8 +56,8 @@ use dax_seal_protocol::MOUNT_PREFIX;
 use crate::calls::{cpath, errno_text, free_bytes, result_text, statx_attributes, umount, Mapping, STATX_ATTR_DAX};
 use crate::cases::{when_sealable, Attempt, Cases};
 use crate::fixture::{
-    create, is_sealed, pattern, pin_counters, pins_settled, probe, probe_online_repair, remount,
-    remount_with, remove_sealed, Namespace,
+    create, is_sealed, pattern, pin_counters, pins_settled, probe, probe_online_repair, remount, remount_with,
+    remove_sealed, Namespace,
 };
 use crate::seal::{self, Extent};
 use crate::trace::{self, TraceEvent};
