@@ -274,6 +274,13 @@ impl Namespace {
             .map_err(|e| format!("unbind {} from nd_pmem: {e}", self.name))
     }
 
+    /// Starts [`Namespace::unbind`] in a thread of its own: the kernel
+    /// blocks it for as long as anything holds a page of the device.
+    pub fn unbind_in_background(&self) -> Unbinding {
+        let ns = self.clone();
+        Unbinding(std::thread::spawn(move || ns.unbind().map(|()| Instant::now())))
+    }
+
     /// Binds it again and waits for its block device to come back.
     pub fn bind(&self) -> Result<(), String> {
         fs::write(format!("{ND_PMEM}/bind"), &self.name).map_err(|e| format!("bind {} to nd_pmem: {e}", self.name))?;
@@ -291,5 +298,33 @@ impl Namespace {
     pub fn mount(&self, mount: &Path) -> Result<(), String> {
         calls::mount(&self.dev, mount, "xfs", &self.data)
             .map_err(|e| format!("mount {} on {} ({}): {}", self.dev, mount.display(), self.data, errno_text(&e)))
+    }
+}
+
+/// An unbind running in its own thread ([`Namespace::unbind_in_background`]).
+pub struct Unbinding(std::thread::JoinHandle<Result<Instant, String>>);
+
+impl Unbinding {
+    /// Whether the unbind has returned.
+    pub fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+
+    /// Waits for the unbind: when it returned, or why it failed.
+    pub fn join(self) -> Result<Instant, String> {
+        self.0.join().map_err(|_| "the unbind thread panicked".to_string())?
+    }
+
+    /// [`Unbinding::join`] if the unbind returns within `limit` of `since`;
+    /// `Ok(None)` if it is still waiting then, and its thread, blocked in
+    /// the kernel, is left there.
+    pub fn join_within(self, since: Instant, limit: Duration) -> Result<Option<Instant>, String> {
+        while !self.is_finished() {
+            if since.elapsed() > limit {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.join().map(Some)
     }
 }

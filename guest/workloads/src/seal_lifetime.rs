@@ -340,23 +340,15 @@ fn case_released_references(env: &Env) -> Attempt {
         let ns = Namespace::of(&env.mount)?;
         umount(&env.mount).map_err(|e| format!("umount {}: {}", env.mount.display(), errno_text(&e)))?;
         let started = Instant::now();
-        let unbind = {
-            let ns = ns.clone();
-            std::thread::spawn(move || ns.unbind().map(|()| Instant::now()))
+        // A thread still waiting is left in D state: the hung-task report names it.
+        let Some(done) = ns.unbind_in_background().join_within(started, TEARDOWN_FINISHES)? else {
+            return Err(format!(
+                "unbinding {} still waits {} s after a shared futex and a /proc/self/mem read let go of their \
+                 pages: their releases did not give back the device's pagemap",
+                ns.name,
+                TEARDOWN_FINISHES.as_secs()
+            ));
         };
-        while !unbind.is_finished() {
-            if started.elapsed() > TEARDOWN_FINISHES {
-                // The unbind thread stays in D state: leave it, the hung-task report names it.
-                return Err(format!(
-                    "unbinding {} still waits {} s after a shared futex and a /proc/self/mem read let go of \
-                     their pages: their releases did not give back the device's pagemap",
-                    ns.name,
-                    TEARDOWN_FINISHES.as_secs()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let done = unbind.join().map_err(|_| "the unbind thread panicked".to_string())??;
         ns.bind()?;
         ns.mount(&env.mount)?;
         Ok(format!(
@@ -411,14 +403,11 @@ fn case_plain_references(env: &Env) -> Attempt {
                     umounted.as_secs_f64()
                 ));
             }
-            let unbind = {
-                let ns = ns.clone();
-                std::thread::spawn(move || ns.unbind().map(|()| Instant::now()))
-            };
+            let unbind = ns.unbind_in_background();
             std::thread::sleep(TEARDOWN_WAITS);
             if unbind.is_finished() {
                 // Draining the pipes now would drop references to freed struct pages.
-                let done = unbind.join().map_err(|_| "the unbind thread panicked".to_string())?;
+                let done = unbind.join();
                 std::mem::forget(pipes);
                 return Err(format!(
                     "unbinding {} returned ({done:?}) while pipes held {SPLICED_REFS} references to a page of its \
@@ -431,17 +420,13 @@ fn case_plain_references(env: &Env) -> Attempt {
             // SAFETY: reading into our own buffer from our own pipe.
             let got = unsafe { libc::read(pipes[0].0[0], back.as_mut_ptr().cast(), back.len()) };
             drop(pipes);
-            while !unbind.is_finished() {
-                if drained.elapsed() > TEARDOWN_FINISHES {
-                    return Err(format!(
-                        "unbinding {} still waits {} s after the pipes were drained",
-                        ns.name,
-                        TEARDOWN_FINISHES.as_secs()
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let done = unbind.join().map_err(|_| "the unbind thread panicked".to_string())??;
+            let Some(done) = unbind.join_within(drained, TEARDOWN_FINISHES)? else {
+                return Err(format!(
+                    "unbinding {} still waits {} s after the pipes were drained",
+                    ns.name,
+                    TEARDOWN_FINISHES.as_secs()
+                ));
+            };
             ns.bind()?;
             ns.mount(&env.mount)?;
             if got != PAGE as isize || back != pattern(0x65, SIZE)[..PAGE as usize] {
@@ -545,15 +530,11 @@ fn case_namespace_teardown(env: &Env) -> Attempt {
         let ns = Namespace::of(&env.mount)?;
         umount(&env.mount).map_err(|e| format!("umount {}: {}", env.mount.display(), errno_text(&e)))?;
         let started = Instant::now();
-        let unbind = {
-            let ns = ns.clone();
-            std::thread::spawn(move || ns.unbind().map(|()| Instant::now()))
-        };
+        let unbind = ns.unbind_in_background();
         std::thread::sleep(TEARDOWN_WAITS);
-        let waited = !unbind.is_finished();
-        if !waited {
+        if unbind.is_finished() {
             // Dropping the pin now would unpin struct pages that are gone.
-            let done = unbind.join().map_err(|_| "the unbind thread panicked".to_string())?;
+            let done = unbind.join();
             return Err(format!(
                 "unbinding {} returned ({done:?}, after {:.1} s) while the ring still pinned {SIZE} bytes of its \
                  memory: the pin does not own the device's pagemap, and unpinning now touches freed struct pages",
@@ -566,18 +547,14 @@ fn case_namespace_teardown(env: &Env) -> Attempt {
         ring.unregister().map_err(|e| format!("UNREGISTER_BUFFERS: {}", errno_text(&e)))?;
         drop(ring);
         let (acquired, released) = pins_settled("UNREGISTER_BUFFERS and close")?;
-        while !unbind.is_finished() {
-            if unpinned.elapsed() > TEARDOWN_FINISHES {
-                return Err(format!(
-                    "unbinding {} still waits {} s after the last pin went (nr_foll_pin_acquired {acquired}, \
-                     released {released})",
-                    ns.name,
-                    TEARDOWN_FINISHES.as_secs()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let done = unbind.join().map_err(|_| "the unbind thread panicked".to_string())??;
+        let Some(done) = unbind.join_within(unpinned, TEARDOWN_FINISHES)? else {
+            return Err(format!(
+                "unbinding {} still waits {} s after the last pin went (nr_foll_pin_acquired {acquired}, released \
+                 {released})",
+                ns.name,
+                TEARDOWN_FINISHES.as_secs()
+            ));
+        };
         let after_unpin = done.saturating_duration_since(unpinned);
         ns.bind()?;
         ns.mount(&env.mount)?;

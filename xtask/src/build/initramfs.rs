@@ -90,8 +90,7 @@ pub fn build() -> Result<Built> {
         paths::write_atomic(&path, &bytes)?;
         prune_old(&path);
     }
-    let bytes = fs::metadata(&path)?.len();
-    Ok(Built { path, key, bytes })
+    Ok(Built { path, key, bytes: bytes.len() as u64 })
 }
 
 /// Keeps the three newest initramfs images.
