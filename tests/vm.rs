@@ -1537,7 +1537,7 @@ fn fake_kernel_tree(dir: &std::path::Path) {
         "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 0\n\
          allnoconfig:\n\t@cp $(KCONFIG_ALLCONFIG) $(O)/.config\n\
          olddefconfig:\n\t@true\n\
-         bzImage: $(O)/a.o $(O)/b.o $(O)/c.o\n\t@mkdir -p $(O)/arch/x86/boot && cat $^ > $(O)/arch/x86/boot/bzImage\n\
+         vmlinux: $(O)/a.o $(O)/b.o $(O)/c.o\n\t@cat $^ > $(O)/vmlinux\n\
          $(O)/b.o: $(O)/a.o\n$(O)/c.o: $(O)/b.o\n\
          $(O)/%.o:\n\t@echo \"  CC      $*.o\" && sleep 2 && echo $* > $@.tmp && mv $@.tmp $@\n",
     )
@@ -1592,7 +1592,7 @@ fn host_faults_ctrl_c_during_a_kernel_build_and_two_builds_sharing_a_cache() {
     assert!(!status.success(), "the interrupted build must not succeed");
     let kernels = cache.join("kernels");
     let finished = |k: &std::path::Path| {
-        std::fs::read_dir(k).map_or(0, |d| d.flatten().filter(|e| e.path().join("bzImage").is_file()).count())
+        std::fs::read_dir(k).map_or(0, |d| d.flatten().filter(|e| e.path().join("vmlinux").is_file()).count())
     };
     assert_eq!(finished(&kernels), 0, "a half-built kernel entered the cache");
     let compiled_before = std::fs::read_to_string(&log).unwrap().matches("  CC ").count();

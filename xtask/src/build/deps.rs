@@ -36,7 +36,6 @@ pub const KERNEL_BUILD: &[Requirement] = &[
     req(Program("flex"), "flex", "kernel build (kconfig)"),
     req(Program("bison"), "bison", "kernel build (kconfig)"),
     req(Program("bc"), "bc", "kernel build"),
-    req(Program("lz4"), "lz4", "kernel build (the kernel image is LZ4-compressed)"),
     req(Program("perl"), "perl", "kernel build"),
     req(Program("ccache"), "ccache", "compiler cache for kernel builds"),
     req(Program("patch"), "patch", "applying the patch series"),

@@ -9,7 +9,8 @@
 //!   applied (`patch` replaces the files it changes, so the farm never writes
 //!   through to the pristine tree), and `work/<variant>/build` (`O=`), kept
 //!   between builds so make is incremental;
-//! - `kernels/<key>/`: the finished `bzImage`, `config` and `build.log`.
+//! - `kernels/<key>/`: the finished `vmlinux` (what QEMU boots, through the
+//!   PVH entry point: no self-decompression), `config` and `build.log`.
 //!
 //! Both variants use the same relative layout, so with `CCACHE_BASEDIR` set to
 //! the cache root the compiler cache is shared between them.
@@ -33,7 +34,11 @@ use crate::build::trees::{self, Tree};
 use crate::paths;
 
 /// Bump when the build procedure changes in a way the inputs do not show.
-const RECIPE: &str = "dax-seal kernel recipe 1: allnoconfig + fragments, bzImage";
+const RECIPE: &str = "dax-seal kernel recipe 2: allnoconfig + fragments, vmlinux";
+
+/// The make target, and the file in `kernels/<key>/` QEMU boots: the ELF
+/// image with its PVH note (CONFIG_PVH), loaded as is.
+const IMAGE: &str = "vmlinux";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -105,7 +110,8 @@ pub struct Built {
     /// [`kernel_name`].
     pub name: String,
     pub key: String,
-    pub bzimage: PathBuf,
+    /// The ELF vmlinux QEMU boots (`-kernel`), through its PVH entry.
+    pub image: PathBuf,
     pub config: PathBuf,
     /// False when it came from the cache.
     pub built_now: bool,
@@ -127,7 +133,7 @@ pub fn cmd(variants: &[Variant], choice: &SourceChoice) -> Result<()> {
     let source = resolve_source(choice)?;
     for &variant in variants {
         let built = ensure(variant, &source, choice.rebuild)?;
-        println!("{} {variant}: {} (key {})", built.tree, built.bzimage.display(), built.key);
+        println!("{} {variant}: {} (key {})", built.tree, built.image.display(), built.key);
     }
     Ok(())
 }
@@ -468,7 +474,7 @@ fn inputs(variant: Variant, source: &Source) -> Result<Inputs> {
 /// Whether the cache holds `variant` of `source` already.
 pub fn cached(variant: Variant, source: &Source) -> Result<bool> {
     let key = inputs(variant, source)?.key;
-    Ok(paths::cache_dir()?.join("kernels").join(key).join("bzImage").is_file())
+    Ok(paths::cache_dir()?.join("kernels").join(key).join(IMAGE).is_file())
 }
 
 /// Returns the kernel for `variant`, building it if its key is not cached.
@@ -483,12 +489,12 @@ pub fn ensure(variant: Variant, source: &Source, rebuild: bool) -> Result<Built>
         variant,
         name: name.clone(),
         key: key.clone(),
-        bzimage: out.join("bzImage"),
+        image: out.join(IMAGE),
         config: out.join("config"),
         built_now,
     };
     let work = WorkTree::lock(&name, &format!("the {name} kernel's work tree"))?;
-    if !rebuild && out.join("bzImage").is_file() {
+    if !rebuild && out.join(IMAGE).is_file() {
         return Ok(built(false));
     }
     eprintln!("[kernel {name}] building key {key} from {}", source.description);
@@ -510,7 +516,7 @@ pub fn ensure(variant: Variant, source: &Source, rebuild: bool) -> Result<Built>
 
     let tmp = cache.join("kernels").join(format!("{key}.partial-{}", std::process::id()));
     paths::ensure_dir(&tmp)?;
-    for (from, to) in [("arch/x86/boot/bzImage", "bzImage"), (".config", "config"), ("build.log", "build.log")] {
+    for (from, to) in [(IMAGE, IMAGE), (".config", "config"), ("build.log", "build.log")] {
         fs::copy(build.join(from), tmp.join(to))
             .with_context(|| format!("copying {from} out of {}", build.display()))?;
     }
@@ -741,7 +747,7 @@ pub fn progress(label: &str, files: usize, secs: u64, now: &str, expected: Optio
     format!("[kernel {label}] {files:>4} files compiled{estimate}, {secs:>4}s, now {now}")
 }
 
-/// Runs make bzImage in `build` (niced, so that a guest booting meanwhile
+/// Runs make vmlinux in `build` (niced, so that a guest booting meanwhile
 /// keeps its pace); returns how many files it compiled. `expected`, an
 /// earlier build of the tree, makes the progress lines estimate the rest.
 pub fn make(
@@ -760,7 +766,7 @@ pub fn make(
         .arg(format!("O={}", build.display()))
         .arg(format!("-j{jobs}"))
         .arg("CC=ccache gcc")
-        .arg("bzImage")
+        .arg(IMAGE)
         .env("CCACHE_DIR", cache.join("ccache"))
         .env("CCACHE_BASEDIR", cache)
         .env("CCACHE_NOHASHDIR", "1")
@@ -997,7 +1003,7 @@ mod tests {
         let lines: String = (1..=60).map(|i| format!("\t@echo step {i}\n")).collect();
         fs::write(
             src.join("Makefile"),
-            format!("bzImage:\n{lines}\t@echo 'fs/xfs/x.c:1: error: broken' >&2\n\t@false\n"),
+            format!("vmlinux:\n{lines}\t@echo 'fs/xfs/x.c:1: error: broken' >&2\n\t@false\n"),
         )
         .unwrap();
         let log = build.join("build.log");

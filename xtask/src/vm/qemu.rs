@@ -355,7 +355,7 @@ mod tests {
             accel: Accel::Tcg,
             memory_mib: 1024,
             cpus: 2,
-            kernel: "/k/bzImage".into(),
+            kernel: "/k/vmlinux".into(),
             initrd: Some("/i/initrd".into()),
             cmdline: kernel_cmdline(),
             nvdimms: vec![
@@ -400,7 +400,7 @@ mod tests {
         assert!(devices.contains(&"nvdimm,id=nvdimm1,memdev=nvmem1,label-size=131072"));
         assert!(devices.iter().any(|d| d.starts_with("virtserialport,") && d.ends_with("name=dax-seal.ktap")));
         assert_eq!(after(&a, "-chardev"), ["socket,id=ktap,path=/run/x.sock"]);
-        assert_eq!(after(&a, "-kernel"), ["/k/bzImage"]);
+        assert_eq!(after(&a, "-kernel"), ["/k/vmlinux"]);
         assert_eq!(after(&a, "-initrd"), ["/i/initrd"]);
         assert!(after(&a, "-append")[0].contains("panic=-1"));
         for flag in ["-no-reboot", "-nodefaults"] {

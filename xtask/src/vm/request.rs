@@ -55,7 +55,7 @@ pub fn prepare(variants: &[Variant], source: &SourceChoice, accel: AccelChoice) 
         kernels.push(kernel::ensure(v, &src, source.rebuild)?);
     }
     let initramfs = initramfs::build()?;
-    let probe_kernel = &kernels.first().context("no kernel variant selected")?.bzimage;
+    let probe_kernel = &kernels.first().context("no kernel variant selected")?.image;
     let (accel, accel_reason) = qemu::resolve_accel(accel, probe_kernel)?;
     Ok(Prepared { source_tree: src.tree, kernels, initramfs, accel, accel_reason })
 }
@@ -141,7 +141,7 @@ impl Streaming {
                 let Some((_, k)) = batch.first() else { continue };
                 let (accel, accel_reason) = match &resolved {
                     Some(r) => r.clone(),
-                    None => resolved.insert(qemu::resolve_accel(accel, &k.bzimage)?).clone(),
+                    None => resolved.insert(qemu::resolve_accel(accel, &k.image)?).clone(),
                 };
                 let ready = batch
                     .into_iter()
@@ -210,7 +210,7 @@ impl BootRequest<'_> {
             accel: self.prepared.accel,
             memory_mib: m.memory_mib,
             cpus: m.cpus,
-            kernel: self.prepared.kernel(self.variant)?.bzimage.clone(),
+            kernel: self.prepared.kernel(self.variant)?.image.clone(),
             initrd: Some(initrd),
             cmdline: std::iter::once(qemu::kernel_cmdline())
                 .chain(m.kernel_args.iter().cloned())
