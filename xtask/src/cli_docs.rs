@@ -31,12 +31,20 @@ pub fn write(out: &Path) -> Result<usize> {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let command = daxctl_immutable::command();
+    // The .TH line's date and source: without them clap_mangen leaves the
+    // date empty, and mandoc takes the source for a date it cannot parse.
+    let stamp = paths::timestamp();
+    let date = format!("{}-{}-{}", &stamp[..4], &stamp[4..6], &stamp[6..8]);
+    let source = format!("daxctl-immutable {}", command.get_version().unwrap_or("(unversioned)"));
     let mut written = 0;
     // `name` titles the page (daxctl-immutable-seal); `bin` is what a user
     // types (daxctl-immutable seal).
     let mut page = |cmd: clap::Command, name: String, bin: String| -> Result<()> {
         let mut text = Vec::new();
         clap_mangen::Man::new(cmd.display_name(name.clone()).bin_name(bin))
+            .date(&date)
+            .source(&source)
+            .manual("daxctl-immutable")
             .render(&mut text)
             .context("cannot render a man page")?;
         let path = man.join(format!("{name}.1"));
@@ -74,5 +82,17 @@ mod tests {
         assert!(verify.contains("against"), "{verify}");
         let bash = fs::read_to_string(dir.path().join("completions/daxctl-immutable.bash")).unwrap();
         assert!(bash.contains("unseal"));
+    }
+
+    /// Both checkers the man-pages project uses find nothing in any page.
+    #[test]
+    fn the_pages_lint_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path()).unwrap();
+        for e in fs::read_dir(dir.path().join("man1")).unwrap() {
+            let page = e.unwrap().path();
+            let warnings = crate::man_pages::lint(&page).unwrap();
+            assert!(warnings.is_empty(), "{}: {warnings:#?}", page.display());
+        }
     }
 }

@@ -25,6 +25,7 @@ pub mod cli_docs;
 pub mod crash;
 pub mod fstests;
 pub mod fuzz;
+pub mod man_pages;
 pub mod matrix;
 pub mod merge;
 pub mod run;

@@ -84,6 +84,17 @@ pub const FSTESTS: &[Requirement] = &[
     req(Program("mkfs.ext4"), "e2fsprogs", "packing the fstests root filesystem (cargo xtask fstests)"),
 ];
 
+/// `cargo xtask man-pages` (and the lint of cli-docs' pages in the unit
+/// tests): the man-pages release, and the two checkers the man-pages
+/// project uses.
+pub const MAN_PAGES: &[Requirement] = &[
+    req(Program("apt-get"), "apt", "downloading the man-pages release (cargo xtask man-pages)"),
+    req(Program("dpkg-deb"), "dpkg", "unpacking the man-pages release (cargo xtask man-pages)"),
+    req(Program("patch"), "patch", "applying the man-pages series"),
+    req(Program("mandoc"), "mandoc", "linting man pages (mandoc -T lint)"),
+    req(Program("man"), "man-db", "linting man pages (man --warnings, through groff)"),
+];
+
 /// A set of requirement lists.
 pub struct Need(Vec<&'static [Requirement]>);
 
@@ -91,8 +102,13 @@ impl Need {
     /// Everything any task needs (`cargo xtask deps`).
     pub fn all() -> Need {
         let mut need = Need::for_source(false);
-        need.0.extend([TESTS, FSTESTS]);
+        need.0.extend([TESTS, FSTESTS, MAN_PAGES]);
         need
+    }
+
+    /// What `cargo xtask man-pages` needs.
+    pub fn for_man_pages() -> Need {
+        Need(vec![MAN_PAGES])
     }
 
     /// Everything but the default kernel source (the user gave a tree).
@@ -103,7 +119,7 @@ impl Need {
     /// What `cargo xtask test` needs.
     pub fn for_tests(user_tree: bool) -> Need {
         let mut need = Need::for_source(user_tree);
-        need.0.extend([TESTS, FSTESTS]);
+        need.0.extend([TESTS, FSTESTS, MAN_PAGES]);
         need
     }
 
@@ -207,6 +223,10 @@ mod tests {
             assert!(p.contains(&"chromium") && p.contains(&"cpio") && p.contains(&"gcc"), "{p:?}");
         }
         assert!(packages(&Need::all()).contains(&"dpkg"));
-        assert!(!packages(&Need::for_tests(true)).contains(&"dpkg"));
+        // A tree the user gives needs no source package; the tests still
+        // download the man-pages release and lint it.
+        assert!(!packages(&Need::for_source(true)).contains(&"dpkg"));
+        assert!(packages(&Need::for_tests(true)).contains(&"mandoc"));
+        assert!(!packages(&Need::for_source(false)).contains(&"mandoc"));
     }
 }

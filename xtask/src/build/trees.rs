@@ -24,7 +24,7 @@ use crate::paths;
 /// Where the table lives, from the project root.
 pub const TABLE: &str = "kernel-config/trees.toml";
 /// The Debian mirror private apt states use.
-const MIRROR: &str = "http://deb.debian.org/debian";
+pub const MIRROR: &str = "http://deb.debian.org/debian";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,46 +143,74 @@ impl Tree {
     /// Downloads and unpacks the package once; later calls find the
     /// tarball in the cache and need no network.
     fn fetch(&self) -> Result<PathBuf> {
-        let cache = paths::cache_dir()?;
-        let dir = cache.join("debs").join(&self.package);
-        let tarball = dir.join(format!("usr/src/{}.tar.xz", self.package));
-        if tarball.is_file() {
-            return Ok(tarball);
-        }
-        let _lock = paths::lock(&cache.join("debs").join(format!("{}.lock", self.package)), &self.package)?;
-        if tarball.is_file() {
-            return Ok(tarball);
-        }
+        let inside = format!("usr/src/{}.tar.xz", self.package);
         let mirror = self.mirror.as_deref().unwrap_or(MIRROR);
-        let apt = AptState::new(&cache.join("apt").join(&self.suite), mirror, &self.suite)?;
-        let deb_dir = cache.join("debs").join(format!("{}.download", self.package));
-        paths::ensure_dir(&deb_dir)?;
-        let (deb, sha256) = apt.download(&self.package, &deb_dir)?;
-        let got = file_sha256(&deb)?;
-        if got != sha256 {
-            let _ = fs::remove_file(&deb);
-            bail!(
-                "{} does not match the SHA256 of {} in {} ({got}, the index says {sha256}); it was deleted. Run \
-                 again to download it afresh",
-                deb.display(),
-                self.package,
-                self.suite
-            );
-        }
-        let unpacking = cache.join("debs").join(format!("{}.partial-{}", self.package, std::process::id()));
-        let sh = Shell::new()?;
-        cmd!(sh, "dpkg-deb -x {deb} {unpacking}").run().with_context(|| format!("unpacking {}", deb.display()))?;
-        if dir.exists() {
-            fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-        }
-        fs::rename(&unpacking, &dir).with_context(|| format!("moving {} into place", dir.display()))?;
-        // The tarball is what the build uses; the .deb is not kept.
-        let _ = fs::remove_dir_all(&deb_dir);
-        if !tarball.is_file() {
-            bail!("{} holds no usr/src/{}.tar.xz; is it a linux-source package?", deb.display(), self.package);
-        }
-        Ok(tarball)
+        let dir = fetch_package(&self.package, &self.suite, mirror, &inside)
+            .with_context(|| format!("is {} a linux-source package?", self.package))?;
+        Ok(dir.join(inside))
     }
+}
+
+/// Where [`fetch_package`] keeps the version of the package it unpacked.
+const VERSION_FILE: &str = ".dax-seal-version";
+
+/// Debian package `package` of `suite` (served by `mirror`), downloaded
+/// through a private apt state, checked against the index's SHA256 and
+/// unpacked once into the build cache (`debs/<package>/`); later calls
+/// find it there and need no network. `inside` is a file the package must
+/// hold (relative to its root). Returns the unpacked root.
+pub fn fetch_package(package: &str, suite: &str, mirror: &str, inside: &str) -> Result<PathBuf> {
+    let cache = paths::cache_dir()?;
+    let dir = cache.join("debs").join(package);
+    if dir.join(inside).is_file() {
+        return Ok(dir);
+    }
+    let _lock = paths::lock(&cache.join("debs").join(format!("{package}.lock")), package)?;
+    if dir.join(inside).is_file() {
+        return Ok(dir);
+    }
+    let apt = AptState::new(&cache.join("apt").join(suite), mirror, suite)?;
+    let deb_dir = cache.join("debs").join(format!("{package}.download"));
+    paths::ensure_dir(&deb_dir)?;
+    let (deb, sha256) = apt.download(package, &deb_dir)?;
+    let got = file_sha256(&deb)?;
+    if got != sha256 {
+        let _ = fs::remove_file(&deb);
+        bail!(
+            "{} does not match the SHA256 of {package} in {suite} ({got}, the index says {sha256}); it was \
+             deleted. Run again to download it afresh",
+            deb.display()
+        );
+    }
+    let unpacking = cache.join("debs").join(format!("{package}.partial-{}", std::process::id()));
+    let sh = Shell::new()?;
+    cmd!(sh, "dpkg-deb -x {deb} {unpacking}").run().with_context(|| format!("unpacking {}", deb.display()))?;
+    if !unpacking.join(inside).is_file() {
+        let _ = fs::remove_dir_all(&unpacking);
+        bail!("{} holds no {inside}", deb.display());
+    }
+    let version = deb_version(&deb);
+    fs::write(unpacking.join(VERSION_FILE), &version)
+        .with_context(|| format!("writing {}", unpacking.join(VERSION_FILE).display()))?;
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    fs::rename(&unpacking, &dir).with_context(|| format!("moving {} into place", dir.display()))?;
+    // What is unpacked is what the tasks use; the .deb is not kept.
+    let _ = fs::remove_dir_all(&deb_dir);
+    Ok(dir)
+}
+
+/// The version of the package [`fetch_package`] unpacked in `dir`, if it
+/// recorded one.
+pub fn package_version(dir: &Path) -> Option<String> {
+    fs::read_to_string(dir.join(VERSION_FILE)).ok().map(|v| v.trim().to_string())
+}
+
+/// `6.20-2` of `manpages-dev_6.20-2_all.deb` (an epoch's `%3a` as `:`).
+fn deb_version(deb: &Path) -> String {
+    let name = deb.file_name().map(|n| n.to_string_lossy().replace("%3a", ":")).unwrap_or_default();
+    name.split('_').nth(1).unwrap_or("unknown").to_string()
 }
 
 /// A private apt state for one suite: its own sources list, lists and
@@ -230,7 +258,7 @@ impl AptState {
         let (filename, sha256) = candidate(&show).with_context(|| {
             format!("apt-cache show {package} in {} gave no Filename and SHA256:\n{show}", self.suite)
         })?;
-        eprintln!("[kernel] downloading {package} from {} ({filename})", self.suite);
+        eprintln!("[deb] downloading {package} from {} ({filename})", self.suite);
         cmd!(sh, "apt-get {options...} download {package}").quiet().run().with_context(|| {
             format!("apt-get download {package} from {} failed; what is cached is kept", self.suite)
         })?;
