@@ -328,3 +328,30 @@ impl Unbinding {
         self.join().map(Some)
     }
 }
+
+const HUNG_TASK_TIMEOUT: &str = "/proc/sys/kernel/hung_task_timeout_secs";
+
+/// The hung-task detector's limit, changed for a while and put back on drop:
+/// a case that expects a task to wait a long time without being reported
+/// lowers it, so that a report comes within its own few seconds.
+pub struct HungTaskTimeout {
+    old: String,
+}
+
+impl HungTaskTimeout {
+    pub fn set(secs: u64) -> Result<HungTaskTimeout, String> {
+        let old = fs::read_to_string(HUNG_TASK_TIMEOUT)
+            .map_err(|e| format!("read {HUNG_TASK_TIMEOUT}: {}", errno_text(&e)))?
+            .trim()
+            .to_string();
+        fs::write(HUNG_TASK_TIMEOUT, secs.to_string())
+            .map_err(|e| format!("write {secs} to {HUNG_TASK_TIMEOUT}: {}", errno_text(&e)))?;
+        Ok(HungTaskTimeout { old })
+    }
+}
+
+impl Drop for HungTaskTimeout {
+    fn drop(&mut self) {
+        let _ = fs::write(HUNG_TASK_TIMEOUT, &self.old);
+    }
+}

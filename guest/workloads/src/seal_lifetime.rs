@@ -53,11 +53,13 @@ use std::time::{Duration, Instant};
 
 use dax_seal_protocol::MOUNT_PREFIX;
 
-use crate::calls::{cpath, errno_text, free_bytes, result_text, statx_attributes, umount, Mapping, STATX_ATTR_DAX};
+use crate::calls::{
+    self, cpath, errno_text, free_bytes, result_text, statx_attributes, umount, Mapping, STATX_ATTR_DAX,
+};
 use crate::cases::{when_sealable, Attempt, Cases};
 use crate::fixture::{
     create, is_sealed, pattern, pin_counters, pins_settled, probe, probe_online_repair, remount, remount_with,
-    remove_sealed, Namespace,
+    remove_sealed, HungTaskTimeout, Namespace,
 };
 use crate::seal::{self, Extent};
 use crate::trace::{self, TraceEvent};
@@ -314,9 +316,10 @@ fn dax_never(pinned: &Pinned) -> Check {
 /// of /proc/self/mem at a DAX address (__access_remote_vm()). Both take the
 /// page with GUP and let it go at once, so once the file is unmapped,
 /// closed and unmounted the namespace holds nothing: the unbind must
-/// finish. A kernel that counts those references against the device's
-/// pagemap but misses their release (6.12's folio_put() did not see fsdax
-/// pages) waits for ever. No seal is needed: this runs on every kernel.
+/// finish, without the kernel logging that it waits for references. A
+/// kernel that counts those references against the device's pagemap but
+/// misses their release (6.12's folio_put() did not see fsdax pages) waits
+/// for ever. No seal is needed: this runs on every kernel.
 fn case_released_references(env: &Env) -> Attempt {
     let path = env.path("futex-proc-mem");
     let check = (|| {
@@ -339,6 +342,7 @@ fn case_released_references(env: &Env) -> Attempt {
         drop(file);
         let ns = Namespace::of(&env.mount)?;
         umount(&env.mount).map_err(|e| format!("umount {}: {}", env.mount.display(), errno_text(&e)))?;
+        let notices = teardown_notices()?;
         let started = Instant::now();
         // A thread still waiting is left in D state: the hung-task report names it.
         let Some(done) = ns.unbind_in_background().join_within(started, TEARDOWN_FINISHES)? else {
@@ -349,11 +353,18 @@ fn case_released_references(env: &Env) -> Attempt {
                 TEARDOWN_FINISHES.as_secs()
             ));
         };
+        let spoke = teardown_notices()? - notices;
         ns.bind()?;
         ns.mount(&env.mount)?;
+        if spoke > 0 {
+            return Err(format!(
+                "unbinding {} finished, but logged \"{TEARDOWN_NOTICE}\" {spoke} time(s) with nothing referenced",
+                ns.name
+            ));
+        }
         Ok(format!(
             "a shared FUTEX_WAKE and a /proc/self/mem read of the DAX mapping, then munmap, close, umount: unbinding \
-             {} finished in {:.0} ms; bound and mounted again",
+             {} finished in {:.0} ms without a \"{TEARDOWN_NOTICE}\" line; bound and mounted again",
             ns.name,
             done.saturating_duration_since(started).as_secs_f64() * 1000.0
         ))
@@ -512,6 +523,16 @@ impl Drop for Pipe {
 const TEARDOWN_WAITS: Duration = Duration::from_secs(2);
 /// How soon the unbind must finish once the pin is gone.
 const TEARDOWN_FINISHES: Duration = Duration::from_secs(30);
+/// How long the pin case holds the pin under a waiting unbind, with the
+/// hung-task limit at 1 s: long enough for the detector to speak.
+const TEARDOWN_WATCHED: Duration = Duration::from_secs(3);
+/// What the kernel logs when a teardown has references to wait for.
+const TEARDOWN_NOTICE: &str = "waits for references to its pages";
+
+/// How many times the kernel log says a teardown waits for references.
+fn teardown_notices() -> Result<usize, String> {
+    Ok(calls::kmsg_records()?.iter().filter(|r| r.contains(TEARDOWN_NOTICE)).count())
+}
 
 /// Tearing the device down under a pin, as an administrator would: seal,
 /// pin, close, umount, then unbind the fsdax namespace from nd_pmem (what
@@ -520,8 +541,11 @@ const TEARDOWN_FINISHES: Duration = Duration::from_secs(30);
 /// (kept on the NVDIMM itself) must not go while the ring can still unpin
 /// them, nor its memory while a device can still write into it. Once the
 /// ring lets go the unbind finishes; bound again, the namespace and the
-/// file come back, still sealed, and UNSEAL gives 0. Last of the cases: a
-/// kernel that lets the pages go oopses when the pin is dropped.
+/// file come back, still sealed, and UNSEAL gives 0. The wait is the pin
+/// holder's choice, not a hang: with the hung-task limit lowered to 1 s,
+/// the detector must not report the unbinding task, and the kernel log
+/// says what the teardown waits for. Last of the cases: a kernel that lets
+/// the pages go oopses when the pin is dropped.
 fn case_namespace_teardown(env: &Env) -> Attempt {
     env.sealed(|| {
         let path = env.path("teardown");
@@ -529,9 +553,13 @@ fn case_namespace_teardown(env: &Env) -> Attempt {
         drop(file);
         let ns = Namespace::of(&env.mount)?;
         umount(&env.mount).map_err(|e| format!("umount {}: {}", env.mount.display(), errno_text(&e)))?;
+        // With a 1 s limit the detector would report a task that waits
+        // uninterruptibly within the 3 s the pin is held.
+        let watchdog = HungTaskTimeout::set(1)?;
+        let notices = teardown_notices()?;
         let started = Instant::now();
         let unbind = ns.unbind_in_background();
-        std::thread::sleep(TEARDOWN_WAITS);
+        std::thread::sleep(TEARDOWN_WATCHED);
         if unbind.is_finished() {
             // Dropping the pin now would unpin struct pages that are gone.
             let done = unbind.join();
@@ -556,6 +584,15 @@ fn case_namespace_teardown(env: &Env) -> Attempt {
             ));
         };
         let after_unpin = done.saturating_duration_since(unpinned);
+        drop(watchdog);
+        let said = calls::kmsg_records()?.into_iter().filter(|r| r.contains(TEARDOWN_NOTICE)).nth(notices);
+        let Some(said) = said else {
+            return Err(format!(
+                "unbinding {} waited {} s for the pin without a new \"{TEARDOWN_NOTICE}\" line in the kernel log",
+                ns.name,
+                TEARDOWN_WATCHED.as_secs()
+            ));
+        };
         ns.bind()?;
         ns.mount(&env.mount)?;
         let file = OpenOptions::new()
@@ -577,12 +614,14 @@ fn case_namespace_teardown(env: &Env) -> Attempt {
             return Err(format!("nr_foll_pin_acquired moved by {pinned}, fewer than the {} pages", SIZE / PAGE));
         }
         Ok(format!(
-            "unbinding {} ({}) still waited {} s into the pin and finished {:.0} ms after the ring let go ({pinned} \
-             pins acquired and released); bound and mounted again, the file is sealed with the same map, UNSEAL 0",
+            "unbinding {} ({}) still waited {} s into the pin, with no hung-task report at a 1 s limit, and \
+             finished {:.0} ms after the ring let go ({pinned} pins acquired and released); the kernel said \"{}\"; \
+             bound and mounted again, the file is sealed with the same map, UNSEAL 0",
             ns.name,
             ns.dev,
-            TEARDOWN_WAITS.as_secs(),
-            after_unpin.as_secs_f64() * 1000.0
+            TEARDOWN_WATCHED.as_secs(),
+            after_unpin.as_secs_f64() * 1000.0,
+            said.trim()
         ))
     })
 }
