@@ -1836,3 +1836,67 @@ fn man_pages_series_applies_and_lints_clean() {
     let warnings = xtask::man_pages::lint(&out_dir.join("man/man2/fallocate.2")).unwrap();
     assert!(warnings.is_empty(), "{warnings:#?}");
 }
+
+/// `cargo xtask submission` as a user types it, after a run of the series
+/// as it is: the cover letter cites that run, and every kernel patch it
+/// wrote applies with `git am` to the tree's pristine files; with a run
+/// that never booted this series it refuses with exit 2.
+#[test]
+fn submission_cites_the_run_and_its_patches_apply_with_git_am() {
+    let images = tempfile::tempdir().unwrap();
+    let out = images.path().join("submission");
+    let early = xtask(&["submission", "--out", out.to_str().unwrap()], images.path());
+    assert_eq!(early.status.code(), Some(2), "{}", String::from_utf8_lossy(&early.stderr));
+    let run = xtask(&["run", "--workload", "dax-smoke", "--kernel", "patched"], images.path());
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let made = xtask(&["submission", "--out", out.to_str().unwrap()], images.path());
+    let stderr = String::from_utf8_lossy(&made.stderr);
+    assert!(made.status.success(), "{stderr}");
+    let run_id = Results::read(&images.path().join("runs/latest")).unwrap().run_id;
+    let tree = xtask::build::trees::find(None).unwrap();
+    let letter = std::fs::read_to_string(out.join(format!("linux-{}/0000-cover-letter.patch", tree.name))).unwrap();
+    assert!(letter.contains(&format!("Run {run_id} ")), "{letter}");
+    assert!(letter.contains("To: ") && letter.contains("linux-xfs@vger.kernel.org"), "{letter}");
+    // git am onto a repository of the pristine files the series touches.
+    let source = xtask::build::kernel::resolve_source(&xtask::build::kernel::SourceChoice {
+        tree: tree.clone(),
+        dir: None,
+        rebuild: false,
+    })
+    .unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    let series_dir = xtask::paths::project_root().join(&tree.series);
+    let fixes = xtask::build::kernel::tree_fixes(&series_dir).unwrap();
+    let series = xtask::build::kernel::read_series(&series_dir).unwrap();
+    for (_, bytes) in fixes.iter().chain(&series) {
+        for file in xtask::build::kernel::files_touched(bytes) {
+            let from = source.tree.join(&file);
+            if from.is_file() {
+                let to = repo.path().join(&file);
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                std::fs::copy(&from, &to).unwrap();
+            }
+        }
+    }
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"])
+            .args(args)
+            .current_dir(repo.path())
+            .output()
+            .unwrap()
+    };
+    assert!(git(&["init", "-q"]).status.success());
+    assert!(git(&["add", "-A"]).status.success());
+    assert!(git(&["commit", "-q", "-m", "pristine"]).status.success());
+    // The upstream fixes the tree carries come first, as in every build.
+    let patches: Vec<String> = fixes
+        .iter()
+        .map(|(name, _)| series_dir.join(name).display().to_string())
+        .chain(series.iter().map(|(name, _)| out.join(format!("linux-{}", tree.name)).join(name).display().to_string()))
+        .collect();
+    let mut am = vec!["am", "-q"];
+    am.extend(patches.iter().map(String::as_str));
+    let applied = git(&am);
+    assert!(applied.status.success(), "git am: {}", String::from_utf8_lossy(&applied.stderr));
+}

@@ -30,5 +30,6 @@ pub mod matrix;
 pub mod merge;
 pub mod run;
 pub mod series;
+pub mod submission;
 pub mod test;
 pub mod tidy;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use xtask::build::{deps, initramfs, kernel};
-use xtask::{bench, cli, cli_docs, crash, fstests, fuzz, man_pages, matrix, merge, run, series, test};
+use xtask::{bench, cli, cli_docs, crash, fstests, fuzz, man_pages, matrix, merge, run, series, submission, test};
 
 /// Build Linux (7.3, and 6.12) with and without the block-map seal series, boot it on
 /// emulated NVDIMMs under QEMU and judge what the guest workloads report.
@@ -42,6 +42,8 @@ enum Task {
     CliDocs(cli::CliDocsArgs),
     /// Apply the man-pages series (fallocate.2, statx.2) to its release and lint the pages.
     ManPages(man_pages::ManPagesArgs),
+    /// Write what would be mailed: the kernel series with a cover letter citing the last run, and the man pages.
+    Submission(submission::SubmissionArgs),
     /// Run the whole test suite: unit tests, then VM tests on the real kernels.
     Test(cli::TestArgs),
     /// Run the property tests of every input door with many more cases, until the time is up.
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Task::Series(args) => series::cmd(&args),
         Task::CliDocs(args) => cli_docs::cmd(&args).map(|()| ExitCode::SUCCESS),
         Task::ManPages(args) => man_pages::cmd(&args).map(|()| ExitCode::SUCCESS),
+        Task::Submission(args) => submission::cmd(&args),
         Task::Test(args) => test::cmd(&args),
         Task::Fuzz(args) => fuzz::cmd(&args),
         Task::Bench(args) => bench::cmd(&args).map(|()| ExitCode::SUCCESS),

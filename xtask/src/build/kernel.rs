@@ -447,6 +447,12 @@ struct Inputs {
     key: String,
 }
 
+/// The cache key `variant` of `source` builds under: what names its
+/// directory in `kernels/`, and what a boot's QEMU command line shows.
+pub fn key(variant: Variant, source: &Source) -> Result<String> {
+    Ok(inputs(variant, source)?.key)
+}
+
 fn inputs(variant: Variant, source: &Source) -> Result<Inputs> {
     let root = paths::project_root();
     let tree = &source.of;

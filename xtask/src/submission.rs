@@ -1,0 +1,389 @@
+//! `cargo xtask submission`: what would be mailed, written out. For one
+//! kernel tree: the series with a cover letter (the prose of
+//! `patches/<tree>/cover-letter.txt`, the recipients from the tree's
+//! `scripts/get_maintainer.pl`, the shortlog, and the results of the last
+//! run, which must have booted this very series and passed), checkpatch
+//! --strict on every patch, and the man-pages series with its own cover
+//! letter. The tree's own fixes (`fixes/`), which the series needs under
+//! it, are written beside it and named in the cover letter's base. It
+//! refuses (exit 2, saying what to do) when the last run is missing,
+//! failed, or booted another version of the series.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+use dax_seal_protocol::ktap::Verdict;
+
+use crate::build::kernel::{self, read_series, SourceChoice, Variant};
+use crate::build::{deps, trees};
+use crate::paths;
+use crate::report::results::Results;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SubmissionArgs {
+    /// Kernel tree of kernel-config/trees.toml whose series to write
+    /// (default: its first, 7.3).
+    #[arg(long, value_name = "NAME")]
+    pub tree: Option<String>,
+    /// Where to write (default images/submission/<tree>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The run whose results the cover letter cites (default: the latest,
+    /// images/runs/latest).
+    #[arg(long, value_name = "DIR")]
+    pub run: Option<PathBuf>,
+}
+
+/// Why a submission cannot be written from the last run: exit 2.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+pub fn cmd(args: &SubmissionArgs) -> Result<ExitCode> {
+    match write(args) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.downcast_ref::<Refused>().is_some() => {
+            eprintln!("[submission] refused: {e}");
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn write(args: &SubmissionArgs) -> Result<()> {
+    deps::ensure(deps::Need::for_source(false))?;
+    let tree = trees::find(args.tree.as_deref())?;
+    let root = paths::project_root();
+    let dir = root.join(&tree.series);
+    let series = read_series(&dir)?;
+    let source = kernel::resolve_source(&SourceChoice { tree: tree.clone(), dir: None, rebuild: false })?;
+    let key = kernel::key(Variant::Patched, &source)?;
+    let run_dir = args.run.clone().unwrap_or_else(|| paths::images_dir().join("runs/latest"));
+    let results = Results::read(&run_dir).map_err(|e| {
+        Refused(format!(
+            "no run to cite in {} ({e:#}): run `cargo xtask run --kernel all --tree {}` first",
+            run_dir.display(),
+            tree.name
+        ))
+    })?;
+    check_run(&results, &key, &tree.name)?;
+    let cover_path = dir.join("cover-letter.txt");
+    let cover = fs::read_to_string(&cover_path).with_context(|| {
+        format!(
+            "cannot read {}: the {} series has no cover letter (a backport is not what gets mailed; the first tree \
+             of kernel-config/trees.toml is)",
+            cover_path.display(),
+            tree.name
+        )
+    })?;
+    let out = args.out.clone().unwrap_or_else(|| paths::images_dir().join("submission").join(&tree.name));
+    if out.exists() {
+        fs::remove_dir_all(&out).with_context(|| format!("cannot remove the old {}", out.display()))?;
+    }
+    let kernel_out = out.join(format!("linux-{}", tree.name));
+    paths::ensure_dir(&kernel_out)?;
+    let mut checkpatch = String::new();
+    let mut paths_written = Vec::new();
+    for (name, bytes) in &series {
+        let to = kernel_out.join(name);
+        fs::write(&to, bytes).with_context(|| format!("cannot write {}", to.display()))?;
+        let found = run_checkpatch(&source.tree, &to)?;
+        match found.len() {
+            0 => {
+                let _ = writeln!(checkpatch, "{name}: clean");
+            }
+            n => {
+                let _ = writeln!(checkpatch, "{name}: {n} finding(s)");
+            }
+        }
+        let prefix = format!("{}:", to.display());
+        for line in &found {
+            let _ = writeln!(checkpatch, "  line {}", line.strip_prefix(&prefix).unwrap_or(line));
+        }
+        paths_written.push(to);
+    }
+    let (to, cc) = maintainers(&source.tree, &paths_written)?;
+    let fixes = kernel::tree_fixes(&dir)?;
+    let base = format!(
+        "{}{}",
+        source.description,
+        fixes
+            .iter()
+            .map(|(_, b)| format!("\n  + prerequisite fix, sent on its own: {}", subject(b)))
+            .collect::<String>()
+    );
+    for (name, bytes) in &fixes {
+        let to = kernel_out.join(name);
+        paths::ensure_dir(to.parent().unwrap_or(&kernel_out))?;
+        fs::write(&to, bytes).with_context(|| format!("cannot write {}", to.display()))?;
+    }
+    let letter = kernel_cover_letter(&cover, &series, &to, &cc, &results, &run_dir, &base)?;
+    fs::write(kernel_out.join("0000-cover-letter.patch"), letter)?;
+    fs::write(out.join(format!("checkpatch-{}.txt", tree.name)), &checkpatch)?;
+
+    let man_dir = root.join("patches/man-pages");
+    let man_series = read_series(&man_dir)?;
+    let man_out = out.join("man-pages");
+    paths::ensure_dir(&man_out)?;
+    for (name, bytes) in &man_series {
+        fs::write(man_out.join(name), bytes)?;
+    }
+    fs::write(man_out.join("0000-cover-letter.patch"), man_cover_letter(&man_series))?;
+
+    eprintln!(
+        "[submission] {} kernel patches and a cover letter in {} (To: {}; Cc: {} lists)",
+        series.len(),
+        kernel_out.display(),
+        to.len(),
+        cc.len()
+    );
+    eprintln!("[submission] checkpatch --strict: {}", out.join(format!("checkpatch-{}.txt", tree.name)).display());
+    eprintln!("[submission] {} man-pages patches in {}", man_series.len(), man_out.display());
+    eprintln!(
+        "[submission] not written: xfsprogs and fstests series (the project has none yet); the cover letter cites \
+         run {}",
+        results.run_id
+    );
+    Ok(())
+}
+
+/// The run passed, and booted the patched kernel whose key the series
+/// builds now.
+pub fn check_run(results: &Results, key: &str, tree: &str) -> Result<()> {
+    if results.verdict != Verdict::Pass {
+        let failed: Vec<String> = results
+            .runs
+            .iter()
+            .filter(|r| r.verdict == Verdict::Fail)
+            .map(|r| format!("{} / {}", r.kernel, r.workload))
+            .collect();
+        bail!(Refused(format!(
+            "the last run ({}) failed ({}): a submission cites a passing run",
+            results.run_id,
+            failed.join(", ")
+        )));
+    }
+    let marker = format!("/kernels/{key}/");
+    if !results.boots.iter().any(|b| b.command_line.contains(&marker)) {
+        bail!(Refused(format!(
+            "the last run ({}) did not boot the series as it is now (patched {tree} key {key}): run `cargo xtask \
+             run --kernel all --tree {tree}` first",
+            results.run_id
+        )));
+    }
+    Ok(())
+}
+
+/// checkpatch --strict's findings on one patch (none: clean).
+fn run_checkpatch(src: &Path, patch: &Path) -> Result<Vec<String>> {
+    let out = Command::new("perl")
+        .arg(src.join("scripts/checkpatch.pl"))
+        .args(["--strict", "--no-tree", "--terse", "--show-types", "--no-summary"])
+        .arg(patch)
+        .output()
+        .context("cannot run checkpatch.pl")?;
+    Ok(String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect())
+}
+
+/// get_maintainer.pl over the patches: people (To) and lists (Cc).
+fn maintainers(src: &Path, patches: &[PathBuf]) -> Result<(Vec<String>, Vec<String>)> {
+    let out = Command::new("perl")
+        .current_dir(src)
+        .arg("scripts/get_maintainer.pl")
+        .args(["--no-rolestats", "--no-git", "--no-git-fallback", "--no-substatus"])
+        .args(patches)
+        .output()
+        .context("cannot run get_maintainer.pl")?;
+    if !out.status.success() {
+        bail!("get_maintainer.pl failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let (mut to, mut cc) = (Vec::new(), Vec::new());
+    for line in String::from_utf8_lossy(&out.stdout).lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let list = if line.contains('<') { &mut to } else { &mut cc };
+        if !list.iter().any(|l| l == line) {
+            list.push(line.to_string());
+        }
+    }
+    Ok((to, cc))
+}
+
+/// The Subject line of a patch file (folded lines joined), without
+/// "[PATCH n/m] ".
+fn subject(patch: &[u8]) -> String {
+    let text = String::from_utf8_lossy(patch);
+    let mut lines = text.lines().skip_while(|l| !l.starts_with("Subject: "));
+    let mut s = lines.next().unwrap_or("Subject: ?").trim_start_matches("Subject: ").to_string();
+    for l in lines.take_while(|l| l.starts_with(' ')) {
+        s.push_str(l);
+    }
+    match s.find("] ") {
+        Some(i) if s.starts_with('[') => s[i + 2..].to_string(),
+        _ => s,
+    }
+}
+
+/// The author line of the first patch.
+fn author(series: &[(String, Vec<u8>)]) -> String {
+    let Some((_, first)) = series.first() else { return String::new() };
+    let text = String::from_utf8_lossy(first);
+    let mut lines = text.lines().skip_while(|l| !l.starts_with("From: "));
+    let mut s = lines.next().unwrap_or("From: ").trim_start_matches("From: ").to_string();
+    for l in lines.take_while(|l| l.starts_with(' ')) {
+        s.push_str(l);
+    }
+    s
+}
+
+fn kernel_cover_letter(
+    cover: &str,
+    series: &[(String, Vec<u8>)],
+    to: &[String],
+    cc: &[String],
+    results: &Results,
+    run_dir: &Path,
+    base: &str,
+) -> Result<String> {
+    let (subject_line, body) = cover
+        .split_once('\n')
+        .filter(|(s, _)| s.starts_with("Subject: "))
+        .context("the cover letter's first line must be `Subject: ...`")?;
+    let n = series.len();
+    let mut s = String::new();
+    let _ = writeln!(s, "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001");
+    let _ = writeln!(s, "From: {}", author(series));
+    let _ = writeln!(s, "Subject: [PATCH 00/{n:02}] {}", subject_line.trim_start_matches("Subject: "));
+    if !to.is_empty() {
+        let _ = writeln!(s, "To: {}", to.join(",\n    "));
+    }
+    if !cc.is_empty() {
+        let _ = writeln!(s, "Cc: {}", cc.join(",\n    "));
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "{}", body.trim());
+    let _ = writeln!(s);
+    let _ = writeln!(s, "Testing");
+    let _ = writeln!(s, "-------");
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "Run {} of the dax-seal harness (QEMU, emulated NVDIMMs, XFS\nwith DAX), results in {}:",
+        results.run_id,
+        run_dir.display()
+    );
+    let _ = writeln!(s);
+    for run in &results.runs {
+        let count = |v: Verdict| run.cases.iter().filter(|c| c.verdict == v).count();
+        let _ = writeln!(
+            s,
+            "  {:<16} {:<20} {:>3} passed, {} failed, {} skipped",
+            run.kernel,
+            run.workload,
+            count(Verdict::Pass),
+            count(Verdict::Fail),
+            count(Verdict::Skip)
+        );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "Patches");
+    let _ = writeln!(s, "-------");
+    let _ = writeln!(s);
+    for (i, (_, bytes)) in series.iter().enumerate() {
+        let _ = writeln!(s, "  {:02}/{n:02} {}", i + 1, subject(bytes));
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "Base: {base}");
+    let _ = writeln!(s);
+    let _ = writeln!(s, "-- ");
+    let _ = writeln!(s, "dax-seal");
+    Ok(s)
+}
+
+fn man_cover_letter(series: &[(String, Vec<u8>)]) -> String {
+    let n = series.len();
+    let mut s = String::new();
+    let _ = writeln!(s, "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001");
+    let _ = writeln!(s, "From: {}", author(series));
+    let _ = writeln!(s, "Subject: [PATCH 0/{n}] Document sealing a file's block map");
+    let _ = writeln!(s, "To: Alejandro Colomar <alx@kernel.org>");
+    let _ = writeln!(s, "Cc: linux-man@vger.kernel.org, linux-xfs@vger.kernel.org, linux-fsdevel@vger.kernel.org");
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "These pages document FALLOC_FL_SEAL_BLOCK_MAP, FALLOC_FL_UNSEAL_BLOCK_MAP\n\
+         and STATX_ATTR_IOMAP_IMMUTABLE, from the kernel series \"xfs, fs/dax, mm:\n\
+         seal a file's block map\". The version in them (7.4) is an assumption,\n\
+         marked with a FIXME, to be corrected with the commit when it is merged.\n\
+         Both pages pass mandoc -T lint and groff's warnings with nothing new."
+    );
+    let _ = writeln!(s);
+    for (i, (_, bytes)) in series.iter().enumerate() {
+        let _ = writeln!(s, "  {}/{n} {}", i + 1, subject(bytes));
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "-- ");
+    let _ = writeln!(s, "dax-seal");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::results::{BootRecord, WorkloadRun};
+    use crate::vm::boot::End;
+
+    fn results(verdict: Verdict, command_line: &str) -> Results {
+        Results {
+            verdict,
+            run_id: "20261206-170000".into(),
+            runs: vec![WorkloadRun::new("patched-7.3", "dax-smoke", Vec::new())],
+            boots: vec![BootRecord {
+                kernel: "patched-7.3".into(),
+                label: String::new(),
+                accel: "tcg".into(),
+                accel_reason: String::new(),
+                end: End::PoweredOff,
+                elapsed_ms: 1,
+                first_ktap_ms: None,
+                console_log: PathBuf::new(),
+                ktap_log: PathBuf::new(),
+                command_line: command_line.into(),
+                ignored_result_lines: Vec::new(),
+            }],
+            xtask_peak_rss_kib: 0,
+            rates: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_run_of_this_series_that_passed_is_cited() {
+        let r = results(Verdict::Pass, "qemu -kernel /c/kernels/abc/vmlinux");
+        check_run(&r, "abc", "7.3").unwrap();
+    }
+
+    #[test]
+    fn a_failed_or_stale_run_is_refused_with_what_to_do() {
+        let failed = check_run(&results(Verdict::Fail, "-kernel /c/kernels/abc/vmlinux"), "abc", "7.3").unwrap_err();
+        assert!(failed.downcast_ref::<Refused>().is_some());
+        assert!(failed.to_string().contains("failed"), "{failed}");
+        let stale = check_run(&results(Verdict::Pass, "-kernel /c/kernels/old/vmlinux"), "abc", "7.3").unwrap_err();
+        assert!(stale.downcast_ref::<Refused>().is_some());
+        assert!(stale.to_string().contains("cargo xtask run --kernel all --tree 7.3"), "{stale}");
+    }
+
+    #[test]
+    fn subjects_lose_their_numbering_and_keep_folded_lines() {
+        let patch =
+            b"From: A\nSubject: [PATCH 09/17] fs/dax: let a referenced fsdax folio hold the device's\n pagemap\n\nbody";
+        assert_eq!(subject(patch), "fs/dax: let a referenced fsdax folio hold the device's pagemap");
+    }
+}
