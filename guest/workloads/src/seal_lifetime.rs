@@ -528,6 +528,8 @@ const TEARDOWN_FINISHES: Duration = Duration::from_secs(30);
 const TEARDOWN_WATCHED: Duration = Duration::from_secs(3);
 /// What the kernel logs when a teardown has references to wait for.
 const TEARDOWN_NOTICE: &str = "waits for references to its pages";
+/// What it logs when that wait is over.
+const TEARDOWN_DONE: &str = "goes on after";
 
 /// How many times the kernel log says a teardown waits for references.
 fn teardown_notices() -> Result<usize, String> {
@@ -557,6 +559,7 @@ fn case_namespace_teardown(env: &Env) -> Attempt {
         // uninterruptibly within the 3 s the pin is held.
         let watchdog = HungTaskTimeout::set(1)?;
         let notices = teardown_notices()?;
+        let ended = calls::kmsg_records()?.iter().filter(|r| r.contains(TEARDOWN_DONE)).count();
         let started = Instant::now();
         let unbind = ns.unbind_in_background();
         std::thread::sleep(TEARDOWN_WATCHED);
@@ -585,12 +588,16 @@ fn case_namespace_teardown(env: &Env) -> Attempt {
         };
         let after_unpin = done.saturating_duration_since(unpinned);
         drop(watchdog);
-        let said = calls::kmsg_records()?.into_iter().filter(|r| r.contains(TEARDOWN_NOTICE)).nth(notices);
-        let Some(said) = said else {
+        let log = calls::kmsg_records()?;
+        let said = log.iter().filter(|r| r.contains(TEARDOWN_NOTICE)).nth(notices);
+        let went_on = log.iter().filter(|r| r.contains(TEARDOWN_DONE)).count() > ended;
+        let (Some(said), true) = (said, went_on) else {
             return Err(format!(
-                "unbinding {} waited {} s for the pin without a new \"{TEARDOWN_NOTICE}\" line in the kernel log",
+                "unbinding {} waited {} s for the pin, and the kernel log lacks a new \"{TEARDOWN_NOTICE}\" line \
+                 ({}) or a \"{TEARDOWN_DONE}\" line once it finished ({went_on})",
                 ns.name,
-                TEARDOWN_WATCHED.as_secs()
+                TEARDOWN_WATCHED.as_secs(),
+                said.is_some()
             ));
         };
         ns.bind()?;
