@@ -1857,6 +1857,9 @@ fn submission_cites_the_run_and_its_patches_apply_with_git_am() {
     let letter = std::fs::read_to_string(out.join(format!("linux-{}/0000-cover-letter.patch", tree.name))).unwrap();
     assert!(letter.contains(&format!("Run {run_id} ")), "{letter}");
     assert!(letter.contains("To: ") && letter.contains("linux-xfs@vger.kernel.org"), "{letter}");
+    let man = std::fs::read_to_string(out.join("man-pages/0000-cover-letter.patch")).unwrap();
+    assert!(man.contains("Made against manpages-dev ") && man.contains("man2/fallocate.2"), "{man}");
+    assert!(out.join("man-pages/man/man2/fallocate.2").is_file());
     // git am onto a repository of the pristine files the series touches.
     let source = xtask::build::kernel::resolve_source(&xtask::build::kernel::SourceChoice {
         tree: tree.clone(),

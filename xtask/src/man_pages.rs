@@ -51,13 +51,53 @@ pub struct PageCheck {
     pub inherited: usize,
 }
 
+/// Where the series lives, from the project root.
+pub const DIR: &str = "patches/man-pages";
+
+/// The series, applied and checked ([`check`]).
+pub struct Checked {
+    /// The package the release came from, and its version.
+    pub package: String,
+    pub version: String,
+    /// The series' patches, as `read_series` gives them.
+    pub series: Vec<(String, Vec<u8>)>,
+    pub pages: Vec<PageCheck>,
+}
+
 pub fn cmd(args: &ManPagesArgs) -> Result<()> {
     deps::ensure(deps::Need::for_man_pages())?;
-    let dir = paths::project_root().join("patches/man-pages");
+    let out = args.out.clone().unwrap_or_else(|| paths::images_dir().join("man-pages"));
+    let checked = check(&out)?;
+    for c in &checked.pages {
+        eprintln!(
+            "[man-pages] {}: mandoc -T lint and man --warnings find nothing the series added ({} inherited from \
+             the release)",
+            c.page, c.inherited
+        );
+    }
+    eprintln!(
+        "[man-pages] {} patches apply to {} {}; the pages are in {}",
+        checked.series.len(),
+        checked.package,
+        checked.version,
+        out.join("man").display()
+    );
+    if let Some(c) = checked.pages.first() {
+        eprintln!("[man-pages] try: man -l {}", out.join("man").join(&c.page).display());
+    }
+    Ok(())
+}
+
+/// Fetches the release `source.toml` names, applies the series to it and
+/// lints every page it touches ([`apply_and_check`]), writing the patched
+/// pages to `out`/man/. `cargo xtask man-pages` and `submission` both
+/// start here.
+pub fn check(out: &Path) -> Result<Checked> {
+    let dir = paths::project_root().join(DIR);
     let source = read_source(&dir.join("source.toml"))?;
     let series = read_series(&dir)?;
     let pages = touched_pages(&series)?;
-    let first = pages.first().context("patches/man-pages/series names no patch")?;
+    let first = pages.first().with_context(|| format!("{DIR}/series names no patch"))?;
     let mirror = source.mirror.as_deref().unwrap_or(trees::MIRROR);
     let unpacked = trees::fetch_package(&source.package, &source.suite, mirror, &format!("usr/share/man/{first}.gz"))?;
     let version = trees::package_version(&unpacked).unwrap_or_else(|| "of unknown version".into());
@@ -67,26 +107,9 @@ pub fn cmd(args: &ManPagesArgs) -> Result<()> {
             source.package, source.version, source.suite
         );
     }
-    let out = args.out.clone().unwrap_or_else(|| paths::images_dir().join("man-pages"));
-    let checks = apply_and_check(&unpacked.join("usr/share/man"), &dir, &series, &out)
+    let pages = apply_and_check(&unpacked.join("usr/share/man"), &dir, &series, out)
         .with_context(|| format!("the man-pages series on {} {version} ({})", source.package, source.suite))?;
-    for c in &checks {
-        eprintln!(
-            "[man-pages] {}: mandoc -T lint and man --warnings find nothing the series added ({} inherited from \
-             the release)",
-            c.page, c.inherited
-        );
-    }
-    eprintln!(
-        "[man-pages] {} patches apply to {} {version}; the pages are in {}",
-        series.len(),
-        source.package,
-        out.join("man").display()
-    );
-    if let Some(c) = checks.first() {
-        eprintln!("[man-pages] try: man -l {}", out.join("man").join(&c.page).display());
-    }
-    Ok(())
+    Ok(Checked { package: source.package, version, series, pages })
 }
 
 pub fn read_source(path: &Path) -> Result<Source> {
@@ -334,7 +357,7 @@ mod tests {
 
     #[test]
     fn the_project_source_table_parses() {
-        let s = read_source(&paths::project_root().join("patches/man-pages/source.toml")).unwrap();
+        let s = read_source(&paths::project_root().join(DIR).join("source.toml")).unwrap();
         assert_eq!(s.package, "manpages-dev");
         let err = format!("{:#}", toml::from_str::<Source>("package = \"x\"\nsuit = \"sid\"\n").unwrap_err());
         assert!(err.contains("suit"), "{err}");

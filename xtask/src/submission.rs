@@ -19,6 +19,7 @@ use dax_seal_protocol::ktap::Verdict;
 
 use crate::build::kernel::{self, read_series, SourceChoice, Variant};
 use crate::build::{deps, trees};
+use crate::man_pages;
 use crate::paths;
 use crate::report::results::Results;
 
@@ -61,7 +62,7 @@ pub fn cmd(args: &SubmissionArgs) -> Result<ExitCode> {
 }
 
 fn write(args: &SubmissionArgs) -> Result<()> {
-    deps::ensure(deps::Need::for_source(false))?;
+    deps::ensure(deps::Need::for_submission())?;
     let tree = trees::find(args.tree.as_deref())?;
     let root = paths::project_root();
     let dir = root.join(&tree.series);
@@ -131,14 +132,15 @@ fn write(args: &SubmissionArgs) -> Result<()> {
     fs::write(kernel_out.join("0000-cover-letter.patch"), letter)?;
     fs::write(out.join(format!("checkpatch-{}.txt", tree.name)), &checkpatch)?;
 
-    let man_dir = root.join("patches/man-pages");
-    let man_series = read_series(&man_dir)?;
+    // The man pages are applied and linted here too: their cover letter
+    // says what the checkers found, and the patched pages go beside it.
     let man_out = out.join("man-pages");
-    paths::ensure_dir(&man_out)?;
-    for (name, bytes) in &man_series {
+    let man = man_pages::check(&man_out)?;
+    for (name, bytes) in &man.series {
         fs::write(man_out.join(name), bytes)?;
     }
-    fs::write(man_out.join("0000-cover-letter.patch"), man_cover_letter(&man_series))?;
+    fs::write(man_out.join("0000-cover-letter.patch"), man_cover_letter(&man))?;
+    let man_series = man.series;
 
     eprintln!(
         "[submission] {} kernel patches and a cover letter in {} (To: {}; Cc: {} lists)",
@@ -220,12 +222,7 @@ fn maintainers(src: &Path, patches: &[PathBuf]) -> Result<(Vec<String>, Vec<Stri
 /// The Subject line of a patch file (folded lines joined), without
 /// "[PATCH n/m] ".
 fn subject(patch: &[u8]) -> String {
-    let text = String::from_utf8_lossy(patch);
-    let mut lines = text.lines().skip_while(|l| !l.starts_with("Subject: "));
-    let mut s = lines.next().unwrap_or("Subject: ?").trim_start_matches("Subject: ").to_string();
-    for l in lines.take_while(|l| l.starts_with(' ')) {
-        s.push_str(l);
-    }
+    let s = header(patch, "Subject").unwrap_or_else(|| "?".into());
     match s.find("] ") {
         Some(i) if s.starts_with('[') => s[i + 2..].to_string(),
         _ => s,
@@ -234,14 +231,19 @@ fn subject(patch: &[u8]) -> String {
 
 /// The author line of the first patch.
 fn author(series: &[(String, Vec<u8>)]) -> String {
-    let Some((_, first)) = series.first() else { return String::new() };
-    let text = String::from_utf8_lossy(first);
-    let mut lines = text.lines().skip_while(|l| !l.starts_with("From: "));
-    let mut s = lines.next().unwrap_or("From: ").trim_start_matches("From: ").to_string();
+    series.first().and_then(|(_, first)| header(first, "From")).unwrap_or_default()
+}
+
+/// The mail header `name` of a patch file, its folded lines joined.
+fn header(patch: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(patch);
+    let prefix = format!("{name}: ");
+    let mut lines = text.lines().skip_while(|l| !l.starts_with(&prefix));
+    let mut value = lines.next()?.strip_prefix(&prefix)?.to_string();
     for l in lines.take_while(|l| l.starts_with(' ')) {
-        s.push_str(l);
+        value.push_str(l);
     }
-    s
+    Some(value)
 }
 
 fn kernel_cover_letter(
@@ -308,7 +310,8 @@ fn kernel_cover_letter(
     Ok(s)
 }
 
-fn man_cover_letter(series: &[(String, Vec<u8>)]) -> String {
+fn man_cover_letter(man: &man_pages::Checked) -> String {
+    let series = &man.series;
     let n = series.len();
     let mut s = String::new();
     let _ = writeln!(s, "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001");
@@ -323,7 +326,11 @@ fn man_cover_letter(series: &[(String, Vec<u8>)]) -> String {
          and STATX_ATTR_IOMAP_IMMUTABLE, from the kernel series \"xfs, fs/dax, mm:\n\
          seal a file's block map\". The version in them (7.4) is an assumption,\n\
          marked with a FIXME, to be corrected with the commit when it is merged.\n\
-         Both pages pass mandoc -T lint and groff's warnings with nothing new."
+         Made against {} {}; mandoc -T lint and groff's warnings find nothing\n\
+         new in {}.",
+        man.package,
+        man.version,
+        man.pages.iter().map(|p| p.page.as_str()).collect::<Vec<_>>().join(", ")
     );
     let _ = writeln!(s);
     for (i, (_, bytes)) in series.iter().enumerate() {

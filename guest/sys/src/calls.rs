@@ -88,6 +88,11 @@ pub fn kmsg_records() -> Result<Vec<String>, String> {
     Ok(records)
 }
 
+/// How many records of the kernel log so far contain `needle`.
+pub fn kmsg_count(needle: &str) -> Result<usize, String> {
+    Ok(kmsg_records()?.iter().filter(|r| r.contains(needle)).count())
+}
+
 pub fn errno_text(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(code) => format!("{e} (errno {code})"),

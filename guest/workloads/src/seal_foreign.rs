@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use dax_seal_protocol::MOUNT_PREFIX;
 
-use crate::calls::{errno_text, kmsg_records, result_text, statx_attributes};
+use crate::calls::{errno_text, kmsg_count, kmsg_records, result_text, statx_attributes};
 use crate::cases::Cases;
 use crate::fixture::{create, pattern};
 use crate::seal::{self, FIEMAP_EXTENT_SHARED, FIEMAP_EXTENT_UNWRITTEN};
@@ -285,7 +285,7 @@ fn clone_cut_short() -> Result<((), String), String> {
 /// The kernel log lines so far that name `ino` as a broken seal.
 fn reports_of(ino: u64) -> Result<usize, String> {
     let needle = format!("inode {ino:#x}: sealed block map changed by a kernel without the seal");
-    Ok(kmsg_records()?.iter().filter(|r| r.contains(&needle)).count())
+    kmsg_count(&needle)
 }
 
 /// statx's view (the seal holds) and FSGETXATTR's (the flag is on disk).
@@ -453,7 +453,7 @@ fn shared_refused() -> Result<((), String), String> {
 /// what a foreign kernel left (`why`).
 fn dropped_lines(ino: u64, why: &str) -> Result<usize, String> {
     let needle = format!("inode {ino:#x}: sealed, but a kernel without the seal {why}; the seal is dropped");
-    Ok(kmsg_records()?.iter().filter(|r| r.contains(&needle)).count())
+    kmsg_count(&needle)
 }
 
 /// What XFS logs when it shuts a filesystem down.

@@ -342,7 +342,7 @@ fn case_released_references(env: &Env) -> Attempt {
         drop(file);
         let ns = Namespace::of(&env.mount)?;
         umount(&env.mount).map_err(|e| format!("umount {}: {}", env.mount.display(), errno_text(&e)))?;
-        let notices = teardown_notices()?;
+        let notices = calls::kmsg_count(TEARDOWN_NOTICE)?;
         let started = Instant::now();
         // A thread still waiting is left in D state: the hung-task report names it.
         let Some(done) = ns.unbind_in_background().join_within(started, TEARDOWN_FINISHES)? else {
@@ -353,7 +353,7 @@ fn case_released_references(env: &Env) -> Attempt {
                 TEARDOWN_FINISHES.as_secs()
             ));
         };
-        let spoke = teardown_notices()? - notices;
+        let spoke = calls::kmsg_count(TEARDOWN_NOTICE)? - notices;
         ns.bind()?;
         ns.mount(&env.mount)?;
         if spoke > 0 {
@@ -531,11 +531,6 @@ const TEARDOWN_NOTICE: &str = "waits for references to its pages";
 /// What it logs when that wait is over.
 const TEARDOWN_DONE: &str = "goes on after";
 
-/// How many times the kernel log says a teardown waits for references.
-fn teardown_notices() -> Result<usize, String> {
-    Ok(calls::kmsg_records()?.iter().filter(|r| r.contains(TEARDOWN_NOTICE)).count())
-}
-
 /// Tearing the device down under a pin, as an administrator would: seal,
 /// pin, close, umount, then unbind the fsdax namespace from nd_pmem (what
 /// `ndctl disable-namespace` does). The pin owns a reference on the
@@ -558,8 +553,8 @@ fn case_namespace_teardown(env: &Env) -> Attempt {
         // With a 1 s limit the detector would report a task that waits
         // uninterruptibly within the 3 s the pin is held.
         let watchdog = HungTaskTimeout::set(1)?;
-        let notices = teardown_notices()?;
-        let ended = calls::kmsg_records()?.iter().filter(|r| r.contains(TEARDOWN_DONE)).count();
+        let notices = calls::kmsg_count(TEARDOWN_NOTICE)?;
+        let ended = calls::kmsg_count(TEARDOWN_DONE)?;
         let started = Instant::now();
         let unbind = ns.unbind_in_background();
         std::thread::sleep(TEARDOWN_WATCHED);

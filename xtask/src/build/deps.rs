@@ -111,6 +111,14 @@ impl Need {
         Need(vec![MAN_PAGES])
     }
 
+    /// What `cargo xtask submission` needs: the kernel source and its
+    /// scripts (perl), and the man-pages release with its checkers.
+    pub fn for_submission() -> Need {
+        let mut need = Need::for_source(false);
+        need.0.push(MAN_PAGES);
+        need
+    }
+
     /// Everything but the default kernel source (the user gave a tree).
     pub fn without_kernel_source() -> Need {
         Need(vec![KERNEL_BUILD, GUEST, VM])

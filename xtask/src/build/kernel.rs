@@ -479,8 +479,7 @@ fn inputs(variant: Variant, source: &Source) -> Result<Inputs> {
 
 /// Whether the cache holds `variant` of `source` already.
 pub fn cached(variant: Variant, source: &Source) -> Result<bool> {
-    let key = inputs(variant, source)?.key;
-    Ok(paths::cache_dir()?.join("kernels").join(key).join(IMAGE).is_file())
+    Ok(paths::cache_dir()?.join("kernels").join(key(variant, source)?).join(IMAGE).is_file())
 }
 
 /// Returns the kernel for `variant`, building it if its key is not cached.
