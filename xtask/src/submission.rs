@@ -99,14 +99,8 @@ fn write(args: &SubmissionArgs) -> Result<()> {
         let to = kernel_out.join(name);
         fs::write(&to, bytes).with_context(|| format!("cannot write {}", to.display()))?;
         let found = run_checkpatch(&source.tree, &to)?;
-        match found.len() {
-            0 => {
-                let _ = writeln!(checkpatch, "{name}: clean");
-            }
-            n => {
-                let _ = writeln!(checkpatch, "{name}: {n} finding(s)");
-            }
-        }
+        let verdict = if found.is_empty() { "clean".to_string() } else { format!("{} finding(s)", found.len()) };
+        let _ = writeln!(checkpatch, "{name}: {verdict}");
         let prefix = format!("{}:", to.display());
         for line in &found {
             let _ = writeln!(checkpatch, "  line {}", line.strip_prefix(&prefix).unwrap_or(line));
@@ -130,7 +124,8 @@ fn write(args: &SubmissionArgs) -> Result<()> {
     }
     let letter = kernel_cover_letter(&cover, &series, &to, &cc, &results, &run_dir, &base)?;
     fs::write(kernel_out.join("0000-cover-letter.patch"), letter)?;
-    fs::write(out.join(format!("checkpatch-{}.txt", tree.name)), &checkpatch)?;
+    let checkpatch_file = out.join(format!("checkpatch-{}.txt", tree.name));
+    fs::write(&checkpatch_file, &checkpatch)?;
 
     // The man pages are applied and linted here too: their cover letter
     // says what the checkers found, and the patched pages go beside it.
@@ -140,7 +135,6 @@ fn write(args: &SubmissionArgs) -> Result<()> {
         fs::write(man_out.join(name), bytes)?;
     }
     fs::write(man_out.join("0000-cover-letter.patch"), man_cover_letter(&man))?;
-    let man_series = man.series;
 
     eprintln!(
         "[submission] {} kernel patches and a cover letter in {} (To: {}; Cc: {} lists)",
@@ -149,8 +143,8 @@ fn write(args: &SubmissionArgs) -> Result<()> {
         to.len(),
         cc.len()
     );
-    eprintln!("[submission] checkpatch --strict: {}", out.join(format!("checkpatch-{}.txt", tree.name)).display());
-    eprintln!("[submission] {} man-pages patches in {}", man_series.len(), man_out.display());
+    eprintln!("[submission] checkpatch --strict: {}", checkpatch_file.display());
+    eprintln!("[submission] {} man-pages patches in {}", man.series.len(), man_out.display());
     eprintln!(
         "[submission] not written: xfsprogs and fstests series (the project has none yet); the cover letter cites \
          run {}",
