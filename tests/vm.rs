@@ -600,8 +600,8 @@ fn pinned_dma_devices_write_into_sealed_files_on_patched_only() {
         f.seek(SeekFrom::Start(at)).unwrap();
         f.write_all(&[0u8; 8]).unwrap();
     }
-    let geometry = xtask::vm::nvdimm::Geometry { size: 1 << 30, label_size: 0 };
-    let images = [xtask::vm::nvdimm::Image { path: nvdimm, geometry }];
+    let geometry = xtask::vm::pmem::Geometry { size: 1 << 30, label_size: 0 };
+    let images = [xtask::vm::pmem::Image { path: nvdimm, geometry, kind: xtask::vm::pmem::PmemKind::Nfit }];
     let rerun = xtask::vm::disks::run_checks(&patched.outcome.ktap, &images, &[]);
     let nv = rerun.iter().find(|c| c.name.contains("DMA from both disks")).expect("NVDIMM check rerun");
     assert_eq!(nv.verdict, Verdict::Fail, "{}", nv.detail);
@@ -1425,7 +1425,7 @@ fn host_faults_qemu_killed_from_outside_and_two_runs_at_once() {
     let stderr2 = String::from_utf8_lossy(&two.stderr);
     assert!(one_status.success(), "{}", std::fs::read_to_string(&err1).unwrap_or_default());
     assert!(two.status.success(), "{stderr2}");
-    assert!(stderr2.contains("[lock] waiting: the NVDIMM images"), "the second run did not wait: {stderr2}");
+    assert!(stderr2.contains("[lock] waiting: the image set"), "the second run did not wait: {stderr2}");
 }
 
 /// Host fault: the disk holding the images fills up while the guest writes

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+use dax_seal_protocol::pmem::PmemKind;
 use dax_seal_protocol::DaxMode;
 
 pub use crate::build::initramfs::Include;
@@ -103,11 +104,18 @@ pub struct VmArgs {
     /// or more under KVM.
     #[arg(long, default_value_t = Machine::DEFAULT.cpus, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub cpus: u32,
-    /// Number of emulated NVDIMMs (two: one mounted DAX, one not; see --dax).
-    #[arg(long, default_value_t = Machine::DEFAULT.nvdimms)]
+    /// The kind of persistent memory: nfit (emulated NVDIMMs that ACPI's NFIT
+    /// describes, a synchronous persistence domain) or virtio (virtio-pmem
+    /// devices, whose persistence needs a flush request: MAP_SYNC is refused
+    /// there). Each kind has its own images.
+    #[arg(long, default_value = "nfit", value_name = "KIND", value_parser = parse_pmem)]
+    pub pmem: PmemKind,
+    /// Number of persistent-memory devices (two: one mounted DAX, one not;
+    /// see --dax).
+    #[arg(long, visible_alias = "pmem-devices", default_value_t = Machine::DEFAULT.nvdimms)]
     pub nvdimms: u32,
-    /// Size of each NVDIMM (K, M, G suffixes), a multiple of 2M, at least 512M.
-    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    /// Size of each device (K, M, G suffixes), a multiple of 2M, at least 512M.
+    #[arg(long, visible_alias = "pmem-size", default_value = "1G", value_parser = parse_size)]
     pub nvdimm_size: u64,
     /// NVDIMM label area size (0 = label-less; else at least 128K).
     #[arg(long, default_value = "0", value_parser = parse_size)]
@@ -136,8 +144,9 @@ impl VmArgs {
             accel: self.accel,
             memory_mib: self.memory,
             cpus: self.cpus,
+            pmem: self.pmem,
             nvdimms: self.nvdimms,
-            geometry: crate::vm::nvdimm::Geometry { size: self.nvdimm_size, label_size: self.label_size },
+            geometry: crate::vm::pmem::Geometry { size: self.nvdimm_size, label_size: self.label_size },
             persistence: self.nvdimm_persistence,
             timeout: std::time::Duration::from_secs(self.timeout),
             silence: std::time::Duration::from_secs(self.silence),
@@ -325,6 +334,11 @@ pub fn parse_param(text: &str) -> Result<(String, String), String> {
 }
 
 /// "1G", "512M", "128K", "4096": bytes.
+/// `--pmem`'s value.
+fn parse_pmem(text: &str) -> Result<PmemKind, String> {
+    PmemKind::parse(text)
+}
+
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let (digits, shift) = match t.char_indices().last() {

@@ -94,6 +94,7 @@ fn boot_kernel(ctx: &Ctx, ready: &Ready, iteration: u32) -> Result<(Vec<Workload
             fstests: Default::default(),
             attempt,
             iteration,
+            pmem: machine.pmem,
         };
         // A rerun boots on fresh images of its own in the run's directory:
         // the user's images keep what the first boot left.
@@ -121,7 +122,7 @@ fn boot_kernel(ctx: &Ctx, ready: &Ready, iteration: u32) -> Result<(Vec<Workload
         }
         if attempt > 0 {
             // Fresh images for one rerun: not kept after it.
-            request.images().remove(machine.nvdimms);
+            request.images().remove(machine.pmem, machine.nvdimms);
         }
         Ok(results::judged(name, prepared, &config, &outcome))
     };

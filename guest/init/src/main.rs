@@ -2,7 +2,7 @@
 //!
 //! Owns the guest's life from the kernel's hand-over to power-off: mounts the
 //! pseudo filesystems, finds the KTAP results port, reads the run
-//! configuration the host packed into the initramfs, turns every NVDIMM region
+//! configuration the host packed into the initramfs, turns every persistent-memory region
 //! into a mounted DAX XFS, runs the workloads and `--exec` commands, reports
 //! each as KTAP, and powers off. It never panics on purpose: every error is a
 //! `not ok` line with the reason, and even a bug ends in sync and power-off.
@@ -34,7 +34,7 @@ fn main() {
         }
     };
     log(&format!("kernel variant {}, workloads {:?}", config.kernel, config.workloads));
-    let mounted = nvdimm::set_up_all(&mut report, config.fresh, config.mkfs, |i| config.dax_mode(i));
+    let mounted = nvdimm::set_up_all(&mut report, config.pmem, config.fresh, config.mkfs, |i| config.dax_mode(i));
 
     if config.shell {
         run_shell();
@@ -56,7 +56,7 @@ fn main() {
 
 /// Interactive busybox shell on the console with job control.
 fn run_shell() {
-    eprintln!("{SHELL_BANNER}; NVDIMMs are mounted under /mnt. Exit the shell to power off.");
+    eprintln!("{SHELL_BANNER}; persistent memory is mounted under /mnt. Exit the shell to power off.");
     let status = std::process::Command::new("/bin/busybox").args(["setsid", "cttyhack", "/bin/sh", "-l"]).status();
     if let Err(e) = status {
         log(&format!("cannot start /bin/sh: {e}"));

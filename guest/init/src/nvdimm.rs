@@ -1,7 +1,11 @@
-//! NVDIMM regions to mounted DAX filesystems, through sysfs alone (no ndctl).
+//! Persistent-memory regions to mounted DAX filesystems, through sysfs alone
+//! (no ndctl).
 //!
-//! QEMU's NVDIMMs appear as libnvdimm regions, each holding one raw
-//! namespace (also with a label area, which QEMU leaves blank). We claim it
+//! QEMU's NVDIMMs (and its virtio-pmem devices, through the virtio_pmem
+//! driver's own libnvdimm bus) appear as libnvdimm regions, each holding one
+//! raw namespace (also with a label area, which QEMU leaves blank). Every
+//! region must sit on a bus of the kind the run asked for, so a run never
+//! reports verdicts for a topology it did not have. We claim it
 //! with the region's pfn seed (uuid, 2 MiB alignment, memmap on the device)
 //! and bind it to nd_pmem, which makes `/dev/pmemN` DAX-capable. The pfn
 //! info block lives on the NVDIMM, so on a later boot the kernel finds the
@@ -12,7 +16,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dax_seal_protocol::{ktap::TestResult, DaxMode, Mkfs, MOUNT_PREFIX};
+use dax_seal_protocol::{ktap::TestResult, pmem::PmemKind, DaxMode, Mkfs, MOUNT_PREFIX};
 
 use crate::machine;
 use crate::report::Report;
@@ -52,10 +56,24 @@ fn regions() -> Vec<PathBuf> {
 type Step<'a> = &'a dyn Fn(&str) -> Result<(String, String), String>;
 
 /// Sets up every region; true when every step of every region succeeded.
-pub fn set_up_all(report: &mut Report, fresh: bool, mkfs: Mkfs, dax: impl Fn(usize) -> DaxMode) -> bool {
+pub fn set_up_all(
+    report: &mut Report,
+    kind: PmemKind,
+    fresh: bool,
+    mkfs: Mkfs,
+    dax: impl Fn(usize) -> DaxMode,
+) -> bool {
     let regions = regions();
     if regions.is_empty() {
-        let reason = format!("no NVDIMM region under {ND}: is QEMU given -machine nvdimm=on and the kernel ACPI_NFIT?");
+        let hint = match kind {
+            PmemKind::Nfit => "is QEMU given -machine nvdimm=on and the kernel ACPI_NFIT?",
+            PmemKind::Virtio => "is QEMU given virtio-pmem-pci and the kernel VIRTIO_PMEM?",
+        };
+        let reason = format!("no {} region under {ND}: {hint}", kind.device());
+        report.single("setup", &TestResult::Fail(reason));
+        return false;
+    }
+    if let Some(reason) = regions.iter().find_map(|r| wrong_provider(r, kind)) {
         report.single("setup", &TestResult::Fail(reason));
         return false;
     }
@@ -98,6 +116,25 @@ pub fn set_up_all(report: &mut Report, fresh: bool, mkfs: Mkfs, dax: impl Fn(usi
     all_ok
 }
 
+/// Why `region` is not of `kind`, if it is not: its bus's provider names
+/// who made it.
+fn wrong_provider(region: &Path, kind: PmemKind) -> Option<String> {
+    let bus = match fs::canonicalize(region) {
+        Ok(real) => real.parent().map(|p| p.join("provider")),
+        Err(e) => return Some(format!("{}: {e}", region.display())),
+    }?;
+    match read(&bus) {
+        Ok(provider) if provider == kind.provider() => None,
+        Ok(provider) => Some(format!(
+            "{} sits on a {provider:?} bus, not {:?}: the run asked for {} devices only",
+            region.display(),
+            kind.provider(),
+            kind.name()
+        )),
+        Err(e) => Some(e),
+    }
+}
+
 fn namespace_of(region: &Path) -> Result<String, String> {
     let mut names: Vec<String> = fs::read_dir(region)
         .map_err(|e| format!("{}: {e}", region.display()))?
@@ -136,7 +173,11 @@ fn ensure_fsdax(region: &Path) -> Result<(String, String), String> {
         let dev = block_device_of(&holder)?;
         return Ok((format!("/dev/{dev}"), format!("kept fsdax namespace {ns} ({holder})")));
     }
-    if mode != "raw" {
+    // A virtio-pmem region lets the kernel map its unclaimed namespace with
+    // struct pages in RAM ("memory" with no holder); an NVDIMM's shows
+    // "raw". Either is a namespace nobody has claimed yet.
+    let unclaimed = mode == "raw" || (mode == "memory" && holder.is_empty());
+    if !unclaimed {
         return Err(format!(
             "{ns} is in {mode} mode (holder {holder:?}), not raw or fsdax: start from blank NVDIMMs with --fresh"
         ));

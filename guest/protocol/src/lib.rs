@@ -8,6 +8,7 @@ pub mod figure;
 pub mod flush;
 pub mod fstests;
 pub mod ktap;
+pub mod pmem;
 
 use std::collections::BTreeMap;
 
@@ -17,7 +18,8 @@ use serde::{Deserialize, Serialize};
 pub const RUN_CONFIG_PATH: &str = "/etc/dax-seal/run.json";
 /// Name of the virtio-serial port that carries KTAP from guest to host.
 pub const RESULTS_PORT: &str = "dax-seal.ktap";
-/// NVDIMM `i` is mounted at `{MOUNT_PREFIX}{i}`.
+/// Persistent-memory device `i` (an NVDIMM, or a device of the run's
+/// [`pmem::PmemKind`]) is mounted at `{MOUNT_PREFIX}{i}`.
 pub const MOUNT_PREFIX: &str = "/mnt/pmem";
 /// Where the guest finds workload executables (one multi-call binary).
 pub const WORKLOADS_BIN: &str = "/usr/libexec/dax-seal/workloads";
@@ -114,6 +116,9 @@ pub struct RunConfig {
     /// ([`fstests::SECTIONS`]).
     #[serde(default)]
     pub fstests: BTreeMap<String, fstests::Plan>,
+    /// The kind of persistent-memory device the host attached.
+    #[serde(default)]
+    pub pmem: pmem::PmemKind,
 }
 
 /// mkfs.xfs metadata features (`-m`).
@@ -633,6 +638,7 @@ mod properties {
             any::<String>(),
         )
             .prop_map(|(kernel, workloads, exec, (fresh, shell), params, dax, run)| RunConfig {
+                pmem: pmem::PmemKind::ALL[kernel.len() % pmem::PmemKind::ALL.len()],
                 attempt: run.len() as u32,
                 iteration: exec.len() as u32,
                 kernel,

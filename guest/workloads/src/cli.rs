@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use dax_seal_protocol::{CLI_BIN, MOUNT_PREFIX};
 
-use crate::calls::{errno_text, Mapping};
+use crate::calls::errno_text;
 use crate::cases::Cases;
 use crate::fixture::{create, pattern, probe, TmpfsFile};
 use crate::seal;
@@ -403,7 +403,7 @@ fn case_unseal_mapped(env: &Env) -> Check {
         return Ok("unseal exit 1: EOPNOTSUPP, explained".into());
     }
     cli(&["seal", s(&f)])?.expect(0)?;
-    let map = Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    let map = crate::fixture::shared_for_stores(&file, SIZE as usize)?.0;
     let busy = cli(&["unseal", s(&f)])?;
     let busy_json = cli(&["unseal", s(&f), "--json"])?;
     drop(map);

@@ -1,8 +1,9 @@
 //! What every workload builds its cases from: files filled with a known
 //! pattern (or sparse, or empty), the seal's state as statx and FIEMAP show
 //! it, the probes that say whether this kernel and filesystem can seal or
-//! rebuild a data fork at all, umount and mount again, a file on tmpfs, and
-//! the kernel's long-term pin counters.
+//! rebuild a data fork at all, umount and mount again, a file on tmpfs, the
+//! kernel's long-term pin counters, and the kind of persistent memory the
+//! boot has.
 //!
 //! A workload module uses these, [`crate::swap`], [`crate::workdir`] and
 //! [`crate::cases`], never another workload module (a unit test in main.rs
@@ -20,6 +21,48 @@ use crate::seal::{self, Extent};
 /// 4 KiB.
 const SIZE: u64 = 256 * 1024;
 const BLOCK: u64 = 4096;
+
+/// The kind of persistent memory this boot has: what the host attached and
+/// the guest init found (it fails set-up on any other kind).
+pub fn pmem() -> dax_seal_protocol::pmem::PmemKind {
+    static KIND: std::sync::OnceLock<dax_seal_protocol::pmem::PmemKind> = std::sync::OnceLock::new();
+    *KIND.get_or_init(|| dax_seal_protocol::RunConfig::read().map(|c| c.pmem).unwrap_or_default())
+}
+
+/// A shared mapping, MAP_SYNC where the device offers it: for operations
+/// whose errno is the result (races, conformance rows), not a set-up step.
+pub fn shared_map(file: &File, len: usize) -> std::io::Result<calls::Mapping> {
+    if pmem().synchronous() {
+        calls::Mapping::shared_sync(file, len)
+    } else {
+        calls::Mapping::shared(file, len)
+    }
+}
+
+/// A shared mapping for stores that userspace makes durable: MAP_SYNC
+/// where the device's persistence domain is synchronous. On an asynchronous
+/// one (virtio-pmem) the kernel must refuse MAP_SYNC with EOPNOTSUPP, and a
+/// plain shared mapping is returned with a note saying so; an offer of
+/// MAP_SYNC there is an error.
+pub fn shared_for_stores(file: &File, len: usize) -> Result<(calls::Mapping, String), String> {
+    let kind = pmem();
+    match (calls::Mapping::shared_sync(file, len), kind.synchronous()) {
+        (Ok(map), true) => Ok((map, "MAP_SYNC".into())),
+        (Err(e), true) => Err(format!("mmap MAP_SHARED_VALIDATE|MAP_SYNC: {}", errno_text(&e))),
+        (Ok(_), false) => Err(format!(
+            "mmap MAP_SHARED_VALIDATE|MAP_SYNC succeeded on a {}, whose persistence domain is asynchronous: \
+             the kernel must refuse it",
+            kind.device()
+        )),
+        (Err(e), false) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            let map = calls::Mapping::shared(file, len).map_err(|e| format!("mmap MAP_SHARED: {}", errno_text(&e)))?;
+            Ok((map, format!("MAP_SHARED (MAP_SYNC refused with EOPNOTSUPP on a {})", kind.device())))
+        }
+        (Err(e), false) => {
+            Err(format!("mmap MAP_SHARED_VALIDATE|MAP_SYNC on a {}: {}, not EOPNOTSUPP", kind.device(), errno_text(&e)))
+        }
+    }
+}
 
 /// `len` bytes of the fill pattern `seed` names; [`create`] writes it.
 pub fn pattern(seed: u8, len: u64) -> Vec<u8> {

@@ -182,8 +182,7 @@ impl Sealed {
         let file = create_sparse(path, FILE_SIZE)?;
         seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
         let map = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
-        let mut mapping =
-            Mapping::shared_sync(&file, FILE_SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+        let mut mapping = crate::fixture::shared_for_stores(&file, FILE_SIZE as usize)?.0;
         let (pins_before, _) = pin_counters()?;
         let ring = Ring::with_entries(DEPTHS[DEPTHS.len() - 1] as u32)
             .map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
@@ -413,7 +412,7 @@ fn controls(dir: &Path, dev: Option<&Dev>) -> (Check, Check) {
     let path = dir.join("unsealed");
     let setup = || -> Result<(File, Mapping), String> {
         let file = create_sparse(&path, CHUNK)?;
-        let mapping = Mapping::shared_sync(&file, CHUNK as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+        let mapping = crate::fixture::shared_for_stores(&file, CHUNK as usize)?.0;
         Ok((file, mapping))
     };
     let r = setup().and_then(|(file, mut mapping)| {

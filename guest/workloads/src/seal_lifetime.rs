@@ -157,7 +157,7 @@ fn seal_pin_unmap(path: &Path) -> Result<(Pinned, File), String> {
     let map = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
     let (pins_before, _) = pin_counters()?;
     let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
-    let mut mapping = Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    let mut mapping = crate::fixture::shared_for_stores(&file, SIZE as usize)?.0;
     let addr = mapping.as_mut_ptr() as usize;
     ring.register(mapping.as_mut_ptr(), SIZE as usize)
         .map_err(|e| format!("REGISTER_BUFFERS on the sealed DAX mapping: {}", errno_text(&e)))?;
@@ -239,8 +239,7 @@ fn case_control(env: &Env) -> Attempt {
     let r = (|| {
         let file = create(&path, 0x62, SIZE)?;
         let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
-        let mut mapping =
-            Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+        let mut mapping = crate::fixture::shared_for_stores(&file, SIZE as usize)?.0;
         match ring.register(mapping.as_mut_ptr(), SIZE as usize) {
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
                 Ok("REGISTER_BUFFERS on an unsealed DAX mapping: EOPNOTSUPP, so nothing can outlive it".into())
@@ -756,7 +755,7 @@ fn fsync_writes_back_pins(path: &Path) -> Check {
     let half = SIZE / 2;
     let pinned = half / PAGE;
 
-    let mut mapping = Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    let mut mapping = crate::fixture::shared_for_stores(&file, SIZE as usize)?.0;
     // Every page is write-faulted: their DAX entries are dirty, which is
     // the ordinary path fsync already covers.
     mapping.as_mut_slice().fill(0x64);
@@ -931,7 +930,7 @@ fn unpin_writes_back(path: &Path) -> Check {
     let half = SIZE / 2;
     let pinned = half / PAGE;
     let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
-    let mut mapping = Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    let mut mapping = crate::fixture::shared_for_stores(&file, SIZE as usize)?.0;
     ring.register(mapping.as_mut_ptr(), half as usize)
         .map_err(|e| format!("REGISTER_BUFFERS on the first half: {}", errno_text(&e)))?;
     let source = create(&path.with_extension("source"), 0x7e, half)?;

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
 
-use crate::calls::{errno_text, Mapping};
+use crate::calls::errno_text;
 use crate::cases::{Cases, Expect};
 use crate::fixture::{create, describe, is_sealed, pin_counters, probe};
 use crate::seal::{self, Extent};
@@ -191,7 +191,7 @@ fn op_overwrite(f: &Files, rng: &mut Rng) -> Result<io::Result<()>, String> {
 }
 
 fn op_mmap_store(f: &Files, rng: &mut Rng) -> Result<io::Result<()>, String> {
-    let mut map = match Mapping::shared_sync(&f.target, FLOOR as usize) {
+    let mut map = match crate::fixture::shared_map(&f.target, FLOOR as usize) {
         Ok(m) => m,
         Err(e) => return Ok(Err(e)),
     };
@@ -207,7 +207,7 @@ fn op_mmap_store(f: &Files, rng: &mut Rng) -> Result<io::Result<()>, String> {
 
 fn op_register(f: &Files, rng: &mut Rng) -> Result<io::Result<()>, String> {
     let len = rng.range_len() as usize;
-    let mut map = Mapping::shared_sync(&f.target, len).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    let mut map = crate::fixture::shared_map(&f.target, len).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
     let ring = f.ring.lock().map_err(|_| "the ring's lock is poisoned".to_string())?;
     let r = ring.register(map.as_mut_ptr(), len);
     if r.is_ok() {

@@ -166,7 +166,7 @@ fn copy_sparse(from: &Path, to: &Path) -> Result<()> {
 fn materialize(trace: &Scenario, model: &Model, point: &model::Point, image: &model::Image, dir: &Path) -> Result<()> {
     paths::ensure_dir(dir)?;
     for i in 0..2 {
-        for from in trace.images().nvdimm_files(i) {
+        for from in trace.image_files(i) {
             copy_sparse(&from, &dir.join(from.file_name().context("image name")?))?;
         }
     }
@@ -351,7 +351,7 @@ fn verify_point(
         if failure.is_none() {
             // A passing image is not kept (44 MB each here); its logs are.
             // A failing one stays for replay.
-            verify.images().remove(2);
+            verify.images().remove(verify.vm.pmem, 2);
         }
         let dropped = image.dropped(point);
         let verdict = if failure.is_some() { Verdict::Fail } else { Verdict::Pass };

@@ -172,6 +172,7 @@ fn vm_of(cell: &Cell) -> Machine {
     Machine {
         memory_mib: cell.memory,
         cpus: cell.cpus,
+        pmem: cell.pmem,
         nvdimms: cell.nvdimms,
         geometry: cell.geometry,
         persistence: cell.persistence,

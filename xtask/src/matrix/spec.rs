@@ -15,13 +15,16 @@ use toml::Spanned;
 
 use crate::build::kernel::Variant;
 use crate::cli::{parse_dax_modes, parse_param, parse_size, Persistence};
-use crate::vm::nvdimm::{self, Geometry};
+use crate::vm::pmem::{self, Geometry, PmemKind};
 
 pub use crate::report::known::{Axes, AXES};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Topology {
+    /// The kind of persistent memory (nfit or virtio); absent: nfit.
+    #[serde(default)]
+    pub pmem: PmemKind,
     #[serde(default = "two")]
     pub nvdimms: u32,
     #[serde(default = "one_gig")]
@@ -222,6 +225,7 @@ pub struct Cell {
     pub id: String,
     pub work: Work,
     pub geometry: Geometry,
+    pub pmem: PmemKind,
     pub nvdimms: u32,
     pub persistence: Option<Persistence>,
     pub dax: Vec<DaxMode>,
@@ -440,7 +444,8 @@ fn check_workloads(names: &[Spanned<String>]) -> Result<Vec<String>, String> {
 }
 
 fn build_cell(spec: &MatrixFile, n: &Names, kernels: &[Spanned<String>], weight: u64) -> Result<Cell, String> {
-    let default_topology = Topology { nvdimms: 2, size: one_gig(), label_size: zero(), persistence: None };
+    let default_topology =
+        Topology { pmem: PmemKind::Nfit, nvdimms: 2, size: one_gig(), label_size: zero(), persistence: None };
     let topology = spec.topologies.get(n.topology).unwrap_or(&default_topology);
     let default_fs = Filesystem { dax: always_never(), reflink: true, rmapbt: true };
     let fs = spec.filesystems.get(n.filesystem).unwrap_or(&default_fs);
@@ -450,7 +455,9 @@ fn build_cell(spec: &MatrixFile, n: &Names, kernels: &[Spanned<String>], weight:
     let label_size =
         parse_size(&topology.label_size).map_err(|e| format!("topology {}: label-size: {e}", n.topology))?;
     let geometry = Geometry { size, label_size };
-    nvdimm::validate(geometry).map_err(|e| format!("topology {}: {e:#}", n.topology))?;
+    pmem::validate(geometry).map_err(|e| format!("topology {}: {e:#}", n.topology))?;
+    pmem::validate_kind(topology.pmem, geometry, topology.persistence.is_some())
+        .map_err(|e| format!("topology {}: {e:#}", n.topology))?;
     if topology.nvdimms == 0 || topology.nvdimms > 8 {
         return Err(format!("topology {}: nvdimms = {}: give 1 to 8", n.topology, topology.nvdimms));
     }
@@ -520,6 +527,7 @@ fn build_cell(spec: &MatrixFile, n: &Names, kernels: &[Spanned<String>], weight:
         id: n.id(),
         work,
         geometry,
+        pmem: topology.pmem,
         nvdimms: topology.nvdimms,
         persistence: topology.persistence,
         dax,

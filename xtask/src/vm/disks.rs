@@ -14,7 +14,7 @@ use dax_seal_protocol::ktap::{Case, Group, Verdict};
 
 use crate::paths;
 use crate::vm::images::ImageSet;
-use crate::vm::nvdimm::Image;
+use crate::vm::pmem::Image;
 
 /// A data disk and its image for one boot.
 #[derive(Debug, Clone)]
@@ -76,14 +76,14 @@ pub struct Checked {
 
 /// Runs every host check the workloads in `ktap` asked for, against the
 /// boot's images. A malformed request or a missing image is a failed check.
-pub fn run_checks(ktap: &Group, nvdimms: &[Image], data: &[Disk]) -> Vec<Checked> {
+pub fn run_checks(ktap: &Group, pmem: &[Image], data: &[Disk]) -> Vec<Checked> {
     let mut done = Vec::new();
     for workload in &ktap.cases {
         let Some(sub) = &workload.subtests else { continue };
         for line in requests(sub) {
             let Some(request) = HostCheck::from_diagnostic(line) else { continue };
             let (name, r) = match request {
-                Ok(check) => (check.name.clone(), check_one(&check, nvdimms, data)),
+                Ok(check) => (check.name.clone(), check_one(&check, pmem, data)),
                 Err(e) => ("(malformed request)".to_string(), Err(e)),
             };
             let (verdict, detail) = match r {
@@ -101,11 +101,12 @@ fn requests(group: &Group) -> impl Iterator<Item = &String> {
     group.cases.iter().flat_map(|c: &Case| c.diagnostics.iter()).chain(group.diagnostics.iter())
 }
 
-fn check_one(check: &HostCheck, nvdimms: &[Image], data: &[Disk]) -> Result<String, String> {
+fn check_one(check: &HostCheck, pmem: &[Image], data: &[Disk]) -> Result<String, String> {
     let path = match &check.image {
-        HostImage::Nvdimm(i) => {
-            nvdimms.get(*i as usize).map(|img| img.path.clone()).ok_or_else(|| format!("the boot had no NVDIMM {i}"))?
-        }
+        HostImage::Nvdimm(i) => pmem
+            .get(*i as usize)
+            .map(|img| img.path.clone())
+            .ok_or_else(|| format!("the boot had no persistent-memory device {i}"))?,
         HostImage::Disk(name) => data
             .iter()
             .find(|d| d.info.name == name)
@@ -181,8 +182,11 @@ mod tests {
         disks::fill_pattern(info.seed, 4096, &mut nv[8192..16384]);
         let nv_path = dir.path().join("nv.img");
         std::fs::write(&nv_path, &nv).unwrap();
-        let nvdimms =
-            [Image { path: nv_path, geometry: crate::vm::nvdimm::Geometry { size: 64 << 10, label_size: 0 } }];
+        let nvdimms = [Image {
+            path: nv_path,
+            geometry: crate::vm::pmem::Geometry { size: 64 << 10, label_size: 0 },
+            kind: crate::vm::pmem::PmemKind::Nfit,
+        }];
         let ok = HostCheck {
             name: "landed".into(),
             image: HostImage::Nvdimm(0),

@@ -1,6 +1,7 @@
 //! An image set: the files one guest's devices live in, named once here.
-//! In a directory, set `S` is `nvdimm-S-<i>.img` (each with its sidecar
-//! `nvdimm-S-<i>.img.toml`, which says xtask made it), `disk-S-<name>.img`
+//! In a directory, set `S` is `nvdimm-S-<i>.img` for NVDIMMs and
+//! `virtio-pmem-S-<i>.img` for virtio-pmem devices (each with its sidecar
+//! `<image>.toml`, which says xtask made it and for which kind), `disk-S-<name>.img`
 //! for the data disks, and `nvdimm-S.lock`, which a boot holds so that one
 //! guest at a time uses the set. A kernel variant boots on the set of its
 //! own name unless a scenario hands one kernel's images to another.
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::paths;
+use crate::vm::pmem::PmemKind;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ImageSet<'a> {
@@ -22,16 +24,20 @@ impl<'a> ImageSet<'a> {
         ImageSet { dir, name }
     }
 
-    /// The backing file of NVDIMM `i`.
-    pub fn nvdimm(&self, i: u32) -> PathBuf {
-        self.dir.join(format!("nvdimm-{}-{i}.img", self.name))
+    /// The backing file of persistent-memory device `i` of `kind`.
+    pub fn pmem(&self, kind: PmemKind, i: u32) -> PathBuf {
+        let prefix = match kind {
+            PmemKind::Nfit => "nvdimm",
+            PmemKind::Virtio => "virtio-pmem",
+        };
+        self.dir.join(format!("{prefix}-{}-{i}.img", self.name))
     }
 
-    /// NVDIMM `i`'s backing file and its sidecar, in the order to remove
+    /// Device `i`'s backing file and its sidecar, in the order to remove
     /// them (a sidecar without its image is harmless; the reverse is an
     /// image xtask would refuse as foreign).
-    pub fn nvdimm_files(&self, i: u32) -> [PathBuf; 2] {
-        let image = self.nvdimm(i);
+    pub fn pmem_files(&self, kind: PmemKind, i: u32) -> [PathBuf; 2] {
+        let image = self.pmem(kind, i);
         let sidecar = sidecar_of(&image);
         [image, sidecar]
     }
@@ -41,11 +47,11 @@ impl<'a> ImageSet<'a> {
         self.dir.join(format!("disk-{}-{name}.img", self.name))
     }
 
-    /// Deletes the set's first `nvdimms` NVDIMM images (each before its
+    /// Deletes the set's first `count` images of `kind` (each before its
     /// sidecar) and its data disk images, as far as they exist: a set made
     /// for one boot and not kept.
-    pub fn remove(&self, nvdimms: u32) {
-        let images = (0..nvdimms).flat_map(|i| self.nvdimm_files(i));
+    pub fn remove(&self, kind: PmemKind, count: u32) {
+        let images = (0..count).flat_map(|i| self.pmem_files(kind, i));
         let disks = dax_seal_protocol::disks::DATA_DISKS.iter().map(|d| self.disk(d.name));
         for file in images.chain(disks) {
             let _ = std::fs::remove_file(file);
@@ -57,12 +63,12 @@ impl<'a> ImageSet<'a> {
     pub fn lock(&self) -> Result<paths::Lock> {
         paths::lock(
             &self.dir.join(format!("nvdimm-{}.lock", self.name)),
-            &format!("the NVDIMM images {}/nvdimm-{}-*.img", self.dir.display(), self.name),
+            &format!("the image set {} in {}", self.name, self.dir.display()),
         )
     }
 }
 
-/// The sidecar of an NVDIMM image: what xtask created it with.
+/// The sidecar of a persistent-memory image: what xtask created it with.
 pub fn sidecar_of(image: &Path) -> PathBuf {
     let mut s = image.as_os_str().to_owned();
     s.push(".toml");
@@ -76,8 +82,12 @@ mod tests {
     #[test]
     fn one_set_names_its_files() {
         let set = ImageSet::new(Path::new("/i"), "patched");
-        assert_eq!(set.nvdimm(1), Path::new("/i/nvdimm-patched-1.img"));
-        assert_eq!(set.nvdimm_files(0), [set.nvdimm(0), PathBuf::from("/i/nvdimm-patched-0.img.toml")]);
+        assert_eq!(set.pmem(PmemKind::Nfit, 1), Path::new("/i/nvdimm-patched-1.img"));
+        assert_eq!(set.pmem(PmemKind::Virtio, 0), Path::new("/i/virtio-pmem-patched-0.img"));
+        assert_eq!(
+            set.pmem_files(PmemKind::Nfit, 0),
+            [set.pmem(PmemKind::Nfit, 0), PathBuf::from("/i/nvdimm-patched-0.img.toml")]
+        );
         assert_eq!(set.disk("nvme"), Path::new("/i/disk-patched-nvme.img"));
     }
 }

@@ -1,4 +1,5 @@
-//! The machine a boot gets: accelerator, memory, CPUs, the NVDIMM set and
+//! The machine a boot gets: accelerator, memory, CPUs, its persistent
+//! memory (kind, count and geometry) and
 //! the boot's time limits. The VM stage's own description, with its
 //! defaults written once here; the command line (`cli::VmArgs`), the matrix
 //! (a cell's topology and machine) and the tasks that need a particular
@@ -9,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::ValueEnum;
 
-use crate::vm::nvdimm::{self, Geometry};
+use crate::vm::pmem::{self, Geometry, PmemKind};
 
 /// Which accelerator a boot asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -49,9 +50,12 @@ pub struct Machine {
     /// One by default: under TCG, SMP guests sometimes die at boot on an
     /// int3 from code patching (seen here).
     pub cpus: u32,
-    /// Two by default: one mounted DAX, one not (the page-cache rows).
+    /// The kind of persistent-memory device (`--pmem`): NVDIMMs by default.
+    pub pmem: PmemKind,
+    /// How many devices of that kind (`--nvdimms`). Two by default: one
+    /// mounted DAX, one not (the page-cache rows).
     pub nvdimms: u32,
-    /// Each NVDIMM's size and label area.
+    /// Each device's size and label area.
     pub geometry: Geometry,
     /// Not advertised unless asked for.
     pub persistence: Option<Persistence>,
@@ -74,6 +78,7 @@ impl Machine {
         accel: AccelChoice::Auto,
         memory_mib: 1024,
         cpus: 1,
+        pmem: PmemKind::Nfit,
         nvdimms: 2,
         geometry: Geometry { size: 1 << 30, label_size: 0 },
         persistence: None,
@@ -85,9 +90,10 @@ impl Machine {
 
     /// Refuses a machine no guest can use, naming the flag to change.
     pub fn check(&self) -> Result<()> {
-        nvdimm::validate(self.geometry)?;
+        pmem::validate(self.geometry)?;
+        pmem::validate_kind(self.pmem, self.geometry, self.persistence.is_some())?;
         if self.nvdimms == 0 {
-            bail!("--nvdimms 0: the guest needs at least one NVDIMM");
+            bail!("--nvdimms 0: the guest needs at least one {}", self.pmem.device());
         }
         if let Some(bad) = self
             .kernel_args

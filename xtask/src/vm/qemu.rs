@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::paths;
 use crate::vm::disks::Disk;
 use crate::vm::machine::AccelChoice;
-use crate::vm::nvdimm::Image;
+use crate::vm::pmem::{self, Image, PmemKind};
 
 pub const QEMU: &str = "qemu-system-x86_64";
 /// How long a KVM probe boot may take to print the kernel banner.
@@ -51,7 +51,8 @@ pub struct Vm {
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
     pub cmdline: String,
-    pub nvdimms: Vec<Image>,
+    /// Persistent-memory devices, each of its own kind.
+    pub pmem: Vec<Image>,
     /// Data disks (virtio-blk, NVMe) the workloads asked for.
     pub disks: Vec<Disk>,
     /// A root filesystem image attached read-write as a snapshot: the
@@ -90,9 +91,9 @@ pub fn kernel_cmdline() -> String {
 pub fn argv(vm: &Vm) -> Vec<String> {
     [
         accel_args(vm.accel, vm.plugin.as_deref(), vm.cpus),
-        machine_args(!vm.nvdimms.is_empty(), vm.persistence.as_deref()),
-        memory_args(vm.memory_mib, vm.cpus, &vm.nvdimms),
-        vm.nvdimms.iter().enumerate().flat_map(|(i, img)| nvdimm_args(i, img)).collect(),
+        machine_args(vm.pmem.iter().any(|p| p.kind == PmemKind::Nfit), vm.persistence.as_deref()),
+        memory_args(vm.memory_mib, vm.cpus, &vm.pmem),
+        vm.pmem.iter().enumerate().flat_map(|(i, img)| pmem::qemu_args(i, img)).collect(),
         vm.disks.iter().enumerate().flat_map(|(i, d)| crate::vm::disks::qemu_args(i, d)).collect(),
         vm.root_disk.as_deref().map(root_disk_args).unwrap_or_default(),
         isolation_args(),
@@ -150,33 +151,16 @@ fn machine_args(nvdimm: bool, persistence: Option<&str>) -> Vec<String> {
     ]
 }
 
-fn memory_args(memory_mib: u64, cpus: u32, nvdimms: &[Image]) -> Vec<String> {
-    // NVDIMMs are hot-pluggable memory: they need slots and room above RAM.
-    let extra_mib: u64 = nvdimms.iter().map(|n| n.geometry.size >> 20).sum();
-    let memory = if nvdimms.is_empty() {
+fn memory_args(memory_mib: u64, cpus: u32, pmem: &[Image]) -> Vec<String> {
+    // NVDIMMs and virtio-pmem are memory devices: they need slots and room
+    // above RAM.
+    let extra_mib: u64 = pmem.iter().map(|n| n.geometry.size >> 20).sum();
+    let memory = if pmem.is_empty() {
         format!("{memory_mib}M")
     } else {
-        format!("{memory_mib}M,slots={},maxmem={}M", nvdimms.len(), memory_mib + extra_mib)
+        format!("{memory_mib}M,slots={},maxmem={}M", pmem.len(), memory_mib + extra_mib)
     };
     vec!["-m".into(), memory, "-smp".into(), cpus.to_string()]
-}
-
-fn nvdimm_args(i: usize, img: &Image) -> Vec<String> {
-    // share=on: guest stores reach the file, so they survive the VM.
-    // align=2M: QEMU places each DIMM at its backend's alignment, and the
-    // kernel refuses fsdax on a namespace not starting on a 2 MiB boundary;
-    // with labels a region is 128 KiB short of the size, so without this the
-    // next DIMM would start misaligned.
-    let backend = format!(
-        "memory-backend-file,id=nvmem{i},share=on,align=2M,mem-path={},size={}",
-        img.path.display(),
-        img.geometry.size
-    );
-    let mut device = format!("nvdimm,id=nvdimm{i},memdev=nvmem{i}");
-    if img.geometry.label_size > 0 {
-        device.push_str(&format!(",label-size={}", img.geometry.label_size));
-    }
-    vec!["-object".into(), backend, "-device".into(), device]
 }
 
 fn root_disk_args(image: &Path) -> Vec<String> {
@@ -290,7 +274,7 @@ fn probe_kvm(kernel: &Path) -> Result<(bool, String)> {
         kernel: kernel.to_path_buf(),
         initrd: None,
         cmdline: "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1".into(),
-        nvdimms: Vec::new(),
+        pmem: Vec::new(),
         disks: Vec::new(),
         root_disk: None,
         persistence: None,
@@ -350,7 +334,7 @@ pub fn check_installed() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::nvdimm::Geometry;
+    use crate::vm::pmem::Geometry;
 
     fn vm() -> Vm {
         Vm {
@@ -360,9 +344,17 @@ mod tests {
             kernel: "/k/vmlinux".into(),
             initrd: Some("/i/initrd".into()),
             cmdline: kernel_cmdline(),
-            nvdimms: vec![
-                Image { path: "/img/a.img".into(), geometry: Geometry { size: 1 << 30, label_size: 0 } },
-                Image { path: "/img/b.img".into(), geometry: Geometry { size: 512 << 20, label_size: 128 << 10 } },
+            pmem: vec![
+                Image {
+                    path: "/img/a.img".into(),
+                    geometry: Geometry { size: 1 << 30, label_size: 0 },
+                    kind: PmemKind::Nfit,
+                },
+                Image {
+                    path: "/img/b.img".into(),
+                    geometry: Geometry { size: 512 << 20, label_size: 128 << 10 },
+                    kind: PmemKind::Nfit,
+                },
             ],
             disks: Vec::new(),
             root_disk: None,
@@ -393,13 +385,13 @@ mod tests {
         assert_eq!(
             after(&a, "-object"),
             [
-                "memory-backend-file,id=nvmem0,share=on,align=2M,mem-path=/img/a.img,size=1073741824",
-                "memory-backend-file,id=nvmem1,share=on,align=2M,mem-path=/img/b.img,size=536870912"
+                "memory-backend-file,id=pmem0,share=on,align=2M,mem-path=/img/a.img,size=1073741824",
+                "memory-backend-file,id=pmem1,share=on,align=2M,mem-path=/img/b.img,size=536870912"
             ]
         );
         let devices = after(&a, "-device");
-        assert!(devices.contains(&"nvdimm,id=nvdimm0,memdev=nvmem0"));
-        assert!(devices.contains(&"nvdimm,id=nvdimm1,memdev=nvmem1,label-size=131072"));
+        assert!(devices.contains(&"nvdimm,id=nvdimm0,memdev=pmem0"));
+        assert!(devices.contains(&"nvdimm,id=nvdimm1,memdev=pmem1,label-size=131072"));
         assert!(devices.iter().any(|d| d.starts_with("virtserialport,") && d.ends_with("name=dax-seal.ktap")));
         assert_eq!(after(&a, "-chardev"), ["socket,id=ktap,path=/run/x.sock"]);
         assert_eq!(after(&a, "-kernel"), ["/k/vmlinux"]);
@@ -414,7 +406,15 @@ mod tests {
     #[test]
     fn argv_variants() {
         let mut v = vm();
-        v.nvdimms.clear();
+        let mut virtio = vm();
+        for img in &mut virtio.pmem {
+            img.kind = PmemKind::Virtio;
+        }
+        let a = argv(&virtio);
+        assert_eq!(after(&a, "-machine"), ["pc"], "no NFIT without NVDIMMs");
+        assert_eq!(after(&a, "-m"), ["1024M,slots=2,maxmem=2560M"]);
+        assert!(after(&a, "-device").contains(&"virtio-pmem-pci,id=vpmem1,memdev=pmem1"));
+        v.pmem.clear();
         v.results_socket = None;
         v.initrd = None;
         v.accel = Accel::Kvm;

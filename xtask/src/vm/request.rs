@@ -17,7 +17,7 @@ use crate::vm::boot::{self, BootOutcome, BootSpec};
 use crate::vm::disks;
 use crate::vm::images::ImageSet;
 use crate::vm::machine::{AccelChoice, Machine};
-use crate::vm::nvdimm;
+use crate::vm::pmem;
 use crate::vm::qemu::{self, Accel, Console, Vm};
 
 /// Everything built that boots need.
@@ -201,9 +201,12 @@ impl BootRequest<'_> {
     pub fn vm(&self, console: Console) -> Result<Vm> {
         self.machine.check()?;
         let (m, set) = (self.machine, self.images());
-        let images = nvdimm::prepare(set, m.nvdimms, m.geometry, self.fresh)?;
+        let images = pmem::prepare(set, m.pmem, m.nvdimms, m.geometry, self.fresh)?;
         let data = disks::prepare(set, &dax_seal_protocol::disks_for(&self.config.workloads))?;
-        let archive = initramfs::run_archive(&self.config, self.includes)?;
+        // The guest sets up the kind of device the machine has, whoever
+        // wrote the rest of the configuration.
+        let config = RunConfig { pmem: m.pmem, ..self.config.clone() };
+        let archive = initramfs::run_archive(&config, self.includes)?;
         let initrd = self.file("initrd", "img");
         initramfs::write_initrd(&self.prepared.initramfs.path, &archive, &initrd)?;
         Ok(Vm {
@@ -216,7 +219,7 @@ impl BootRequest<'_> {
                 .chain(m.kernel_args.iter().cloned())
                 .collect::<Vec<_>>()
                 .join(" "),
-            nvdimms: images,
+            pmem: images,
             disks: data,
             root_disk: self.root_disk.map(Path::to_path_buf),
             persistence: m.persistence.map(|p| p.name().to_string()),
@@ -237,9 +240,9 @@ impl BootRequest<'_> {
             silence: self.machine.silence,
             kill_at: self.kill_at.clone(),
         };
-        let (nvdimms, data) = (spec.vm.nvdimms.clone(), spec.vm.disks.clone());
+        let (pmem, data) = (spec.vm.pmem.clone(), spec.vm.disks.clone());
         let mut outcome = boot::boot(spec)?;
-        outcome.host_checks = disks::run_checks(&outcome.ktap, &nvdimms, &data);
+        outcome.host_checks = disks::run_checks(&outcome.ktap, &pmem, &data);
         Ok(outcome)
     }
 }

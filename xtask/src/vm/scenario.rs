@@ -50,7 +50,8 @@ pub struct Step<'a> {
 }
 
 impl<'a> Scenario<'a> {
-    /// A scenario whose images (`nvdimm-<images>-N.img`) and logs live in
+    /// A scenario whose images (`nvdimm-<images>-N.img`, or another kind's
+    /// names) and logs live in
     /// `dir`. The images are made by the first boot and kept after.
     pub fn new(prepared: &'a Prepared, dir: &Path, images: &str) -> Scenario<'a> {
         Scenario {
@@ -93,9 +94,14 @@ impl<'a> Scenario<'a> {
         ImageSet::new(&self.dir, &self.images)
     }
 
-    /// The backing file of NVDIMM `i`.
+    /// The backing file of persistent-memory device `i`.
     pub fn image(&self, i: u32) -> PathBuf {
-        self.images().nvdimm(i)
+        self.images().pmem(self.vm.pmem, i)
+    }
+
+    /// Device `i`'s backing file and its sidecar.
+    pub fn image_files(&self, i: u32) -> [PathBuf; 2] {
+        self.images().pmem_files(self.vm.pmem, i)
     }
 
     /// The image of data disk `name`, as the last boot that needed it left it.
@@ -119,6 +125,7 @@ impl<'a> Scenario<'a> {
             run: format!("scenario {} boot {}", self.logs.display(), self.boots.get() + 1),
             attempt: self.attempt,
             iteration: 0,
+            pmem: self.vm.pmem,
         };
         let n = self.boots.get() + 1;
         self.boots.set(n);

@@ -113,7 +113,7 @@ fn unsealed_refused(v: &Verbs, dir: &Path) -> Result<String, String> {
         .map_err(|e| format!("ibv_dereg_mr: {}", errno_text(&e)))?;
     let path = dir.join("rdma-unsealed");
     let file = create_sparse(&path, u64::from(CHUNK))?;
-    let mut mapping = Mapping::shared_sync(&file, CHUNK as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    let mut mapping = crate::fixture::shared_for_stores(&file, CHUNK as usize)?.0;
     // SAFETY: the mapping outlives the region.
     let r = unsafe { v.register(mapping.as_mut_ptr(), CHUNK as usize) };
     let verdict = match r {
@@ -279,7 +279,7 @@ fn sealed_region(v: &Verbs, dir: &Path, anon: &mut Mapping) -> Result<(SealedReg
     let file = create_sparse(&path, SIZE)?;
     seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
     let map = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
-    let mut mapping = Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    let mut mapping = crate::fixture::shared_for_stores(&file, SIZE as usize)?.0;
     let sealed_ms = registration_ms(v, mapping.as_mut_ptr(), SIZE as usize)?;
     let anon_ms = registration_ms(v, anon.as_mut_ptr(), SIZE as usize)?;
     // A sealed file is mapped with base pages only; so is this buffer.

@@ -86,7 +86,7 @@ pub(super) fn op_overwrite_odirect(t: &Target) -> io::Result<Want> {
 
 pub(super) fn op_overwrite_mmap(t: &Target) -> io::Result<Want> {
     let data = pattern(0x33, BLOCK);
-    let mut map = Mapping::shared_sync(&t.file, SIZE as usize)?;
+    let mut map = crate::fixture::shared_map(&t.file, SIZE as usize)?;
     map.as_mut_slice()[(8 * BLOCK) as usize..(9 * BLOCK) as usize].copy_from_slice(&data);
     drop(map);
     Ok(Want::Bytes(8 * BLOCK, data))

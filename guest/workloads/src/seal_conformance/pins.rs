@@ -9,7 +9,7 @@ use super::*;
 /// outlives the mapping. Returns the ring and the registration's result.
 pub(super) fn pin_then_unmap(file: &File) -> Result<(seal::Ring, io::Result<()>), String> {
     let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
-    let mut map = Mapping::shared_sync(file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    let mut map = crate::fixture::shared_for_stores(file, SIZE as usize)?.0;
     let registered = ring.register(map.as_mut_ptr(), SIZE as usize);
     drop(map);
     Ok((ring, registered))
@@ -39,7 +39,7 @@ pub(super) fn seal_and_pin(file: &File) -> Result<(Vec<Extent>, seal::Ring, Mapp
     seal::seal(file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
     let map_before = seal::fiemap(file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
     let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
-    let mut map = Mapping::shared_sync(file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    let mut map = crate::fixture::shared_for_stores(file, SIZE as usize)?.0;
     ring.register(map.as_mut_ptr(), SIZE as usize)
         .map_err(|e| format!("REGISTER_BUFFERS on the sealed DAX mapping: {}", errno_text(&e)))?;
     Ok((map_before, ring, map))

@@ -251,7 +251,7 @@ pub(super) fn case_unseal_mapped(env: &Env) -> Attempt {
         let path = env.path("mapped");
         let file = create(&path, 0x51, SIZE)?;
         seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
-        let map = Mapping::shared_sync(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+        let map = crate::fixture::shared_for_stores(&file, SIZE as usize)?.0;
         let busy = seal::unseal(&file);
         drop(map);
         let after = seal::unseal(&file);

@@ -1,13 +1,18 @@
-//! Backing files of the emulated NVDIMMs. Each image has a sidecar
-//! `<image>.toml` recording what xtask created it with; an image without one
-//! is not ours and is never touched. Images persist across runs (the guest
-//! keeps its namespace and filesystem) until `--fresh` recreates them.
+//! Persistent memory, the one seam for its kinds ([`PmemKind`]: emulated
+//! NVDIMMs, virtio-pmem): each device's backing file and sidecar, and the
+//! QEMU arguments that attach it. Each image has a sidecar `<image>.toml`
+//! recording what xtask created it with and for which kind; an image without
+//! one is not ours and is never touched, and an image is never handed to a
+//! kind it was not made for. Images persist across runs (the guest keeps its
+//! namespace and filesystem) until `--fresh` recreates them.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+
+pub use dax_seal_protocol::pmem::PmemKind;
 
 use crate::paths;
 use crate::vm::images::{sidecar_of, ImageSet};
@@ -25,6 +30,7 @@ pub struct Geometry {
 pub struct Image {
     pub path: PathBuf,
     pub geometry: Geometry,
+    pub kind: PmemKind,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -33,6 +39,10 @@ struct Sidecar {
     created_by: String,
     size: u64,
     label_size: u64,
+    /// Absent in sidecars written before there were other kinds: those
+    /// were all NVDIMMs.
+    #[serde(default)]
+    kind: PmemKind,
 }
 
 const CREATED_BY: &str = "dax-seal xtask";
@@ -49,6 +59,21 @@ fn human(bytes: u64) -> String {
     } else {
         format!("{bytes} bytes")
     }
+}
+
+/// Checks that `kind` can have `g` and the platform's persistence claim.
+pub fn validate_kind(kind: PmemKind, g: Geometry, persistence: bool) -> Result<()> {
+    if kind != PmemKind::Nfit && g.label_size != 0 {
+        bail!("--label-size {}: only NVDIMMs (--pmem nfit) have a label area", human(g.label_size));
+    }
+    if kind != PmemKind::Nfit && persistence {
+        bail!(
+            "--nvdimm-persistence is what ACPI's NFIT tells the guest: --pmem {} has no NFIT; \
+             its persistence domain is the device's own",
+            kind.name()
+        );
+    }
+    Ok(())
 }
 
 /// Checks sizes QEMU and the guest's fsdax set-up can use.
@@ -69,15 +94,16 @@ pub fn validate(g: Geometry) -> Result<()> {
     Ok(())
 }
 
-/// The set's `count` NVDIMM images: reused when they match, created when
-/// missing, recreated when `fresh`. Refuses foreign or damaged files.
-pub fn prepare(set: ImageSet, count: u32, g: Geometry, fresh: bool) -> Result<Vec<Image>> {
+/// The set's `count` images of `kind`: reused when they match, created
+/// when missing, recreated when `fresh`. Refuses foreign or damaged files,
+/// and images another kind made.
+pub fn prepare(set: ImageSet, kind: PmemKind, count: u32, g: Geometry, fresh: bool) -> Result<Vec<Image>> {
     validate(g)?;
     paths::ensure_dir(set.dir)?;
     // Check every image before changing any, so a refusal changes nothing.
     let mut plan = Vec::new();
     for i in 0..count {
-        let path = set.nvdimm(i);
+        let path = set.pmem(kind, i);
         let sidecar_path = sidecar_of(&path);
         let create = match (path.exists(), read_sidecar(&sidecar_path)?) {
             (false, _) => true,
@@ -86,6 +112,13 @@ pub fn prepare(set: ImageSet, count: u32, g: Geometry, fresh: bool) -> Result<Ve
                  Move it out of the way or delete it, then run again.",
                 path.display(),
                 sidecar_path.display()
+            ),
+            (true, Some(old)) if old.kind != kind => bail!(
+                "{} was made for --pmem {}, not {}; an image is never handed to another kind.\n\
+                 Move it out of the way or delete it and its sidecar, then run again.",
+                path.display(),
+                old.kind.name(),
+                kind.name()
             ),
             (true, Some(_)) if fresh => true,
             (true, Some(old)) => {
@@ -120,12 +153,40 @@ pub fn prepare(set: ImageSet, count: u32, g: Geometry, fresh: bool) -> Result<Ve
             let f = fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
             // Sparse: only what the guest writes takes disk space.
             f.set_len(g.size).with_context(|| format!("sizing {}", path.display()))?;
-            let sidecar = Sidecar { created_by: CREATED_BY.into(), size: g.size, label_size: g.label_size };
+            let sidecar = Sidecar { created_by: CREATED_BY.into(), size: g.size, label_size: g.label_size, kind };
             paths::write_atomic(&sidecar_of(&path), toml::to_string(&sidecar)?.as_bytes())?;
         }
-        images.push(Image { path, geometry: g });
+        images.push(Image { path, geometry: g, kind });
     }
     Ok(images)
+}
+
+/// QEMU's arguments for device `i`, backed by `img`.
+pub fn qemu_args(i: usize, img: &Image) -> Vec<String> {
+    // share=on: guest stores reach the file, so they survive the VM.
+    // align=2M: QEMU places each device at its backend's alignment, and the
+    // kernel refuses fsdax on a namespace not starting on a 2 MiB boundary;
+    // with labels a region is 128 KiB short of the size, so without this the
+    // next DIMM would start misaligned.
+    let backend = format!(
+        "memory-backend-file,id=pmem{i},share=on,align=2M,mem-path={},size={}",
+        img.path.display(),
+        img.geometry.size
+    );
+    let device = match img.kind {
+        PmemKind::Nfit => {
+            let mut d = format!("nvdimm,id=nvdimm{i},memdev=pmem{i}");
+            if img.geometry.label_size > 0 {
+                d.push_str(&format!(",label-size={}", img.geometry.label_size));
+            }
+            d
+        }
+        // A PCI device whose memory QEMU maps into the guest's device memory
+        // area (hence -m's slots and maxmem, as for DIMMs); flushes go to the
+        // host as requests, and QEMU answers each with an fsync of the file.
+        PmemKind::Virtio => format!("virtio-pmem-pci,id=vpmem{i},memdev=pmem{i}"),
+    };
+    vec!["-object".into(), backend, "-device".into(), device]
 }
 
 fn read_sidecar(path: &Path) -> Result<Option<Sidecar>> {
@@ -170,33 +231,83 @@ mod tests {
     #[test]
     fn create_reuse_and_refuse() {
         let dir = tempfile::tempdir().unwrap();
-        let imgs = prepare(ImageSet::new(dir.path(), "t"), 2, G, false).unwrap();
+        let imgs = prepare(ImageSet::new(dir.path(), "t"), PmemKind::Nfit, 2, G, false).unwrap();
         assert_eq!(imgs.len(), 2);
         assert_eq!(fs::metadata(&imgs[0].path).unwrap().len(), G.size);
         // Contents survive a reuse.
         fs::write(dir.path().join("marker"), "").unwrap();
         use std::os::unix::fs::FileExt;
         fs::OpenOptions::new().write(true).open(&imgs[1].path).unwrap().write_all_at(b"data", 4096).unwrap();
-        prepare(ImageSet::new(dir.path(), "t"), 2, G, false).unwrap();
+        prepare(ImageSet::new(dir.path(), "t"), PmemKind::Nfit, 2, G, false).unwrap();
         let mut buf = [0u8; 4];
         fs::File::open(&imgs[1].path).unwrap().read_exact_at(&mut buf, 4096).unwrap();
         assert_eq!(&buf, b"data");
 
         // Other geometry: refused, nothing changed.
-        let err =
-            prepare(ImageSet::new(dir.path(), "t"), 2, Geometry { size: 1 << 30, label_size: 0 }, false).unwrap_err();
+        let err = prepare(
+            ImageSet::new(dir.path(), "t"),
+            PmemKind::Nfit,
+            2,
+            Geometry { size: 1 << 30, label_size: 0 },
+            false,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("--fresh"), "{err}");
         assert_eq!(fs::metadata(&imgs[0].path).unwrap().len(), G.size);
 
         // Truncated image: refused.
         fs::OpenOptions::new().write(true).open(&imgs[0].path).unwrap().set_len(4096).unwrap();
-        let err = prepare(ImageSet::new(dir.path(), "t"), 2, G, false).unwrap_err();
+        let err = prepare(ImageSet::new(dir.path(), "t"), PmemKind::Nfit, 2, G, false).unwrap_err();
         assert!(err.to_string().contains("truncated or damaged"), "{err}");
 
         // --fresh recreates ours.
-        prepare(ImageSet::new(dir.path(), "t"), 2, G, true).unwrap();
+        prepare(ImageSet::new(dir.path(), "t"), PmemKind::Nfit, 2, G, true).unwrap();
         fs::File::open(&imgs[1].path).unwrap().read_exact_at(&mut buf, 4096).unwrap();
         assert_eq!(buf, [0; 4]);
+    }
+
+    #[test]
+    fn kinds_keep_their_own_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = ImageSet::new(dir.path(), "t");
+        let nfit = prepare(set, PmemKind::Nfit, 1, G, false).unwrap();
+        let virtio = prepare(set, PmemKind::Virtio, 1, G, false).unwrap();
+        assert_ne!(nfit[0].path, virtio[0].path);
+        assert_eq!(virtio[0].kind, PmemKind::Virtio);
+        // A sidecar from before kinds existed reads as an NVDIMM's.
+        let old = "created_by = \"dax-seal xtask\"\nsize = 536870912\nlabel_size = 0\n";
+        fs::write(sidecar_of(&nfit[0].path), old).unwrap();
+        prepare(set, PmemKind::Nfit, 1, G, false).unwrap();
+        // An image moved under another kind's name is refused, for --fresh too.
+        fs::copy(sidecar_of(&virtio[0].path), sidecar_of(&nfit[0].path)).unwrap();
+        for fresh in [false, true] {
+            let err = prepare(set, PmemKind::Nfit, 1, G, fresh).unwrap_err().to_string();
+            assert!(err.contains("made for --pmem virtio, not nfit"), "{err}");
+        }
+    }
+
+    #[test]
+    fn only_nvdimms_have_labels_and_an_nfit_persistence_claim() {
+        validate_kind(PmemKind::Nfit, Geometry { size: 1 << 30, label_size: 128 << 10 }, true).unwrap();
+        validate_kind(PmemKind::Virtio, G, false).unwrap();
+        let labels = validate_kind(PmemKind::Virtio, Geometry { size: 1 << 30, label_size: 128 << 10 }, false);
+        assert!(labels.unwrap_err().to_string().contains("label area"));
+        assert!(validate_kind(PmemKind::Virtio, G, true).unwrap_err().to_string().contains("no NFIT"));
+    }
+
+    #[test]
+    fn each_kind_attaches_its_own_device() {
+        let img = |kind| Image { path: "/i/x.img".into(), geometry: Geometry { size: 1 << 30, label_size: 0 }, kind };
+        assert_eq!(
+            qemu_args(1, &img(PmemKind::Nfit)),
+            [
+                "-object",
+                "memory-backend-file,id=pmem1,share=on,align=2M,mem-path=/i/x.img,size=1073741824",
+                "-device",
+                "nvdimm,id=nvdimm1,memdev=pmem1"
+            ]
+        );
+        assert_eq!(qemu_args(0, &img(PmemKind::Virtio))[3], "virtio-pmem-pci,id=vpmem0,memdev=pmem0");
     }
 
     #[test]
@@ -205,7 +316,7 @@ mod tests {
         let foreign = dir.path().join("nvdimm-t-0.img");
         fs::write(&foreign, "precious").unwrap();
         for fresh in [false, true] {
-            let err = prepare(ImageSet::new(dir.path(), "t"), 1, G, fresh).unwrap_err();
+            let err = prepare(ImageSet::new(dir.path(), "t"), PmemKind::Nfit, 1, G, fresh).unwrap_err();
             assert!(err.to_string().contains("not created by xtask"), "{err}");
             assert_eq!(fs::read(&foreign).unwrap(), b"precious");
         }
@@ -233,10 +344,10 @@ mod properties {
             if let Err(e) = read_sidecar(&path) {
                 prop_assert!(format!("{e:#}").contains("x.img.toml"), "{e:#}");
             }
-            let good = Sidecar { created_by: CREATED_BY.into(), size: size >> 1, label_size: label >> 1 };
+            let good = Sidecar { created_by: CREATED_BY.into(), size: size >> 1, label_size: label >> 1, kind: PmemKind::Virtio };
             std::fs::write(&path, toml::to_string(&good).unwrap()).unwrap();
             let back = read_sidecar(&path).unwrap().unwrap();
-            prop_assert_eq!((back.size, back.label_size), (good.size, good.label_size));
+            prop_assert_eq!((back.size, back.label_size, back.kind), (good.size, good.label_size, good.kind));
         }
     }
 }
