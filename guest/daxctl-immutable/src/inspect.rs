@@ -278,16 +278,45 @@ pub struct Check {
     pub supported: bool,
     /// Why not, or how it was found out.
     pub reason: String,
+    /// The persistence domain, as a MAP_SYNC mapping of the probe file
+    /// shows it: "synchronous" (offered), "asynchronous" (refused on a DAX
+    /// file: the device needs a flush request, as virtio-pmem does),
+    /// "page cache" (not DAX) or "unknown".
+    pub persistence: String,
+    /// Who provides the device under the filesystem, when it is a libnvdimm
+    /// one (`ACPI.NFIT`, `virtio-pmem`): its bus's provider in sysfs.
+    pub provider: Option<String>,
+    /// What makes a write to a sealed file there durable.
+    pub durability: String,
+}
+
+/// What makes writes durable, by persistence domain.
+fn durability(persistence: &str) -> &'static str {
+    match persistence {
+        "synchronous" => {
+            "stores through a MAP_SYNC mapping of a sealed file are durable once flushed and fenced; a device's \
+             writes through a long-term pin are durable once the pin is released, or after an fsync while it lives"
+        }
+        "asynchronous" => {
+            "only fsync (or msync) makes a write durable: it sends the device a flush; MAP_SYNC is refused and CPU \
+             cache flushes are not enough, so a device's writes through a long-term pin are durable after the pin \
+             is released and the file is fsynced, or after an fsync while the pin lives"
+        }
+        "page cache" => "fsync makes writes durable; the file is not DAX, so it cannot be pinned long-term",
+        _ => "unknown: no probe file could be mapped",
+    }
 }
 
 impl Check {
     pub fn text(&self) -> String {
         format!(
-            "directory:   {}\nkernel:      {}\nfilesystem:  {} (mounted on {})\ndax:         {}\nsealing:     {}\n",
+            "directory:   {}\nkernel:      {}\nfilesystem:  {} (mounted on {}{})\ndax:         {}\nsealing:     {}\n\
+             persistence: {}\ndurability:  {}\n",
             self.directory,
             self.kernel,
             self.filesystem,
             self.mount_point,
+            self.provider.as_ref().map(|p| format!(", device from {p}")).unwrap_or_default(),
             match self.dax {
                 Some(true) => "yes",
                 Some(false) => "no",
@@ -298,6 +327,8 @@ impl Check {
             } else {
                 format!("not supported: {}", self.reason)
             },
+            self.persistence,
+            self.durability,
         )
     }
 }
@@ -323,6 +354,9 @@ pub fn check(dir: &Path) -> Check {
         statx_reports_seal: false,
         supported: false,
         reason: String::new(),
+        persistence: "unknown".into(),
+        provider: None,
+        durability: String::new(),
     };
     let probe = dir.join(format!(".daxctl-immutable-check.{}", std::process::id()));
     c.reason = match probe_seal(&probe, &mut c) {
@@ -333,7 +367,31 @@ pub fn check(dir: &Path) -> Check {
         Err(why) => why,
     };
     let _ = fs::remove_file(&probe);
+    c.durability = durability(&c.persistence).into();
     c
+}
+
+/// The persistence domain under `file`: MAP_SYNC is offered only where CPU
+/// cache flushes reach it (the kernel's dax_synchronous()).
+fn persistence_of(file: &File, dax: Option<bool>) -> &'static str {
+    match dax {
+        Some(false) => return "page cache",
+        None => return "unknown",
+        Some(true) => {}
+    }
+    match dax_seal_sys::calls::Mapping::shared_sync(file, 4096) {
+        Ok(_) => "synchronous",
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => "asynchronous",
+        Err(_) => "unknown",
+    }
+}
+
+/// The provider of the libnvdimm bus under the block device `dev` (from
+/// /sys/dev/block: the first ancestor directory with a `provider` file).
+fn provider_of(dev: u64) -> Option<String> {
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let real = fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()?;
+    real.ancestors().find_map(|d| fs::read_to_string(d.join("provider")).ok()).map(|p| p.trim().to_string())
 }
 
 fn probe_seal(probe: &Path, c: &mut Check) -> Result<(), String> {
@@ -347,6 +405,10 @@ fn probe_seal(probe: &Path, c: &mut Check) -> Result<(), String> {
     if let Ok(st) = statx(&file) {
         c.dax = st.attribute(STATX_ATTR_DAX);
         c.statx_reports_seal = st.attributes_mask & seal::STATX_ATTR_IOMAP_IMMUTABLE != 0;
+    }
+    c.persistence = persistence_of(&file, c.dax).into();
+    if let Ok(meta) = file.metadata() {
+        c.provider = provider_of(meta.dev());
     }
     match seal::seal(&file) {
         Ok(()) => seal::unseal(&file).map_err(|e| format!("the probe file sealed but did not unseal: {e}")),
@@ -368,6 +430,30 @@ mod tests {
 
     fn e(logical: u64, length: u64) -> Extent {
         Extent { logical, physical: logical + (1 << 30), length, flags: 0 }
+    }
+
+    #[test]
+    fn check_states_the_guarantee_of_its_persistence_domain() {
+        let c = |persistence: &str, provider: Option<&str>| Check {
+            directory: "/mnt/pmem0".into(),
+            kernel: "7.3".into(),
+            filesystem: "xfs".into(),
+            mount_point: "/mnt/pmem0".into(),
+            dax: Some(true),
+            statx_reports_seal: true,
+            supported: true,
+            reason: "a probe file sealed and unsealed".into(),
+            persistence: persistence.into(),
+            provider: provider.map(str::to_string),
+            durability: durability(persistence).into(),
+        };
+        let text = c("asynchronous", Some("virtio-pmem")).text();
+        assert!(text.contains("(mounted on /mnt/pmem0, device from virtio-pmem)"), "{text}");
+        assert!(text.contains("persistence: asynchronous\ndurability:  only fsync"), "{text}");
+        let text = c("synchronous", None).text();
+        assert!(text.contains("(mounted on /mnt/pmem0)\n"), "{text}");
+        assert!(text.contains("durable once the pin is released"), "{text}");
+        assert!(durability("page cache").contains("not DAX"));
     }
 
     #[test]

@@ -230,9 +230,30 @@ fn case_check(env: &Env) -> Check {
     if v["statx_reports_seal"] != env.has_seal {
         return Err(format!("check --json: statx_reports_seal {} on this kernel", v["statx_reports_seal"]));
     }
+    // The guarantee it states is the one of the boot's kind of device.
+    let kind = crate::fixture::pmem();
+    let persistence = if kind.synchronous() { "synchronous" } else { "asynchronous" };
+    if v["persistence"] != persistence || v["provider"] != kind.provider() {
+        return Err(format!(
+            "check --json on a {}: persistence {} from {}, not {persistence} from {}",
+            kind.device(),
+            v["persistence"],
+            v["provider"],
+            kind.provider()
+        ));
+    }
     let human = cli(&["check", s(&env.dir)])?;
     human.expect(env.sealing())?;
-    Ok(format!("exit {}: {}", r.code, v["reason"].as_str().unwrap_or("")))
+    let durability = human.stdout.lines().find(|l| l.starts_with("durability:")).unwrap_or("").to_string();
+    if durability.is_empty() || !human.stdout.contains(&format!("persistence: {persistence}")) {
+        return Err(format!("check does not state the {persistence} guarantee:\n{}", human.stdout));
+    }
+    Ok(format!(
+        "exit {}: {}; {persistence} ({}): {durability}",
+        r.code,
+        v["reason"].as_str().unwrap_or(""),
+        kind.provider()
+    ))
 }
 
 fn case_check_tmpfs(_: &Env) -> Check {

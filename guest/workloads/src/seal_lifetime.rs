@@ -82,6 +82,7 @@ const CASES: &[(&str, Case)] = &[
     ("online-repair-keeps-pin-and-seal", case_repair),
     ("fsync-writes-back-pinned-pages", case_fsync),
     ("unpin-writes-back-what-the-pin-wrote", case_unpin_writeback),
+    ("fsync-after-release-flushes-the-device", case_fsync_after_release),
     ("fsync-walks-only-while-a-pin-is-possible", case_fsync_walk),
     ("unprivileged-reader-holds-seal", case_unprivileged_reader),
     ("splice-copies-and-holds-nothing", case_splice),
@@ -974,6 +975,70 @@ fn unpin_writes_back(path: &Path) -> Check {
         "READ_FIXED into {pinned} pinned pages, munmap, close, no fsync: 0 pages written back; after \
          UNREGISTER_BUFFERS (pins acquired {acquired}, released {released}): {pages} pages, each once, and the file \
          reads what the pin wrote"
+    ))
+}
+
+/// A pin's writes are durable at release only where cache write-backs
+/// reach the persistence domain. On an asynchronous one (virtio-pmem) the
+/// contract says: after the release, an fsync of the file; it must send the
+/// device a flush (a preflush bio to the pmem disk, which the driver turns
+/// into a flush request to the host). Checked on every kind: where release
+/// suffices, the fsync flushes too.
+fn case_fsync_after_release(env: &Env) -> Attempt {
+    env.sealed(|| {
+        let path = env.path("release-fsync");
+        let r = fsync_after_release(&path);
+        remove_sealed(&path);
+        let _ = fs::remove_file(path.with_extension("source"));
+        r
+    })
+}
+
+fn fsync_after_release(path: &Path) -> Check {
+    let file = create(path, 0x67, SIZE)?;
+    seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+    let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
+    let mut mapping = crate::fixture::shared_for_stores(&file, SIZE as usize)?.0;
+    ring.register(mapping.as_mut_ptr(), SIZE as usize).map_err(|e| format!("REGISTER_BUFFERS: {}", errno_text(&e)))?;
+    let source = create(&path.with_extension("source"), 0x7d, SIZE)?;
+    match ring.read_fixed(&source, 0, mapping.as_mut_ptr(), SIZE as u32) {
+        Ok(n) if u64::from(n) == SIZE => {}
+        other => return Err(format!("READ_FIXED into the pinned file: {other:?}, expected {SIZE}")),
+    }
+    drop(mapping);
+    ring.unregister().map_err(|e| format!("UNREGISTER_BUFFERS: {}", errno_text(&e)))?;
+    let (acquired, released) = pins_settled("UNREGISTER_BUFFERS")?;
+    let dev = file.metadata().map_err(|e| format!("fstat: {e}"))?.dev();
+    let disk = format!("{},{}", libc::major(dev), libc::minor(dev));
+    let event = TraceEvent::enable("block", "block_bio_queue")
+        .map_err(|e| format!("{e}; the flush an fsync sends to the disk is counted there"))?;
+    file.sync_all().map_err(|e| format!("fsync after the release: {}", errno_text(&e)))?;
+    let lines = event.take().map_err(|e| format!("reading the trace buffer: {e}"))?;
+    // "block_bio_queue: 259,0 FWS 0 + 0 [comm]": device, then the flags.
+    let flushes = lines
+        .iter()
+        .filter_map(|l| l.split_once("block_bio_queue: ").map(|(_, rest)| rest))
+        .filter(|rest| {
+            let mut words = rest.split_whitespace();
+            words.next() == Some(disk.as_str()) && words.next().is_some_and(|rwbs| rwbs.starts_with('F'))
+        })
+        .count();
+    if flushes == 0 {
+        return Err(format!(
+            "fsync after the pin's release sent no flush to the disk {disk} ({} bios queued): on a {} nothing \
+             would make the pin's writes durable",
+            lines.len(),
+            crate::fixture::pmem().device()
+        ));
+    }
+    let back = fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    if back != pattern(0x7d, SIZE) {
+        return Err("the file does not read back what READ_FIXED wrote through the pin".into());
+    }
+    Ok(format!(
+        "READ_FIXED through a pin of the whole file, released (pins acquired {acquired}, released {released}); the \
+         fsync after it sent {flushes} flush(es) to {disk} on a {}, and the file reads what the pin wrote",
+        crate::fixture::pmem().device()
     ))
 }
 
