@@ -47,6 +47,48 @@ fn dax_smoke_passes_on_labelled_nvdimms() {
     assert!(exec.detail.lines().any(|l| l == "2"), "two DAX mounts expected\n{}", b.explain());
 }
 
+/// Every default workload on virtio-pmem devices, patched and baseline:
+/// the guest finds regions of that kind only; MAP_SYNC is refused there
+/// (dax-smoke, and userspace-flush's sealed and sparse MAP_SYNC writers,
+/// whose records and latencies skip with the reason); daxctl-immutable
+/// check states the asynchronous guarantee; the pin cases hold as on
+/// NVDIMMs, and the fsync after a pin's release sends the device the flush
+/// that makes its writes durable there.
+#[test]
+fn default_workloads_give_the_contracts_verdicts_on_virtio_pmem() {
+    use dax_seal_protocol::pmem::PmemKind;
+    let workloads: Vec<&str> = dax_seal_protocol::default_workloads().map(|w| w.name).collect();
+    let ((_, patched), baseline) = on_both_kernels_with(&workloads, |g| g.vm.pmem = PmemKind::Virtio);
+    for b in [&patched, &baseline] {
+        let setup = b.run("setup");
+        assert!(setup.cases.iter().all(|c| c.verdict == Verdict::Pass), "{}", b.explain());
+        let smoke = b.case("dax-smoke", "mmap MAP_SHARED_VALIDATE|MAP_SYNC");
+        assert_eq!(smoke.verdict, Verdict::Pass, "{}", b.explain());
+        assert!(smoke.detail.contains("MAP_SYNC refused with EOPNOTSUPP on a virtio-pmem device"), "{}", smoke.detail);
+        let sparse = b.case("userspace-flush", "sparse-map-sync: file ready");
+        assert!(sparse.detail.contains("MAP_SYNC refused (EOPNOTSUPP)"), "{}", sparse.detail);
+        for case in ["sparse-map-sync: every acknowledged record intact", "first-touch write faults through MAP_SYNC"] {
+            let c = b.case("userspace-flush", case);
+            assert_eq!(c.verdict, Verdict::Skip, "{case}: {}", c.detail);
+            assert!(c.detail.contains("asynchronous"), "{case}: {}", c.detail);
+        }
+        let check = b.case("cli", "check");
+        assert!(check.detail.contains("asynchronous (virtio-pmem)"), "{}", check.detail);
+    }
+    let sealed = patched.case("userspace-flush", "sealed: file ready");
+    assert_eq!(sealed.verdict, Verdict::Pass, "{}", patched.explain());
+    assert!(sealed.detail.contains("MAP_SYNC refused (EOPNOTSUPP)"), "{}", sealed.detail);
+    let records = patched.case("userspace-flush", "sealed: every acknowledged record intact");
+    assert_eq!(records.verdict, Verdict::Skip, "{}", records.detail);
+    for name in
+        ["fsync-after-release-flushes-the-device", "unpin-writes-back-what-the-pin-wrote", "pin-outlives-umount"]
+    {
+        assert_sealed_only(&patched, &baseline, "seal-lifetime", name);
+    }
+    let flushed = patched.case("seal-lifetime", "fsync-after-release-flushes-the-device");
+    assert!(flushed.detail.contains("on a virtio-pmem device"), "{}", flushed.detail);
+}
+
 #[test]
 fn sysrq_crash_is_reported_as_a_panic() {
     let b = Guest::new(Variant::Patched).boot(&[], &["echo c > /proc/sysrq-trigger"]);
@@ -422,7 +464,7 @@ fn assert_sealed_only(patched: &Booted, baseline: &Booted, workload: &str, name:
 }
 
 /// The cases of seal-lifetime that need the series.
-const LIFETIME_SEALED: [&str; 17] = [
+const LIFETIME_SEALED: [&str; 18] = [
     "pin-outlives-umount",
     "pin-outlives-drop-caches",
     "dax-flag-fixed-while-sealed-dax-inode",
@@ -436,6 +478,7 @@ const LIFETIME_SEALED: [&str; 17] = [
     "namespace-teardown-waits-for-pin",
     "dax-never-mount-refuses-pinned-file",
     "unpin-writes-back-what-the-pin-wrote",
+    "fsync-after-release-flushes-the-device",
     "fsync-walks-only-while-a-pin-is-possible",
     "seal-of-shared-file-interrupted-by-sigkill",
     "readers-progress-during-seal-of-shared-file",

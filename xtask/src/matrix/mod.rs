@@ -428,6 +428,7 @@ pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vm::pmem::PmemKind;
 
     fn cells(text: &str) -> Vec<Cell> {
         spec::parse(Path::new("m.toml"), text).unwrap()
@@ -553,6 +554,28 @@ topology = "labelled"
         let both = "[fstests.f]\n[suites.s]\n[[cells]]\nkernels = [\"patched\"]\nsuites = [\"s\"]\nfstests = [\"f\"]\nweight = 1\n";
         let err = format!("{:#}", spec::parse(Path::new("m.toml"), both).unwrap_err());
         assert!(err.contains("one of suites, scenarios or fstests"), "{err}");
+    }
+
+    #[test]
+    fn a_topology_names_its_kind_of_persistent_memory() {
+        let cells = |topology: &str| {
+            let text = format!(
+                "[suites.s]\n[topologies.t]\n{topology}[[cells]]\nkernels = [\"patched\"]\nsuites = [\"s\"]\n\
+                 topologies = [\"t\"]\nweight = 1\n"
+            );
+            spec::parse(Path::new("m.toml"), &text).map_err(|e| format!("{e:#}"))
+        };
+        let c = cells("pmem = \"virtio\"\n").unwrap();
+        assert_eq!(vm_of(&c[0]).pmem, PmemKind::Virtio);
+        assert_eq!(vm_of(&cells("").unwrap()[0]).pmem, PmemKind::Nfit);
+        for (bad, needle) in [
+            ("pmem = \"cxl-ish\"\n", "unknown variant `cxl-ish`"),
+            ("pmem = \"virtio\"\npersistence = \"cpu\"\n", "no NFIT"),
+            ("pmem = \"virtio\"\nlabel-size = \"128K\"\n", "label area"),
+        ] {
+            let err = cells(bad).unwrap_err();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
     }
 
     #[test]
