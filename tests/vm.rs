@@ -930,7 +930,10 @@ const FLUSH_SEALED: [&str; 5] = [
 /// run and pass.
 #[test]
 fn userspace_flush_records_survive_a_remount_and_the_sealed_writer_needs_the_series() {
-    let ((_, patched), baseline) = on_both_kernels(&["userspace-flush"]);
+    // On the devdax topology, as the bench runs it: its device-dax
+    // reference writes and faults beside the files in the same boot.
+    let devdax = |g: &mut Guest| g.vm.pmem = dax_seal_protocol::pmem::PmemKind::Devdax;
+    let ((_, patched), baseline) = on_both_kernels_with(&["userspace-flush"], devdax);
     for name in FLUSH_SEALED {
         assert_sealed_only(&patched, &baseline, "userspace-flush", name);
     }
@@ -940,10 +943,16 @@ fn userspace_flush_records_survive_a_remount_and_the_sealed_writer_needs_the_ser
             "fdatasync-control: every acknowledged record intact",
             "sparse-map-sync: every acknowledged record intact",
             "first-touch write faults through MAP_SYNC",
+            "device-dax: reference ready",
+            "device-dax: every record intact",
         ] {
             let c = b.case("userspace-flush", name);
             assert_eq!(c.verdict, Verdict::Pass, "{name}: {}\n{}", c.detail, b.explain());
         }
+        let setup = b.case("setup", "pmem2 device-dax namespace");
+        assert_eq!(setup.verdict, Verdict::Pass, "{}", b.explain());
+        let faults = b.case("userspace-flush", "first-touch write faults through MAP_SYNC");
+        assert!(faults.detail.contains("device-dax: first-touch write fault p50"), "{}", faults.detail);
     }
     patched.assert_bench_figures("userspace-flush");
 }

@@ -7,7 +7,8 @@
 //! DAX mapping against anonymous memory (pinned-dma, patched kernel), swap
 //! throughput through a sealed swapfile against swap on a raw pmem device
 //! (swap-pressure on a third NVDIMM, patched kernel), userspace-flush's
-//! commit rates and first-touch fault latencies (patched kernel; the fault
+//! commit rates and first-touch fault latencies against a device-dax
+//! reference in the same boot (patched kernel, devdax topology; the fault
 //! histograms go to images/bench/flush-latency.json for plotting), and with
 //! `--cold` a kernel build from empty caches.
 
@@ -39,6 +40,9 @@ const DMA_RATIO_TARGET: f64 = 0.9;
 /// Records made durable per second by the sealed writer (MAP_SYNC, clwb and
 /// sfence), as a multiple of write + fdatasync per record.
 const COMMIT_RATIO_TARGET: f64 = 10.0;
+/// The sealed file's p99 first-touch MAP_SYNC write fault over the same on
+/// a device-dax mapping (no filesystem at all) in the same boot.
+const DEVICE_DAX_FAULT_TARGET: f64 = 1.2;
 /// Swap through the sealed swapfile, as a fraction of swap on a raw pmem
 /// device under the same pressure in the same boot.
 const SWAP_RATIO_TARGET: f64 = 0.95;
@@ -223,6 +227,7 @@ pub fn figure_names(workload: &str) -> Vec<String> {
         "swap-pressure" => names.extend(SWAP_DEVICES.map(|(d, _)| figure::swap_throughput(d))),
         "userspace-flush" => {
             names.extend(WRITERS.iter().map(|(w, _)| figure::commit_rate(w)));
+            names.push(figure::commit_rate(flush::DEVICE_DAX));
             for kind in FAULT_KINDS {
                 names.extend([figure::fault(kind, 50), figure::fault(kind, 99)]);
             }
@@ -467,10 +472,28 @@ fn charts(s: &mut Samples, trees: &[String], initramfs_bytes: u64) -> Charts {
     for kind in FAULT_KINDS {
         let v = pair(s, &figure::fault(kind, 50), &figure::fault(kind, 99), ["p50", "p99"]);
         charts.add(
-            format!("  first-touch MAP_SYNC write fault, {kind} file: {}", listed(&v, " us", 1)),
-            Chart::owned(&format!("first-touch MAP_SYNC write fault, {kind} file"), "us", v),
+            format!("  first-touch MAP_SYNC write fault, {kind}: {}", listed(&v, " us", 1)),
+            Chart::owned(&format!("first-touch MAP_SYNC write fault, {kind}"), "us", v),
         );
     }
+    // The limit with no filesystem: the sealed file against device-dax.
+    let v = pair(s, &figure::fault(flush::SEALED, 99), &figure::fault(flush::DEVICE_DAX, 99), ["sealed", "device-dax"]);
+    let r = pair_ratios(&v);
+    let rates =
+        pair(s, &figure::commit_rate(flush::SEALED), &figure::commit_rate(flush::DEVICE_DAX), ["sealed", "device-dax"]);
+    charts.add(
+        format!(
+            "  against device-dax: first-touch fault p99 {}; ratio {}; commit rate {}; ratio {}",
+            listed(&v, " us", 1),
+            listed(&r, "", 2),
+            listed(&rates, "/s", 0),
+            listed(&pair_ratios(&rates), "", 2)
+        ),
+        Chart::owned("first-touch fault p99 against device-dax", "us", v).target(
+            format!("sealed/device-dax <= {DEVICE_DAX_FAULT_TARGET}"),
+            r.iter().all(|(_, x)| *x <= DEVICE_DAX_FAULT_TARGET),
+        ),
+    );
     let v = pair(s, figure::FSYNC_SEALED, figure::FSYNC_UNSEALED, ["sealed, never pinned", "unsealed"]);
     let r = pair_ratios(&v);
     let first = trees.iter().map(|t| (t.clone(), s.at(t, figure::FSYNC_SEALED_FIRST))).collect::<Vec<_>>();
@@ -549,7 +572,9 @@ const SMOKE: &[&str] = &["--workload", "dax-smoke"];
 const INITCALLS: &[&str] =
     &["--workload", "dax-smoke", "--kernel-arg", "initcall_debug", "--kernel-arg", "ignore_loglevel"];
 const DMA: &[&str] = &["--kernel", "patched", "--workload", "pinned-dma"];
-const FLUSH: &[&str] = &["--kernel", "patched", "--workload", "userspace-flush"];
+/// On the devdax topology: its device-dax reference is measured beside the
+/// files in the same boot.
+const FLUSH: &[&str] = &["--kernel", "patched", "--workload", "userspace-flush", "--pmem", "devdax"];
 /// A third NVDIMM, overwritten by swap-pressure as the raw swap device.
 const SWAP: &[&str] =
     &["--kernel", "patched", "--workload", "swap-pressure", "--nvdimms", "3", "--param", "swap-pressure.raw-pmem=2"];
@@ -563,7 +588,7 @@ const WRITERS: [(&str, &str); 3] = [
     (flush::SPARSE_MAP_SYNC, "sparse MAP_SYNC"),
     (flush::FDATASYNC_CONTROL, "write + fdatasync"),
 ];
-const FAULT_KINDS: [&str; 3] = ["sealed", "preallocated", "sparse"];
+const FAULT_KINDS: [&str; 4] = ["sealed", "preallocated", "sparse", flush::DEVICE_DAX];
 
 /// One `cargo xtask run ARGS` on the given images, through cargo as a user
 /// types it; returns its results.json.

@@ -105,9 +105,11 @@ pub struct VmArgs {
     #[arg(long, default_value_t = Machine::DEFAULT.cpus, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub cpus: u32,
     /// The kind of persistent memory: nfit (emulated NVDIMMs that ACPI's NFIT
-    /// describes, a synchronous persistence domain) or virtio (virtio-pmem
+    /// describes, a synchronous persistence domain), virtio (virtio-pmem
     /// devices, whose persistence needs a flush request: MAP_SYNC is refused
-    /// there). Each kind has its own images.
+    /// there) or devdax (NVDIMMs as nfit, plus one more in device-dax mode:
+    /// the reference for fault latency and commit rate). Each kind has its
+    /// own images.
     #[arg(long, default_value = "nfit", value_name = "KIND", value_parser = parse_pmem)]
     pub pmem: PmemKind,
     /// Number of persistent-memory devices (two: one mounted DAX, one not;

@@ -122,7 +122,7 @@ fn boot_kernel(ctx: &Ctx, ready: &Ready, iteration: u32) -> Result<(Vec<Workload
         }
         if attempt > 0 {
             // Fresh images for one rerun: not kept after it.
-            request.images().remove(machine.pmem, machine.nvdimms);
+            request.images().remove(machine.pmem, machine.devices());
         }
         Ok(results::judged(name, prepared, &config, &outcome))
     };

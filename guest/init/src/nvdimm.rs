@@ -23,6 +23,7 @@ use crate::report::Report;
 
 const ND: &str = "/sys/bus/nd/devices";
 const ND_PMEM: &str = "/sys/bus/nd/drivers/nd_pmem";
+const DAX_PMEM: &str = "/sys/bus/nd/drivers/dax_pmem";
 const ALIGN: &str = "2097152";
 
 fn read(path: impl AsRef<Path>) -> Result<String, String> {
@@ -66,7 +67,7 @@ pub fn set_up_all(
     let regions = regions();
     if regions.is_empty() {
         let hint = match kind {
-            PmemKind::Nfit => "is QEMU given -machine nvdimm=on and the kernel ACPI_NFIT?",
+            PmemKind::Nfit | PmemKind::Devdax => "is QEMU given -machine nvdimm=on and the kernel ACPI_NFIT?",
             PmemKind::Virtio => "is QEMU given virtio-pmem-pci and the kernel VIRTIO_PMEM?",
         };
         let reason = format!("no {} region under {ND}: {hint}", kind.device());
@@ -77,9 +78,23 @@ pub fn set_up_all(
         report.single("setup", &TestResult::Fail(reason));
         return false;
     }
-    let mut sub = report.subtest("setup", regions.len() * 3);
+    let devdax = |i: usize| kind.is_device_dax(i, regions.len());
+    let cases = (0..regions.len()).map(|i| if devdax(i) { 1 } else { 3 }).sum();
+    let mut sub = report.subtest("setup", cases);
     let mut all_ok = true;
     for (i, region) in regions.iter().enumerate() {
+        if devdax(i) {
+            let outcome = match ensure_devdax(region) {
+                Ok((dev, how)) => {
+                    sub.diag(&format!("{how}: {dev}"));
+                    TestResult::Pass
+                }
+                Err(reason) => TestResult::Fail(reason),
+            };
+            all_ok &= outcome == TestResult::Pass;
+            sub.case(&format!("pmem{i} device-dax namespace"), outcome);
+            continue;
+        }
         let mount_point = format!("{MOUNT_PREFIX}{i}");
         let option = format!("dax={}", dax(i).name());
         let steps: [(String, Step<'_>); 3] = [
@@ -202,6 +217,54 @@ fn ensure_fsdax(region: &Path) -> Result<(String, String), String> {
     write(Path::new(ND_PMEM).join("bind"), &pfn)?;
     let dev = block_device_of(&pfn)?;
     Ok((format!("/dev/{dev}"), format!("converted {ns} to fsdax through {pfn} (align {align}, memmap on device)")))
+}
+
+/// The device-dax reference: the region's namespace claimed by its dax
+/// seed, 4 KiB aligned (so each first touch of a page faults, as in a file)
+/// with its memmap on the device, bound to dax_pmem. Returns the character
+/// device and how it came to be. Kept across boots like fsdax.
+fn ensure_devdax(region: &Path) -> Result<(String, String), String> {
+    let ns = namespace_of(region)?;
+    let ns_dir = Path::new(ND).join(&ns);
+    let mode = read(ns_dir.join("mode"))?;
+    let holder = read(ns_dir.join("holder")).unwrap_or_default();
+    if mode == "dax" && holder.starts_with("dax") {
+        return Ok((char_device_of(&holder)?, format!("kept device-dax namespace {ns} ({holder})")));
+    }
+    let unclaimed = mode == "raw" || (mode == "memory" && holder.is_empty());
+    if !unclaimed {
+        return Err(format!(
+            "{ns} is in {mode} mode (holder {holder:?}), not raw or device-dax: start from blank NVDIMMs with --fresh"
+        ));
+    }
+    if ns_dir.join("driver").exists() {
+        write(Path::new(ND_PMEM).join("unbind"), &ns)?;
+    }
+    let dax = read(region.join("dax_seed"))?;
+    let dax_dir = Path::new(ND).join(&dax);
+    write(dax_dir.join("uuid"), &new_uuid()?)?;
+    write(dax_dir.join("align"), "4096")?;
+    write(dax_dir.join("mode"), "pmem")?;
+    write(dax_dir.join("namespace"), &ns)?;
+    write(Path::new(DAX_PMEM).join("bind"), &dax)?;
+    Ok((char_device_of(&dax)?, format!("put {ns} in device-dax mode through {dax} (align 4K, memmap on device)")))
+}
+
+/// `/dev/daxR.N` of the nd dax device `dax`: the device-dax instance
+/// dax_pmem made as its child.
+fn char_device_of(dax: &str) -> Result<String, String> {
+    let dir = Path::new(ND).join(dax);
+    let name = fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("dax") && dir.join(n).join("dev").exists())
+        .ok_or_else(|| format!("{} holds no device-dax instance (is it bound to dax_pmem?)", dir.display()))?;
+    let dev = format!("/dev/{name}");
+    if !Path::new(&dev).exists() {
+        return Err(format!("{dev} does not exist after {dax} was bound to dax_pmem"));
+    }
+    Ok(dev)
 }
 
 fn new_uuid() -> Result<String, String> {

@@ -30,6 +30,9 @@ pub const MAX_RECORDS: u64 = 1 << 20;
 /// in the crash campaign: those log forces would make the sparse control's
 /// allocations durable too.
 pub const SPARSE_MAP_SYNC: &str = "sparse-map-sync";
+/// The reference writer of the devdax topology: the same records and
+/// flushes into a device-dax mapping (MAP_SYNC), no filesystem at all.
+pub const DEVICE_DAX: &str = "device-dax";
 
 /// `dax-seal latency KIND BUCKET:COUNT,...`: first-touch write-fault
 /// latencies, bucket b holding [2^b, 2^(b+1)) microseconds.

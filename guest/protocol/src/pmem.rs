@@ -18,15 +18,20 @@ pub enum PmemKind {
     /// MAP_SYNC is refused, and only fsync (which sends the flush) makes a
     /// store durable.
     Virtio,
+    /// NVDIMMs as for `Nfit`, plus one more whose namespace is in
+    /// device-dax mode (`/dev/daxN.0`, no filesystem): the reference the
+    /// fault-latency and commit-rate figures are measured against.
+    Devdax,
 }
 
 impl PmemKind {
-    pub const ALL: [PmemKind; 2] = [PmemKind::Nfit, PmemKind::Virtio];
+    pub const ALL: [PmemKind; 3] = [PmemKind::Nfit, PmemKind::Virtio, PmemKind::Devdax];
 
     pub fn name(self) -> &'static str {
         match self {
             PmemKind::Nfit => "nfit",
             PmemKind::Virtio => "virtio",
+            PmemKind::Devdax => "devdax",
         }
     }
 
@@ -40,7 +45,7 @@ impl PmemKind {
     /// What a reader calls one device of the kind.
     pub fn device(self) -> &'static str {
         match self {
-            PmemKind::Nfit => "NVDIMM",
+            PmemKind::Nfit | PmemKind::Devdax => "NVDIMM",
             PmemKind::Virtio => "virtio-pmem device",
         }
     }
@@ -49,7 +54,7 @@ impl PmemKind {
     /// regions (`/sys/bus/nd/devices/ndbusN/provider`).
     pub fn provider(self) -> &'static str {
         match self {
-            PmemKind::Nfit => "ACPI.NFIT",
+            PmemKind::Nfit | PmemKind::Devdax => "ACPI.NFIT",
             PmemKind::Virtio => "virtio-pmem",
         }
     }
@@ -59,9 +64,29 @@ impl PmemKind {
     /// call (the kernel's `dax_synchronous()`).
     pub fn synchronous(self) -> bool {
         match self {
-            PmemKind::Nfit => true,
+            PmemKind::Nfit | PmemKind::Devdax => true,
             PmemKind::Virtio => false,
         }
+    }
+
+    /// Whether ACPI's NFIT describes the devices (QEMU's NVDIMMs): they
+    /// have label areas and a platform persistence claim.
+    pub fn nfit(self) -> bool {
+        matches!(self, PmemKind::Nfit | PmemKind::Devdax)
+    }
+
+    /// Devices attached for `filesystems` DAX filesystems: one more for
+    /// the device-dax reference.
+    pub fn devices(self, filesystems: u32) -> u32 {
+        match self {
+            PmemKind::Devdax => filesystems + 1,
+            PmemKind::Nfit | PmemKind::Virtio => filesystems,
+        }
+    }
+
+    /// Whether device `index` of `devices` is the device-dax reference.
+    pub fn is_device_dax(self, index: usize, devices: usize) -> bool {
+        self == PmemKind::Devdax && index + 1 == devices
     }
 }
 
@@ -77,6 +102,15 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", k.name()));
         }
         let err = PmemKind::parse("cxl-ish").unwrap_err();
-        assert!(err.contains("nfit, virtio"), "{err}");
+        assert!(err.contains("nfit, virtio, devdax"), "{err}");
+    }
+
+    #[test]
+    fn the_device_dax_reference_is_one_more_device_at_the_end() {
+        assert_eq!(PmemKind::Devdax.devices(2), 3);
+        assert_eq!(PmemKind::Nfit.devices(2), 2);
+        assert!(PmemKind::Devdax.is_device_dax(2, 3));
+        assert!(!PmemKind::Devdax.is_device_dax(1, 3));
+        assert!(!PmemKind::Nfit.is_device_dax(1, 2));
     }
 }

@@ -249,6 +249,13 @@ impl Mapping {
         self.ptr
     }
 
+    /// The mapping's bytes, for reading (a read-only mapping has no other
+    /// use).
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr/len describe a live mapping owned by self.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: ptr/len describe a live mapping owned by self.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }

@@ -29,6 +29,26 @@ pub fn pmem() -> dax_seal_protocol::pmem::PmemKind {
     *KIND.get_or_init(|| dax_seal_protocol::RunConfig::read().map(|c| c.pmem).unwrap_or_default())
 }
 
+/// The device-dax reference of the devdax topology (`/dev/daxR.N`, which
+/// the guest init set up), None on other topologies.
+pub fn device_dax() -> Result<Option<PathBuf>, String> {
+    if pmem() != dax_seal_protocol::pmem::PmemKind::Devdax {
+        return Ok(None);
+    }
+    let mut names: Vec<String> = fs::read_dir("/dev")
+        .map_err(|e| format!("/dev: {e}"))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("dax") && n.contains('.'))
+        .collect();
+    names.sort();
+    match names.as_slice() {
+        [one] => Ok(Some(Path::new("/dev").join(one))),
+        [] => Err("the devdax topology has no /dev/daxR.N: did the guest init set it up?".into()),
+        more => Err(format!("more than one device-dax device: {more:?}")),
+    }
+}
+
 /// A shared mapping, MAP_SYNC where the device offers it: for operations
 /// whose errno is the result (races, conformance rows), not a set-up step.
 pub fn shared_map(file: &File, len: usize) -> std::io::Result<calls::Mapping> {

@@ -351,7 +351,7 @@ fn verify_point(
         if failure.is_none() {
             // A passing image is not kept (44 MB each here); its logs are.
             // A failing one stays for replay.
-            verify.images().remove(verify.vm.pmem, 2);
+            verify.images().remove(verify.vm.pmem, verify.vm.devices());
         }
         let dropped = image.dropped(point);
         let verdict = if failure.is_some() { Verdict::Fail } else { Verdict::Pass };

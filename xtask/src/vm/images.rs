@@ -1,6 +1,7 @@
 //! An image set: the files one guest's devices live in, named once here.
 //! In a directory, set `S` is `nvdimm-S-<i>.img` for NVDIMMs and
-//! `virtio-pmem-S-<i>.img` for virtio-pmem devices (each with its sidecar
+//! `virtio-pmem-S-<i>.img` for virtio-pmem devices, `devdax-nvdimm-S-<i>.img` for
+//! NVDIMMs with a device-dax reference (each with its sidecar
 //! `<image>.toml`, which says xtask made it and for which kind), `disk-S-<name>.img`
 //! for the data disks, and `nvdimm-S.lock`, which a boot holds so that one
 //! guest at a time uses the set. A kernel variant boots on the set of its
@@ -29,6 +30,7 @@ impl<'a> ImageSet<'a> {
         let prefix = match kind {
             PmemKind::Nfit => "nvdimm",
             PmemKind::Virtio => "virtio-pmem",
+            PmemKind::Devdax => "devdax-nvdimm",
         };
         self.dir.join(format!("{prefix}-{}-{i}.img", self.name))
     }
@@ -84,6 +86,7 @@ mod tests {
         let set = ImageSet::new(Path::new("/i"), "patched");
         assert_eq!(set.pmem(PmemKind::Nfit, 1), Path::new("/i/nvdimm-patched-1.img"));
         assert_eq!(set.pmem(PmemKind::Virtio, 0), Path::new("/i/virtio-pmem-patched-0.img"));
+        assert_eq!(set.pmem(PmemKind::Devdax, 2), Path::new("/i/devdax-nvdimm-patched-2.img"));
         assert_eq!(
             set.pmem_files(PmemKind::Nfit, 0),
             [set.pmem(PmemKind::Nfit, 0), PathBuf::from("/i/nvdimm-patched-0.img.toml")]

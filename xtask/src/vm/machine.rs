@@ -52,8 +52,9 @@ pub struct Machine {
     pub cpus: u32,
     /// The kind of persistent-memory device (`--pmem`): NVDIMMs by default.
     pub pmem: PmemKind,
-    /// How many devices of that kind (`--nvdimms`). Two by default: one
-    /// mounted DAX, one not (the page-cache rows).
+    /// How many DAX filesystems' devices of that kind (`--nvdimms`). Two
+    /// by default: one mounted DAX, one not (the page-cache rows). The
+    /// devdax kind adds one for its reference ([`Machine::devices`]).
     pub nvdimms: u32,
     /// Each device's size and label area.
     pub geometry: Geometry,
@@ -87,6 +88,11 @@ impl Machine {
         plugin: None,
         kernel_args: Vec::new(),
     };
+
+    /// How many persistent-memory devices the machine has.
+    pub fn devices(&self) -> u32 {
+        self.pmem.devices(self.nvdimms)
+    }
 
     /// Refuses a machine no guest can use, naming the flag to change.
     pub fn check(&self) -> Result<()> {

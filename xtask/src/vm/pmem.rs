@@ -63,10 +63,10 @@ fn human(bytes: u64) -> String {
 
 /// Checks that `kind` can have `g` and the platform's persistence claim.
 pub fn validate_kind(kind: PmemKind, g: Geometry, persistence: bool) -> Result<()> {
-    if kind != PmemKind::Nfit && g.label_size != 0 {
+    if !kind.nfit() && g.label_size != 0 {
         bail!("--label-size {}: only NVDIMMs (--pmem nfit) have a label area", human(g.label_size));
     }
-    if kind != PmemKind::Nfit && persistence {
+    if !kind.nfit() && persistence {
         bail!(
             "--nvdimm-persistence is what ACPI's NFIT tells the guest: --pmem {} has no NFIT; \
              its persistence domain is the device's own",
@@ -174,7 +174,7 @@ pub fn qemu_args(i: usize, img: &Image) -> Vec<String> {
         img.geometry.size
     );
     let device = match img.kind {
-        PmemKind::Nfit => {
+        PmemKind::Nfit | PmemKind::Devdax => {
             let mut d = format!("nvdimm,id=nvdimm{i},memdev=pmem{i}");
             if img.geometry.label_size > 0 {
                 d.push_str(&format!(",label-size={}", img.geometry.label_size));

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::paths;
 use crate::vm::disks::Disk;
 use crate::vm::machine::AccelChoice;
-use crate::vm::pmem::{self, Image, PmemKind};
+use crate::vm::pmem::{self, Image};
 
 pub const QEMU: &str = "qemu-system-x86_64";
 /// How long a KVM probe boot may take to print the kernel banner.
@@ -91,7 +91,7 @@ pub fn kernel_cmdline() -> String {
 pub fn argv(vm: &Vm) -> Vec<String> {
     [
         accel_args(vm.accel, vm.plugin.as_deref(), vm.cpus),
-        machine_args(vm.pmem.iter().any(|p| p.kind == PmemKind::Nfit), vm.persistence.as_deref()),
+        machine_args(vm.pmem.iter().any(|p| p.kind.nfit()), vm.persistence.as_deref()),
         memory_args(vm.memory_mib, vm.cpus, &vm.pmem),
         vm.pmem.iter().enumerate().flat_map(|(i, img)| pmem::qemu_args(i, img)).collect(),
         vm.disks.iter().enumerate().flat_map(|(i, d)| crate::vm::disks::qemu_args(i, d)).collect(),
@@ -334,7 +334,7 @@ pub fn check_installed() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::pmem::Geometry;
+    use crate::vm::pmem::{Geometry, PmemKind};
 
     fn vm() -> Vm {
         Vm {

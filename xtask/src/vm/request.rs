@@ -201,7 +201,7 @@ impl BootRequest<'_> {
     pub fn vm(&self, console: Console) -> Result<Vm> {
         self.machine.check()?;
         let (m, set) = (self.machine, self.images());
-        let images = pmem::prepare(set, m.pmem, m.nvdimms, m.geometry, self.fresh)?;
+        let images = pmem::prepare(set, m.pmem, m.devices(), m.geometry, self.fresh)?;
         let data = disks::prepare(set, &dax_seal_protocol::disks_for(&self.config.workloads))?;
         // The guest sets up the kind of device the machine has, whoever
         // wrote the rest of the configuration.

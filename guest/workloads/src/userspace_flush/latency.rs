@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use dax_seal_protocol::figure::{self, Figure};
-use dax_seal_protocol::flush::LATENCY_PREFIX;
+use dax_seal_protocol::flush::{DEVICE_DAX, LATENCY_PREFIX};
 
 use crate::calls::{errno_text, Mapping};
 use crate::fixture::{create_new, create_sparse};
@@ -127,20 +127,37 @@ pub fn histogram(ns: &[u64]) -> String {
     cells.join(",")
 }
 
-/// Measures each kind (the sealed one only when `sealable`); one summary
-/// line per kind, each followed by its histogram diagnostic.
-pub fn run(dir: &Path, persist: Persist, sealable: bool) -> Result<String, String> {
+/// Measures each kind (the sealed one only when `sealable`), and the
+/// device-dax reference when there is one (the limit with no filesystem at
+/// all: the first `PAGES` pages of the device, 4 KiB aligned, so each first
+/// touch faults as in a file); one summary line per kind, each followed by
+/// its histogram diagnostic.
+pub fn run(dir: &Path, persist: Persist, sealable: bool, device_dax: Option<&Path>) -> Result<String, String> {
     let mut lines = Vec::new();
-    for kind in KINDS {
+    let kinds = KINDS.iter().copied().chain(device_dax.map(|_| DEVICE_DAX));
+    for kind in kinds {
         if kind == "sealed" && !sealable {
             continue;
         }
-        let file = make(dir, kind)?;
-        let mut ns = measure(&file, persist)?;
-        if kind == "sealed" {
-            let _ = seal::unseal(&file);
-        }
-        let _ = fs::remove_file(dir.join(format!("faults-{kind}")));
+        let mut ns = match device_dax.filter(|_| kind == DEVICE_DAX) {
+            Some(dev) => {
+                let file = fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(dev)
+                    .map_err(|e| format!("open {}: {}", dev.display(), errno_text(&e)))?;
+                measure(&file, persist)?
+            }
+            None => {
+                let file = make(dir, kind)?;
+                let ns = measure(&file, persist)?;
+                if kind == "sealed" {
+                    let _ = seal::unseal(&file);
+                }
+                let _ = fs::remove_file(dir.join(format!("faults-{kind}")));
+                ns
+            }
+        };
         ns.sort_unstable();
         let (p50, p99) = (percentile(&ns, 50), percentile(&ns, 99));
         lines.push(format!("{kind}: first-touch write fault p50 {p50:.1} us, p99 {p99:.1} us over {PAGES} pages"));

@@ -31,7 +31,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use dax_seal_protocol::figure::{self, Figure};
-use dax_seal_protocol::flush::{self, Bug, Tally, FDATASYNC_CONTROL, SEALED, SPARSE_CONTROL, SPARSE_MAP_SYNC};
+use dax_seal_protocol::flush::{
+    self, Bug, Tally, DEVICE_DAX, FDATASYNC_CONTROL, SEALED, SPARSE_CONTROL, SPARSE_MAP_SYNC,
+};
 use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
 
 use crate::calls::{errno_text, kmsg_records, Mapping};
@@ -187,6 +189,48 @@ fn refused_map_sync(name: &str, records: u64, sealed: bool) -> Check {
         Err(e) => Err(format!("mmap MAP_SHARED_VALIDATE|MAP_SYNC: {}, not EOPNOTSUPP", errno_text(&e))),
         Ok(_) => Err("mmap MAP_SHARED_VALIDATE|MAP_SYNC succeeded on an asynchronous device".into()),
     }
+}
+
+/// The device-dax reference writer: `records` records' room at the start of
+/// the device, mapped MAP_SYNC, zeroed (so nothing an earlier boot left
+/// reads as a record) and touched once per page like the sealed file.
+fn prepare_device_dax(dev: &Path, records: u64) -> Result<(Writer, String), String> {
+    let len = capacity(records);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev)
+        .map_err(|e| format!("open {}: {}", dev.display(), errno_text(&e)))?;
+    let mut map = Mapping::shared_sync(&file, len as usize)
+        .map_err(|e| format!("mmap MAP_SHARED_VALIDATE|MAP_SYNC of {}: {}", dev.display(), errno_text(&e)))?;
+    map.as_mut_slice().fill(0);
+    let persist = Persist::new().ok_or("this CPU has no cache flush instruction (CPUID: no clflush)")?;
+    persist.persist(map.as_mut_slice());
+    Ok((
+        Writer { name: DEVICE_DAX, target: Target::Mapped(map) },
+        format!("{} MiB of {} zeroed and mapped MAP_SYNC", len >> 20, dev.display()),
+    ))
+}
+
+/// The device-dax writer's records, read through a new mapping (device-dax
+/// has no read(2)).
+fn check_device_dax_records(t: &mut Cases, dev: &Path, records: u64) {
+    let tally = (|| {
+        let file = File::open(dev).map_err(|e| format!("open {}: {}", dev.display(), errno_text(&e)))?;
+        let map = Mapping::shared_read_only(&file, capacity(records) as usize)
+            .map_err(|e| format!("mmap {}: {}", dev.display(), errno_text(&e)))?;
+        Ok::<_, String>(record::tally(record::tag(DEVICE_DAX), map.as_slice(), records))
+    })();
+    let verdict = tally.and_then(|tally: Tally| {
+        let line = flush::result_line(DEVICE_DAX, &tally);
+        t.note(&line);
+        if tally.misread > 0 || tally.lost > 0 {
+            Err(format!("{} lost, {} misread of {records}: {line}", tally.lost, tally.misread))
+        } else {
+            Ok(((), String::new()))
+        }
+    });
+    t.check(&format!("{DEVICE_DAX}: every record intact"), verdict);
 }
 
 /// The fdatasync control: an empty file on the page-cache mount.
@@ -351,7 +395,10 @@ fn log_recovery() -> Check {
 /// `userspace-flush`: write, remount, verify; then first-touch fault
 /// latencies.
 pub fn run() -> ExitCode {
-    let mut t = Cases::new(14);
+    // The devdax topology adds its reference writer's two cases.
+    let device_dax = crate::fixture::device_dax();
+    let reference = crate::fixture::pmem() == dax_seal_protocol::pmem::PmemKind::Devdax;
+    let mut t = Cases::new(14 + if reference { 2 } else { 0 });
     let records = RunConfig::read().and_then(|c| c.param("userspace-flush.records")).unwrap_or(2048);
     let (mut writers, has_seal) = prepare(&mut t, records);
     let sealed = writers.iter().any(|w| w.name == SEALED);
@@ -363,6 +410,17 @@ pub fn run() -> ExitCode {
         );
     } else {
         writers.extend(t.check(&format!("{SPARSE_MAP_SYNC}: file ready"), prepare_sparse_map_sync(records)));
+    }
+    let device_dax = match device_dax {
+        Ok(dev) => dev,
+        Err(e) => {
+            t.check::<()>(&format!("{DEVICE_DAX}: reference ready"), Err(e.clone()));
+            t.blocked(&format!("{DEVICE_DAX}: every record intact"), "the device-dax reference");
+            None
+        }
+    };
+    if let Some(dev) = &device_dax {
+        writers.extend(t.check(&format!("{DEVICE_DAX}: reference ready"), prepare_device_dax(dev, records)));
     }
     let before = if sealed { File::open(path(SEALED)).ok().and_then(|f| map_fingerprint(&f).ok()) } else { None };
     let written = write_all(&mut writers, records, (Bug::None, 0), &|_, _| {}).map(|n| ((), n));
@@ -389,6 +447,9 @@ pub fn run() -> ExitCode {
     // After a clean unmount nothing may be missing, not even from the control.
     check_records(&mut t, SPARSE_CONTROL, acked(SPARSE_CONTROL), true);
     check_records(&mut t, FDATASYNC_CONTROL, acked(FDATASYNC_CONTROL), true);
+    if let Some(dev) = &device_dax {
+        check_device_dax_records(&mut t, dev, if written { records } else { 0 });
+    }
     const FAULTS_CASE: &str = "first-touch write faults through MAP_SYNC";
     if let Some(why) = &no_durability {
         t.skip(&format!("{SPARSE_MAP_SYNC}: every acknowledged record intact"), why);
@@ -397,7 +458,7 @@ pub fn run() -> ExitCode {
         check_records(&mut t, SPARSE_MAP_SYNC, acked(SPARSE_MAP_SYNC), true);
         let faults = Persist::new()
             .ok_or_else(|| "this CPU has no cache flush instruction".to_string())
-            .and_then(|p| latency::run(&dir(0), p, sealed));
+            .and_then(|p| latency::run(&dir(0), p, sealed, device_dax.as_deref()));
         t.check(FAULTS_CASE, faults.map(|n| ((), n)));
     }
     const FSYNC_CASE: &str = "fsync of a large sealed file nothing pinned, against an unsealed one";
