@@ -84,6 +84,7 @@ const CASES: &[(&str, Case)] = &[
     ("unpin-writes-back-what-the-pin-wrote", case_unpin_writeback),
     ("fsync-after-release-flushes-the-device", case_fsync_after_release),
     ("fsync-walks-only-while-a-pin-is-possible", case_fsync_walk),
+    ("read-only-mappings-leave-fsync-alone", case_reader_mapping),
     ("unprivileged-reader-holds-seal", case_unprivileged_reader),
     ("splice-copies-and-holds-nothing", case_splice),
     ("seal-interrupted-by-sigkill", case_sigkill),
@@ -867,10 +868,15 @@ fn fsync_walks_only_when_pinnable(mount: &Path, path: &Path) -> Check {
     let half = SIZE / 2;
     let pinned = half / PAGE;
     let mut mapping = Mapping::shared(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
-    // One read fault maps a page that a pin could take.
+    // A read fault maps a page read-only: a pin that can write needs a
+    // write fault first.
     std::hint::black_box(mapping.as_mut_slice()[0]);
-    fsync(&file, "while mapped", true, 0)?;
-    fsync(&file, "while still mapped", true, 0)?;
+    fsync(&file, "while mapped, read faults only", false, 0)?;
+    // One write fault maps a page that a writable pin could take.
+    // SAFETY: the first byte of the live mapping.
+    unsafe { std::ptr::write_volatile(mapping.as_mut_ptr(), 0x65) };
+    fsync(&file, "after a write fault", true, 0)?;
+    fsync(&file, "while still mapped writable", true, 0)?;
 
     let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
     ring.register(mapping.as_mut_ptr(), half as usize)
@@ -903,6 +909,61 @@ fn fsync_walks_only_when_pinnable(mount: &Path, path: &Path) -> Check {
     fsync(&file, "after umount and mount", true, 0)?;
     fsync(&file, "again", false, 0)?;
     seal::unseal(&file).map_err(|e| format!("UNSEAL: {}", errno_text(&e)))?;
+    Ok(seen.join("; "))
+}
+
+/// A reader cannot make the owner's fsyncs walk: a read-only mapping of a
+/// sealed file (a file opened read-only, read faults) allows no pin that a
+/// device writes through, so neither its faults nor its mapping keep fsync
+/// walking, and the reader's own fsync skips too. A writer's write fault
+/// makes fsync walk until the writable mapping is gone, while the reader
+/// still maps the file. (The walk runs under the ILOCK and costs a struct
+/// page per 4 KiB: a reader that kept it going could stall the owner.)
+fn case_reader_mapping(env: &Env) -> Attempt {
+    env.sealed(|| {
+        let path = env.path("reader-mapping");
+        let r = reader_mapping_leaves_fsync_alone(&path);
+        remove_sealed(&path);
+        r
+    })
+}
+
+fn reader_mapping_leaves_fsync_alone(path: &Path) -> Check {
+    let event = TraceEvent::enable("xfs", "xfs_seal_flush_pinned")
+        .map_err(|e| format!("{e}; fsync of a sealed file reports whether it walked there"))?;
+    let file = create(path, 0x68, SIZE)?;
+    seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+    let ino = format!("{:#x}", file.metadata().map_err(|e| format!("fstat: {e}"))?.ino());
+    let mut seen = Vec::new();
+    let mut fsync = |file: &File, what: &str, walk: bool| -> Result<(), String> {
+        event.take().map_err(|e| format!("reading the trace buffer: {e}"))?;
+        file.sync_all().map_err(|e| format!("fsync {what}: {}", errno_text(&e)))?;
+        let walked = flush_event(&event, &ino, what)?.walked.ok_or_else(|| {
+            format!("fsync {what}: xfs_seal_flush_pinned has no walked field: the kernel cannot skip the walk")
+        })?;
+        if walked != walk {
+            return Err(format!("fsync {what}: walked {walked}, expected {walk}"));
+        }
+        seen.push(format!("{what}: {}", if walked { "walked" } else { "skipped" }));
+        Ok(())
+    };
+    fsync(&file, "after SEAL", true)?;
+    fsync(&file, "again, nothing mapped", false)?;
+    let reader = File::open(path).map_err(|e| format!("open read-only: {}", errno_text(&e)))?;
+    let map = Mapping::shared_read_only(&reader, SIZE as usize)
+        .map_err(|e| format!("mmap of the read-only file: {}", errno_text(&e)))?;
+    let sum: u64 = map.as_slice().chunks(PAGE as usize).map(|page| u64::from(page[0])).sum();
+    std::hint::black_box(sum);
+    fsync(&reader, "by the reader, which read every page through its mapping", false)?;
+    fsync(&file, "by the owner while the reader maps the file", false)?;
+    let mut writable = Mapping::shared(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    // SAFETY: the first byte of the live mapping.
+    unsafe { std::ptr::write_volatile(writable.as_mut_ptr(), 0x68) };
+    fsync(&file, "after the owner's write fault", true)?;
+    drop(writable);
+    fsync(&file, "after the owner's munmap, the reader still mapping", true)?;
+    fsync(&reader, "by the reader again", false)?;
+    drop(map);
     Ok(seen.join("; "))
 }
 
