@@ -84,7 +84,7 @@ pub fn set_up_all(
     let mut all_ok = true;
     for (i, region) in regions.iter().enumerate() {
         if devdax(i) {
-            let outcome = match ensure_devdax(region) {
+            let outcome = match ensure_claimed(region, &DEVICE_DAX) {
                 Ok((dev, how)) => {
                     sub.diag(&format!("{how}: {dev}"));
                     TestResult::Pass
@@ -98,7 +98,7 @@ pub fn set_up_all(
         let mount_point = format!("{MOUNT_PREFIX}{i}");
         let option = format!("dax={}", dax(i).name());
         let steps: [(String, Step<'_>); 3] = [
-            (format!("pmem{i} fsdax namespace"), &|_| ensure_fsdax(region)),
+            (format!("pmem{i} fsdax namespace"), &|_| ensure_claimed(region, &FSDAX)),
             (format!("pmem{i} xfs"), &|dev| ensure_xfs(dev, fresh, mkfs).map(|how| (dev.to_string(), how))),
             (format!("pmem{i} mount {option}"), &|dev| {
                 machine::mount_fs(dev, &mount_point, "xfs", &option)
@@ -176,17 +176,58 @@ fn block_device_of(nd_dev: &str) -> Result<String, String> {
     Ok(name)
 }
 
-/// Returns the fsdax block device and how it came to be.
-fn ensure_fsdax(region: &Path) -> Result<(String, String), String> {
+/// How a namespace is claimed: in fsdax mode by a pfn device bound to
+/// nd_pmem (a block device), or in device-dax mode by a dax device bound to
+/// dax_pmem (a character device). Either way the claim lives in an info
+/// block on the device and survives reboots.
+struct Claim {
+    /// What a reader calls the mode.
+    mode: &'static str,
+    /// The namespace's `mode` once claimed: the kernel calls fsdax
+    /// "memory" (ndctl's old name).
+    ns_mode: &'static str,
+    /// The region's seed attribute and its devices' name prefix.
+    seed: &'static str,
+    prefix: &'static str,
+    /// The driver to bind the claiming device to.
+    driver: &'static str,
+    /// 2 MiB for fsdax where supported (PMD faults); 4 KiB for device-dax,
+    /// so that each first touch of a page faults, as in a file.
+    align: fn(supported: &str) -> &'static str,
+    /// The device node of a bound claiming device.
+    device: fn(nd_dev: &str) -> Result<String, String>,
+}
+
+const FSDAX: Claim = Claim {
+    mode: "fsdax",
+    ns_mode: "memory",
+    seed: "pfn_seed",
+    prefix: "pfn",
+    driver: ND_PMEM,
+    align: |supported| if supported.split_whitespace().any(|a| a == ALIGN) { ALIGN } else { "4096" },
+    device: |pfn| block_device_of(pfn).map(|dev| format!("/dev/{dev}")),
+};
+
+const DEVICE_DAX: Claim = Claim {
+    mode: "device-dax",
+    ns_mode: "dax",
+    seed: "dax_seed",
+    prefix: "dax",
+    driver: DAX_PMEM,
+    align: |_| "4096",
+    device: char_device_of,
+};
+
+/// Claims the region's namespace as `claim` says, or keeps the claim an
+/// earlier boot made; returns the device node and how it came to be.
+fn ensure_claimed(region: &Path, claim: &Claim) -> Result<(String, String), String> {
     let ns = namespace_of(region)?;
     let ns_dir = Path::new(ND).join(&ns);
-    // The kernel calls fsdax "memory" (ndctl's old name): a namespace
-    // claimed by a pfn device. The claim survives reboots in the info block.
     let mode = read(ns_dir.join("mode"))?;
     let holder = read(ns_dir.join("holder")).unwrap_or_default();
-    if mode == "memory" && holder.starts_with("pfn") {
-        let dev = block_device_of(&holder)?;
-        return Ok((format!("/dev/{dev}"), format!("kept fsdax namespace {ns} ({holder})")));
+    if mode == claim.ns_mode && holder.starts_with(claim.prefix) {
+        let dev = (claim.device)(&holder)?;
+        return Ok((dev, format!("kept {} namespace {ns} ({holder})", claim.mode)));
     }
     // A virtio-pmem region lets the kernel map its unclaimed namespace with
     // struct pages in RAM ("memory" with no holder); an NVDIMM's shows
@@ -194,7 +235,8 @@ fn ensure_fsdax(region: &Path) -> Result<(String, String), String> {
     let unclaimed = mode == "raw" || (mode == "memory" && holder.is_empty());
     if !unclaimed {
         return Err(format!(
-            "{ns} is in {mode} mode (holder {holder:?}), not raw or fsdax: start from blank NVDIMMs with --fresh"
+            "{ns} is in {mode} mode (holder {holder:?}), not raw or {}: start from blank NVDIMMs with --fresh",
+            claim.mode
         ));
     }
     // QEMU's label area starts blank, which the kernel treats as label-less:
@@ -206,48 +248,16 @@ fn ensure_fsdax(region: &Path) -> Result<(String, String), String> {
     if ns_dir.join("driver").exists() {
         write(Path::new(ND_PMEM).join("unbind"), &ns)?;
     }
-    let pfn = read(region.join("pfn_seed"))?;
-    let pfn_dir = Path::new(ND).join(&pfn);
-    let supported = read(pfn_dir.join("supported_alignments")).unwrap_or_default();
-    let align = if supported.split_whitespace().any(|a| a == ALIGN) { ALIGN } else { "4096" };
-    write(pfn_dir.join("uuid"), &new_uuid()?)?;
-    write(pfn_dir.join("align"), align)?;
-    write(pfn_dir.join("mode"), "pmem")?;
-    write(pfn_dir.join("namespace"), &ns)?;
-    write(Path::new(ND_PMEM).join("bind"), &pfn)?;
-    let dev = block_device_of(&pfn)?;
-    Ok((format!("/dev/{dev}"), format!("converted {ns} to fsdax through {pfn} (align {align}, memmap on device)")))
-}
-
-/// The device-dax reference: the region's namespace claimed by its dax
-/// seed, 4 KiB aligned (so each first touch of a page faults, as in a file)
-/// with its memmap on the device, bound to dax_pmem. Returns the character
-/// device and how it came to be. Kept across boots like fsdax.
-fn ensure_devdax(region: &Path) -> Result<(String, String), String> {
-    let ns = namespace_of(region)?;
-    let ns_dir = Path::new(ND).join(&ns);
-    let mode = read(ns_dir.join("mode"))?;
-    let holder = read(ns_dir.join("holder")).unwrap_or_default();
-    if mode == "dax" && holder.starts_with("dax") {
-        return Ok((char_device_of(&holder)?, format!("kept device-dax namespace {ns} ({holder})")));
-    }
-    let unclaimed = mode == "raw" || (mode == "memory" && holder.is_empty());
-    if !unclaimed {
-        return Err(format!(
-            "{ns} is in {mode} mode (holder {holder:?}), not raw or device-dax: start from blank NVDIMMs with --fresh"
-        ));
-    }
-    if ns_dir.join("driver").exists() {
-        write(Path::new(ND_PMEM).join("unbind"), &ns)?;
-    }
-    let dax = read(region.join("dax_seed"))?;
-    let dax_dir = Path::new(ND).join(&dax);
-    write(dax_dir.join("uuid"), &new_uuid()?)?;
-    write(dax_dir.join("align"), "4096")?;
-    write(dax_dir.join("mode"), "pmem")?;
-    write(dax_dir.join("namespace"), &ns)?;
-    write(Path::new(DAX_PMEM).join("bind"), &dax)?;
-    Ok((char_device_of(&dax)?, format!("put {ns} in device-dax mode through {dax} (align 4K, memmap on device)")))
+    let seed = read(region.join(claim.seed))?;
+    let seed_dir = Path::new(ND).join(&seed);
+    let align = (claim.align)(&read(seed_dir.join("supported_alignments")).unwrap_or_default());
+    write(seed_dir.join("uuid"), &new_uuid()?)?;
+    write(seed_dir.join("align"), align)?;
+    write(seed_dir.join("mode"), "pmem")?;
+    write(seed_dir.join("namespace"), &ns)?;
+    write(Path::new(claim.driver).join("bind"), &seed)?;
+    let dev = (claim.device)(&seed)?;
+    Ok((dev, format!("put {ns} in {} mode through {seed} (align {align}, memmap on device)", claim.mode)))
 }
 
 /// `/dev/daxR.N` of the nd dax device `dax`: the device-dax instance
