@@ -85,6 +85,7 @@ const CASES: &[(&str, Case)] = &[
     ("fsync-after-release-flushes-the-device", case_fsync_after_release),
     ("fsync-walks-only-while-a-pin-is-possible", case_fsync_walk),
     ("read-only-mappings-leave-fsync-alone", case_reader_mapping),
+    ("reused-blocks-are-not-mapped-while-pinned", case_reused_blocks),
     ("unprivileged-reader-holds-seal", case_unprivileged_reader),
     ("splice-copies-and-holds-nothing", case_splice),
     ("seal-interrupted-by-sigkill", case_sigkill),
@@ -965,6 +966,152 @@ fn reader_mapping_leaves_fsync_alone(path: &Path) -> Check {
     fsync(&reader, "by the reader again", false)?;
     drop(map);
     Ok(seen.join("; "))
+}
+
+/// A pin outlives umount, and so the filesystem can be made anew under
+/// it: its blocks, the pinned one among them, go to new files. A fault of
+/// a new file must not map the pinned page while the pin holds it: the
+/// page still counts the pin's references, a device may still write it,
+/// and on 7.3 a PMD fault over it would make it the tail of a compound
+/// folio whose head the pin's release then puts. Expected: a store to a
+/// neighbour in the same 2 MiB works (the PMD fault falls back), the store
+/// to the pinned page fails (EIO through /proc/self/mem, SIGBUS for a plain
+/// store) with a kernel log line each, and once the ring lets go the page
+/// maps and keeps what is stored.
+fn case_reused_blocks(env: &Env) -> Attempt {
+    env.sealed(|| {
+        let path = env.path("reused");
+        let r = reused_blocks(&env.mount, &path);
+        let _ = fs::remove_file(env.mount.join("reused-new"));
+        // The new filesystem lacks the work directory the cases after
+        // this one use.
+        let made = fs::create_dir_all(&env.dir).map_err(|e| format!("mkdir {}: {e}", env.dir.display()));
+        r.and_then(|note| made.map(|()| note))
+    })
+}
+
+fn reused_blocks(mount: &Path, path: &Path) -> Check {
+    const PINNED: u64 = 5;
+    let file = create(path, 0x69, SIZE)?;
+    seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+    let extents = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
+    let at = PINNED * PAGE;
+    let phys = extents
+        .iter()
+        .find(|e| e.logical <= at && at < e.logical + e.length)
+        .map(|e| e.physical + (at - e.logical))
+        .ok_or_else(|| format!("no extent of the sealed file covers {at}: {extents:?}"))?;
+    let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
+    let mut mapping = crate::fixture::shared_for_stores(&file, SIZE as usize)?.0;
+    // SAFETY: a page inside the live SIZE-byte mapping.
+    let page = unsafe { mapping.as_mut_ptr().add(at as usize) };
+    ring.register(page, PAGE as usize).map_err(|e| format!("REGISTER_BUFFERS of one page: {}", errno_text(&e)))?;
+    drop(mapping);
+    drop(file);
+    let remade = crate::fixture::remake_filesystem(mount);
+    let r = remade.and_then(|how| reuse_under_pin(mount, phys, &ring).map(|note| format!("{how}; {note}")));
+    if r.is_err() {
+        let _ = ring.unregister();
+    }
+    r
+}
+
+fn reuse_under_pin(mount: &Path, phys: u64, ring: &seal::Ring) -> Check {
+    // SAFETY: statvfs is plain data; all zeroes is a valid value.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    let dir = crate::calls::cpath(mount).map_err(|e| format!("{}: {e}", mount.display()))?;
+    // SAFETY: a valid path and a statvfs to fill.
+    if unsafe { libc::statvfs(dir.as_ptr(), &mut stat) } != 0 {
+        return Err(format!("statvfs {}: {}", mount.display(), errno_text(&io::Error::last_os_error())));
+    }
+    // Nearly every free block, in whole 2 MiB units, so the new file
+    // covers the pinned block.
+    let free = stat.f_bavail * stat.f_frsize;
+    let len = (free.saturating_sub(64 << 20)) & !((2 << 20) - 1);
+    let new_path = mount.join("reused-new");
+    let new = crate::fixture::create_new(&new_path)?;
+    seal::fallocate(&new, 0, 0, len).map_err(|e| format!("fallocate {len}: {}", errno_text(&e)))?;
+    let extents = seal::fiemap(&new).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
+    let logical = extents
+        .iter()
+        .find(|e| e.physical <= phys && phys < e.physical + e.length)
+        .map(|e| e.logical + (phys - e.physical))
+        .ok_or_else(|| format!("the new {len}-byte file does not cover the pinned block at {phys}: {extents:?}"))?;
+    let mapping = Mapping::shared(&new, len as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    let base = mapping.as_ptr() as u64;
+    let mem = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/proc/self/mem")
+        .map_err(|e| format!("open /proc/self/mem: {}", errno_text(&e)))?;
+    let store = |offset: u64, byte: u8| mem.write_all_at(&[byte], base + offset);
+    let neighbour = (logical & !((2 << 20) - 1)) + if logical % (2 << 20) == 0 { PAGE } else { 0 };
+    let logged = calls::kmsg_count("still held by a pin")?;
+    store(neighbour, 0x6a)
+        .map_err(|e| format!("store to a neighbour of the pinned block, offset {neighbour}: {}", errno_text(&e)))?;
+    // /proc/PID/mem says EIO for a page it could not fault in.
+    match store(logical, 0x6b) {
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
+        other => {
+            return Err(format!(
+                "store through /proc/self/mem to the new file's page over the pinned block (offset {logical}) while \
+                 the pin lives: {}, expected EIO",
+                result_text(&other)
+            ))
+        }
+    }
+    // A plain store faults: SIGBUS, in a child that shares the mapping.
+    match store_in_child((base + logical) as *mut u8)? {
+        Some(libc::SIGBUS) => {}
+        other => {
+            return Err(format!(
+                "a plain store to the page over the pinned block while the pin lives: {}, expected SIGBUS",
+                other.map_or("the store took".to_string(), |sig| format!("signal {sig}"))
+            ))
+        }
+    }
+    // One line per refused fault (GUP may fault more than once).
+    let lines = calls::kmsg_count("still held by a pin")? - logged;
+    if lines == 0 {
+        return Err("no kernel log line says why the page was not mapped".into());
+    }
+    ring.unregister().map_err(|e| format!("UNREGISTER_BUFFERS: {}", errno_text(&e)))?;
+    let (acquired, released) = pins_settled("UNREGISTER_BUFFERS")?;
+    store(logical, 0x6c).map_err(|e| format!("store once the pin is gone: {}", errno_text(&e)))?;
+    let mut back = [0u8; 1];
+    new.read_exact_at(&mut back, logical).map_err(|e| format!("pread: {}", errno_text(&e)))?;
+    if back[0] != 0x6c {
+        return Err(format!("the new file reads {:#x} where 0x6c was stored once the pin was gone", back[0]));
+    }
+    Ok(format!(
+        "the new file covers the pinned block at file offset {logical}: a store beside it in the same 2 MiB took; \
+         the store to it gave EIO through /proc/self/mem and SIGBUS in a child, with {lines} kernel log lines; \
+         after UNREGISTER_BUFFERS (pins acquired {acquired}, released {released}) it took and reads back"
+    ))
+}
+
+/// Stores one byte at `addr` in a forked child; the signal that killed the
+/// child, or None if it exited after the store.
+fn store_in_child(addr: *mut u8) -> Result<Option<i32>, String> {
+    // SAFETY: the child only stores a byte and exits, both safe after fork
+    // in a multi-threaded process.
+    match unsafe { libc::fork() } {
+        -1 => Err(format!("fork: {}", errno_text(&io::Error::last_os_error()))),
+        0 => {
+            // SAFETY: addr lies in a shared mapping the child inherited.
+            unsafe { std::ptr::write_volatile(addr, 0x6d) };
+            // SAFETY: _exit never returns and runs no handlers.
+            unsafe { libc::_exit(0) }
+        }
+        pid => {
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+                return Err(format!("waitpid: {}", errno_text(&io::Error::last_os_error())));
+            }
+            Ok(libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)))
+        }
+    }
 }
 
 /// What a pin wrote is durable once the pin is released, with no fsync:
