@@ -238,32 +238,6 @@ pub fn remount_with(mount: &Path, change: impl FnOnce(&[String]) -> Vec<String>)
     Ok(old)
 }
 
-/// Unmounts `mount`, makes a new XFS on its device with the features the
-/// guest init uses (the run's mkfs options, 2 MiB stripe unit) and mounts
-/// it again with its old `dax=` option: the device's blocks handed to a
-/// new filesystem, as an administrator's mkfs does.
-pub fn remake_filesystem(mount: &Path) -> Result<String, String> {
-    let (dev, opts) = mounted(mount)?;
-    let m = mount.to_string_lossy();
-    let dax: Vec<&str> = opts.split(',').filter(|o| o.starts_with("dax=")).collect();
-    let meta = dax_seal_protocol::RunConfig::read().map(|c| c.mkfs).unwrap_or_default().meta_option();
-    umount(mount).map_err(|e| format!("umount {m}: {}", errno_text(&e)))?;
-    let out = std::process::Command::new("mkfs.xfs")
-        .args(["-f", "-q", "-m", &meta, "-d", "su=2m,sw=1", &dev])
-        .output()
-        .map_err(|e| format!("cannot run mkfs.xfs: {e}"))?;
-    let made = if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("mkfs.xfs {dev}: {}", String::from_utf8_lossy(&out.stderr).trim()))
-    };
-    let data = dax.join(",");
-    // Mount again whatever mkfs did, so the next workload finds a mount.
-    calls::mount(&dev, mount, "xfs", &data).map_err(|e| format!("mount {dev} on {m} ({data}): {}", errno_text(&e)))?;
-    made?;
-    Ok(format!("a new XFS ({meta}) on {dev}, mounted on {m} with {data}"))
-}
-
 /// A file on a private tmpfs mount, unmounted on drop.
 pub struct TmpfsFile {
     pub dir: PathBuf,
