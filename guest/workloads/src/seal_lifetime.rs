@@ -839,17 +839,27 @@ fn case_fsync_walk(env: &Env) -> Attempt {
     })
 }
 
-fn fsync_walks_only_when_pinnable(mount: &Path, path: &Path) -> Check {
-    let event = TraceEvent::enable("xfs", "xfs_seal_flush_pinned")
-        .map_err(|e| format!("{e}; fsync of a sealed file reports whether it walked there"))?;
-    let file = create(path, 0x65, SIZE)?;
-    seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
-    let ino = format!("{:#x}", file.metadata().map_err(|e| format!("fstat: {e}"))?.ino());
-    let mut seen = Vec::new();
-    let mut fsync = |file: &File, what: &str, walk: bool, pages: u64| -> Result<(), String> {
-        event.take().map_err(|e| format!("reading the trace buffer: {e}"))?;
+/// fsyncs of one sealed file, each checked through xfs_seal_flush_pinned:
+/// whether it walked the file's pages, and how many pinned pages it wrote
+/// back. Keeps a line per fsync for the case's note.
+struct WalkWatch {
+    event: TraceEvent,
+    ino: String,
+    seen: Vec<String>,
+}
+
+impl WalkWatch {
+    fn new(file: &File) -> Result<WalkWatch, String> {
+        let event = TraceEvent::enable("xfs", "xfs_seal_flush_pinned")
+            .map_err(|e| format!("{e}; fsync of a sealed file reports whether it walked there"))?;
+        let ino = format!("{:#x}", file.metadata().map_err(|e| format!("fstat: {e}"))?.ino());
+        Ok(WalkWatch { event, ino, seen: Vec::new() })
+    }
+
+    fn fsync(&mut self, file: &File, what: &str, walk: bool, pages: u64) -> Result<(), String> {
+        self.event.take().map_err(|e| format!("reading the trace buffer: {e}"))?;
         file.sync_all().map_err(|e| format!("fsync {what}: {}", errno_text(&e)))?;
-        let got = flush_event(&event, &ino, what)?;
+        let got = flush_event(&self.event, &self.ino, what)?;
         let walked = got.walked.ok_or_else(|| {
             format!("fsync {what}: xfs_seal_flush_pinned has no walked field: the kernel cannot skip the walk")
         })?;
@@ -859,11 +869,21 @@ fn fsync_walks_only_when_pinnable(mount: &Path, path: &Path) -> Check {
                 got.pages
             ));
         }
-        seen.push(format!("{what}: {}", if walked { format!("walked ({pages})") } else { "skipped".into() }));
+        self.seen.push(format!("{what}: {}", if walked { format!("walked ({pages})") } else { "skipped".into() }));
         Ok(())
-    };
-    fsync(&file, "after SEAL", true, 0)?;
-    fsync(&file, "again, nothing mapped", false, 0)?;
+    }
+
+    fn note(&self) -> String {
+        self.seen.join("; ")
+    }
+}
+
+fn fsync_walks_only_when_pinnable(mount: &Path, path: &Path) -> Check {
+    let file = create(path, 0x65, SIZE)?;
+    seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+    let mut watch = WalkWatch::new(&file)?;
+    watch.fsync(&file, "after SEAL", true, 0)?;
+    watch.fsync(&file, "again, nothing mapped", false, 0)?;
 
     let half = SIZE / 2;
     let pinned = half / PAGE;
@@ -871,12 +891,12 @@ fn fsync_walks_only_when_pinnable(mount: &Path, path: &Path) -> Check {
     // A read fault maps a page read-only: a pin that can write needs a
     // write fault first.
     std::hint::black_box(mapping.as_mut_slice()[0]);
-    fsync(&file, "while mapped, read faults only", false, 0)?;
+    watch.fsync(&file, "while mapped, read faults only", false, 0)?;
     // One write fault maps a page that a writable pin could take.
     // SAFETY: the first byte of the live mapping.
     unsafe { std::ptr::write_volatile(mapping.as_mut_ptr(), 0x65) };
-    fsync(&file, "after a write fault", true, 0)?;
-    fsync(&file, "while still mapped writable", true, 0)?;
+    watch.fsync(&file, "after a write fault", true, 0)?;
+    watch.fsync(&file, "while still mapped writable", true, 0)?;
 
     let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
     ring.register(mapping.as_mut_ptr(), half as usize)
@@ -888,13 +908,13 @@ fn fsync_walks_only_when_pinnable(mount: &Path, path: &Path) -> Check {
         Ok(n) if u64::from(n) == half => {}
         other => return Err(format!("READ_FIXED into the pinned half after munmap: {other:?}, expected {half}")),
     }
-    fsync(&file, "pinned, after munmap", true, pinned)?;
-    fsync(&file, "still pinned", true, pinned)?;
+    watch.fsync(&file, "pinned, after munmap", true, pinned)?;
+    watch.fsync(&file, "still pinned", true, pinned)?;
 
     ring.unregister().map_err(|e| format!("UNREGISTER_BUFFERS: {}", errno_text(&e)))?;
     pins_settled("UNREGISTER_BUFFERS")?;
-    fsync(&file, "after the ring let go", true, 0)?;
-    fsync(&file, "again, nothing pinned or mapped", false, 0)?;
+    watch.fsync(&file, "after the ring let go", true, 0)?;
+    watch.fsync(&file, "again, nothing pinned or mapped", false, 0)?;
 
     // umount reclaims the inode; the mount after it reads it from disk.
     // (drop_caches may only evict the VFS inode and recycle XFS's, which
@@ -906,10 +926,10 @@ fn fsync_walks_only_when_pinnable(mount: &Path, path: &Path) -> Check {
         .write(true)
         .open(path)
         .map_err(|e| format!("reopen after umount and mount: {}", errno_text(&e)))?;
-    fsync(&file, "after umount and mount", true, 0)?;
-    fsync(&file, "again", false, 0)?;
+    watch.fsync(&file, "after umount and mount", true, 0)?;
+    watch.fsync(&file, "again", false, 0)?;
     seal::unseal(&file).map_err(|e| format!("UNSEAL: {}", errno_text(&e)))?;
-    Ok(seen.join("; "))
+    Ok(watch.note())
 }
 
 /// A reader cannot make the owner's fsyncs walk: a read-only mapping of a
@@ -929,42 +949,27 @@ fn case_reader_mapping(env: &Env) -> Attempt {
 }
 
 fn reader_mapping_leaves_fsync_alone(path: &Path) -> Check {
-    let event = TraceEvent::enable("xfs", "xfs_seal_flush_pinned")
-        .map_err(|e| format!("{e}; fsync of a sealed file reports whether it walked there"))?;
     let file = create(path, 0x68, SIZE)?;
     seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
-    let ino = format!("{:#x}", file.metadata().map_err(|e| format!("fstat: {e}"))?.ino());
-    let mut seen = Vec::new();
-    let mut fsync = |file: &File, what: &str, walk: bool| -> Result<(), String> {
-        event.take().map_err(|e| format!("reading the trace buffer: {e}"))?;
-        file.sync_all().map_err(|e| format!("fsync {what}: {}", errno_text(&e)))?;
-        let walked = flush_event(&event, &ino, what)?.walked.ok_or_else(|| {
-            format!("fsync {what}: xfs_seal_flush_pinned has no walked field: the kernel cannot skip the walk")
-        })?;
-        if walked != walk {
-            return Err(format!("fsync {what}: walked {walked}, expected {walk}"));
-        }
-        seen.push(format!("{what}: {}", if walked { "walked" } else { "skipped" }));
-        Ok(())
-    };
-    fsync(&file, "after SEAL", true)?;
-    fsync(&file, "again, nothing mapped", false)?;
+    let mut watch = WalkWatch::new(&file)?;
+    watch.fsync(&file, "after SEAL", true, 0)?;
+    watch.fsync(&file, "again, nothing mapped", false, 0)?;
     let reader = File::open(path).map_err(|e| format!("open read-only: {}", errno_text(&e)))?;
     let map = Mapping::shared_read_only(&reader, SIZE as usize)
         .map_err(|e| format!("mmap of the read-only file: {}", errno_text(&e)))?;
     let sum: u64 = map.as_slice().chunks(PAGE as usize).map(|page| u64::from(page[0])).sum();
     std::hint::black_box(sum);
-    fsync(&reader, "by the reader, which read every page through its mapping", false)?;
-    fsync(&file, "by the owner while the reader maps the file", false)?;
+    watch.fsync(&reader, "by the reader, which read every page through its mapping", false, 0)?;
+    watch.fsync(&file, "by the owner while the reader maps the file", false, 0)?;
     let mut writable = Mapping::shared(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
     // SAFETY: the first byte of the live mapping.
     unsafe { std::ptr::write_volatile(writable.as_mut_ptr(), 0x68) };
-    fsync(&file, "after the owner's write fault", true)?;
+    watch.fsync(&file, "after the owner's write fault", true, 0)?;
     drop(writable);
-    fsync(&file, "after the owner's munmap, the reader still mapping", true)?;
-    fsync(&reader, "by the reader again", false)?;
+    watch.fsync(&file, "after the owner's munmap, the reader still mapping", true, 0)?;
+    watch.fsync(&reader, "by the reader again", false, 0)?;
     drop(map);
-    Ok(seen.join("; "))
+    Ok(watch.note())
 }
 
 /// What a pin wrote is durable once the pin is released, with no fsync:
