@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use xtask::build::{deps, initramfs, kernel};
+use xtask::build::{deps, initramfs, kernel, xfsprogs};
 use xtask::{bench, cli, cli_docs, crash, fstests, fuzz, man_pages, matrix, merge, run, series, submission, test};
 
 /// Build Linux (7.3, and 6.12) with and without the block-map seal series, boot it on
@@ -24,6 +24,8 @@ enum Task {
     Kernel(cli::KernelArgs),
     /// Build the guest initramfs (cached by its inputs).
     Initramfs,
+    /// Build the guest's xfsprogs: Debian's source with the seal series, static (cached).
+    Xfsprogs,
     /// Build everything, boot each kernel variant, run the workloads, report verdicts.
     Run(cli::RunArgs),
     /// Boot to an interactive shell on the console with the NVDIMMs mounted.
@@ -60,6 +62,9 @@ fn main() -> ExitCode {
             args.source.choice().and_then(|c| kernel::cmd(&args.kernel.variants(), &c)).map(|()| ExitCode::SUCCESS)
         }
         Task::Initramfs => initramfs::cmd().map(|()| ExitCode::SUCCESS),
+        Task::Xfsprogs => {
+            deps::ensure(deps::Need::without_kernel_source()).and_then(|()| xfsprogs::cmd()).map(|()| ExitCode::SUCCESS)
+        }
         Task::Run(args) => run::cmd(&args),
         Task::Shell(args) => run::shell(&args),
         Task::Crash(args) => crash::cmd(&args),

@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
 
 use crate::build::kernel::{files_touched, read_series};
 use crate::build::{deps, trees};
@@ -29,17 +28,6 @@ pub struct ManPagesArgs {
     /// images/man-pages).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-}
-
-/// patches/man-pages/source.toml.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Source {
-    pub package: String,
-    pub suite: String,
-    pub mirror: Option<String>,
-    /// The package version the series was made against.
-    pub version: String,
 }
 
 /// What the series did to one page.
@@ -94,7 +82,7 @@ pub fn cmd(args: &ManPagesArgs) -> Result<()> {
 /// start here.
 pub fn check(out: &Path) -> Result<Checked> {
     let dir = paths::project_root().join(DIR);
-    let source = read_source(&dir.join("source.toml"))?;
+    let source = trees::read_source(&dir.join("source.toml"))?;
     let series = read_series(&dir)?;
     let pages = touched_pages(&series)?;
     let first = pages.first().with_context(|| format!("{DIR}/series names no patch"))?;
@@ -110,11 +98,6 @@ pub fn check(out: &Path) -> Result<Checked> {
     let pages = apply_and_check(&unpacked.join("usr/share/man"), &dir, &series, out)
         .with_context(|| format!("the man-pages series on {} {version} ({})", source.package, source.suite))?;
     Ok(Checked { package: source.package, version, series, pages })
-}
-
-pub fn read_source(path: &Path) -> Result<Source> {
-    let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("{} is not a valid man-pages source", path.display()))
 }
 
 /// The pages the series changes, as `manN/NAME`, from the patches' `man/…`
@@ -357,9 +340,9 @@ mod tests {
 
     #[test]
     fn the_project_source_table_parses() {
-        let s = read_source(&paths::project_root().join(DIR).join("source.toml")).unwrap();
+        let s = trees::read_source(&paths::project_root().join(DIR).join("source.toml")).unwrap();
         assert_eq!(s.package, "manpages-dev");
-        let err = format!("{:#}", toml::from_str::<Source>("package = \"x\"\nsuit = \"sid\"\n").unwrap_err());
+        let err = format!("{:#}", toml::from_str::<trees::Source>("package = \"x\"\nsuit = \"sid\"\n").unwrap_err());
         assert!(err.contains("suit"), "{err}");
     }
 }

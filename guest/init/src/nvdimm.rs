@@ -304,11 +304,13 @@ fn ensure_xfs(dev: &str, fresh: bool, mkfs: Mkfs) -> Result<String, String> {
         ));
     }
     // reflink for the seal's unshare path and rmapbt so online repair can
-    // rebuild a data fork (both on unless the run says otherwise); 2 MiB
-    // stripe unit so extents suit PMD faults.
+    // rebuild a data fork (both on unless the run says otherwise);
+    // exchange-range for the conformance row that tries it on a sealed
+    // file; 2 MiB stripe unit so extents suit PMD faults.
     let meta = mkfs.meta_option();
+    let data = data_option(dev)?;
     let out = Command::new("mkfs.xfs")
-        .args(["-f", "-q", "-m", &meta, "-d", "su=2m,sw=1", dev])
+        .args(["-f", "-q", "-m", &meta, "-i", "exchange=1", "-d", &data, dev])
         .output()
         .map_err(|e| format!("cannot run mkfs.xfs: {e}"))?;
     if !out.status.success() {
@@ -316,7 +318,20 @@ fn ensure_xfs(dev: &str, fresh: bool, mkfs: Mkfs) -> Result<String, String> {
         return Err(format!("mkfs.xfs {dev} {}: {}", crate::describe_status(out.status), text.trim()));
     }
     let how = if half_made && !fresh { "made again the XFS an interrupted mkfs left on" } else { "made a new XFS on" };
-    Ok(format!("{how} {dev} ({meta}, su=2m)"))
+    Ok(format!("{how} {dev} ({meta}, exchange=1, {data})"))
+}
+
+/// mkfs.xfs's `-d` argument for `dev`. mkfs.xfs 6.13 refuses a log under
+/// 64 MiB, and with four allocation groups the 2 MiB-aligned groups of a
+/// device under 1 GiB cannot hold one: such a device gets two.
+fn data_option(dev: &str) -> Result<String, String> {
+    let name = dev.trim_start_matches("/dev/");
+    let sectors: u64 = read(format!("/sys/class/block/{name}/size"))?
+        .trim()
+        .parse()
+        .map_err(|e| format!("/sys/class/block/{name}/size: {e}"))?;
+    let small = sectors * 512 < 1 << 30;
+    Ok(if small { "su=2m,sw=1,agcount=2" } else { "su=2m,sw=1" }.to_string())
 }
 
 /// Offset of `sb_inprogress` in the XFS superblock (struct xfs_dsb).

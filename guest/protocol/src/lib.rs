@@ -350,6 +350,14 @@ pub const WORKLOADS: &[WorkloadInfo] = &[
         disks: &[],
     },
     WorkloadInfo {
+        name: "seal-foreign-repair",
+        summary: "mixed kernels, boot 3 instead of verify (patched): the guest's xfs_repair (xfsprogs with the \
+                  seal) names exactly the seals the kernel calls broken under -n, clears exactly them, keeps the \
+                  whole ones; every file reads the same and each cleared file can be sealed again",
+        default: false,
+        disks: &[],
+    },
+    WorkloadInfo {
         name: "fstests-dax",
         summary: "fstests on the NVDIMMs mounted dax=always (default group: dax), inside the root image \
                   `cargo xtask fstests` attaches; one case per test",

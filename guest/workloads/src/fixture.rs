@@ -229,13 +229,31 @@ pub fn remount(mount: &Path) -> Result<(), String> {
 /// defaults /proc/mounts lists besides (attr2, inode64, ...) are left to
 /// the kernel, which logs a deprecation for some of them when passed.
 pub fn remount_with(mount: &Path, change: impl FnOnce(&[String]) -> Vec<String>) -> Result<Vec<String>, String> {
+    unmounted(mount, change, |_| Ok(())).map(|(old, ())| old)
+}
+
+/// umount, run `work` on the block device, and mount it again with the
+/// options the harness chose (`dax=`), whatever `work` returned.
+pub fn while_unmounted<T>(mount: &Path, work: impl FnOnce(&str) -> Result<T, String>) -> Result<T, String> {
+    unmounted(mount, |options| options.to_vec(), work).map(|(_, value)| value)
+}
+
+/// What [`remount_with`] and [`while_unmounted`] share: the current
+/// options, and `work`'s value once the device is mounted again with the
+/// options `change` makes of them.
+fn unmounted<T>(
+    mount: &Path,
+    change: impl FnOnce(&[String]) -> Vec<String>,
+    work: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<(Vec<String>, T), String> {
     let (dev, opts) = mounted(mount)?;
     let m = mount.to_string_lossy();
     let old: Vec<String> = opts.split(',').filter(|o| o.starts_with("dax=")).map(str::to_string).collect();
     let data = change(&old).join(",");
     umount(mount).map_err(|e| format!("umount {m}: {}", errno_text(&e)))?;
+    let value = work(&dev);
     calls::mount(&dev, mount, "xfs", &data).map_err(|e| format!("mount {dev} on {m} ({data}): {}", errno_text(&e)))?;
-    Ok(old)
+    Ok((old, value?))
 }
 
 /// A file on a private tmpfs mount, unmounted on drop.

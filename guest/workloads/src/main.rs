@@ -13,6 +13,7 @@ mod seal_crash;
 mod seal_foreign;
 mod seal_lifetime;
 mod seal_race;
+mod seal_repair;
 mod selftest;
 mod swap;
 mod swap_pressure;
@@ -43,6 +44,7 @@ const IMPLEMENTED: &[(&str, Workload)] = &[
     ("seal-foreign-prepare", seal_foreign::prepare),
     ("seal-foreign-change", seal_foreign::change),
     ("seal-foreign-verify", seal_foreign::verify),
+    ("seal-foreign-repair", seal_repair::run),
     ("fstests-dax", fstests::dax),
     ("fstests-nondax", fstests::nondax),
     ("selftest-silent", selftest::silent),

@@ -55,8 +55,19 @@ pub const KERNEL_SOURCE: &[Requirement] = &[
 /// What goes into the guest initramfs.
 pub const GUEST: &[Requirement] = &[
     req(File("/bin/busybox"), "busybox-static", "guest shell and utilities"),
-    req(Program("mkfs.xfs"), "xfsprogs", "making XFS in the guest"),
-    req(Program("xfs_io"), "xfsprogs", "inspecting files in the guest"),
+    // The guest's xfsprogs are built from Debian's source with the
+    // project's series (build/xfsprogs.rs), static.
+    req(Program("apt-get"), "apt", "downloading the xfsprogs source package"),
+    req(Program("dpkg-source"), "dpkg-dev", "unpacking the xfsprogs source package"),
+    req(Program("make"), "make", "building xfsprogs for the guest"),
+    req(Program("gcc"), "gcc", "building xfsprogs for the guest"),
+    req(Program("patch"), "patch", "applying the xfsprogs series"),
+    req(Program("strip"), "binutils", "stripping the guest's xfsprogs"),
+    req(Program("pkg-config"), "pkg-config", "configuring xfsprogs"),
+    req(File("/usr/lib/x86_64-linux-gnu/liburcu.a"), "liburcu-dev", "xfsprogs (userspace RCU), linked static"),
+    req(File("/usr/lib/x86_64-linux-gnu/libinih.a"), "libinih-dev", "mkfs.xfs config files, linked static"),
+    req(File("/usr/lib/x86_64-linux-gnu/libblkid.a"), "libblkid-dev", "xfsprogs device probing, linked static"),
+    req(File("/usr/lib/x86_64-linux-gnu/libuuid.a"), "uuid-dev", "xfsprogs, linked static"),
     req(Program("ldd"), "libc-bin", "finding the libraries of guest programs"),
     req(File("/usr/include/infiniband/verbs.h"), "libibverbs-dev", "Soft-RoCE verbs in the guest (pinned-dma)"),
     req(File("/usr/lib/x86_64-linux-gnu/librxe-rdmav34.a"), "libibverbs-dev", "the rxe provider, linked static"),

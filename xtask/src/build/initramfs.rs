@@ -1,5 +1,6 @@
 //! The guest initramfs: built from guest/initramfs.toml (static Rust binaries
-//! of this workspace, busybox, host programs with their shared libraries),
+//! of this workspace, busybox, the xfsprogs with the seal that build/xfsprogs.rs
+//! makes, host programs with their shared libraries),
 //! stored uncompressed under images/ by the hash of its contents, so it is
 //! rebuilt only when an input changes. Uncompressed because every boot pays
 //! for inflating it, and under TCG that cost more than reading the larger
@@ -17,7 +18,7 @@ use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
 use crate::build::cpio::{Archive, Entry};
-use crate::build::deps;
+use crate::build::{deps, xfsprogs};
 use crate::paths;
 
 pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
@@ -30,6 +31,17 @@ pub struct Manifest {
     pub rust: Vec<RustBinary>,
     #[serde(default)]
     pub host: Vec<HostFile>,
+    #[serde(default)]
+    pub xfsprogs: Vec<XfsprogsProgram>,
+}
+
+/// A program of the project's xfsprogs build (build/xfsprogs.rs).
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct XfsprogsProgram {
+    /// Its path in the install tree, which is where the guest finds it too
+    /// (`/usr/sbin/mkfs.xfs`).
+    pub path: String,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -80,7 +92,8 @@ pub fn build() -> Result<Built> {
     let text =
         fs::read_to_string(&manifest_path).with_context(|| format!("cannot read {}", manifest_path.display()))?;
     let manifest = parse_manifest(&text, &manifest_path)?;
-    let archive = assemble(&manifest, &build_guest_binaries(&manifest)?)?;
+    let xfsprogs = if manifest.xfsprogs.is_empty() { None } else { Some(xfsprogs::build()?.root) };
+    let archive = assemble(&manifest, &build_guest_binaries(&manifest)?, xfsprogs.as_deref())?;
     let bytes = archive.to_bytes();
     let mut h = Sha256::new();
     h.update(&bytes);
@@ -132,8 +145,9 @@ fn read_file(path: &Path) -> Result<(Vec<u8>, u32)> {
     Ok((data, mode))
 }
 
-/// The base archive from the manifest and the built Rust binaries.
-pub fn assemble(manifest: &Manifest, rust_binaries: &[PathBuf]) -> Result<Archive> {
+/// The base archive from the manifest, the built Rust binaries and the
+/// install tree of the project's xfsprogs.
+pub fn assemble(manifest: &Manifest, rust_binaries: &[PathBuf], xfsprogs: Option<&Path>) -> Result<Archive> {
     let mut a = Archive::new();
     let add = |a: &mut Archive, path: &str, e: Entry| a.add(path, e).map_err(anyhow::Error::msg);
     for d in &manifest.dirs {
@@ -146,6 +160,15 @@ pub fn assemble(manifest: &Manifest, rust_binaries: &[PathBuf]) -> Result<Archiv
             bail!("{} is dynamically linked; the guest needs it static (crt-static)", path.display());
         }
         add(&mut a, &r.guest, Entry::File { mode, data })?;
+    }
+    for x in &manifest.xfsprogs {
+        let root = xfsprogs.context("the manifest names xfsprogs programs, but no xfsprogs was built")?;
+        let path = root.join(x.path.trim_start_matches('/'));
+        let (data, mode) = read_file(&path)?;
+        if is_dynamic(&data) {
+            bail!("{} is dynamically linked; the guest needs it static", path.display());
+        }
+        add(&mut a, &x.path, Entry::File { mode, data })?;
     }
     for h in &manifest.host {
         let path = Path::new(&h.path);
@@ -282,7 +305,7 @@ mod tests {
     #[test]
     fn missing_host_file_is_named() {
         let m = parse_manifest("dirs = []\n[[host]]\npath = \"/nonexistent/tool\"\n", Path::new("m")).unwrap();
-        let err = assemble(&m, &[]).unwrap_err();
+        let err = assemble(&m, &[], None).unwrap_err();
         assert!(format!("{err:#}").contains("/nonexistent/tool"), "{err:#}");
     }
 

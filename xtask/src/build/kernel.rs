@@ -653,9 +653,10 @@ pub fn apply_patch(sh: &Shell, src: &Path, patch: &Path) -> Result<()> {
     if !dry.status.success() {
         let text = String::from_utf8_lossy(&dry.stdout).into_owned() + &String::from_utf8_lossy(&dry.stderr);
         bail!(
-            "{name} does not apply to the kernel source:\n{}\n\
+            "{name} does not apply to the source in {}:\n{}\n\
              Rebase the patch onto the tree (or fix its series file), then run again. \
              The source tree was not changed.",
+            src.display(),
             text.trim_end()
         );
     }

@@ -1,9 +1,12 @@
 //! The fstests root filesystem: Debian 12 made by mmdebstrap from the host's
-//! own apt sources, with the user's fstests checkout copied in (never into
-//! this repository) and built inside it, packed into an ext4 image with
-//! `mkfs.ext4 -d` (no loop device, no mount). Cached in
-//! `~/.cache/dax-seal/fstests/<key>.img`, keyed by the recipe, the package
-//! list, the apt sources and the checkout's files.
+//! own apt sources, with the project's xfsprogs (build/xfsprogs.rs: the seal,
+//! and the features the guest's mkfs.xfs sets, which Debian 12's xfsprogs
+//! 6.1 cannot check) installed over Debian's, and the user's fstests
+//! checkout copied in (never into this repository) and built inside it,
+//! packed into an ext4 image with `mkfs.ext4 -d` (no loop device, no mount).
+//! Cached in `~/.cache/dax-seal/fstests/<key>.img`, keyed by the recipe, the
+//! package list, the apt sources, the xfsprogs build and the checkout's
+//! files.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,10 +16,12 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::build::kernel;
+use crate::build::{kernel, xfsprogs};
 use crate::paths;
 
-const RECIPE: &str = "dax-seal fstests root 1: mmdebstrap minbase bookworm, make in chroot, mkfs.ext4 -d";
+const RECIPE: &str =
+    "dax-seal fstests root 2: mmdebstrap minbase bookworm, the project's xfsprogs over Debian's, make in chroot, \
+     mkfs.ext4 -d";
 
 /// What fstests needs at run time and to build in the image: its
 /// interpreters and tools, the XFS and ext4 utilities, device-mapper,
@@ -105,10 +110,10 @@ fn apt_sources() -> Option<PathBuf> {
         .find(|p| fs::metadata(p).is_ok_and(|m| m.len() > 0))
 }
 
-pub fn key(sources: &str, fstests_id: &str) -> String {
+pub fn key(sources: &str, xfsprogs_key: &str, fstests_id: &str) -> String {
     let mut h = Sha256::new();
     h.update(format!("{RECIPE}\0packages {}\0users {}\0", PACKAGES.join(","), USERS.join(",")));
-    h.update(format!("sources {}\0{sources}\0fstests {fstests_id}\0", sources.len()));
+    h.update(format!("sources {}\0{sources}\0xfsprogs {xfsprogs_key}\0fstests {fstests_id}\0", sources.len()));
     paths::short_hash(h)
 }
 
@@ -120,7 +125,8 @@ pub fn ensure(src: &Path, rebuild: bool) -> Result<Built> {
         Some(p) => fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         None => String::new(),
     };
-    let key = key(&sources_text, &kernel::tree_identity(src)?);
+    let xfsprogs = xfsprogs::build()?;
+    let key = key(&sources_text, &xfsprogs.key, &kernel::tree_identity(src)?);
     let dir = paths::cache_dir()?.join("fstests");
     paths::ensure_dir(&dir)?;
     let image = dir.join(format!("root-{key}.img"));
@@ -143,7 +149,7 @@ pub fn ensure(src: &Path, rebuild: bool) -> Result<Built> {
         PACKAGES.len(),
         log.display()
     );
-    debootstrap(src, sources.as_deref(), &tree, &log)?;
+    debootstrap(src, &xfsprogs.root, sources.as_deref(), &tree, &log)?;
     let used = du(&tree)?;
     let size_kib = (used + used / 4 + HEADROOM) >> 10;
     let partial = dir.join(format!("root-{key}.img.partial"));
@@ -169,9 +175,11 @@ pub fn ensure(src: &Path, rebuild: bool) -> Result<Built> {
     Ok(Built { image, key })
 }
 
-/// mmdebstrap into `tree`, then the checkout copied in and built, then the
-/// test users; everything into `log`. A failure shows the log's tail.
-fn debootstrap(src: &Path, sources: Option<&Path>, tree: &Path, log: &Path) -> Result<()> {
+/// mmdebstrap into `tree`, then the project's xfsprogs (the install tree
+/// `xfsprogs`) over Debian's, then the checkout copied in and built, then
+/// the test users; everything into `log`. A failure shows the log's tail.
+fn debootstrap(src: &Path, xfsprogs: &Path, sources: Option<&Path>, tree: &Path, log: &Path) -> Result<()> {
+    let overlay = format!("tar -C {} -cf - usr | tar -C \"$1\" -xf -", shell_quote(&xfsprogs.display().to_string()));
     let copy = format!(
         "mkdir -p \"$1/opt/xfstests\" && tar -C {} --exclude=.git -cf - . | tar -C \"$1/opt/xfstests\" -xf -",
         shell_quote(&src.display().to_string())
@@ -182,6 +190,7 @@ fn debootstrap(src: &Path, sources: Option<&Path>, tree: &Path, log: &Path) -> R
     command
         .args(["--mode=root", "--variant=minbase", "--format=directory"])
         .arg(format!("--include={}", PACKAGES.join(",")))
+        .arg(format!("--customize-hook={overlay}"))
         .arg(format!("--customize-hook={copy}"))
         .arg(format!("--customize-hook={build}"))
         .arg(format!("--customize-hook={users}"))
@@ -224,10 +233,11 @@ mod tests {
 
     #[test]
     fn key_changes_with_the_sources_and_the_checkout() {
-        let k = key("Types: deb\n", "abc");
-        assert_eq!(k, key("Types: deb\n", "abc"));
-        assert_ne!(k, key("Types: deb-src\n", "abc"));
-        assert_ne!(k, key("Types: deb\n", "abd"));
+        let k = key("Types: deb\n", "x1", "abc");
+        assert_eq!(k, key("Types: deb\n", "x1", "abc"));
+        assert_ne!(k, key("Types: deb-src\n", "x1", "abc"));
+        assert_ne!(k, key("Types: deb\n", "x2", "abc"));
+        assert_ne!(k, key("Types: deb\n", "x1", "abd"));
     }
 
     #[test]

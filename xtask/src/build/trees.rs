@@ -151,6 +151,30 @@ impl Tree {
     }
 }
 
+/// A Debian package a series is made against (`patches/*/source.toml`):
+/// the package, the suite that carries it, the archive serving the suite
+/// and the version the series was made against.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub package: String,
+    pub suite: String,
+    pub mirror: Option<String>,
+    /// The package version the series was made against.
+    pub version: String,
+}
+
+impl Source {
+    pub fn mirror(&self) -> &str {
+        self.mirror.as_deref().unwrap_or(MIRROR)
+    }
+}
+
+pub fn read_source(path: &Path) -> Result<Source> {
+    let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{} is not a valid package source table", path.display()))
+}
+
 /// Where [`fetch_package`] keeps the version of the package it unpacked.
 const VERSION_FILE: &str = ".dax-seal-version";
 
@@ -169,7 +193,7 @@ pub fn fetch_package(package: &str, suite: &str, mirror: &str, inside: &str) -> 
     if dir.join(inside).is_file() {
         return Ok(dir);
     }
-    let apt = AptState::new(&cache.join("apt").join(suite), mirror, suite)?;
+    let apt = AptState::new(&cache.join("apt").join(suite), mirror, suite, "deb")?;
     let deb_dir = cache.join("debs").join(format!("{package}.download"));
     paths::ensure_dir(&deb_dir)?;
     let (deb, sha256) = apt.download(package, &deb_dir)?;
@@ -201,6 +225,62 @@ pub fn fetch_package(package: &str, suite: &str, mirror: &str, inside: &str) -> 
     Ok(dir)
 }
 
+/// Debian source package `package` of `suite` (served by `mirror`),
+/// downloaded through a private apt state for the suite's sources
+/// (`apt/<suite>-src/`) with `apt-get source --download-only`, which checks
+/// every file against the suite's signed Sources index, and unpacked once
+/// with `dpkg-source -x` (Debian's own patches applied) into the build cache
+/// (`debs/<package>-source/src/`). Later calls find it there and need no
+/// network. Returns the unpacked tree and the package version.
+pub fn fetch_source_package(package: &str, suite: &str, mirror: &str) -> Result<(PathBuf, String)> {
+    let cache = paths::cache_dir()?;
+    let dir = cache.join("debs").join(format!("{package}-source"));
+    let found = || package_version(&dir).filter(|_| dir.join("src").is_dir()).map(|v| (dir.join("src"), v));
+    if let Some(found) = found() {
+        return Ok(found);
+    }
+    let _lock = paths::lock(&cache.join("debs").join(format!("{package}-source.lock")), package)?;
+    if let Some(found) = found() {
+        return Ok(found);
+    }
+    let apt = AptState::new(&cache.join("apt").join(format!("{suite}-src")), mirror, suite, "deb-src")?;
+    let download = cache.join("debs").join(format!("{package}-source.download"));
+    if download.exists() {
+        fs::remove_dir_all(&download).with_context(|| format!("removing {}", download.display()))?;
+    }
+    paths::ensure_dir(&download)?;
+    apt.source(package, &download)?;
+    let dsc = fs::read_dir(&download)
+        .with_context(|| format!("reading {}", download.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "dsc"))
+        .with_context(|| format!("apt-get source {package} left no .dsc in {}", download.display()))?;
+    let version = deb_version(&dsc).trim_end_matches(".dsc").to_string();
+    let unpacking = cache.join("debs").join(format!("{package}-source.partial-{}", std::process::id()));
+    if unpacking.exists() {
+        fs::remove_dir_all(&unpacking).with_context(|| format!("removing {}", unpacking.display()))?;
+    }
+    paths::ensure_dir(&unpacking)?;
+    let sh = Shell::new()?;
+    let src = unpacking.join("src");
+    // apt-get checked each file against the signed index; dpkg-source
+    // would only look for an OpenPGP signature of the .dsc.
+    cmd!(sh, "dpkg-source --no-check -x {dsc} {src}")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .with_context(|| format!("unpacking {}", dsc.display()))?;
+    fs::write(unpacking.join(VERSION_FILE), &version)
+        .with_context(|| format!("writing {}", unpacking.join(VERSION_FILE).display()))?;
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    fs::rename(&unpacking, &dir).with_context(|| format!("moving {} into place", dir.display()))?;
+    let _ = fs::remove_dir_all(&download);
+    Ok((dir.join("src"), version))
+}
+
 /// The version of the package [`fetch_package`] unpacked in `dir`, if it
 /// recorded one.
 pub fn package_version(dir: &Path) -> Option<String> {
@@ -223,12 +303,14 @@ struct AptState {
 }
 
 impl AptState {
-    fn new(dir: &Path, mirror: &str, suite: &str) -> Result<AptState> {
+    /// `kind` is the index it reads: `deb` (binary packages) or `deb-src`
+    /// (source packages).
+    fn new(dir: &Path, mirror: &str, suite: &str, kind: &str) -> Result<AptState> {
         for sub in ["lists/partial", "archives/partial"] {
             paths::ensure_dir(&dir.join(sub))?;
         }
         let sources = dir.join("sources.list");
-        paths::write_atomic(&sources, format!("deb {mirror} {suite} main\n").as_bytes())?;
+        paths::write_atomic(&sources, format!("{kind} {mirror} {suite} main\n").as_bytes())?;
         let status = dir.join("status");
         if !status.exists() {
             fs::write(&status, "").with_context(|| format!("creating {}", status.display()))?;
@@ -264,6 +346,20 @@ impl AptState {
         })?;
         let name = filename.rsplit('/').next().unwrap_or(&filename).replace("%3a", ":");
         Ok((into.join(name), sha256))
+    }
+}
+
+impl AptState {
+    /// Downloads the files of source package `package` into `into`.
+    fn source(&self, package: &str, into: &Path) -> Result<()> {
+        let options = &self.options;
+        let sh = Shell::new()?;
+        let _dir = sh.push_dir(into);
+        eprintln!("[deb] downloading the source of {package} from {}", self.suite);
+        cmd!(sh, "apt-get {options...} source --download-only {package}").quiet().ignore_stdout().run().with_context(
+            || format!("apt-get source {package} from {} failed (is it a source package there?)", self.suite),
+        )?;
+        Ok(())
     }
 }
 

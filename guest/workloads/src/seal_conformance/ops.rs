@@ -236,8 +236,9 @@ pub(super) fn op_exchange_range(t: &Target) -> io::Result<Want> {
     seal::exchange_range(&t.file, &h, SIZE).map(|()| Want::Bytes(0, pattern(0xa7, SIZE)))
 }
 
-/// XFS_IOC_EXCHANGE_RANGE needs the exchange-range feature, which
-/// mkfs.xfs sets from xfsprogs 6.10 on; Debian 12's 6.1 cannot.
+/// XFS_IOC_EXCHANGE_RANGE needs the exchange-range feature, which the
+/// guest's mkfs.xfs (xfsprogs 6.13) sets; a filesystem made by an older
+/// mkfs.xfs (Debian 12's 6.1 cannot) skips the row.
 pub(super) fn probe_exchange_range(dir: &Path) -> Result<(), String> {
     let (a, b) = (dir.join("probe-xchg.1"), dir.join("probe-xchg.2"));
     let r = create(&a, 1, BLOCK).and_then(|fa| {

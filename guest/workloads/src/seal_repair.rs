@@ -1,0 +1,323 @@
+//! `seal-foreign-repair`: offline repair of seals that a kernel without the
+//! series broke (docs/seal.md, "Mixing kernels"), run where
+//! `seal-foreign-verify` would run, after `seal-foreign-change`.
+//!
+//! The patched kernel is the oracle: every sealed file on the NVDIMM
+//! mounts (FS_XFLAG_IOMAP_IMMUTABLE on disk) is either whole (statx still
+//! reports STATX_ATTR_IOMAP_IMMUTABLE) or broken (it does not). With each
+//! filesystem unmounted, the guest's xfs_repair (xfsprogs with the seal)
+//! must then name exactly the broken seals under `-n` without changing
+//! anything, clear exactly them when it repairs, and find nothing on a
+//! second `-n`. Mounted again, every whole seal holds, every cleared one
+//! is gone without the kernel calling it broken again and can be sealed
+//! anew, and no file's data changed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::hash::{DefaultHasher, Hasher};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use dax_seal_protocol::MOUNT_PREFIX;
+
+use crate::calls::{errno_text, kmsg_count, mounted, statx_attributes};
+use crate::cases::Cases;
+use crate::fixture::while_unmounted;
+use crate::seal;
+
+/// A sealed file as the kernel and the disk see it.
+#[derive(Debug, Clone)]
+struct Sealed {
+    path: PathBuf,
+    ino: u64,
+    /// statx still reports the seal: the kernel calls the map whole.
+    holds: bool,
+    /// A hash of every byte.
+    data: u64,
+}
+
+/// What xfs_repair said of one filesystem.
+#[derive(Debug, Default)]
+struct Repaired {
+    /// `-n` first: inode and reason, per line naming a seal it would clear.
+    would: BTreeMap<u64, String>,
+    cleared: BTreeMap<u64, String>,
+    /// The second `-n`: seal lines (must be none) and exit status.
+    after: BTreeMap<u64, String>,
+    statuses: [Option<i32>; 3],
+}
+
+pub fn run() -> ExitCode {
+    let mut t = Cases::new(7);
+    let Some(before) = t.check("kernel-finds-broken-seals", scan_all()) else {
+        for name in [
+            "repair-n-names-exactly-the-broken-seals",
+            "repair-clears-exactly-them",
+            "repair-n-clean-afterwards",
+            "whole-seals-kept",
+            "cleared-seals-gone-and-sealable-again",
+            "data-unchanged",
+        ] {
+            t.blocked(name, "kernel-finds-broken-seals");
+        }
+        return t.exit();
+    };
+    let repaired = repair_all(&before);
+    let broken: BTreeSet<u64> = before.values().flatten().filter(|s| !s.holds).map(|s| s.ino).collect();
+    let names = |inos: &dyn Fn(&Repaired) -> &BTreeMap<u64, String>| -> Result<BTreeMap<u64, String>, String> {
+        let r = repaired.as_ref().map_err(Clone::clone)?;
+        Ok(r.values().flat_map(|r| inos(r).clone()).collect())
+    };
+    t.check(
+        "repair-n-names-exactly-the-broken-seals",
+        names(&|r| &r.would).and_then(|named| {
+            statuses(&repaired, 0, 1)?;
+            same_set(&before, &broken, &named, "xfs_repair -n would clear")
+        }),
+    );
+    t.check(
+        "repair-clears-exactly-them",
+        names(&|r| &r.cleared).and_then(|named| {
+            statuses(&repaired, 1, 0)?;
+            same_set(&before, &broken, &named, "xfs_repair cleared")
+        }),
+    );
+    t.check(
+        "repair-n-clean-afterwards",
+        names(&|r| &r.after).and_then(|named| {
+            statuses(&repaired, 2, 0)?;
+            if named.is_empty() {
+                Ok(((), "a second xfs_repair -n names no seal and exits 0".into()))
+            } else {
+                Err(format!("a second xfs_repair -n still names seals: {named:?}"))
+            }
+        }),
+    );
+    let all: Vec<&Sealed> = before.values().flatten().collect();
+    t.check("whole-seals-kept", whole_kept(&all));
+    t.check("cleared-seals-gone-and-sealable-again", cleared_gone(&all));
+    t.check("data-unchanged", data_unchanged(&all));
+    t.exit()
+}
+
+/// The NVDIMM mounts and their sealed files; fails when the kernel calls
+/// no seal broken, since there would be nothing to repair.
+fn scan_all() -> Result<(BTreeMap<PathBuf, Vec<Sealed>>, String), String> {
+    let mut all = BTreeMap::new();
+    for mount in (0..8).map(|i| PathBuf::from(format!("{MOUNT_PREFIX}{i}"))).filter(|m| mounted(m).is_ok()) {
+        let mut found = Vec::new();
+        scan(&mount, &mut found)?;
+        all.insert(mount, found);
+    }
+    let list = |holds: bool| -> Vec<String> {
+        all.values().flatten().filter(|s| s.holds == holds).map(|s| s.path.display().to_string()).collect()
+    };
+    let (whole, broken) = (list(true), list(false));
+    if broken.is_empty() {
+        return Err(format!(
+            "the kernel calls no seal on these images broken ({} whole); seal-foreign-repair needs the images \
+             seal-foreign-change leaves",
+            whole.len()
+        ));
+    }
+    Ok((all, format!("broken: {}; whole: {}", broken.join(", "), whole.join(", "))))
+}
+
+/// Every regular file under `dir` whose on-disk flag is set.
+fn scan(dir: &Path, found: &mut Vec<Sealed>) -> Result<(), String> {
+    let entries = fs::read_dir(dir).map_err(|e| format!("read {}: {e}", dir.display()))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let meta = fs::symlink_metadata(&path).map_err(|e| format!("stat {}: {e}", path.display()))?;
+        if meta.is_dir() {
+            scan(&path, found)?;
+        } else if meta.is_file() {
+            let file = File::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
+            let fa =
+                seal::fsgetxattr(&file).map_err(|e| format!("FSGETXATTR {}: {}", path.display(), errno_text(&e)))?;
+            if fa.xflags & seal::FS_XFLAG_IOMAP_IMMUTABLE != 0 {
+                let holds = statx_attributes(&path)?.0 & seal::STATX_ATTR_IOMAP_IMMUTABLE != 0;
+                found.push(Sealed { data: hash(&path)?, path, ino: meta.ino(), holds });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn hash(path: &Path) -> Result<u64, String> {
+    let mut file = File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
+    let mut h = DefaultHasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| format!("read {}: {e}", path.display()))?;
+        if n == 0 {
+            return Ok(h.finish());
+        }
+        h.write(&buf[..n]);
+    }
+}
+
+/// xfs_repair -n, xfs_repair, xfs_repair -n on each filesystem, unmounted.
+fn repair_all(before: &BTreeMap<PathBuf, Vec<Sealed>>) -> Result<BTreeMap<PathBuf, Repaired>, String> {
+    let mut out = BTreeMap::new();
+    for mount in before.keys() {
+        let r = while_unmounted(mount, |dev| {
+            let mut r = Repaired::default();
+            for (i, args) in [&["-n"][..], &[][..], &["-n"][..]].iter().enumerate() {
+                let (status, named) = xfs_repair(dev, args)?;
+                r.statuses[i] = status;
+                match i {
+                    0 => r.would = named,
+                    1 => r.cleared = named,
+                    _ => r.after = named,
+                }
+            }
+            Ok(r)
+        })?;
+        out.insert(mount.clone(), r);
+    }
+    Ok(out)
+}
+
+/// Runs xfs_repair on `dev`; its exit status and the seals it names.
+fn xfs_repair(dev: &str, args: &[&str]) -> Result<(Option<i32>, BTreeMap<u64, String>), String> {
+    let out =
+        Command::new("xfs_repair").args(args).arg(dev).output().map_err(|e| format!("cannot run xfs_repair: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let mut named = BTreeMap::new();
+    for line in text.lines() {
+        if let Some((ino, reason)) = seal_line(line) {
+            named.insert(ino, reason);
+        }
+    }
+    Ok((out.status.code(), named))
+}
+
+/// `sealed inode 132 has a hole at file blocks 0-199, clearing its seal`:
+/// the inode and what it has.
+fn seal_line(line: &str) -> Option<(u64, String)> {
+    let rest = line.strip_prefix("sealed inode ")?;
+    let (ino, rest) = rest.split_once(" has ")?;
+    let reason = rest.strip_suffix(", would clear its seal").or_else(|| rest.strip_suffix(", clearing its seal"))?;
+    Some((ino.parse().ok()?, reason.to_string()))
+}
+
+/// Fails unless each xfs_repair call number `step` exited with `want`.
+fn statuses(repaired: &Result<BTreeMap<PathBuf, Repaired>, String>, step: usize, want: i32) -> Result<(), String> {
+    for (mount, r) in repaired.as_ref().map_err(Clone::clone)? {
+        if r.statuses[step] != Some(want) {
+            return Err(format!(
+                "xfs_repair call {} on {} exited {:?}, expected {want}",
+                step + 1,
+                mount.display(),
+                r.statuses[step]
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Fails unless `named` holds exactly the inodes of `broken`.
+fn same_set(
+    before: &BTreeMap<PathBuf, Vec<Sealed>>,
+    broken: &BTreeSet<u64>,
+    named: &BTreeMap<u64, String>,
+    what: &str,
+) -> Result<((), String), String> {
+    let path_of = |ino: &u64| {
+        before
+            .values()
+            .flatten()
+            .find(|s| s.ino == *ino)
+            .map_or(format!("inode {ino}"), |s| s.path.display().to_string())
+    };
+    let got: BTreeSet<u64> = named.keys().copied().collect();
+    if got != *broken {
+        let missed: Vec<String> = broken.difference(&got).map(path_of).collect();
+        let extra: Vec<String> = got.difference(broken).map(path_of).collect();
+        return Err(format!("{what} the wrong seals: missed {missed:?}, named besides {extra:?}"));
+    }
+    let lines: Vec<String> = named.iter().map(|(ino, why)| format!("{}: {why}", path_of(ino))).collect();
+    Ok(((), format!("{what} {} seals: {}", lines.len(), lines.join("; "))))
+}
+
+fn views(path: &Path) -> Result<(bool, bool), String> {
+    let holds = statx_attributes(path)?.0 & seal::STATX_ATTR_IOMAP_IMMUTABLE != 0;
+    let file = File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
+    let fa = seal::fsgetxattr(&file).map_err(|e| format!("FSGETXATTR {}: {}", path.display(), errno_text(&e)))?;
+    Ok((holds, fa.xflags & seal::FS_XFLAG_IOMAP_IMMUTABLE != 0))
+}
+
+fn whole_kept(all: &[&Sealed]) -> Result<((), String), String> {
+    let whole: Vec<&&Sealed> = all.iter().filter(|s| s.holds).collect();
+    for s in &whole {
+        let (holds, on_disk) = views(&s.path)?;
+        if !holds || !on_disk {
+            return Err(format!(
+                "{} was whole, yet after the repair statx sealed {holds}, FSGETXATTR sealed {on_disk}",
+                s.path.display()
+            ));
+        }
+    }
+    Ok(((), format!("{} whole seals still hold", whole.len())))
+}
+
+/// The cleared seals: off on disk, not reported again by the kernel, and
+/// SEAL makes each whole again (filling holes, unsharing).
+fn cleared_gone(all: &[&Sealed]) -> Result<((), String), String> {
+    let broken: Vec<&&Sealed> = all.iter().filter(|s| !s.holds).collect();
+    for s in &broken {
+        let needle = format!("inode {:#x}: sealed block map changed by a kernel without the seal", s.ino);
+        let reports = kmsg_count(&needle)?;
+        let (holds, on_disk) = views(&s.path)?;
+        if holds || on_disk {
+            return Err(format!(
+                "{} after the repair: statx sealed {holds}, FSGETXATTR sealed {on_disk}",
+                s.path.display()
+            ));
+        }
+        if kmsg_count(&needle)? != reports {
+            return Err(format!("the kernel still calls the seal of {} broken after the repair", s.path.display()));
+        }
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&s.path)
+            .map_err(|e| format!("open {}: {e}", s.path.display()))?;
+        seal::seal(&file).map_err(|e| format!("SEAL {} after the repair: {}", s.path.display(), errno_text(&e)))?;
+        if !views(&s.path)?.0 {
+            return Err(format!("{}: SEAL returned, but statx does not report the seal", s.path.display()));
+        }
+    }
+    Ok(((), format!("{} cleared seals gone; each sealed again", broken.len())))
+}
+
+fn data_unchanged(all: &[&Sealed]) -> Result<((), String), String> {
+    for s in all {
+        if hash(&s.path)? != s.data {
+            return Err(format!("{} reads differently after the repair", s.path.display()));
+        }
+    }
+    Ok(((), format!("{} files read as before", all.len())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repair_lines_give_the_inode_and_reason() {
+        assert_eq!(
+            seal_line("sealed inode 132 has a hole at file blocks 0-199, clearing its seal"),
+            Some((132, "a hole at file blocks 0-199".into()))
+        );
+        assert_eq!(
+            seal_line("sealed inode 7 has blocks shared with another file, would clear its seal"),
+            Some((7, "blocks shared with another file".into()))
+        );
+        assert_eq!(seal_line("sealed inode x has a hole, clearing its seal"), None);
+        assert_eq!(seal_line("Phase 7 - verify link counts..."), None);
+    }
+}
