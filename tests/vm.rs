@@ -1860,6 +1860,67 @@ fn fstests_one_quick_test_per_section_passes_on_both_kernels() {
     assert!(booted.compared.iter().all(|c| matches!(c.class, Class::Pass | Class::NotRun)), "{}", explain());
 }
 
+/// The project's fstests cases for the seal (tests/fstests/), overlaid on
+/// the checkout in the root image: each passes on patched and is not run
+/// on baseline because it cannot seal, in the section it can run in (the
+/// swapfile case without DAX, the others on the DAX mounts); the project
+/// rule leaves nothing failed. Needs an fstests checkout in
+/// DAX_SEAL_FSTESTS, like the test above.
+#[test]
+fn fstests_seal_cases_pass_on_patched_and_are_not_run_on_baseline() {
+    use std::collections::BTreeMap;
+    use xtask::fstests::{self, Class};
+    let src = std::env::var_os(xtask::test::FSTESTS_ENV).unwrap_or_else(|| {
+        panic!("{} names no fstests checkout (cargo xtask test skips this test without it)", xtask::test::FSTESTS_ENV)
+    });
+    let root = xtask::build::rootfs::ensure(std::path::Path::new(&src), false).expect("the fstests root image");
+    let cases = xtask::build::rootfs::project_cases().unwrap();
+    let swap = "generic/954";
+    let plan = |tests: Vec<String>| dax_seal_protocol::fstests::Plan { groups: Vec::new(), tests, exclude: Vec::new() };
+    let plans = BTreeMap::from([
+        ("dax".to_string(), plan(cases.iter().filter(|c| *c != swap).cloned().collect())),
+        ("nondax".to_string(), plan(vec![swap.to_string()])),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let vm = fstests::machine(xtask::cli::AccelChoice::Auto, Duration::from_secs(1800));
+    let booted = fstests::boot_all(
+        vm_tests::prepared(),
+        &[Variant::Patched, Variant::Baseline],
+        &plans,
+        &root.image,
+        &vm,
+        dir.path(),
+        dir.path(),
+        2,
+        "vm test",
+    )
+    .expect("fstests boots");
+    let explain = || {
+        let mut text = String::new();
+        for r in &booted.runs {
+            for c in &r.cases {
+                text.push_str(&format!("{} {} {}: {:?} {}\n", r.who(), r.workload, c.name, c.verdict, c.detail));
+            }
+        }
+        text
+    };
+    assert!(booted.boots.iter().all(|b| b.end.is_clean()), "{}", explain());
+    for case in &cases {
+        for (kernel, want) in [("patched", Verdict::Pass), ("baseline", Verdict::Skip)] {
+            let kernel = default_name(kernel);
+            let c = booted
+                .runs
+                .iter()
+                .filter(|r| r.kernel == kernel)
+                .flat_map(|r| &r.cases)
+                .find(|c| &c.name == case)
+                .unwrap_or_else(|| panic!("{kernel} never reported {case}\n{}", explain()));
+            assert_eq!(c.verdict, want, "{kernel} {case}: {}\n{}", c.detail, explain());
+        }
+    }
+    assert!(booted.compared.iter().all(|c| matches!(c.class, Class::Pass | Class::NotRun)), "{}", explain());
+}
+
 /// The persistence model (`cargo xtask crash --model`): the sealed writer
 /// traced once under the TCG plugin, crash images that drop what was not
 /// yet durable at two sampled acknowledgements, two of them booted each

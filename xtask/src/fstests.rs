@@ -26,7 +26,7 @@ use crate::build::{deps, rootfs};
 use crate::cli::{AccelChoice, KernelChoice, SourceArgs};
 use crate::paths;
 use crate::report::known;
-use crate::report::results::{self, BootRecord, Results, WorkloadRun};
+use crate::report::results::{self, BootRecord, CaseResult, Results, WorkloadRun};
 use crate::vm::machine::Machine;
 use crate::vm::request::{self, BootRequest, Prepared};
 
@@ -70,6 +70,10 @@ pub struct FstestsArgs {
     /// Accelerator: auto probes KVM with a deadline and falls back to TCG.
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelChoice,
+    /// Also run the project's fstests cases for the seal (tests/fstests/) in each section; they must pass
+    /// with the series and be not run (the kernel cannot seal) on the baseline.
+    #[arg(long)]
+    pub seal_cases: bool,
     /// Wall-clock limit for one boot (all its tests), in seconds.
     #[arg(long, default_value_t = BOOT_TIMEOUT, value_name = "SECS", value_parser = clap::value_parser!(u64).range(60..))]
     pub timeout: u64,
@@ -297,6 +301,87 @@ pub fn compare(runs: &mut [WorkloadRun]) -> Vec<Compared> {
     out
 }
 
+/// What the notrun reason of a project case says on a kernel that cannot
+/// seal (`_require_seal` in tests/fstests/common/seal).
+pub const CANNOT_SEAL: &str = "cannot seal a block map";
+
+/// [`compare`], then the rule of the project's own cases
+/// ([`judge_project_cases`]).
+pub fn compare_and_judge(runs: &mut [WorkloadRun]) -> Result<Vec<Compared>> {
+    let mut compared = compare(runs);
+    judge_project_cases(runs, &mut compared, &rootfs::project_cases()?);
+    Ok(compared)
+}
+
+/// The project's cases (`tests/fstests/`) test the seal itself. With the
+/// series, each must pass in some section, and may be not run elsewhere
+/// only for a reason of that section (a swapfile on a DAX mount), never
+/// because it cannot seal. On the baseline each must be not run because it
+/// cannot seal, or for the same section's reason the series had. A case
+/// that runs on the baseline tests nothing of the seal, and one the series
+/// never ran did not test it: both fail, in the runs and in the
+/// comparison, whatever the comparison said.
+pub fn judge_project_cases(runs: &mut [WorkloadRun], compared: &mut [Compared], cases: &[String]) {
+    let project = |c: &CaseResult| cases.contains(&c.name);
+    let with_series = |r: &&WorkloadRun| is_section(r) && !is_baseline(&r.kernel);
+    // Where the series skipped a case for its section's reason.
+    let section_skips: BTreeSet<(String, String, String)> = runs
+        .iter()
+        .filter(with_series)
+        .flat_map(|r| {
+            r.cases
+                .iter()
+                .filter(|c| project(c) && c.verdict == Verdict::Skip && !c.detail.contains(CANNOT_SEAL))
+                .map(move |c| (tree_of(&r.kernel).to_string(), r.workload.clone(), c.name.clone()))
+        })
+        .collect();
+    let passed: BTreeSet<(String, String)> = runs
+        .iter()
+        .filter(with_series)
+        .flat_map(|r| {
+            r.cases
+                .iter()
+                .filter(|c| project(c) && matches!(c.verdict, Verdict::Pass | Verdict::Flaky))
+                .map(move |c| (r.kernel.clone(), c.name.clone()))
+        })
+        .collect();
+    for run in runs.iter_mut().filter(|r| is_section(r)) {
+        let baseline = is_baseline(&run.kernel);
+        let section = fstests::section_of_workload(&run.workload).map_or("", |s| s.name);
+        let tree = tree_of(&run.kernel).to_string();
+        let mut changed = false;
+        for case in run.cases.iter_mut().filter(|c| project(c)) {
+            let cannot_seal = case.detail.contains(CANNOT_SEAL);
+            let section_skip = section_skips.contains(&(tree.clone(), run.workload.clone(), case.name.clone()));
+            let wrong = match (baseline, case.verdict) {
+                (true, Verdict::Skip) if cannot_seal || section_skip => None,
+                (true, Verdict::Skip) => {
+                    Some("a project case is not run on the baseline only because it cannot seal (or where the series skipped it too)")
+                }
+                (true, _) => Some("a project case must not run on the baseline (it cannot seal), yet it ran"),
+                (false, Verdict::Skip) if cannot_seal => Some("a project case says the kernel with the series cannot seal"),
+                (false, Verdict::Skip) if !passed.contains(&(run.kernel.clone(), case.name.clone())) => {
+                    Some("a project case must pass with the series in some section, yet it ran in none")
+                }
+                _ => None,
+            };
+            let Some(why) = wrong else { continue };
+            case.verdict = Verdict::Fail;
+            case.detail = format!("{why}\n{}", case.detail);
+            changed = true;
+            for c in
+                compared.iter_mut().filter(|c| c.kernel == run.kernel && c.section == section && c.test == case.name)
+            {
+                c.class = Class::Fail;
+                c.here = Verdict::Fail;
+            }
+        }
+        if changed {
+            run.verdict = results::overall(&run.cases);
+        }
+    }
+}
+
 /// The comparison as the summary's closing table: per kernel and section,
 /// the counts, then every regression, known failure and test not run.
 pub fn comparison_text(compared: &[Compared]) -> String {
@@ -372,7 +457,7 @@ pub fn boot_all(
     let boots = Boots { prepared, root, machine, images_dir, out_dir, jobs, run };
     let plans: Vec<(Variant, BTreeMap<String, Plan>)> = variants.iter().map(|&v| (v, plans.clone())).collect();
     let (mut runs, boots) = boot_each(&boots, plans, 0)?;
-    let compared = compare(&mut runs);
+    let compared = compare_and_judge(&mut runs)?;
     Ok(Booted { runs, boots, compared })
 }
 
@@ -473,7 +558,11 @@ pub fn cmd(args: &FstestsArgs) -> Result<ExitCode> {
     // A bad list is refused before anything boots.
     let known_list = args.known_failures.clone().unwrap_or_else(|| known::list_for(&choice.tree.name));
     let entries = known::load(&known_list)?;
-    let plans = plans(&args.groups, &args.tests, &args.sections, &exclude)?;
+    let mut tests = args.tests.clone();
+    if args.seal_cases {
+        tests.extend(rootfs::project_cases()?.into_iter().filter(|c| !args.tests.contains(c)));
+    }
+    let plans = plans(&args.groups, &tests, &args.sections, &exclude)?;
     rootfs::validate_source(&args.src)?;
     deps::ensure(deps::Need::for_fstests(args.source.kernel_src.is_some()))?;
     let root = rootfs::ensure(&args.src, args.rebuild_root)?;
@@ -515,7 +604,7 @@ pub fn cmd(args: &FstestsArgs) -> Result<ExitCode> {
         runs = results::fold_rerun(runs, rerun, attempt);
         boot_records.extend(more);
     }
-    let compared = compare(&mut runs);
+    let compared = compare_and_judge(&mut runs)?;
     let mut booted = Booted { runs, boots: boot_records, compared };
     // Outside the matrix a run has no cell: scoped entries do not apply.
     let known_text = apply_known(&known_list, &entries, &mut booted.runs, |_| None);
@@ -552,7 +641,6 @@ fn list(items: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::results::CaseResult;
 
     fn s(items: &[&str]) -> Vec<String> {
         items.iter().map(|x| x.to_string()).collect()
@@ -598,6 +686,72 @@ mod tests {
     fn run(kernel: &str, workload: &str, cases: &[(&str, Verdict)]) -> WorkloadRun {
         let cases: Vec<CaseResult> = cases.iter().map(|(n, v)| CaseResult::new(n, *v, format!("{n} said"))).collect();
         WorkloadRun::new(kernel, workload, cases)
+    }
+
+    #[test]
+    fn the_project_cases_pass_with_the_series_and_are_not_run_without() {
+        use Verdict::*;
+        let cases = ["generic/950", "xfs/950", "generic/951", "generic/954"].map(String::from);
+        let skip = |n: &str, why: &str| CaseResult::new(n, Skip, why.to_string());
+        let no_swap = "swapfiles are not supported";
+        let mut runs = vec![
+            WorkloadRun::new(
+                "patched-7.3",
+                "fstests-dax",
+                vec![
+                    CaseResult::new("generic/950", Pass, String::new()),
+                    CaseResult::new("xfs/950", Pass, String::new()),
+                    skip("generic/954", no_swap),
+                    skip("generic/1", "whatever"),
+                ],
+            ),
+            run("patched-7.3", "fstests-nondax", &[("generic/954", Pass)]),
+            WorkloadRun::new(
+                "baseline-7.3",
+                "fstests-dax",
+                vec![
+                    skip("generic/950", "kernel or xfs cannot seal a block map"),
+                    CaseResult::new("xfs/950", Pass, "ran".into()),
+                    skip("generic/951", "xfs_io seal support is missing"),
+                    skip("generic/954", no_swap),
+                    skip("generic/1", "whatever"),
+                ],
+            ),
+            WorkloadRun::new(
+                "baseline-7.3",
+                "fstests-nondax",
+                vec![skip("generic/954", "kernel or xfs cannot seal a block map")],
+            ),
+            WorkloadRun::new(
+                "debug-7.3",
+                "fstests-dax",
+                vec![
+                    skip("generic/950", "needs a scratch device"),
+                    skip("xfs/950", "kernel or xfs cannot seal a block map"),
+                ],
+            ),
+        ];
+        let mut compared = compare(&mut runs);
+        judge_project_cases(&mut runs, &mut compared, &cases);
+        let verdict = |k: usize, t: &str| runs[k].cases.iter().find(|c| c.name == t).unwrap().verdict;
+        assert_eq!(verdict(0, "generic/950"), Pass);
+        assert_eq!(verdict(0, "generic/954"), Skip, "not run on DAX, passed without");
+        assert_eq!(verdict(1, "generic/954"), Pass);
+        assert_eq!(verdict(0, "generic/1"), Skip, "not a project case");
+        assert_eq!(verdict(2, "generic/950"), Skip, "not run because the baseline cannot seal");
+        assert_eq!(verdict(2, "xfs/950"), Fail, "ran on the baseline: tests nothing of the seal");
+        assert_eq!(verdict(2, "generic/951"), Fail, "skipped on the baseline for another reason");
+        assert_eq!(verdict(2, "generic/954"), Skip, "skipped for the section's reason, as with the series");
+        assert_eq!(verdict(3, "generic/954"), Skip);
+        assert_eq!(verdict(2, "generic/1"), Skip);
+        assert_eq!(verdict(4, "generic/950"), Fail, "never run with the series");
+        assert_eq!(verdict(4, "xfs/950"), Fail, "the series must seal");
+        assert_eq!(runs[2].verdict, Fail);
+        assert_eq!(runs[0].verdict, Pass);
+        let class = |k: &str, t: &str| compared.iter().find(|c| c.kernel == k && c.test == t).unwrap().class;
+        assert_eq!(class("baseline-7.3", "xfs/950"), Class::Fail);
+        assert_eq!(class("baseline-7.3", "generic/950"), Class::NotRun);
+        assert!(runs[4].cases[0].detail.starts_with("a project case must pass with the series"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! package list, the apt sources, the xfsprogs build and the checkout's
 //! files.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -80,6 +81,61 @@ pub struct Built {
     pub key: String,
 }
 
+/// The project's fstests cases for the seal, from the project root: files
+/// laid out as in an fstests checkout (`common/seal`, `tests/<dir>/<number>`
+/// with its `.out`), copied over the checkout in the root image before
+/// fstests is built there. The checkout itself is never modified.
+pub const CASES_DIR: &str = "tests/fstests";
+
+/// Every file of the overlay, relative to [`CASES_DIR`], with its bytes,
+/// in a stable order.
+pub fn overlay_files() -> Result<Vec<(String, Vec<u8>)>> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) -> Result<()> {
+        let mut entries: Vec<PathBuf> = fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()
+            .with_context(|| format!("reading {}", dir.display()))?;
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                walk(base, &path, out)?;
+            } else {
+                let rel = path.strip_prefix(base).unwrap_or(&path).to_string_lossy().into_owned();
+                let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                out.push((rel, bytes));
+            }
+        }
+        Ok(())
+    }
+    let base = paths::project_root().join(CASES_DIR);
+    let mut out = Vec::new();
+    walk(&base, &base, &mut out)?;
+    Ok(out)
+}
+
+/// The project's cases as fstests names them (`generic/950`), each checked
+/// to have its golden output.
+pub fn project_cases() -> Result<Vec<String>> {
+    let files = overlay_files()?;
+    let names: BTreeSet<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    let mut cases = Vec::new();
+    for name in &names {
+        let Some(test) = name.strip_prefix("tests/") else { continue };
+        let Some((_, number)) = test.split_once('/') else { continue };
+        if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if !names.contains(format!("{name}.out").as_str()) {
+            bail!(
+                "{CASES_DIR}/{name} has no {CASES_DIR}/{name}.out (fstests compares each test with its golden output)"
+            );
+        }
+        cases.push(test.to_string());
+    }
+    Ok(cases)
+}
+
 /// Checks that `src` is an fstests checkout, with what to do if not.
 pub fn validate_source(src: &Path) -> Result<()> {
     if !src.is_dir() {
@@ -98,6 +154,15 @@ pub fn validate_source(src: &Path) -> Result<()> {
             missing.join(", ")
         );
     }
+    let taken: Vec<String> = overlay_files()?.into_iter().map(|(n, _)| n).filter(|n| src.join(n).exists()).collect();
+    if !taken.is_empty() {
+        bail!(
+            "{} already has {}, which the project's fstests cases ({CASES_DIR}/) would replace in the root image; \
+             renumber them there (or use a checkout without those files)",
+            src.display(),
+            taken.join(", ")
+        );
+    }
     Ok(())
 }
 
@@ -110,10 +175,14 @@ fn apt_sources() -> Option<PathBuf> {
         .find(|p| fs::metadata(p).is_ok_and(|m| m.len() > 0))
 }
 
-pub fn key(sources: &str, xfsprogs_key: &str, fstests_id: &str) -> String {
+pub fn key(sources: &str, xfsprogs_key: &str, overlay: &[(String, Vec<u8>)], fstests_id: &str) -> String {
     let mut h = Sha256::new();
     h.update(format!("{RECIPE}\0packages {}\0users {}\0", PACKAGES.join(","), USERS.join(",")));
     h.update(format!("sources {}\0{sources}\0xfsprogs {xfsprogs_key}\0fstests {fstests_id}\0", sources.len()));
+    for (name, bytes) in overlay {
+        h.update(format!("overlay {name} {}\0", bytes.len()));
+        h.update(bytes);
+    }
     paths::short_hash(h)
 }
 
@@ -126,7 +195,7 @@ pub fn ensure(src: &Path, rebuild: bool) -> Result<Built> {
         None => String::new(),
     };
     let xfsprogs = xfsprogs::build()?;
-    let key = key(&sources_text, &xfsprogs.key, &kernel::tree_identity(src)?);
+    let key = key(&sources_text, &xfsprogs.key, &overlay_files()?, &kernel::tree_identity(src)?);
     let dir = paths::cache_dir()?.join("fstests");
     paths::ensure_dir(&dir)?;
     let image = dir.join(format!("root-{key}.img"));
@@ -176,13 +245,16 @@ pub fn ensure(src: &Path, rebuild: bool) -> Result<Built> {
 }
 
 /// mmdebstrap into `tree`, then the project's xfsprogs (the install tree
-/// `xfsprogs`) over Debian's, then the checkout copied in and built, then
-/// the test users; everything into `log`. A failure shows the log's tail.
+/// `xfsprogs`) over Debian's, then the checkout copied in with the
+/// project's cases ([`CASES_DIR`]) over it and built, then the test users;
+/// everything into `log`. A failure shows the log's tail.
 fn debootstrap(src: &Path, xfsprogs: &Path, sources: Option<&Path>, tree: &Path, log: &Path) -> Result<()> {
     let overlay = format!("tar -C {} -cf - usr | tar -C \"$1\" -xf -", shell_quote(&xfsprogs.display().to_string()));
     let copy = format!(
-        "mkdir -p \"$1/opt/xfstests\" && tar -C {} --exclude=.git -cf - . | tar -C \"$1/opt/xfstests\" -xf -",
-        shell_quote(&src.display().to_string())
+        "mkdir -p \"$1/opt/xfstests\" && tar -C {} --exclude=.git -cf - . | tar -C \"$1/opt/xfstests\" -xf - \
+         && tar -C {} -cf - . | tar -C \"$1/opt/xfstests\" -xf -",
+        shell_quote(&src.display().to_string()),
+        shell_quote(&paths::project_root().join(CASES_DIR).display().to_string())
     );
     let build = "chroot \"$1\" make -C /opt/xfstests -j\"$(nproc)\"".to_string();
     let users = USERS.iter().map(|u| format!("chroot \"$1\" useradd -m {u}")).collect::<Vec<_>>().join(" && ");
@@ -233,11 +305,13 @@ mod tests {
 
     #[test]
     fn key_changes_with_the_sources_and_the_checkout() {
-        let k = key("Types: deb\n", "x1", "abc");
-        assert_eq!(k, key("Types: deb\n", "x1", "abc"));
-        assert_ne!(k, key("Types: deb-src\n", "x1", "abc"));
-        assert_ne!(k, key("Types: deb\n", "x2", "abc"));
-        assert_ne!(k, key("Types: deb\n", "x1", "abd"));
+        let o = vec![("tests/xfs/950".to_string(), b"a".to_vec())];
+        let k = key("Types: deb\n", "x1", &o, "abc");
+        assert_eq!(k, key("Types: deb\n", "x1", &o, "abc"));
+        assert_ne!(k, key("Types: deb-src\n", "x1", &o, "abc"));
+        assert_ne!(k, key("Types: deb\n", "x2", &o, "abc"));
+        assert_ne!(k, key("Types: deb\n", "x1", &[("tests/xfs/950".to_string(), b"b".to_vec())], "abc"));
+        assert_ne!(k, key("Types: deb\n", "x1", &o, "abd"));
     }
 
     #[test]
@@ -253,6 +327,20 @@ mod tests {
         fs::create_dir_all(dir.path().join("tests/generic")).unwrap();
         fs::write(dir.path().join("Makefile"), "").unwrap();
         validate_source(dir.path()).unwrap();
+        // A checkout that has a file of the project's cases is refused.
+        fs::write(dir.path().join("common/seal"), "").unwrap();
+        let e = validate_source(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("already has common/seal") && e.contains("renumber"), "{e}");
+    }
+
+    #[test]
+    fn the_project_cases_each_have_their_golden_output() {
+        let cases = project_cases().unwrap();
+        assert!(cases.contains(&"generic/950".to_string()) && cases.contains(&"xfs/950".to_string()), "{cases:?}");
+        for case in &cases {
+            dax_seal_protocol::fstests::check_test(case).unwrap();
+        }
+        assert!(overlay_files().unwrap().iter().any(|(n, _)| n == "common/seal"));
     }
 
     #[test]
