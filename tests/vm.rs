@@ -2017,6 +2017,12 @@ fn submission_cites_the_run_and_its_patches_apply_with_git_am() {
     let man = std::fs::read_to_string(out.join("man-pages/0000-cover-letter.patch")).unwrap();
     assert!(man.contains("Made against manpages-dev ") && man.contains("man2/fallocate.2"), "{man}");
     assert!(out.join("man-pages/man/man2/fallocate.2").is_file());
+    // The xfsprogs series (which submission applies with git am to its
+    // source package before writing it) and the fstests series.
+    let xfsprogs = std::fs::read_to_string(out.join("xfsprogs/0000-cover-letter.patch")).unwrap();
+    assert!(xfsprogs.contains("Base: xfsprogs 6.13.0") && xfsprogs.contains("xfs_repair: keep"), "{xfsprogs}");
+    let fstests = std::fs::read_dir(out.join("fstests")).unwrap().count();
+    assert_eq!(fstests, xtask::submission::fstests_series().unwrap().patch.len() + 1);
     // git am onto a repository of the pristine files the series touches.
     let source = xtask::build::kernel::resolve_source(&xtask::build::kernel::SourceChoice {
         tree: tree.clone(),

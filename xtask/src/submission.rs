@@ -5,9 +5,14 @@
 //! run, which must have booted this very series and passed), checkpatch
 //! --strict on every patch, and the man-pages series with its own cover
 //! letter. The tree's own fixes (`fixes/`), which the series needs under
-//! it, are written beside it and named in the cover letter's base. It
-//! refuses (exit 2, saying what to do) when the last run is missing,
-//! failed, or booted another version of the series.
+//! it, are written beside it and named in the cover letter's base. Beside
+//! them: the xfsprogs series (`patches/xfsprogs/`) with its cover letter,
+//! checked with `git am` onto the source package it was made against, and
+//! the fstests series made from the project's cases (`tests/fstests/`,
+//! `series.toml` says which files go in which patch), as `git format-patch`
+//! output that adds them to any checkout without them. It refuses (exit 2,
+//! saying what to do) when the last run is missing, failed, or booted
+//! another version of the series.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -18,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use dax_seal_protocol::ktap::Verdict;
 
 use crate::build::kernel::{self, read_series, SourceChoice, Variant};
-use crate::build::{deps, trees};
+use crate::build::{deps, rootfs, trees, xfsprogs};
 use crate::man_pages;
 use crate::paths;
 use crate::report::results::Results;
@@ -145,11 +150,182 @@ fn write(args: &SubmissionArgs) -> Result<()> {
     );
     eprintln!("[submission] checkpatch --strict: {}", checkpatch_file.display());
     eprintln!("[submission] {} man-pages patches in {}", man.series.len(), man_out.display());
+    let xfsprogs_out = out.join("xfsprogs");
+    let xfsprogs_n = write_xfsprogs(&xfsprogs_out)?;
     eprintln!(
-        "[submission] not written: xfsprogs and fstests series (the project has none yet); the cover letter cites \
-         run {}",
-        results.run_id
+        "[submission] {xfsprogs_n} xfsprogs patches in {} (git am onto its source: clean)",
+        xfsprogs_out.display()
     );
+    let fstests_out = out.join("fstests");
+    let fstests_n = write_fstests(&fstests_out)?;
+    eprintln!("[submission] {fstests_n} fstests patches in {}", fstests_out.display());
+    eprintln!("[submission] the kernel cover letter cites run {}", results.run_id);
+    Ok(())
+}
+
+/// The xfsprogs series and its cover letter in `out`, after checking that
+/// it applies with `git am` to the source package it was made against.
+/// Returns the number of patches.
+fn write_xfsprogs(out: &Path) -> Result<usize> {
+    let dir = paths::project_root().join(xfsprogs::DIR);
+    let series = read_series(&dir)?;
+    let source = trees::read_source(&dir.join("source.toml"))?;
+    let (tree, version) = trees::fetch_source_package(&source.package, &source.suite, source.mirror())?;
+    let repo = tempfile::tempdir().context("a temporary directory for git am")?;
+    let sh = xshell::Shell::new()?;
+    let work = repo.path().join("xfsprogs");
+    xshell::cmd!(sh, "cp -a {tree} {work}").quiet().run().context("copying the xfsprogs source")?;
+    git_init(&work, "pristine")?;
+    let patches: Vec<PathBuf> = series.iter().map(|(name, _)| dir.join(name)).collect();
+    git(&work, &[&["am", "-q"][..], &patches.iter().map(|p| p.to_str().unwrap_or("")).collect::<Vec<_>>()].concat())
+        .with_context(|| format!("the xfsprogs series does not apply with git am to {} {version}", source.package))?;
+    paths::ensure_dir(out)?;
+    for (name, bytes) in &series {
+        fs::write(out.join(name), bytes).with_context(|| format!("cannot write {}", out.join(name).display()))?;
+    }
+    let cover = fs::read_to_string(dir.join("cover-letter.txt"))
+        .with_context(|| format!("cannot read {}/cover-letter.txt", xfsprogs::DIR))?;
+    let (subject_line, body) = cover
+        .split_once('\n')
+        .filter(|(s, _)| s.starts_with("Subject: "))
+        .context("the xfsprogs cover letter's first line must be `Subject: ...`")?;
+    let n = series.len();
+    let mut s = String::new();
+    let _ = writeln!(s, "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001");
+    let _ = writeln!(s, "From: {}", author(&series));
+    let _ = writeln!(s, "Subject: [PATCH 0/{n}] {}", subject_line.trim_start_matches("Subject: "));
+    let _ = writeln!(s, "To: linux-xfs@vger.kernel.org");
+    let _ = writeln!(s);
+    let _ = writeln!(s, "{}", body.trim());
+    let _ = writeln!(s);
+    for (i, (_, bytes)) in series.iter().enumerate() {
+        let _ = writeln!(s, "  {}/{n} {}", i + 1, subject(bytes));
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "Base: {} {version} (Debian's source package, as dpkg-source -x unpacks it)", source.package);
+    let _ = writeln!(s);
+    let _ = writeln!(s, "-- ");
+    let _ = writeln!(s, "dax-seal");
+    fs::write(out.join("0000-cover-letter.patch"), s)?;
+    Ok(n)
+}
+
+/// tests/fstests/series.toml.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FstestsSeries {
+    pub cover: String,
+    pub patch: Vec<FstestsPatch>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FstestsPatch {
+    pub files: Vec<String>,
+    pub subject: String,
+    pub body: String,
+}
+
+/// The fstests series plan, checked against the overlay: every file of
+/// it in exactly one patch, and no patch naming a file it lacks.
+pub fn fstests_series() -> Result<FstestsSeries> {
+    let path = paths::project_root().join(rootfs::CASES_DIR).join("series.toml");
+    let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let series: FstestsSeries = toml::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;
+    let files: Vec<String> = rootfs::overlay_files()?.into_iter().map(|(n, _)| n).collect();
+    for f in &files {
+        let n = series.patch.iter().filter(|p| p.files.contains(f)).count();
+        if n != 1 {
+            bail!("{}: {f} is in {n} patches; each file of the cases goes in exactly one", path.display());
+        }
+    }
+    for p in &series.patch {
+        if let Some(f) = p.files.iter().find(|f| !files.contains(f)) {
+            bail!("{}: the patch \"{}\" names {f}, which is not among the cases", path.display(), p.subject);
+        }
+    }
+    Ok(series)
+}
+
+/// The fstests series in `out`: a repository holding nothing, a commit per
+/// patch of [`fstests_series`] adding its files (with their modes), and
+/// `git format-patch --cover-letter` of them, so each patch adds files to
+/// any checkout that lacks them. Returns the number of patches.
+pub fn write_fstests(out: &Path) -> Result<usize> {
+    let series = fstests_series()?;
+    let author = author(&read_series(&paths::project_root().join(xfsprogs::DIR))?);
+    let (name, email) = author
+        .rsplit_once(" <")
+        .map(|(n, e)| (n.trim().to_string(), e.trim_end_matches('>').to_string()))
+        .context("the series' author has no address")?;
+    let repo = tempfile::tempdir().context("a temporary directory for the fstests series")?;
+    let work = repo.path();
+    let cases = paths::project_root().join(rootfs::CASES_DIR);
+    git_init(work, "base")?;
+    for p in &series.patch {
+        for f in &p.files {
+            let to = work.join(f);
+            paths::ensure_dir(to.parent().unwrap_or(work))?;
+            fs::copy(cases.join(f), &to).with_context(|| format!("copying {f}"))?;
+        }
+        git(work, &[&["add", "--"][..], &p.files.iter().map(String::as_str).collect::<Vec<_>>()].concat())?;
+        let message = format!("{}\n\n{}\n\nSigned-off-by: {author}\n", p.subject, p.body.trim());
+        let msg = work.join(".git/dax-seal-message");
+        fs::write(&msg, message)?;
+        let msg = msg.display().to_string();
+        let who = [format!("user.name={name}"), format!("user.email={email}")];
+        git(work, &["-c", &who[0], "-c", &who[1], "commit", "-q", "-F", &msg])?;
+    }
+    if out.exists() {
+        fs::remove_dir_all(out).with_context(|| format!("removing {}", out.display()))?;
+    }
+    paths::ensure_dir(out)?;
+    let o = out.display().to_string();
+    let range = format!("HEAD~{}", series.patch.len());
+    git(work, &["format-patch", "-q", "--no-signature", "--zero-commit", "--cover-letter", "-o", &o, &range])?;
+    // The cover letter's blurb and subject, which format-patch leaves as
+    // placeholders.
+    let cover_path = out.join("0000-cover-letter.patch");
+    let cover = fs::read_to_string(&cover_path).with_context(|| format!("reading {}", cover_path.display()))?;
+    let cover = cover
+        .replace("*** SUBJECT HERE ***", "fstests: sealed block maps")
+        .replace("*** BLURB HERE ***", series.cover.trim());
+    fs::write(&cover_path, cover)?;
+    Ok(series.patch.len())
+}
+
+/// `git init` in `dir`, and a first commit of what it holds (empty if it
+/// holds nothing) named `message`.
+fn git_init(dir: &Path, message: &str) -> Result<()> {
+    git(dir, &["init", "-q"])?;
+    git(dir, &["add", "-A"])?;
+    git(
+        dir,
+        &[
+            "-c",
+            "user.name=dax-seal",
+            "-c",
+            "user.email=dax-seal@localhost",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            message,
+        ],
+    )
+}
+
+/// Runs git in `dir`; a failure carries its stderr.
+fn git(dir: &Path, args: &[&str]) -> Result<()> {
+    let out = Command::new("git")
+        .args(["-c", "commit.gpgsign=false", "-c", "user.name=dax-seal", "-c", "user.email=dax-seal@localhost"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .context("cannot run git")?;
+    if !out.status.success() {
+        bail!("git {} in {}: {}", args.join(" "), dir.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
     Ok(())
 }
 
@@ -379,6 +555,39 @@ mod tests {
         let stale = check_run(&results(Verdict::Pass, "-kernel /c/kernels/old/vmlinux"), "abc", "7.3").unwrap_err();
         assert!(stale.downcast_ref::<Refused>().is_some());
         assert!(stale.to_string().contains("cargo xtask run --kernel all --tree 7.3"), "{stale}");
+    }
+
+    #[test]
+    fn the_fstests_series_adds_exactly_the_cases_with_git_am() {
+        let out = tempfile::tempdir().unwrap();
+        let n = write_fstests(out.path()).unwrap();
+        let mut names: Vec<String> =
+            fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names.len(), n + 1, "{names:?}");
+        let cover = fs::read_to_string(out.path().join(&names[0])).unwrap();
+        assert!(cover.contains("fstests: sealed block maps") && !cover.contains("*** BLURB HERE ***"), "{cover}");
+        let first = fs::read(out.path().join(&names[1])).unwrap();
+        assert_eq!(subject(&first), "common/seal: helpers for tests of sealed block maps");
+        assert!(String::from_utf8_lossy(&first).contains("Signed-off-by: "));
+        // Onto a tree that has none of the files: every patch applies and
+        // the tree then holds the cases, modes included.
+        let tree = tempfile::tempdir().unwrap();
+        git_init(tree.path(), "a checkout").unwrap();
+        let patches: Vec<String> = names[1..].iter().map(|n| out.path().join(n).display().to_string()).collect();
+        git(tree.path(), &[&["am", "-q"][..], &patches.iter().map(String::as_str).collect::<Vec<_>>()].concat())
+            .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        for (name, bytes) in rootfs::overlay_files().unwrap() {
+            let got = tree.path().join(&name);
+            assert_eq!(fs::read(&got).unwrap(), bytes, "{name}");
+            let want = fs::metadata(paths::project_root().join(rootfs::CASES_DIR).join(&name)).unwrap();
+            assert_eq!(
+                fs::metadata(&got).unwrap().permissions().mode() & 0o111,
+                want.permissions().mode() & 0o111,
+                "{name}"
+            );
+        }
     }
 
     #[test]

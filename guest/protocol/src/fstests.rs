@@ -101,9 +101,11 @@ pub fn check_test(name: &str) -> Result<(), String> {
 }
 
 /// mkfs.xfs options of every fstests filesystem: the features the seal's
-/// workloads run with (reflink, and rmapbt, which xfs/550 to 552 need to
-/// map a poisoned DAX page back to its files).
-pub const MKFS_OPTIONS: &str = "-m reflink=1,rmapbt=1";
+/// workloads run with (reflink, rmapbt, which xfs/550 to 552 need to map a
+/// poisoned DAX page back to its files, and exchange-range, which the
+/// tests of XFS_IOC_EXCHANGE_RANGE need; the guest's mkfs.xfs, xfsprogs
+/// 6.13, sets it only when asked).
+pub const MKFS_OPTIONS: &str = "-m reflink=1,rmapbt=1 -i exchange=1";
 
 /// The `local.config` the guest writes into the fstests checkout: one
 /// self-contained section per [`SECTIONS`] entry (fstests reads only the
@@ -149,7 +151,7 @@ mod tests {
         assert_eq!(text.matches("TEST_DEV=/dev/pmem0\n").count(), SECTIONS.len());
         assert_eq!(text.matches("SCRATCH_DEV=/dev/pmem1\n").count(), SECTIONS.len());
         assert!(text.contains("[dax]\nFSTYP=xfs\n"));
-        assert_eq!(text.matches("MKFS_OPTIONS=\"-m reflink=1,rmapbt=1\"\n").count(), SECTIONS.len());
+        assert_eq!(text.matches("MKFS_OPTIONS=\"-m reflink=1,rmapbt=1 -i exchange=1\"\n").count(), SECTIONS.len());
         assert!(text.contains("MOUNT_OPTIONS=\"-o dax=always\"\nTEST_FS_MOUNT_OPTS=\"-o dax=always\"\n\n[nondax]"));
         assert!(text.ends_with("TEST_FS_MOUNT_OPTS=\"-o dax=never\"\n"));
         for s in SECTIONS {

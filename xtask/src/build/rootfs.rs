@@ -87,6 +87,10 @@ pub struct Built {
 /// fstests is built there. The checkout itself is never modified.
 pub const CASES_DIR: &str = "tests/fstests";
 
+/// The directories of [`CASES_DIR`] laid over the checkout (its
+/// `series.toml`, for `cargo xtask submission`, is not).
+pub const OVERLAID: [&str; 2] = ["common", "tests"];
+
 /// Every file of the overlay, relative to [`CASES_DIR`], with its bytes,
 /// in a stable order.
 pub fn overlay_files() -> Result<Vec<(String, Vec<u8>)>> {
@@ -110,7 +114,9 @@ pub fn overlay_files() -> Result<Vec<(String, Vec<u8>)>> {
     }
     let base = paths::project_root().join(CASES_DIR);
     let mut out = Vec::new();
-    walk(&base, &base, &mut out)?;
+    for dir in OVERLAID {
+        walk(&base, &base.join(dir), &mut out)?;
+    }
     Ok(out)
 }
 
@@ -252,9 +258,10 @@ fn debootstrap(src: &Path, xfsprogs: &Path, sources: Option<&Path>, tree: &Path,
     let overlay = format!("tar -C {} -cf - usr | tar -C \"$1\" -xf -", shell_quote(&xfsprogs.display().to_string()));
     let copy = format!(
         "mkdir -p \"$1/opt/xfstests\" && tar -C {} --exclude=.git -cf - . | tar -C \"$1/opt/xfstests\" -xf - \
-         && tar -C {} -cf - . | tar -C \"$1/opt/xfstests\" -xf -",
+         && tar -C {} -cf - {} | tar -C \"$1/opt/xfstests\" -xf -",
         shell_quote(&src.display().to_string()),
-        shell_quote(&paths::project_root().join(CASES_DIR).display().to_string())
+        shell_quote(&paths::project_root().join(CASES_DIR).display().to_string()),
+        OVERLAID.join(" ")
     );
     let build = "chroot \"$1\" make -C /opt/xfstests -j\"$(nproc)\"".to_string();
     let users = USERS.iter().map(|u| format!("chroot \"$1\" useradd -m {u}")).collect::<Vec<_>>().join(" && ");
