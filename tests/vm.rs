@@ -460,11 +460,12 @@ fn assert_sealed_only(patched: &Booted, baseline: &Booted, workload: &str, name:
 }
 
 /// The cases of seal-lifetime that need the series.
-const LIFETIME_SEALED: [&str; 19] = [
+const LIFETIME_SEALED: [&str; 20] = [
     "pin-outlives-umount",
     "pin-outlives-drop-caches",
     "dax-flag-fixed-while-sealed-dax-inode",
     "online-repair-keeps-pin-and-seal",
+    "offline-repair-under-pin-keeps-the-seal",
     "fsync-writes-back-pinned-pages",
     "unprivileged-reader-holds-seal",
     "splice-copies-and-holds-nothing",
@@ -514,7 +515,7 @@ fn seal_lifetime_pins_outlive_the_inode_on_patched_only() {
     for name in LIFETIME_SEALED {
         assert_sealed_only(&patched, &baseline, "seal-lifetime", name);
     }
-    for name in &LIFETIME_SEALED[..4] {
+    for name in &LIFETIME_SEALED[..5] {
         let d = &patched.case("seal-lifetime", name).detail;
         assert!(d.contains("UNSEAL EBUSY") && d.contains("landed in the file's blocks"), "{name}: {d}");
         assert!(d.contains("pins acquired"), "{name} reports no pin counters: {d}");
@@ -1788,6 +1789,42 @@ fn a_filesystem_left_by_an_interrupted_mkfs_is_made_again() {
     assert!(second.case("setup", "pmem1 xfs").detail.contains("kept the existing XFS"));
 }
 
+/// fstests `plans` on patched and baseline, in the root image of the
+/// checkout DAX_SEAL_FSTESTS names, two boots at once; the judged boots
+/// and a text that explains them (each boot's end and console, each case).
+fn fstests_on_both_kernels(
+    plans: &std::collections::BTreeMap<String, dax_seal_protocol::fstests::Plan>,
+) -> (xtask::fstests::Booted, String) {
+    let src = std::env::var_os(xtask::test::FSTESTS_ENV).unwrap_or_else(|| {
+        panic!("{} names no fstests checkout (cargo xtask test skips this test without it)", xtask::test::FSTESTS_ENV)
+    });
+    let root = xtask::build::rootfs::ensure(std::path::Path::new(&src), false).expect("the fstests root image");
+    let dir = tempfile::tempdir().unwrap();
+    let vm = xtask::fstests::machine(xtask::cli::AccelChoice::Auto, Duration::from_secs(1800));
+    let booted = xtask::fstests::boot_all(
+        vm_tests::prepared(),
+        &[Variant::Patched, Variant::Baseline],
+        plans,
+        &root.image,
+        &vm,
+        dir.path(),
+        dir.path(),
+        2,
+        "vm test",
+    )
+    .expect("fstests boots");
+    let mut text = String::new();
+    for b in &booted.boots {
+        text.push_str(&format!("{}: {} (console {})\n", b.who(), b.end.describe(), b.console_log.display()));
+    }
+    for r in &booted.runs {
+        for c in &r.cases {
+            text.push_str(&format!("{} {} {}: {:?} {}\n", r.who(), r.workload, c.name, c.verdict, c.detail));
+        }
+    }
+    (booted, text)
+}
+
 /// fstests in the guest, one quick test per section on both kernels: the
 /// dax group's generic/452 on the DAX mounts and the swap group's
 /// generic/472 without DAX must run and pass on both (no regression, no
@@ -1797,11 +1834,7 @@ fn a_filesystem_left_by_an_interrupted_mkfs_is_made_again() {
 #[test]
 fn fstests_one_quick_test_per_section_passes_on_both_kernels() {
     use std::collections::BTreeMap;
-    use xtask::fstests::{self, Class};
-    let src = std::env::var_os(xtask::test::FSTESTS_ENV).unwrap_or_else(|| {
-        panic!("{} names no fstests checkout (cargo xtask test skips this test without it)", xtask::test::FSTESTS_ENV)
-    });
-    let root = xtask::build::rootfs::ensure(std::path::Path::new(&src), false).expect("the fstests root image");
+    use xtask::fstests::Class;
     let plan = |tests: &[&str], exclude: &[&str]| dax_seal_protocol::fstests::Plan {
         groups: Vec::new(),
         tests: tests.iter().map(|t| t.to_string()).collect(),
@@ -1811,33 +1844,8 @@ fn fstests_one_quick_test_per_section_passes_on_both_kernels() {
         ("dax".to_string(), plan(&["generic/452", "generic/606"], &["generic/606"])),
         ("nondax".to_string(), plan(&["generic/472"], &[])),
     ]);
-    let dir = tempfile::tempdir().unwrap();
-    let vm = fstests::machine(xtask::cli::AccelChoice::Auto, Duration::from_secs(1800));
-    let variants = [Variant::Patched, Variant::Baseline];
-    let booted = fstests::boot_all(
-        vm_tests::prepared(),
-        &variants,
-        &plans,
-        &root.image,
-        &vm,
-        dir.path(),
-        dir.path(),
-        2,
-        "vm test",
-    )
-    .expect("fstests boots");
-    let explain = || {
-        let mut text = String::new();
-        for b in &booted.boots {
-            text.push_str(&format!("{}: {} (console {})\n", b.who(), b.end.describe(), b.console_log.display()));
-        }
-        for r in &booted.runs {
-            for c in &r.cases {
-                text.push_str(&format!("{} {} {}: {:?} {}\n", r.who(), r.workload, c.name, c.verdict, c.detail));
-            }
-        }
-        text
-    };
+    let (booted, text) = fstests_on_both_kernels(&plans);
+    let explain = || text.clone();
     assert!(booted.boots.iter().all(|b| b.end.is_clean()), "{}", explain());
     for kernel in ["patched", "baseline"].map(default_name) {
         let case = |workload: &str, name: &str| {
@@ -1869,11 +1877,7 @@ fn fstests_one_quick_test_per_section_passes_on_both_kernels() {
 #[test]
 fn fstests_seal_cases_pass_on_patched_and_are_not_run_on_baseline() {
     use std::collections::BTreeMap;
-    use xtask::fstests::{self, Class};
-    let src = std::env::var_os(xtask::test::FSTESTS_ENV).unwrap_or_else(|| {
-        panic!("{} names no fstests checkout (cargo xtask test skips this test without it)", xtask::test::FSTESTS_ENV)
-    });
-    let root = xtask::build::rootfs::ensure(std::path::Path::new(&src), false).expect("the fstests root image");
+    use xtask::fstests::Class;
     let cases = xtask::build::rootfs::project_cases().unwrap();
     let swap = "generic/954";
     let plan = |tests: Vec<String>| dax_seal_protocol::fstests::Plan { groups: Vec::new(), tests, exclude: Vec::new() };
@@ -1881,29 +1885,8 @@ fn fstests_seal_cases_pass_on_patched_and_are_not_run_on_baseline() {
         ("dax".to_string(), plan(cases.iter().filter(|c| *c != swap).cloned().collect())),
         ("nondax".to_string(), plan(vec![swap.to_string()])),
     ]);
-    let dir = tempfile::tempdir().unwrap();
-    let vm = fstests::machine(xtask::cli::AccelChoice::Auto, Duration::from_secs(1800));
-    let booted = fstests::boot_all(
-        vm_tests::prepared(),
-        &[Variant::Patched, Variant::Baseline],
-        &plans,
-        &root.image,
-        &vm,
-        dir.path(),
-        dir.path(),
-        2,
-        "vm test",
-    )
-    .expect("fstests boots");
-    let explain = || {
-        let mut text = String::new();
-        for r in &booted.runs {
-            for c in &r.cases {
-                text.push_str(&format!("{} {} {}: {:?} {}\n", r.who(), r.workload, c.name, c.verdict, c.detail));
-            }
-        }
-        text
-    };
+    let (booted, text) = fstests_on_both_kernels(&plans);
+    let explain = || text.clone();
     assert!(booted.boots.iter().all(|b| b.end.is_clean()), "{}", explain());
     for case in &cases {
         for (kernel, want) in [("patched", Verdict::Pass), ("baseline", Verdict::Skip)] {

@@ -9,9 +9,11 @@
 //! [`crate::cases`], never another workload module (a unit test in main.rs
 //! enforces it).
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::calls::{self, counter, cpath, errno_text, mount_pseudo, mounted, statx_attributes, umount};
@@ -256,6 +258,35 @@ fn unmounted<T>(
     Ok((old, value?))
 }
 
+/// What one xfs_repair call did.
+pub struct Repair {
+    pub status: Option<i32>,
+    /// The seals it named: inode, and what broke the seal (its `sealed
+    /// inode N has ...` lines).
+    pub named: BTreeMap<u64, String>,
+    /// Everything it printed.
+    pub text: String,
+}
+
+/// Runs the guest's xfs_repair (xfsprogs with the seal) with `args` on
+/// `dev`, which must not be mounted.
+pub fn xfs_repair(dev: &str, args: &[&str]) -> Result<Repair, String> {
+    let out =
+        Command::new("xfs_repair").args(args).arg(dev).output().map_err(|e| format!("cannot run xfs_repair: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let named = text.lines().filter_map(repair_seal_line).collect();
+    Ok(Repair { status: out.status.code(), named, text })
+}
+
+/// `sealed inode 132 has a hole at file blocks 0-199, clearing its seal`:
+/// the inode and what it has.
+fn repair_seal_line(line: &str) -> Option<(u64, String)> {
+    let rest = line.strip_prefix("sealed inode ")?;
+    let (ino, rest) = rest.split_once(" has ")?;
+    let reason = rest.strip_suffix(", would clear its seal").or_else(|| rest.strip_suffix(", clearing its seal"))?;
+    Some((ino.parse().ok()?, reason.to_string()))
+}
+
 /// A file on a private tmpfs mount, unmounted on drop.
 pub struct TmpfsFile {
     pub dir: PathBuf,
@@ -434,5 +465,24 @@ impl HungTaskTimeout {
 impl Drop for HungTaskTimeout {
     fn drop(&mut self) {
         let _ = fs::write(HUNG_TASK_TIMEOUT, &self.old);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repair_lines_give_the_inode_and_reason() {
+        assert_eq!(
+            repair_seal_line("sealed inode 132 has a hole at file blocks 0-199, clearing its seal"),
+            Some((132, "a hole at file blocks 0-199".into()))
+        );
+        assert_eq!(
+            repair_seal_line("sealed inode 7 has blocks shared with another file, would clear its seal"),
+            Some((7, "blocks shared with another file".into()))
+        );
+        assert_eq!(repair_seal_line("sealed inode x has a hole, clearing its seal"), None);
+        assert_eq!(repair_seal_line("Phase 7 - verify link counts..."), None);
     }
 }

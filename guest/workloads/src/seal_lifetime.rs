@@ -59,7 +59,7 @@ use crate::calls::{
 use crate::cases::{when_sealable, Attempt, Cases};
 use crate::fixture::{
     create, is_sealed, pattern, pin_counters, pins_settled, probe, probe_online_repair, remount, remount_with,
-    remove_sealed, HungTaskTimeout, Namespace,
+    remove_sealed, while_unmounted, xfs_repair, HungTaskTimeout, Namespace,
 };
 use crate::seal::{self, Extent};
 use crate::trace::{self, TraceEvent};
@@ -80,6 +80,7 @@ const CASES: &[(&str, Case)] = &[
     ("pin-outlives-drop-caches", case_drop_caches),
     ("dax-flag-fixed-while-sealed-dax-inode", case_dax_inode),
     ("online-repair-keeps-pin-and-seal", case_repair),
+    ("offline-repair-under-pin-keeps-the-seal", case_offline_repair),
     ("fsync-writes-back-pinned-pages", case_fsync),
     ("unpin-writes-back-what-the-pin-wrote", case_unpin_writeback),
     ("fsync-after-release-flushes-the-device", case_fsync_after_release),
@@ -261,6 +262,39 @@ fn case_umount(env: &Env) -> Attempt {
         drop(file);
         remount(&env.mount).map_err(|e| format!("{e} (umount is allowed while a sealed file is pinned)"))?;
         pinned.still_holds("munmap, close, umount and mount")
+    })
+}
+
+/// Offline repair under a pin: umount with the pin alive, the guest's
+/// xfs_repair (xfsprogs with the seal) on the device, mount again. Repair
+/// must keep the whole seal and name nothing, so the file still refuses
+/// unlink and the pin still holds through it. Debian 12's xfs_repair
+/// cleared the flag and left an unsealed file whose blocks a device still
+/// held, which the next unlink freed under it.
+fn case_offline_repair(env: &Env) -> Attempt {
+    env.sealed(|| {
+        let path = env.path("offline-repair");
+        let (pinned, file) = seal_pin_unmap(&path)?;
+        drop(file);
+        let repaired = while_unmounted(&env.mount, |dev| xfs_repair(dev, &[]));
+        let kept = repaired.and_then(|r| {
+            if r.status != Some(0) || !r.named.is_empty() {
+                let tail: Vec<&str> = r.text.lines().rev().take(8).collect();
+                return Err(format!(
+                    "xfs_repair under the pin exited {:?} and named {:?}; it must keep the whole seal:\n{}",
+                    r.status,
+                    r.named,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                ));
+            }
+            match fs::remove_file(&path) {
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(()),
+                other => Err(format!("unlink after the repair: {}, expected EPERM", result_text(&other))),
+            }
+        });
+        let held = pinned.still_holds("umount, xfs_repair and mount");
+        kept?;
+        Ok(format!("xfs_repair under the pin exited 0 naming no seal; unlink EPERM; {}", held?))
     })
 }
 

@@ -18,13 +18,13 @@ use std::hash::{DefaultHasher, Hasher};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use dax_seal_protocol::MOUNT_PREFIX;
 
 use crate::calls::{errno_text, kmsg_count, mounted, statx_attributes};
 use crate::cases::Cases;
-use crate::fixture::while_unmounted;
+use crate::fixture::{while_unmounted, xfs_repair};
 use crate::seal;
 
 /// A sealed file as the kernel and the disk see it.
@@ -166,12 +166,12 @@ fn repair_all(before: &BTreeMap<PathBuf, Vec<Sealed>>) -> Result<BTreeMap<PathBu
         let r = while_unmounted(mount, |dev| {
             let mut r = Repaired::default();
             for (i, args) in [&["-n"][..], &[][..], &["-n"][..]].iter().enumerate() {
-                let (status, named) = xfs_repair(dev, args)?;
-                r.statuses[i] = status;
+                let repair = xfs_repair(dev, args)?;
+                r.statuses[i] = repair.status;
                 match i {
-                    0 => r.would = named,
-                    1 => r.cleared = named,
-                    _ => r.after = named,
+                    0 => r.would = repair.named,
+                    1 => r.cleared = repair.named,
+                    _ => r.after = repair.named,
                 }
             }
             Ok(r)
@@ -179,29 +179,6 @@ fn repair_all(before: &BTreeMap<PathBuf, Vec<Sealed>>) -> Result<BTreeMap<PathBu
         out.insert(mount.clone(), r);
     }
     Ok(out)
-}
-
-/// Runs xfs_repair on `dev`; its exit status and the seals it names.
-fn xfs_repair(dev: &str, args: &[&str]) -> Result<(Option<i32>, BTreeMap<u64, String>), String> {
-    let out =
-        Command::new("xfs_repair").args(args).arg(dev).output().map_err(|e| format!("cannot run xfs_repair: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    let mut named = BTreeMap::new();
-    for line in text.lines() {
-        if let Some((ino, reason)) = seal_line(line) {
-            named.insert(ino, reason);
-        }
-    }
-    Ok((out.status.code(), named))
-}
-
-/// `sealed inode 132 has a hole at file blocks 0-199, clearing its seal`:
-/// the inode and what it has.
-fn seal_line(line: &str) -> Option<(u64, String)> {
-    let rest = line.strip_prefix("sealed inode ")?;
-    let (ino, rest) = rest.split_once(" has ")?;
-    let reason = rest.strip_suffix(", would clear its seal").or_else(|| rest.strip_suffix(", clearing its seal"))?;
-    Some((ino.parse().ok()?, reason.to_string()))
 }
 
 /// Fails unless each xfs_repair call number `step` exited with `want`.
@@ -301,23 +278,4 @@ fn data_unchanged(all: &[&Sealed]) -> Result<((), String), String> {
         }
     }
     Ok(((), format!("{} files read as before", all.len())))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn repair_lines_give_the_inode_and_reason() {
-        assert_eq!(
-            seal_line("sealed inode 132 has a hole at file blocks 0-199, clearing its seal"),
-            Some((132, "a hole at file blocks 0-199".into()))
-        );
-        assert_eq!(
-            seal_line("sealed inode 7 has blocks shared with another file, would clear its seal"),
-            Some((7, "blocks shared with another file".into()))
-        );
-        assert_eq!(seal_line("sealed inode x has a hole, clearing its seal"), None);
-        assert_eq!(seal_line("Phase 7 - verify link counts..."), None);
-    }
 }

@@ -128,6 +128,9 @@ pub struct FstestsSpec {
     pub groups: Vec<String>,
     #[serde(default)]
     pub tests: Vec<String>,
+    /// The project's cases for the seal (`cargo xtask fstests --seal-cases`).
+    #[serde(default)]
+    pub seal_cases: bool,
     #[serde(default)]
     pub sections: Vec<String>,
     #[serde(default)]
@@ -480,7 +483,12 @@ fn build_cell(spec: &MatrixFile, n: &Names, kernels: &[Spanned<String>], weight:
         for t in &f.exclude {
             dax_seal_protocol::fstests::check_test(t).map_err(|e| format!("fstests {}: exclude: {e}", n.work))?;
         }
-        let plans = crate::fstests::plans(&f.groups, &f.tests, &f.sections, &f.exclude)
+        let mut tests = f.tests.clone();
+        if f.seal_cases {
+            let cases = crate::build::rootfs::project_cases().map_err(|e| format!("fstests {}: {e:#}", n.work))?;
+            tests.extend(cases.into_iter().filter(|c| !f.tests.contains(c)));
+        }
+        let plans = crate::fstests::plans(&f.groups, &tests, &f.sections, &f.exclude)
             .map_err(|e| format!("fstests {}: {e:#}", n.work))?;
         Work::Fstests { kernels: variants, plans }
     } else if n.kind == Kind::Suite {
