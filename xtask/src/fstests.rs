@@ -19,7 +19,7 @@ use clap::Args;
 use dax_seal_protocol::fstests::{self, Plan};
 use dax_seal_protocol::ktap::Verdict;
 use dax_seal_protocol::{DaxMode, RunConfig};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::build::kernel::{self, Variant};
 use crate::build::{deps, rootfs};
@@ -173,7 +173,7 @@ pub fn machine(accel: AccelChoice, timeout: Duration) -> Machine {
 }
 
 /// How one test did on a kernel compared with the baseline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Class {
     Pass,
@@ -189,7 +189,7 @@ pub enum Class {
     Fail,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Compared {
     pub kernel: String,
     pub section: String,

@@ -41,6 +41,10 @@ pub struct SubmissionArgs {
     /// images/runs/latest).
     #[arg(long, value_name = "DIR")]
     pub run: Option<PathBuf>,
+    /// The fstests run the cover letter cites beside it (default: the
+    /// latest, images/fstests/latest, if there is one).
+    #[arg(long, value_name = "DIR")]
+    pub fstests_run: Option<PathBuf>,
 }
 
 /// Why a submission cannot be written from the last run: exit 2.
@@ -127,7 +131,12 @@ fn write(args: &SubmissionArgs) -> Result<()> {
         paths::ensure_dir(to.parent().unwrap_or(&kernel_out))?;
         fs::write(&to, bytes).with_context(|| format!("cannot write {}", to.display()))?;
     }
-    let letter = kernel_cover_letter(&cover, &series, &to, &cc, &results, &run_dir, &base)?;
+    let fstests = fstests_citation(args.fstests_run.as_deref(), &tree.name)?;
+    let letter = kernel_cover_letter(&cover, &series, &to, &cc, &results, &run_dir, &base)?.replacen(
+        "\nPatches\n-------\n",
+        &format!("{fstests}\nPatches\n-------\n"),
+        1,
+    );
     fs::write(kernel_out.join("0000-cover-letter.patch"), letter)?;
     let checkpatch_file = out.join(format!("checkpatch-{}.txt", tree.name));
     fs::write(&checkpatch_file, &checkpatch)?;
@@ -327,6 +336,49 @@ fn git(dir: &Path, args: &[&str]) -> Result<()> {
         bail!("git {} in {}: {}", args.join(" "), dir.display(), String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
+}
+
+/// What the kernel cover letter says of fstests: the comparison table of
+/// the fstests run `dir` (default the latest), which must have passed and
+/// booted this tree; or, when there is none, how to make one.
+fn fstests_citation(dir: Option<&Path>, tree: &str) -> Result<String> {
+    let explicit = dir.is_some();
+    let dir = dir.map(Path::to_path_buf).unwrap_or_else(|| paths::images_dir().join("fstests/latest"));
+    let compared_path = dir.join("fstests.json");
+    if !explicit && !compared_path.exists() {
+        return Ok(format!(
+            "No fstests run to cite: `cargo xtask fstests --src DIR --seal-cases --tree {tree}` makes one.\n"
+        ));
+    }
+    let results = Results::read(&dir).map_err(|e| Refused(format!("no fstests run in {} ({e:#})", dir.display())))?;
+    let text = fs::read_to_string(&compared_path).with_context(|| format!("reading {}", compared_path.display()))?;
+    let compared: Vec<crate::fstests::Compared> = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not an fstests comparison", compared_path.display()))?;
+    if results.verdict != Verdict::Pass {
+        return Err(Refused(format!(
+            "the fstests run {} in {} failed: run fstests again once it passes, or cite another with --fstests-run",
+            results.run_id,
+            dir.display()
+        ))
+        .into());
+    }
+    let other_tree = compared.iter().find(|c| kernel::parse_kernel_name(&c.kernel).is_none_or(|(_, t)| t != tree));
+    if let Some(c) = other_tree {
+        return Err(Refused(format!(
+            "the fstests run {} in {} booted {}, not the {tree} tree: run `cargo xtask fstests --tree {tree}` or \
+             cite another with --fstests-run",
+            results.run_id,
+            dir.display(),
+            c.kernel
+        ))
+        .into());
+    }
+    Ok(format!(
+        "fstests run {} ({}), compared with the baseline:{}",
+        results.run_id,
+        dir.display(),
+        crate::fstests::comparison_text(&compared).trim_start_matches("\nfstests by kernel and section:")
+    ))
 }
 
 /// The run passed, and booted the patched kernel whose key the series
@@ -555,6 +607,39 @@ mod tests {
         let stale = check_run(&results(Verdict::Pass, "-kernel /c/kernels/old/vmlinux"), "abc", "7.3").unwrap_err();
         assert!(stale.downcast_ref::<Refused>().is_some());
         assert!(stale.to_string().contains("cargo xtask run --kernel all --tree 7.3"), "{stale}");
+    }
+
+    #[test]
+    fn the_fstests_run_is_cited_when_it_passed_on_this_tree() {
+        use crate::fstests::{Class, Compared};
+        let dir = tempfile::tempdir().unwrap();
+        let write = |verdict: Verdict, kernel: &str| {
+            crate::report::results::write_all(dir.path(), &results(verdict, "")).unwrap();
+            let compared = vec![Compared {
+                kernel: kernel.into(),
+                section: "dax".into(),
+                test: "generic/950".into(),
+                class: Class::Pass,
+                here: Verdict::Pass,
+                baseline: Some(Verdict::Skip),
+                attempts: 1,
+                failures: 0,
+            }];
+            fs::write(dir.path().join("fstests.json"), serde_json::to_vec(&compared).unwrap()).unwrap();
+        };
+        write(Verdict::Pass, "patched-7.3");
+        let text = fstests_citation(Some(dir.path()), "7.3").unwrap();
+        assert!(text.contains("fstests run 20261206-170000") && text.contains("patched-7.3 dax"), "{text}");
+        let refused = |tree: &str| format!("{:#}", fstests_citation(Some(dir.path()), tree).unwrap_err());
+        assert!(refused("6.12").contains("not the 6.12 tree"));
+        write(Verdict::Fail, "patched-7.3");
+        assert!(refused("7.3").contains("failed"));
+        let empty = tempfile::tempdir().unwrap();
+        assert!(refused_at(empty.path()).contains("no fstests run"));
+    }
+
+    fn refused_at(dir: &Path) -> String {
+        format!("{:#}", fstests_citation(Some(dir), "7.3").unwrap_err())
     }
 
     #[test]
