@@ -479,8 +479,8 @@ mod tests {
             Some((132, "a hole at file blocks 0-199".into()))
         );
         assert_eq!(
-            repair_seal_line("sealed inode 7 has blocks shared with another file, would clear its seal"),
-            Some((7, "blocks shared with another file".into()))
+            repair_seal_line("sealed inode 7 has shared blocks, would clear its seal"),
+            Some((7, "shared blocks".into()))
         );
         assert_eq!(repair_seal_line("sealed inode x has a hole, clearing its seal"), None);
         assert_eq!(repair_seal_line("Phase 7 - verify link counts..."), None);

@@ -38,6 +38,9 @@ struct Sealed {
     data: u64,
 }
 
+/// A sealed file as repair names it: its mount and inode number.
+type Seal = (PathBuf, u64);
+
 /// What xfs_repair said of one filesystem.
 #[derive(Debug, Default)]
 struct Repaired {
@@ -65,10 +68,16 @@ pub fn run() -> ExitCode {
         return t.exit();
     };
     let repaired = repair_all(&before);
-    let broken: BTreeSet<u64> = before.values().flatten().filter(|s| !s.holds).map(|s| s.ino).collect();
-    let names = |inos: &dyn Fn(&Repaired) -> &BTreeMap<u64, String>| -> Result<BTreeMap<u64, String>, String> {
+    // Inode numbers repeat across filesystems: a seal is its mount and inode.
+    let broken: BTreeSet<Seal> = before
+        .iter()
+        .flat_map(|(mount, sealed)| sealed.iter().filter(|s| !s.holds).map(move |s| (mount.clone(), s.ino)))
+        .collect();
+    let names = |inos: &dyn Fn(&Repaired) -> &BTreeMap<u64, String>| -> Result<BTreeMap<Seal, String>, String> {
         let r = repaired.as_ref().map_err(Clone::clone)?;
-        Ok(r.values().flat_map(|r| inos(r).clone()).collect())
+        Ok(r.iter()
+            .flat_map(|(mount, r)| inos(r).iter().map(move |(ino, why)| ((mount.clone(), *ino), why.clone())))
+            .collect())
     };
     t.check(
         "repair-n-names-exactly-the-broken-seals",
@@ -199,18 +208,17 @@ fn statuses(repaired: &Result<BTreeMap<PathBuf, Repaired>, String>, step: usize,
 /// Fails unless `named` holds exactly the inodes of `broken`.
 fn same_set(
     before: &BTreeMap<PathBuf, Vec<Sealed>>,
-    broken: &BTreeSet<u64>,
-    named: &BTreeMap<u64, String>,
+    broken: &BTreeSet<Seal>,
+    named: &BTreeMap<Seal, String>,
     what: &str,
 ) -> Result<((), String), String> {
-    let path_of = |ino: &u64| {
+    let path_of = |(mount, ino): &Seal| {
         before
-            .values()
-            .flatten()
-            .find(|s| s.ino == *ino)
-            .map_or(format!("inode {ino}"), |s| s.path.display().to_string())
+            .get(mount)
+            .and_then(|sealed| sealed.iter().find(|s| s.ino == *ino))
+            .map_or(format!("inode {ino} of {}", mount.display()), |s| s.path.display().to_string())
     };
-    let got: BTreeSet<u64> = named.keys().copied().collect();
+    let got: BTreeSet<Seal> = named.keys().cloned().collect();
     if got != *broken {
         let missed: Vec<String> = broken.difference(&got).map(path_of).collect();
         let extra: Vec<String> = got.difference(broken).map(path_of).collect();
