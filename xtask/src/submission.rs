@@ -291,7 +291,27 @@ pub fn write_fstests(out: &Path) -> Result<usize> {
     paths::ensure_dir(out)?;
     let o = out.display().to_string();
     let range = format!("HEAD~{}", series.patch.len());
-    git(work, &["format-patch", "-q", "--no-signature", "--zero-commit", "--cover-letter", "-o", &o, &range])?;
+    // The cover letter is from the committer: the series' author too.
+    let who = [format!("user.name={name}"), format!("user.email={email}")];
+    git(
+        work,
+        &[
+            "-c",
+            &who[0],
+            "-c",
+            &who[1],
+            "format-patch",
+            "-q",
+            "--no-signature",
+            "--zero-commit",
+            "--cover-letter",
+            "--to=fstests@vger.kernel.org",
+            "--cc=linux-xfs@vger.kernel.org",
+            "-o",
+            &o,
+            &range,
+        ],
+    )?;
     // The cover letter's blurb and subject, which format-patch leaves as
     // placeholders.
     let cover_path = out.join("0000-cover-letter.patch");
@@ -652,6 +672,7 @@ mod tests {
         assert_eq!(names.len(), n + 1, "{names:?}");
         let cover = fs::read_to_string(out.path().join(&names[0])).unwrap();
         assert!(cover.contains("fstests: sealed block maps") && !cover.contains("*** BLURB HERE ***"), "{cover}");
+        assert!(cover.contains("To: fstests@vger.kernel.org") && !cover.contains("dax-seal@localhost"), "{cover}");
         let first = fs::read(out.path().join(&names[1])).unwrap();
         assert_eq!(subject(&first), "common/seal: helpers for tests of sealed block maps");
         assert!(String::from_utf8_lossy(&first).contains("Signed-off-by: "));
