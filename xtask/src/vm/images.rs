@@ -27,12 +27,7 @@ impl<'a> ImageSet<'a> {
 
     /// The backing file of persistent-memory device `i` of `kind`.
     pub fn pmem(&self, kind: PmemKind, i: u32) -> PathBuf {
-        let prefix = match kind {
-            PmemKind::Nfit => "nvdimm",
-            PmemKind::Virtio => "virtio-pmem",
-            PmemKind::Devdax => "devdax-nvdimm",
-        };
-        self.dir.join(format!("{prefix}-{}-{i}.img", self.name))
+        self.dir.join(format!("{}-{}-{i}.img", crate::vm::pmem::image_prefix(kind), self.name))
     }
 
     /// Device `i`'s backing file and its sidecar, in the order to remove

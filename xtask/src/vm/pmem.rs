@@ -61,6 +61,16 @@ fn human(bytes: u64) -> String {
     }
 }
 
+/// How the image files of `kind` begin (vm/images.rs names a set's files):
+/// each kind has files of its own, so that no kind boots another's.
+pub fn image_prefix(kind: PmemKind) -> &'static str {
+    match kind {
+        PmemKind::Nfit => "nvdimm",
+        PmemKind::Virtio => "virtio-pmem",
+        PmemKind::Devdax => "devdax-nvdimm",
+    }
+}
+
 /// Checks that `kind` can have `g` and the platform's persistence claim.
 pub fn validate_kind(kind: PmemKind, g: Geometry, persistence: bool) -> Result<()> {
     if !kind.nfit() && g.label_size != 0 {
