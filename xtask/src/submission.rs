@@ -194,15 +194,9 @@ fn write_xfsprogs(out: &Path) -> Result<usize> {
     }
     let cover = fs::read_to_string(dir.join("cover-letter.txt"))
         .with_context(|| format!("cannot read {}/cover-letter.txt", xfsprogs::DIR))?;
-    let (subject_line, body) = cover
-        .split_once('\n')
-        .filter(|(s, _)| s.starts_with("Subject: "))
-        .context("the xfsprogs cover letter's first line must be `Subject: ...`")?;
+    let (subject_line, body) = split_cover(&cover, "xfsprogs")?;
     let n = series.len();
-    let mut s = String::new();
-    let _ = writeln!(s, "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001");
-    let _ = writeln!(s, "From: {}", author(&series));
-    let _ = writeln!(s, "Subject: [PATCH 0/{n}] {}", subject_line.trim_start_matches("Subject: "));
+    let mut s = cover_head(&series, &format!("[PATCH 0/{n}] {subject_line}"));
     let _ = writeln!(s, "To: linux-xfs@vger.kernel.org");
     let _ = writeln!(s);
     let _ = writeln!(s, "{}", body.trim());
@@ -488,6 +482,24 @@ fn header(patch: &[u8], name: &str) -> Option<String> {
     Some(value)
 }
 
+/// The subject (`Subject: ...` on its first line) and the prose of a
+/// cover-letter file.
+fn split_cover<'a>(cover: &'a str, what: &str) -> Result<(&'a str, &'a str)> {
+    cover
+        .split_once('\n')
+        .and_then(|(subject, body)| Some((subject.strip_prefix("Subject: ")?, body)))
+        .with_context(|| format!("the {what} cover letter's first line must be `Subject: ...`"))
+}
+
+/// The first lines of a cover letter: the mbox separator, the series'
+/// author and the subject.
+fn cover_head(series: &[(String, Vec<u8>)], subject: &str) -> String {
+    format!(
+        "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\nFrom: {}\nSubject: {subject}\n",
+        author(series)
+    )
+}
+
 fn kernel_cover_letter(
     cover: &str,
     series: &[(String, Vec<u8>)],
@@ -497,15 +509,9 @@ fn kernel_cover_letter(
     run_dir: &Path,
     base: &str,
 ) -> Result<String> {
-    let (subject_line, body) = cover
-        .split_once('\n')
-        .filter(|(s, _)| s.starts_with("Subject: "))
-        .context("the cover letter's first line must be `Subject: ...`")?;
+    let (subject_line, body) = split_cover(cover, "kernel")?;
     let n = series.len();
-    let mut s = String::new();
-    let _ = writeln!(s, "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001");
-    let _ = writeln!(s, "From: {}", author(series));
-    let _ = writeln!(s, "Subject: [PATCH 00/{n:02}] {}", subject_line.trim_start_matches("Subject: "));
+    let mut s = cover_head(series, &format!("[PATCH 00/{n:02}] {subject_line}"));
     if !to.is_empty() {
         let _ = writeln!(s, "To: {}", to.join(",\n    "));
     }
@@ -555,10 +561,7 @@ fn kernel_cover_letter(
 fn man_cover_letter(man: &man_pages::Checked) -> String {
     let series = &man.series;
     let n = series.len();
-    let mut s = String::new();
-    let _ = writeln!(s, "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001");
-    let _ = writeln!(s, "From: {}", author(series));
-    let _ = writeln!(s, "Subject: [PATCH 0/{n}] Document sealing a file's block map");
+    let mut s = cover_head(series, &format!("[PATCH 0/{n}] Document sealing a file's block map"));
     let _ = writeln!(s, "To: Alejandro Colomar <alx@kernel.org>");
     let _ = writeln!(s, "Cc: linux-man@vger.kernel.org, linux-xfs@vger.kernel.org, linux-fsdevel@vger.kernel.org");
     let _ = writeln!(s);

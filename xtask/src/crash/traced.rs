@@ -165,7 +165,8 @@ fn copy_sparse(from: &Path, to: &Path) -> Result<()> {
 /// crash image) in `dir`, ready for a scenario with image set "model".
 fn materialize(trace: &Scenario, model: &Model, point: &model::Point, image: &model::Image, dir: &Path) -> Result<()> {
     paths::ensure_dir(dir)?;
-    for i in 0..2 {
+    // Every device of the traced boot's machine: the crash image is device 0.
+    for i in 0..trace.vm.nvdimms {
         for from in trace.image_files(i) {
             copy_sparse(&from, &dir.join(from.file_name().context("image name")?))?;
         }
