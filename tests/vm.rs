@@ -768,7 +768,8 @@ fn a_seal_broken_by_a_kernel_without_the_series_is_reported_and_recoverable() {
 
 /// Offline repair of the same scenario: patched, baseline, then patched
 /// again, which runs the guest's xfs_repair (xfsprogs with the seal) on
-/// each filesystem unmounted. It must name and clear exactly the seals the
+/// each filesystem unmounted, then patched once more on the repaired
+/// images. It must name and clear exactly the seals the
 /// kernel calls broken (the three whole-map breaks, the two zeroed files
 /// and the two shared ones, and the clone target when the log left it
 /// broken), keep the two whole ones and change no byte. On images no
@@ -795,6 +796,14 @@ fn xfs_repair_keeps_whole_seals_and_clears_exactly_the_broken_ones() {
     for reason in ["a hole at file blocks", "an unwritten extent at file blocks", "shared blocks"] {
         assert!(cleared.contains(reason), "no seal cleared for {reason:?}: {cleared}");
     }
+    // Patched again, a fresh boot on the repaired images: the kernel finds
+    // no broken seal, and every sealed file (the whole ones, and the
+    // cleared ones the workload sealed again) holds.
+    let sealed = found.matches("/mnt/pmem").count();
+    let rebooted = g.boot(&["seal-foreign-repair"], &[]);
+    let again = rebooted.case("seal-foreign-repair", "kernel-finds-broken-seals");
+    assert_eq!(again.verdict, Verdict::Fail, "{}", again.detail);
+    assert!(again.detail.contains(&format!("broken ({sealed} whole)")), "{sealed} sealed files: {}", again.detail);
     let control = Guest::new(Variant::Patched);
     assert!(control.boot(&["seal-foreign-prepare"], &[]).passed());
     let nothing = control.boot(&["seal-foreign-repair"], &[]);
