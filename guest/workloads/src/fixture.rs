@@ -140,6 +140,21 @@ pub fn is_sealed(path: &Path) -> Result<bool, String> {
     statx_attributes(path).map(|(a, _)| a & seal::STATX_ATTR_IOMAP_IMMUTABLE != 0)
 }
 
+/// Whether the seal holds (statx reports it: the kernel calls the map
+/// whole) and whether the flag is on disk (FS_IOC_FSGETXATTR): a broken
+/// seal is on disk but does not hold.
+pub fn seal_views(path: &Path) -> Result<(bool, bool), String> {
+    let file = File::open(path).map_err(|e| format!("open {}: {}", path.display(), errno_text(&e)))?;
+    let fa = seal::fsgetxattr(&file).map_err(|e| format!("FSGETXATTR {}: {}", path.display(), errno_text(&e)))?;
+    Ok((is_sealed(path)?, fa.xflags & seal::FS_XFLAG_IOMAP_IMMUTABLE != 0))
+}
+
+/// The kernel log lines so far that name inode `ino` as a seal a kernel
+/// without the series broke.
+pub fn broken_seal_reports(ino: u64) -> Result<usize, String> {
+    calls::kmsg_count(&format!("inode {ino:#x}: sealed block map changed by a kernel without the seal"))
+}
+
 /// What a map contains: "hole", "unwritten", "shared", "delalloc", or
 /// "written" when it is none of those and covers [0, size).
 pub fn describe(map: &[Extent], size: u64) -> String {

@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 
 use dax_seal_protocol::MOUNT_PREFIX;
 
-use crate::calls::{errno_text, kmsg_count, kmsg_records, result_text, statx_attributes};
+use crate::calls::{errno_text, kmsg_count, kmsg_records, result_text};
 use crate::cases::Cases;
-use crate::fixture::{create, pattern};
+use crate::fixture::{broken_seal_reports, create, pattern, seal_views};
 use crate::seal::{self, FIEMAP_EXTENT_SHARED, FIEMAP_EXTENT_UNWRITTEN};
 use crate::workdir::page_cache_mount;
 
@@ -282,19 +282,9 @@ fn clone_cut_short() -> Result<((), String), String> {
     ))
 }
 
-/// The kernel log lines so far that name `ino` as a broken seal.
-fn reports_of(ino: u64) -> Result<usize, String> {
-    let needle = format!("inode {ino:#x}: sealed block map changed by a kernel without the seal");
-    kmsg_count(&needle)
-}
-
 /// statx's view (the seal holds) and FSGETXATTR's (the flag is on disk).
 fn views(name: &str) -> Result<(bool, bool), String> {
-    let path = dir().join(name);
-    let holds = statx_attributes(&path)?.0 & seal::STATX_ATTR_IOMAP_IMMUTABLE != 0;
-    let file = open(name)?;
-    let fa = seal::fsgetxattr(&file).map_err(|e| format!("FSGETXATTR {name}: {}", errno_text(&e)))?;
-    Ok((holds, fa.xflags & seal::FS_XFLAG_IOMAP_IMMUTABLE != 0))
+    seal_views(&dir().join(name))
 }
 
 fn ino(name: &str) -> Result<u64, String> {
@@ -497,7 +487,7 @@ fn clone_replayed() -> Replay {
     let r = (|| {
         let ino = ino(TARGET)?;
         let n = dropped_lines(ino, "left changes to its block map in the log")?;
-        let broken = reports_of(ino)?;
+        let broken = broken_seal_reports(ino)?;
         Ok::<_, String>((ino, n, broken))
     })();
     let (ino, n, broken) = match r {
@@ -555,7 +545,7 @@ fn broken_reported() -> Result<((), String), String> {
                 return Err(format!("ftruncate of {name}: {other:?}, expected ETXTBSY (the flag is still on disk)"))
             }
         }
-        let n = reports_of(ino(name)?)?;
+        let n = broken_seal_reports(ino(name)?)?;
         if n != 1 {
             return Err(format!("{n} kernel log lines name {name} (inode {:#x}), expected 1", ino(name)?));
         }
@@ -584,7 +574,7 @@ fn whole_kept() -> Result<((), String), String> {
         }
         let file = open(name)?;
         seal::seal(&file).map_err(|e| format!("SEAL of the sealed {name}: {}", errno_text(&e)))?;
-        if reports_of(ino(name)?)? != 0 {
+        if broken_seal_reports(ino(name)?)? != 0 {
             return Err(format!("the kernel log names {name}, whose map is whole"));
         }
     }

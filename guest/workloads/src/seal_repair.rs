@@ -22,9 +22,9 @@ use std::process::ExitCode;
 
 use dax_seal_protocol::MOUNT_PREFIX;
 
-use crate::calls::{errno_text, kmsg_count, mounted, statx_attributes};
+use crate::calls::{errno_text, mounted};
 use crate::cases::Cases;
-use crate::fixture::{while_unmounted, xfs_repair};
+use crate::fixture::{broken_seal_reports, seal_views, while_unmounted, xfs_repair, Repair};
 use crate::seal;
 
 /// A sealed file as the kernel and the disk see it.
@@ -41,16 +41,11 @@ struct Sealed {
 /// A sealed file as repair names it: its mount and inode number.
 type Seal = (PathBuf, u64);
 
-/// What xfs_repair said of one filesystem.
-#[derive(Debug, Default)]
-struct Repaired {
-    /// `-n` first: inode and reason, per line naming a seal it would clear.
-    would: BTreeMap<u64, String>,
-    cleared: BTreeMap<u64, String>,
-    /// The second `-n`: seal lines (must be none) and exit status.
-    after: BTreeMap<u64, String>,
-    statuses: [Option<i32>; 3],
-}
+/// The xfs_repair calls on each filesystem, in order: -n, the repair, -n.
+const CALLS: [&[&str]; 3] = [&["-n"], &[], &["-n"]];
+
+/// What each of [`CALLS`] did, per mount.
+type Repaired = BTreeMap<PathBuf, Vec<Repair>>;
 
 pub fn run() -> ExitCode {
     let mut t = Cases::new(7);
@@ -73,29 +68,30 @@ pub fn run() -> ExitCode {
         .iter()
         .flat_map(|(mount, sealed)| sealed.iter().filter(|s| !s.holds).map(move |s| (mount.clone(), s.ino)))
         .collect();
-    let names = |inos: &dyn Fn(&Repaired) -> &BTreeMap<u64, String>| -> Result<BTreeMap<Seal, String>, String> {
+    // The seals call `step` named, on every mount.
+    let names = |step: usize| -> Result<BTreeMap<Seal, String>, String> {
         let r = repaired.as_ref().map_err(Clone::clone)?;
         Ok(r.iter()
-            .flat_map(|(mount, r)| inos(r).iter().map(move |(ino, why)| ((mount.clone(), *ino), why.clone())))
+            .flat_map(|(mount, r)| r[step].named.iter().map(move |(ino, why)| ((mount.clone(), *ino), why.clone())))
             .collect())
     };
     t.check(
         "repair-n-names-exactly-the-broken-seals",
-        names(&|r| &r.would).and_then(|named| {
+        names(0).and_then(|named| {
             statuses(&repaired, 0, 1)?;
             same_set(&before, &broken, &named, "xfs_repair -n would clear")
         }),
     );
     t.check(
         "repair-clears-exactly-them",
-        names(&|r| &r.cleared).and_then(|named| {
+        names(1).and_then(|named| {
             statuses(&repaired, 1, 0)?;
             same_set(&before, &broken, &named, "xfs_repair cleared")
         }),
     );
     t.check(
         "repair-n-clean-afterwards",
-        names(&|r| &r.after).and_then(|named| {
+        names(2).and_then(|named| {
             statuses(&repaired, 2, 0)?;
             if named.is_empty() {
                 Ok(((), "a second xfs_repair -n names no seal and exits 0".into()))
@@ -143,11 +139,8 @@ fn scan(dir: &Path, found: &mut Vec<Sealed>) -> Result<(), String> {
         if meta.is_dir() {
             scan(&path, found)?;
         } else if meta.is_file() {
-            let file = File::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
-            let fa =
-                seal::fsgetxattr(&file).map_err(|e| format!("FSGETXATTR {}: {}", path.display(), errno_text(&e)))?;
-            if fa.xflags & seal::FS_XFLAG_IOMAP_IMMUTABLE != 0 {
-                let holds = statx_attributes(&path)?.0 & seal::STATX_ATTR_IOMAP_IMMUTABLE != 0;
+            let (holds, on_disk) = seal_views(&path)?;
+            if on_disk {
                 found.push(Sealed { data: hash(&path)?, path, ino: meta.ino(), holds });
             }
         }
@@ -169,36 +162,24 @@ fn hash(path: &Path) -> Result<u64, String> {
 }
 
 /// xfs_repair -n, xfs_repair, xfs_repair -n on each filesystem, unmounted.
-fn repair_all(before: &BTreeMap<PathBuf, Vec<Sealed>>) -> Result<BTreeMap<PathBuf, Repaired>, String> {
+fn repair_all(before: &BTreeMap<PathBuf, Vec<Sealed>>) -> Result<Repaired, String> {
     let mut out = BTreeMap::new();
     for mount in before.keys() {
-        let r = while_unmounted(mount, |dev| {
-            let mut r = Repaired::default();
-            for (i, args) in [&["-n"][..], &[][..], &["-n"][..]].iter().enumerate() {
-                let repair = xfs_repair(dev, args)?;
-                r.statuses[i] = repair.status;
-                match i {
-                    0 => r.would = repair.named,
-                    1 => r.cleared = repair.named,
-                    _ => r.after = repair.named,
-                }
-            }
-            Ok(r)
-        })?;
-        out.insert(mount.clone(), r);
+        let calls = while_unmounted(mount, |dev| CALLS.iter().map(|args| xfs_repair(dev, args)).collect())?;
+        out.insert(mount.clone(), calls);
     }
     Ok(out)
 }
 
 /// Fails unless each xfs_repair call number `step` exited with `want`.
-fn statuses(repaired: &Result<BTreeMap<PathBuf, Repaired>, String>, step: usize, want: i32) -> Result<(), String> {
+fn statuses(repaired: &Result<Repaired, String>, step: usize, want: i32) -> Result<(), String> {
     for (mount, r) in repaired.as_ref().map_err(Clone::clone)? {
-        if r.statuses[step] != Some(want) {
+        if r[step].status != Some(want) {
             return Err(format!(
                 "xfs_repair call {} on {} exited {:?}, expected {want}",
                 step + 1,
                 mount.display(),
-                r.statuses[step]
+                r[step].status
             ));
         }
     }
@@ -228,17 +209,10 @@ fn same_set(
     Ok(((), format!("{what} {} seals: {}", lines.len(), lines.join("; "))))
 }
 
-fn views(path: &Path) -> Result<(bool, bool), String> {
-    let holds = statx_attributes(path)?.0 & seal::STATX_ATTR_IOMAP_IMMUTABLE != 0;
-    let file = File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
-    let fa = seal::fsgetxattr(&file).map_err(|e| format!("FSGETXATTR {}: {}", path.display(), errno_text(&e)))?;
-    Ok((holds, fa.xflags & seal::FS_XFLAG_IOMAP_IMMUTABLE != 0))
-}
-
 fn whole_kept(all: &[&Sealed]) -> Result<((), String), String> {
     let whole: Vec<&&Sealed> = all.iter().filter(|s| s.holds).collect();
     for s in &whole {
-        let (holds, on_disk) = views(&s.path)?;
+        let (holds, on_disk) = seal_views(&s.path)?;
         if !holds || !on_disk {
             return Err(format!(
                 "{} was whole, yet after the repair statx sealed {holds}, FSGETXATTR sealed {on_disk}",
@@ -254,16 +228,15 @@ fn whole_kept(all: &[&Sealed]) -> Result<((), String), String> {
 fn cleared_gone(all: &[&Sealed]) -> Result<((), String), String> {
     let broken: Vec<&&Sealed> = all.iter().filter(|s| !s.holds).collect();
     for s in &broken {
-        let needle = format!("inode {:#x}: sealed block map changed by a kernel without the seal", s.ino);
-        let reports = kmsg_count(&needle)?;
-        let (holds, on_disk) = views(&s.path)?;
+        let reports = broken_seal_reports(s.ino)?;
+        let (holds, on_disk) = seal_views(&s.path)?;
         if holds || on_disk {
             return Err(format!(
                 "{} after the repair: statx sealed {holds}, FSGETXATTR sealed {on_disk}",
                 s.path.display()
             ));
         }
-        if kmsg_count(&needle)? != reports {
+        if broken_seal_reports(s.ino)? != reports {
             return Err(format!("the kernel still calls the seal of {} broken after the repair", s.path.display()));
         }
         let file = fs::OpenOptions::new()
@@ -272,7 +245,7 @@ fn cleared_gone(all: &[&Sealed]) -> Result<((), String), String> {
             .open(&s.path)
             .map_err(|e| format!("open {}: {e}", s.path.display()))?;
         seal::seal(&file).map_err(|e| format!("SEAL {} after the repair: {}", s.path.display(), errno_text(&e)))?;
-        if !views(&s.path)?.0 {
+        if !seal_views(&s.path)?.0 {
             return Err(format!("{}: SEAL returned, but statx does not report the seal", s.path.display()));
         }
     }
