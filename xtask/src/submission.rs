@@ -261,6 +261,8 @@ pub fn write_fstests(out: &Path) -> Result<usize> {
         .rsplit_once(" <")
         .map(|(n, e)| (n.trim().to_string(), e.trim_end_matches('>').to_string()))
         .context("the series' author has no address")?;
+    // The commits, and so the cover letter, are the series' author's.
+    let who = [format!("user.name={name}"), format!("user.email={email}")];
     let repo = tempfile::tempdir().context("a temporary directory for the fstests series")?;
     let work = repo.path();
     let cases = paths::project_root().join(rootfs::CASES_DIR);
@@ -276,7 +278,6 @@ pub fn write_fstests(out: &Path) -> Result<usize> {
         let msg = work.join(".git/dax-seal-message");
         fs::write(&msg, message)?;
         let msg = msg.display().to_string();
-        let who = [format!("user.name={name}"), format!("user.email={email}")];
         git(work, &["-c", &who[0], "-c", &who[1], "commit", "-q", "-F", &msg])?;
     }
     if out.exists() {
@@ -285,8 +286,6 @@ pub fn write_fstests(out: &Path) -> Result<usize> {
     paths::ensure_dir(out)?;
     let o = out.display().to_string();
     let range = format!("HEAD~{}", series.patch.len());
-    // The cover letter is from the committer: the series' author too.
-    let who = [format!("user.name={name}"), format!("user.email={email}")];
     git(
         work,
         &[
@@ -322,20 +321,7 @@ pub fn write_fstests(out: &Path) -> Result<usize> {
 fn git_init(dir: &Path, message: &str) -> Result<()> {
     git(dir, &["init", "-q"])?;
     git(dir, &["add", "-A"])?;
-    git(
-        dir,
-        &[
-            "-c",
-            "user.name=dax-seal",
-            "-c",
-            "user.email=dax-seal@localhost",
-            "commit",
-            "-q",
-            "--allow-empty",
-            "-m",
-            message,
-        ],
-    )
+    git(dir, &["commit", "-q", "--allow-empty", "-m", message])
 }
 
 /// Runs git in `dir`; a failure carries its stderr.

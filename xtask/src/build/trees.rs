@@ -213,13 +213,7 @@ pub fn fetch_package(package: &str, suite: &str, mirror: &str, inside: &str) -> 
         let _ = fs::remove_dir_all(&unpacking);
         bail!("{} holds no {inside}", deb.display());
     }
-    let version = deb_version(&deb);
-    fs::write(unpacking.join(VERSION_FILE), &version)
-        .with_context(|| format!("writing {}", unpacking.join(VERSION_FILE).display()))?;
-    if dir.exists() {
-        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    }
-    fs::rename(&unpacking, &dir).with_context(|| format!("moving {} into place", dir.display()))?;
+    into_place(&unpacking, &dir, &deb_version(&deb))?;
     // What is unpacked is what the tasks use; the .deb is not kept.
     let _ = fs::remove_dir_all(&deb_dir);
     Ok(dir)
@@ -271,14 +265,21 @@ pub fn fetch_source_package(package: &str, suite: &str, mirror: &str) -> Result<
         .ignore_stdout()
         .run()
         .with_context(|| format!("unpacking {}", dsc.display()))?;
-    fs::write(unpacking.join(VERSION_FILE), &version)
-        .with_context(|| format!("writing {}", unpacking.join(VERSION_FILE).display()))?;
-    if dir.exists() {
-        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    }
-    fs::rename(&unpacking, &dir).with_context(|| format!("moving {} into place", dir.display()))?;
+    into_place(&unpacking, &dir, &version)?;
     let _ = fs::remove_dir_all(&download);
     Ok((dir.join("src"), version))
+}
+
+/// Records `version` in `unpacking` and moves it to `dir` in place of
+/// whatever was there: what [`fetch_package`] and [`fetch_source_package`]
+/// finish with, so that a half-unpacked package is never found.
+fn into_place(unpacking: &Path, dir: &Path, version: &str) -> Result<()> {
+    fs::write(unpacking.join(VERSION_FILE), version)
+        .with_context(|| format!("writing {}", unpacking.join(VERSION_FILE).display()))?;
+    if dir.exists() {
+        fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    fs::rename(unpacking, dir).with_context(|| format!("moving {} into place", dir.display()))
 }
 
 /// The version of the package [`fetch_package`] unpacked in `dir`, if it
@@ -347,9 +348,7 @@ impl AptState {
         let name = filename.rsplit('/').next().unwrap_or(&filename).replace("%3a", ":");
         Ok((into.join(name), sha256))
     }
-}
 
-impl AptState {
     /// Downloads the files of source package `package` into `into`.
     fn source(&self, package: &str, into: &Path) -> Result<()> {
         let options = &self.options;
