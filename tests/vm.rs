@@ -89,6 +89,106 @@ fn default_workloads_give_the_contracts_verdicts_on_virtio_pmem() {
     assert!(flushed.detail.contains("on a virtio-pmem device"), "{}", flushed.detail);
 }
 
+/// Every default workload on CXL memory devices, patched and baseline:
+/// the guest makes a CXL region and a labelled fsdax namespace on each
+/// device, the regions sit on the CXL bus, and every verdict is the
+/// NVDIMMs' (a synchronous persistence domain: MAP_SYNC offered, the
+/// userspace-flush records kept, the pin cases as on NVDIMMs).
+#[test]
+fn default_workloads_give_the_nvdimms_verdicts_on_cxl() {
+    use dax_seal_protocol::pmem::PmemKind;
+    let workloads: Vec<&str> = dax_seal_protocol::default_workloads().map(|w| w.name).collect();
+    let ((_, patched), baseline) = on_both_kernels_with(&workloads, |g| g.vm.pmem = PmemKind::Cxl);
+    for b in [&patched, &baseline] {
+        let setup = b.run("setup");
+        assert!(setup.cases.iter().all(|c| c.verdict == Verdict::Pass), "{}", b.explain());
+        let namespace = b.case("setup", "pmem1 fsdax namespace");
+        assert!(namespace.detail.contains("labelled namespace1.0"), "{}", namespace.detail);
+        assert!(namespace.detail.contains("memmap in RAM"), "{}", namespace.detail);
+        let smoke = b.case("dax-smoke", "mmap MAP_SHARED_VALIDATE|MAP_SYNC");
+        assert_eq!(smoke.verdict, Verdict::Pass, "{}", b.explain());
+        assert!(!smoke.detail.contains("refused"), "{}", smoke.detail);
+        let check = b.case("cli", "check");
+        assert!(check.detail.contains("synchronous (CXL)"), "{}", check.detail);
+        assert!(b.outcome.command_line.contains("cxl-type3"), "{}", b.outcome.command_line);
+        assert_eq!(b.outcome.accel, xtask::vm::qemu::Accel::Tcg);
+    }
+    let records = patched.case("userspace-flush", "sealed: every acknowledged record intact");
+    assert_eq!(records.verdict, Verdict::Pass, "{}", patched.explain());
+    for name in
+        ["fsync-after-release-flushes-the-device", "unpin-writes-back-what-the-pin-wrote", "pin-outlives-umount"]
+    {
+        assert_sealed_only(&patched, &baseline, "seal-lifetime", name);
+    }
+    let flushed = patched.case("seal-lifetime", "fsync-after-release-flushes-the-device");
+    assert!(flushed.detail.contains("on a CXL memory device"), "{}", flushed.detail);
+}
+
+/// A CXL device's namespace lives in its label storage area: a second boot
+/// finds it and the filesystem; labels the kernel does not accept fail
+/// set-up with the reason and are left as they were (nothing remade);
+/// --fresh starts the device over.
+#[test]
+fn a_cxl_namespace_comes_back_from_its_labels_and_damaged_labels_are_reported() {
+    use dax_seal_protocol::pmem::PmemKind;
+    let mut g = Guest::new(Variant::Patched);
+    g.vm.pmem = PmemKind::Cxl;
+    g.vm.nvdimms = 1;
+    let first = g.boot(&[], &["echo labelled-4711 > /mnt/pmem0/marker && sync"]);
+    assert!(first.passed(), "{}", first.explain());
+    assert!(
+        first.case("setup", "pmem0 fsdax namespace").detail.contains("labelled namespace0.0"),
+        "{}",
+        first.explain()
+    );
+
+    let second = g.boot(&[], &["cat /mnt/pmem0/marker"]);
+    assert!(second.passed(), "{}", second.explain());
+    let ns = second.case("setup", "pmem0 fsdax namespace");
+    assert!(
+        ns.detail.contains("kept fsdax namespace namespace0.0") && !ns.detail.contains("labelled"),
+        "{}",
+        ns.detail
+    );
+    assert!(second.case("exec", "cat /mnt/pmem0/marker").detail.contains("labelled-4711"), "{}", second.explain());
+
+    // Both index blocks and the first labels overwritten.
+    let lsa = xtask::vm::images::label_area_of(&g.image(0));
+    let mut area = std::fs::read(&lsa).expect("label area");
+    area[..8192].fill(0x5a);
+    std::fs::write(&lsa, &area).expect("damaging the label area");
+    let image_before = file_digest(&g.image(0));
+    let damaged = g.boot(&["dax-smoke"], &[]);
+    assert!(!damaged.passed(), "{}", damaged.explain());
+    let ns = damaged.case("setup", "pmem0 fsdax namespace");
+    assert_eq!(ns.verdict, Verdict::Fail, "{}", damaged.explain());
+    assert!(ns.detail.contains("gives no namespace although") && ns.detail.contains("--fresh"), "{}", ns.detail);
+    assert_eq!(damaged.run("dax-smoke").verdict, Verdict::Fail, "{}", damaged.explain());
+    assert!(damaged.outcome.end.is_clean(), "{}", damaged.explain());
+    assert_eq!(std::fs::read(&lsa).expect("label area"), area, "the damaged labels were rewritten");
+    assert_eq!(file_digest(&g.image(0)), image_before, "the device was written to");
+
+    g.start_blank();
+    let fresh = g.boot(&["dax-smoke"], &[]);
+    assert!(fresh.passed(), "{}", fresh.explain());
+}
+
+/// A digest of a file's bytes, read in chunks (images are large).
+fn file_digest(path: &std::path::Path) -> u64 {
+    use std::hash::Hasher;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut h = std::hash::DefaultHasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if n == 0 {
+            return h.finish();
+        }
+        h.write(&buf[..n]);
+    }
+}
+
 #[test]
 fn sysrq_crash_is_reported_as_a_panic() {
     let b = Guest::new(Variant::Patched).boot(&[], &["echo c > /proc/sysrq-trigger"]);

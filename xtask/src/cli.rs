@@ -107,19 +107,23 @@ pub struct VmArgs {
     /// The kind of persistent memory: nfit (emulated NVDIMMs that ACPI's NFIT
     /// describes, a synchronous persistence domain), virtio (virtio-pmem
     /// devices, whose persistence needs a flush request: MAP_SYNC is refused
-    /// there) or devdax (NVDIMMs as nfit, plus one more in device-dax mode:
-    /// the reference for fault latency and commit rate). Each kind has its
-    /// own images.
+    /// there), devdax (NVDIMMs as nfit, plus one more in device-dax mode:
+    /// the reference for fault latency and commit rate) or cxl (CXL type-3
+    /// memory devices with persistent capacity, each behind its own host
+    /// bridge: the guest makes a CXL region and a labelled fsdax namespace
+    /// on each; boots under TCG). Each kind has its own images.
     #[arg(long, default_value = "nfit", value_name = "KIND", value_parser = parse_pmem)]
     pub pmem: PmemKind,
     /// Number of persistent-memory devices (two: one mounted DAX, one not;
     /// see --dax).
     #[arg(long, visible_alias = "pmem-devices", default_value_t = Machine::DEFAULT.nvdimms)]
     pub nvdimms: u32,
-    /// Size of each device (K, M, G suffixes), a multiple of 2M, at least 512M.
+    /// Size of each device (K, M, G suffixes), a multiple of 2M (of 256M for
+    /// cxl), at least 512M.
     #[arg(long, visible_alias = "pmem-size", default_value = "1G", value_parser = parse_size)]
     pub nvdimm_size: u64,
-    /// NVDIMM label area size (0 = label-less; else at least 128K).
+    /// Label area size (0 = label-less NVDIMMs, and 128K for cxl, whose
+    /// namespaces live in labels; else at least 128K).
     #[arg(long, default_value = "0", value_parser = parse_size)]
     pub label_size: u64,
     /// QEMU's nvdimm-persistence: what the platform says survives power loss
@@ -337,7 +341,7 @@ pub fn parse_param(text: &str) -> Result<(String, String), String> {
 
 /// "1G", "512M", "128K", "4096": bytes.
 /// `--pmem`'s value.
-fn parse_pmem(text: &str) -> Result<PmemKind, String> {
+pub fn parse_pmem(text: &str) -> Result<PmemKind, String> {
     PmemKind::parse(text)
 }
 

@@ -95,6 +95,8 @@ fn boot_kernel(ctx: &Ctx, ready: &Ready, iteration: u32) -> Result<(Vec<Workload
             attempt,
             iteration,
             pmem: machine.pmem,
+            // Read from the images when the boot starts (BootRequest::vm).
+            blank_label_areas: Vec::new(),
         };
         // A rerun boots on fresh images of its own in the run's directory:
         // the user's images keep what the first boot left.
@@ -179,7 +181,7 @@ pub fn cmd(args: &RunArgs) -> Result<ExitCode> {
     let mut first: Vec<Result<(Vec<WorkloadRun>, Vec<results::BootRecord>)>> = Vec::new();
     let build_failures = streaming.run(machine.accel, |batch| {
         if ready.is_empty() {
-            eprintln!("[run] accelerator: {} ({})", batch[0].prepared.accel.name(), batch[0].prepared.accel_reason);
+            eprintln!("[run] {}", batch[0].prepared.accel_line(&machine));
         }
         first.extend(crate::jobs::in_parallel(jobs, batch.iter().collect(), |r| boot_kernel(&ctx, r, 0)));
         ready.extend(batch);
@@ -253,7 +255,7 @@ pub fn shell(args: &ShellArgs) -> Result<ExitCode> {
     check_guest_args(guest)?;
     let machine = guest.vm.machine();
     let prepared = prepare(&[args.kernel], &guest.source.choice()?, machine.accel)?;
-    eprintln!("[shell] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
+    eprintln!("[shell] {}", prepared.accel_line(&machine));
     let out_dir = paths::images_dir().join("shell");
     let images_dir = paths::images_dir();
     let request = BootRequest {

@@ -284,7 +284,7 @@ pub struct Check {
     /// "page cache" (not DAX) or "unknown".
     pub persistence: String,
     /// Who provides the device under the filesystem, when it is a libnvdimm
-    /// one (`ACPI.NFIT`, `virtio-pmem`): its bus's provider in sysfs.
+    /// one (`ACPI.NFIT`, `virtio-pmem`, `CXL`): its bus's provider in sysfs.
     pub provider: Option<String>,
     /// What makes a write to a sealed file there durable.
     pub durability: String,

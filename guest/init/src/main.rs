@@ -7,6 +7,7 @@
 //! each as KTAP, and powers off. It never panics on purpose: every error is a
 //! `not ok` line with the reason, and even a bug ends in sync and power-off.
 
+mod cxl;
 mod machine;
 mod nvdimm;
 mod report;
@@ -34,7 +35,10 @@ fn main() {
         }
     };
     log(&format!("kernel variant {}, workloads {:?}", config.kernel, config.workloads));
-    let mounted = nvdimm::set_up_all(&mut report, config.pmem, config.fresh, config.mkfs, |i| config.dax_mode(i));
+    let mounted =
+        nvdimm::set_up_all(&mut report, config.pmem, config.fresh, config.mkfs, &config.blank_label_areas, |i| {
+            config.dax_mode(i)
+        });
 
     if config.shell {
         run_shell();

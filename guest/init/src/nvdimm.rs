@@ -62,13 +62,30 @@ pub fn set_up_all(
     kind: PmemKind,
     fresh: bool,
     mkfs: Mkfs,
+    blank_label_areas: &[bool],
     dax: impl Fn(usize) -> DaxMode,
 ) -> bool {
+    // CXL devices have no region until one is made; NVDIMMs and
+    // virtio-pmem devices come with theirs.
+    let mut assembled = Vec::new();
+    if kind == PmemKind::Cxl {
+        match crate::cxl::assemble(blank_label_areas.len()).and_then(|notes| {
+            wait_for_regions(blank_label_areas.len())?;
+            Ok(notes)
+        }) {
+            Ok(notes) => assembled = notes,
+            Err(reason) => {
+                report.single("setup", &TestResult::Fail(format!("CXL regions: {reason}")));
+                return false;
+            }
+        }
+    }
     let regions = regions();
     if regions.is_empty() {
         let hint = match kind {
             PmemKind::Nfit | PmemKind::Devdax => "is QEMU given -machine nvdimm=on and the kernel ACPI_NFIT?",
             PmemKind::Virtio => "is QEMU given virtio-pmem-pci and the kernel VIRTIO_PMEM?",
+            PmemKind::Cxl => "did cxl_pmem_region hand the regions to libnvdimm (CXL_PMEM)?",
         };
         let reason = format!("no {} region under {ND}: {hint}", kind.device());
         report.single("setup", &TestResult::Fail(reason));
@@ -79,12 +96,19 @@ pub fn set_up_all(
         return false;
     }
     let devdax = |i: usize| kind.is_device_dax(i, regions.len());
+    // Whether region i's namespace lives in labels, and if so whether its
+    // label area was blank.
+    let labels =
+        |i: usize| if kind.labelled() { Some(blank_label_areas.get(i).copied().unwrap_or(false)) } else { None };
     let cases = (0..regions.len()).map(|i| if devdax(i) { 1 } else { 3 }).sum();
     let mut sub = report.subtest("setup", cases);
+    for note in &assembled {
+        sub.diag(note);
+    }
     let mut all_ok = true;
     for (i, region) in regions.iter().enumerate() {
         if devdax(i) {
-            let outcome = match ensure_claimed(region, &DEVICE_DAX) {
+            let outcome = match ensure_claimed(region, &DEVICE_DAX, labels(i)) {
                 Ok((dev, how)) => {
                     sub.diag(&format!("{how}: {dev}"));
                     TestResult::Pass
@@ -98,7 +122,7 @@ pub fn set_up_all(
         let mount_point = format!("{MOUNT_PREFIX}{i}");
         let option = format!("dax={}", dax(i).name());
         let steps: [(String, Step<'_>); 3] = [
-            (format!("pmem{i} fsdax namespace"), &|_| ensure_claimed(region, &FSDAX)),
+            (format!("pmem{i} fsdax namespace"), &|_| ensure_claimed(region, &FSDAX, labels(i))),
             (format!("pmem{i} xfs"), &|dev| ensure_xfs(dev, fresh, mkfs).map(|how| (dev.to_string(), how))),
             (format!("pmem{i} mount {option}"), &|dev| {
                 machine::mount_fs(dev, &mount_point, "xfs", &option)
@@ -129,6 +153,31 @@ pub fn set_up_all(
     }
     sub.end();
     all_ok
+}
+
+/// Waits until libnvdimm has `count` regions (CXL regions reach it from
+/// the cxl_pmem_region driver's probe, after their commit).
+fn wait_for_regions(count: usize) -> Result<(), String> {
+    let start = std::time::Instant::now();
+    loop {
+        let found = regions().len();
+        if found >= count {
+            // Reading a bus's wait_probe returns once its regions,
+            // namespaces and claims have been probed.
+            for bus in fs::read_dir(ND).into_iter().flatten().flatten() {
+                if bus.file_name().to_string_lossy().starts_with("ndbus") {
+                    read(bus.path().join("wait_probe"))?;
+                }
+            }
+            return Ok(());
+        }
+        if start.elapsed() > std::time::Duration::from_secs(15) {
+            return Err(format!(
+                "{found} libnvdimm regions under {ND} 15 s after the CXL regions were committed, not {count}"
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Why `region` is not of `kind`, if it is not: its bus's provider names
@@ -220,14 +269,20 @@ const DEVICE_DAX: Claim = Claim {
 
 /// Claims the region's namespace as `claim` says, or keeps the claim an
 /// earlier boot made; returns the device node and how it came to be.
-fn ensure_claimed(region: &Path, claim: &Claim) -> Result<(String, String), String> {
+/// `labels` is, for a device whose namespaces live in its label area,
+/// whether that area was blank when the boot began.
+fn ensure_claimed(region: &Path, claim: &Claim, labels: Option<bool>) -> Result<(String, String), String> {
     let ns = namespace_of(region)?;
     let ns_dir = Path::new(ND).join(&ns);
+    let made = match labels {
+        Some(blank) => ensure_labelled_namespace(region, &ns, blank)?,
+        None => String::new(),
+    };
     let mode = read(ns_dir.join("mode"))?;
     let holder = read(ns_dir.join("holder")).unwrap_or_default();
     if mode == claim.ns_mode && holder.starts_with(claim.prefix) {
         let dev = (claim.device)(&holder)?;
-        return Ok((dev, format!("kept {} namespace {ns} ({holder})", claim.mode)));
+        return Ok((dev, format!("{made}kept {} namespace {ns} ({holder})", claim.mode)));
     }
     // A virtio-pmem region lets the kernel map its unclaimed namespace with
     // struct pages in RAM ("memory" with no holder); an NVDIMM's shows
@@ -253,11 +308,40 @@ fn ensure_claimed(region: &Path, claim: &Claim) -> Result<(String, String), Stri
     let align = (claim.align)(&read(seed_dir.join("supported_alignments")).unwrap_or_default());
     write(seed_dir.join("uuid"), &new_uuid()?)?;
     write(seed_dir.join("align"), align)?;
-    write(seed_dir.join("mode"), "pmem")?;
+    // The memmap (struct pages) goes on the device, except on CXL: QEMU
+    // emulates CXL memory access by access, and struct pages are touched
+    // on every fault and pin.
+    let (memmap, where_) = if labels.is_some() { ("ram", "in RAM") } else { ("pmem", "on device") };
+    write(seed_dir.join("mode"), memmap)?;
     write(seed_dir.join("namespace"), &ns)?;
     write(Path::new(claim.driver).join("bind"), &seed)?;
     let dev = (claim.device)(&seed)?;
-    Ok((dev, format!("put {ns} in {} mode through {seed} (align {align}, memmap on device)", claim.mode)))
+    Ok((dev, format!("{made}put {ns} in {} mode through {seed} (align {align}, memmap {where_})", claim.mode)))
+}
+
+/// Gives a labelled region's seed namespace the whole region, which writes
+/// the device's label index and the namespace's label, when the label
+/// area was blank; keeps a namespace its labels already give. A namespace
+/// of size 0 on an area that was not blank means labels the kernel did
+/// not accept (damaged, or made for another region): reported, never
+/// remade, so that what the device holds is not lost.
+fn ensure_labelled_namespace(region: &Path, ns: &str, blank: bool) -> Result<String, String> {
+    let ns_dir = Path::new(ND).join(ns);
+    if read(ns_dir.join("size"))? != "0" {
+        return Ok(String::new());
+    }
+    if !blank {
+        return Err(format!(
+            "{} gives no namespace although its device's label storage area holds data: damaged labels, \
+             or labels of another region (the device's serial or capacity changed). Nothing was changed; \
+             run with --fresh to start the device over (its contents are lost)",
+            region.display()
+        ));
+    }
+    let size = read(region.join("available_size"))?;
+    write(ns_dir.join("uuid"), &new_uuid()?)?;
+    write(ns_dir.join("size"), &size)?;
+    Ok(format!("labelled {ns} over the region's {size} bytes; "))
 }
 
 /// `/dev/daxR.N` of the nd dax device `dax`: the device-dax instance

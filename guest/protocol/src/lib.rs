@@ -119,6 +119,13 @@ pub struct RunConfig {
     /// The kind of persistent-memory device the host attached.
     #[serde(default)]
     pub pmem: pmem::PmemKind,
+    /// For kinds whose namespaces live in labels ([`pmem::PmemKind::labelled`]):
+    /// whether each device's label storage area was blank (all zeroes) when
+    /// the host started the boot, by device index. The guest makes a
+    /// namespace on a blank area only; one that holds labels but gives no
+    /// namespace is damaged, and is reported rather than remade.
+    #[serde(default)]
+    pub blank_label_areas: Vec<bool>,
 }
 
 /// mkfs.xfs metadata features (`-m`).
@@ -659,6 +666,7 @@ mod properties {
                 run,
                 mkfs: Mkfs { reflink: fresh, rmapbt: shell },
                 fstests: BTreeMap::new(),
+                blank_label_areas: vec![fresh, shell],
             })
     }
 

@@ -22,16 +22,23 @@ pub enum PmemKind {
     /// device-dax mode (`/dev/daxN.0`, no filesystem): the reference the
     /// fault-latency and commit-rate figures are measured against.
     Devdax,
+    /// CXL type-3 memory devices with persistent capacity, each behind its
+    /// own host bridge and root port: the guest makes a CXL region per
+    /// device (through sysfs, as the cxl tool does) and an fsdax namespace
+    /// in it, recorded in the device's label storage area. A synchronous
+    /// persistence domain, as for NVDIMMs.
+    Cxl,
 }
 
 impl PmemKind {
-    pub const ALL: [PmemKind; 3] = [PmemKind::Nfit, PmemKind::Virtio, PmemKind::Devdax];
+    pub const ALL: [PmemKind; 4] = [PmemKind::Nfit, PmemKind::Virtio, PmemKind::Devdax, PmemKind::Cxl];
 
     pub fn name(self) -> &'static str {
         match self {
             PmemKind::Nfit => "nfit",
             PmemKind::Virtio => "virtio",
             PmemKind::Devdax => "devdax",
+            PmemKind::Cxl => "cxl",
         }
     }
 
@@ -47,6 +54,7 @@ impl PmemKind {
         match self {
             PmemKind::Nfit | PmemKind::Devdax => "NVDIMM",
             PmemKind::Virtio => "virtio-pmem device",
+            PmemKind::Cxl => "CXL memory device",
         }
     }
 
@@ -56,6 +64,7 @@ impl PmemKind {
         match self {
             PmemKind::Nfit | PmemKind::Devdax => "ACPI.NFIT",
             PmemKind::Virtio => "virtio-pmem",
+            PmemKind::Cxl => "CXL",
         }
     }
 
@@ -64,7 +73,7 @@ impl PmemKind {
     /// call (the kernel's `dax_synchronous()`).
     pub fn synchronous(self) -> bool {
         match self {
-            PmemKind::Nfit | PmemKind::Devdax => true,
+            PmemKind::Nfit | PmemKind::Devdax | PmemKind::Cxl => true,
             PmemKind::Virtio => false,
         }
     }
@@ -75,12 +84,36 @@ impl PmemKind {
         matches!(self, PmemKind::Nfit | PmemKind::Devdax)
     }
 
+    /// Whether a device's namespaces live in its label storage area (CXL
+    /// devices must have labels): the guest makes the namespace once, on
+    /// a blank area, and finds it there on later boots.
+    pub fn labelled(self) -> bool {
+        self == PmemKind::Cxl
+    }
+
+    /// Why a data disk of model `disk` (`disks::DataDisk::name`) cannot DMA
+    /// into this kind's memory under the harness's QEMU, if it cannot. QEMU
+    /// 7.2 emulates CXL memory access by access (it is not RAM), so a device
+    /// DMA there goes through its one 4 KiB bounce buffer: its NVMe
+    /// controller waits for the buffer and goes on, its virtio-blk fails a
+    /// longer request ("virtio: bogus descriptor or out of resources") and
+    /// stops for good.
+    pub fn disk_dma_refused(self, disk: &str) -> Option<&'static str> {
+        match (self, disk) {
+            (PmemKind::Cxl, "virtio") => Some(
+                "QEMU 7.2's virtio-blk cannot DMA into emulated CXL memory: a request longer than its one \
+                 4 KiB bounce buffer breaks the device for good (QEMU 9.1's x-max-bounce-buffer-size lifts this)",
+            ),
+            _ => None,
+        }
+    }
+
     /// Devices attached for `filesystems` DAX filesystems: one more for
     /// the device-dax reference.
     pub fn devices(self, filesystems: u32) -> u32 {
         match self {
             PmemKind::Devdax => filesystems + 1,
-            PmemKind::Nfit | PmemKind::Virtio => filesystems,
+            PmemKind::Nfit | PmemKind::Virtio | PmemKind::Cxl => filesystems,
         }
     }
 
@@ -102,7 +135,7 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", k.name()));
         }
         let err = PmemKind::parse("cxl-ish").unwrap_err();
-        assert!(err.contains("nfit, virtio, devdax"), "{err}");
+        assert!(err.contains("nfit, virtio, devdax, cxl"), "{err}");
     }
 
     #[test]

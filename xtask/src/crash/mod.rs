@@ -30,6 +30,7 @@ use crate::paths;
 use crate::report::results::{self, BootRecord, CaseResult, Results, WorkloadRun};
 use crate::vm::boot::{BootOutcome, End, KillAt};
 use crate::vm::machine::Machine;
+use crate::vm::pmem::PmemKind;
 use crate::vm::request::{self, Prepared};
 use crate::vm::scenario::{Scenario, Step};
 
@@ -67,6 +68,11 @@ pub struct CrashArgs {
     /// With --model: crash images booted per point, at most (the one that drops every pending store first).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub boot: u64,
+    /// The kind of persistent memory the campaign's writers run on (see
+    /// `cargo xtask run --help`); the persistence model (--model) traces
+    /// NVDIMMs only.
+    #[arg(long, default_value = "nfit", value_name = "KIND", value_parser = crate::cli::parse_pmem)]
+    pub pmem: PmemKind,
     /// With --model: a deliberately broken sealed writer, which the model must catch.
     #[arg(long, value_enum, default_value = "none")]
     pub bug: traced::BugChoice,
@@ -393,6 +399,14 @@ fn median_secs(points: &[Point]) -> f64 {
 
 pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
     if args.model {
+        if args.pmem != PmemKind::Nfit {
+            bail!(
+                "--model with --pmem {}: the persistence model's tracer follows stores to NVDIMMs only; \
+                 drop --pmem, or --model for a SIGKILL campaign on {}",
+                args.pmem.name(),
+                args.pmem.name()
+            );
+        }
         return traced::cmd(args);
     }
     if args.bug != traced::BugChoice::None {
@@ -406,9 +420,10 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
     }
     let seed = args.seed.unwrap_or_else(clock_seed);
     let variants = args.kernel.variants();
-    let vm = Machine::default();
+    let vm = Machine { pmem: args.pmem, ..Machine::default() };
+    vm.check()?;
     let prepared: Prepared = request::prepare(&variants, &args.source.choice()?, vm.accel)?;
-    eprintln!("[crash] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
+    eprintln!("[crash] {}", prepared.accel_line(&vm));
     let (run_id, dir) = paths::new_output_dir("crash")?;
     let selected: Vec<u32> = match args.point {
         Some(k) => vec![k],
@@ -462,7 +477,7 @@ pub fn cmd(args: &CrashArgs) -> Result<ExitCode> {
         points.len(),
         elapsed.as_secs_f64() / 60.0,
         median_secs(&points),
-        prepared.accel.name()
+        prepared.accel_for(&vm).0.name()
     );
     println!("outputs: {} (summary.txt, points.txt, crash.json, junit.xml, results.ktap)", dir.display());
     Ok(results.exit_code())

@@ -103,11 +103,18 @@ impl BootRecord {
     /// What `outcome`, a boot of `kernel` prepared as in `prepared`, leaves
     /// in results.json.
     pub fn of(kernel: &str, prepared: &crate::vm::request::Prepared, outcome: &BootOutcome) -> BootRecord {
+        // A machine whose persistent memory needs TCG (CXL) gets it
+        // whatever the host offers (Prepared::accel_for).
+        let accel_reason = if outcome.accel == prepared.accel {
+            prepared.accel_reason.clone()
+        } else {
+            "the machine's persistent memory needs it".to_string()
+        };
         BootRecord {
             kernel: kernel.to_string(),
             label: String::new(),
-            accel: prepared.accel.name().to_string(),
-            accel_reason: prepared.accel_reason.clone(),
+            accel: outcome.accel.name().to_string(),
+            accel_reason,
             end: outcome.end.clone(),
             elapsed_ms: outcome.elapsed.as_millis() as u64,
             first_ktap_ms: outcome.first_ktap_at.map(|d| d.as_millis() as u64),
@@ -776,6 +783,7 @@ pub fn test_outcome(stream: &str, end: End) -> BootOutcome {
         command_line: String::new(),
         console_tail: Vec::new(),
         host_checks: Vec::new(),
+        accel: crate::vm::qemu::Accel::Tcg,
     }
 }
 

@@ -146,6 +146,8 @@ pub struct BootOutcome {
     pub console_tail: Vec<String>,
     /// The host checks the workloads asked for, done after the boot.
     pub host_checks: Vec<crate::vm::disks::Checked>,
+    /// The accelerator QEMU ran the guest with.
+    pub accel: crate::vm::qemu::Accel,
 }
 
 /// Kills QEMU when dropped.
@@ -203,6 +205,7 @@ pub fn boot(mut spec: BootSpec) -> Result<BootOutcome> {
 
     let args = qemu::argv(&spec.vm);
     let command_line = format!("{} {}", qemu::QEMU, shell_quote(&args));
+    let accel = spec.vm.accel;
     let mut console_log =
         File::create(&spec.console_log).with_context(|| format!("creating {}", spec.console_log.display()))?;
     let ktap_log = File::create(&spec.ktap_log).with_context(|| format!("creating {}", spec.ktap_log.display()))?;
@@ -269,6 +272,7 @@ pub fn boot(mut spec: BootSpec) -> Result<BootOutcome> {
         command_line,
         console_tail,
         host_checks: Vec::new(),
+        accel,
     })
 }
 

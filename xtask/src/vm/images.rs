@@ -1,7 +1,8 @@
 //! An image set: the files one guest's devices live in, named once here.
 //! In a directory, set `S` is `nvdimm-S-<i>.img` for NVDIMMs and
 //! `virtio-pmem-S-<i>.img` for virtio-pmem devices, `devdax-nvdimm-S-<i>.img` for
-//! NVDIMMs with a device-dax reference (each with its sidecar
+//! NVDIMMs with a device-dax reference, `cxl-S-<i>.img` for CXL memory
+//! devices (with their label storage area `<image>.lsa`) (each with its sidecar
 //! `<image>.toml`, which says xtask made it and for which kind), `disk-S-<name>.img`
 //! for the data disks, and `nvdimm-S.lock`, which a boot holds so that one
 //! guest at a time uses the set. A kernel variant boots on the set of its
@@ -30,13 +31,15 @@ impl<'a> ImageSet<'a> {
         self.dir.join(format!("{}-{}-{i}.img", crate::vm::pmem::image_prefix(kind), self.name))
     }
 
-    /// Device `i`'s backing file and its sidecar, in the order to remove
-    /// them (a sidecar without its image is harmless; the reverse is an
-    /// image xtask would refuse as foreign).
-    pub fn pmem_files(&self, kind: PmemKind, i: u32) -> [PathBuf; 2] {
+    /// Device `i`'s backing file, its label storage area if the kind has
+    /// one in a file of its own (CXL), and its sidecar, in the order to
+    /// remove them (a sidecar without its image is harmless; the reverse is
+    /// an image xtask would refuse as foreign).
+    pub fn pmem_files(&self, kind: PmemKind, i: u32) -> Vec<PathBuf> {
         let image = self.pmem(kind, i);
         let sidecar = sidecar_of(&image);
-        [image, sidecar]
+        let lsa = kind.labelled().then(|| label_area_of(&image));
+        std::iter::once(image).chain(lsa).chain([sidecar]).collect()
     }
 
     /// The image of data disk `name`.
@@ -65,6 +68,14 @@ impl<'a> ImageSet<'a> {
     }
 }
 
+/// The label storage area of a CXL device's image `<image>.lsa`: the
+/// device's own metadata (namespace labels), kept beside its capacity.
+pub fn label_area_of(image: &Path) -> PathBuf {
+    let mut s = image.as_os_str().to_owned();
+    s.push(".lsa");
+    PathBuf::from(s)
+}
+
 /// The sidecar of a persistent-memory image: what xtask created it with.
 pub fn sidecar_of(image: &Path) -> PathBuf {
     let mut s = image.as_os_str().to_owned();
@@ -85,6 +96,10 @@ mod tests {
         assert_eq!(
             set.pmem_files(PmemKind::Nfit, 0),
             [set.pmem(PmemKind::Nfit, 0), PathBuf::from("/i/nvdimm-patched-0.img.toml")]
+        );
+        assert_eq!(
+            set.pmem_files(PmemKind::Cxl, 1),
+            ["/i/cxl-patched-1.img", "/i/cxl-patched-1.img.lsa", "/i/cxl-patched-1.img.toml"].map(PathBuf::from)
         );
         assert_eq!(set.disk("nvme"), Path::new("/i/disk-patched-nvme.img"));
     }

@@ -98,6 +98,9 @@ impl Machine {
     pub fn check(&self) -> Result<()> {
         pmem::validate(self.geometry)?;
         pmem::validate_kind(self.pmem, self.geometry, self.persistence.is_some())?;
+        if let (AccelChoice::Kvm, Some(why)) = (self.accel, pmem::tcg_only(self.pmem)) {
+            bail!("--accel kvm: {why}; leave --accel at auto or give tcg");
+        }
         if self.nvdimms == 0 {
             bail!("--nvdimms 0: the guest needs at least one {}", self.pmem.device());
         }
@@ -129,6 +132,9 @@ mod tests {
         assert!(none.check().unwrap_err().to_string().contains("--nvdimms 0"));
         let small = Machine { geometry: Geometry { size: 1 << 20, label_size: 0 }, ..Machine::default() };
         assert!(small.check().is_err());
+        let cxl_kvm = Machine { pmem: PmemKind::Cxl, accel: AccelChoice::Kvm, ..Machine::default() };
+        assert!(cxl_kvm.check().unwrap_err().to_string().contains("boots under TCG"));
+        Machine { pmem: PmemKind::Cxl, ..Machine::default() }.check().unwrap();
         let spaced = Machine { kernel_args: vec!["a b".into()], ..Machine::default() };
         assert!(spaced.check().unwrap_err().to_string().contains("one word"));
     }

@@ -1,6 +1,7 @@
 //! Persistent memory, the one seam for its kinds ([`PmemKind`]: emulated
-//! NVDIMMs, virtio-pmem): each device's backing file and sidecar, and the
-//! QEMU arguments that attach it. Each image has a sidecar `<image>.toml`
+//! NVDIMMs, virtio-pmem, CXL memory devices): each device's backing file,
+//! label storage area (CXL) and sidecar, and the QEMU arguments that attach
+//! it. Each image has a sidecar `<image>.toml`
 //! recording what xtask created it with and for which kind; an image without
 //! one is not ours and is never touched, and an image is never handed to a
 //! kind it was not made for. Images persist across runs (the guest keeps its
@@ -15,10 +16,16 @@ use serde::{Deserialize, Serialize};
 pub use dax_seal_protocol::pmem::PmemKind;
 
 use crate::paths;
-use crate::vm::images::{sidecar_of, ImageSet};
+use crate::vm::images::{label_area_of, sidecar_of, ImageSet};
 
 const MIB: u64 = 1 << 20;
 pub const MIN_SIZE: u64 = 512 * MIB;
+/// QEMU's CXL memory devices and fixed memory windows come in multiples of
+/// 256 MiB.
+const CXL_GRANULE: u64 = 256 * MIB;
+/// A CXL device's label storage area unless `--label-size` says otherwise:
+/// two index blocks and about 500 namespace labels.
+const CXL_LABEL_AREA: u64 = 128 << 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Geometry {
@@ -31,6 +38,27 @@ pub struct Image {
     pub path: PathBuf,
     pub geometry: Geometry,
     pub kind: PmemKind,
+}
+
+impl Image {
+    /// The file holding the device's label storage area, for kinds that
+    /// keep one beside the capacity (CXL).
+    pub fn label_area(&self) -> Option<PathBuf> {
+        self.kind.labelled().then(|| label_area_of(&self.path))
+    }
+
+    /// The label storage area's size: `--label-size`, or CXL's default.
+    pub fn label_area_size(&self) -> u64 {
+        label_area_size(self.kind, self.geometry)
+    }
+}
+
+fn label_area_size(kind: PmemKind, g: Geometry) -> u64 {
+    if kind.labelled() && g.label_size == 0 {
+        CXL_LABEL_AREA
+    } else {
+        g.label_size
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -68,13 +96,25 @@ pub fn image_prefix(kind: PmemKind) -> &'static str {
         PmemKind::Nfit => "nvdimm",
         PmemKind::Virtio => "virtio-pmem",
         PmemKind::Devdax => "devdax-nvdimm",
+        PmemKind::Cxl => "cxl",
     }
 }
 
 /// Checks that `kind` can have `g` and the platform's persistence claim.
 pub fn validate_kind(kind: PmemKind, g: Geometry, persistence: bool) -> Result<()> {
-    if !kind.nfit() && g.label_size != 0 {
-        bail!("--label-size {}: only NVDIMMs (--pmem nfit) have a label area", human(g.label_size));
+    if !kind.nfit() && !kind.labelled() && g.label_size != 0 {
+        bail!(
+            "--label-size {}: only NVDIMMs (--pmem nfit) and CXL memory devices (--pmem cxl) have a label area",
+            human(g.label_size)
+        );
+    }
+    if kind == PmemKind::Cxl && !g.size.is_multiple_of(CXL_GRANULE) {
+        bail!(
+            "--pmem-size {} is not usable for --pmem cxl: QEMU's CXL memory devices and windows come in \
+             multiples of 256M (try {})",
+            human(g.size),
+            human(g.size.next_multiple_of(CXL_GRANULE))
+        );
     }
     if !kind.nfit() && persistence {
         bail!(
@@ -84,6 +124,64 @@ pub fn validate_kind(kind: PmemKind, g: Geometry, persistence: bool) -> Result<(
         );
     }
     Ok(())
+}
+
+/// Why `kind` boots under TCG only, if it does. QEMU 7.2 emulates CXL
+/// memory access by access (it is not RAM mapped into the guest), which
+/// KVM cannot run for the instructions a DAX workload uses on it.
+pub fn tcg_only(kind: PmemKind) -> Option<&'static str> {
+    (kind == PmemKind::Cxl).then_some(
+        "QEMU emulates CXL memory access by access, which KVM cannot run for every instruction \
+         a DAX mapping sees: --pmem cxl boots under TCG",
+    )
+}
+
+/// The kernel options a guest needs to find `kind`'s devices (all built
+/// in: the guest loads no modules).
+pub fn kernel_options(kind: PmemKind) -> &'static [&'static str] {
+    match kind {
+        PmemKind::Nfit => &["CONFIG_ACPI_NFIT", "CONFIG_BLK_DEV_PMEM", "CONFIG_FS_DAX"],
+        PmemKind::Devdax => &["CONFIG_ACPI_NFIT", "CONFIG_BLK_DEV_PMEM", "CONFIG_FS_DAX", "CONFIG_DEV_DAX_PMEM"],
+        PmemKind::Virtio => &["CONFIG_VIRTIO_PMEM", "CONFIG_BLK_DEV_PMEM", "CONFIG_FS_DAX"],
+        PmemKind::Cxl => &[
+            "CONFIG_CXL_ACPI",
+            "CONFIG_CXL_PCI",
+            "CONFIG_CXL_MEM",
+            "CONFIG_CXL_PORT",
+            "CONFIG_CXL_REGION",
+            "CONFIG_CXL_PMEM",
+            "CONFIG_CXL_REGION_INVALIDATION_TEST",
+            "CONFIG_BLK_DEV_PMEM",
+            "CONFIG_FS_DAX",
+        ],
+    }
+}
+
+/// Refuses, before anything boots, a kernel whose configuration (the
+/// text of its .config) lacks what `kind` needs, naming what is missing.
+pub fn check_kernel(kind: PmemKind, kernel: &str, config: &str) -> Result<()> {
+    let missing: Vec<&str> =
+        kernel_options(kind).iter().copied().filter(|o| !config.lines().any(|l| l == format!("{o}=y"))).collect();
+    if !missing.is_empty() {
+        bail!(
+            "--pmem {}: the {kernel} kernel lacks {} (built in); kernel-config/ asks for them, so this kernel \
+             was built from other fragments: rebuild it with `cargo xtask kernel --rebuild`",
+            kind.name(),
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// CPU features TCG's "max" CPU goes without for `kind`. On CXL memory,
+/// which QEMU emulates access by access, `rep movsb` (ERMS, FSRM) moves one
+/// byte per access: without them the kernel's memcpy moves words, and a
+/// 128 MiB read of a DAX file took 2.5 s instead of 20 s here.
+pub fn tcg_cpu_features(kind: PmemKind) -> &'static [&'static str] {
+    match kind {
+        PmemKind::Cxl => &["-erms", "-fsrm"],
+        PmemKind::Nfit | PmemKind::Virtio | PmemKind::Devdax => &[],
+    }
 }
 
 /// Checks sizes QEMU and the guest's fsdax set-up can use.
@@ -152,6 +250,9 @@ pub fn prepare(set: ImageSet, kind: PmemKind, count: u32, g: Geometry, fresh: bo
                         human(g.label_size)
                     );
                 }
+                if kind.labelled() {
+                    check_label_area(&path, label_area_size(kind, g))?;
+                }
                 false
             }
         };
@@ -163,6 +264,13 @@ pub fn prepare(set: ImageSet, kind: PmemKind, count: u32, g: Geometry, fresh: bo
             let f = fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
             // Sparse: only what the guest writes takes disk space.
             f.set_len(g.size).with_context(|| format!("sizing {}", path.display()))?;
+            if kind.labelled() {
+                // Blank: the guest makes the namespace, and its labels, on
+                // the first boot.
+                let lsa = label_area_of(&path);
+                let f = fs::File::create(&lsa).with_context(|| format!("creating {}", lsa.display()))?;
+                f.set_len(label_area_size(kind, g)).with_context(|| format!("sizing {}", lsa.display()))?;
+            }
             let sidecar = Sidecar { created_by: CREATED_BY.into(), size: g.size, label_size: g.label_size, kind };
             paths::write_atomic(&sidecar_of(&path), toml::to_string(&sidecar)?.as_bytes())?;
         }
@@ -195,8 +303,87 @@ pub fn qemu_args(i: usize, img: &Image) -> Vec<String> {
         // area (hence -m's slots and maxmem, as for DIMMs); flushes go to the
         // host as requests, and QEMU answers each with an fsync of the file.
         PmemKind::Virtio => format!("virtio-pmem-pci,id=vpmem{i},memdev=pmem{i}"),
+        PmemKind::Cxl => return cxl_args(i, img, backend),
     };
     vec!["-object".into(), backend, "-device".into(), device]
+}
+
+/// A CXL memory device: its own host bridge (pxb-cxl) and root port,
+/// because QEMU 7.2 gives each CXL component one HDM decoder, so a bridge
+/// routes one region. The serial number is what the kernel keys the
+/// region's namespace labels on (with the device address), so it stays the
+/// device's index for good.
+fn cxl_args(i: usize, img: &Image, backend: String) -> Vec<String> {
+    let lsa = img.label_area().unwrap_or_default();
+    [
+        ("-object", backend),
+        (
+            "-object",
+            format!("memory-backend-file,id=lsa{i},share=on,mem-path={},size={}", lsa.display(), img.label_area_size()),
+        ),
+        ("-device", format!("pxb-cxl,bus_nr={},bus=pcie.0,id=cxl.{i}", 12 + 16 * i)),
+        ("-device", format!("cxl-rp,port=0,bus=cxl.{i},id=cxlrp{i},chassis={},slot=0", i + 1)),
+        ("-device", format!("cxl-type3,bus=cxlrp{i},memdev=pmem{i},lsa=lsa{i},id=cxlmem{i},sn={}", i + 1)),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_string(), value])
+    .collect()
+}
+
+/// The machine options the devices need beside their own: one CXL fixed
+/// memory window per CXL device, routed to its host bridge (the ACPI CEDT
+/// QEMU builds from them). QEMU takes the windows as one list, in one `-M`.
+pub fn machine_options(images: &[Image]) -> Vec<String> {
+    let windows: Vec<String> = images
+        .iter()
+        .enumerate()
+        .filter(|(_, img)| img.kind == PmemKind::Cxl)
+        .map(|(i, img)| {
+            let size = img.geometry.size.next_multiple_of(CXL_GRANULE);
+            format!("cxl-fmw.{i}.targets.0=cxl.{i},cxl-fmw.{i}.size={size}")
+        })
+        .collect();
+    if windows.is_empty() {
+        Vec::new()
+    } else {
+        vec!["-M".into(), windows.join(",")]
+    }
+}
+
+/// Refuses a kept device whose label storage area is missing or not the
+/// size it was made with: its namespace lives there.
+fn check_label_area(image: &Path, size: u64) -> Result<()> {
+    let lsa = label_area_of(image);
+    match fs::metadata(&lsa) {
+        Ok(m) if m.len() == size => Ok(()),
+        Ok(m) => bail!(
+            "{} is {} bytes, not the {size} {} was made with (truncated or damaged): the device's \
+             namespace labels live there.\nRun with --fresh to recreate the device (its contents are lost).",
+            lsa.display(),
+            m.len(),
+            image.display()
+        ),
+        Err(e) => bail!(
+            "{}: {e}: the label storage area of {} is gone, and its namespace with it.\n\
+             Run with --fresh to recreate the device (its contents are lost).",
+            lsa.display(),
+            image.display()
+        ),
+    }
+}
+
+/// Whether each device's label storage area is blank (all zeroes), by
+/// device index; empty for kinds without one. The guest makes a namespace
+/// on a blank area and reports one that holds labels yet gives none.
+pub fn blank_label_areas(images: &[Image]) -> Result<Vec<bool>> {
+    images
+        .iter()
+        .filter_map(|img| img.label_area())
+        .map(|lsa| {
+            let bytes = fs::read(&lsa).with_context(|| format!("reading {}", lsa.display()))?;
+            Ok(bytes.iter().all(|b| *b == 0))
+        })
+        .collect()
 }
 
 fn read_sidecar(path: &Path) -> Result<Option<Sidecar>> {
@@ -318,6 +505,55 @@ mod tests {
             ]
         );
         assert_eq!(qemu_args(0, &img(PmemKind::Virtio))[3], "virtio-pmem-pci,id=vpmem0,memdev=pmem0");
+    }
+
+    #[test]
+    fn a_cxl_device_keeps_its_label_area_beside_it_and_a_damaged_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = ImageSet::new(dir.path(), "t");
+        let imgs = prepare(set, PmemKind::Cxl, 2, G, false).unwrap();
+        let lsa = imgs[1].label_area().unwrap();
+        assert_eq!(fs::metadata(&lsa).unwrap().len(), CXL_LABEL_AREA);
+        assert_eq!(blank_label_areas(&imgs).unwrap(), [true, true]);
+        // Labels written by a boot: no longer blank, and kept on reuse.
+        use std::os::unix::fs::FileExt;
+        fs::OpenOptions::new().write(true).open(&lsa).unwrap().write_all_at(b"NAMESPACE_INDEX", 0).unwrap();
+        let again = prepare(set, PmemKind::Cxl, 2, G, false).unwrap();
+        assert_eq!(blank_label_areas(&again).unwrap(), [true, false]);
+        // Lost or cut short: refused, naming --fresh; --fresh makes it blank.
+        fs::OpenOptions::new().write(true).open(&lsa).unwrap().set_len(4096).unwrap();
+        let err = prepare(set, PmemKind::Cxl, 2, G, false).unwrap_err().to_string();
+        assert!(err.contains("truncated or damaged") && err.contains("--fresh"), "{err}");
+        fs::remove_file(&lsa).unwrap();
+        let err = prepare(set, PmemKind::Cxl, 2, G, false).unwrap_err().to_string();
+        assert!(err.contains("label storage area") && err.contains("--fresh"), "{err}");
+        let fresh = prepare(set, PmemKind::Cxl, 2, G, true).unwrap();
+        assert_eq!(blank_label_areas(&fresh).unwrap(), [true, true]);
+        // NVDIMMs and virtio-pmem have no separate label file.
+        let nfit = prepare(set, PmemKind::Nfit, 1, G, false).unwrap();
+        assert!(nfit[0].label_area().is_none());
+        assert!(blank_label_areas(&nfit).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_kernel_without_a_kinds_drivers_is_refused_by_name() {
+        let all: String = PmemKind::ALL.iter().flat_map(|k| kernel_options(*k)).map(|o| format!("{o}=y\n")).collect();
+        for k in PmemKind::ALL {
+            check_kernel(k, "patched-7.3", &all).unwrap();
+        }
+        let no_cxl = all.replace("CONFIG_CXL_PMEM=y", "# CONFIG_CXL_PMEM is not set");
+        let err = check_kernel(PmemKind::Cxl, "patched-7.3", &no_cxl).unwrap_err().to_string();
+        assert!(err.contains("lacks CONFIG_CXL_PMEM") && err.contains("patched-7.3"), "{err}");
+        check_kernel(PmemKind::Nfit, "patched-7.3", &no_cxl).unwrap();
+    }
+
+    #[test]
+    fn cxl_sizes_come_in_256m() {
+        validate_kind(PmemKind::Cxl, G, false).unwrap();
+        let odd = validate_kind(PmemKind::Cxl, Geometry { size: 514 * MIB, label_size: 0 }, false);
+        assert!(odd.unwrap_err().to_string().contains("try 768M"));
+        assert!(validate_kind(PmemKind::Cxl, G, true).unwrap_err().to_string().contains("no NFIT"));
+        validate_kind(PmemKind::Cxl, Geometry { size: 1 << 30, label_size: 256 << 10 }, false).unwrap();
     }
 
     #[test]

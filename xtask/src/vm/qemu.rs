@@ -90,15 +90,17 @@ pub fn kernel_cmdline() -> String {
 /// The full argument list (without the program name).
 pub fn argv(vm: &Vm) -> Vec<String> {
     [
-        accel_args(vm.accel, vm.plugin.as_deref(), vm.cpus),
-        machine_args(vm.pmem.iter().any(|p| p.kind.nfit()), vm.persistence.as_deref()),
+        accel_args(vm.accel, vm.plugin.as_deref(), vm.cpus, &tcg_cpu(&vm.pmem)),
+        machine_args(&vm.pmem, vm.persistence.as_deref()),
         memory_args(vm.memory_mib, vm.cpus, &vm.pmem),
-        vm.pmem.iter().enumerate().flat_map(|(i, img)| pmem::qemu_args(i, img)).collect(),
         vm.disks.iter().enumerate().flat_map(|(i, d)| crate::vm::disks::qemu_args(i, d)).collect(),
         vm.root_disk.as_deref().map(root_disk_args).unwrap_or_default(),
         isolation_args(),
         console_args(&vm.console),
         vm.results_socket.as_deref().map(results_args).unwrap_or_default(),
+        // Last among the devices: QEMU plugs a device that names no bus into
+        // the newest one, which after a CXL host bridge takes bridges only.
+        vm.pmem.iter().enumerate().flat_map(|(i, img)| pmem::qemu_args(i, img)).collect(),
         boot_args(&vm.kernel, vm.initrd.as_deref(), &vm.cmdline),
     ]
     .concat()
@@ -108,32 +110,44 @@ fn s(items: &[&str]) -> Vec<String> {
     items.iter().map(|x| x.to_string()).collect()
 }
 
-fn accel_args(accel: Accel, plugin: Option<&str>, cpus: u32) -> Vec<String> {
+/// The CPU TCG emulates: "max", every feature TCG knows (clwb and
+/// clflushopt among them), less what the persistent memory makes slow.
+fn tcg_cpu(pmem: &[Image]) -> String {
+    let mut cpu = vec!["max"];
+    for feature in pmem.iter().flat_map(|img| pmem::tcg_cpu_features(img.kind)) {
+        if !cpu.contains(feature) {
+            cpu.push(feature);
+        }
+    }
+    cpu.join(",")
+}
+
+fn accel_args(accel: Accel, plugin: Option<&str>, cpus: u32, tcg_cpu: &str) -> Vec<String> {
     match (accel, plugin) {
         // The host CPU as is: the fastest, and what a real machine offers.
         (Accel::Kvm, _) => s(&["-accel", "kvm", "-cpu", "host"]),
-        // "max" emulates every feature TCG knows, clwb and clflushopt among them.
-        (Accel::Tcg, None) if cpus <= 1 => s(&["-accel", "tcg", "-cpu", "max"]),
+        (Accel::Tcg, None) if cpus <= 1 => s(&["-accel", "tcg", "-cpu", tcg_cpu]),
         // Several vCPUs take turns on one TCG thread: with a thread each,
         // QEMU 7.2 let a 6.12 guest hit the int3 of a half-patched static
         // branch while booting (an oops in sched_clock_cpu). Their threads
         // still interleave, preempted between translation blocks.
-        (Accel::Tcg, None) => s(&["-accel", "tcg,thread=single", "-cpu", "max"]),
+        (Accel::Tcg, None) => s(&["-accel", "tcg,thread=single", "-cpu", tcg_cpu]),
         // One TCG thread: the plugin sees every vCPU's events in one order.
-        (Accel::Tcg, Some(p)) => vec![
-            "-accel".into(),
-            "tcg,thread=single".into(),
-            "-cpu".into(),
-            "max".into(),
-            "-plugin".into(),
-            p.to_string(),
-        ],
+        (Accel::Tcg, Some(p)) => s(&["-accel", "tcg,thread=single", "-cpu", tcg_cpu, "-plugin", p]),
     }
 }
 
-fn machine_args(nvdimm: bool, persistence: Option<&str>) -> Vec<String> {
+fn machine_args(pmem: &[Image], persistence: Option<&str>) -> Vec<String> {
+    // CXL needs a PCIe machine: its host bridges hang off q35's root
+    // complex. No PCI hotplug in its ACPI tables either.
+    if pmem.iter().any(|p| p.kind == pmem::PmemKind::Cxl) {
+        let mut a = s(&["-machine", "q35,cxl=on", "-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"]);
+        a.extend(pmem::machine_options(pmem));
+        return a;
+    }
     // nvdimm=on makes QEMU build the ACPI NFIT that describes the NVDIMMs;
     // nvdimm-persistence sets the platform capabilities it advertises.
+    let nvdimm = pmem.iter().any(|p| p.kind.nfit());
     let mut machine = if nvdimm { "pc,nvdimm=on".to_string() } else { "pc".to_string() };
     if let Some(p) = persistence.filter(|_| nvdimm) {
         machine.push_str(&format!(",nvdimm-persistence={p}"));
@@ -153,12 +167,13 @@ fn machine_args(nvdimm: bool, persistence: Option<&str>) -> Vec<String> {
 
 fn memory_args(memory_mib: u64, cpus: u32, pmem: &[Image]) -> Vec<String> {
     // NVDIMMs and virtio-pmem are memory devices: they need slots and room
-    // above RAM.
-    let extra_mib: u64 = pmem.iter().map(|n| n.geometry.size >> 20).sum();
-    let memory = if pmem.is_empty() {
+    // above RAM. CXL memory sits in its fixed memory windows instead.
+    let slotted: Vec<&Image> = pmem.iter().filter(|p| p.kind != pmem::PmemKind::Cxl).collect();
+    let extra_mib: u64 = slotted.iter().map(|n| n.geometry.size >> 20).sum();
+    let memory = if slotted.is_empty() {
         format!("{memory_mib}M")
     } else {
-        format!("{memory_mib}M,slots={},maxmem={}M", pmem.len(), memory_mib + extra_mib)
+        format!("{memory_mib}M,slots={},maxmem={}M", slotted.len(), memory_mib + extra_mib)
     };
     vec!["-m".into(), memory, "-smp".into(), cpus.to_string()]
 }
@@ -414,6 +429,27 @@ mod tests {
         assert_eq!(after(&a, "-machine"), ["pc"], "no NFIT without NVDIMMs");
         assert_eq!(after(&a, "-m"), ["1024M,slots=2,maxmem=2560M"]);
         assert!(after(&a, "-device").contains(&"virtio-pmem-pci,id=vpmem1,memdev=pmem1"));
+        let mut cxl = vm();
+        for img in &mut cxl.pmem {
+            img.kind = PmemKind::Cxl;
+        }
+        let a = argv(&cxl);
+        assert_eq!(after(&a, "-machine"), ["q35,cxl=on"], "CXL host bridges need PCIe");
+        assert_eq!(after(&a, "-cpu"), ["max,-erms,-fsrm"], "memcpy in words, not bytes, on emulated memory");
+        assert_eq!(after(&argv(&vm()), "-cpu"), ["max"]);
+        assert_eq!(
+            after(&a, "-M"),
+            ["cxl-fmw.0.targets.0=cxl.0,cxl-fmw.0.size=1073741824,cxl-fmw.1.targets.0=cxl.1,cxl-fmw.1.size=536870912"],
+            "one list of windows: QEMU refuses them spread over several -M"
+        );
+        assert_eq!(after(&a, "-m"), ["1024M"], "CXL memory is not in DIMM slots");
+        let devices = after(&a, "-device");
+        assert!(devices.contains(&"pxb-cxl,bus_nr=28,bus=pcie.0,id=cxl.1"), "{devices:?}");
+        assert!(devices.contains(&"cxl-rp,port=0,bus=cxl.1,id=cxlrp1,chassis=2,slot=0"), "{devices:?}");
+        assert!(devices.contains(&"cxl-type3,bus=cxlrp1,memdev=pmem1,lsa=lsa1,id=cxlmem1,sn=2"), "{devices:?}");
+        let objects = after(&a, "-object");
+        assert!(objects.contains(&"memory-backend-file,id=lsa0,share=on,mem-path=/img/a.img.lsa,size=131072"));
+        assert!(objects.contains(&"memory-backend-file,id=lsa1,share=on,mem-path=/img/b.img.lsa,size=131072"));
         v.pmem.clear();
         v.results_socket = None;
         v.initrd = None;

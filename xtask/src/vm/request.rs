@@ -39,6 +39,21 @@ impl Prepared {
             .with_context(|| format!("the {variant} kernel was not built"))
     }
 
+    /// The accelerator a boot of `m` gets, and why: the one chosen for the
+    /// host, unless the machine's persistent memory needs TCG.
+    pub fn accel_for(&self, m: &Machine) -> (Accel, String) {
+        match pmem::tcg_only(m.pmem) {
+            Some(why) => (Accel::Tcg, why.to_string()),
+            None => (self.accel, self.accel_reason.clone()),
+        }
+    }
+
+    /// The line a task prints about the accelerator of `m`'s boots.
+    pub fn accel_line(&self, m: &Machine) -> String {
+        let (accel, why) = self.accel_for(m);
+        format!("accelerator: {} ({why})", accel.name())
+    }
+
     /// What names `variant`'s kernel in image sets, logs and result rows
     /// (`kernel::kernel_name`).
     pub fn name(&self, variant: Variant) -> &str {
@@ -201,19 +216,24 @@ impl BootRequest<'_> {
     pub fn vm(&self, console: Console) -> Result<Vm> {
         self.machine.check()?;
         let (m, set) = (self.machine, self.images());
+        let kernel = self.prepared.kernel(self.variant)?;
+        let config = std::fs::read_to_string(&kernel.config)
+            .with_context(|| format!("reading the {} kernel's config {}", kernel.name, kernel.config.display()))?;
+        pmem::check_kernel(m.pmem, &kernel.name, &config)?;
         let images = pmem::prepare(set, m.pmem, m.devices(), m.geometry, self.fresh)?;
         let data = disks::prepare(set, &dax_seal_protocol::disks_for(&self.config.workloads))?;
         // The guest sets up the kind of device the machine has, whoever
         // wrote the rest of the configuration.
-        let config = RunConfig { pmem: m.pmem, ..self.config.clone() };
+        let config =
+            RunConfig { pmem: m.pmem, blank_label_areas: pmem::blank_label_areas(&images)?, ..self.config.clone() };
         let archive = initramfs::run_archive(&config, self.includes)?;
         let initrd = self.file("initrd", "img");
         initramfs::write_initrd(&self.prepared.initramfs.path, &archive, &initrd)?;
         Ok(Vm {
-            accel: self.prepared.accel,
+            accel: self.prepared.accel_for(m).0,
             memory_mib: m.memory_mib,
             cpus: m.cpus,
-            kernel: self.prepared.kernel(self.variant)?.image.clone(),
+            kernel: kernel.image.clone(),
             initrd: Some(initrd),
             cmdline: std::iter::once(qemu::kernel_cmdline())
                 .chain(m.kernel_args.iter().cloned())

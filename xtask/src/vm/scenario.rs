@@ -99,8 +99,8 @@ impl<'a> Scenario<'a> {
         self.images().pmem(self.vm.pmem, i)
     }
 
-    /// Device `i`'s backing file and its sidecar.
-    pub fn image_files(&self, i: u32) -> [PathBuf; 2] {
+    /// Device `i`'s files: backing file, label area (CXL), sidecar.
+    pub fn image_files(&self, i: u32) -> Vec<PathBuf> {
         self.images().pmem_files(self.vm.pmem, i)
     }
 
@@ -126,6 +126,8 @@ impl<'a> Scenario<'a> {
             attempt: self.attempt,
             iteration: 0,
             pmem: self.vm.pmem,
+            // Read from the images when the boot starts (BootRequest::vm).
+            blank_label_areas: Vec::new(),
         };
         let n = self.boots.get() + 1;
         self.boots.set(n);
