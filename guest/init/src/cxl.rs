@@ -13,21 +13,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::nvdimm::{read, write};
+
 const CXL: &str = "/sys/bus/cxl/devices";
 const REGION_DRIVER: &str = "/sys/bus/cxl/drivers/cxl_region";
 /// How long the CXL bus may take to attach the devices QEMU gave, and a
 /// region to reach libnvdimm.
 const SETTLE: Duration = Duration::from_secs(15);
-
-fn read(path: impl AsRef<Path>) -> Result<String, String> {
-    let path = path.as_ref();
-    fs::read_to_string(path).map(|s| s.trim().to_string()).map_err(|e| format!("read {}: {e}", path.display()))
-}
-
-fn write(path: impl AsRef<Path>, value: &str) -> Result<(), String> {
-    let path = path.as_ref();
-    fs::write(path, value).map_err(|e| format!("write {value:?} to {}: {e}", path.display()))
-}
 
 fn real(path: &Path) -> Result<PathBuf, String> {
     fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))

@@ -26,12 +26,14 @@ const ND_PMEM: &str = "/sys/bus/nd/drivers/nd_pmem";
 const DAX_PMEM: &str = "/sys/bus/nd/drivers/dax_pmem";
 const ALIGN: &str = "2097152";
 
-fn read(path: impl AsRef<Path>) -> Result<String, String> {
+/// A sysfs attribute's value, trimmed.
+pub fn read(path: impl AsRef<Path>) -> Result<String, String> {
     let path = path.as_ref();
     fs::read_to_string(path).map(|s| s.trim().to_string()).map_err(|e| format!("read {}: {e}", path.display()))
 }
 
-fn write(path: impl AsRef<Path>, value: &str) -> Result<(), String> {
+/// Writes a sysfs attribute.
+pub fn write(path: impl AsRef<Path>, value: &str) -> Result<(), String> {
     let path = path.as_ref();
     fs::write(path, value).map_err(|e| format!("write {value:?} to {}: {e}", path.display()))
 }
