@@ -96,13 +96,12 @@ impl PmemKind {
     /// 7.2 emulates CXL memory access by access (it is not RAM), so a device
     /// DMA there goes through its one 4 KiB bounce buffer: its NVMe
     /// controller waits for the buffer and goes on, its virtio-blk fails a
-    /// longer request ("virtio: bogus descriptor or out of resources") and
-    /// stops for good.
+    /// longer request and stops for good.
     pub fn disk_dma_refused(self, disk: &str) -> Option<&'static str> {
         match (self, disk) {
             (PmemKind::Cxl, "virtio") => Some(
                 "QEMU 7.2's virtio-blk cannot DMA into emulated CXL memory: a request longer than its one \
-                 4 KiB bounce buffer breaks the device for good (QEMU 9.1's x-max-bounce-buffer-size lifts this)",
+                 4 KiB bounce buffer breaks the device for good (\"virtio: bogus descriptor or out of resources\"); later QEMU gives a device a larger one",
             ),
             _ => None,
         }
