@@ -13,21 +13,19 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::nvdimm::{read, write};
+use crate::nvdimm::{read, write, SETTLE};
 
 const CXL: &str = "/sys/bus/cxl/devices";
 const REGION_DRIVER: &str = "/sys/bus/cxl/drivers/cxl_region";
-/// How long the CXL bus may take to attach the devices QEMU gave, and a
-/// region to reach libnvdimm.
-const SETTLE: Duration = Duration::from_secs(15);
 
 fn real(path: &Path) -> Result<PathBuf, String> {
     fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Names under `CXL` that start with `prefix` and go on with a digit.
-fn devices(prefix: &str) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(CXL)
+/// Entries of `dir` named `prefix` and a number (`mem0`, `decoder3.0`),
+/// sorted.
+fn children(dir: &Path, prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
@@ -36,6 +34,10 @@ fn devices(prefix: &str) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+fn devices(prefix: &str) -> Vec<String> {
+    children(Path::new(CXL), prefix)
 }
 
 /// A number as sysfs shows it: `0x`-hex or decimal.
@@ -70,10 +72,22 @@ pub fn assemble(count: usize) -> Result<Vec<String>, String> {
             "no {CXL}: is QEMU given -machine q35,cxl=on and the kernel CXL_BUS, CXL_ACPI, CXL_PCI and CXL_PMEM?"
         ));
     }
+    if count == 0 {
+        return Err("the host said nothing of the devices' label areas (run.json without blank_label_areas)".into());
+    }
     let devices = attached(count)?;
     let mut notes = Vec::new();
     for (i, d) in devices.iter().enumerate() {
         let region = make_region(d).map_err(|e| format!("{} (serial {}): {e}", d.memdev, d.serial))?;
+        // The host knows device i by its image, the guest by its region
+        // and /dev/pmemN, both named by the region's id: they must agree.
+        if !region.starts_with(&format!("region{i} ")) {
+            return Err(format!(
+                "device {i} ({}, serial {}) got {region}, not region{i}: the regions were not made in the \
+                 windows' order, so the host would check another device's image",
+                d.memdev, d.serial
+            ));
+        }
         notes.push(format!(
             "cxl{i}: {region} over {} (serial {}) through {} and {}",
             d.memdev, d.serial, d.root_decoder, d.endpoint_decoder
@@ -131,18 +145,6 @@ fn describe(memdev: &str) -> Result<Device, String> {
         .ok_or_else(|| format!("{endpoint} has no decoder"))?;
     let root_decoder = root_decoder_for(&memdev_path)?;
     Ok(Device { memdev: memdev.to_string(), serial, endpoint_decoder, root_decoder })
-}
-
-fn children(dir: &Path, prefix: &str) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(prefix))
-        .collect();
-    names.sort();
-    names
 }
 
 /// The root decoder that can hold pmem and whose one target (a host bridge,

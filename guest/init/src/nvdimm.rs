@@ -25,6 +25,9 @@ const ND: &str = "/sys/bus/nd/devices";
 const ND_PMEM: &str = "/sys/bus/nd/drivers/nd_pmem";
 const DAX_PMEM: &str = "/sys/bus/nd/drivers/dax_pmem";
 const ALIGN: &str = "2097152";
+/// How long devices may take to appear once asked for (CXL regions reach
+/// libnvdimm from asynchronous probes), under TCG on a busy host.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A sysfs attribute's value, trimmed.
 pub fn read(path: impl AsRef<Path>) -> Result<String, String> {
@@ -173,9 +176,10 @@ fn wait_for_regions(count: usize) -> Result<(), String> {
             }
             return Ok(());
         }
-        if start.elapsed() > std::time::Duration::from_secs(15) {
+        if start.elapsed() > SETTLE {
             return Err(format!(
-                "{found} libnvdimm regions under {ND} 15 s after the CXL regions were committed, not {count}"
+                "{found} libnvdimm regions under {ND} {} s after the CXL regions were committed, not {count}",
+                SETTLE.as_secs()
             ));
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -292,15 +296,16 @@ fn ensure_claimed(region: &Path, claim: &Claim, labels: Option<bool>) -> Result<
     let unclaimed = mode == "raw" || (mode == "memory" && holder.is_empty());
     if !unclaimed {
         return Err(format!(
-            "{ns} is in {mode} mode (holder {holder:?}), not raw or {}: start from blank NVDIMMs with --fresh",
+            "{ns} is in {mode} mode (holder {holder:?}), not raw or {}: start from blank devices with --fresh",
             claim.mode
         ));
     }
-    // QEMU's label area starts blank, which the kernel treats as label-less:
-    // one raw namespace spans the region. Initialised labels (ndctl
+    // An NVDIMM's label area starts blank in QEMU, which the kernel treats
+    // as label-less: one raw namespace spans the region (a CXL region's
+    // namespace was labelled above). Initialised labels (ndctl
     // init-labels) would give a size-0 seed instead, which we do not set up.
     if read(ns_dir.join("size"))? == "0" {
-        return Err(format!("{ns} has size 0 (initialised namespace labels?): start from blank NVDIMMs with --fresh"));
+        return Err(format!("{ns} has size 0 (initialised namespace labels?): start from blank devices with --fresh"));
     }
     if ns_dir.join("driver").exists() {
         write(Path::new(ND_PMEM).join("unbind"), &ns)?;
@@ -323,7 +328,8 @@ fn ensure_claimed(region: &Path, claim: &Claim, labels: Option<bool>) -> Result<
 
 /// Gives a labelled region's seed namespace the whole region, which writes
 /// the device's label index and the namespace's label, when the label
-/// area was blank; keeps a namespace its labels already give. A namespace
+/// area held no label (blank, or index blocks alone from a first labelling
+/// cut short: the host tells); keeps a namespace its labels already give. A namespace
 /// of size 0 on an area that was not blank means labels the kernel did
 /// not accept (damaged, or made for another region): reported, never
 /// remade, so that what the device holds is not lost.
@@ -334,9 +340,10 @@ fn ensure_labelled_namespace(region: &Path, ns: &str, blank: bool) -> Result<Str
     }
     if !blank {
         return Err(format!(
-            "{} gives no namespace although its device's label storage area holds data: damaged labels, \
-             or labels of another region (the device's serial or capacity changed). Nothing was changed; \
-             run with --fresh to start the device over (its contents are lost)",
+            "{} gives no namespace although its device's label storage area holds a label (or bytes that \
+             are not an index block): damaged labels, or labels of another region (the device's serial or \
+             capacity changed). Nothing was changed; run with --fresh to start the device over (its \
+             contents are lost)",
             region.display()
         ));
     }

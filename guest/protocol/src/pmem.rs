@@ -101,7 +101,7 @@ impl PmemKind {
         match (self, disk) {
             (PmemKind::Cxl, "virtio") => Some(
                 "QEMU 7.2's virtio-blk cannot DMA into emulated CXL memory: a request longer than its one \
-                 4 KiB bounce buffer breaks the device for good (\"virtio: bogus descriptor or out of resources\"); later QEMU gives a device a larger one",
+                 4 KiB bounce buffer breaks the device for good (\"virtio: bogus descriptor or out of resources\")",
             ),
             _ => None,
         }

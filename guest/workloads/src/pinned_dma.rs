@@ -541,14 +541,16 @@ fn disk_dma(
         };
         all &= report(t, name, r);
     }
-    let r = if all && devs.iter().all(Result::is_ok) {
+    let usable = devs.iter().filter(|d| refused(d).is_none()).count();
+    let r = if all && usable > 0 && devs.iter().all(Result::is_ok) {
         let devs: Vec<Dev> = devs.into_iter().filter(|d| refused(d).is_none()).filter_map(Result::ok).collect();
         lands_in_blocks(sealed, &devs, mount)
     } else {
         let _ = sealed.ring.unregister();
         drop(sealed.mapping);
         let _ = seal::unseal(&sealed.file);
-        Err("not attempted: a disk's DMA case failed".into())
+        Err(if usable == 0 { "no disk can DMA into this memory" } else { "not attempted: a disk's DMA case failed" }
+            .into())
     };
     report(t, "dma-lands-in-the-sealed-files-blocks", r);
 }

@@ -101,6 +101,9 @@ impl Machine {
         if let (AccelChoice::Kvm, Some(why)) = (self.accel, pmem::tcg_only(self.pmem)) {
             bail!("--accel kvm: {why}; leave --accel at auto or give tcg");
         }
+        if self.pmem == PmemKind::Cxl && self.nvdimms > 8 {
+            bail!("--nvdimms {}: give 1 to 8 CXL memory devices (each has a host bridge of its own)", self.nvdimms);
+        }
         if self.nvdimms == 0 {
             bail!("--nvdimms 0: the guest needs at least one {}", self.pmem.device());
         }

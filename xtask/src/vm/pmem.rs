@@ -239,7 +239,8 @@ pub fn prepare(set: ImageSet, kind: PmemKind, count: u32, g: Geometry, fresh: bo
                         old.size
                     );
                 }
-                if (old.size, old.label_size) != (g.size, g.label_size) {
+                // The label area as made: CXL's default when none was asked for.
+                if (old.size, old.label_size) != (g.size, label_area_size(kind, g)) {
                     bail!(
                         "{} was created with --nvdimm-size {} --label-size {}, not {} / {}.\n\
                          Pass those sizes to keep its contents, or --fresh to recreate it.",
@@ -247,7 +248,7 @@ pub fn prepare(set: ImageSet, kind: PmemKind, count: u32, g: Geometry, fresh: bo
                         human(old.size),
                         human(old.label_size),
                         human(g.size),
-                        human(g.label_size)
+                        human(label_area_size(kind, g))
                     );
                 }
                 if kind.labelled() {
@@ -271,7 +272,8 @@ pub fn prepare(set: ImageSet, kind: PmemKind, count: u32, g: Geometry, fresh: bo
                 let f = fs::File::create(&lsa).with_context(|| format!("creating {}", lsa.display()))?;
                 f.set_len(label_area_size(kind, g)).with_context(|| format!("sizing {}", lsa.display()))?;
             }
-            let sidecar = Sidecar { created_by: CREATED_BY.into(), size: g.size, label_size: g.label_size, kind };
+            let label_size = label_area_size(kind, g);
+            let sidecar = Sidecar { created_by: CREATED_BY.into(), size: g.size, label_size, kind };
             paths::write_atomic(&sidecar_of(&path), toml::to_string(&sidecar)?.as_bytes())?;
         }
         images.push(Image { path, geometry: g, kind });
@@ -372,18 +374,43 @@ fn check_label_area(image: &Path, size: u64) -> Result<()> {
     }
 }
 
-/// Whether each device's label storage area is blank (all zeroes), by
+/// Whether each device's label storage area holds no namespace label, by
 /// device index; empty for kinds without one. The guest makes a namespace
-/// on a blank area and reports one that holds labels yet gives none.
+/// on such an area and reports one that holds labels yet gives none.
 pub fn blank_label_areas(images: &[Image]) -> Result<Vec<bool>> {
     images
         .iter()
         .filter_map(|img| img.label_area())
         .map(|lsa| {
             let bytes = fs::read(&lsa).with_context(|| format!("reading {}", lsa.display()))?;
-            Ok(bytes.iter().all(|b| *b == 0))
+            Ok(holds_no_label(&bytes))
         })
         .collect()
+}
+
+/// The signature of a libnvdimm namespace index block, and where in the
+/// block the offset of the label slots is (`struct nd_namespace_index`).
+const NSINDEX_SIG: &[u8; 16] = b"NAMESPACE_INDEX\0";
+const NSINDEX_LABELOFF: usize = 48;
+
+/// True when a label storage area has never held a namespace label: all
+/// zeroes, or index blocks whose label slots are all zeroes. The kernel
+/// writes the index blocks before the first label, so a first labelling
+/// cut short leaves the second form, which holds nothing yet. Anything
+/// else (a label, or bytes that are not an index block) may describe data.
+fn holds_no_label(area: &[u8]) -> bool {
+    if area.iter().all(|b| *b == 0) {
+        return true;
+    }
+    if area.len() < NSINDEX_LABELOFF + 8 || &area[..16] != NSINDEX_SIG {
+        return false;
+    }
+    let mut off = [0u8; 8];
+    off.copy_from_slice(&area[NSINDEX_LABELOFF..NSINDEX_LABELOFF + 8]);
+    match usize::try_from(u64::from_le_bytes(off)) {
+        Ok(labels) if labels >= NSINDEX_LABELOFF + 8 && labels <= area.len() => area[labels..].iter().all(|b| *b == 0),
+        _ => false,
+    }
 }
 
 fn read_sidecar(path: &Path) -> Result<Option<Sidecar>> {
@@ -545,6 +572,32 @@ mod tests {
         let err = check_kernel(PmemKind::Cxl, "patched-7.3", &no_cxl).unwrap_err().to_string();
         assert!(err.contains("lacks CONFIG_CXL_PMEM") && err.contains("patched-7.3"), "{err}");
         check_kernel(PmemKind::Nfit, "patched-7.3", &no_cxl).unwrap();
+    }
+
+    #[test]
+    fn a_label_area_is_free_until_a_label_is_written() {
+        let mut area = vec![0u8; 128 << 10];
+        assert!(holds_no_label(&area));
+        // Index blocks only: what a first labelling cut short leaves.
+        for (at, other) in [(0usize, 256u64), (256, 0)] {
+            area[at..at + 16].copy_from_slice(NSINDEX_SIG);
+            area[at + 24..at + 32].copy_from_slice(&(at as u64).to_le_bytes());
+            area[at + 40..at + 48].copy_from_slice(&other.to_le_bytes());
+            area[at + NSINDEX_LABELOFF..at + NSINDEX_LABELOFF + 8].copy_from_slice(&512u64.to_le_bytes());
+        }
+        assert!(holds_no_label(&area));
+        // A label in any slot.
+        let mut labelled = area.clone();
+        labelled[512 + 256 * 3] = 1;
+        assert!(!holds_no_label(&labelled));
+        // Damaged index blocks over zeroes elsewhere: not ours to judge.
+        let mut damaged = area.clone();
+        damaged[..8192].fill(0x5a);
+        assert!(!holds_no_label(&damaged));
+        let mut wild = area.clone();
+        wild[NSINDEX_LABELOFF..NSINDEX_LABELOFF + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(!holds_no_label(&wild));
+        assert!(!holds_no_label(b"NAMESPACE_INDEX\0"));
     }
 
     #[test]
