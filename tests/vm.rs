@@ -159,6 +159,18 @@ fn a_cxl_namespace_comes_back_from_its_labels_and_damaged_labels_are_reported() 
     );
     assert!(second.case("exec", "cat /mnt/pmem0/marker").detail.contains("labelled-4711"), "{}", second.explain());
 
+    // A second device beside it: each device's label area is its own.
+    g.vm.nvdimms = 2;
+    let grown = g.boot(&[], &["cat /mnt/pmem0/marker"]);
+    assert!(grown.passed(), "{}", grown.explain());
+    assert!(grown.case("setup", "pmem0 fsdax namespace").detail.contains("kept fsdax"), "{}", grown.explain());
+    assert!(
+        grown.case("setup", "pmem1 fsdax namespace").detail.contains("labelled namespace1.0"),
+        "{}",
+        grown.explain()
+    );
+    assert!(grown.case("exec", "cat /mnt/pmem0/marker").detail.contains("labelled-4711"), "{}", grown.explain());
+
     // Both index blocks and the first labels overwritten.
     let lsa = xtask::vm::images::label_area_of(&g.image(0));
     let mut area = std::fs::read(&lsa).expect("label area");
