@@ -47,6 +47,27 @@ fn dax_smoke_passes_on_labelled_nvdimms() {
     assert!(exec.detail.lines().any(|l| l == "2"), "two DAX mounts expected\n{}", b.explain());
 }
 
+/// Every default workload on both kernels, on persistent memory of `kind`:
+/// set-up passes on both, and the pin cases hold as on NVDIMMs (patched
+/// only), the fsync after a pin's release sending the flush to the kind's
+/// device. The kind's own verdicts are the caller's to check.
+fn default_workloads_on(kind: dax_seal_protocol::pmem::PmemKind) -> (Booted, Booted) {
+    let workloads: Vec<&str> = dax_seal_protocol::default_workloads().map(|w| w.name).collect();
+    let ((_, patched), baseline) = on_both_kernels_with(&workloads, |g| g.vm.pmem = kind);
+    for b in [&patched, &baseline] {
+        let setup = b.run("setup");
+        assert!(setup.cases.iter().all(|c| c.verdict == Verdict::Pass), "{}", b.explain());
+    }
+    for name in
+        ["fsync-after-release-flushes-the-device", "unpin-writes-back-what-the-pin-wrote", "pin-outlives-umount"]
+    {
+        assert_sealed_only(&patched, &baseline, "seal-lifetime", name);
+    }
+    let flushed = patched.case("seal-lifetime", "fsync-after-release-flushes-the-device");
+    assert!(flushed.detail.contains(&format!("on a {}", kind.device())), "{}", flushed.detail);
+    (patched, baseline)
+}
+
 /// Every default workload on virtio-pmem devices, patched and baseline:
 /// the guest finds regions of that kind only; MAP_SYNC is refused there
 /// (dax-smoke, and userspace-flush's sealed and sparse MAP_SYNC writers,
@@ -56,12 +77,8 @@ fn dax_smoke_passes_on_labelled_nvdimms() {
 /// that makes its writes durable there.
 #[test]
 fn default_workloads_give_the_contracts_verdicts_on_virtio_pmem() {
-    use dax_seal_protocol::pmem::PmemKind;
-    let workloads: Vec<&str> = dax_seal_protocol::default_workloads().map(|w| w.name).collect();
-    let ((_, patched), baseline) = on_both_kernels_with(&workloads, |g| g.vm.pmem = PmemKind::Virtio);
+    let (patched, baseline) = default_workloads_on(dax_seal_protocol::pmem::PmemKind::Virtio);
     for b in [&patched, &baseline] {
-        let setup = b.run("setup");
-        assert!(setup.cases.iter().all(|c| c.verdict == Verdict::Pass), "{}", b.explain());
         let smoke = b.case("dax-smoke", "mmap MAP_SHARED_VALIDATE|MAP_SYNC");
         assert_eq!(smoke.verdict, Verdict::Pass, "{}", b.explain());
         assert!(smoke.detail.contains("MAP_SYNC refused with EOPNOTSUPP on a virtio-pmem device"), "{}", smoke.detail);
@@ -80,13 +97,6 @@ fn default_workloads_give_the_contracts_verdicts_on_virtio_pmem() {
     assert!(sealed.detail.contains("MAP_SYNC refused (EOPNOTSUPP)"), "{}", sealed.detail);
     let records = patched.case("userspace-flush", "sealed: every acknowledged record intact");
     assert_eq!(records.verdict, Verdict::Skip, "{}", records.detail);
-    for name in
-        ["fsync-after-release-flushes-the-device", "unpin-writes-back-what-the-pin-wrote", "pin-outlives-umount"]
-    {
-        assert_sealed_only(&patched, &baseline, "seal-lifetime", name);
-    }
-    let flushed = patched.case("seal-lifetime", "fsync-after-release-flushes-the-device");
-    assert!(flushed.detail.contains("on a virtio-pmem device"), "{}", flushed.detail);
 }
 
 /// Every default workload on CXL memory devices, patched and baseline:
@@ -96,12 +106,8 @@ fn default_workloads_give_the_contracts_verdicts_on_virtio_pmem() {
 /// userspace-flush records kept, the pin cases as on NVDIMMs).
 #[test]
 fn default_workloads_give_the_nvdimms_verdicts_on_cxl() {
-    use dax_seal_protocol::pmem::PmemKind;
-    let workloads: Vec<&str> = dax_seal_protocol::default_workloads().map(|w| w.name).collect();
-    let ((_, patched), baseline) = on_both_kernels_with(&workloads, |g| g.vm.pmem = PmemKind::Cxl);
+    let (patched, baseline) = default_workloads_on(dax_seal_protocol::pmem::PmemKind::Cxl);
     for b in [&patched, &baseline] {
-        let setup = b.run("setup");
-        assert!(setup.cases.iter().all(|c| c.verdict == Verdict::Pass), "{}", b.explain());
         let namespace = b.case("setup", "pmem1 fsdax namespace");
         assert!(namespace.detail.contains("labelled namespace1.0"), "{}", namespace.detail);
         assert!(namespace.detail.contains("memmap in RAM"), "{}", namespace.detail);
@@ -115,13 +121,6 @@ fn default_workloads_give_the_nvdimms_verdicts_on_cxl() {
     }
     let records = patched.case("userspace-flush", "sealed: every acknowledged record intact");
     assert_eq!(records.verdict, Verdict::Pass, "{}", patched.explain());
-    for name in
-        ["fsync-after-release-flushes-the-device", "unpin-writes-back-what-the-pin-wrote", "pin-outlives-umount"]
-    {
-        assert_sealed_only(&patched, &baseline, "seal-lifetime", name);
-    }
-    let flushed = patched.case("seal-lifetime", "fsync-after-release-flushes-the-device");
-    assert!(flushed.detail.contains("on a CXL memory device"), "{}", flushed.detail);
     // QEMU 7.2's virtio-blk cannot DMA into emulated CXL memory; its NVMe can.
     let virtio = patched.case("pinned-dma", "virtio-dma-through-the-pin");
     assert_eq!(virtio.verdict, Verdict::Skip, "{}", virtio.detail);

@@ -207,6 +207,8 @@ pub fn validate(g: Geometry) -> Result<()> {
 /// and images another kind made.
 pub fn prepare(set: ImageSet, kind: PmemKind, count: u32, g: Geometry, fresh: bool) -> Result<Vec<Image>> {
     validate(g)?;
+    // The label area as made: CXL's default when none was asked for.
+    let label_size = label_area_size(kind, g);
     paths::ensure_dir(set.dir)?;
     // Check every image before changing any, so a refusal changes nothing.
     let mut plan = Vec::new();
@@ -239,8 +241,7 @@ pub fn prepare(set: ImageSet, kind: PmemKind, count: u32, g: Geometry, fresh: bo
                         old.size
                     );
                 }
-                // The label area as made: CXL's default when none was asked for.
-                if (old.size, old.label_size) != (g.size, label_area_size(kind, g)) {
+                if (old.size, old.label_size) != (g.size, label_size) {
                     bail!(
                         "{} was created with --nvdimm-size {} --label-size {}, not {} / {}.\n\
                          Pass those sizes to keep its contents, or --fresh to recreate it.",
@@ -248,11 +249,11 @@ pub fn prepare(set: ImageSet, kind: PmemKind, count: u32, g: Geometry, fresh: bo
                         human(old.size),
                         human(old.label_size),
                         human(g.size),
-                        human(label_area_size(kind, g))
+                        human(label_size)
                     );
                 }
                 if kind.labelled() {
-                    check_label_area(&path, label_area_size(kind, g))?;
+                    check_label_area(&path, label_size)?;
                 }
                 false
             }
@@ -270,9 +271,8 @@ pub fn prepare(set: ImageSet, kind: PmemKind, count: u32, g: Geometry, fresh: bo
                 // the first boot.
                 let lsa = label_area_of(&path);
                 let f = fs::File::create(&lsa).with_context(|| format!("creating {}", lsa.display()))?;
-                f.set_len(label_area_size(kind, g)).with_context(|| format!("sizing {}", lsa.display()))?;
+                f.set_len(label_size).with_context(|| format!("sizing {}", lsa.display()))?;
             }
-            let label_size = label_area_size(kind, g);
             let sidecar = Sidecar { created_by: CREATED_BY.into(), size: g.size, label_size, kind };
             paths::write_atomic(&sidecar_of(&path), toml::to_string(&sidecar)?.as_bytes())?;
         }
