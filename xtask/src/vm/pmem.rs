@@ -173,17 +173,6 @@ pub fn check_kernel(kind: PmemKind, kernel: &str, config: &str) -> Result<()> {
     Ok(())
 }
 
-/// CPU features TCG's "max" CPU goes without for `kind`. On CXL memory,
-/// which QEMU emulates access by access, `rep movsb` (ERMS, FSRM) moves one
-/// byte per access: without them the kernel's memcpy moves words, and a
-/// 128 MiB read of a DAX file took 2.5 s instead of 20 s here.
-pub fn tcg_cpu_features(kind: PmemKind) -> &'static [&'static str] {
-    match kind {
-        PmemKind::Cxl => &["-erms", "-fsrm"],
-        PmemKind::Nfit | PmemKind::Virtio | PmemKind::Devdax => &[],
-    }
-}
-
 /// Checks sizes QEMU and the guest's fsdax set-up can use.
 pub fn validate(g: Geometry) -> Result<()> {
     if g.size < MIN_SIZE || !g.size.is_multiple_of(2 * MIB) {
