@@ -32,6 +32,41 @@ pub fn mount_pseudo_filesystems() {
     }
 }
 
+/// The console log level PID 1 keeps: the kernel's default, every message
+/// up to KERN_INFO. A hung task's stack, for one, is KERN_INFO.
+const CONSOLE_LEVEL: u32 = 7;
+
+/// The guest kernel boots with `loglevel=5` (xtask's kernel command line):
+/// its informational boot messages stay in the log buffer (`dmesg`) instead
+/// of costing serial output under TCG, while warnings and worse still reach
+/// the console. From PID 1 on, the console shows what it shows by default
+/// again; a higher level someone asked for (`--kernel-arg loglevel=8`,
+/// `ignore_loglevel`) is kept.
+pub fn restore_console_level() {
+    const PRINTK: &str = "/proc/sys/kernel/printk";
+    let current = std::fs::read_to_string(PRINTK)
+        .map_err(|e| e.to_string())
+        .and_then(|t| t.split_whitespace().next().and_then(|l| l.parse::<u32>().ok()).ok_or(format!("'{t}'")));
+    match current {
+        Ok(level) if level >= CONSOLE_LEVEL => {}
+        Ok(_) => {
+            if let Err(e) = std::fs::write(PRINTK, CONSOLE_LEVEL.to_string()) {
+                log(&format!("cannot raise the console log level ({PRINTK}): {e}"));
+            }
+        }
+        Err(e) => log(&format!("cannot read the console log level ({PRINTK}): {e}")),
+    }
+}
+
+/// Seconds since the kernel started (CLOCK_BOOTTIME), the clock its log's
+/// timestamps count from.
+pub fn since_boot() -> f64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec, which `t` is.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+}
+
 pub fn sync() {
     // SAFETY: sync(2) has no arguments and cannot fail.
     unsafe { libc::sync() };

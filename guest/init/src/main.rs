@@ -22,6 +22,8 @@ fn main() {
     machine::install_panic_hook();
     std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     machine::mount_pseudo_filesystems();
+    let started = machine::since_boot();
+    machine::restore_console_level();
     let mut report = Report::open();
     let config = RunConfig::read();
     // Without a configuration only the failed set-up can be reported.
@@ -34,7 +36,8 @@ fn main() {
             machine::power_off();
         }
     };
-    log(&format!("kernel variant {}, workloads {:?}", config.kernel, config.workloads));
+    // The bench reads "init at" for the kernel's boot time.
+    log(&format!("kernel variant {}, workloads {:?}, init at {started:.3} s", config.kernel, config.workloads));
     let mounted =
         nvdimm::set_up_all(&mut report, config.pmem, config.fresh, config.mkfs, &config.blank_label_areas, |i| {
             config.dax_mode(i)
