@@ -121,20 +121,32 @@ impl Streaming {
         // Kernels the cache holds first, so that they boot at once (each
         // key computed once: it runs gcc and ld --version and reads the
         // series).
-        let mut wanted: Vec<(&kernel::Source, bool, Variant)> =
-            srcs.iter().flat_map(|(src, rebuild)| variants.iter().map(move |&v| (src, *rebuild, v))).collect();
-        wanted.sort_by_cached_key(|(src, rebuild, v)| *rebuild || !kernel::cached(*v, src).unwrap_or(false));
+        let mut wanted: Vec<(&kernel::Source, bool, Variant, bool)> = srcs
+            .iter()
+            .flat_map(|(src, rebuild)| {
+                variants.iter().map(move |&v| (src, *rebuild, v, !*rebuild && kernel::cached(v, src).unwrap_or(false)))
+            })
+            .collect();
+        wanted.sort_by_key(|(_, _, _, cached)| !cached);
+        let held = wanted.iter().take_while(|(_, _, _, cached)| *cached).count();
         let mut failed = Vec::new();
         std::thread::scope(|scope| -> Result<()> {
             // The receiver lives in this closure: when a boot fails and the
             // closure returns, the builder's next send fails and it stops
             // after the kernel it is building, before the scope joins it.
-            let (tx, rx) = std::sync::mpsc::channel::<(&kernel::Source, Result<kernel::Built, BuildFailed>)>();
+            type Message<'s> = Vec<(&'s kernel::Source, Result<kernel::Built, BuildFailed>)>;
+            let (tx, rx) = std::sync::mpsc::channel::<Message>();
             let builder = scope.spawn(move || {
-                for (src, rebuild, variant) in wanted {
-                    let built = kernel::ensure(variant, src, rebuild)
-                        .map_err(|error| BuildFailed { kernel: kernel::kernel_name(&src.of.name, variant), error });
-                    if tx.send((src, built)).is_err() {
+                let ensure = |(src, rebuild, variant, _)| (src, ensure_kernel(src, rebuild, variant));
+                let mut wanted = wanted.into_iter();
+                // What the cache holds goes in one message, so that it
+                // boots side by side; then one kernel per build.
+                let cached: Message = wanted.by_ref().take(held).map(ensure).collect();
+                if !cached.is_empty() && tx.send(cached).is_err() {
+                    return;
+                }
+                for item in wanted {
+                    if tx.send(vec![ensure(item)]).is_err() {
                         break;
                     }
                 }
@@ -144,7 +156,7 @@ impl Streaming {
             // ready by then.
             while let Ok(first) = rx.recv() {
                 let mut batch = Vec::new();
-                for (src, built) in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                for (src, built) in first.into_iter().chain(rx.try_iter().flatten()) {
                     match built {
                         Ok(k) => batch.push((src, k)),
                         Err(f) => {
@@ -178,6 +190,12 @@ impl Streaming {
         })?;
         Ok(failed)
     }
+}
+
+/// `variant` of `src` built (or taken from the cache), or why it failed.
+fn ensure_kernel(src: &kernel::Source, rebuild: bool, variant: Variant) -> Result<kernel::Built, BuildFailed> {
+    kernel::ensure(variant, src, rebuild)
+        .map_err(|error| BuildFailed { kernel: kernel::kernel_name(&src.of.name, variant), error })
 }
 
 /// One boot of `variant` with `config`, on the images in `images_dir`,
