@@ -324,6 +324,14 @@ fn cli_run_writes_verdicts_and_exits_zero() {
         assert!(latest.join(file).is_file(), "{file}");
     }
     assert!(stdout.contains("PASS:"), "{stdout}");
+    // `cargo xtask test` built both kernels first: what the cache holds
+    // boots side by side, both started before either ends.
+    let lines: Vec<&str> = stderr.lines().collect();
+    let first_end = lines.iter().position(|l| l.contains(": guest powered off")).expect("a boot's end line");
+    for kernel in ["patched", "baseline"].map(default_name) {
+        let start = lines.iter().position(|l| l.starts_with(&format!("[run] booting {kernel}:")));
+        assert!(start.is_some_and(|s| s < first_end), "{kernel} did not start beside the other:\n{stderr}");
+    }
     assert_report_opens_in_chromium(&latest, &json);
 }
 
