@@ -24,11 +24,19 @@ use crate::seal::{self, Extent};
 const SIZE: u64 = 256 * 1024;
 const BLOCK: u64 = 4096;
 
+static PMEM: std::sync::OnceLock<dax_seal_protocol::pmem::PmemKind> = std::sync::OnceLock::new();
+
+/// Reads the kind of persistent memory from the run's configuration, once,
+/// before a workload runs (main): a workload never guesses it.
+pub fn read_pmem() -> Result<dax_seal_protocol::pmem::PmemKind, String> {
+    let kind = dax_seal_protocol::RunConfig::read()?.pmem;
+    Ok(*PMEM.get_or_init(|| kind))
+}
+
 /// The kind of persistent memory this boot has: what the host attached and
 /// the guest init found (it fails set-up on any other kind).
 pub fn pmem() -> dax_seal_protocol::pmem::PmemKind {
-    static KIND: std::sync::OnceLock<dax_seal_protocol::pmem::PmemKind> = std::sync::OnceLock::new();
-    *KIND.get_or_init(|| dax_seal_protocol::RunConfig::read().map(|c| c.pmem).unwrap_or_default())
+    *PMEM.get().expect("main reads the run's persistent-memory kind before any workload runs")
 }
 
 /// The device-dax reference of the devdax topology (`/dev/daxR.N`, which

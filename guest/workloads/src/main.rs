@@ -64,7 +64,13 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     match lookup(&name) {
-        Some(run) => run(),
+        Some(run) => match fixture::read_pmem() {
+            Ok(_) => run(),
+            Err(reason) => {
+                eprintln!("workloads: {reason}");
+                ExitCode::from(2)
+            }
+        },
         None => {
             let known: Vec<_> = dax_seal_protocol::WORKLOADS.iter().map(|w| w.name).collect();
             eprintln!("workloads: unknown workload {name:?}; known: {}", known.join(", "));
