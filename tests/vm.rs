@@ -586,7 +586,7 @@ fn assert_sealed_only(patched: &Booted, baseline: &Booted, workload: &str, name:
 }
 
 /// The cases of seal-lifetime that need the series.
-const LIFETIME_SEALED: [&str; 20] = [
+const LIFETIME_SEALED: [&str; 21] = [
     "pin-outlives-umount",
     "pin-outlives-drop-caches",
     "dax-flag-fixed-while-sealed-dax-inode",
@@ -600,6 +600,7 @@ const LIFETIME_SEALED: [&str; 20] = [
     "namespace-teardown-waits-for-plain-references",
     "namespace-teardown-waits-for-pin",
     "dax-never-mount-refuses-pinned-file",
+    "dax-never-mount-opens-sealed-file-with-poisoned-block",
     "unpin-writes-back-what-the-pin-wrote",
     "fsync-after-release-flushes-the-device",
     "fsync-walks-only-while-a-pin-is-possible",
@@ -622,7 +623,9 @@ const LIFETIME_SEALED: [&str; 20] = [
 /// io_release_ubuf on the gone vmemmap), and so does unbinding it under
 /// pages vmspliced into pipes (their plain references looked like a pin to
 /// eviction and held nothing), and a dax=never mount refuses to open the
-/// file while the pin lives. On both kernels, an unbind after a shared
+/// file while the pin lives, but opens one with a poisoned block (before
+/// patch 0018 the check for pins met the driver's EHWPOISON). On both
+/// kernels, an unbind after a shared
 /// futex and a /proc/self/mem read of a DAX mapping finishes (6.12 once
 /// missed their releases and waited for ever). Baseline: the sealed cases skip with
 /// EOPNOTSUPP, and the control shows why there is nothing to outlive there.
@@ -653,6 +656,11 @@ fn seal_lifetime_pins_outlive_the_inode_on_patched_only() {
     assert!(unpin.contains("no fsync: 0 pages written back") && unpin.contains("): 256 pages, each once"), "{unpin}");
     let never = &patched.case("seal-lifetime", "dax-never-mount-refuses-pinned-file").detail;
     assert!(never.contains("remounted dax=never: open EBUSY") && never.contains("reads as written"), "{never}");
+    let poisoned = &patched.case("seal-lifetime", "dax-never-mount-opens-sealed-file-with-poisoned-block").detail;
+    assert!(
+        poisoned.contains("the sealed file opens") && poisoned.contains("the poisoned one EIO; UNSEAL 0"),
+        "{poisoned}"
+    );
     let reader = &patched.case("seal-lifetime", "unprivileged-reader-holds-seal").detail;
     assert!(reader.contains("daxctl-immutable status: held by: pid ") && reader.contains("maps it"), "{reader}");
     // 2 MiB file, the first half pinned: 256 pages.

@@ -19,6 +19,10 @@
 //! A file that nothing can have pinned must not pay for that walk: the
 //! event's `walked` field says when an fsync skipped it.
 //!
+//! A poisoned block does not lock a sealed file out of a dax=never mount,
+//! where opening it first looks for pins: that walk reads struct pages,
+//! not the data the driver refuses.
+//!
 //! SEAL of a large sparse file, and of a large file a clone shares, works
 //! in steps: SIGKILL stops it between two, and readers get answers while
 //! it runs.
@@ -77,6 +81,7 @@ const CASES: &[(&str, Case)] = &[
     ("unsealed-dax-pin-refused", case_control),
     ("pin-outlives-umount", case_umount),
     ("dax-never-mount-refuses-pinned-file", case_dax_never),
+    ("dax-never-mount-opens-sealed-file-with-poisoned-block", case_poisoned_block),
     ("pin-outlives-drop-caches", case_drop_caches),
     ("dax-flag-fixed-while-sealed-dax-inode", case_dax_inode),
     ("online-repair-keeps-pin-and-seal", case_repair),
@@ -343,6 +348,103 @@ fn dax_never(pinned: &Pinned) -> Check {
     Ok(format!(
         "pinned, unmapped, closed, remounted dax=never: open EBUSY; after UNREGISTER_BUFFERS (pins acquired \
          {acquired}, released {released}) it opens and reads as written"
+    ))
+}
+
+/// A poisoned block in a sealed file does not lock the file out of a
+/// dax=never mount. Opening it there first looks for pages a device may
+/// hold (as case_dax_never shows); that asks the device's struct pages,
+/// not the data, so it must look past the bad block, where the driver
+/// refuses direct access to the data. The file opens, its good blocks read
+/// as written and the poisoned one EIO, which shows the poison was in
+/// effect; UNSEAL, which looks for pins over the same pages, gives 0.
+/// QEMU's NVDIMMs cannot clear poison (no address range scrub), so the
+/// block stays bad until the guest powers off: the file keeps it, sealed
+/// again, and the next run's clean-up of this workload's directories
+/// removes it.
+fn case_poisoned_block(env: &Env) -> Attempt {
+    env.sealed(|| {
+        let path = env.path("poisoned");
+        let file = create(&path, 0x5a, SIZE)?;
+        seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
+        let map = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?;
+        drop(file);
+        let first = map.first().ok_or("FIEMAP of the sealed file: no extent")?;
+        if first.logical != 0 || first.length < 2 * PAGE {
+            return Err(format!("the sealed file's first extent does not hold its first two blocks: {map:?}"));
+        }
+        let (dev, _) = calls::mounted(&env.mount)?;
+        let badblocks = format!("/sys/block/{}/badblocks", dev.trim_start_matches("/dev/"));
+        // The file's second block, in the disk's 512-byte sectors.
+        let sector = (first.physical + PAGE) / 512;
+        let old = remount_with(&env.mount, |opts| {
+            opts.iter().filter(|o| !o.starts_with("dax")).cloned().chain(["dax=never".to_string()]).collect()
+        })?;
+        let r = poisoned(&path, &badblocks, sector);
+        let back = remount_with(&env.mount, |_| old.clone());
+        let r = r?;
+        back.map_err(|e| format!("putting the mount back: {e}"))?;
+        Ok(r)
+    })
+}
+
+fn poisoned(path: &Path, badblocks: &str, sector: u64) -> Check {
+    let sectors = PAGE / 512;
+    fs::write(badblocks, format!("{sector} {sectors}\n"))
+        .map_err(|e| format!("marking sectors {sector}+{sectors} bad in {badblocks}: {e}"))?;
+    let listed = fs::read_to_string(badblocks).map_err(|e| format!("{badblocks}: {e}"))?;
+    if !listed.lines().any(|l| l.split_whitespace().next() == Some(sector.to_string().as_str())) {
+        return Err(format!("{badblocks} does not list sector {sector} after it was marked: {listed:?}"));
+    }
+    let file = File::open(path).map_err(|e| {
+        format!(
+            "open of the sealed file with a poisoned block on the dax=never mount: {}, expected it to open \
+             (looking for pinned pages reads no data)",
+            errno_text(&e)
+        )
+    })?;
+    use std::os::unix::fs::OpenOptionsExt;
+    drop(file);
+    // O_DIRECT: each read asks the device for its own block only, where a
+    // buffered read's readahead could take the bad block along.
+    let direct = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .map_err(|e| format!("open O_DIRECT of the sealed file with a poisoned block: {}", errno_text(&e)))?;
+    let mut buffer = Mapping::anonymous(PAGE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    let block = buffer.as_mut_slice();
+    let written = pattern(0x5a, SIZE);
+    for at in [0, 2 * PAGE] {
+        direct.read_exact_at(block, at).map_err(|e| format!("read of the good block at {at}: {}", errno_text(&e)))?;
+        if block[..] != written[at as usize..(at + PAGE) as usize] {
+            return Err(format!("the good block at {at} does not read as written"));
+        }
+    }
+    match direct.read_exact_at(block, PAGE) {
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
+        other => {
+            return Err(format!(
+                "read of the poisoned block: {}, expected EIO (the poison was not in effect)",
+                result_text(&other)
+            ))
+        }
+    }
+    // UNSEAL looks for pins over the same pages; SEAL again keeps the bad
+    // block in a file nobody may remove until the guest powers off.
+    let writable = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("open for writing: {}", errno_text(&e)))?;
+    seal::unseal(&writable)
+        .map_err(|e| format!("UNSEAL of the sealed file with a poisoned block: {}, expected 0", errno_text(&e)))?;
+    seal::seal(&writable)
+        .map_err(|e| format!("SEAL again of the file with a poisoned block: {}, expected 0", errno_text(&e)))?;
+    Ok(format!(
+        "sector {sector} marked bad ({badblocks}); on the dax=never mount the sealed file opens, its blocks at 0 \
+         and {} read as written and the poisoned one EIO; UNSEAL 0, SEAL again 0",
+        2 * PAGE
     ))
 }
 
