@@ -372,13 +372,18 @@ pub fn cmd(args: &MatrixArgs) -> Result<ExitCode> {
         None
     };
     let prepared = request::prepare(&variants, &choice, Machine::default().accel)?;
+    // The host's; a cell whose persistent memory boots under TCG only says
+    // so on its own line.
     eprintln!("[matrix] accelerator: {} ({})", prepared.accel.name(), prepared.accel_reason);
     let (run_id, dir) = paths::new_output_dir("matrix")?;
     let (mut runs, mut boots, mut cell_results) = (Vec::new(), Vec::new(), Vec::new());
     let jobs = args.jobs.map_or_else(crate::jobs::default_jobs, |j| j as usize);
     // Every cell has its own directory and images: up to `jobs` at once.
     let done = crate::jobs::in_parallel(jobs, selected.clone(), |c| {
-        eprintln!("[matrix] cell {} ({} s by weight)", c.id, weight(c));
+        let (accel, why) = prepared.accel_for(&vm_of(c));
+        let accel =
+            if accel == prepared.accel { String::new() } else { format!("; accelerator: {} ({why})", accel.name()) };
+        eprintln!("[matrix] cell {} ({} s by weight{accel})", c.id, weight(c));
         let start = Instant::now();
         let ran = run_cell_again(&prepared, c, (&dir, fstests_root.as_deref()), &deadlines, args.rerun_failed)
             .with_context(|| format!("cell {}", c.id));
