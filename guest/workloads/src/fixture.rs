@@ -133,6 +133,13 @@ pub fn remove_sealed(path: &Path) {
     let _ = fs::remove_file(path);
 }
 
+/// `path` (a file or a block device) opened for O_DIRECT reads, and writes
+/// if `write`: each access goes to the device for its own range only.
+pub fn open_direct(path: &Path, write: bool) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new().read(true).write(write).custom_flags(libc::O_DIRECT).open(path)
+}
+
 /// A file of `len` bytes of [`pattern`] `seed`, fsynced, in place of
 /// whatever `path` was.
 pub fn create(path: &Path, seed: u8, len: u64) -> Result<File, String> {

@@ -20,7 +20,7 @@
 //! with SEAL's EOPNOTSUPP.
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -71,11 +71,7 @@ impl Dev {
     }
 
     fn open(&self, write: bool) -> Result<File, String> {
-        OpenOptions::new()
-            .read(true)
-            .write(write)
-            .custom_flags(libc::O_DIRECT)
-            .open(&self.path)
+        crate::fixture::open_direct(&self.path, write)
             .map_err(|e| format!("open {} O_DIRECT: {}", self.path.display(), errno_text(&e)))
     }
 }

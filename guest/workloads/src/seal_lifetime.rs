@@ -403,14 +403,10 @@ fn poisoned(path: &Path, badblocks: &str, sector: u64) -> Check {
             errno_text(&e)
         )
     })?;
-    use std::os::unix::fs::OpenOptionsExt;
     drop(file);
     // O_DIRECT: each read asks the device for its own block only, where a
     // buffered read's readahead could take the bad block along.
-    let direct = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
+    let direct = crate::fixture::open_direct(path, false)
         .map_err(|e| format!("open O_DIRECT of the sealed file with a poisoned block: {}", errno_text(&e)))?;
     let mut buffer = Mapping::anonymous(PAGE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
     let block = buffer.as_mut_slice();

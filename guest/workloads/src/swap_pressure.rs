@@ -22,7 +22,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::FromRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -571,10 +571,7 @@ fn page_out(set: &mut Mapping, group: &Path) -> Result<(), String> {
 /// bytes there, read with O_DIRECT from the raw block device.
 fn on_device(pid: i32, addr: usize, map: &[Extent], device: &str) -> Result<String, String> {
     let pagemap = File::open(format!("/proc/{pid}/pagemap")).map_err(|e| format!("pagemap: {e}"))?;
-    let dev = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(device)
+    let dev = crate::fixture::open_direct(Path::new(device), false)
         .map_err(|e| format!("open {device} O_DIRECT: {}", errno_text(&e)))?;
     let mut buf = Mapping::anonymous(PAGE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
     let pages = WORKING_SET / PAGE;

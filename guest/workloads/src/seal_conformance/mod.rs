@@ -21,7 +21,7 @@
 use std::alloc::{self, Layout};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::mpsc;
@@ -33,7 +33,8 @@ use dax_seal_protocol::MOUNT_PREFIX;
 use crate::calls::{errno_text, free_bytes, statx_attributes, Mapping, STATX_ATTR_DAX};
 use crate::cases::{when_sealable, Attempt, Cases, Expect};
 use crate::fixture::{
-    create, describe, is_sealed, pattern, pins_settled, probe, probe_online_repair, remount, remove_sealed, TmpfsFile,
+    create, describe, is_sealed, open_direct, pattern, pins_settled, probe, probe_online_repair, remount,
+    remove_sealed, TmpfsFile,
 };
 use crate::seal::{self, Extent};
 

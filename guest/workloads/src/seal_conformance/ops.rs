@@ -41,10 +41,6 @@ impl Drop for Aligned {
     }
 }
 
-pub(super) fn open_direct(path: &Path, write: bool) -> io::Result<File> {
-    OpenOptions::new().read(true).write(write).custom_flags(libc::O_DIRECT).open(path)
-}
-
 pub(super) fn op_read_odirect(t: &Target) -> io::Result<Want> {
     let f = open_direct(&t.path, false)?;
     let mut buf = Aligned::new(4 * BLOCK as usize);
