@@ -105,7 +105,7 @@ pub fn kernel_cmdline() -> String {
 /// The full argument list (without the program name).
 pub fn argv(vm: &Vm) -> Vec<String> {
     [
-        accel_args(vm.accel, vm.plugin.as_deref(), vm.cpus, TCG_CPU),
+        accel_args(vm.accel, vm.plugin.as_deref(), vm.cpus),
         machine_args(&vm.pmem, vm.persistence.as_deref()),
         memory_args(vm.memory_mib, vm.cpus, &vm.pmem),
         vm.disks.iter().enumerate().flat_map(|(i, d)| crate::vm::disks::qemu_args(i, d)).collect(),
@@ -135,18 +135,18 @@ fn s(items: &[&str]) -> Vec<String> {
 /// a 128 MiB read of a DAX file took 2.5 s instead of 20 s.
 const TCG_CPU: &str = "max,-erms,-fsrm";
 
-fn accel_args(accel: Accel, plugin: Option<&str>, cpus: u32, tcg_cpu: &str) -> Vec<String> {
+fn accel_args(accel: Accel, plugin: Option<&str>, cpus: u32) -> Vec<String> {
     match (accel, plugin) {
         // The host CPU as is: the fastest, and what a real machine offers.
         (Accel::Kvm, _) => s(&["-accel", "kvm", "-cpu", "host"]),
-        (Accel::Tcg, None) if cpus <= 1 => s(&["-accel", "tcg", "-cpu", tcg_cpu]),
+        (Accel::Tcg, None) if cpus <= 1 => s(&["-accel", "tcg", "-cpu", TCG_CPU]),
         // Several vCPUs take turns on one TCG thread: with a thread each,
         // QEMU 7.2 let a 6.12 guest hit the int3 of a half-patched static
         // branch while booting (an oops in sched_clock_cpu). Their threads
         // still interleave, preempted between translation blocks.
-        (Accel::Tcg, None) => s(&["-accel", "tcg,thread=single", "-cpu", tcg_cpu]),
+        (Accel::Tcg, None) => s(&["-accel", "tcg,thread=single", "-cpu", TCG_CPU]),
         // One TCG thread: the plugin sees every vCPU's events in one order.
-        (Accel::Tcg, Some(p)) => s(&["-accel", "tcg,thread=single", "-cpu", tcg_cpu, "-plugin", p]),
+        (Accel::Tcg, Some(p)) => s(&["-accel", "tcg,thread=single", "-cpu", TCG_CPU, "-plugin", p]),
     }
 }
 
