@@ -586,7 +586,7 @@ fn assert_sealed_only(patched: &Booted, baseline: &Booted, workload: &str, name:
 }
 
 /// The cases of seal-lifetime that need the series.
-const LIFETIME_SEALED: [&str; 21] = [
+const LIFETIME_SEALED: [&str; 22] = [
     "pin-outlives-umount",
     "pin-outlives-drop-caches",
     "dax-flag-fixed-while-sealed-dax-inode",
@@ -602,6 +602,7 @@ const LIFETIME_SEALED: [&str; 21] = [
     "dax-never-mount-refuses-pinned-file",
     "dax-never-mount-opens-sealed-file-with-poisoned-block",
     "unpin-writes-back-what-the-pin-wrote",
+    "unpin-of-shared-unsealed-pages-writes-nothing-back",
     "fsync-after-release-flushes-the-device",
     "fsync-walks-only-while-a-pin-is-possible",
     "read-only-mappings-leave-fsync-alone",
@@ -613,7 +614,8 @@ const LIFETIME_SEALED: [&str; 21] = [
 /// seal-lifetime on both kernels. Patched: a sealed file's pin outlives
 /// munmap, close and the inode (umount, drop_caches, a refused DAX-flag
 /// change, online repair), fsync writes back exactly the pinned pages,
-/// and only while something can have pinned the file, SEAL of large
+/// and only while something can have pinned the file, releasing pins of
+/// a reflinked, unsealed file's shared pages writes nothing back, SEAL of large
 /// sparse and cloned files stops between two steps at SIGKILL and lets
 /// readers through (and keeps mappings outside each step's range), with
 /// no kernel report on the way (the old
@@ -654,6 +656,10 @@ fn seal_lifetime_pins_outlive_the_inode_on_patched_only() {
     // 2 MiB file, the first half pinned: 256 pages, each written back once.
     let unpin = &patched.case("seal-lifetime", "unpin-writes-back-what-the-pin-wrote").detail;
     assert!(unpin.contains("no fsync: 0 pages written back") && unpin.contains("): 256 pages, each once"), "{unpin}");
+    // Two 4 MiB mappings of shared blocks: 2048 pins, none written back
+    // (7.3 once wrote back each shared PMD folio whole).
+    let shared = &patched.case("seal-lifetime", "unpin-of-shared-unsealed-pages-writes-nothing-back").detail;
+    assert!(shared.contains("pages pinned and released, 0 pages written back"), "{shared}");
     let never = &patched.case("seal-lifetime", "dax-never-mount-refuses-pinned-file").detail;
     assert!(never.contains("remounted dax=never: open EBUSY") && never.contains("reads as written"), "{never}");
     let poisoned = &patched.case("seal-lifetime", "dax-never-mount-opens-sealed-file-with-poisoned-block").detail;

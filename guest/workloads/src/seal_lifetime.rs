@@ -88,6 +88,7 @@ const CASES: &[(&str, Case)] = &[
     ("offline-repair-under-pin-keeps-the-seal", case_offline_repair),
     ("fsync-writes-back-pinned-pages", case_fsync),
     ("unpin-writes-back-what-the-pin-wrote", case_unpin_writeback),
+    ("unpin-of-shared-unsealed-pages-writes-nothing-back", case_shared_unpin),
     ("fsync-after-release-flushes-the-device", case_fsync_after_release),
     ("fsync-walks-only-while-a-pin-is-possible", case_fsync_walk),
     ("read-only-mappings-leave-fsync-alone", case_reader_mapping),
@@ -1173,6 +1174,83 @@ fn unpin_writes_back(path: &Path) -> Check {
         "READ_FIXED into {pinned} pinned pages, munmap, close, no fsync: 0 pages written back; after \
          UNREGISTER_BUFFERS (pins acquired {acquired}, released {released}): {pages} pages, each once, and the file \
          reads what the pin wrote"
+    ))
+}
+
+/// Only a sealed file's pages are written back when a pin of them is
+/// released. O_DIRECT writes from mappings of a reflinked, unsealed DAX
+/// file pin its shared pages for each I/O; 7.3 keeps the owners of a
+/// shared folio in a count and clears its mapping, as eviction does for
+/// a sealed file's orphaned page, and the two must not be confused: a
+/// write-back at every O_DIRECT completion (of 2 MiB for a PMD folio)
+/// would tax every reflinked DAX file.
+fn case_shared_unpin(env: &Env) -> Attempt {
+    env.sealed(|| {
+        let path = env.path("shared-unpin");
+        let r = shared_unpin_writes_nothing_back(&path);
+        let _ = fs::remove_file(&path);
+        let _ = fs::remove_file(shared_copy(&path));
+        r
+    })
+}
+
+fn shared_unpin_writes_nothing_back(path: &Path) -> Check {
+    const LEN: u64 = 4 << 20;
+    let event = TraceEvent::enable("fs_dax", "dax_unpin_writeback")
+        .map_err(|e| format!("{e}; releasing a pin of a sealed file reports each page it wrote back there"))?;
+    // Whole 2 MiB extents, so that the mappings can take PMD faults.
+    let file = create(path, 0, 0)?;
+    let mut fa = seal::fsgetxattr(&file).map_err(|e| format!("FS_IOC_FSGETXATTR: {}", errno_text(&e)))?;
+    fa.xflags |= seal::FS_XFLAG_EXTSIZE;
+    fa.extsize = 2 << 20;
+    seal::fssetxattr(&file, &fa).map_err(|e| format!("FS_IOC_FSSETXATTR (2 MiB extent size): {}", errno_text(&e)))?;
+    file.write_all_at(&pattern(0x6a, LEN), 0).map_err(|e| format!("pwrite: {}", errno_text(&e)))?;
+    file.sync_all().map_err(|e| format!("fsync: {}", errno_text(&e)))?;
+    let copy = create(&shared_copy(path), 0, 0)?;
+    seal::ficlone(&copy, &file).map_err(|e| format!("FICLONE: {}", errno_text(&e)))?;
+    // A block becomes a shared folio when a second file maps it.
+    let map = |f: &File| Mapping::shared_read_only(f, LEN as usize).map_err(|e| format!("mmap: {}", errno_text(&e)));
+    let (ours, theirs) = (map(&file)?, map(&copy)?);
+    for m in [&ours, &theirs] {
+        std::hint::black_box(m.as_slice().iter().step_by(PAGE as usize).map(|&b| u64::from(b)).sum::<u64>());
+    }
+    let dir = crate::workdir::fresh_page_cache("seal-lifetime-target")?;
+    let target = dir.join("target");
+    drop(create(&target, 0, 0)?);
+    let out = crate::fixture::open_direct(&target, true)
+        .map_err(|e| format!("open {} O_DIRECT: {}", target.display(), errno_text(&e)))?;
+    let _ = event.take().map_err(|e| format!("reading the trace buffer: {e}"))?;
+    let (acquired, released) = pin_counters()?;
+    for (i, m) in [&ours, &theirs].iter().enumerate() {
+        out.write_all_at(m.as_slice(), i as u64 * LEN)
+            .map_err(|e| format!("O_DIRECT pwrite from the mapping: {}", errno_text(&e)))?;
+    }
+    let (acquired_after, released_after) = pins_settled("the O_DIRECT writes")?;
+    let pinned = acquired_after - acquired;
+    if pinned < 2 * LEN / PAGE {
+        return Err(format!(
+            "the O_DIRECT writes pinned {pinned} pages (released {}), expected at least {}: the path was not exercised",
+            released_after - released,
+            2 * LEN / PAGE
+        ));
+    }
+    let lines = event.take().map_err(|e| format!("reading the trace buffer: {e}"))?;
+    let pages: u64 = lines.iter().filter_map(|l| trace::field(l, "nr").and_then(|n| n.parse::<u64>().ok())).sum();
+    let back = fs::read(&target).map_err(|e| format!("read {}: {e}", target.display()))?;
+    let _ = fs::remove_dir_all(&dir);
+    if !lines.is_empty() {
+        return Err(format!(
+            "releasing {pinned} O_DIRECT pins of an unsealed, reflinked file's pages wrote back {pages} pages \
+             ({} dax_unpin_writeback events): only a sealed file's pages are written back at unpin",
+            lines.len()
+        ));
+    }
+    if back.len() as u64 != 2 * LEN || back.iter().zip(pattern(0x6a, LEN).iter().cycle()).any(|(a, b)| a != b) {
+        return Err("the O_DIRECT target does not read back what both mappings held".into());
+    }
+    Ok(format!(
+        "O_DIRECT writes from mappings of a file and its clone: {pinned} pages pinned and released, \
+         0 pages written back"
     ))
 }
 
