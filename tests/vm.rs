@@ -865,7 +865,8 @@ fn swap_pressure_goes_through_the_sealed_map_on_patched_only() {
 /// And it zeroes a range of two sealed files (unwritten extents) and clones
 /// two others (shared extents): a write into either is refused, on the DAX
 /// mount and through the page cache alike, rather than accepted and lost
-/// at writeback or when its copy-on-write is remapped.
+/// at writeback or when its copy-on-write is remapped, and a read-only
+/// long-term pin (an RDMA region) of a block the clone shares is refused.
 #[test]
 fn a_seal_broken_by_a_kernel_without_the_series_is_reported_and_recoverable() {
     // Two CPUs, so that the shutdown can land inside the clone's
@@ -894,6 +895,10 @@ fn a_seal_broken_by_a_kernel_without_the_series_is_reported_and_recoverable() {
     assert_eq!(zeroed.matches("ETXTBSY, still zeros").count(), 2, "{zeroed}");
     let shared = &third.case("seal-foreign-verify", "write-into-shared-extent-of-broken-seal-refused").detail;
     assert_eq!(shared.matches("ETXTBSY, file and copy unchanged").count(), 2, "{shared}");
+    // A read-only long-term pin of a block the clone shares, both files
+    // mapping it, is refused at once (it once retried until killed).
+    let pin = &third.case("seal-foreign-verify", "long-term-pin-of-shared-extent-of-broken-seal-refused").detail;
+    assert!(pin.contains("ibv_reg_mr for remote read: EOPNOTSUPP"), "{pin}");
     let orphan = third.case("seal-foreign-verify", "unlinked-sealed-file-freed");
     assert!(orphan.detail.contains("seal dropped and blocks freed"), "{}", orphan.detail);
     // The same verification on the images a patched boot never left fails:

@@ -498,6 +498,68 @@ impl Drop for HungTaskTimeout {
     }
 }
 
+/// How a child that [`in_child`] ran ended.
+pub enum ChildOutcome {
+    /// It returned this before the deadline.
+    Returned(Result<String, String>),
+    /// It was still running at the deadline, and was killed.
+    Killed,
+}
+
+/// Runs `work` in a forked child and waits up to `deadline` for its
+/// result; a child still running then gets SIGKILL. For calls that a
+/// kernel bug can keep from returning (a loop that only a fatal signal
+/// ends).
+pub fn in_child(deadline: Duration, work: impl FnOnce() -> Result<String, String>) -> Result<ChildOutcome, String> {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into fds.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe2: {}", errno_text(&std::io::Error::last_os_error())));
+    }
+    // SAFETY: both descriptors are new and owned here.
+    let (mut reader, mut writer) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    // SAFETY: the child only runs `work`, writes and exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", errno_text(&std::io::Error::last_os_error())));
+    }
+    if pid == 0 {
+        drop(reader);
+        let (tag, text) = match work() {
+            Ok(note) => ('+', note),
+            Err(e) => ('-', e),
+        };
+        let _ = write!(writer, "{tag}{text}");
+        // SAFETY: leaves the child without running the parent's exit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    drop(writer);
+    let mut poll = libc::pollfd { fd: fds[0], events: libc::POLLIN, revents: 0 };
+    let ms = i32::try_from(deadline.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one pollfd.
+    let ready = unsafe { libc::poll(&mut poll, 1, ms) };
+    if ready <= 0 {
+        // SAFETY: pid is our child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        return Ok(ChildOutcome::Killed);
+    }
+    let mut text = String::new();
+    let read = reader.read_to_string(&mut text);
+    // SAFETY: pid is our child, which exits once it has written.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    read.map_err(|e| format!("reading the child's result: {e}"))?;
+    match text.split_at_checked(1) {
+        Some(("+", note)) => Ok(ChildOutcome::Returned(Ok(note.to_string()))),
+        Some(("-", e)) => Ok(ChildOutcome::Returned(Err(e.to_string()))),
+        _ => Err(format!("the child ended without a result ({text:?})")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,5 +576,21 @@ mod tests {
         );
         assert_eq!(repair_seal_line("sealed inode x has a hole, clearing its seal"), None);
         assert_eq!(repair_seal_line("Phase 7 - verify link counts..."), None);
+    }
+
+    #[test]
+    fn in_child_reports_what_the_child_returned_or_that_it_was_killed() {
+        let returned = |r: Result<ChildOutcome, String>| match r {
+            Ok(ChildOutcome::Returned(v)) => v,
+            Ok(ChildOutcome::Killed) => panic!("killed"),
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(returned(in_child(Duration::from_secs(30), || Ok("done".into()))), Ok("done".to_string()));
+        assert_eq!(returned(in_child(Duration::from_secs(30), || Err("refused".into()))), Err("refused".to_string()));
+        let slow = in_child(Duration::from_millis(200), || {
+            std::thread::sleep(Duration::from_secs(30));
+            Ok("late".into())
+        });
+        assert!(matches!(slow, Ok(ChildOutcome::Killed)));
     }
 }

@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 
 use dax_seal_protocol::MOUNT_PREFIX;
 
-use crate::calls::{errno_text, kmsg_count, kmsg_records, result_text};
+use crate::calls::{errno_text, kmsg_count, kmsg_records, result_text, Mapping};
 use crate::cases::Cases;
-use crate::fixture::{broken_seal_reports, create, pattern, seal_views};
+use crate::fixture::{self, broken_seal_reports, create, pattern, seal_views};
 use crate::seal::{self, FIEMAP_EXTENT_SHARED, FIEMAP_EXTENT_UNWRITTEN};
 use crate::workdir::page_cache_mount;
 
@@ -293,7 +293,7 @@ fn ino(name: &str) -> Result<u64, String> {
 
 /// Boot 3, patched again on the same images.
 pub fn verify() -> ExitCode {
-    let mut t = Cases::new(9);
+    let mut t = Cases::new(10);
     t.check("broken-seals-reported", broken_reported());
     t.check("whole-seals-kept", whole_kept());
     t.check("daxctl-immutable-status-says-broken", status_says_broken());
@@ -301,6 +301,7 @@ pub fn verify() -> ExitCode {
     t.check("unseal-then-seal-recovers", recover());
     t.check("write-into-unwritten-extent-of-broken-seal-refused", unwritten_refused());
     t.check("write-into-shared-extent-of-broken-seal-refused", shared_refused());
+    t.check("long-term-pin-of-shared-extent-of-broken-seal-refused", shared_pin_refused());
     t.check("unlinked-sealed-file-freed", orphan_freed());
     match clone_replayed() {
         Replay::Dropped(detail) => {
@@ -437,6 +438,58 @@ fn shared_refused() -> Result<((), String), String> {
     }
     still_writable()?;
     Ok(((), notes.join("; ")))
+}
+
+/// How long a registration may take before the case calls it stuck.
+const PIN_DEADLINE: Duration = Duration::from_secs(20);
+
+/// A read-only long-term pin (an RDMA memory region registered for remote
+/// read) of a broken seal's extent that the foreign clone shares, while
+/// the clone maps it too: the block belongs to two files, so no pin of it
+/// is a sealed file's. It must be refused at once, as for an unsealed DAX
+/// file (EOPNOTSUPP). The in-core seal let the registration past the
+/// mapping's check, and GUP then retried the shared page, which it can
+/// neither pin nor migrate, until the process was killed. The
+/// registration runs in a child that is killed past PIN_DEADLINE.
+fn shared_pin_refused() -> Result<((), String), String> {
+    let [path, _] = on_both_mounts(SHARED)?;
+    let len = SIZE as usize;
+    let (file, copy) = (open_path(&path)?, open_path(&path.with_file_name(SHARED_COPY))?);
+    let map = |f: &File| Mapping::shared_read_only(f, len).map_err(|e| format!("mmap: {}", errno_text(&e)));
+    let (ours, theirs) = (map(&file)?, map(&copy)?);
+    // Read faults through both files make each block a shared DAX page.
+    for m in [&ours, &theirs] {
+        std::hint::black_box(m.as_slice().iter().step_by(BLOCK as usize).map(|&b| u64::from(b)).sum::<u64>());
+    }
+    let addr = ours.as_ptr();
+    let outcome = fixture::in_child(PIN_DEADLINE, || {
+        let verbs =
+            dax_seal_rdma::link_add("dummy0", "rxe0", "10.77.0.1").and_then(|()| dax_seal_rdma::Verbs::open("rxe0"))?;
+        // SAFETY: the mapping lives as long as this child.
+        let registered = unsafe { verbs.register_read_only(addr, len) };
+        let verdict = match registered {
+            Ok(mr) => {
+                let _ = mr.deregister();
+                Err("ibv_reg_mr for remote read: 0".into())
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok("ibv_reg_mr for remote read: EOPNOTSUPP".into()),
+            Err(e) => Err(format!("ibv_reg_mr for remote read: {}", errno_text(&e))),
+        };
+        verdict
+    })?;
+    drop((ours, theirs));
+    match outcome {
+        fixture::ChildOutcome::Returned(Ok(note)) => Ok(((), format!("{}: {note}", path.display()))),
+        fixture::ChildOutcome::Returned(Err(e)) => {
+            Err(format!("{}: {e}, expected EOPNOTSUPP (a block shared with a clone)", path.display()))
+        }
+        fixture::ChildOutcome::Killed => Err(format!(
+            "{}: ibv_reg_mr of a read-only mapping did not return in {} s (GUP retrying a page it cannot pin), \
+             and was killed",
+            path.display(),
+            PIN_DEADLINE.as_secs()
+        )),
+    }
 }
 
 /// The line the kernel writes when it drops the seal of `ino` to finish
