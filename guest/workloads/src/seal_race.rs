@@ -473,6 +473,9 @@ const FIXED_CASES: usize = 6;
 /// silence deadline (120 s by default).
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
+/// The most a race runs past its seconds for a starved worker.
+const OVERTIME: Duration = Duration::from_secs(60);
+
 pub fn run() -> ExitCode {
     let mut t = Cases::new(FIXED_CASES + OPS.len());
     let made = crate::workdir::fresh(Path::new(&format!("{MOUNT_PREFIX}0")), "seal-race");
@@ -507,8 +510,26 @@ pub fn run() -> ExitCode {
         let toggler = has_seal.is_ok().then(|| s.spawn(|| toggler(&files, &phase, &stop, &starved, seed)));
         let start = Instant::now();
         let end = start + Duration::from_secs(seconds);
+        // A worker whose calls outlast every unsealed window so far (a slow
+        // kernel on a busy host) gets up to as long again, at most
+        // OVERTIME, before its case says the race did not exercise it.
+        let overtime = end + Duration::from_secs(seconds).min(OVERTIME);
         let mut next_note = start + PROGRESS_EVERY;
-        while Instant::now() < end && !stop.load(SeqCst) {
+        let mut extended = false;
+        loop {
+            let now = Instant::now();
+            let starving = starved.load(SeqCst) > 0 && has_seal.is_ok();
+            if stop.load(SeqCst) || now >= overtime || (now >= end && !starving) {
+                break;
+            }
+            if now >= end && !extended {
+                extended = true;
+                t.note(&format!(
+                    "{} worker(s) with no call yet inside an unsealed phase: racing up to {} s more",
+                    starved.load(SeqCst),
+                    (overtime - end).as_secs()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(50));
             // A long race must not look like a silent guest to the host.
             if Instant::now() >= next_note {
