@@ -498,6 +498,17 @@ impl Drop for HungTaskTimeout {
     }
 }
 
+/// The Soft-RoCE device the workloads register memory with: rxe over a
+/// dummy network device of its own.
+pub const NETDEV: &str = "dummy0";
+pub const IBDEV: &str = "rxe0";
+pub const ADDRESS: &str = "10.77.0.1";
+
+/// Creates the Soft-RoCE device (once a boot) and opens it.
+pub fn soft_roce() -> Result<dax_seal_rdma::Verbs, String> {
+    dax_seal_rdma::link_add(NETDEV, IBDEV, ADDRESS).and_then(|()| dax_seal_rdma::Verbs::open(IBDEV))
+}
+
 /// How a child that [`in_child`] ran ended.
 pub enum ChildOutcome {
     /// It returned this before the deadline.

@@ -448,9 +448,10 @@ const PIN_DEADLINE: Duration = Duration::from_secs(20);
 /// the clone maps it too: the block belongs to two files, so no pin of it
 /// is a sealed file's. It must be refused at once, as for an unsealed DAX
 /// file (EOPNOTSUPP). The in-core seal let the registration past the
-/// mapping's check, and GUP then retried the shared page, which it can
-/// neither pin nor migrate, until the process was killed. The
-/// registration runs in a child that is killed past PIN_DEADLINE.
+/// mapping's check, and GUP then retried until the process was killed
+/// (7.3: a page it could neither pin nor migrate; 6.12: an unshare fault
+/// that did nothing). The registration runs in a child that is killed
+/// past PIN_DEADLINE.
 fn shared_pin_refused() -> Result<((), String), String> {
     let [path, _] = on_both_mounts(SHARED)?;
     let len = SIZE as usize;
@@ -463,8 +464,7 @@ fn shared_pin_refused() -> Result<((), String), String> {
     }
     let addr = ours.as_ptr();
     let outcome = fixture::in_child(PIN_DEADLINE, || {
-        let verbs =
-            dax_seal_rdma::link_add("dummy0", "rxe0", "10.77.0.1").and_then(|()| dax_seal_rdma::Verbs::open("rxe0"))?;
+        let verbs = fixture::soft_roce()?;
         // SAFETY: the mapping lives as long as this child.
         let registered = unsafe { verbs.register_read_only(addr, len) };
         let verdict = match registered {

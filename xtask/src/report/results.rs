@@ -620,7 +620,7 @@ pub fn summary(results: &Results) -> String {
         },
         match count(Verdict::Known) {
             0 => String::new(),
-            n => format!(", {n} known failures (fail on the baseline too)"),
+            n => format!(", {n} known failures (listed in the known-failure file, each with its reason)"),
         }
     );
     out

@@ -19,17 +19,14 @@ use std::time::Instant;
 
 use dax_seal_protocol::disks::{fill_pattern, HostCheck, HostImage};
 use dax_seal_protocol::figure::{self, Figure};
-use dax_seal_rdma::{link_add, Mr, Verbs};
+use dax_seal_rdma::{Mr, Verbs};
 
 use super::{nvdimm_ranges, verify, verify_file, PAGE};
 use crate::calls::{errno_text, result_text, Mapping};
 use crate::cases::{Attempt, Cases};
-use crate::fixture::{create_sparse, median, pin_counters};
+use crate::fixture::{create_sparse, median, pin_counters, soft_roce, ADDRESS, IBDEV, NETDEV};
 use crate::seal::{self, Extent};
 
-const NETDEV: &str = "dummy0";
-const IBDEV: &str = "rxe0";
-const ADDRESS: &str = "10.77.0.1";
 /// The sealed file the region covers.
 const SIZE: u64 = 16 << 20;
 /// One work request.
@@ -131,7 +128,7 @@ fn unsealed_refused(v: &Verbs, dir: &Path) -> Result<String, String> {
 /// Runs the RDMA cases; `sealed_ok` says whether this kernel seals
 /// (`Err` holds the skip reason).
 pub fn run(t: &mut Cases, dir: &Path, mount_pmem: Result<(String, u32, u64), String>, sealed_ok: Result<(), String>) {
-    let verbs = link_add(NETDEV, IBDEV, ADDRESS).and_then(|()| Verbs::open(IBDEV));
+    let verbs = soft_roce();
     let Some(v) = t.check(
         CASES[0],
         verbs.map(|v| {
