@@ -249,6 +249,15 @@ impl Mapping {
         self.ptr
     }
 
+    /// Reads the first byte of every 4 KiB page, so that each page has
+    /// taken its read fault before the caller goes on.
+    pub fn read_every_page(&self) {
+        for offset in (0..self.len).step_by(4096) {
+            // SAFETY: offset < len, inside the live mapping owned by self.
+            unsafe { std::ptr::read_volatile(self.ptr.add(offset)) };
+        }
+    }
+
     /// The mapping's bytes, for reading (a read-only mapping has no other
     /// use).
     pub fn as_slice(&self) -> &[u8] {

@@ -459,9 +459,8 @@ fn shared_pin_refused() -> Result<((), String), String> {
     let map = |f: &File| Mapping::shared_read_only(f, len).map_err(|e| format!("mmap: {}", errno_text(&e)));
     let (ours, theirs) = (map(&file)?, map(&copy)?);
     // Read faults through both files make each block a shared DAX page.
-    for m in [&ours, &theirs] {
-        std::hint::black_box(m.as_slice().iter().step_by(BLOCK as usize).map(|&b| u64::from(b)).sum::<u64>());
-    }
+    ours.read_every_page();
+    theirs.read_every_page();
     let addr = ours.as_ptr();
     let outcome = fixture::in_child(PIN_DEADLINE, || {
         let verbs = fixture::soft_roce()?;

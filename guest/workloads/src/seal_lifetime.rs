@@ -1090,8 +1090,7 @@ fn reader_mapping_leaves_fsync_alone(path: &Path) -> Check {
     let reader = File::open(path).map_err(|e| format!("open read-only: {}", errno_text(&e)))?;
     let map = Mapping::shared_read_only(&reader, SIZE as usize)
         .map_err(|e| format!("mmap of the read-only file: {}", errno_text(&e)))?;
-    let sum: u64 = map.as_slice().chunks(PAGE as usize).map(|page| u64::from(page[0])).sum();
-    std::hint::black_box(sum);
+    map.read_every_page();
     watch.fsync(&reader, "by the reader, which read every page through its mapping", false, 0)?;
     watch.fsync(&file, "by the owner while the reader maps the file", false, 0)?;
     let mut writable = Mapping::shared(&file, SIZE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
@@ -1211,9 +1210,8 @@ fn shared_unpin_writes_nothing_back(path: &Path) -> Check {
     // A block becomes a shared folio when a second file maps it.
     let map = |f: &File| Mapping::shared_read_only(f, LEN as usize).map_err(|e| format!("mmap: {}", errno_text(&e)));
     let (ours, theirs) = (map(&file)?, map(&copy)?);
-    for m in [&ours, &theirs] {
-        std::hint::black_box(m.as_slice().iter().step_by(PAGE as usize).map(|&b| u64::from(b)).sum::<u64>());
-    }
+    ours.read_every_page();
+    theirs.read_every_page();
     let dir = crate::workdir::fresh_page_cache("seal-lifetime-target")?;
     let target = dir.join("target");
     drop(create(&target, 0, 0)?);
