@@ -586,7 +586,7 @@ fn assert_sealed_only(patched: &Booted, baseline: &Booted, workload: &str, name:
 }
 
 /// The cases of seal-lifetime that need the series.
-const LIFETIME_SEALED: [&str; 22] = [
+const LIFETIME_SEALED: [&str; 23] = [
     "pin-outlives-umount",
     "pin-outlives-drop-caches",
     "dax-flag-fixed-while-sealed-dax-inode",
@@ -603,6 +603,7 @@ const LIFETIME_SEALED: [&str; 22] = [
     "dax-never-mount-opens-sealed-file-with-poisoned-block",
     "unpin-writes-back-what-the-pin-wrote",
     "unpin-of-shared-unsealed-pages-writes-nothing-back",
+    "unpin-without-write-cache-writes-nothing-back",
     "fsync-after-release-flushes-the-device",
     "fsync-walks-only-while-a-pin-is-possible",
     "read-only-mappings-leave-fsync-alone",
@@ -615,7 +616,8 @@ const LIFETIME_SEALED: [&str; 22] = [
 /// munmap, close and the inode (umount, drop_caches, a refused DAX-flag
 /// change, online repair), fsync writes back exactly the pinned pages,
 /// and only while something can have pinned the file, releasing pins of
-/// a reflinked, unsealed file's shared pages writes nothing back, SEAL of large
+/// a reflinked, unsealed file's shared pages writes nothing back, nor
+/// does releasing any pin on a disk without a write cache, SEAL of large
 /// sparse and cloned files stops between two steps at SIGKILL and lets
 /// readers through (and keeps mappings outside each step's range), with
 /// no kernel report on the way (the old
@@ -660,6 +662,15 @@ fn seal_lifetime_pins_outlive_the_inode_on_patched_only() {
     // (7.3 once wrote back each shared PMD folio whole).
     let shared = &patched.case("seal-lifetime", "unpin-of-shared-unsealed-pages-writes-nothing-back").detail;
     assert!(shared.contains("pages pinned and released, 0 pages written back"), "{shared}");
+    // The same pin and release with the disk's write cache cleared: the
+    // release writes nothing back (before patch 0019 it wrote back all 256).
+    let uncached = &patched.case("seal-lifetime", "unpin-without-write-cache-writes-nothing-back").detail;
+    assert!(
+        uncached.contains("write_cache 0: READ_FIXED into 256 pinned pages")
+            && uncached.contains("released +")
+            && uncached.contains("0 pages written back"),
+        "{uncached}"
+    );
     let never = &patched.case("seal-lifetime", "dax-never-mount-refuses-pinned-file").detail;
     assert!(never.contains("remounted dax=never: open EBUSY") && never.contains("reads as written"), "{never}");
     let poisoned = &patched.case("seal-lifetime", "dax-never-mount-opens-sealed-file-with-poisoned-block").detail;

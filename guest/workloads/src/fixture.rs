@@ -498,6 +498,36 @@ impl Drop for HungTaskTimeout {
     }
 }
 
+/// The write-cache setting of the pmem disk under a mount
+/// (`/sys/block/pmemN/dax/write_cache`: 1 when CPU stores may wait in a
+/// volatile cache, so that durability needs a cache write-back; 0 when the
+/// platform flushes the caches on power loss), cleared for a while and put
+/// back on drop.
+pub struct WriteCache {
+    attr: PathBuf,
+    old: String,
+}
+
+impl WriteCache {
+    pub fn clear(mount: &Path) -> Result<WriteCache, String> {
+        let (dev, _) = mounted(mount)?;
+        let block = Path::new(&dev).file_name().ok_or_else(|| format!("{dev} names no block device"))?;
+        let attr = Path::new("/sys/block").join(block).join("dax/write_cache");
+        let old = fs::read_to_string(&attr)
+            .map_err(|e| format!("read {}: {}", attr.display(), errno_text(&e)))?
+            .trim()
+            .to_string();
+        fs::write(&attr, "0").map_err(|e| format!("write 0 to {}: {}", attr.display(), errno_text(&e)))?;
+        Ok(WriteCache { attr, old })
+    }
+}
+
+impl Drop for WriteCache {
+    fn drop(&mut self) {
+        let _ = fs::write(&self.attr, &self.old);
+    }
+}
+
 /// The Soft-RoCE device the workloads register memory with: rxe over a
 /// dummy network device of its own.
 pub const NETDEV: &str = "dummy0";

@@ -63,7 +63,7 @@ use crate::calls::{
 use crate::cases::{when_sealable, Attempt, Cases};
 use crate::fixture::{
     create, is_sealed, pattern, pin_counters, pins_settled, probe, probe_online_repair, remount, remount_with,
-    remove_sealed, while_unmounted, xfs_repair, HungTaskTimeout, Namespace,
+    remove_sealed, while_unmounted, xfs_repair, HungTaskTimeout, Namespace, WriteCache,
 };
 use crate::seal::{self, Extent};
 use crate::trace::{self, TraceEvent};
@@ -88,6 +88,7 @@ const CASES: &[(&str, Case)] = &[
     ("offline-repair-under-pin-keeps-the-seal", case_offline_repair),
     ("fsync-writes-back-pinned-pages", case_fsync),
     ("unpin-writes-back-what-the-pin-wrote", case_unpin_writeback),
+    ("unpin-without-write-cache-writes-nothing-back", case_unpin_without_write_cache),
     ("unpin-of-shared-unsealed-pages-writes-nothing-back", case_shared_unpin),
     ("fsync-after-release-flushes-the-device", case_fsync_after_release),
     ("fsync-walks-only-while-a-pin-is-possible", case_fsync_walk),
@@ -1122,17 +1123,91 @@ fn case_unpin_writeback(env: &Env) -> Attempt {
 }
 
 fn unpin_writes_back(path: &Path) -> Check {
+    let r = pin_write_release(path, 0x7e)?;
+    if r.pages != r.pinned || r.distinct as u64 != r.pinned {
+        return Err(format!(
+            "releasing the ring wrote back {} pages ({} distinct), expected each of the {} pinned pages once",
+            r.pages, r.distinct, r.pinned
+        ));
+    }
+    Ok(format!(
+        "READ_FIXED into {} pinned pages, munmap, close, no fsync: 0 pages written back; after \
+         UNREGISTER_BUFFERS ({}): {} pages, each once, and the file reads what the pin wrote",
+        r.pinned,
+        r.counters(),
+        r.pages
+    ))
+}
+
+/// A device whose CPU caches are in its persistence domain has nothing to
+/// write back: with the pmem disk's `dax/write_cache` cleared (what a
+/// platform reports when its caches are flushed on power loss, and what an
+/// administrator sets for one), releasing a pin of a sealed file writes
+/// nothing back, as fsync's write-back does nothing there either. The file
+/// still reads what the pin wrote, and the pins were counted.
+fn case_unpin_without_write_cache(env: &Env) -> Attempt {
+    env.sealed(|| {
+        let path = env.path("unpin-no-cache");
+        let r = WriteCache::clear(&env.mount).and_then(|cache| {
+            let r = pin_write_release(&path, 0x6b);
+            drop(cache);
+            r
+        });
+        remove_sealed(&path);
+        let _ = fs::remove_file(path.with_extension("source"));
+        let r = r?;
+        if r.pages != 0 {
+            return Err(format!(
+                "with the write cache cleared, releasing the ring still wrote back {} pages ({} distinct) of the {} \
+                 pinned: a device without a volatile cache pays for a write-back of every page it pinned",
+                r.pages, r.distinct, r.pinned
+            ));
+        }
+        Ok(format!(
+            "write_cache 0: READ_FIXED into {} pinned pages, then UNREGISTER_BUFFERS ({}): 0 pages written back, \
+             and the file reads what the pin wrote",
+            r.pinned,
+            r.counters()
+        ))
+    })
+}
+
+/// What releasing a pin of a sealed file's first half wrote back.
+struct Release {
+    pinned: u64,
+    /// How far nr_foll_pin_acquired and nr_foll_pin_released moved.
+    acquired: u64,
+    released: u64,
+    /// Pages `fs_dax:dax_unpin_writeback` named after the release, and how
+    /// many distinct pfns among them.
+    pages: u64,
+    distinct: usize,
+}
+
+impl Release {
+    fn counters(&self) -> String {
+        format!("pins acquired +{}, released +{}", self.acquired, self.released)
+    }
+}
+
+/// Seals a file, pins its first half as an io_uring fixed buffer, lets
+/// READ_FIXED write into it through the pin, unmaps and closes it, and
+/// releases the ring. Nothing may be written back before the release; the
+/// file must read back what the pin wrote, and the release must move the
+/// pin counters by at least the pages pinned.
+fn pin_write_release(path: &Path, seed: u8) -> Result<Release, String> {
     let event = TraceEvent::enable("fs_dax", "dax_unpin_writeback")
         .map_err(|e| format!("{e}; releasing a pin of a sealed file reports each page it wrote back there"))?;
     let file = create(path, 0x66, SIZE)?;
     seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
     let half = SIZE / 2;
     let pinned = half / PAGE;
+    let (acquired0, released0) = pin_counters()?;
     let ring = seal::Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
     let mut mapping = crate::fixture::shared_for_stores(&file, SIZE as usize)?.0;
     ring.register(mapping.as_mut_ptr(), half as usize)
         .map_err(|e| format!("REGISTER_BUFFERS on the first half: {}", errno_text(&e)))?;
-    let source = create(&path.with_extension("source"), 0x7e, half)?;
+    let source = create(&path.with_extension("source"), seed, half)?;
     match ring.read_fixed(&source, 0, mapping.as_mut_ptr(), half as u32) {
         Ok(n) if u64::from(n) == half => {}
         other => return Err(format!("READ_FIXED into the pinned half: {other:?}, expected {half}")),
@@ -1145,6 +1220,13 @@ fn unpin_writes_back(path: &Path) -> Check {
     }
     ring.unregister().map_err(|e| format!("UNREGISTER_BUFFERS: {}", errno_text(&e)))?;
     let (acquired, released) = pins_settled("UNREGISTER_BUFFERS")?;
+    let (acquired, released) = (acquired - acquired0, released - released0);
+    if released < pinned {
+        return Err(format!(
+            "UNREGISTER_BUFFERS of {pinned} pinned pages moved nr_foll_pin_released by {released} (acquired \
+             {acquired}): the pins this case releases were not counted"
+        ));
+    }
     let lines = event.take().map_err(|e| format!("reading the trace buffer: {e}"))?;
     let mut pages = 0u64;
     let mut pfns = std::collections::BTreeSet::new();
@@ -1159,21 +1241,11 @@ fn unpin_writes_back(path: &Path) -> Check {
             _ => return Err(format!("a dax_unpin_writeback line without pfn and nr: {line:?}")),
         }
     }
-    if pages != pinned || pfns.len() as u64 != pinned {
-        return Err(format!(
-            "releasing the ring wrote back {pages} pages ({} distinct), expected each of the {pinned} pinned pages once",
-            pfns.len()
-        ));
-    }
     let back = fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
-    if back[..half as usize] != pattern(0x7e, half)[..] {
+    if back[..half as usize] != pattern(seed, half)[..] {
         return Err("the file does not read back what READ_FIXED wrote through the pin".into());
     }
-    Ok(format!(
-        "READ_FIXED into {pinned} pinned pages, munmap, close, no fsync: 0 pages written back; after \
-         UNREGISTER_BUFFERS (pins acquired {acquired}, released {released}): {pages} pages, each once, and the file \
-         reads what the pin wrote"
-    ))
+    Ok(Release { pinned, acquired, released, pages, distinct: pfns.len() })
 }
 
 /// Only a sealed file's pages are written back when a pin of them is
