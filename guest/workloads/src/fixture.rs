@@ -59,6 +59,16 @@ pub fn device_dax() -> Result<Option<PathBuf>, String> {
     }
 }
 
+/// Opens the device-dax reference for reading and writing (device-dax has
+/// no read(2) or write(2): map it).
+pub fn open_device_dax(dev: &Path) -> Result<File, String> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev)
+        .map_err(|e| format!("open {}: {}", dev.display(), errno_text(&e)))
+}
+
 /// A shared mapping, MAP_SYNC where the device offers it: for operations
 /// whose errno is the result (races, conformance rows), not a set-up step.
 pub fn shared_map(file: &File, len: usize) -> std::io::Result<calls::Mapping> {

@@ -140,14 +140,7 @@ pub fn run(dir: &Path, persist: Persist, sealable: bool, device_dax: Option<&Pat
             continue;
         }
         let mut ns = match device_dax.filter(|_| kind == DEVICE_DAX) {
-            Some(dev) => {
-                let file = fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(dev)
-                    .map_err(|e| format!("open {}: {}", dev.display(), errno_text(&e)))?;
-                measure(&file, persist)?
-            }
+            Some(dev) => measure(&crate::fixture::open_device_dax(dev)?, persist)?,
             None => {
                 let file = make(dir, kind)?;
                 let ns = measure(&file, persist)?;

@@ -194,11 +194,7 @@ fn refused_map_sync(name: &str, records: u64, sealed: bool) -> Check {
 /// reads as a record) and touched once per page like the sealed file.
 fn prepare_device_dax(dev: &Path, records: u64) -> Result<(Writer, String), String> {
     let len = capacity(records);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(dev)
-        .map_err(|e| format!("open {}: {}", dev.display(), errno_text(&e)))?;
+    let file = crate::fixture::open_device_dax(dev)?;
     let mut map = Mapping::shared_sync(&file, len as usize)
         .map_err(|e| format!("mmap MAP_SHARED_VALIDATE|MAP_SYNC of {}: {}", dev.display(), errno_text(&e)))?;
     map.as_mut_slice().fill(0);
