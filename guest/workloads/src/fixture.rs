@@ -511,15 +511,15 @@ impl Drop for HungTaskTimeout {
 /// The write-cache setting of the pmem disk under a mount
 /// (`/sys/block/pmemN/dax/write_cache`: 1 when CPU stores may wait in a
 /// volatile cache, so that durability needs a cache write-back; 0 when the
-/// platform flushes the caches on power loss), cleared for a while and put
-/// back on drop.
+/// platform flushes the caches on power loss, as an eADR platform, QEMU's
+/// `nvdimm-persistence=cpu`, says), set for a while and put back on drop.
 pub struct WriteCache {
     attr: PathBuf,
     old: String,
 }
 
 impl WriteCache {
-    pub fn clear(mount: &Path) -> Result<WriteCache, String> {
+    pub fn set(mount: &Path, on: bool) -> Result<WriteCache, String> {
         let (dev, _) = mounted(mount)?;
         let block = Path::new(&dev).file_name().ok_or_else(|| format!("{dev} names no block device"))?;
         let attr = Path::new("/sys/block").join(block).join("dax/write_cache");
@@ -527,8 +527,15 @@ impl WriteCache {
             .map_err(|e| format!("read {}: {}", attr.display(), errno_text(&e)))?
             .trim()
             .to_string();
-        fs::write(&attr, "0").map_err(|e| format!("write 0 to {}: {}", attr.display(), errno_text(&e)))?;
+        let new = if on { "1" } else { "0" };
+        fs::write(&attr, new).map_err(|e| format!("write {new} to {}: {}", attr.display(), errno_text(&e)))?;
         Ok(WriteCache { attr, old })
+    }
+
+    /// The setting before [`WriteCache::set`]: the platform's, unless
+    /// someone changed it.
+    pub fn before(&self) -> &str {
+        &self.old
     }
 }
 
