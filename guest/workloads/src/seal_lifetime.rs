@@ -91,6 +91,7 @@ const CASES: &[(&str, Case)] = &[
     ("fsync-writes-back-pinned-pages", case_fsync),
     ("unpin-writes-back-what-the-pin-wrote", case_unpin_writeback),
     ("unpin-without-write-cache-writes-nothing-back", case_unpin_without_write_cache),
+    ("unpin-of-page-failed-after-eviction-writes-it-not", case_unpin_after_memory_failure),
     ("unpin-of-shared-unsealed-pages-writes-nothing-back", case_shared_unpin),
     ("fsync-after-release-flushes-the-device", case_fsync_after_release),
     ("fsync-walks-only-while-a-pin-is-possible", case_fsync_walk),
@@ -1132,7 +1133,7 @@ fn case_unpin_writeback(env: &Env) -> Attempt {
 /// platform's is off, and then nothing is written back, as the next case
 /// checks).
 fn unpin_writes_back(path: &Path, before: &str) -> Check {
-    let r = pin_write_release(path, 0x7e)?;
+    let r = pin_write_release(path, 0x7e, None)?;
     if r.pages != r.pinned || r.distinct as u64 != r.pinned {
         return Err(format!(
             "releasing the ring wrote back {} pages ({} distinct), expected each of the {} pinned pages once",
@@ -1158,7 +1159,7 @@ fn case_unpin_without_write_cache(env: &Env) -> Attempt {
     env.sealed(|| {
         let path = env.path("unpin-no-cache");
         let r = WriteCache::set(&env.mount, false).and_then(|cache| {
-            let r = pin_write_release(&path, 0x6b).map(|r| (r, cache.before().to_string()));
+            let r = pin_write_release(&path, 0x6b, None).map(|r| (r, cache.before().to_string()));
             drop(cache);
             r
         });
@@ -1181,16 +1182,64 @@ fn case_unpin_without_write_cache(env: &Env) -> Attempt {
     })
 }
 
+/// Where root reports a page's memory failed, as the machine-check handler
+/// does for a real error (`memory_failure()`).
+const HARD_OFFLINE: &str = "/sys/devices/system/memory/hard_offline_page";
+
+/// A page whose memory failed is never written back: x86 unmaps it from the
+/// kernel once it handles the machine check, and a write-back would fault.
+/// Linux finds a failed fsdax page through the mappings of the file that
+/// owns it; a pin whose file's inode was evicted has none, so the page
+/// must be marked failed whoever handled it. The case pins 256 pages of a
+/// sealed file, evicts its inode, reports one pinned page failed and
+/// releases the ring: the other 255 are written back, that one is not.
+/// The file keeps the failed block, sealed, until the guest powers off
+/// (emulated memory cannot be repaired); the next run's clean-up removes it.
+fn case_unpin_after_memory_failure(env: &Env) -> Attempt {
+    env.sealed(|| {
+        let path = env.path("unpin-failed-page");
+        let r = WriteCache::set(&env.mount, true).and_then(|cache| {
+            let r = pin_write_release(&path, 0x6c, Some(3));
+            drop(cache);
+            r
+        });
+        let _ = fs::remove_file(path.with_extension("source"));
+        let r = r?;
+        let failed = r.failed.as_deref().unwrap_or("?");
+        if r.pfns.contains(failed) || r.pages != r.pinned - 1 || r.distinct as u64 != r.pinned - 1 {
+            return Err(format!(
+                "after drop_caches evicted the file and its pinned page at pfn {failed} was reported failed, the \
+                 release wrote back {} pages ({} distinct) of the {} pinned, {} the failed one: a page whose memory \
+                 failed would be written back (x86 unmaps it after a machine check: the write-back faults)",
+                r.pages,
+                r.distinct,
+                r.pinned,
+                if r.pfns.contains(failed) { "including" } else { "not" }
+            ));
+        }
+        Ok(format!(
+            "READ_FIXED into {} pinned pages, munmap, close, drop_caches, pfn {failed} reported failed; \
+             UNREGISTER_BUFFERS ({}): {} pages written back, each once, not the failed one",
+            r.pinned,
+            r.counters(),
+            r.pages
+        ))
+    })
+}
+
 /// What releasing a pin of a sealed file's first half wrote back.
 struct Release {
     pinned: u64,
+    /// The page reported failed, when the case asked for one.
+    failed: Option<String>,
     /// How far nr_foll_pin_acquired and nr_foll_pin_released moved.
     acquired: u64,
     released: u64,
-    /// Pages `fs_dax:dax_unpin_writeback` named after the release, and how
-    /// many distinct pfns among them.
+    /// Pages `fs_dax:dax_unpin_writeback` named after the release, and
+    /// their pfns (as the event prints them).
     pages: u64,
     distinct: usize,
+    pfns: std::collections::BTreeSet<String>,
 }
 
 impl Release {
@@ -1203,8 +1252,11 @@ impl Release {
 /// READ_FIXED write into it through the pin, unmaps and closes it, and
 /// releases the ring. Nothing may be written back before the release; the
 /// file must read back what the pin wrote, and the release must move the
-/// pin counters by at least the pages pinned.
-fn pin_write_release(path: &Path, seed: u8) -> Result<Release, String> {
+/// pin counters by at least the pages pinned. With `fail_page`, that page
+/// of the pinned half is reported failed to Linux (as a machine check
+/// would) after `drop_caches` evicted the file's inode, just before the
+/// release.
+fn pin_write_release(path: &Path, seed: u8, fail_page: Option<u64>) -> Result<Release, String> {
     let event = TraceEvent::enable("fs_dax", "dax_unpin_writeback")
         .map_err(|e| format!("{e}; releasing a pin of a sealed file reports each page it wrote back there"))?;
     let file = create(path, 0x66, SIZE)?;
@@ -1221,8 +1273,23 @@ fn pin_write_release(path: &Path, seed: u8) -> Result<Release, String> {
         Ok(n) if u64::from(n) == half => {}
         other => return Err(format!("READ_FIXED into the pinned half: {other:?}, expected {half}")),
     }
+    let fail_pfn = match fail_page {
+        Some(page) => Some(calls::pfn_of(mapping.as_ptr().wrapping_add((page * PAGE) as usize))?),
+        None => None,
+    };
     drop(mapping);
     drop(file);
+    let failed = match fail_pfn {
+        Some(pfn) => {
+            drop_caches()?;
+            let addr = format!("{:#x}", pfn * PAGE);
+            fs::write(HARD_OFFLINE, &addr).map_err(|e| {
+                format!("reporting the pinned page at {addr} failed ({HARD_OFFLINE}): {}", errno_text(&e))
+            })?;
+            Some(format!("{pfn:#x}"))
+        }
+        None => None,
+    };
     let early = event.take().map_err(|e| format!("reading the trace buffer: {e}"))?;
     if !early.is_empty() {
         return Err(format!("{} pages written back before any pin was released", early.len()));
@@ -1254,7 +1321,7 @@ fn pin_write_release(path: &Path, seed: u8) -> Result<Release, String> {
     if back[..half as usize] != pattern(seed, half)[..] {
         return Err("the file does not read back what READ_FIXED wrote through the pin".into());
     }
-    Ok(Release { pinned, acquired, released, pages, distinct: pfns.len() })
+    Ok(Release { pinned, failed, acquired, released, pages, distinct: pfns.len(), pfns })
 }
 
 /// Only a sealed file's pages are written back when a pin of them is
