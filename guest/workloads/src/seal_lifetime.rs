@@ -1134,10 +1134,11 @@ fn case_unpin_writeback(env: &Env) -> Attempt {
 /// checks).
 fn unpin_writes_back(path: &Path, before: &str) -> Check {
     let r = pin_write_release(path, 0x7e, None)?;
-    if r.pages != r.pinned || r.distinct as u64 != r.pinned {
+    if r.pages != r.pinned || r.distinct as u64 != r.pinned || !r.missing.is_empty() {
         return Err(format!(
-            "releasing the ring wrote back {} pages ({} distinct), expected each of the {} pinned pages once",
-            r.pages, r.distinct, r.pinned
+            "releasing the ring wrote back {} pages ({} distinct), expected each of the {} pinned pages once; \
+             pinned pages not written back: {:?}",
+            r.pages, r.distinct, r.pinned, r.missing
         ));
     }
     Ok(format!(
@@ -1195,6 +1196,9 @@ const HARD_OFFLINE: &str = "/sys/devices/system/memory/hard_offline_page";
 /// releases the ring: the other 255 are written back, that one is not.
 /// The file keeps the failed block, sealed, until the guest powers off
 /// (emulated memory cannot be repaired); the next run's clean-up removes it.
+/// On 6.12 the failure found the file's huge (PMD) entry still there, and
+/// Linux marked the entry's first page instead of the failed one: the
+/// release then skipped a good page and wrote back the failed one.
 fn case_unpin_after_memory_failure(env: &Env) -> Attempt {
     env.sealed(|| {
         let path = env.path("unpin-failed-page");
@@ -1206,15 +1210,21 @@ fn case_unpin_after_memory_failure(env: &Env) -> Attempt {
         let _ = fs::remove_file(path.with_extension("source"));
         let r = r?;
         let failed = r.failed.as_deref().unwrap_or("?");
-        if r.pfns.contains(failed) || r.pages != r.pinned - 1 || r.distinct as u64 != r.pinned - 1 {
+        if r.pfns.contains(failed) {
             return Err(format!(
                 "after drop_caches evicted the file and its pinned page at pfn {failed} was reported failed, the \
-                 release wrote back {} pages ({} distinct) of the {} pinned, {} the failed one: a page whose memory \
-                 failed would be written back (x86 unmaps it after a machine check: the write-back faults)",
-                r.pages,
-                r.distinct,
-                r.pinned,
-                if r.pfns.contains(failed) { "including" } else { "not" }
+                 release wrote back {} pages ({} distinct) of the {} pinned, the failed one among them: a page \
+                 whose memory failed would be written back (x86 unmaps it after a machine check: the write-back \
+                 faults)",
+                r.pages, r.distinct, r.pinned
+            ));
+        }
+        if r.pages != r.pinned - 1 || r.distinct as u64 != r.pinned - 1 || r.missing != [failed] {
+            return Err(format!(
+                "after drop_caches evicted the file and its pinned page at pfn {failed} was reported failed, the \
+                 release wrote back {} pages ({} distinct) of the {} pinned; pinned pages not written back: {:?}, \
+                 expected only the failed one",
+                r.pages, r.distinct, r.pinned, r.missing
             ));
         }
         Ok(format!(
@@ -1240,6 +1250,9 @@ struct Release {
     pages: u64,
     distinct: usize,
     pfns: std::collections::BTreeSet<String>,
+    /// Pinned pages (their pfns, from /proc/self/pagemap) that no event
+    /// named.
+    missing: Vec<String>,
 }
 
 impl Release {
@@ -1273,10 +1286,11 @@ fn pin_write_release(path: &Path, seed: u8, fail_page: Option<u64>) -> Result<Re
         Ok(n) if u64::from(n) == half => {}
         other => return Err(format!("READ_FIXED into the pinned half: {other:?}, expected {half}")),
     }
-    let fail_pfn = match fail_page {
-        Some(page) => Some(calls::pfn_of(mapping.as_ptr().wrapping_add((page * PAGE) as usize))?),
-        None => None,
-    };
+    let mut held = Vec::new();
+    for page in 0..pinned {
+        held.push(calls::pfn_of(mapping.as_ptr().wrapping_add((page * PAGE) as usize))?);
+    }
+    let fail_pfn = fail_page.map(|page| held[page as usize]);
     drop(mapping);
     drop(file);
     let failed = match fail_pfn {
@@ -1321,7 +1335,8 @@ fn pin_write_release(path: &Path, seed: u8, fail_page: Option<u64>) -> Result<Re
     if back[..half as usize] != pattern(seed, half)[..] {
         return Err("the file does not read back what READ_FIXED wrote through the pin".into());
     }
-    Ok(Release { pinned, failed, acquired, released, pages, distinct: pfns.len(), pfns })
+    let missing: Vec<String> = held.iter().map(|pfn| format!("{pfn:#x}")).filter(|pfn| !pfns.contains(pfn)).collect();
+    Ok(Release { pinned, failed, acquired, released, pages, distinct: pfns.len(), pfns, missing })
 }
 
 /// Only a sealed file's pages are written back when a pin of them is
