@@ -669,13 +669,13 @@ fn seal_lifetime_pins_outlive_the_inode_on_patched_only() {
     // (7.3 once wrote back each shared PMD folio whole).
     let shared = &patched.case("seal-lifetime", "unpin-of-shared-unsealed-pages-writes-nothing-back").detail;
     assert!(shared.contains("pages pinned and released, 0 pages written back"), "{shared}");
-    // The same pin and release with the disk's write cache cleared: the
-    // release writes nothing back (before patch 0019 it wrote back all 256).
     // A pinned page reported failed after its file's inode was evicted is
-    // not written back (before patch 0020 it was: x86 would have unmapped
-    // it, and the write-back faulted).
+    // not written back (before patch 0020 it was; after a real machine
+    // check x86 would have unmapped it, and the write-back would fault).
     let failed = &patched.case("seal-lifetime", "unpin-of-page-failed-after-eviction-writes-it-not").detail;
     assert!(failed.contains("reported failed") && failed.contains("255 pages written back, each once"), "{failed}");
+    // The same pin and release with the disk's write cache cleared: the
+    // release writes nothing back (before patch 0019 it wrote back all 256).
     let uncached = &patched.case("seal-lifetime", "unpin-without-write-cache-writes-nothing-back").detail;
     assert!(
         uncached.contains("write_cache 0 (was 1): READ_FIXED into 256 pinned pages")

@@ -63,21 +63,27 @@ pub fn mounted(mount: &Path) -> Result<(String, String), String> {
         .ok_or_else(|| format!("nothing is mounted on {m}"))
 }
 
-/// The page frame number behind a mapped address of this process, from
-/// /proc/self/pagemap (root only: others read 0); the page must be
-/// present.
-pub fn pfn_of(addr: *const u8) -> Result<u64, String> {
+/// The page frame numbers behind `pages` mapped pages of this process from
+/// `addr` on, from one read of /proc/self/pagemap (root only: others read
+/// 0); every page must be present.
+pub fn pfns_of(addr: *const u8, pages: usize) -> Result<Vec<u64>, String> {
     use std::os::unix::fs::FileExt;
-    let page = addr as u64 / 4096;
+    let first = addr as u64 / 4096;
     let file = std::fs::File::open("/proc/self/pagemap").map_err(|e| format!("/proc/self/pagemap: {e}"))?;
-    let mut entry = [0u8; 8];
-    file.read_exact_at(&mut entry, page * 8).map_err(|e| format!("/proc/self/pagemap at page {page:#x}: {e}"))?;
-    let entry = u64::from_le_bytes(entry);
-    let pfn = entry & ((1 << 55) - 1);
-    if entry >> 63 == 0 || pfn == 0 {
-        return Err(format!("/proc/self/pagemap: page {page:#x} is not present (entry {entry:#x})"));
+    let mut entries = vec![0u8; pages * 8];
+    file.read_exact_at(&mut entries, first * 8)
+        .map_err(|e| format!("/proc/self/pagemap at page {first:#x}, {pages} pages: {e}"))?;
+    let mut pfns = Vec::with_capacity(pages);
+    for (i, entry) in entries.chunks_exact(8).enumerate() {
+        let entry = u64::from_le_bytes(entry.try_into().map_err(|_| "a short pagemap entry".to_string())?);
+        let pfn = entry & ((1 << 55) - 1);
+        if entry >> 63 == 0 || pfn == 0 {
+            let page = first + i as u64;
+            return Err(format!("/proc/self/pagemap: page {page:#x} is not present (entry {entry:#x})"));
+        }
+        pfns.push(pfn);
     }
-    Ok(pfn)
+    Ok(pfns)
 }
 
 /// Every record in the kernel log so far (/dev/kmsg, read without

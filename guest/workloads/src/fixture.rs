@@ -407,12 +407,20 @@ pub struct Namespace {
 
 const ND_PMEM: &str = "/sys/bus/nd/drivers/nd_pmem";
 
+/// The disk a mount is on (`/dev/pmem0`), its directory under /sys/block,
+/// and the mount's options.
+pub fn mounted_disk(mount: &Path) -> Result<(String, PathBuf, String), String> {
+    let (dev, opts) = mounted(mount)?;
+    let block = Path::new(&dev).file_name().ok_or_else(|| format!("{dev} names no block device"))?;
+    let sys = Path::new("/sys/block").join(block);
+    Ok((dev, sys, opts))
+}
+
 impl Namespace {
     /// The namespace of what is mounted on `mount`.
     pub fn of(mount: &Path) -> Result<Namespace, String> {
-        let (dev, opts) = mounted(mount)?;
-        let block = Path::new(&dev).file_name().ok_or_else(|| format!("{dev} names no block device"))?;
-        let link = Path::new("/sys/block").join(block).join("device");
+        let (dev, sys, opts) = mounted_disk(mount)?;
+        let link = sys.join("device");
         let nd = fs::canonicalize(&link).map_err(|e| format!("{}: {e}", link.display()))?;
         let name = nd.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or("no nd device name")?;
         let data = opts.split(',').filter(|o| o.starts_with("dax=")).collect::<Vec<_>>().join(",");
@@ -520,9 +528,7 @@ pub struct WriteCache {
 
 impl WriteCache {
     pub fn set(mount: &Path, on: bool) -> Result<WriteCache, String> {
-        let (dev, _) = mounted(mount)?;
-        let block = Path::new(&dev).file_name().ok_or_else(|| format!("{dev} names no block device"))?;
-        let attr = Path::new("/sys/block").join(block).join("dax/write_cache");
+        let attr = mounted_disk(mount)?.1.join("dax/write_cache");
         let old = fs::read_to_string(&attr)
             .map_err(|e| format!("read {}: {}", attr.display(), errno_text(&e)))?
             .trim()

@@ -378,8 +378,7 @@ fn case_poisoned_block(env: &Env) -> Attempt {
         if first.logical != 0 || first.length < 2 * PAGE {
             return Err(format!("the sealed file's first extent does not hold its first two blocks: {map:?}"));
         }
-        let (dev, _) = calls::mounted(&env.mount)?;
-        let badblocks = format!("/sys/block/{}/badblocks", dev.trim_start_matches("/dev/"));
+        let badblocks = crate::fixture::mounted_disk(&env.mount)?.1.join("badblocks").display().to_string();
         // The file's second block, in the disk's 512-byte sectors.
         let sector = (first.physical + PAGE) / 512;
         let old = remount_with(&env.mount, |opts| {
@@ -1114,40 +1113,34 @@ fn reader_mapping_leaves_fsync_alone(path: &Path) -> Check {
 /// written back from the CPU caches (one fs_dax/dax_unpin_writeback event a
 /// page, since the caches cannot be observed under emulation). Before that
 /// release nothing was written back: no fsync ran, and neither does
-/// anything else for a page a device wrote.
+/// anything else for a page a device wrote. The disk's write cache is on
+/// for it, whatever the platform says (an eADR platform's is off, and then
+/// nothing is written back, as the next case checks).
 fn case_unpin_writeback(env: &Env) -> Attempt {
     env.sealed(|| {
         let path = env.path("unpin");
-        let r = WriteCache::set(&env.mount, true).and_then(|cache| {
-            let r = unpin_writes_back(&path, cache.before());
-            drop(cache);
-            r
-        });
+        let r = pin_write_release(&env.mount, &path, 0x7e, true, None);
         remove_sealed(&path);
-        let _ = fs::remove_file(path.with_extension("source"));
-        r
+        let r = r?;
+        if r.pages != r.pinned || r.pfns.len() as u64 != r.pinned || !r.missing.is_empty() {
+            return Err(format!(
+                "releasing the ring wrote back {} pages ({} distinct), expected each of the {} pinned pages once; \
+                 pinned pages not written back: {:?}",
+                r.pages,
+                r.pfns.len(),
+                r.pinned,
+                r.missing
+            ));
+        }
+        Ok(format!(
+            "write_cache 1 (was {}): READ_FIXED into {} pinned pages, munmap, close, no fsync: 0 pages written \
+             back; after UNREGISTER_BUFFERS ({}): {} pages, each once, and the file reads what the pin wrote",
+            r.cache_before,
+            r.pinned,
+            r.counters(),
+            r.pages
+        ))
     })
-}
-
-/// With the disk's write cache on (whatever the platform says: an eADR
-/// platform's is off, and then nothing is written back, as the next case
-/// checks).
-fn unpin_writes_back(path: &Path, before: &str) -> Check {
-    let r = pin_write_release(path, 0x7e, None)?;
-    if r.pages != r.pinned || r.distinct as u64 != r.pinned || !r.missing.is_empty() {
-        return Err(format!(
-            "releasing the ring wrote back {} pages ({} distinct), expected each of the {} pinned pages once; \
-             pinned pages not written back: {:?}",
-            r.pages, r.distinct, r.pinned, r.missing
-        ));
-    }
-    Ok(format!(
-        "write_cache 1 (was {before}): READ_FIXED into {} pinned pages, munmap, close, no fsync: 0 pages written \
-         back; after UNREGISTER_BUFFERS ({}): {} pages, each once, and the file reads what the pin wrote",
-        r.pinned,
-        r.counters(),
-        r.pages
-    ))
 }
 
 /// A device whose CPU caches are in its persistence domain has nothing to
@@ -1159,24 +1152,22 @@ fn unpin_writes_back(path: &Path, before: &str) -> Check {
 fn case_unpin_without_write_cache(env: &Env) -> Attempt {
     env.sealed(|| {
         let path = env.path("unpin-no-cache");
-        let r = WriteCache::set(&env.mount, false).and_then(|cache| {
-            let r = pin_write_release(&path, 0x6b, None).map(|r| (r, cache.before().to_string()));
-            drop(cache);
-            r
-        });
+        let r = pin_write_release(&env.mount, &path, 0x6b, false, None);
         remove_sealed(&path);
-        let _ = fs::remove_file(path.with_extension("source"));
-        let (r, before) = r?;
+        let r = r?;
         if r.pages != 0 {
             return Err(format!(
                 "with the write cache cleared, releasing the ring still wrote back {} pages ({} distinct) of the {} \
                  pinned: a device without a volatile cache pays for a write-back of every page it pinned",
-                r.pages, r.distinct, r.pinned
+                r.pages,
+                r.pfns.len(),
+                r.pinned
             ));
         }
         Ok(format!(
-            "write_cache 0 (was {before}): READ_FIXED into {} pinned pages, then UNREGISTER_BUFFERS ({}): 0 pages \
+            "write_cache 0 (was {}): READ_FIXED into {} pinned pages, then UNREGISTER_BUFFERS ({}): 0 pages \
              written back, and the file reads what the pin wrote",
+            r.cache_before,
             r.pinned,
             r.counters()
         ))
@@ -1201,14 +1192,7 @@ const HARD_OFFLINE: &str = "/sys/devices/system/memory/hard_offline_page";
 /// release then skipped a good page and wrote back the failed one.
 fn case_unpin_after_memory_failure(env: &Env) -> Attempt {
     env.sealed(|| {
-        let path = env.path("unpin-failed-page");
-        let r = WriteCache::set(&env.mount, true).and_then(|cache| {
-            let r = pin_write_release(&path, 0x6c, Some(3));
-            drop(cache);
-            r
-        });
-        let _ = fs::remove_file(path.with_extension("source"));
-        let r = r?;
+        let r = pin_write_release(&env.mount, &env.path("unpin-failed-page"), 0x6c, true, Some(3))?;
         let failed = r.failed.as_deref().unwrap_or("?");
         if r.pfns.contains(failed) {
             return Err(format!(
@@ -1216,15 +1200,20 @@ fn case_unpin_after_memory_failure(env: &Env) -> Attempt {
                  release wrote back {} pages ({} distinct) of the {} pinned, the failed one among them: a page \
                  whose memory failed would be written back (x86 unmaps it after a machine check: the write-back \
                  faults)",
-                r.pages, r.distinct, r.pinned
+                r.pages,
+                r.pfns.len(),
+                r.pinned
             ));
         }
-        if r.pages != r.pinned - 1 || r.distinct as u64 != r.pinned - 1 || r.missing != [failed] {
+        if r.pages != r.pinned - 1 || r.pfns.len() as u64 != r.pinned - 1 || r.missing != [failed] {
             return Err(format!(
                 "after drop_caches evicted the file and its pinned page at pfn {failed} was reported failed, the \
                  release wrote back {} pages ({} distinct) of the {} pinned; pinned pages not written back: {:?}, \
                  expected only the failed one",
-                r.pages, r.distinct, r.pinned, r.missing
+                r.pages,
+                r.pfns.len(),
+                r.pinned,
+                r.missing
             ));
         }
         Ok(format!(
@@ -1239,6 +1228,8 @@ fn case_unpin_after_memory_failure(env: &Env) -> Attempt {
 
 /// What releasing a pin of a sealed file's first half wrote back.
 struct Release {
+    /// The disk's write-cache setting before the case set its own.
+    cache_before: String,
     pinned: u64,
     /// The page reported failed, when the case asked for one.
     failed: Option<String>,
@@ -1246,9 +1237,8 @@ struct Release {
     acquired: u64,
     released: u64,
     /// Pages `fs_dax:dax_unpin_writeback` named after the release, and
-    /// their pfns (as the event prints them).
+    /// their distinct pfns (as the event prints them).
     pages: u64,
-    distinct: usize,
     pfns: std::collections::BTreeSet<String>,
     /// Pinned pages (their pfns, from /proc/self/pagemap) that no event
     /// named.
@@ -1261,15 +1251,36 @@ impl Release {
     }
 }
 
-/// Seals a file, pins its first half as an io_uring fixed buffer, lets
-/// READ_FIXED write into it through the pin, unmaps and closes it, and
-/// releases the ring. Nothing may be written back before the release; the
-/// file must read back what the pin wrote, and the release must move the
-/// pin counters by at least the pages pinned. With `fail_page`, that page
-/// of the pinned half is reported failed to Linux (as a machine check
-/// would) after `drop_caches` evicted the file's inode, just before the
-/// release.
-fn pin_write_release(path: &Path, seed: u8, fail_page: Option<u64>) -> Result<Release, String> {
+/// Seals a file on `mount`, pins its first half as an io_uring fixed
+/// buffer, lets READ_FIXED write into it through the pin, unmaps and closes
+/// it, and releases the ring, with the disk's write cache set to
+/// `write_cache` meanwhile. Nothing may be written back before the
+/// release; the file must read back what the pin wrote, and the release
+/// must move the pin counters by at least the pages pinned. With
+/// `fail_page`, that page of the pinned half is reported failed to Linux
+/// (as a machine check would) after `drop_caches` evicted the file's inode,
+/// just before the release. The sealed file stays for the caller.
+fn pin_write_release(
+    mount: &Path,
+    path: &Path,
+    seed: u8,
+    write_cache: bool,
+    fail_page: Option<u64>,
+) -> Result<Release, String> {
+    let cache = WriteCache::set(mount, write_cache)?;
+    let source = path.with_extension("source");
+    let r = pinned_write_and_release(path, &source, seed, fail_page, cache.before());
+    let _ = fs::remove_file(&source);
+    r
+}
+
+fn pinned_write_and_release(
+    path: &Path,
+    source: &Path,
+    seed: u8,
+    fail_page: Option<u64>,
+    cache_before: &str,
+) -> Result<Release, String> {
     let event = TraceEvent::enable("fs_dax", "dax_unpin_writeback")
         .map_err(|e| format!("{e}; releasing a pin of a sealed file reports each page it wrote back there"))?;
     let file = create(path, 0x66, SIZE)?;
@@ -1281,15 +1292,12 @@ fn pin_write_release(path: &Path, seed: u8, fail_page: Option<u64>) -> Result<Re
     let mut mapping = crate::fixture::shared_for_stores(&file, SIZE as usize)?.0;
     ring.register(mapping.as_mut_ptr(), half as usize)
         .map_err(|e| format!("REGISTER_BUFFERS on the first half: {}", errno_text(&e)))?;
-    let source = create(&path.with_extension("source"), seed, half)?;
+    let source = create(source, seed, half)?;
     match ring.read_fixed(&source, 0, mapping.as_mut_ptr(), half as u32) {
         Ok(n) if u64::from(n) == half => {}
         other => return Err(format!("READ_FIXED into the pinned half: {other:?}, expected {half}")),
     }
-    let mut held = Vec::new();
-    for page in 0..pinned {
-        held.push(calls::pfn_of(mapping.as_ptr().wrapping_add((page * PAGE) as usize))?);
-    }
+    let held = calls::pfns_of(mapping.as_ptr(), pinned as usize)?;
     let fail_pfn = fail_page.map(|page| held[page as usize]);
     drop(mapping);
     drop(file);
@@ -1335,8 +1343,9 @@ fn pin_write_release(path: &Path, seed: u8, fail_page: Option<u64>) -> Result<Re
     if back[..half as usize] != pattern(seed, half)[..] {
         return Err("the file does not read back what READ_FIXED wrote through the pin".into());
     }
-    let missing: Vec<String> = held.iter().map(|pfn| format!("{pfn:#x}")).filter(|pfn| !pfns.contains(pfn)).collect();
-    Ok(Release { pinned, failed, acquired, released, pages, distinct: pfns.len(), pfns, missing })
+    let missing = held.iter().map(|pfn| format!("{pfn:#x}")).filter(|pfn| !pfns.contains(pfn)).collect();
+    let cache_before = cache_before.to_string();
+    Ok(Release { cache_before, pinned, failed, acquired, released, pages, pfns, missing })
 }
 
 /// Only a sealed file's pages are written back when a pin of them is
