@@ -242,20 +242,28 @@ pub fn figure_names(workload: &str) -> Vec<String> {
 /// The wall time of a whole warm `run`, nothing to rebuild.
 const WARM: &str = "warm-run";
 
-const CAMPAIGNS: [Campaign; 6] = [
+/// The kernels whose boots the bench times: the targets are for the first
+/// two; the debug kernel's figures say what its checks cost at boot.
+const SIDE_BY_SIDE: &[Variant] = &[Variant::Patched, Variant::Baseline];
+const DEBUG: &[Variant] = &[Variant::Debug];
+
+const CAMPAIGNS: [Campaign; 8] = [
     // The whole run as a user has it, both kernels side by side: only its
     // wall time (below) is taken.
     Campaign { name: "dax-smoke", args: SMOKE, take: |_, _| Ok(()) },
-    Campaign { name: "boot", args: BOOT, take: smoke_figures },
-    Campaign { name: "initcalls", args: INITCALLS, take: initcall_figures },
+    Campaign { name: "boot", args: BOOT, take: |r, s| boot_figures(r, s, SIDE_BY_SIDE) },
+    Campaign { name: "initcalls", args: INITCALLS, take: |r, s| initcall_figures(r, s, SIDE_BY_SIDE) },
+    Campaign { name: "debug boot", args: DEBUG_BOOT, take: |r, s| boot_figures(r, s, DEBUG) },
+    Campaign { name: "debug initcalls", args: DEBUG_INITCALLS, take: |r, s| initcall_figures(r, s, DEBUG) },
     Campaign { name: "pinned-dma", args: DMA, take: |r, s| s.take(r, "pinned-dma") },
     Campaign { name: "swap-pressure", args: SWAP, take: |r, s| s.take(r, "swap-pressure") },
     Campaign { name: "userspace-flush", args: FLUSH, take: |r, s| s.take(r, "userspace-flush") },
 ];
 
-/// Boot to first KTAP line and the dax-smoke time of each kernel.
-fn smoke_figures(results: &Results, samples: &mut TreeSamples) -> Result<()> {
-    for variant in [Variant::Patched, Variant::Baseline] {
+/// Boot to first KTAP line, kernel start to init and the dax-smoke time of
+/// each of `variants`.
+fn boot_figures(results: &Results, samples: &mut TreeSamples, variants: &[Variant]) -> Result<()> {
+    for &variant in variants {
         let name = kernel::kernel_name(samples.tree, variant);
         let kernel = variant.name();
         let boot = results.boots.iter().find(|b| b.kernel == name);
@@ -274,9 +282,10 @@ fn smoke_figures(results: &Results, samples: &mut TreeSamples) -> Result<()> {
     Ok(())
 }
 
-/// Each initcall's time (µs) in the boots with initcall_debug, per kernel.
-fn initcall_figures(results: &Results, samples: &mut TreeSamples) -> Result<()> {
-    for variant in [Variant::Patched, Variant::Baseline] {
+/// Each initcall's time (µs) in the boots with initcall_debug, for each of
+/// `variants`.
+fn initcall_figures(results: &Results, samples: &mut TreeSamples, variants: &[Variant]) -> Result<()> {
+    for &variant in variants {
         let name = kernel::kernel_name(samples.tree, variant);
         let kernel = variant.name();
         let boot = results.boots.iter().find(|b| b.kernel == name).with_context(|| format!("no {name} boot"))?;
@@ -388,8 +397,22 @@ fn charts(s: &mut Samples, trees: &[String], initramfs_bytes: u64) -> Charts {
         format!("  kernel start to init (PID 1's CLOCK_BOOTTIME): {}", listed(&k, " s", 2)),
         Chart::owned("kernel start to init", "s", k),
     );
+    // The debug kernel has no target: its figures say what lockdep, KASAN
+    // and the other checks cost every boot of the VM tests.
+    let debug = |s: &mut Samples, name: &str| -> Vec<(String, f64)> {
+        trees.iter().map(|t| (format!("debug {t}"), s.at(t, &format!("debug.{name}")))).collect()
+    };
+    let (f, k) = (debug(s, "first-ktap"), debug(s, "kernel-to-init"));
+    charts.add(
+        format!(
+            "  debug kernel (no target): boot to first KTAP line {}, kernel start to init {}",
+            listed(&f, " s", 2),
+            listed(&k, " s", 2)
+        ),
+        Chart::owned("debug kernel: boot to first KTAP line", "s", f),
+    );
     for t in trees {
-        for kernel in ["patched", "baseline"] {
+        for kernel in ["patched", "baseline", "debug"] {
             let slowest = s.slowest(&format!("{t}:{kernel}.initcall."), 10);
             let listed: Vec<String> = slowest.iter().map(|(n, us)| format!("{n} {:.0} ms", us / 1000.0)).collect();
             let bars: Vec<(&str, f64)> = slowest.iter().map(|(n, us)| (n.as_str(), us / 1000.0)).collect();
@@ -582,6 +605,18 @@ const BOOT: &[&str] = &["--workload", "dax-smoke", "--jobs", "1"];
 /// the boot itself: only the initcalls are taken from these).
 const INITCALLS: &[&str] =
     &["--workload", "dax-smoke", "--kernel-arg", "initcall_debug", "--kernel-arg", "ignore_loglevel"];
+/// The same two kinds of boots of the debug kernel (built on first use).
+const DEBUG_BOOT: &[&str] = &["--kernel", "debug", "--workload", "dax-smoke"];
+const DEBUG_INITCALLS: &[&str] = &[
+    "--kernel",
+    "debug",
+    "--workload",
+    "dax-smoke",
+    "--kernel-arg",
+    "initcall_debug",
+    "--kernel-arg",
+    "ignore_loglevel",
+];
 const DMA: &[&str] = &["--kernel", "patched", "--workload", "pinned-dma"];
 /// On the devdax topology: its device-dax reference is measured beside the
 /// files in the same boot.
