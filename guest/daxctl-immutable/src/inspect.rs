@@ -279,31 +279,67 @@ pub struct Check {
     /// Why not, or how it was found out.
     pub reason: String,
     /// The persistence domain, as a MAP_SYNC mapping of the probe file
-    /// shows it: "synchronous" (offered), "asynchronous" (refused on a DAX
-    /// file: the device needs a flush request, as virtio-pmem does),
-    /// "page cache" (not DAX) or "unknown".
-    pub persistence: String,
+    /// shows it; in JSON with what makes a write durable there
+    /// (`durability`).
+    #[serde(flatten)]
+    pub persistence: Persistence,
     /// Who provides the device under the filesystem, when it is a libnvdimm
     /// one (`ACPI.NFIT`, `virtio-pmem`, `CXL`): its bus's provider in sysfs.
     pub provider: Option<String>,
-    /// What makes a write to a sealed file there durable.
-    pub durability: String,
 }
 
-/// What makes writes durable, by persistence domain.
-fn durability(persistence: &str) -> &'static str {
-    match persistence {
-        "synchronous" => {
-            "stores through a MAP_SYNC mapping of a sealed file are durable once flushed and fenced; a device's \
-             writes through a long-term pin are durable once the pin is released, or after an fsync while it lives"
+/// Where a store to a file becomes durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// MAP_SYNC is offered: CPU cache flushes reach the persistence domain.
+    Synchronous,
+    /// MAP_SYNC is refused on a DAX file: the device needs a flush request,
+    /// as virtio-pmem does.
+    Asynchronous,
+    /// The file is not DAX.
+    PageCache,
+    /// No probe file could be mapped.
+    Unknown,
+}
+
+impl Persistence {
+    pub fn name(self) -> &'static str {
+        match self {
+            Persistence::Synchronous => "synchronous",
+            Persistence::Asynchronous => "asynchronous",
+            Persistence::PageCache => "page cache",
+            Persistence::Unknown => "unknown",
         }
-        "asynchronous" => {
-            "only fsync (or msync) makes a write durable: it sends the device a flush; MAP_SYNC is refused and CPU \
+    }
+
+    /// What makes a write to a sealed file durable there.
+    pub fn durability(self) -> &'static str {
+        match self {
+            Persistence::Synchronous => {
+                "stores through a MAP_SYNC mapping of a sealed file are durable once flushed and fenced; a device's \
+             writes through a long-term pin are durable once the pin is released, or after an fsync while it lives"
+            }
+            Persistence::Asynchronous => {
+                "only fsync (or msync) makes a write durable: it sends the device a flush; MAP_SYNC is refused and CPU \
              cache flushes are not enough, so a device's writes through a long-term pin are durable after the pin \
              is released and the file is fsynced, or after an fsync while the pin lives"
+            }
+            Persistence::PageCache => {
+                "fsync makes writes durable; the file is not DAX, so it cannot be pinned long-term"
+            }
+            Persistence::Unknown => "unknown: no probe file could be mapped",
         }
-        "page cache" => "fsync makes writes durable; the file is not DAX, so it cannot be pinned long-term",
-        _ => "unknown: no probe file could be mapped",
+    }
+}
+
+/// In JSON, `"persistence": NAME, "durability": TEXT`.
+impl Serialize for Persistence {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("persistence", self.name())?;
+        map.serialize_entry("durability", self.durability())?;
+        map.end()
     }
 }
 
@@ -327,8 +363,8 @@ impl Check {
             } else {
                 format!("not supported: {}", self.reason)
             },
-            self.persistence,
-            self.durability,
+            self.persistence.name(),
+            self.persistence.durability(),
         )
     }
 }
@@ -354,9 +390,8 @@ pub fn check(dir: &Path) -> Check {
         statx_reports_seal: false,
         supported: false,
         reason: String::new(),
-        persistence: "unknown".into(),
+        persistence: Persistence::Unknown,
         provider: None,
-        durability: String::new(),
     };
     let probe = dir.join(format!(".daxctl-immutable-check.{}", std::process::id()));
     c.reason = match probe_seal(&probe, &mut c) {
@@ -367,22 +402,21 @@ pub fn check(dir: &Path) -> Check {
         Err(why) => why,
     };
     let _ = fs::remove_file(&probe);
-    c.durability = durability(&c.persistence).into();
     c
 }
 
 /// The persistence domain under `file`: MAP_SYNC is offered only where CPU
 /// cache flushes reach it (the kernel's dax_synchronous()).
-fn persistence_of(file: &File, dax: Option<bool>) -> &'static str {
+fn persistence_of(file: &File, dax: Option<bool>) -> Persistence {
     match dax {
-        Some(false) => return "page cache",
-        None => return "unknown",
+        Some(false) => return Persistence::PageCache,
+        None => return Persistence::Unknown,
         Some(true) => {}
     }
     match dax_seal_sys::calls::Mapping::shared_sync(file, 4096) {
-        Ok(_) => "synchronous",
-        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => "asynchronous",
-        Err(_) => "unknown",
+        Ok(_) => Persistence::Synchronous,
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Persistence::Asynchronous,
+        Err(_) => Persistence::Unknown,
     }
 }
 
@@ -406,7 +440,7 @@ fn probe_seal(probe: &Path, c: &mut Check) -> Result<(), String> {
         c.dax = st.attribute(STATX_ATTR_DAX);
         c.statx_reports_seal = st.attributes_mask & seal::STATX_ATTR_IOMAP_IMMUTABLE != 0;
     }
-    c.persistence = persistence_of(&file, c.dax).into();
+    c.persistence = persistence_of(&file, c.dax);
     if let Ok(meta) = file.metadata() {
         c.provider = provider_of(meta.dev());
     }
@@ -434,7 +468,7 @@ mod tests {
 
     #[test]
     fn check_states_the_guarantee_of_its_persistence_domain() {
-        let c = |persistence: &str, provider: Option<&str>| Check {
+        let c = |persistence: Persistence, provider: Option<&str>| Check {
             directory: "/mnt/pmem0".into(),
             kernel: "7.3".into(),
             filesystem: "xfs".into(),
@@ -443,17 +477,20 @@ mod tests {
             statx_reports_seal: true,
             supported: true,
             reason: "a probe file sealed and unsealed".into(),
-            persistence: persistence.into(),
+            persistence,
             provider: provider.map(str::to_string),
-            durability: durability(persistence).into(),
         };
-        let text = c("asynchronous", Some("virtio-pmem")).text();
+        let check = c(Persistence::Asynchronous, Some("virtio-pmem"));
+        let text = check.text();
         assert!(text.contains("(mounted on /mnt/pmem0, device from virtio-pmem)"), "{text}");
         assert!(text.contains("persistence: asynchronous\ndurability:  only fsync"), "{text}");
-        let text = c("synchronous", None).text();
+        let json = serde_json::to_value(&check).unwrap();
+        assert_eq!(json["persistence"], "asynchronous");
+        assert_eq!(json["durability"], Persistence::Asynchronous.durability());
+        let text = c(Persistence::Synchronous, None).text();
         assert!(text.contains("(mounted on /mnt/pmem0)\n"), "{text}");
         assert!(text.contains("durable once the pin is released"), "{text}");
-        assert!(durability("page cache").contains("not DAX"));
+        assert!(Persistence::PageCache.durability().contains("not DAX"));
     }
 
     #[test]

@@ -563,6 +563,23 @@ mod tests {
         check_kernel(PmemKind::Nfit, "patched-7.3", &no_cxl).unwrap();
     }
 
+    /// What check_kernel asks of a kernel, kernel-config/'s fragments give
+    /// every variant, built in.
+    #[test]
+    fn the_config_fragments_give_every_kinds_drivers() {
+        let dir = crate::paths::project_root().join("kernel-config");
+        let mut fragments = String::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "config") {
+                fragments += &std::fs::read_to_string(&path).unwrap();
+            }
+        }
+        for k in PmemKind::ALL {
+            check_kernel(k, "every variant", &fragments).unwrap();
+        }
+    }
+
     #[test]
     fn a_label_area_is_free_until_a_label_is_written() {
         let mut area = vec![0u8; 128 << 10];
