@@ -415,10 +415,7 @@ fn charts(s: &mut Samples, trees: &[String], initramfs_bytes: u64) -> Charts {
     );
     // The debug kernel has no target: its figures say what lockdep, KASAN
     // and the other checks cost every boot of the VM tests.
-    let debug = |s: &mut Samples, name: &str| -> Vec<(String, f64)> {
-        trees.iter().map(|t| (format!("debug {t}"), s.at(t, &format!("debug.{name}")))).collect()
-    };
-    let (f, k) = (debug(s, "first-ktap"), debug(s, "kernel-to-init"));
+    let (f, k) = (per_tree(s, "debug.first-ktap"), per_tree(s, "debug.kernel-to-init"));
     charts.add(
         format!(
             "  debug kernel (no target): boot to first KTAP line {}, kernel start to init {}",

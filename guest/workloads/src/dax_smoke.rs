@@ -12,7 +12,7 @@ use dax_seal_protocol::MOUNT_PREFIX;
 
 use crate::calls::{errno_text, mounted, statx_attributes, Mapping, STATX_ATTR_DAX};
 use crate::cases::Cases;
-use crate::fixture::create_new;
+use crate::fixture::{create_new, mounted_disk};
 use crate::seal;
 
 const LEN: usize = 2 << 20;
@@ -95,9 +95,8 @@ fn cow_write_reaches_mapping(dir: &Path) -> Result<String, Cow> {
 }
 
 fn namespace_is_fsdax(mount: &str) -> Result<String, String> {
-    let (dev, _) = mounted(Path::new(mount))?;
-    let name = dev.trim_start_matches("/dev/");
-    let sys = format!("/sys/block/{name}");
+    let (dev, sys, _) = mounted_disk(Path::new(mount))?;
+    let sys = sys.display().to_string();
     let dax = fs::read_to_string(format!("{sys}/queue/dax")).map_err(|e| format!("{sys}/queue/dax: {e}"))?;
     if dax.trim() != "1" {
         return Err(format!("{dev} is not DAX-capable (queue/dax = {})", dax.trim()));
