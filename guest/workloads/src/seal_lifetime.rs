@@ -19,7 +19,9 @@
 //! A file that nothing can have pinned must not pay for that walk: the
 //! event's `walked` field says when an fsync skipped it. Releasing a pin
 //! writes its pages back by itself, with the disk's write cache on, and
-//! writes nothing back with it off.
+//! writes nothing back with it off; a page reported failed (after the
+//! inode was evicted, or while a huge mapping's DAX entry held it) is
+//! never written back, and every other page is.
 //!
 //! A poisoned block does not lock a sealed file out of a dax=never mount,
 //! where opening it first looks for pins: that walk reads struct pages,
@@ -92,6 +94,7 @@ const CASES: &[(&str, Case)] = &[
     ("unpin-writes-back-what-the-pin-wrote", case_unpin_writeback),
     ("unpin-without-write-cache-writes-nothing-back", case_unpin_without_write_cache),
     ("unpin-of-page-failed-after-eviction-writes-it-not", case_unpin_after_memory_failure),
+    ("unpin-after-failure-in-huge-mapping-skips-only-the-failed-page", case_unpin_after_huge_failure),
     ("unpin-of-shared-unsealed-pages-writes-nothing-back", case_shared_unpin),
     ("fsync-after-release-flushes-the-device", case_fsync_after_release),
     ("fsync-walks-only-while-a-pin-is-possible", case_fsync_walk),
@@ -1192,7 +1195,8 @@ const HARD_OFFLINE: &str = "/sys/devices/system/memory/hard_offline_page";
 /// release then skipped a good page and wrote back the failed one.
 fn case_unpin_after_memory_failure(env: &Env) -> Attempt {
     env.sealed(|| {
-        let r = pin_write_release(&env.mount, &env.path("unpin-failed-page"), 0x6c, true, Some(3))?;
+        let r =
+            pin_write_release(&env.mount, &env.path("unpin-failed-page"), 0x6c, true, Some(Failure::AfterEviction(3)))?;
         let failed = r.failed.as_deref().unwrap_or("?");
         if r.pfns.contains(failed) {
             return Err(format!(
@@ -1226,6 +1230,101 @@ fn case_unpin_after_memory_failure(env: &Env) -> Attempt {
     })
 }
 
+/// A failure in a file mapped with a huge (PMD) page marks the page that
+/// failed, not the first page of its 2 MiB. Linux looks the failed index up
+/// in the file's DAX entries and marks the page the entry hands out; for a
+/// huge entry that was its first page. The mark outlives the file's entry
+/// (the device's pages cannot be unpoisoned), so once the file is sealed
+/// and pinned, releasing the pin skipped the good first page, and what the
+/// pin wrote there was never written back. The case writes a 2 MiB file in
+/// one aligned extent, maps and reads it with a huge page (the
+/// `dax_pmd_fault_done` event shows the huge fault), unmaps it, reports
+/// its fourth page failed while the huge entry still holds it, then seals
+/// the file, pins its first half and releases the pin: every pinned page
+/// but the failed one is written back.
+fn case_unpin_after_huge_failure(env: &Env) -> Attempt {
+    env.sealed(|| {
+        let path = env.path("unpin-huge-failed-page");
+        let r = pin_write_release(&env.mount, &path, 0x6d, true, Some(Failure::InHugeEntry(3)))?;
+        let failed = r.failed.as_deref().unwrap_or("?");
+        if r.pages != r.pinned - 1 || r.pfns.len() as u64 != r.pinned - 1 || r.missing != [failed] {
+            return Err(format!(
+                "pfn {failed}, the fourth page of a 2 MiB file mapped with a huge page, was reported failed; after \
+                 SEAL, a pin of the first half and its release, {} pages ({} distinct) of the {} pinned were \
+                 written back; pinned pages not written back: {:?}, expected only the failed one (a page the \
+                 release skips loses what the pin wrote there)",
+                r.pages,
+                r.pfns.len(),
+                r.pinned,
+                r.missing
+            ));
+        }
+        Ok(format!(
+            "huge (PMD) read fault, pfn {failed} (page 3) reported failed, SEAL, READ_FIXED into {} pinned pages; \
+             UNREGISTER_BUFFERS ({}): {} pages written back, each once, not the failed one",
+            r.pinned,
+            r.counters(),
+            r.pages
+        ))
+    })
+}
+
+/// When a case reports a page of the pinned half failed, as a machine check
+/// would (`memory_failure()`).
+#[derive(Clone, Copy)]
+enum Failure {
+    /// After the pin is taken and `drop_caches` evicted the sealed file's
+    /// inode: nothing maps the page or has a DAX entry for it.
+    AfterEviction(u64),
+    /// Before the seal, while a huge (PMD) DAX entry of the file holds the
+    /// page: Linux finds the failure through the file's entries.
+    InHugeEntry(u64),
+}
+
+/// A new file of `len` bytes of the pattern `seed` in whole 2 MiB extents
+/// (an extent-size hint; the filesystem's stripe unit aligns them), so
+/// that its mappings can take huge (PMD) faults.
+fn create_in_huge_extents(path: &Path, seed: u8, len: u64) -> Result<File, String> {
+    let file = create(path, 0, 0)?;
+    let mut fa = seal::fsgetxattr(&file).map_err(|e| format!("FS_IOC_FSGETXATTR: {}", errno_text(&e)))?;
+    fa.xflags |= seal::FS_XFLAG_EXTSIZE;
+    fa.extsize = 2 << 20;
+    seal::fssetxattr(&file, &fa).map_err(|e| format!("FS_IOC_FSSETXATTR (2 MiB extent size): {}", errno_text(&e)))?;
+    file.write_all_at(&pattern(seed, len), 0).map_err(|e| format!("pwrite: {}", errno_text(&e)))?;
+    file.sync_all().map_err(|e| format!("fsync: {}", errno_text(&e)))?;
+    Ok(file)
+}
+
+/// Maps the first 2 MiB of `file` and reads them through a huge (PMD)
+/// fault, unmaps them, and reports page `page` failed while the file's
+/// huge DAX entry still holds it. Returns the failed page's pfn.
+fn fail_in_huge_entry(file: &File, page: u64) -> Result<u64, String> {
+    const HUGE: u64 = 2 << 20;
+    let event = TraceEvent::enable("fs_dax", "dax_pmd_fault_done")
+        .map_err(|e| format!("{e}; the case shows its huge fault with it"))?;
+    let map = Mapping::shared_read_only(file, HUGE as usize).map_err(|e| format!("mmap: {}", errno_text(&e)))?;
+    map.read_every_page();
+    let pfn = calls::pfns_of(map.as_ptr(), (HUGE / PAGE) as usize)?[page as usize];
+    drop(map);
+    let faults = event.take().map_err(|e| format!("reading the trace buffer: {e}"))?;
+    if !faults.iter().any(|l| l.ends_with(" NOPAGE")) {
+        return Err(format!(
+            "reading a 2 MiB file written in one 2 MiB extent through a shared mapping mapped no huge page \
+             (dax_pmd_fault_done: {faults:?}): the failure would not meet a huge DAX entry"
+        ));
+    }
+    report_failed(pfn)?;
+    Ok(pfn)
+}
+
+/// Reports the page at `pfn` failed, as the machine-check handler does for
+/// a real error.
+fn report_failed(pfn: u64) -> Result<(), String> {
+    let addr = format!("{:#x}", pfn * PAGE);
+    fs::write(HARD_OFFLINE, &addr)
+        .map_err(|e| format!("reporting the page at {addr} failed ({HARD_OFFLINE}): {}", errno_text(&e)))
+}
+
 /// What releasing a pin of a sealed file's first half wrote back.
 struct Release {
     /// The disk's write-cache setting before the case set its own.
@@ -1256,20 +1355,19 @@ impl Release {
 /// it, and releases the ring, with the disk's write cache set to
 /// `write_cache` meanwhile. Nothing may be written back before the
 /// release; the file must read back what the pin wrote, and the release
-/// must move the pin counters by at least the pages pinned. With
-/// `fail_page`, that page of the pinned half is reported failed to Linux
-/// (as a machine check would) after `drop_caches` evicted the file's inode,
-/// just before the release. The sealed file stays for the caller.
+/// must move the pin counters by at least the pages pinned. With `failure`,
+/// a page of the pinned half is reported failed to Linux when it says.
+/// The sealed file stays for the caller.
 fn pin_write_release(
     mount: &Path,
     path: &Path,
     seed: u8,
     write_cache: bool,
-    fail_page: Option<u64>,
+    failure: Option<Failure>,
 ) -> Result<Release, String> {
     let cache = WriteCache::set(mount, write_cache)?;
     let source = path.with_extension("source");
-    let r = pinned_write_and_release(path, &source, seed, fail_page, cache.before());
+    let r = pinned_write_and_release(path, &source, seed, failure, cache.before());
     let _ = fs::remove_file(&source);
     r
 }
@@ -1278,12 +1376,19 @@ fn pinned_write_and_release(
     path: &Path,
     source: &Path,
     seed: u8,
-    fail_page: Option<u64>,
+    failure: Option<Failure>,
     cache_before: &str,
 ) -> Result<Release, String> {
     let event = TraceEvent::enable("fs_dax", "dax_unpin_writeback")
         .map_err(|e| format!("{e}; releasing a pin of a sealed file reports each page it wrote back there"))?;
-    let file = create(path, 0x66, SIZE)?;
+    let (file, failed_early) = match failure {
+        Some(Failure::InHugeEntry(page)) => {
+            let file = create_in_huge_extents(path, 0x66, SIZE)?;
+            let pfn = fail_in_huge_entry(&file, page)?;
+            (file, Some((page, pfn)))
+        }
+        _ => (create(path, 0x66, SIZE)?, None),
+    };
     seal::seal(&file).map_err(|e| format!("SEAL: {}", errno_text(&e)))?;
     let half = SIZE / 2;
     let pinned = half / PAGE;
@@ -1298,19 +1403,26 @@ fn pinned_write_and_release(
         other => return Err(format!("READ_FIXED into the pinned half: {other:?}, expected {half}")),
     }
     let held = calls::pfns_of(mapping.as_ptr(), pinned as usize)?;
-    let fail_pfn = fail_page.map(|page| held[page as usize]);
     drop(mapping);
     drop(file);
-    let failed = match fail_pfn {
-        Some(pfn) => {
+    let failed = match (failure, failed_early) {
+        (Some(Failure::AfterEviction(page)), _) => {
             drop_caches()?;
-            let addr = format!("{:#x}", pfn * PAGE);
-            fs::write(HARD_OFFLINE, &addr).map_err(|e| {
-                format!("reporting the pinned page at {addr} failed ({HARD_OFFLINE}): {}", errno_text(&e))
-            })?;
+            let pfn = held[page as usize];
+            report_failed(pfn)?;
             Some(format!("{pfn:#x}"))
         }
-        None => None,
+        (_, Some((page, pfn))) => {
+            if held[page as usize] != pfn {
+                return Err(format!(
+                    "page {page} of the file was at pfn {pfn:#x} when it was reported failed and at {:#x} once \
+                     sealed and pinned: SEAL moved a written block",
+                    held[page as usize]
+                ));
+            }
+            Some(format!("{pfn:#x}"))
+        }
+        _ => None,
     };
     let early = event.take().map_err(|e| format!("reading the trace buffer: {e}"))?;
     if !early.is_empty() {
@@ -1369,14 +1481,7 @@ fn shared_unpin_writes_nothing_back(path: &Path) -> Check {
     const LEN: u64 = 4 << 20;
     let event = TraceEvent::enable("fs_dax", "dax_unpin_writeback")
         .map_err(|e| format!("{e}; releasing a pin of a sealed file reports each page it wrote back there"))?;
-    // Whole 2 MiB extents, so that the mappings can take PMD faults.
-    let file = create(path, 0, 0)?;
-    let mut fa = seal::fsgetxattr(&file).map_err(|e| format!("FS_IOC_FSGETXATTR: {}", errno_text(&e)))?;
-    fa.xflags |= seal::FS_XFLAG_EXTSIZE;
-    fa.extsize = 2 << 20;
-    seal::fssetxattr(&file, &fa).map_err(|e| format!("FS_IOC_FSSETXATTR (2 MiB extent size): {}", errno_text(&e)))?;
-    file.write_all_at(&pattern(0x6a, LEN), 0).map_err(|e| format!("pwrite: {}", errno_text(&e)))?;
-    file.sync_all().map_err(|e| format!("fsync: {}", errno_text(&e)))?;
+    let file = create_in_huge_extents(path, 0x6a, LEN)?;
     let copy = create(&shared_copy(path), 0, 0)?;
     seal::ficlone(&copy, &file).map_err(|e| format!("FICLONE: {}", errno_text(&e)))?;
     // A block becomes a shared folio when a second file maps it.
