@@ -1209,7 +1209,7 @@ fn case_unpin_after_memory_failure(env: &Env) -> Attempt {
                 r.pinned
             ));
         }
-        if r.pages != r.pinned - 1 || r.pfns.len() as u64 != r.pinned - 1 || r.missing != [failed] {
+        if !r.wrote_back_all_but(failed) {
             return Err(format!(
                 "after drop_caches evicted the file and its pinned page at pfn {failed} was reported failed, the \
                  release wrote back {} pages ({} distinct) of the {} pinned; pinned pages not written back: {:?}, \
@@ -1247,7 +1247,7 @@ fn case_unpin_after_huge_failure(env: &Env) -> Attempt {
         let path = env.path("unpin-huge-failed-page");
         let r = pin_write_release(&env.mount, &path, 0x6d, true, Some(Failure::InHugeEntry(3)))?;
         let failed = r.failed.as_deref().unwrap_or("?");
-        if r.pages != r.pinned - 1 || r.pfns.len() as u64 != r.pinned - 1 || r.missing != [failed] {
+        if !r.wrote_back_all_but(failed) {
             return Err(format!(
                 "pfn {failed}, the fourth page of a 2 MiB file mapped with a huge page, was reported failed; after \
                  SEAL, a pin of the first half and its release, {} pages ({} distinct) of the {} pinned were \
@@ -1347,6 +1347,12 @@ struct Release {
 impl Release {
     fn counters(&self) -> String {
         format!("pins acquired +{}, released +{}", self.acquired, self.released)
+    }
+
+    /// Whether the release wrote back every pinned page once, except
+    /// `failed` (a pfn as the event prints it).
+    fn wrote_back_all_but(&self, failed: &str) -> bool {
+        self.pages == self.pinned - 1 && self.pfns.len() as u64 == self.pinned - 1 && self.missing == [failed]
     }
 }
 
