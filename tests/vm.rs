@@ -591,7 +591,7 @@ const LIFETIME_SEALED: [&str; 25] = [
     "pin-outlives-drop-caches",
     "dax-flag-fixed-while-sealed-dax-inode",
     "online-repair-keeps-pin-and-seal",
-    "offline-repair-under-pin-keeps-the-seal",
+    "new-filesystem-and-repair-refused-under-pin",
     "fsync-writes-back-pinned-pages",
     "unprivileged-reader-holds-seal",
     "splice-copies-and-holds-nothing",
@@ -630,7 +630,9 @@ const LIFETIME_SEALED: [&str; 25] = [
 /// waits for it (without the pagemap reference the unpin oopsed in
 /// io_release_ubuf on the gone vmemmap), and so does unbinding it under
 /// pages vmspliced into pipes (their plain references looked like a pin to
-/// eviction and held nothing), and a dax=never mount refuses to open the
+/// eviction and held nothing), while either holds a page of the unmounted
+/// disk only a mount may open it for writing (mkfs.xfs -f once made a new
+/// filesystem over the pinned blocks), and a dax=never mount refuses to open the
 /// file while the pin lives, but opens one with a poisoned block (before
 /// patch 0018 the check for pins met the driver's EHWPOISON). On both
 /// kernels, an unbind after a shared
@@ -648,6 +650,8 @@ fn seal_lifetime_pins_outlive_the_inode_on_patched_only() {
         let released = b.case("seal-lifetime", "namespace-teardown-after-released-references");
         assert_eq!(released.verdict, Verdict::Pass, "{}", b.explain());
         assert!(released.detail.contains("finished in"), "{}", released.detail);
+        // With nothing referenced, writers open the unmounted disk.
+        assert!(released.detail.contains("the disk opened for writing"), "{}", released.detail);
     }
     for name in LIFETIME_SEALED {
         assert_sealed_only(&patched, &baseline, "seal-lifetime", name);
@@ -690,6 +694,18 @@ fn seal_lifetime_pins_outlive_the_inode_on_patched_only() {
             && uncached.contains("0 pages written back"),
         "{uncached}"
     );
+    // Under a pin, only a mount may open the unmounted disk for writing
+    // (before patch 0024 mkfs.xfs -f made a new filesystem over the pinned
+    // blocks); reading stays allowed, and the release lets writers back.
+    let writers = &patched.case("seal-lifetime", "new-filesystem-and-repair-refused-under-pin").detail;
+    assert!(
+        writers.contains("for writing EBUSY (logged), mkfs.xfs -f and xfs_repair refused")
+            && writers.contains("xfs_repair -n exited 0")
+            && writers.contains("after the release the disk opened for writing and xfs_repair exited 0"),
+        "{writers}"
+    );
+    let spliced = &patched.case("seal-lifetime", "namespace-teardown-waits-for-plain-references").detail;
+    assert!(spliced.contains("opening the disk for writing EBUSY"), "{spliced}");
     let never = &patched.case("seal-lifetime", "dax-never-mount-refuses-pinned-file").detail;
     assert!(never.contains("remounted dax=never: open EBUSY") && never.contains("reads as written"), "{never}");
     let poisoned = &patched.case("seal-lifetime", "dax-never-mount-opens-sealed-file-with-poisoned-block").detail;

@@ -89,7 +89,7 @@ const CASES: &[(&str, Case)] = &[
     ("pin-outlives-drop-caches", case_drop_caches),
     ("dax-flag-fixed-while-sealed-dax-inode", case_dax_inode),
     ("online-repair-keeps-pin-and-seal", case_repair),
-    ("offline-repair-under-pin-keeps-the-seal", case_offline_repair),
+    ("new-filesystem-and-repair-refused-under-pin", case_writers_under_pin),
     ("fsync-writes-back-pinned-pages", case_fsync),
     ("unpin-writes-back-what-the-pin-wrote", case_unpin_writeback),
     ("unpin-without-write-cache-writes-nothing-back", case_unpin_without_write_cache),
@@ -278,37 +278,113 @@ fn case_umount(env: &Env) -> Attempt {
     })
 }
 
-/// Offline repair under a pin: umount with the pin alive, the guest's
-/// xfs_repair (xfsprogs with the seal) on the device, mount again. Repair
-/// must keep the whole seal and name nothing, so the file still refuses
-/// unlink and the pin still holds through it. Debian 12's xfs_repair
-/// cleared the flag and left an unsealed file whose blocks a device still
-/// held, which the next unlink freed under it.
-fn case_offline_repair(env: &Env) -> Attempt {
+/// After an umount under a pin, nothing of the filesystem holds the disk,
+/// but the pin still holds a page of it: a new filesystem, or a repair by
+/// a tool that does not know the seal, would give the pinned blocks a
+/// second owner while a device may still write to them. While the page is
+/// held, only a mount may open the pmem disk for writing: an exclusive
+/// open for writing (what mkfs.xfs and xfs_repair do first), `mkfs.xfs
+/// -f` and `xfs_repair` get EBUSY, and the kernel says why; `xfs_repair
+/// -n`, which only reads, goes through. Mounted again, the file is still
+/// sealed and the pin still lands in its blocks. Once the ring lets go,
+/// the disk opens for writing and `xfs_repair` repairs it. mkfs runs only
+/// after the open was refused, so a kernel that lets writers in loses no
+/// filesystem to this case.
+fn case_writers_under_pin(env: &Env) -> Attempt {
     env.sealed(|| {
-        let path = env.path("offline-repair");
+        let path = env.path("writers-under-pin");
         let (pinned, file) = seal_pin_unmap(&path)?;
         drop(file);
-        let repaired = while_unmounted(&env.mount, |dev| xfs_repair(dev, &[]));
-        let kept = repaired.and_then(|r| {
-            if r.status != Some(0) || !r.named.is_empty() {
-                let tail: Vec<&str> = r.text.lines().rev().take(8).collect();
-                return Err(format!(
-                    "xfs_repair under the pin exited {:?} and named {:?}; it must keep the whole seal:\n{}",
-                    r.status,
-                    r.named,
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                ));
-            }
-            match fs::remove_file(&path) {
-                Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(()),
-                other => Err(format!("unlink after the repair: {}, expected EPERM", result_text(&other))),
-            }
+        let refused = while_unmounted(&env.mount, refuse_writers);
+        let kept = refused.and_then(|refused| match fs::remove_file(&path) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(refused),
+            other => Err(format!("unlink after the mount came back: {}, expected EPERM", result_text(&other))),
         });
-        let held = pinned.still_holds("umount, xfs_repair and mount");
-        kept?;
-        Ok(format!("xfs_repair under the pin exited 0 naming no seal; unlink EPERM; {}", held?))
+        let held = pinned.still_holds("umount, refused writers and mount");
+        let refused = kept?;
+        let held = held?;
+        let repaired = while_unmounted(&env.mount, |dev| {
+            drop(open_for_writing(dev).map_err(|e| {
+                format!("exclusive open of {dev} for writing after the pin went: {}, expected 0", errno_text(&e))
+            })?);
+            let r = xfs_repair(dev, &[])?;
+            if r.status != Some(0) {
+                return Err(format!("xfs_repair {dev} after the pin went exited {:?}:\n{}", r.status, tail(&r.text)));
+            }
+            Ok(())
+        });
+        repaired?;
+        Ok(format!("{refused}; {held}; after the release the disk opened for writing and xfs_repair exited 0"))
     })
+}
+
+/// What the kernel logs when it refuses to open a pmem disk for writing.
+const WRITERS_REFUSED: &str = "open for writing refused";
+
+/// Opens `dev` for writing, exclusively, as mkfs.xfs and xfs_repair do.
+fn open_for_writing(dev: &str) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new().read(true).write(true).custom_flags(libc::O_EXCL).open(dev)
+}
+
+/// The unmounted disk `dev`, whose page a pin holds, refuses every writer.
+fn refuse_writers(dev: &str) -> Check {
+    let said = calls::kmsg_count(WRITERS_REFUSED)?;
+    match open_for_writing(dev) {
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+        Err(e) => {
+            return Err(format!(
+                "exclusive open of {dev} for writing under the pin: {}, expected EBUSY",
+                errno_text(&e)
+            ))
+        }
+        Ok(f) => {
+            drop(f);
+            return Err(format!(
+                "{dev} opened for writing, exclusively, while a pin holds a page of it: mkfs.xfs or xfs_repair would \
+                 give the pinned blocks a second owner (neither was run)"
+            ));
+        }
+    }
+    if calls::kmsg_count(WRITERS_REFUSED)? == said {
+        return Err(format!("the open of {dev} was EBUSY, but the kernel did not log \"{WRITERS_REFUSED}\""));
+    }
+    let mkfs = Command::new("mkfs.xfs").args(["-f", dev]).output().map_err(|e| format!("cannot run mkfs.xfs: {e}"))?;
+    let mkfs_text = String::from_utf8_lossy(&mkfs.stdout).into_owned() + &String::from_utf8_lossy(&mkfs.stderr);
+    if mkfs.status.success() || !mkfs_text.contains("busy") {
+        return Err(format!(
+            "mkfs.xfs -f {dev} under the pin exited {:?}, expected a refusal (busy):\n{}",
+            mkfs.status.code(),
+            tail(&mkfs_text)
+        ));
+    }
+    let repair = xfs_repair(dev, &[])?;
+    if repair.status == Some(0) || !repair.text.contains("busy") {
+        return Err(format!(
+            "xfs_repair {dev} under the pin exited {:?}, expected a refusal (busy):\n{}",
+            repair.status,
+            tail(&repair.text)
+        ));
+    }
+    let check = xfs_repair(dev, &["-n"])?;
+    if check.status != Some(0) || !check.named.is_empty() {
+        return Err(format!(
+            "xfs_repair -n {dev} under the pin exited {:?} and named {:?}; reading must stay allowed:\n{}",
+            check.status,
+            check.named,
+            tail(&check.text)
+        ));
+    }
+    Ok(format!(
+        "after umount under the pin: exclusive open of {dev} for writing EBUSY (logged), mkfs.xfs -f and xfs_repair \
+         refused (busy), xfs_repair -n exited 0 naming no seal; mounted again, unlink EPERM"
+    ))
+}
+
+/// The last lines a tool printed, for a failure's reason.
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().rev().take(8).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
 /// The pin outlives the mount, and a mount without DAX would put a page
@@ -482,6 +558,10 @@ fn case_released_references(env: &Env) -> Attempt {
         drop(file);
         let ns = Namespace::of(&env.mount)?;
         umount(&env.mount).map_err(|e| format!("umount {}: {}", env.mount.display(), errno_text(&e)))?;
+        // Nothing holds a page, so writers may open the disk.
+        drop(open_for_writing(&ns.dev).map_err(|e| {
+            format!("exclusive open of {} for writing with nothing referenced: {}, expected 0", ns.dev, errno_text(&e))
+        })?);
         let notices = calls::kmsg_count(TEARDOWN_NOTICE)?;
         let started = Instant::now();
         // A thread still waiting is left in D state: the hung-task report names it.
@@ -503,8 +583,8 @@ fn case_released_references(env: &Env) -> Attempt {
             ));
         }
         Ok(format!(
-            "a shared FUTEX_WAKE and a /proc/self/mem read of the DAX mapping, then munmap, close, umount: unbinding \
-             {} finished in {:.0} ms without a \"{TEARDOWN_NOTICE}\" line; bound and mounted again",
+            "a shared FUTEX_WAKE and a /proc/self/mem read of the DAX mapping, then munmap, close, umount: the disk \
+             opened for writing; unbinding {} finished in {:.0} ms without a \"{TEARDOWN_NOTICE}\" line; bound and mounted again",
             ns.name,
             done.saturating_duration_since(started).as_secs_f64() * 1000.0
         ))
@@ -554,6 +634,16 @@ fn case_plain_references(env: &Env) -> Attempt {
                     umounted.as_secs_f64()
                 ));
             }
+            // Judged once the namespace is back, so that the cases after
+            // this one still find the filesystem.
+            let writers = match open_for_writing(&ns.dev) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
+                other => Err(format!(
+                    "exclusive open of {} for writing while pipes held a page of it: {}, expected EBUSY",
+                    ns.dev,
+                    result_text(&other)
+                )),
+            };
             let unbind = ns.unbind_in_background();
             std::thread::sleep(TEARDOWN_WAITS);
             if unbind.is_finished() {
@@ -580,6 +670,7 @@ fn case_plain_references(env: &Env) -> Attempt {
             };
             ns.bind()?;
             ns.mount(&env.mount)?;
+            writers?;
             if got != PAGE as isize || back != pattern(0x65, SIZE)[..PAGE as usize] {
                 return Err("the pipe did not give back the sealed file's bytes".into());
             }
@@ -593,8 +684,8 @@ fn case_plain_references(env: &Env) -> Attempt {
             }
             seal::unseal(&file).map_err(|e| format!("UNSEAL after the pipes were drained: {}", errno_text(&e)))?;
             Ok(format!(
-                "{SPLICED_REFS} vmspliced references to one page: umount took {:.0} ms; unbinding {} still waited \
-                 {} s and finished {:.0} ms after the pipes were drained; the pipe gave back the file's bytes; bound \
+                "{SPLICED_REFS} vmspliced references to one page: umount took {:.0} ms; opening the disk for writing \
+                 EBUSY; unbinding {} still waited {} s and finished {:.0} ms after the pipes were drained; the pipe gave back the file's bytes; bound \
                  again, sealed with the same map, UNSEAL 0",
                 umounted.as_secs_f64() * 1000.0,
                 ns.name,
