@@ -298,6 +298,12 @@ fn unmounted<T>(
     Ok((old, value?))
 }
 
+/// The last `n` lines of what a tool printed, for a failure's reason.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// What one xfs_repair call did.
 pub struct Repair {
     pub status: Option<i32>,

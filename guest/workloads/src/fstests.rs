@@ -26,6 +26,7 @@ use dax_seal_protocol::{RunConfig, MOUNT_PREFIX};
 
 use crate::calls;
 use crate::cases::Cases;
+use crate::fixture::tail;
 
 /// A test still running after this long is killed and fails.
 const TEST_LIMIT: Duration = Duration::from_secs(1800);
@@ -418,11 +419,6 @@ fn verdict_of(case: roxmltree::Node) -> TestResult {
 
 fn head(text: &str, n: usize) -> String {
     text.lines().take(n).collect::<Vec<_>>().join("\n")
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 #[cfg(test)]

@@ -67,7 +67,7 @@ use crate::calls::{
 use crate::cases::{when_sealable, Attempt, Cases};
 use crate::fixture::{
     create, is_sealed, pattern, pin_counters, pins_settled, probe, probe_online_repair, remount, remount_with,
-    remove_sealed, while_unmounted, xfs_repair, HungTaskTimeout, Namespace, WriteCache,
+    remove_sealed, tail, while_unmounted, xfs_repair, HungTaskTimeout, Namespace, WriteCache,
 };
 use crate::seal::{self, Extent};
 use crate::trace::{self, TraceEvent};
@@ -309,7 +309,11 @@ fn case_writers_under_pin(env: &Env) -> Attempt {
             })?);
             let r = xfs_repair(dev, &[])?;
             if r.status != Some(0) {
-                return Err(format!("xfs_repair {dev} after the pin went exited {:?}:\n{}", r.status, tail(&r.text)));
+                return Err(format!(
+                    "xfs_repair {dev} after the pin went exited {:?}:\n{}",
+                    r.status,
+                    tail(&r.text, TOOL_LINES)
+                ));
             }
             Ok(())
         });
@@ -317,6 +321,9 @@ fn case_writers_under_pin(env: &Env) -> Attempt {
         Ok(format!("{refused}; {held}; after the release the disk opened for writing and xfs_repair exited 0"))
     })
 }
+
+/// How many of a tool's last lines a failure's reason quotes.
+const TOOL_LINES: usize = 8;
 
 /// What the kernel logs when it refuses to open a pmem disk for writing.
 const WRITERS_REFUSED: &str = "open for writing refused";
@@ -355,7 +362,7 @@ fn refuse_writers(dev: &str) -> Check {
         return Err(format!(
             "mkfs.xfs -f {dev} under the pin exited {:?}, expected a refusal (busy):\n{}",
             mkfs.status.code(),
-            tail(&mkfs_text)
+            tail(&mkfs_text, TOOL_LINES)
         ));
     }
     let repair = xfs_repair(dev, &[])?;
@@ -363,7 +370,7 @@ fn refuse_writers(dev: &str) -> Check {
         return Err(format!(
             "xfs_repair {dev} under the pin exited {:?}, expected a refusal (busy):\n{}",
             repair.status,
-            tail(&repair.text)
+            tail(&repair.text, TOOL_LINES)
         ));
     }
     let check = xfs_repair(dev, &["-n"])?;
@@ -372,19 +379,13 @@ fn refuse_writers(dev: &str) -> Check {
             "xfs_repair -n {dev} under the pin exited {:?} and named {:?}; reading must stay allowed:\n{}",
             check.status,
             check.named,
-            tail(&check.text)
+            tail(&check.text, TOOL_LINES)
         ));
     }
     Ok(format!(
         "after umount under the pin: exclusive open of {dev} for writing EBUSY (logged), mkfs.xfs -f and xfs_repair \
          refused (busy), xfs_repair -n exited 0 naming no seal; mounted again, unlink EPERM"
     ))
-}
-
-/// The last lines a tool printed, for a failure's reason.
-fn tail(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().rev().take(8).collect();
-    lines.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
 /// The pin outlives the mount, and a mount without DAX would put a page
