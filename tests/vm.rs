@@ -755,11 +755,12 @@ const DMA_SEALED: [&str; 4] = [
     "dma-lands-in-the-sealed-files-blocks",
 ];
 /// The Soft-RoCE cases of pinned-dma that need the series.
-const RDMA_SEALED: [&str; 4] = [
+const RDMA_SEALED: [&str; 5] = [
     "sealed-dax-reg-mr",
     "rdma-write-and-read-through-the-sealed-region",
     "unseal-after-dereg-mr",
     "read-only-reg-mr-of-sealed-file-needs-write-access",
+    "dereg-of-large-sealed-region-lets-others-run",
 ];
 /// The host checks a patched pinned-dma asks for.
 const DMA_HOST_CHECKS: [&str; 4] = [
@@ -777,7 +778,9 @@ const DMA_HOST_CHECKS: [&str; 4] = [
 /// sealed DAX mapping registers as an MR, RDMA WRITE and READ move 16 MiB
 /// into and out of it (the port's packet counters show it), and the host
 /// finds the pattern at the file's blocks; a reader's read-only region of
-/// a sealed file needs CAP_LINUX_IMMUTABLE (EPERM without). Baseline: the
+/// a sealed file needs CAP_LINUX_IMMUTABLE (EPERM without), and while a
+/// 512 MiB sealed region is deregistered a task on the same CPU still
+/// runs. Baseline: the
 /// sealed cases skip
 /// with EOPNOTSUPP and ask the host for nothing; the controls (no long-term
 /// pin of an unsealed DAX mapping by io_uring or ibv_reg_mr, a short-term
@@ -806,6 +809,8 @@ fn pinned_dma_devices_write_into_sealed_files_on_patched_only() {
     assert!(rdma.contains("rxe0 sent") && rdma.contains("UNSEAL EBUSY"), "{rdma}");
     let reader = &patched.case("pinned-dma", "read-only-reg-mr-of-sealed-file-needs-write-access").detail;
     assert!(reader.contains("EPERM without CAP_LINUX_IMMUTABLE, 0 with it"), "{reader}");
+    let release = &patched.case("pinned-dma", "dereg-of-large-sealed-region-lets-others-run").detail;
+    assert!(release.contains("released 131072 pins") && release.contains("the spinner on CPU"), "{release}");
     for name in &DMA_SEALED[1..3] {
         let d = &patched.case("pinned-dma", name).detail;
         assert!(d.contains("device read 192 MiB") && d.contains("wrote 64 MiB"), "{name}: {d}");

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -628,6 +628,28 @@ pub fn in_child(deadline: Duration, work: impl FnOnce() -> Result<String, String
         Some(("-", e)) => Ok(ChildOutcome::Returned(Err(e.to_string()))),
         _ => Err(format!("the child ended without a result ({text:?})")),
     }
+}
+
+/// Keeps the calling thread on the CPU it runs on now; returns that CPU.
+pub fn stay_on_this_cpu() -> Result<usize, String> {
+    // SAFETY: no arguments; returns the CPU or -1.
+    let cpu = unsafe { libc::sched_getcpu() };
+    let cpu = usize::try_from(cpu).map_err(|_| format!("sched_getcpu: {}", errno_text(&io::Error::last_os_error())))?;
+    stay_on_cpu(cpu)?;
+    Ok(cpu)
+}
+
+/// Keeps the calling thread on `cpu`.
+pub fn stay_on_cpu(cpu: usize) -> Result<(), String> {
+    // SAFETY: a zeroed cpu_set_t is an empty set, and CPU_SET writes
+    // inside it (a CPU the kernel named is below CPU_SETSIZE).
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size given; 0 is this thread.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(format!("sched_setaffinity to CPU {cpu}: {}", errno_text(&io::Error::last_os_error())));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
