@@ -630,13 +630,35 @@ pub fn in_child(deadline: Duration, work: impl FnOnce() -> Result<String, String
     }
 }
 
-/// Keeps the calling thread on the CPU it runs on now; returns that CPU.
-pub fn stay_on_this_cpu() -> Result<usize, String> {
-    // SAFETY: no arguments; returns the CPU or -1.
-    let cpu = unsafe { libc::sched_getcpu() };
-    let cpu = usize::try_from(cpu).map_err(|_| format!("sched_getcpu: {}", errno_text(&io::Error::last_os_error())))?;
-    stay_on_cpu(cpu)?;
-    Ok(cpu)
+/// The calling thread kept on the CPU it ran on when made, until dropped,
+/// which gives it back the CPUs it had.
+pub struct OnThisCpu {
+    pub cpu: usize,
+    before: libc::cpu_set_t,
+}
+
+impl OnThisCpu {
+    pub fn new() -> Result<Self, String> {
+        // SAFETY: a zeroed cpu_set_t is a valid (empty) set to fill.
+        let mut before: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `before` is a cpu_set_t of the size given; 0 is this thread.
+        if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut before) } != 0 {
+            return Err(format!("sched_getaffinity: {}", errno_text(&io::Error::last_os_error())));
+        }
+        // SAFETY: no arguments; returns the CPU or -1.
+        let cpu = unsafe { libc::sched_getcpu() };
+        let cpu =
+            usize::try_from(cpu).map_err(|_| format!("sched_getcpu: {}", errno_text(&io::Error::last_os_error())))?;
+        stay_on_cpu(cpu)?;
+        Ok(OnThisCpu { cpu, before })
+    }
+}
+
+impl Drop for OnThisCpu {
+    fn drop(&mut self) {
+        // SAFETY: as in new(); the set is the one sched_getaffinity gave.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.before) };
+    }
 }
 
 /// Keeps the calling thread on `cpu`.

@@ -294,7 +294,8 @@ fn large_release_yields(v: &Verbs, dir: &Path) -> Result<String, String> {
         seal::seal(&file).map_err(|e| format!("SEAL of {} MiB: {}", LARGE >> 20, errno_text(&e)))?;
         let extents = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?.len();
         let mut mapping = crate::fixture::shared_for_stores(&file, LARGE as usize)?.0;
-        let cpu = crate::fixture::stay_on_this_cpu()?;
+        let here = crate::fixture::OnThisCpu::new()?;
+        let cpu = here.cpu;
         // SAFETY: the mapping outlives the region (deregistered below).
         let mr = unsafe { v.register(mapping.as_mut_ptr(), LARGE as usize) }
             .map_err(|e| format!("ibv_reg_mr of {} MiB of the sealed file: {}", LARGE >> 20, errno_text(&e)))?;
