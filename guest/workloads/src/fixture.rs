@@ -10,6 +10,7 @@
 //! enforces it).
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -317,11 +318,20 @@ pub struct Repair {
 /// Runs the guest's xfs_repair (xfsprogs with the seal) with `args` on
 /// `dev`, which must not be mounted.
 pub fn xfs_repair(dev: &str, args: &[&str]) -> Result<Repair, String> {
-    let out =
-        Command::new("xfs_repair").args(args).arg(dev).output().map_err(|e| format!("cannot run xfs_repair: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let (status, text) = run_tool("xfs_repair", args.iter().copied().chain([dev]))?;
     let named = text.lines().filter_map(repair_seal_line).collect();
-    Ok(Repair { status: out.status.code(), named, text })
+    Ok(Repair { status, named, text })
+}
+
+/// Runs `program` with `args` to its end: its exit code (None when a
+/// signal ended it) and everything it printed, stdout then stderr.
+pub fn run_tool<S: AsRef<OsStr>>(
+    program: &str,
+    args: impl IntoIterator<Item = S>,
+) -> Result<(Option<i32>, String), String> {
+    let out = Command::new(program).args(args).output().map_err(|e| format!("cannot run {program}: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    Ok((out.status.code(), text))
 }
 
 /// `sealed inode 132 has a hole at file blocks 0-199, clearing its seal`:

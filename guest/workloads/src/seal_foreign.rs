@@ -19,11 +19,12 @@
 //! dropping their seals with one line each, instead of refusing the work
 //! (a warning, a mount that fails, a filesystem shut down).
 
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -642,12 +643,7 @@ fn whole_kept() -> Result<((), String), String> {
 
 fn status_says_broken() -> Result<((), String), String> {
     let path = dir().join(PUNCHED);
-    let out = Command::new("/usr/bin/daxctl-immutable")
-        .arg("status")
-        .arg(&path)
-        .output()
-        .map_err(|e| format!("running daxctl-immutable: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let (_, text) = crate::fixture::run_tool("/usr/bin/daxctl-immutable", [OsStr::new("status"), path.as_os_str()])?;
     if !text.contains("seal broken") {
         return Err(format!(
             "daxctl-immutable status {}: {text:?}, expected it to say the seal is broken",

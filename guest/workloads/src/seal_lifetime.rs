@@ -67,7 +67,7 @@ use crate::calls::{
 use crate::cases::{when_sealable, Attempt, Cases};
 use crate::fixture::{
     create, is_sealed, pattern, pin_counters, pins_settled, probe, probe_online_repair, remount, remount_with,
-    remove_sealed, tail, while_unmounted, xfs_repair, HungTaskTimeout, Namespace, WriteCache,
+    remove_sealed, run_tool, tail, while_unmounted, xfs_repair, HungTaskTimeout, Namespace, WriteCache,
 };
 use crate::seal::{self, Extent};
 use crate::trace::{self, TraceEvent};
@@ -334,34 +334,30 @@ fn open_for_writing(dev: &str) -> io::Result<File> {
     OpenOptions::new().read(true).write(true).custom_flags(libc::O_EXCL).open(dev)
 }
 
+/// An exclusive open of `dev` for writing must be EBUSY: `while_held`
+/// says what holds a page of it.
+fn writers_refused(dev: &str, while_held: &str) -> Result<(), String> {
+    match open_for_writing(dev) {
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
+        other => {
+            Err(format!("exclusive open of {dev} for writing {while_held}: {}, expected EBUSY", result_text(&other)))
+        }
+    }
+}
+
 /// The unmounted disk `dev`, whose page a pin holds, refuses every writer.
 fn refuse_writers(dev: &str) -> Check {
     let said = calls::kmsg_count(WRITERS_REFUSED)?;
-    match open_for_writing(dev) {
-        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
-        Err(e) => {
-            return Err(format!(
-                "exclusive open of {dev} for writing under the pin: {}, expected EBUSY",
-                errno_text(&e)
-            ))
-        }
-        Ok(f) => {
-            drop(f);
-            return Err(format!(
-                "{dev} opened for writing, exclusively, while a pin holds a page of it: mkfs.xfs or xfs_repair would \
-                 give the pinned blocks a second owner (neither was run)"
-            ));
-        }
-    }
+    writers_refused(dev, "while a pin holds a page of it").map_err(|e| {
+        format!("{e}: mkfs.xfs or xfs_repair would give the pinned blocks a second owner (neither was run)")
+    })?;
     if calls::kmsg_count(WRITERS_REFUSED)? == said {
         return Err(format!("the open of {dev} was EBUSY, but the kernel did not log \"{WRITERS_REFUSED}\""));
     }
-    let mkfs = Command::new("mkfs.xfs").args(["-f", dev]).output().map_err(|e| format!("cannot run mkfs.xfs: {e}"))?;
-    let mkfs_text = String::from_utf8_lossy(&mkfs.stdout).into_owned() + &String::from_utf8_lossy(&mkfs.stderr);
-    if mkfs.status.success() || !mkfs_text.contains("busy") {
+    let (mkfs, mkfs_text) = run_tool("mkfs.xfs", ["-f", dev])?;
+    if mkfs == Some(0) || !mkfs_text.contains("busy") {
         return Err(format!(
-            "mkfs.xfs -f {dev} under the pin exited {:?}, expected a refusal (busy):\n{}",
-            mkfs.status.code(),
+            "mkfs.xfs -f {dev} under the pin exited {mkfs:?}, expected a refusal (busy):\n{}",
             tail(&mkfs_text, TOOL_LINES)
         ));
     }
@@ -643,14 +639,7 @@ fn case_plain_references(env: &Env) -> Attempt {
             }
             // Judged once the namespace is back, so that the cases after
             // this one still find the filesystem.
-            let writers = match open_for_writing(&ns.dev) {
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
-                other => Err(format!(
-                    "exclusive open of {} for writing while pipes held a page of it: {}, expected EBUSY",
-                    ns.dev,
-                    result_text(&other)
-                )),
-            };
+            let writers = writers_refused(&ns.dev, "while pipes held a page of it");
             let unbind = ns.unbind_in_background();
             std::thread::sleep(TEARDOWN_WAITS);
             if unbind.is_finished() {
