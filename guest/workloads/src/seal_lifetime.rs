@@ -1773,8 +1773,6 @@ impl Drop for Steps {
     }
 }
 
-/// The pids whose /proc/PID/maps name `path`: how a user finds who holds
-/// a sealed file mapped.
 /// What `daxctl-immutable status` says holds the sealed file at `path`:
 /// its "held by" line.
 fn held_by(path: &Path) -> Result<String, String> {
