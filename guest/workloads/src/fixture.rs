@@ -15,6 +15,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::calls::{self, counter, cpath, errno_text, mount_pseudo, mounted, statx_attributes, umount};
@@ -682,6 +685,74 @@ pub fn stay_on_cpu(cpu: usize) -> Result<(), String> {
         return Err(format!("sched_setaffinity to CPU {cpu}: {}", errno_text(&io::Error::last_os_error())));
     }
     Ok(())
+}
+
+/// How long releasing a large pinned range took, and the longest a task
+/// spinning on the same CPU waited meanwhile.
+pub struct Release {
+    pub took: Duration,
+    pub longest: Duration,
+    pub cpu: usize,
+}
+
+impl Release {
+    /// `what` (the release, and what it released) with the figures; an
+    /// error when the release kept the CPU for more than a quarter of the
+    /// call: on a kernel without preemption (6.12's configuration here)
+    /// only the release's own scheduling points let the spinner run, and a
+    /// tick (4 ms) is far shorter than the calls these cases time.
+    pub fn judge(&self, what: &str) -> Result<String, String> {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let text = format!(
+            "{what} in {:.1} ms; the longest the spinner on CPU {} waited meanwhile: {:.1} ms",
+            ms(self.took),
+            self.cpu,
+            ms(self.longest)
+        );
+        if self.longest * 4 > self.took {
+            return Err(format!("{text}: the release kept the CPU without a scheduling point"));
+        }
+        Ok(text)
+    }
+}
+
+/// Runs `release` on this thread's CPU while a thread kept on the same CPU
+/// spins, noting every gap between its clock readings; gives `release`'s
+/// result and the longest gap within the call. The thread gets its CPUs
+/// back afterwards.
+pub fn release_beside_spinner<T>(release: impl FnOnce() -> T) -> Result<(T, Release), String> {
+    let here = OnThisCpu::new()?;
+    let cpu = here.cpu;
+    let stop = Arc::new(AtomicBool::new(false));
+    let spinner = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || stay_on_cpu(cpu).map(|()| gaps_until(&stop)))
+    };
+    // The spinner takes the CPU; this thread gets it back when it wakes.
+    thread::sleep(Duration::from_millis(50));
+    let start = Instant::now();
+    let r = release();
+    let end = Instant::now();
+    stop.store(true, Ordering::Relaxed);
+    let gaps = spinner.join().map_err(|_| "the spinner thread panicked".to_string())??;
+    let longest =
+        gaps.iter().map(|&(from, to)| to.min(end).saturating_duration_since(from.max(start))).max().unwrap_or_default();
+    Ok((r, Release { took: end - start, longest, cpu }))
+}
+
+/// Spins until `stop`, noting each gap longer than 0.5 ms between two of
+/// its clock readings (when something else had the CPU).
+fn gaps_until(stop: &AtomicBool) -> Vec<(Instant, Instant)> {
+    let mut gaps = Vec::with_capacity(1 << 16);
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now - last > Duration::from_micros(500) && gaps.len() < gaps.capacity() {
+            gaps.push((last, now));
+        }
+        last = now;
+    }
+    gaps
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@
 //! buffer is unregistered. Finally the file holds half of each disk's
 //! pattern, and the workload asks the host (host checks) to find those bytes
 //! in the NVDIMM backing image at the file's own blocks, and the written
-//! region in each disk image, after power-off.
+//! region in each disk image, after power-off. Unregistering a 512 MiB
+//! sealed buffer must let a task on the same CPU run while it releases the
+//! pins.
 //!
 //! Controls on both kernels: an unsealed DAX mapping cannot be registered
 //! (EOPNOTSUPP, 6.12's refusal), and a plain O_DIRECT read (a short-term
@@ -31,7 +33,7 @@ use dax_seal_protocol::MOUNT_PREFIX;
 
 use crate::calls::{errno_text, mounted, Mapping};
 use crate::cases::{Attempt, Cases};
-use crate::fixture::{create_sparse, is_sealed, pin_counters, pins_settled, probe};
+use crate::fixture::{create_sparse, is_sealed, pin_counters, pins_settled, probe, release_beside_spinner};
 use crate::ring::{FixedIo, Ring};
 use crate::seal::{self, Extent};
 
@@ -45,9 +47,13 @@ const WRITE_REGION: u64 = 64 << 20;
 const CHUNK: u64 = 1 << 20;
 const DEPTHS: [usize; 3] = [1, 4, 16];
 const PAGE: u64 = 4096;
+/// The sealed file of the release cases: 131072 pages in one registration.
+const LARGE: u64 = 512 << 20;
 const SECTOR: u64 = 512;
 
 type Check = Result<String, String>;
+
+const LARGE_CASE: &str = "unregister-of-large-sealed-buffer-lets-others-run";
 
 /// A data disk as the guest found it.
 struct Dev {
@@ -435,6 +441,56 @@ fn controls(dir: &Path, dev: Option<&Dev>) -> (Check, Check) {
     }
 }
 
+/// Releasing a long-term pin of a sealed file's page writes the page back,
+/// and a registration may cover hundreds of thousands of pages: seals a
+/// `LARGE` file at `path`, maps it, pins it through `register` (which
+/// gets the mapping's address and length), then `release`s it while a
+/// task shares the CPU. That task must still run meanwhile
+/// (`fixture::Release::judge`), and the release must have moved
+/// `nr_foll_pin_released` by the file's pages. `call` names the release.
+fn large_release_yields<H>(
+    path: &Path,
+    call: &str,
+    register: impl FnOnce(*mut u8, usize) -> Result<H, String>,
+    release: impl FnOnce(H) -> std::io::Result<()>,
+) -> Result<String, String> {
+    let file = create_sparse(path, LARGE)?;
+    let r = (|| {
+        seal::seal(&file).map_err(|e| format!("SEAL of {} MiB: {}", LARGE >> 20, errno_text(&e)))?;
+        let extents = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?.len();
+        let mut mapping = crate::fixture::shared_for_stores(&file, LARGE as usize)?.0;
+        let held = register(mapping.as_mut_ptr(), LARGE as usize)?;
+        let (_, released0) = pin_counters()?;
+        let (released, timing) = release_beside_spinner(|| release(held))?;
+        released.map_err(|e| format!("{call}: {}", errno_text(&e)))?;
+        let (_, released) = pin_counters()?;
+        let pages = LARGE / PAGE;
+        let moved = released.saturating_sub(released0);
+        if moved < pages {
+            return Err(format!("{call} moved nr_foll_pin_released by {moved}, not the {pages} pages it held"));
+        }
+        // The mapping outlived the registration.
+        drop(mapping);
+        timing.judge(&format!("{call} of {} MiB sealed in {extents} extent(s) released {moved} pins", LARGE >> 20))
+    })();
+    let _ = seal::unseal(&file);
+    drop(file);
+    let _ = fs::remove_file(path);
+    r
+}
+
+/// A 512 MiB sealed file registered as one io_uring buffer (131072 bvecs)
+/// and unregistered.
+fn large_unregister_yields(dir: &Path) -> Result<String, String> {
+    let register = |addr, len| {
+        let ring = Ring::new().map_err(|e| format!("io_uring_setup: {}", errno_text(&e)))?;
+        ring.register(addr, len)
+            .map_err(|e| format!("REGISTER_BUFFERS of {} MiB of the sealed file: {}", LARGE >> 20, errno_text(&e)))?;
+        Ok(ring)
+    };
+    large_release_yields(&dir.join("large"), "UNREGISTER_BUFFERS", register, |ring| ring.unregister())
+}
+
 /// Removes what an earlier boot left, unsealing first (a sealed file
 /// cannot be unlinked).
 fn clear(dir: &Path) {
@@ -450,7 +506,7 @@ fn clear(dir: &Path) {
 
 pub fn run() -> ExitCode {
     let disk_cases: Vec<String> = DATA_DISKS.iter().map(|d| format!("{}-dma-through-the-pin", d.name)).collect();
-    let mut t = Cases::new(5 + disk_cases.len() + rdma::CASES.len());
+    let mut t = Cases::new(6 + disk_cases.len() + rdma::CASES.len());
     let mount = PathBuf::from(format!("{MOUNT_PREFIX}0"));
     // Fixed name: the file stays until the next boot, so the host can look.
     let dir = mount.join("pinned-dma");
@@ -475,7 +531,7 @@ pub fn run() -> ExitCode {
             ["unsealed-dax-register-refused", "odirect-read-into-unsealed-dax-mapping", "sealed-file-registered"]
                 .into_iter()
                 .chain(disk_cases.iter().map(String::as_str))
-                .chain(["dma-lands-in-the-sealed-files-blocks"])
+                .chain(["dma-lands-in-the-sealed-files-blocks", LARGE_CASE])
                 .chain(rdma::CASES)
         {
             t.check::<()>(name, Err(why.clone()));
@@ -489,6 +545,13 @@ pub fn run() -> ExitCode {
 
     let sealing = probe(&dir);
     disk_dma(&mut t, &dir, &mount, &disk_cases, devs, sealing.clone());
+    t.outcome(
+        LARGE_CASE,
+        match &sealing {
+            Ok(()) => Attempt::Done(large_unregister_yields(&dir)),
+            Err(why) => Attempt::Skip(why.clone()),
+        },
+    );
     rdma::run(&mut t, &dir, pmem_of(&mount), sealing);
     t.exit()
 }

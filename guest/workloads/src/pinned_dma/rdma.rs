@@ -16,16 +16,13 @@
 
 use std::fs::{self, File};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dax_seal_protocol::disks::{fill_pattern, HostCheck, HostImage};
 use dax_seal_protocol::figure::{self, Figure};
 use dax_seal_rdma::{Mr, Verbs};
 
-use super::{nvdimm_ranges, verify, verify_file, PAGE};
+use super::{nvdimm_ranges, verify, verify_file, LARGE, PAGE};
 use crate::calls::{errno_text, result_text, Mapping};
 use crate::cases::{Attempt, Cases};
 use crate::fixture::{create_sparse, median, pin_counters, soft_roce, ADDRESS, IBDEV, NETDEV};
@@ -39,9 +36,6 @@ const CHUNK: u32 = 1 << 20;
 pub const SEED: u64 = 0x4d4a_5eed;
 /// Registrations timed for the bench figure, after a first that faults.
 const REG_ROUNDS: usize = 5;
-/// The sealed file of the release case: a few contiguous extents, each one
-/// scatterlist entry of tens of thousands of pages in rxe's region.
-const LARGE: u64 = 512 << 20;
 
 pub const CASES: [&str; 7] = [
     "rxe-link-up",
@@ -278,85 +272,15 @@ fn reader_needs_write_access(v: &Verbs, dir: &Path) -> Result<String, String> {
     r
 }
 
-/// Deregistering a region releases its pins page by page, and releasing a
-/// pin of a sealed file's page writes the page back; rxe's region puts a
-/// whole contiguous extent in one scatterlist entry. A task sharing the
-/// CPU must still run meanwhile: on a kernel without preemption (6.12's
-/// configuration here) only the release's own scheduling points let it. A
-/// spinner on the same CPU notes every gap between its clock readings; the
-/// longest one within `ibv_dereg_mr` must be under a quarter of the call
-/// (a tick is 4 ms, the call takes far longer), and the release must have
-/// moved `nr_foll_pin_released` by the region's pages.
+/// A 512 MiB sealed file registered as one region and deregistered: rxe
+/// puts each contiguous extent in one scatterlist entry.
 fn large_release_yields(v: &Verbs, dir: &Path) -> Result<String, String> {
-    let path = dir.join("rdma-large");
-    let file = create_sparse(&path, LARGE)?;
-    let r = (|| {
-        seal::seal(&file).map_err(|e| format!("SEAL of {} MiB: {}", LARGE >> 20, errno_text(&e)))?;
-        let extents = seal::fiemap(&file).map_err(|e| format!("FIEMAP: {}", errno_text(&e)))?.len();
-        let mut mapping = crate::fixture::shared_for_stores(&file, LARGE as usize)?.0;
-        let here = crate::fixture::OnThisCpu::new()?;
-        let cpu = here.cpu;
-        // SAFETY: the mapping outlives the region (deregistered below).
-        let mr = unsafe { v.register(mapping.as_mut_ptr(), LARGE as usize) }
-            .map_err(|e| format!("ibv_reg_mr of {} MiB of the sealed file: {}", LARGE >> 20, errno_text(&e)))?;
-        let (_, released0) = pin_counters()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let spinner = {
-            let stop = Arc::clone(&stop);
-            thread::spawn(move || crate::fixture::stay_on_cpu(cpu).map(|()| gaps_until(&stop)))
-        };
-        // The spinner takes the CPU; this thread gets it back when it wakes.
-        thread::sleep(Duration::from_millis(50));
-        let start = Instant::now();
-        let dereg = mr.deregister();
-        let end = Instant::now();
-        stop.store(true, Ordering::Relaxed);
-        let gaps = spinner.join().map_err(|_| "the spinner thread panicked".to_string())??;
-        dereg.map_err(|e| format!("ibv_dereg_mr: {}", errno_text(&e)))?;
-        let (_, released) = pin_counters()?;
-        let pages = LARGE / PAGE;
-        let moved = released.saturating_sub(released0);
-        if moved < pages {
-            return Err(format!("ibv_dereg_mr moved nr_foll_pin_released by {moved}, not the region's {pages} pages"));
-        }
-        let took = end - start;
-        let longest = gaps
-            .iter()
-            .map(|&(from, to)| to.min(end).saturating_duration_since(from.max(start)))
-            .max()
-            .unwrap_or_default();
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let what = format!(
-            "ibv_dereg_mr of {} MiB sealed in {extents} extent(s) released {moved} pins in {:.1} ms; the longest the \
-             spinner on CPU {cpu} waited meanwhile: {:.1} ms",
-            LARGE >> 20,
-            ms(took),
-            ms(longest)
-        );
-        if longest * 4 > took {
-            return Err(format!("{what}: the release kept the CPU without a scheduling point"));
-        }
-        Ok(what)
-    })();
-    let _ = seal::unseal(&file);
-    drop(file);
-    let _ = fs::remove_file(&path);
-    r
-}
-
-/// Spins until `stop`, noting each gap longer than 0.5 ms between two of
-/// its clock readings (when something else had the CPU).
-fn gaps_until(stop: &AtomicBool) -> Vec<(Instant, Instant)> {
-    let mut gaps = Vec::with_capacity(1 << 16);
-    let mut last = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        if now - last > Duration::from_micros(500) && gaps.len() < gaps.capacity() {
-            gaps.push((last, now));
-        }
-        last = now;
-    }
-    gaps
+    let register = |addr, len| {
+        // SAFETY: the mapping outlives the region (deregistered by the caller).
+        unsafe { v.register(addr, len) }
+            .map_err(|e| format!("ibv_reg_mr of {} MiB of the sealed file: {}", LARGE >> 20, errno_text(&e)))
+    };
+    super::large_release_yields(&dir.join("rdma-large"), "ibv_dereg_mr", register, Mr::deregister)
 }
 
 /// Set-up: seals a file, maps it MAP_SYNC and times `ibv_reg_mr` of it
