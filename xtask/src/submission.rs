@@ -412,7 +412,8 @@ pub fn check_run(results: &Results, key: &str, tree: &str) -> Result<()> {
 fn run_checkpatch(src: &Path, patch: &Path) -> Result<Vec<String>> {
     let out = Command::new("perl")
         .arg(src.join("scripts/checkpatch.pl"))
-        .args(["--strict", "--no-tree", "--terse", "--show-types", "--no-summary"])
+        .args(crate::tidy::CHECKPATCH_OPTIONS)
+        .args(["--terse", "--show-types", "--no-summary"])
         .arg(patch)
         .output()
         .context("cannot run checkpatch.pl")?;
