@@ -1,6 +1,7 @@
 //! Reads the guest console as it streams and recognises kernel reports:
 //! panics, Oopses, BUGs, WARNINGs, lockdep and KASAN reports, hung tasks,
-//! soft lockups, RCU stalls and the death of init. Only kernel lines count
+//! soft lockups, RCU stalls, interrupt lines disabled because nothing
+//! handled them, and the death of init. Only kernel lines count
 //! (they carry a `[ seconds.micros]` stamp: PRINTK_TIME is in base.config),
 //! so a program that prints "BUG:" itself cannot fake or hide one.
 
@@ -19,6 +20,7 @@ pub enum ReportKind {
     HungTask,
     SoftLockup,
     RcuStall,
+    UnhandledIrq,
 }
 
 impl ReportKind {
@@ -34,6 +36,7 @@ impl ReportKind {
             ReportKind::HungTask => "hung task",
             ReportKind::SoftLockup => "soft lockup",
             ReportKind::RcuStall => "RCU stall",
+            ReportKind::UnhandledIrq => "unhandled interrupt (line disabled)",
         }
     }
 }
@@ -121,6 +124,15 @@ pub fn classify(text: &str) -> Option<ReportKind> {
         } else {
             ReportKind::Warning
         });
+    }
+    // "irq 11: nobody cared (try booting with the "irqpoll" option)": a
+    // level-triggered line stayed asserted with no handler claiming it, and
+    // the kernel disables it, leaving every device on it without interrupts.
+    if text.strip_prefix("irq ").is_some_and(|r| {
+        r.split_once(':')
+            .is_some_and(|(n, rest)| n.bytes().all(|b| b.is_ascii_digit()) && rest.starts_with(" nobody cared"))
+    }) {
+        return Some(ReportKind::UnhandledIrq);
     }
     if text.starts_with("INFO: task ") && text.contains("blocked for more than") {
         return Some(ReportKind::HungTask);
@@ -217,6 +229,11 @@ mod tests {
             ReportKind::RcuStall,
             "rcu: INFO: rcu_preempt self-detected stall on CPU",
         ),
+        (
+            "[    2.890193] irq 11: nobody cared (try booting with the \"irqpoll\" option)\n[    2.890940] CPU: 0 UID: 0 PID: 0 Comm: swapper/0 Not tainted 6.12.118-dax-seal #7\n",
+            ReportKind::UnhandledIrq,
+            "irq 11: nobody cared (try booting with the \"irqpoll\" option)",
+        ),
     ];
 
     #[test]
@@ -255,6 +272,8 @@ mod tests {
             "WARNING: CPU: 0 (no stamp, user output)",
             "[abc.def] BUG: not a stamp",
             "dax-seal-init: running workload dax-smoke",
+            "[    2.000000] irq 9: shared with acpi, nobody cared about that here",
+            "irq 11: nobody cared (user output, no stamp)",
         ] {
             assert_eq!(s.feed(line), None, "{line}");
         }
