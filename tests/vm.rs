@@ -398,6 +398,42 @@ fn cli_run_fails_on_a_guest_failure() {
     assert!(exec.cases[0].detail.contains("exited with status 3"), "{exec:#?}");
 }
 
+/// The machine a run asks for is the machine the guest gets: with two
+/// CPUs both come up (the kernel finds the local APIC through the MP table
+/// under `acpi=noirq`), and a kernel told to bring up only one
+/// (`maxcpus=1`) fails the set-up with the count, instead of running the
+/// workloads on fewer CPUs than asked for.
+#[test]
+fn cli_run_fails_when_the_guest_has_fewer_cpus_than_asked() {
+    let images = tempfile::tempdir().unwrap();
+    let two = &[
+        "run",
+        "--kernel",
+        "baseline",
+        "--cpus",
+        "2",
+        "--workload",
+        "dax-smoke",
+        "--exec",
+        "cat /sys/devices/system/cpu/online",
+    ];
+    let out = xtask(two, images.path());
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let json = results_of(images.path());
+    let exec = json.runs.iter().find(|r| r.workload == "exec").unwrap();
+    assert!(exec.cases[0].detail.lines().any(|l| l.trim() == "0-1"), "{exec:#?}");
+    let fewer = [two.as_slice(), &["--kernel-arg", "maxcpus=1"]].concat();
+    let out = xtask(&fewer, images.path());
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    let json = results_of(images.path());
+    let setup = json.runs.iter().find(|r| r.workload == "setup").unwrap();
+    assert_eq!(setup.cases[0].verdict, Verdict::Fail, "{setup:#?}");
+    assert!(
+        setup.cases[0].detail.contains("runs on 1 CPU(s)") && setup.cases[0].detail.contains("given 2"),
+        "{setup:#?}"
+    );
+}
+
 /// Every command of an `--exec` list keeps its stderr, in order, and what
 /// a command printed is shown in the summary whether it passed or failed.
 #[test]

@@ -95,8 +95,10 @@ fn boot_kernel(ctx: &Ctx, ready: &Ready, iteration: u32) -> Result<(Vec<Workload
             attempt,
             iteration,
             pmem: machine.pmem,
-            // Read from the images when the boot starts (BootRequest::vm).
+            // Read from the images and the machine when the boot starts
+            // (BootRequest::vm).
             blank_label_areas: Vec::new(),
+            cpus: 0,
         };
         // A rerun boots on fresh images of its own in the run's directory:
         // the user's images keep what the first boot left.

@@ -32,6 +32,39 @@ pub fn mount_pseudo_filesystems() {
     }
 }
 
+/// Fails when the kernel brought up another number of CPUs than the host
+/// gave the machine (`given`; 0 checks nothing). A kernel that finds no
+/// local APIC runs on one CPU whatever QEMU was given, and says so only at
+/// a level the boot console does not show.
+pub fn cpus_as_given(given: u32) -> Result<(), String> {
+    const ONLINE: &str = "/sys/devices/system/cpu/online";
+    if given == 0 {
+        return Ok(());
+    }
+    let list = std::fs::read_to_string(ONLINE).map_err(|e| format!("{ONLINE}: {e}"))?;
+    let online = count_cpus(list.trim()).ok_or_else(|| format!("{ONLINE}: cannot read {:?}", list.trim()))?;
+    if online != given {
+        return Err(format!(
+            "the kernel runs on {online} CPU(s) (online: {}), the machine was given {given}: does the kernel find the \
+             local APIC (X86_MPPARSE with acpi=noirq)?",
+            list.trim()
+        ));
+    }
+    Ok(())
+}
+
+/// How many CPUs a sysfs CPU list names ("0", "0-3", "0-1,4").
+fn count_cpus(list: &str) -> Option<u32> {
+    let mut n = 0;
+    for part in list.split(',') {
+        n += match part.split_once('-') {
+            Some((a, b)) => b.parse::<u32>().ok()?.checked_sub(a.parse::<u32>().ok()?)? + 1,
+            None => part.parse::<u32>().map(|_| 1).ok()?,
+        };
+    }
+    Some(n)
+}
+
 /// The console log level PID 1 keeps: the kernel's default, every message
 /// up to KERN_INFO. A hung task's stack, for one, is KERN_INFO.
 const CONSOLE_LEVEL: u32 = 7;
@@ -113,5 +146,20 @@ pub fn signal_name(sig: i32) -> &'static str {
         libc::SIGSEGV => "SIGSEGV",
         libc::SIGTERM => "SIGTERM",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_cpus;
+
+    #[test]
+    fn cpu_lists_are_counted() {
+        assert_eq!(count_cpus("0"), Some(1));
+        assert_eq!(count_cpus("0-1"), Some(2));
+        assert_eq!(count_cpus("0-1,4,6-7"), Some(5));
+        assert_eq!(count_cpus(""), None);
+        assert_eq!(count_cpus("1-0"), None);
+        assert_eq!(count_cpus("x"), None);
     }
 }

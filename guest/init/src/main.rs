@@ -38,10 +38,17 @@ fn main() {
     };
     // The bench reads "init at" for the kernel's boot time.
     log(&format!("kernel variant {}, workloads {:?}, init at {started:.3} s", config.kernel, config.workloads));
-    let mounted =
-        nvdimm::set_up_all(&mut report, config.pmem, config.fresh, config.mkfs, &config.blank_label_areas, |i| {
-            config.dax_mode(i)
-        });
+    let mounted = match machine::cpus_as_given(config.cpus) {
+        Err(reason) => {
+            report.single("setup", &TestResult::Fail(reason));
+            false
+        }
+        Ok(()) => {
+            nvdimm::set_up_all(&mut report, config.pmem, config.fresh, config.mkfs, &config.blank_label_areas, |i| {
+                config.dax_mode(i)
+            })
+        }
+    };
 
     if config.shell {
         run_shell();
@@ -51,7 +58,7 @@ fn main() {
         if mounted {
             report.workload(name);
         } else {
-            report.single(name, &TestResult::Fail("set-up failed: no DAX filesystem to run on".into()));
+            report.single(name, &TestResult::Fail("set-up failed (see setup): nothing to run on".into()));
         }
     }
     if !config.exec.is_empty() {

@@ -126,6 +126,10 @@ pub struct RunConfig {
     /// namespace is damaged, and is reported rather than remade.
     #[serde(default)]
     pub blank_label_areas: Vec<bool>,
+    /// The CPUs the host gave the machine. The guest's set-up fails when
+    /// the kernel brought up another number (0: not stated, not checked).
+    #[serde(default)]
+    pub cpus: u32,
 }
 
 /// mkfs.xfs metadata features (`-m`).
@@ -656,6 +660,7 @@ mod properties {
                 pmem: pmem::PmemKind::ALL[kernel.len() % pmem::PmemKind::ALL.len()],
                 attempt: run.len() as u32,
                 iteration: exec.len() as u32,
+                cpus: params.len() as u32,
                 kernel,
                 workloads: workloads.into_iter().map(str::to_string).collect(),
                 exec,

@@ -242,8 +242,12 @@ impl BootRequest<'_> {
         let data = disks::prepare(set, &dax_seal_protocol::disks_for(&self.config.workloads))?;
         // The guest sets up the kind of device the machine has, whoever
         // wrote the rest of the configuration.
-        let config =
-            RunConfig { pmem: m.pmem, blank_label_areas: pmem::blank_label_areas(&images)?, ..self.config.clone() };
+        let config = RunConfig {
+            pmem: m.pmem,
+            blank_label_areas: pmem::blank_label_areas(&images)?,
+            cpus: m.cpus,
+            ..self.config.clone()
+        };
         let archive = initramfs::run_archive(&config, self.includes)?;
         let initrd = self.file("initrd", "img");
         initramfs::write_initrd(&self.prepared.initramfs.path, &archive, &initrd)?;

@@ -126,8 +126,10 @@ impl<'a> Scenario<'a> {
             attempt: self.attempt,
             iteration: 0,
             pmem: self.vm.pmem,
-            // Read from the images when the boot starts (BootRequest::vm).
+            // Read from the images and the machine when the boot starts
+            // (BootRequest::vm).
             blank_label_areas: Vec::new(),
+            cpus: 0,
         };
         let n = self.boots.get() + 1;
         self.boots.set(n);
