@@ -645,13 +645,13 @@ pub fn in_child(deadline: Duration, work: impl FnOnce() -> Result<String, String
 
 /// The calling thread kept on the CPU it ran on when made, until dropped,
 /// which gives it back the CPUs it had.
-pub struct OnThisCpu {
-    pub cpu: usize,
+struct OnThisCpu {
+    cpu: usize,
     before: libc::cpu_set_t,
 }
 
 impl OnThisCpu {
-    pub fn new() -> Result<Self, String> {
+    fn new() -> Result<Self, String> {
         // SAFETY: a zeroed cpu_set_t is a valid (empty) set to fill.
         let mut before: libc::cpu_set_t = unsafe { std::mem::zeroed() };
         // SAFETY: `before` is a cpu_set_t of the size given; 0 is this thread.
@@ -675,7 +675,7 @@ impl Drop for OnThisCpu {
 }
 
 /// Keeps the calling thread on `cpu`.
-pub fn stay_on_cpu(cpu: usize) -> Result<(), String> {
+fn stay_on_cpu(cpu: usize) -> Result<(), String> {
     // SAFETY: a zeroed cpu_set_t is an empty set, and CPU_SET writes
     // inside it (a CPU the kernel named is below CPU_SETSIZE).
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
