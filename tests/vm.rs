@@ -622,7 +622,7 @@ fn assert_sealed_only(patched: &Booted, baseline: &Booted, workload: &str, name:
 }
 
 /// The cases of seal-lifetime that need the series.
-const LIFETIME_SEALED: [&str; 25] = [
+const LIFETIME_SEALED: [&str; 26] = [
     "pin-outlives-umount",
     "pin-outlives-drop-caches",
     "dax-flag-fixed-while-sealed-dax-inode",
@@ -648,6 +648,7 @@ const LIFETIME_SEALED: [&str; 25] = [
     "seal-of-shared-file-interrupted-by-sigkill",
     "readers-progress-during-seal-of-shared-file",
     "mappings-outside-each-step-survive-seal",
+    "memory-failure-while-namespace-binds",
 ];
 
 /// seal-lifetime on both kernels. Patched: a sealed file's pin outlives
@@ -673,11 +674,14 @@ const LIFETIME_SEALED: [&str; 25] = [
 /// patch 0018 the check for pins met the driver's EHWPOISON). On both
 /// kernels, an unbind after a shared
 /// futex and a /proc/self/mem read of a DAX mapping finishes (6.12 once
-/// missed their releases and waited for ever). Baseline: the sealed cases skip with
+/// missed their releases and waited for ever). On two CPUs, so that memory
+/// failures reported from one while the other binds the namespace again
+/// reach the pagemap before the disk is back (without patch 0026 the first
+/// such failure dereferenced NULL). Baseline: the sealed cases skip with
 /// EOPNOTSUPP, and the control shows why there is nothing to outlive there.
 #[test]
 fn seal_lifetime_pins_outlive_the_inode_on_patched_only() {
-    let ((_, patched), baseline) = on_both_kernels(&["seal-lifetime"]);
+    let ((_, patched), baseline) = on_both_kernels_with(&["seal-lifetime"], |g| g.vm.cpus = 2);
     for b in [&patched, &baseline] {
         let control = b.case("seal-lifetime", "unsealed-dax-pin-refused");
         assert_eq!(control.verdict, Verdict::Pass, "{}", b.explain());
@@ -772,6 +776,14 @@ fn seal_lifetime_pins_outlive_the_inode_on_patched_only() {
     );
     let killed = &patched.case("seal-lifetime", "seal-of-shared-file-interrupted-by-sigkill").detail;
     assert!(killed.contains("MiB copied: SEAL ended") && killed.contains("bytes intact"), "{killed}");
+    let bind = &patched.case("seal-lifetime", "memory-failure-while-namespace-binds").detail;
+    let reached: usize = bind
+        .split(": ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of failures that reached the pagemap: {bind}"));
+    assert!(reached >= 2 && bind.contains("no kernel report; mounted again"), "{bind}");
     let teardown = &patched.case("seal-lifetime", "namespace-teardown-waits-for-pin").detail;
     assert!(teardown.contains("still waited") && teardown.contains("512 pins acquired"), "{teardown}");
     // Plain references (1280 of one page, past the pin bias) hold the

@@ -43,7 +43,11 @@
 //! until the pipes are drained or the ring lets go, and the namespace, the
 //! filesystem and the seal come back. Before them, on every kernel, an
 //! unbind after a shared futex and a /proc/self/mem read of a DAX mapping
-//! (references the kernel takes and releases at once) must finish.
+//! (references the kernel takes and releases at once) must finish, and
+//! memory failures reported from another CPU while the namespace binds
+//! again must reach its pagemap without a kernel report (a kernel without
+//! the series dereferences NULL there, so that case runs with the series
+//! and on two CPUs only).
 //!
 //! On a kernel without the series SEAL gives EOPNOTSUPP and the sealed cases
 //! skip; the control (a long-term pin of an unsealed DAX file is refused
@@ -107,6 +111,7 @@ const CASES: &[(&str, Case)] = &[
     ("readers-progress-during-seal-of-shared-file", case_readers_shared),
     ("mappings-outside-each-step-survive-seal", case_mappings_survive),
     ("namespace-teardown-after-released-references", case_released_references),
+    ("memory-failure-while-namespace-binds", case_failure_during_bind),
     ("namespace-teardown-waits-for-plain-references", case_plain_references),
     ("namespace-teardown-waits-for-pin", case_namespace_teardown),
 ];
@@ -594,6 +599,96 @@ fn case_released_references(env: &Env) -> Attempt {
     })();
     let _ = fs::remove_file(&path);
     Attempt::Done(check)
+}
+
+/// What the kernel logs for each memory failure that reached a device's
+/// pagemap (`memory_failure_dev_pagemap()`, whatever its outcome).
+const DAX_PAGE_FAILURE: &str = "recovery action for dax page";
+/// Binds tried until failures came in while the pagemap was there.
+const BIND_ROUNDS: usize = 5;
+/// Failures that must reach the pagemap before the disk comes back: the
+/// last one may have started just before the disk appeared and landed
+/// after, so one alone does not show that the window was met.
+const FAILURES_IN_WINDOW: usize = 2;
+
+/// A memory failure reported while the namespace binds: the pagemap exists
+/// (memory_failure() finds it) before the disk does, and its
+/// `->memory_failure()` hands the pmem driver's dax_device to the
+/// filesystem notifier. The driver allocates that device only after mapping
+/// the pages, so a failure in between dereferenced NULL (reproduced on the
+/// kernel without the series: `BUG: kernel NULL pointer dereference` in
+/// `dax_holder_notify_failure`); with the series the driver answers ENXIO
+/// until it has set the device up (patch 0026 of 7.3, 0028 of 6.12). A
+/// thread on another CPU reports
+/// the namespace's first data page failed (`hard_offline_page`), over and
+/// over, from the moment the bind starts until the disk is back; the case
+/// counts the failures that reached the pagemap in that time from the
+/// kernel's log, and fails when fewer than two did (the window was not
+/// met). The console scan fails the run on any oops or warning.
+fn case_failure_during_bind(env: &Env) -> Attempt {
+    if let Err(why) = &env.has_seal {
+        return Attempt::Skip(format!(
+            "{why}; and a kernel without the series dereferences NULL when a memory failure comes in while the \
+             namespace binds (it maps the pages before it allocates the dax_device)"
+        ));
+    }
+    // SAFETY: sysconf reads a value.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if cpus < 2 {
+        return Attempt::Skip(format!(
+            "{cpus} CPU online: failures must come in from another CPU while one binds the namespace (--cpus 2)"
+        ));
+    }
+    Attempt::Done((|| {
+        let ns = Namespace::of(&env.mount)?;
+        let resource = format!("/sys/bus/nd/devices/{}/resource", ns.name);
+        let first = fs::read_to_string(&resource).map_err(|e| format!("read {resource}: {}", errno_text(&e)))?;
+        let first = first.trim().to_string();
+        let disk = Path::new("/sys/block").join(Path::new(&ns.dev).file_name().ok_or("no disk name")?);
+        umount(&env.mount).map_err(|e| format!("umount {}: {}", env.mount.display(), errno_text(&e)))?;
+        ns.unbind()?;
+        let before = calls::kmsg_count(DAX_PAGE_FAILURE)?;
+        let (mut rounds, mut reported, mut reached) = (0, 0usize, 0);
+        while reached < FAILURES_IN_WINDOW && rounds < BIND_ROUNDS {
+            if rounds > 0 {
+                ns.unbind()?;
+            }
+            rounds += 1;
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let bound = std::thread::scope(|scope| {
+                let reporter = scope.spawn(|| {
+                    let mut n = 0usize;
+                    while !disk.exists() && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        // EBUSY or ENXIO: the page has no owner to recover it.
+                        let _ = fs::write(HARD_OFFLINE, &first);
+                        n += 1;
+                    }
+                    n
+                });
+                let bound = ns.bind();
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                reported += reporter.join().unwrap_or(0);
+                bound
+            });
+            bound?;
+            reached = calls::kmsg_count(DAX_PAGE_FAILURE)?.saturating_sub(before);
+        }
+        ns.mount(&env.mount)?;
+        if reached < FAILURES_IN_WINDOW {
+            return Err(format!(
+                "{reported} failures of {}'s first data page ({first}) reported during {rounds} binds, but {reached} \
+                 reached its pagemap before the disk came back (\"{DAX_PAGE_FAILURE}\" lines): the window between \
+                 the pages' mapping and the disk was not met",
+                ns.name
+            ));
+        }
+        Ok(format!(
+            "{reported} failures of {}'s first data page ({first}) reported from another CPU while it bound again \
+             ({rounds} bind(s)): {reached} reached the pagemap before the disk came back (\"{DAX_PAGE_FAILURE}\" \
+             lines), no kernel report; mounted again",
+            ns.name
+        ))
+    })())
 }
 
 /// How many plain references the vmsplice case takes on one page: past
