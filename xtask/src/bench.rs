@@ -78,6 +78,13 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
     }
     let trees: Vec<String> = trees::select(args.tree.as_deref())?.into_iter().map(|t| t.name).collect();
     let images = tempfile::Builder::new().prefix("dax-seal-bench-").tempdir()?;
+    let bench_dir = paths::images_dir().join("bench");
+    // Each timed run's outputs (consoles, results.json) are kept, so that a
+    // figure can be traced to the boots it came from; the last bench's go.
+    let kept_runs = bench_dir.join("runs");
+    if kept_runs.exists() {
+        std::fs::remove_dir_all(&kept_runs).with_context(|| format!("removing {}", kept_runs.display()))?;
+    }
     // One untimed run per tree builds whatever is missing and makes the
     // filesystems.
     for tree in &trees {
@@ -99,6 +106,8 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
                     samples.push(WARM, start.elapsed().as_secs_f64());
                 }
                 (campaign.take)(&results, &mut samples)?;
+                let kept = kept_runs.join(format!("{}-{tree}-{}", campaign.name.replace(' ', "-"), i + 1));
+                copy_dir(&images.path().join("runs/latest"), &kept)?;
                 let lines = latency_lines(&results, tree);
                 if !lines.is_empty() {
                     histograms.push(lines.into_iter().map(|l| format!("{tree} {l}")).collect());
@@ -107,7 +116,6 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
             }
         }
     }
-    let bench_dir = paths::images_dir().join("bench");
     paths::ensure_dir(&bench_dir)?;
     let latency_file = bench_dir.join("flush-latency.json");
     paths::write_atomic(&latency_file, &serde_json::to_vec_pretty(&histograms)?)?;
@@ -140,7 +148,12 @@ pub fn cmd(args: &BenchArgs) -> Result<()> {
     let page = bench_dir.join("bench.html");
     paths::write_atomic(&bench_dir.join("bench.json"), &serde_json::to_vec_pretty(&charts.0)?)?;
     paths::write_atomic(&page, html::bench_page(args.runs, &charts.0, &summed_histograms(&histograms)).as_bytes())?;
-    println!("  (figures as plots: {}; fault histograms of each run: {})", page.display(), latency_file.display());
+    println!(
+        "  (figures as plots: {}; fault histograms of each run: {}; each timed run's consoles and results: {})",
+        page.display(),
+        latency_file.display(),
+        kept_runs.display()
+    );
     Ok(())
 }
 
