@@ -618,8 +618,11 @@ const FAILURES_IN_WINDOW: usize = 2;
 /// the pages, so a failure in between dereferenced NULL (reproduced on the
 /// kernel without the series: `BUG: kernel NULL pointer dereference` in
 /// `dax_holder_notify_failure`); with the series the driver answers ENXIO
-/// until it has set the device up (patch 0026 of 7.3, 0028 of 6.12). A
-/// thread on another CPU reports
+/// until it has set the device up (patch 0026 of 7.3, 0028 of 6.12), and
+/// Linux finds the pagemap only once its struct pages are initialised
+/// (patch 0028 of 7.3, 0030 of 6.12: on the debug kernel, with 0026 alone,
+/// memory_failure() faulted counting the failure in a node read from a
+/// poisoned struct page). A thread on another CPU reports
 /// the namespace's first data page failed (`hard_offline_page`), over and
 /// over, from the moment the bind starts until the disk is back; the case
 /// counts the failures that reached the pagemap in that time from the
