@@ -622,7 +622,7 @@ fn assert_sealed_only(patched: &Booted, baseline: &Booted, workload: &str, name:
 }
 
 /// The cases of seal-lifetime that need the series.
-const LIFETIME_SEALED: [&str; 26] = [
+const LIFETIME_SEALED: [&str; 27] = [
     "pin-outlives-umount",
     "pin-outlives-drop-caches",
     "dax-flag-fixed-while-sealed-dax-inode",
@@ -648,6 +648,7 @@ const LIFETIME_SEALED: [&str; 26] = [
     "seal-of-shared-file-interrupted-by-sigkill",
     "readers-progress-during-seal-of-shared-file",
     "mappings-outside-each-step-survive-seal",
+    "memory-failure-of-namespace-metadata",
     "memory-failure-while-namespace-binds",
 ];
 
@@ -776,14 +777,20 @@ fn seal_lifetime_pins_outlive_the_inode_on_patched_only() {
     );
     let killed = &patched.case("seal-lifetime", "seal-of-shared-file-interrupted-by-sigkill").detail;
     assert!(killed.contains("MiB copied: SEAL ended") && killed.contains("bytes intact"), "{killed}");
+    // A failure of the namespace's info block is ENXIO, in a line of its
+    // own (before patch 0029 the debug kernel faulted counting it in a node
+    // read from its never initialised struct page).
+    let metadata = &patched.case("seal-lifetime", "memory-failure-of-namespace-metadata").detail;
+    assert!(metadata.contains("its info block) reported failed: ENXIO") && metadata.contains("once"), "{metadata}");
     let bind = &patched.case("seal-lifetime", "memory-failure-while-namespace-binds").detail;
     let reached: usize = bind
         .split(": ")
         .nth(1)
         .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no count of failures that reached the pagemap: {bind}"));
-    assert!(reached >= 2 && bind.contains("no kernel report; mounted again"), "{bind}");
+        .unwrap_or_else(|| panic!("no count of failures while the pages were set up: {bind}"));
+    assert!(reached >= 1 && !bind.contains("(0 before the pagemap was published"), "{bind}");
+    assert!(bind.contains("no kernel report; mounted again"), "{bind}");
     let teardown = &patched.case("seal-lifetime", "namespace-teardown-waits-for-pin").detail;
     assert!(teardown.contains("still waited") && teardown.contains("512 pins acquired"), "{teardown}");
     // Plain references (1280 of one page, past the pin bias) hold the
