@@ -1181,7 +1181,9 @@ fn seal_race_patched_and_baseline_differ_exactly_where_the_contract_says() {
 #[test]
 fn debug_kernel_runs_the_seal_workloads_without_a_kernel_report() {
     let mut g = Guest::new(Variant::Debug);
-    g.params.insert("seal-race.seconds".into(), "10".into());
+    // 20 s: on a slow host the debug kernel needs the toggler's stretched
+    // unsealed windows before every worker has met both steady phases.
+    g.params.insert("seal-race.seconds".into(), "20".into());
     let b = g.boot(&["seal-conformance", "seal-lifetime", "pinned-dma", "userspace-flush", "seal-race"], &[]);
     assert!(b.passed(), "{}", b.explain());
     // One CPU: the bind case needs a second to report failures from
