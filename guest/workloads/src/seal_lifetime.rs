@@ -618,17 +618,21 @@ fn case_failure_of_metadata(env: &Env) -> Attempt {
     // With its memmap in RAM (`mode` ram, as on CXL) the namespace has no
     // altmap: its pagemap starts at its first page, which is then no
     // metadata to it.
-    if let (Ok(()), Ok(ns)) = (&env.has_seal, Namespace::of(&env.mount)) {
-        let mode = format!("/sys/bus/nd/devices/{}/mode", ns.name);
-        if fs::read_to_string(&mode).is_ok_and(|m| m.trim() == "ram") {
-            return Attempt::Skip(format!(
-                "{} keeps its memmap in RAM ({mode}: ram): no page of it is device metadata to its pagemap",
-                ns.name
-            ));
-        }
+    if let Err(why) = &env.has_seal {
+        return Attempt::Skip(why.clone());
     }
-    env.sealed(|| {
-        let ns = Namespace::of(&env.mount)?;
+    let ns = match Namespace::of(&env.mount) {
+        Ok(ns) => ns,
+        Err(e) => return Attempt::Done(Err(e)),
+    };
+    let mode = format!("/sys/bus/nd/devices/{}/mode", ns.name);
+    if fs::read_to_string(&mode).is_ok_and(|m| m.trim() == "ram") {
+        return Attempt::Skip(format!(
+            "{} keeps its memmap in RAM ({mode}: ram): no page of it is device metadata to its pagemap",
+            ns.name
+        ));
+    }
+    Attempt::Done((|| {
         let link = format!("/sys/bus/nd/devices/{}/namespace", ns.name);
         let namespace = fs::read_to_string(&link).map_err(|e| format!("read {link}: {}", errno_text(&e)))?;
         let resource = format!("/sys/bus/nd/devices/{}/resource", namespace.trim());
@@ -650,7 +654,7 @@ fn case_failure_of_metadata(env: &Env) -> Attempt {
                 result_text(&r)
             )),
         }
-    })
+    })())
 }
 
 /// What the kernel logs for each memory failure that reached a device's
@@ -660,6 +664,14 @@ const DAX_PAGE_FAILURE: &str = "recovery action for dax page";
 /// added but whose pagemap is not published yet (with the series: until
 /// its struct pages are initialised, patch 0028 of 7.3, 0030 of 6.12).
 const UNPUBLISHED_FAILURE: &str = "memory outside kernel control";
+/// The kernel log's DAX_PAGE_FAILURE and UNPUBLISHED_FAILURE lines so far,
+/// from one read of it.
+fn failure_lines() -> Result<(usize, usize), String> {
+    let records = calls::kmsg_records()?;
+    let count = |needle| records.iter().filter(|r| r.contains(needle)).count();
+    Ok((count(DAX_PAGE_FAILURE), count(UNPUBLISHED_FAILURE)))
+}
+
 /// Binds tried until failures came in while the pages were set up.
 const BIND_ROUNDS: usize = 5;
 
@@ -707,8 +719,7 @@ fn case_failure_during_bind(env: &Env) -> Attempt {
         let disk = Path::new("/sys/block").join(Path::new(&ns.dev).file_name().ok_or("no disk name")?);
         umount(&env.mount).map_err(|e| format!("umount {}: {}", env.mount.display(), errno_text(&e)))?;
         ns.unbind()?;
-        let (dax_before, unpublished_before) =
-            (calls::kmsg_count(DAX_PAGE_FAILURE)?, calls::kmsg_count(UNPUBLISHED_FAILURE)?);
+        let (dax_before, unpublished_before) = failure_lines()?;
         let (mut rounds, mut reported, mut dax, mut unpublished) = (0, 0usize, 0, 0);
         while unpublished == 0 && rounds < BIND_ROUNDS {
             if rounds > 0 {
@@ -732,8 +743,9 @@ fn case_failure_during_bind(env: &Env) -> Attempt {
                 bound
             });
             bound?;
-            dax = calls::kmsg_count(DAX_PAGE_FAILURE)?.saturating_sub(dax_before);
-            unpublished = calls::kmsg_count(UNPUBLISHED_FAILURE)?.saturating_sub(unpublished_before);
+            let (dax_now, unpublished_now) = failure_lines()?;
+            dax = dax_now.saturating_sub(dax_before);
+            unpublished = unpublished_now.saturating_sub(unpublished_before);
         }
         ns.mount(&env.mount)?;
         let counts = format!(
